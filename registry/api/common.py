@@ -1,0 +1,60 @@
+"""Helpers every handler uses: path parameters, body streams, pagination, the Link header."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+from urllib.parse import urlencode
+
+from starlette.requests import Request
+
+from registry.digest import Digest
+from registry.errors import PaginationInvalid
+from registry.names import check_name
+
+if TYPE_CHECKING:
+    from registry.app import Registry
+
+API_VERSION_HEADER = {"Docker-Distribution-API-Version": "registry/2.0"}
+
+
+def registry_of(request: Request) -> Registry:
+    return request.app.state.registry
+
+
+def repository(request: Request) -> str:
+    return check_name(request.path_params["name"])
+
+
+def digest_param(request: Request, key: str = "digest") -> Digest:
+    return Digest.parse(request.path_params[key])
+
+
+def has_body(request: Request) -> bool:
+    length = request.headers.get("content-length")
+    if length is not None:
+        return length.strip() not in ("", "0")
+    return "transfer-encoding" in request.headers
+
+
+async def body_chunks(request: Request) -> AsyncIterator[bytes]:
+    async for chunk in request.stream():
+        if chunk:
+            yield chunk
+
+
+def page_params(request: Request) -> tuple[int | None, str | None]:
+    raw = request.query_params.get("n")
+    limit = None
+    if raw is not None:
+        if not raw.isdigit():
+            raise PaginationInvalid(
+                {"n": raw[:50]}, message=f"n must be a whole number, got {raw[:50]!r}"
+            )
+        limit = int(raw)
+    return limit, request.query_params.get("last") or None
+
+
+def next_link(path: str, limit: int | None, last: str) -> str:
+    query = {"n": limit, "last": last} if limit is not None else {"last": last}
+    return f'<{path}?{urlencode(query)}>; rel="next"'

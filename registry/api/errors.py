@@ -1,0 +1,46 @@
+"""Render every error in the spec's format: {"errors": [{"code", "message", "detail"}]}."""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from registry.api.common import API_VERSION_HEADER
+from registry.errors import RegistryError, RouteUnknown, Unsupported
+
+log = logging.getLogger("registry.api")
+
+
+def render(error: RegistryError) -> JSONResponse:
+    headers = {**API_VERSION_HEADER, **error.headers}
+    return JSONResponse({"errors": [error.to_dict()]}, status_code=error.status, headers=headers)
+
+
+async def registry_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RegistryError)
+    if exc.status >= 500:
+        log.error("%s %s failed: %s", request.method, request.url.path, exc.text)
+    return render(exc)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        return render(Unsupported(message=f"{request.method} is not supported on this endpoint"))
+    return render(RouteUnknown(message=f"no endpoint at {request.url.path[:200]}"))
+
+
+async def unexpected_error(request: Request, exc: Exception) -> Response:
+    log.exception("%s %s failed unexpectedly", request.method, request.url.path)
+    error = RegistryError(message="internal error; the registry log has the details")
+    return render(error)
+
+
+HANDLERS = {
+    RegistryError: registry_error,
+    HTTPException: http_error,
+    Exception: unexpected_error,
+}

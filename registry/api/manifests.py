@@ -1,0 +1,69 @@
+"""/v2/<name>/manifests/<reference>: GET, HEAD, PUT and DELETE."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from registry.api.common import API_VERSION_HEADER, registry_of, repository
+from registry.errors import ManifestTooLarge
+
+
+async def manifest(request: Request) -> Response:
+    name = repository(request)
+    reference = request.path_params["reference"]
+    registry = registry_of(request)
+    manifests = registry.manifests
+    method = request.method
+
+    if method in ("GET", "HEAD"):
+        found = await manifests.get(name, reference, request.headers.getlist("accept"))
+        headers = {
+            **API_VERSION_HEADER,
+            "Docker-Content-Digest": found.digest,
+            "ETag": f'"{found.digest}"',
+            "Content-Length": str(len(found.content)),
+        }
+        body = b"" if method == "HEAD" else found.content
+        return Response(body, headers=headers, media_type=found.media_type)
+
+    if method == "DELETE":
+        await manifests.delete(name, reference)
+        return Response(status_code=202, headers={**API_VERSION_HEADER, "Content-Length": "0"})
+
+    body = await _read_limited(request, registry.settings.manifest_max_bytes)
+    pushed = await manifests.put(
+        name,
+        reference,
+        body,
+        request.headers.get("content-type"),
+        request.query_params.getlist("tag"),
+    )
+    headers = {
+        **API_VERSION_HEADER,
+        "Location": f"/v2/{name}/manifests/{pushed.digest}",
+        "Docker-Content-Digest": str(pushed.digest),
+        "Content-Length": "0",
+    }
+    if pushed.subject:
+        headers["OCI-Subject"] = pushed.subject
+    response = Response(status_code=201, headers=headers)
+    for tag in pushed.tags:
+        if tag != reference:
+            response.headers.append("OCI-Tag", tag)
+    return response
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    too_large = ManifestTooLarge(
+        {"limit": limit}, message=f"manifest is larger than the limit of {limit} bytes"
+    )
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise too_large
+    return bytes(body)

@@ -1,0 +1,31 @@
+"""GET /v2/<name>/tags/list and GET /v2/_catalog, paginated with n, last and Link."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from registry.api.common import API_VERSION_HEADER, next_link, page_params, registry_of, repository
+from registry.services.listing import Page
+
+
+def _paged(
+    request: Request, body: dict[str, object], page: Page, limit: int | None
+) -> JSONResponse:
+    headers = dict(API_VERSION_HEADER)
+    if page.more:
+        headers["Link"] = next_link(request.url.path, limit, page.items[-1])
+    return JSONResponse(body, headers=headers)
+
+
+async def tags_list(request: Request) -> JSONResponse:
+    name = repository(request)
+    limit, last = page_params(request)
+    page = await registry_of(request).listing.tags(name, limit, last)
+    return _paged(request, {"name": name, "tags": page.items}, page, limit)
+
+
+async def catalog(request: Request) -> JSONResponse:
+    limit, last = page_params(request)
+    page = await registry_of(request).listing.catalog(limit, last)
+    return _paged(request, {"repositories": page.items}, page, limit)

@@ -1,0 +1,84 @@
+"""/v2/<name>/blobs/uploads/: start (monolithic, mount), PATCH, PUT, status, cancel."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from registry.api.common import (
+    API_VERSION_HEADER,
+    body_chunks,
+    has_body,
+    registry_of,
+    repository,
+)
+from registry.api.ranges import parse_content_range
+from registry.digest import Digest
+from registry.errors import DigestInvalid
+from registry.names import check_name
+
+
+def _upload_headers(name: str, upload_id: str, offset: int) -> dict[str, str]:
+    return {
+        **API_VERSION_HEADER,
+        "Location": f"/v2/{name}/blobs/uploads/{upload_id}",
+        "Range": f"0-{max(offset - 1, 0)}",
+        "Docker-Upload-UUID": upload_id,
+        "Content-Length": "0",
+    }
+
+
+def _created(name: str, digest: Digest) -> Response:
+    return Response(
+        status_code=201,
+        headers={
+            **API_VERSION_HEADER,
+            "Location": f"/v2/{name}/blobs/{digest}",
+            "Docker-Content-Digest": str(digest),
+            "Content-Length": "0",
+        },
+    )
+
+
+async def start(request: Request) -> Response:
+    name = repository(request)
+    registry = registry_of(request)
+    params = request.query_params
+    mount = params.get("mount")
+    if mount is not None:
+        digest = Digest.parse(mount)
+        source = params.get("from")
+        if source and await registry.blobs.mount(name, digest, check_name(source)):
+            return _created(name, digest)
+    upload_id = await registry.uploads.start(name)
+    if "digest" in params and mount is None:
+        digest = Digest.parse(params["digest"])
+        await registry.uploads.finish(name, upload_id, digest, body_chunks(request))
+        return _created(name, digest)
+    return Response(status_code=202, headers=_upload_headers(name, upload_id, 0))
+
+
+async def session(request: Request) -> Response:
+    name = repository(request)
+    upload_id = request.path_params["upload_id"]
+    uploads = registry_of(request).uploads
+    method = request.method
+    if method == "PATCH":
+        span = parse_content_range(request.headers.get("content-range"))
+        offset = await uploads.append(
+            name, upload_id, body_chunks(request), start=span[0] if span else None
+        )
+        return Response(status_code=202, headers=_upload_headers(name, upload_id, offset))
+    if method == "PUT":
+        raw = request.query_params.get("digest")
+        if raw is None:
+            raise DigestInvalid(message="PUT completing an upload needs a ?digest= parameter")
+        digest = Digest.parse(raw)
+        chunks = body_chunks(request) if has_body(request) else None
+        await uploads.finish(name, upload_id, digest, chunks)
+        return _created(name, digest)
+    if method == "DELETE":
+        await uploads.cancel(name, upload_id)
+        return Response(status_code=204, headers=API_VERSION_HEADER)
+    offset = await uploads.offset(name, upload_id)
+    return Response(status_code=204, headers=_upload_headers(name, upload_id, offset))

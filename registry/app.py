@@ -1,0 +1,59 @@
+"""The application factory: wires settings, the database, the blob store and services."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+
+from registry.api.errors import HANDLERS
+from registry.api.routes import ROUTES
+from registry.config import Settings, load_settings
+from registry.metadata.database import Database
+from registry.services.blobs import BlobService
+from registry.services.listing import ListingService
+from registry.services.manifests import ManifestService
+from registry.services.uploads import UploadService
+from registry.storage import BlobStore, FilesystemStore
+
+
+class Registry:
+    """Everything a request handler may use, built once per application."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.db = Database(
+            settings.database_url,
+            pool_size=settings.database.pool_size,
+            echo=settings.database.echo,
+        )
+        self.store: BlobStore = FilesystemStore(settings.storage_root)
+        self.blobs = BlobService(self.db, self.store)
+        self.uploads = UploadService(self.db, self.store)
+        self.manifests = ManifestService(self.db, self.store)
+        self.listing = ListingService(self.db)
+
+    async def close(self) -> None:
+        await self.store.close()
+        await self.db.close()
+
+
+def create_app(settings: Settings) -> Starlette:
+    registry = Registry(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await registry.close()
+
+    app = Starlette(routes=ROUTES, exception_handlers=HANDLERS, lifespan=lifespan)  # type: ignore[arg-type]
+    app.state.registry = registry
+    return app
+
+
+def app_from_environment() -> Starlette:
+    """Factory for `uvicorn --factory` and worker processes: settings from REGISTRY_*."""
+    return create_app(load_settings())

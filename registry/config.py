@@ -1,0 +1,176 @@
+"""Settings: embedded defaults, overlaid by a YAML file, overlaid by REGISTRY_* variables.
+
+Every key has a default, so the registry starts with no file at all. A YAML key `a.b` is
+overridden by the environment variable `REGISTRY_A_B`. A bad value raises ConfigError
+with one line that names the key and says what is wrong.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(Exception):
+    """A configuration value is missing, unknown or malformed."""
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    host: str = "0.0.0.0"
+    port: int = 5000
+    workers: int = 1
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    # Empty means SQLite in the data folder.
+    url: str = ""
+    pool_size: int = 10
+    echo: bool = False
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    driver: str = "filesystem"
+    # Empty means `<data_dir>/storage`.
+    root: str = ""
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: str = "./data"
+    log_level: str = "info"
+    manifest_max_bytes: int = 4 * 1024 * 1024
+    http: HttpSettings = field(default_factory=HttpSettings)
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
+
+    @property
+    def database_url(self) -> str:
+        url = self.database.url or f"sqlite:///{Path(self.data_dir).resolve() / 'registry.db'}"
+        # Accept the URLs operators know and pick the async driver for them.
+        for plain, driver in (
+            ("sqlite://", "sqlite+aiosqlite://"),
+            ("postgresql://", "postgresql+asyncpg://"),
+            ("postgres://", "postgresql+asyncpg://"),
+        ):
+            if url.startswith(plain):
+                return driver + url[len(plain) :]
+        return url
+
+    @property
+    def storage_root(self) -> Path:
+        return Path(self.storage.root or Path(self.data_dir) / "storage").resolve()
+
+
+_LOG_LEVELS = {"critical", "error", "warning", "info", "debug"}
+_DRIVERS = {"filesystem"}
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Build validated settings from an optional YAML file and the environment."""
+    environ = os.environ if environ is None else environ
+    raw: dict[str, Any] = {}
+    path = path or environ.get("REGISTRY_CONFIG") or None
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+        except OSError as exc:
+            raise ConfigError(f"config file {path}: cannot read it ({exc.strerror})") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path}: not valid YAML ({exc})") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path}: expected a mapping of keys at the top")
+        raw = loaded
+    settings = _build(Settings, raw, environ, prefix="")
+    _validate(settings)
+    return settings
+
+
+def _build(cls: type, raw: Any, environ: Mapping[str, str], prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config: {prefix.rstrip('.')}: expected a mapping")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in names:
+            raise ConfigError(f"config: {prefix}{key}: unknown key")
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        key = prefix + f.name
+        kind = hints[f.name]
+        if dataclasses.is_dataclass(kind):
+            values[f.name] = _build(kind, raw.get(f.name, {}), environ, key + ".")
+            continue
+        env_name = "REGISTRY_" + key.upper().replace(".", "_")
+        if env_name in environ:
+            values[f.name] = _coerce(key, kind, environ[env_name])
+        elif f.name in raw:
+            values[f.name] = _coerce(key, kind, raw[f.name])
+    return cls(**values)
+
+
+def _coerce(key: str, kind: Any, value: Any) -> Any:
+    if isinstance(kind, types.UnionType):
+        kind = next(t for t in typing.get_args(kind) if t is not type(None))
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in {"1", "true", "yes", "on"}:
+            return True
+        if text in {"0", "false", "no", "off"}:
+            return False
+        raise ConfigError(f"config: {key}: expected true or false, got {value!r}")
+    if kind is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"config: {key}: expected an integer, got {value!r}")
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"config: {key}: expected an integer, got {value!r}") from None
+    if isinstance(value, dict | list):
+        raise ConfigError(f"config: {key}: expected a string, got a {type(value).__name__}")
+    return str(value)
+
+
+def _validate(s: Settings) -> None:
+    if not 0 <= s.http.port <= 65535:
+        raise ConfigError(f"config: http.port: must be between 0 and 65535, got {s.http.port}")
+    if s.http.workers < 1:
+        raise ConfigError(f"config: http.workers: must be at least 1, got {s.http.workers}")
+    if s.log_level not in _LOG_LEVELS:
+        raise ConfigError(
+            f"config: log_level: must be one of {', '.join(sorted(_LOG_LEVELS))}, "
+            f"got {s.log_level!r}"
+        )
+    if s.storage.driver not in _DRIVERS:
+        raise ConfigError(
+            f"config: storage.driver: must be one of {', '.join(sorted(_DRIVERS))}, "
+            f"got {s.storage.driver!r}"
+        )
+    if s.manifest_max_bytes < 1024:
+        raise ConfigError(
+            f"config: manifest_max_bytes: must be at least 1024, got {s.manifest_max_bytes}"
+        )
+    if s.database.pool_size < 1:
+        raise ConfigError(
+            f"config: database.pool_size: must be at least 1, got {s.database.pool_size}"
+        )
+    url = s.database_url
+    if not url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+        raise ConfigError(
+            "config: database.url: must be a sqlite:/// or postgresql:// URL, "
+            f"got one starting {url.split(':', 1)[0]!r}"
+        )

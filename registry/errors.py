@@ -1,0 +1,126 @@
+"""The registry's errors: one class per spec error code, with its HTTP status.
+
+    RegistryError
+     +-- BlobUnknown           BLOB_UNKNOWN            404
+     +-- BlobUploadInvalid     BLOB_UPLOAD_INVALID     400
+     +-- BlobUploadUnknown     BLOB_UPLOAD_UNKNOWN     404
+     +-- DigestInvalid         DIGEST_INVALID          400
+     +-- ManifestBlobUnknown   MANIFEST_BLOB_UNKNOWN   400
+     +-- ManifestInvalid       MANIFEST_INVALID        400
+     +-- ManifestUnknown       MANIFEST_UNKNOWN        404
+     +-- NameInvalid           NAME_INVALID            400
+     +-- NameUnknown           NAME_UNKNOWN            404
+     +-- SizeInvalid           SIZE_INVALID            400
+     |    +-- ManifestTooLarge SIZE_INVALID            413
+     +-- TagInvalid            TAG_INVALID             400
+     +-- RangeInvalid          RANGE_INVALID           416
+     +-- PaginationInvalid     PAGINATION_NUMBER_INVALID 400
+     +-- Unsupported           UNSUPPORTED             405 (404 for an unknown route)
+     +-- Unavailable           UNAVAILABLE             503
+
+Services raise these; one handler in registry.api renders them as the spec's JSON body.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class RegistryError(Exception):
+    code: ClassVar[str] = "UNKNOWN"
+    status: ClassVar[int] = 500
+    message: ClassVar[str] = "unknown error"
+
+    def __init__(
+        self,
+        detail: Any = None,
+        *,
+        message: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message or self.message)
+        self.detail = detail
+        self.text = message or self.message
+        self.headers = headers or {}
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"code": self.code, "message": self.text}
+        if self.detail is not None:
+            body["detail"] = self.detail
+        return body
+
+
+class BlobUnknown(RegistryError):
+    code, status, message = "BLOB_UNKNOWN", 404, "blob unknown to registry"
+
+
+class BlobUploadInvalid(RegistryError):
+    code, status, message = "BLOB_UPLOAD_INVALID", 400, "blob upload invalid"
+
+
+class BlobUploadUnknown(RegistryError):
+    code, status, message = "BLOB_UPLOAD_UNKNOWN", 404, "blob upload unknown to registry"
+
+
+class DigestInvalid(RegistryError):
+    code, status, message = (
+        "DIGEST_INVALID",
+        400,
+        "provided digest did not match uploaded content",
+    )
+
+
+class ManifestBlobUnknown(RegistryError):
+    code, status, message = (
+        "MANIFEST_BLOB_UNKNOWN",
+        400,
+        "manifest references a blob unknown to the repository",
+    )
+
+
+class ManifestInvalid(RegistryError):
+    code, status, message = "MANIFEST_INVALID", 400, "manifest invalid"
+
+
+class ManifestUnknown(RegistryError):
+    code, status, message = "MANIFEST_UNKNOWN", 404, "manifest unknown"
+
+
+class NameInvalid(RegistryError):
+    code, status, message = "NAME_INVALID", 400, "invalid repository name"
+
+
+class NameUnknown(RegistryError):
+    code, status, message = "NAME_UNKNOWN", 404, "repository name not known to registry"
+
+
+class SizeInvalid(RegistryError):
+    code, status, message = "SIZE_INVALID", 400, "provided length did not match content length"
+
+
+class ManifestTooLarge(SizeInvalid):
+    status, message = 413, "manifest too large"
+
+
+class TagInvalid(RegistryError):
+    code, status, message = "TAG_INVALID", 400, "manifest tag did not match URI"
+
+
+class RangeInvalid(RegistryError):
+    code, status, message = "RANGE_INVALID", 416, "invalid content range"
+
+
+class PaginationInvalid(RegistryError):
+    code, status, message = "PAGINATION_NUMBER_INVALID", 400, "invalid number of results requested"
+
+
+class Unsupported(RegistryError):
+    code, status, message = "UNSUPPORTED", 405, "the operation is unsupported"
+
+
+class RouteUnknown(Unsupported):
+    status, message = 404, "no such endpoint"
+
+
+class Unavailable(RegistryError):
+    code, status, message = "UNAVAILABLE", 503, "service unavailable"

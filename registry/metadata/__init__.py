@@ -1,0 +1,1 @@
+"""The SQL index: models, the database handle and the queries the services use."""

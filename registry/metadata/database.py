@@ -1,0 +1,81 @@
+"""The database handle: an async engine with read and write connections.
+
+SQLite runs in WAL mode with a busy timeout, and write transactions start with
+BEGIN IMMEDIATE so that two writers queue on the lock instead of failing when a
+read transaction tries to upgrade. Reads run in autocommit (no BEGIN round trip).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+
+from registry.errors import Unavailable
+
+
+class Database:
+    def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        options: dict[str, Any] = {"echo": echo, "pool_pre_ping": not self.is_sqlite}
+        if self.is_sqlite:
+            options["connect_args"] = {"timeout": 30}
+        else:
+            options.update(pool_size=pool_size, max_overflow=pool_size)
+        self.engine = create_async_engine(url, **options)
+        if self.is_sqlite:
+            event.listen(self.engine.sync_engine, "connect", _sqlite_connect)
+            event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        try:
+            async with self.engine.connect() as conn:
+                yield conn
+        except (OperationalError, InterfaceError) as exc:
+            raise _unavailable(exc) from exc
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        """One transaction: committed when the block ends, rolled back on an error."""
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execution_options(registry_write=True)
+                async with conn.begin():
+                    yield conn
+        except (OperationalError, InterfaceError) as exc:
+            raise _unavailable(exc) from exc
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+def _unavailable(exc: Exception) -> Unavailable:
+    reason = str(getattr(exc, "orig", exc)).splitlines()[0][:300]
+    return Unavailable(
+        message=f"metadata database unavailable ({reason}); check that it is running"
+    )
+
+
+def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Let us issue BEGIN ourselves (see _sqlite_begin) instead of the driver's guesswork.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    for pragma in (
+        "journal_mode=WAL",
+        "busy_timeout=30000",
+        "foreign_keys=ON",
+        "synchronous=NORMAL",
+    ):
+        cursor.execute(f"PRAGMA {pragma}")
+    cursor.close()
+
+
+def _sqlite_begin(conn: Any) -> None:
+    if conn.get_execution_options().get("registry_write"):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")

@@ -1,0 +1,123 @@
+"""Tables of the metadata index. The schema is created only by migrations/ (Alembic);
+tests/unit/test_migrations.py proves the models and the migrations agree."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Digests are at most "sha512:" + 128 hex characters.
+DIGEST = String(160)
+NAME = String(255)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+
+
+class Repository(Base):
+    __tablename__ = "repositories"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(NAME, unique=True)
+    namespace: Mapped[str] = mapped_column(NAME, index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+
+class Blob(Base):
+    """Content known to the registry, shared by every repository that links it."""
+
+    __tablename__ = "blobs"
+    digest: Mapped[str] = mapped_column(DIGEST, primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+
+class RepositoryBlob(Base):
+    """A repository may serve a blob only through a link: the unit of access and mount."""
+
+    __tablename__ = "repository_blobs"
+    repository_id: Mapped[int] = mapped_column(
+        ForeignKey("repositories.id", ondelete="CASCADE"), primary_key=True
+    )
+    digest: Mapped[str] = mapped_column(ForeignKey("blobs.digest"), primary_key=True, index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+
+class Manifest(Base):
+    """A manifest in a repository. Its bytes are kept here as well as in the blob store,
+    so a manifest GET is one indexed query and no storage read."""
+
+    __tablename__ = "manifests"
+    __table_args__ = (
+        UniqueConstraint("repository_id", "digest"),
+        Index("ix_manifests_repository_id_subject", "repository_id", "subject"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    repository_id: Mapped[int] = mapped_column(ForeignKey("repositories.id", ondelete="CASCADE"))
+    digest: Mapped[str] = mapped_column(DIGEST)
+    media_type: Mapped[str] = mapped_column(NAME)
+    artifact_type: Mapped[str | None] = mapped_column(NAME)
+    size: Mapped[int] = mapped_column(BigInteger)
+    subject: Mapped[str | None] = mapped_column(DIGEST)
+    config_digest: Mapped[str | None] = mapped_column(DIGEST)
+    # JSON text of the manifest's annotations, for referrers descriptors.
+    annotations: Mapped[str | None] = mapped_column(Text)
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+
+class ManifestReference(Base):
+    """What a manifest points at: config and layer blobs, child manifests."""
+
+    __tablename__ = "manifest_references"
+    manifest_id: Mapped[int] = mapped_column(
+        ForeignKey("manifests.id", ondelete="CASCADE"), primary_key=True
+    )
+    digest: Mapped[str] = mapped_column(DIGEST, primary_key=True, index=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+
+
+class Tag(Base):
+    __tablename__ = "tags"
+    repository_id: Mapped[int] = mapped_column(
+        ForeignKey("repositories.id", ondelete="CASCADE"), primary_key=True
+    )
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    manifest_id: Mapped[int] = mapped_column(
+        ForeignKey("manifests.id", ondelete="CASCADE"), index=True
+    )
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+
+class Upload(Base):
+    """An upload session; its bytes so far are in the blob store under its id."""
+
+    __tablename__ = "uploads"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    repository: Mapped[str] = mapped_column(NAME)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)

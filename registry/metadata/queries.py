@@ -1,0 +1,301 @@
+"""Queries of the metadata index. Each takes an open connection; the caller (a service)
+owns the transaction. Lookups on the hot paths are one indexed round trip."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Table, delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.elements import ColumnElement
+
+from registry.metadata.models import (
+    Blob,
+    Manifest,
+    ManifestReference,
+    Repository,
+    RepositoryBlob,
+    Tag,
+    Upload,
+    now,
+)
+from registry.names import namespace_of
+
+
+@dataclass(frozen=True, slots=True)
+class StoredManifest:
+    id: int
+    digest: str
+    media_type: str
+    content: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Referrer:
+    digest: str
+    media_type: str
+    artifact_type: str | None
+    size: int
+    annotations: str | None
+
+
+def _insert(conn: AsyncConnection, model: Any) -> Any:
+    table: Table = model.__table__
+    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
+
+
+def _lexical(conn: AsyncConnection, column: Any) -> ColumnElement[Any]:
+    # The spec orders tags and names lexically (byte order); PostgreSQL's default
+    # collation would order by locale rules instead.
+    return column.collate("C") if conn.dialect.name == "postgresql" else column
+
+
+# Repositories
+
+
+async def repository_id(conn: AsyncConnection, name: str) -> int | None:
+    return await conn.scalar(select(Repository.id).where(Repository.name == name))
+
+
+async def ensure_repository(conn: AsyncConnection, name: str) -> int:
+    await conn.execute(
+        _insert(conn, Repository)
+        .values(name=name, namespace=namespace_of(name), created_at=now())
+        .on_conflict_do_nothing()
+    )
+    found = await repository_id(conn, name)
+    assert found is not None
+    return found
+
+
+async def list_repositories(conn: AsyncConnection, last: str | None, limit: int) -> list[str]:
+    query = select(Repository.name).order_by(_lexical(conn, Repository.name)).limit(limit)
+    if last:
+        query = query.where(_lexical(conn, Repository.name) > last)
+    return list((await conn.scalars(query)).all())
+
+
+# Blobs
+
+
+async def blob_size(conn: AsyncConnection, repository: str, digest: str) -> int | None:
+    """The size of a blob the repository may serve, or None."""
+    return await conn.scalar(
+        select(Blob.size)
+        .join(RepositoryBlob, RepositoryBlob.digest == Blob.digest)
+        .join(Repository, Repository.id == RepositoryBlob.repository_id)
+        .where(Repository.name == repository, Blob.digest == digest)
+    )
+
+
+async def link_blob(conn: AsyncConnection, repository_id: int, digest: str, size: int) -> None:
+    await conn.execute(
+        _insert(conn, Blob)
+        .values(digest=digest, size=size, created_at=now())
+        .on_conflict_do_nothing()
+    )
+    await conn.execute(
+        _insert(conn, RepositoryBlob)
+        .values(repository_id=repository_id, digest=digest, created_at=now())
+        .on_conflict_do_nothing()
+    )
+
+
+async def unlink_blob(conn: AsyncConnection, repository: str, digest: str) -> bool:
+    repo = await repository_id(conn, repository)
+    if repo is None:
+        return False
+    result = await conn.execute(
+        delete(RepositoryBlob).where(
+            RepositoryBlob.repository_id == repo, RepositoryBlob.digest == digest
+        )
+    )
+    return result.rowcount > 0
+
+
+async def missing_blobs(
+    conn: AsyncConnection, repository_id: int, digests: Iterable[str]
+) -> list[str]:
+    wanted = set(digests)
+    if not wanted:
+        return []
+    found = await conn.scalars(
+        select(RepositoryBlob.digest).where(
+            RepositoryBlob.repository_id == repository_id, RepositoryBlob.digest.in_(wanted)
+        )
+    )
+    return sorted(wanted - set(found))
+
+
+# Manifests and tags
+
+_MANIFEST_COLUMNS = (Manifest.id, Manifest.digest, Manifest.media_type, Manifest.content)
+
+
+async def manifest_by_digest(
+    conn: AsyncConnection, repository: str, digest: str
+) -> StoredManifest | None:
+    row = (
+        await conn.execute(
+            select(*_MANIFEST_COLUMNS)
+            .join(Repository, Repository.id == Manifest.repository_id)
+            .where(Repository.name == repository, Manifest.digest == digest)
+        )
+    ).first()
+    return StoredManifest(*row) if row else None
+
+
+async def manifest_by_tag(
+    conn: AsyncConnection, repository: str, tag: str
+) -> StoredManifest | None:
+    row = (
+        await conn.execute(
+            select(*_MANIFEST_COLUMNS)
+            .join(Tag, Tag.manifest_id == Manifest.id)
+            .join(Repository, Repository.id == Tag.repository_id)
+            .where(Repository.name == repository, Tag.name == tag)
+        )
+    ).first()
+    return StoredManifest(*row) if row else None
+
+
+async def missing_manifests(
+    conn: AsyncConnection, repository_id: int, digests: Iterable[str]
+) -> list[str]:
+    wanted = set(digests)
+    if not wanted:
+        return []
+    found = await conn.scalars(
+        select(Manifest.digest).where(
+            Manifest.repository_id == repository_id, Manifest.digest.in_(wanted)
+        )
+    )
+    return sorted(wanted - set(found))
+
+
+async def put_manifest(
+    conn: AsyncConnection,
+    repository_id: int,
+    values: dict[str, Any],
+    references: Sequence[tuple[str, str]],
+) -> int:
+    """Insert a manifest (content-addressed, so an existing row is already right) and its
+    references; returns its id."""
+    await conn.execute(
+        _insert(conn, Manifest)
+        .values(repository_id=repository_id, created_at=now(), **values)
+        .on_conflict_do_nothing()
+    )
+    manifest_id = await conn.scalar(
+        select(Manifest.id).where(
+            Manifest.repository_id == repository_id, Manifest.digest == values["digest"]
+        )
+    )
+    assert manifest_id is not None
+    if references:
+        await conn.execute(
+            _insert(conn, ManifestReference)
+            .values([{"manifest_id": manifest_id, "digest": d, "kind": k} for d, k in references])
+            .on_conflict_do_nothing()
+        )
+    return manifest_id
+
+
+async def set_tag(conn: AsyncConnection, repository_id: int, tag: str, manifest_id: int) -> None:
+    stmt = _insert(conn, Tag).values(
+        repository_id=repository_id, name=tag, manifest_id=manifest_id, updated_at=now()
+    )
+    await conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[Tag.repository_id, Tag.name],
+            set_={"manifest_id": manifest_id, "updated_at": now()},
+        )
+    )
+
+
+async def delete_manifest(conn: AsyncConnection, repository: str, digest: str) -> bool:
+    """Delete a manifest with its tags and references."""
+    repo = await repository_id(conn, repository)
+    if repo is None:
+        return False
+    manifest_id = await conn.scalar(
+        select(Manifest.id).where(Manifest.repository_id == repo, Manifest.digest == digest)
+    )
+    if manifest_id is None:
+        return False
+    # Explicit rather than relying on ON DELETE CASCADE, which SQLite only honours
+    # with its foreign_keys pragma on.
+    await conn.execute(delete(Tag).where(Tag.manifest_id == manifest_id))
+    await conn.execute(
+        delete(ManifestReference).where(ManifestReference.manifest_id == manifest_id)
+    )
+    await conn.execute(delete(Manifest).where(Manifest.id == manifest_id))
+    return True
+
+
+async def delete_tag(conn: AsyncConnection, repository: str, tag: str) -> bool:
+    repo = await repository_id(conn, repository)
+    if repo is None:
+        return False
+    result = await conn.execute(delete(Tag).where(Tag.repository_id == repo, Tag.name == tag))
+    return result.rowcount > 0
+
+
+async def list_tags(
+    conn: AsyncConnection, repository_id: int, last: str | None, limit: int
+) -> list[str]:
+    column = _lexical(conn, Tag.name)
+    query = select(Tag.name).where(Tag.repository_id == repository_id).order_by(column).limit(limit)
+    if last:
+        query = query.where(column > last)
+    return list((await conn.scalars(query)).all())
+
+
+async def referrers(
+    conn: AsyncConnection, repository: str, subject: str, artifact_type: str | None
+) -> list[Referrer]:
+    query = (
+        select(
+            Manifest.digest,
+            Manifest.media_type,
+            Manifest.artifact_type,
+            Manifest.size,
+            Manifest.annotations,
+        )
+        .join(Repository, Repository.id == Manifest.repository_id)
+        .where(Repository.name == repository, Manifest.subject == subject)
+        .order_by(Manifest.digest)
+    )
+    if artifact_type is not None:
+        query = query.where(Manifest.artifact_type == artifact_type)
+    return [Referrer(*row) for row in (await conn.execute(query)).all()]
+
+
+# Upload sessions
+
+
+async def create_upload(conn: AsyncConnection, upload_id: str, repository: str) -> None:
+    await conn.execute(
+        _insert(conn, Upload).values(
+            id=upload_id, repository=repository, created_at=now(), updated_at=now()
+        )
+    )
+
+
+async def upload_repository(conn: AsyncConnection, upload_id: str) -> str | None:
+    return await conn.scalar(select(Upload.repository).where(Upload.id == upload_id))
+
+
+async def touch_upload(conn: AsyncConnection, upload_id: str) -> None:
+    await conn.execute(update(Upload).where(Upload.id == upload_id).values(updated_at=now()))
+
+
+async def delete_upload(conn: AsyncConnection, upload_id: str) -> None:
+    await conn.execute(delete(Upload).where(Upload.id == upload_id))
+
+
+async def count_uploads(conn: AsyncConnection) -> int:
+    return await conn.scalar(select(func.count()).select_from(Upload)) or 0

@@ -1,0 +1,30 @@
+"""Repository names and tags, validated against the distribution-spec grammar."""
+
+from __future__ import annotations
+
+import re
+
+from registry.errors import NameInvalid, TagInvalid
+
+_NAME = re.compile(
+    r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*"
+)
+_TAG = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}")
+MAX_NAME_LENGTH = 255
+
+
+def check_name(name: str) -> str:
+    if len(name) > MAX_NAME_LENGTH or not _NAME.fullmatch(name):
+        raise NameInvalid({"name": name[:300]}, message=f"invalid repository name {name[:300]!r}")
+    return name
+
+
+def check_tag(tag: str) -> str:
+    if not _TAG.fullmatch(tag):
+        raise TagInvalid({"tag": tag[:300]}, message=f"invalid tag {tag[:300]!r}")
+    return tag
+
+
+def namespace_of(name: str) -> str:
+    """The namespace is the first path component; single-component names are `library`'s."""
+    return name.split("/", 1)[0] if "/" in name else "library"

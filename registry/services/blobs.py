@@ -1,0 +1,49 @@
+"""Reading, deleting and mounting blobs of a repository."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from registry.digest import Digest
+from registry.errors import BlobUnknown
+from registry.metadata import queries
+from registry.metadata.database import Database
+from registry.storage import BlobStore
+
+
+class BlobService:
+    def __init__(self, db: Database, store: BlobStore) -> None:
+        self.db = db
+        self.store = store
+
+    async def size(self, repository: str, digest: Digest) -> int:
+        """The blob's size if the repository may serve it (one indexed query)."""
+        async with self.db.read() as conn:
+            size = await queries.blob_size(conn, repository, str(digest))
+        if size is None:
+            raise BlobUnknown({"digest": str(digest)})
+        return size
+
+    def stream(self, digest: Digest, offset: int, length: int) -> AsyncIterator[bytes]:
+        return self.store.read(digest, offset, length)
+
+    def local_path(self, digest: Digest) -> Path | None:
+        return self.store.local_path(digest)
+
+    async def delete(self, repository: str, digest: Digest) -> None:
+        """Unlink the blob from the repository; the bytes stay until garbage collection
+        finds nothing else that links them."""
+        async with self.db.write() as conn:
+            if not await queries.unlink_blob(conn, repository, str(digest)):
+                raise BlobUnknown({"digest": str(digest)})
+
+    async def mount(self, repository: str, digest: Digest, source: str) -> bool:
+        """Link a blob of `source` into `repository`; False when `source` lacks it."""
+        async with self.db.write() as conn:
+            size = await queries.blob_size(conn, source, str(digest))
+            if size is None:
+                return False
+            repo_id = await queries.ensure_repository(conn, repository)
+            await queries.link_blob(conn, repo_id, str(digest), size)
+        return True

@@ -1,0 +1,42 @@
+"""Paginated lists: a repository's tags and the catalog of repositories."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from registry.errors import NameUnknown
+from registry.metadata import queries
+from registry.metadata.database import Database
+
+# A list without `n` still stops here and offers the rest through a Link header.
+MAX_PAGE = 10_000
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[str]
+    more: bool
+
+
+class ListingService:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def tags(self, repository: str, limit: int | None, last: str | None) -> Page:
+        limit = MAX_PAGE if limit is None else min(limit, MAX_PAGE)
+        async with self.db.read() as conn:
+            repo_id = await queries.repository_id(conn, repository)
+            if repo_id is None:
+                raise NameUnknown({"name": repository})
+            if limit == 0:
+                return Page([], False)
+            items = await queries.list_tags(conn, repo_id, last, limit + 1)
+        return Page(items[:limit], len(items) > limit)
+
+    async def catalog(self, limit: int | None, last: str | None) -> Page:
+        limit = MAX_PAGE if limit is None else min(limit, MAX_PAGE)
+        if limit == 0:
+            return Page([], False)
+        async with self.db.read() as conn:
+            items = await queries.list_repositories(conn, last, limit + 1)
+        return Page(items[:limit], len(items) > limit)

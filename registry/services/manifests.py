@@ -1,0 +1,156 @@
+"""Pushing, pulling and deleting manifests; tags and referrers."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from registry.digest import Digest, is_digest
+from registry.errors import DigestInvalid, ManifestBlobUnknown, ManifestUnknown
+from registry.mediatypes import INDEX_TYPES, OCI_INDEX, accepts, parse_manifest
+from registry.metadata import queries
+from registry.metadata.database import Database
+from registry.metadata.queries import StoredManifest
+from registry.names import check_tag
+from registry.storage import BlobStore
+
+# The platform served to a client that asked for a tag whose manifest is an index it
+# cannot read (Distribution does the same for old clients).
+_DEFAULT_PLATFORM = {"os": "linux", "architecture": "amd64"}
+
+
+@dataclass(frozen=True)
+class PushedManifest:
+    digest: Digest
+    subject: str | None
+    tags: list[str]
+
+
+class ManifestService:
+    def __init__(self, db: Database, store: BlobStore) -> None:
+        self.db = db
+        self.store = store
+
+    async def put(
+        self,
+        repository: str,
+        reference: str,
+        body: bytes,
+        content_type: str | None,
+        extra_tags: list[str] | None = None,
+    ) -> PushedManifest:
+        tags = [check_tag(t) for t in extra_tags or []]
+        if is_digest(reference):
+            wanted = Digest.parse(reference)
+            digest = Digest.of(body, wanted.algorithm)
+            if digest != wanted:
+                raise DigestInvalid(
+                    {"digest": reference},
+                    message=f"the manifest's content has digest {digest}, not {reference}",
+                )
+        else:
+            tags.insert(0, check_tag(reference))
+            digest = Digest.of(body)
+        parsed = parse_manifest(body, content_type)
+
+        async with self.db.read() as conn:
+            repo_id = await queries.repository_id(conn, repository)
+            children = [c.digest for c in parsed.children]
+            if repo_id is None:
+                missing = sorted(set(parsed.blobs)) + sorted(set(children))
+            else:
+                missing = await queries.missing_blobs(conn, repo_id, parsed.blobs)
+                missing += await queries.missing_manifests(conn, repo_id, children)
+        if missing:
+            raise ManifestBlobUnknown(
+                {"digest": missing[0]},
+                message=f"manifest references {missing[0]}, which is not in repository "
+                f"{repository}: push it first",
+            )
+
+        await self.store.put_bytes(digest, body)
+        values = {
+            "digest": str(digest),
+            "media_type": parsed.media_type,
+            "artifact_type": parsed.artifact_type,
+            "size": len(body),
+            "subject": parsed.subject,
+            "config_digest": parsed.config,
+            "annotations": json.dumps(parsed.annotations) if parsed.annotations else None,
+            "content": body,
+        }
+        references = [(d, "blob") for d in dict.fromkeys(parsed.blobs)]
+        references += [(d, "manifest") for d in dict.fromkeys(children)]
+        async with self.db.write() as conn:
+            repo_id = await queries.ensure_repository(conn, repository)
+            await queries.link_blob(conn, repo_id, str(digest), len(body))
+            manifest_id = await queries.put_manifest(conn, repo_id, values, references)
+            for tag in dict.fromkeys(tags):
+                await queries.set_tag(conn, repo_id, tag, manifest_id)
+        return PushedManifest(digest, parsed.subject, list(dict.fromkeys(tags)))
+
+    async def get(self, repository: str, reference: str, accept: list[str]) -> StoredManifest:
+        """The manifest by tag or digest, in a media type the client accepts."""
+        by_tag = not is_digest(reference)
+        async with self.db.read() as conn:
+            if by_tag:
+                found = await queries.manifest_by_tag(conn, repository, check_tag(reference))
+            else:
+                found = await queries.manifest_by_digest(
+                    conn, repository, str(Digest.parse(reference))
+                )
+            if found is None:
+                raise ManifestUnknown({"reference": reference})
+            if accepts(accept, found.media_type):
+                return found
+            if by_tag and found.media_type in INDEX_TYPES:
+                child = _default_child(found.content)
+                if child is not None:
+                    fallback = await queries.manifest_by_digest(conn, repository, child)
+                    if fallback is not None and accepts(accept, fallback.media_type):
+                        return fallback
+        raise ManifestUnknown(
+            {"reference": reference, "mediaType": found.media_type},
+            message=f"the manifest is a {found.media_type}, which the client's Accept header "
+            "does not admit",
+        )
+
+    async def delete(self, repository: str, reference: str) -> None:
+        """Delete by digest (the manifest and its tags) or by tag (the tag only)."""
+        async with self.db.write() as conn:
+            if is_digest(reference):
+                deleted = await queries.delete_manifest(
+                    conn, repository, str(Digest.parse(reference))
+                )
+            else:
+                deleted = await queries.delete_tag(conn, repository, check_tag(reference))
+        if not deleted:
+            raise ManifestUnknown({"reference": reference})
+
+    async def referrers(
+        self, repository: str, subject: Digest, artifact_type: str | None
+    ) -> dict[str, object]:
+        """The referrers index of a subject (empty when nothing refers to it)."""
+        async with self.db.read() as conn:
+            rows = await queries.referrers(conn, repository, str(subject), artifact_type)
+        manifests = []
+        for row in rows:
+            descriptor: dict[str, object] = {
+                "mediaType": row.media_type,
+                "digest": row.digest,
+                "size": row.size,
+            }
+            if row.artifact_type:
+                descriptor["artifactType"] = row.artifact_type
+            if row.annotations:
+                descriptor["annotations"] = json.loads(row.annotations)
+            manifests.append(descriptor)
+        return {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}
+
+
+def _default_child(content: bytes) -> str | None:
+    for child in json.loads(content).get("manifests", []):
+        platform = child.get("platform") or {}
+        if all(platform.get(k) == v for k, v in _DEFAULT_PLATFORM.items()):
+            return child.get("digest")
+    return None

@@ -1,0 +1,148 @@
+"""Blob upload sessions: start, append chunks, finish with a digest, cancel.
+
+A session's truth is its SQL row and its bytes in the blob store, so it survives a
+restart and may continue on another replica. The running hash lives in this process
+only as a cache; on a miss the stored bytes are hashed again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterable
+from typing import Any
+
+from registry.digest import DEFAULT_ALGORITHM, Digest
+from registry.errors import BlobUploadUnknown, DigestInvalid, RangeInvalid
+from registry.metadata import queries
+from registry.metadata.database import Database
+from registry.storage import BlobStore
+from registry.storage.base import OffsetMismatch, UploadNotFound, check_upload_id
+
+_HASHER_CACHE = 1024
+
+
+class UploadService:
+    def __init__(self, db: Database, store: BlobStore) -> None:
+        self.db = db
+        self.store = store
+        self._hashers: OrderedDict[str, tuple[int, Any]] = OrderedDict()
+
+    async def start(self, repository: str) -> str:
+        upload_id = str(uuid.uuid4())
+        await self.store.upload_start(upload_id)
+        async with self.db.write() as conn:
+            await queries.create_upload(conn, upload_id, repository)
+        return upload_id
+
+    async def offset(self, repository: str, upload_id: str) -> int:
+        """Bytes received so far in a session of this repository."""
+        await self._check(repository, upload_id)
+        try:
+            return await self.store.upload_size(upload_id)
+        except UploadNotFound as exc:
+            raise BlobUploadUnknown({"uuid": upload_id}) from exc
+
+    async def append(
+        self,
+        repository: str,
+        upload_id: str,
+        chunks: AsyncIterable[bytes],
+        start: int | None = None,
+    ) -> int:
+        """Append a chunk; `start` (from Content-Range) must be the current offset."""
+        offset = await self.offset(repository, upload_id)
+        if start is not None and start != offset:
+            raise RangeInvalid(
+                {"offset": offset, "start": start},
+                message=f"chunk starts at byte {start} but the upload has {offset} bytes",
+                headers=_range_header(offset),
+            )
+        hasher = await self._hasher_at(upload_id, offset)
+        try:
+            size = await self.store.upload_append(upload_id, offset, chunks, observe=hasher.update)
+        except OffsetMismatch as exc:
+            self._hashers.pop(upload_id, None)
+            raise RangeInvalid(
+                {"offset": exc.expected}, message=str(exc), headers=_range_header(exc.expected)
+            ) from exc
+        except BaseException:
+            # The bytes written so far are stored; the cached hash may not match them.
+            self._hashers.pop(upload_id, None)
+            raise
+        self._remember(upload_id, size, hasher)
+        async with self.db.write() as conn:
+            await queries.touch_upload(conn, upload_id)
+        return size
+
+    async def finish(
+        self,
+        repository: str,
+        upload_id: str,
+        digest: Digest,
+        chunks: AsyncIterable[bytes] | None = None,
+    ) -> int:
+        """Verify the whole upload against `digest` and make it a blob of the repository.
+        A mismatch ends the session and stores nothing."""
+        if chunks is not None:
+            size = await self.append(repository, upload_id, chunks)
+        else:
+            size = await self.offset(repository, upload_id)
+        if digest.algorithm == DEFAULT_ALGORITHM:
+            actual = (await self._hasher_at(upload_id, size)).hexdigest()
+        else:
+            actual = (await self._hash_stored(upload_id, digest.algorithm)).hexdigest()
+        if actual != digest.hex:
+            await self.cancel(repository, upload_id)
+            raise DigestInvalid(
+                {"digest": str(digest)},
+                message=f"the upload's content has digest {digest.algorithm}:{actual}, "
+                f"not {digest}",
+            )
+        await self.store.upload_commit(upload_id, digest)
+        self._hashers.pop(upload_id, None)
+        async with self.db.write() as conn:
+            repo_id = await queries.ensure_repository(conn, repository)
+            await queries.link_blob(conn, repo_id, str(digest), size)
+            await queries.delete_upload(conn, upload_id)
+        return size
+
+    async def cancel(self, repository: str, upload_id: str) -> None:
+        await self._check(repository, upload_id)
+        self._hashers.pop(upload_id, None)
+        async with self.db.write() as conn:
+            await queries.delete_upload(conn, upload_id)
+        await self.store.upload_cancel(upload_id)
+
+    async def _check(self, repository: str, upload_id: str) -> None:
+        try:
+            check_upload_id(upload_id)
+        except UploadNotFound as exc:
+            raise BlobUploadUnknown({"uuid": upload_id[:100]}) from exc
+        async with self.db.read() as conn:
+            owner = await queries.upload_repository(conn, upload_id)
+        if owner != repository:
+            raise BlobUploadUnknown({"uuid": upload_id})
+
+    async def _hasher_at(self, upload_id: str, offset: int) -> Any:
+        cached = self._hashers.get(upload_id)
+        if cached is not None and cached[0] == offset:
+            return cached[1]
+        return await self._hash_stored(upload_id, DEFAULT_ALGORITHM)
+
+    async def _hash_stored(self, upload_id: str, algorithm: str) -> Any:
+        hasher = hashlib.new(algorithm)
+        async for data in self.store.upload_read(upload_id):
+            hasher.update(data)
+        return hasher
+
+    def _remember(self, upload_id: str, offset: int, hasher: Any) -> None:
+        self._hashers[upload_id] = (offset, hasher)
+        self._hashers.move_to_end(upload_id)
+        while len(self._hashers) > _HASHER_CACHE:
+            self._hashers.popitem(last=False)
+
+
+def _range_header(offset: int) -> dict[str, str]:
+    return {"Range": f"0-{max(offset - 1, 0)}"}

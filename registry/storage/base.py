@@ -1,0 +1,115 @@
+"""The blob store contract. Stores know bytes, digests and upload ids; nothing of HTTP,
+SQL or repositories. Every implementation passes tests/storage_contract.py.
+
+Layout, as a filesystem store lays it out (an object store uses the same keys):
+
+    <root>/
+      blobs/<algorithm>/<first two hex>/<hex>     committed content, immutable
+      uploads/<upload id>/data                    bytes of an upload in progress
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from pathlib import Path
+
+from registry.digest import Digest
+
+_UPLOAD_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+class StorageError(Exception):
+    """The store failed to do what was asked (I/O error, unreachable backend)."""
+
+
+class BlobNotFound(StorageError):
+    pass
+
+
+class UploadNotFound(StorageError):
+    pass
+
+
+class OffsetMismatch(StorageError):
+    """An append did not start where the upload ends."""
+
+    def __init__(self, expected: int, got: int) -> None:
+        super().__init__(f"upload is at offset {expected}, append started at {got}")
+        self.expected = expected
+        self.got = got
+
+
+def check_upload_id(upload_id: str) -> str:
+    if not _UPLOAD_ID.fullmatch(upload_id):
+        raise UploadNotFound(upload_id)
+    return upload_id
+
+
+def blob_key(digest: Digest) -> str:
+    return f"blobs/{digest.algorithm}/{digest.hex[:2]}/{digest.hex}"
+
+
+class BlobStore(ABC):
+    """Content-addressed blob bytes plus resumable upload sessions."""
+
+    @abstractmethod
+    async def stat(self, digest: Digest) -> int | None:
+        """The blob's size, or None when it is not stored."""
+
+    @abstractmethod
+    def read(
+        self, digest: Digest, offset: int = 0, length: int | None = None
+    ) -> AsyncIterator[bytes]:
+        """Stream `length` bytes (all to the end when None) from `offset`."""
+
+    @abstractmethod
+    async def read_bytes(self, digest: Digest) -> bytes:
+        """A small blob whole (manifests)."""
+
+    @abstractmethod
+    async def put_bytes(self, digest: Digest, data: bytes) -> None:
+        """Store a small blob atomically; storing existing content again is a no-op."""
+
+    @abstractmethod
+    async def delete(self, digest: Digest) -> None:
+        """Remove a blob; removing a missing blob is not an error."""
+
+    def local_path(self, digest: Digest) -> Path | None:
+        """Direct-serve hint: a local file that holds the blob, for sendfile or
+        X-Accel-Redirect. None when the bytes are not local."""
+        return None
+
+    @abstractmethod
+    async def upload_start(self, upload_id: str) -> None: ...
+
+    @abstractmethod
+    async def upload_size(self, upload_id: str) -> int:
+        """Bytes received so far; UploadNotFound when there is no such upload."""
+
+    @abstractmethod
+    async def upload_append(
+        self,
+        upload_id: str,
+        offset: int,
+        chunks: AsyncIterable[bytes],
+        observe: Callable[[bytes], None] | None = None,
+    ) -> int:
+        """Append a stream at `offset` (OffsetMismatch unless it is the current size).
+        `observe` sees every piece written, in order (for hashing). Returns the new size."""
+
+    @abstractmethod
+    def upload_read(self, upload_id: str) -> AsyncIterator[bytes]:
+        """Stream the bytes received so far (to re-hash after a restart)."""
+
+    @abstractmethod
+    async def upload_commit(self, upload_id: str, digest: Digest) -> None:
+        """Move the upload's bytes to the blob's place atomically and end the session."""
+
+    @abstractmethod
+    async def upload_cancel(self, upload_id: str) -> None:
+        """Drop an upload's bytes; a missing upload is not an error."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release clients and pools."""

@@ -1,0 +1,177 @@
+"""Blobs as files under one root folder; writes go through a temporary name and an
+atomic rename, so a reader never sees half a blob."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from pathlib import Path
+
+from anyio import to_thread
+
+from registry.digest import Digest
+from registry.storage.base import (
+    BlobNotFound,
+    BlobStore,
+    OffsetMismatch,
+    StorageError,
+    UploadNotFound,
+    blob_key,
+    check_upload_id,
+)
+
+# Disk writes and reads happen in worker threads in pieces of this size: large enough that
+# the thread hop is cheap next to the I/O, small enough to keep memory bounded.
+IO_CHUNK = 1024 * 1024
+
+
+class FilesystemStore(BlobStore):
+    def __init__(self, root: Path, *, fsync: bool = True) -> None:
+        self.root = root
+        self.fsync = fsync
+        (root / "blobs").mkdir(parents=True, exist_ok=True)
+        (root / "uploads").mkdir(parents=True, exist_ok=True)
+
+    def _blob(self, digest: Digest) -> Path:
+        return self.root / blob_key(digest)
+
+    def _upload(self, upload_id: str) -> Path:
+        return self.root / "uploads" / check_upload_id(upload_id) / "data"
+
+    def local_path(self, digest: Digest) -> Path | None:
+        return self._blob(digest)
+
+    async def stat(self, digest: Digest) -> int | None:
+        try:
+            return (await to_thread.run_sync(os.stat, self._blob(digest))).st_size
+        except FileNotFoundError:
+            return None
+
+    async def read(
+        self, digest: Digest, offset: int = 0, length: int | None = None
+    ) -> AsyncIterator[bytes]:
+        try:
+            f = await to_thread.run_sync(open, self._blob(digest), "rb")
+        except FileNotFoundError as exc:
+            raise BlobNotFound(str(digest)) from exc
+        try:
+            await to_thread.run_sync(f.seek, offset)
+            remaining = length
+            while remaining is None or remaining > 0:
+                size = IO_CHUNK if remaining is None else min(IO_CHUNK, remaining)
+                data = await to_thread.run_sync(f.read, size)
+                if not data:
+                    break
+                if remaining is not None:
+                    remaining -= len(data)
+                yield data
+        finally:
+            f.close()
+
+    async def read_bytes(self, digest: Digest) -> bytes:
+        try:
+            return await to_thread.run_sync(self._blob(digest).read_bytes)
+        except FileNotFoundError as exc:
+            raise BlobNotFound(str(digest)) from exc
+
+    async def put_bytes(self, digest: Digest, data: bytes) -> None:
+        await to_thread.run_sync(self._put_bytes, digest, data)
+
+    def _put_bytes(self, digest: Digest, data: bytes) -> None:
+        target = self._blob(digest)
+        if target.exists():
+            return
+        tmp = self.root / "uploads" / f"put-{uuid.uuid4()}"
+        with open(tmp, "wb") as f:
+            f.write(data)
+            self._sync(f.fileno())
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, target)
+
+    async def delete(self, digest: Digest) -> None:
+        try:
+            await to_thread.run_sync(os.unlink, self._blob(digest))
+        except FileNotFoundError:
+            pass
+
+    async def upload_start(self, upload_id: str) -> None:
+        path = self._upload(upload_id)
+        await to_thread.run_sync(lambda: path.parent.mkdir(parents=True) or path.touch())
+
+    async def upload_size(self, upload_id: str) -> int:
+        try:
+            return (await to_thread.run_sync(os.stat, self._upload(upload_id))).st_size
+        except FileNotFoundError as exc:
+            raise UploadNotFound(upload_id) from exc
+
+    async def upload_append(
+        self,
+        upload_id: str,
+        offset: int,
+        chunks: AsyncIterable[bytes],
+        observe: Callable[[bytes], None] | None = None,
+    ) -> int:
+        path = self._upload(upload_id)
+        try:
+            f = await to_thread.run_sync(open, path, "r+b")
+        except FileNotFoundError as exc:
+            raise UploadNotFound(upload_id) from exc
+
+        def write(data: bytes | bytearray) -> None:
+            f.write(data)
+            if observe is not None:
+                observe(data)
+
+        try:
+            end = await to_thread.run_sync(f.seek, 0, os.SEEK_END)
+            if end != offset:
+                raise OffsetMismatch(end, offset)
+            buffer = bytearray()
+            async for chunk in chunks:
+                buffer += chunk
+                if len(buffer) >= IO_CHUNK:
+                    await to_thread.run_sync(write, bytes(buffer))
+                    buffer.clear()
+            if buffer:
+                await to_thread.run_sync(write, bytes(buffer))
+            return f.tell()
+        except OSError as exc:
+            raise StorageError(f"writing upload {upload_id}: {exc}") from exc
+        finally:
+            f.close()
+
+    async def upload_read(self, upload_id: str) -> AsyncIterator[bytes]:
+        try:
+            f = await to_thread.run_sync(open, self._upload(upload_id), "rb")
+        except FileNotFoundError as exc:
+            raise UploadNotFound(upload_id) from exc
+        try:
+            while data := await to_thread.run_sync(f.read, IO_CHUNK):
+                yield data
+        finally:
+            f.close()
+
+    async def upload_commit(self, upload_id: str, digest: Digest) -> None:
+        await to_thread.run_sync(self._commit, upload_id, digest)
+
+    def _commit(self, upload_id: str, digest: Digest) -> None:
+        source = self._upload(upload_id)
+        if not source.exists():
+            raise UploadNotFound(upload_id)
+        target = self._blob(digest)
+        if not target.exists():
+            with open(source, "rb") as f:
+                self._sync(f.fileno())
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(source, target)
+        shutil.rmtree(source.parent, ignore_errors=True)
+
+    async def upload_cancel(self, upload_id: str) -> None:
+        path = self._upload(upload_id).parent
+        await to_thread.run_sync(lambda: shutil.rmtree(path, ignore_errors=True))
+
+    def _sync(self, fd: int) -> None:
+        if self.fsync:
+            os.fsync(fd)
