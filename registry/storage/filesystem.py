@@ -3,6 +3,7 @@ atomic rename, so a reader never sees half a blob."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import uuid
@@ -91,10 +92,8 @@ class FilesystemStore(BlobStore):
         os.replace(tmp, target)
 
     async def delete(self, digest: Digest) -> None:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             await to_thread.run_sync(os.unlink, self._blob(digest))
-        except FileNotFoundError:
-            pass
 
     async def upload_start(self, upload_id: str) -> None:
         path = self._upload(upload_id)
