@@ -1,0 +1,45 @@
+import httpx
+import pytest
+
+from tests.helpers import assert_error
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_version_check(client: httpx.AsyncClient) -> None:
+    r = await client.get("/v2/")
+    assert r.status_code == 200
+    assert r.headers["Docker-Distribution-API-Version"] == "registry/2.0"
+    assert r.json() == {}
+
+
+async def test_head_version_check(client: httpx.AsyncClient) -> None:
+    r = await client.head("/v2/")
+    assert r.status_code == 200
+    assert r.headers["Docker-Distribution-API-Version"] == "registry/2.0"
+
+
+async def test_unknown_route_is_a_spec_error(client: httpx.AsyncClient) -> None:
+    assert_error(await client.get("/v2/foo/nothing-here"), 404, "UNSUPPORTED")
+
+
+async def test_wrong_method_is_unsupported(client: httpx.AsyncClient) -> None:
+    assert_error(await client.post("/v2/foo/tags/list"), 405, "UNSUPPORTED")
+    assert_error(await client.patch("/v2/foo/manifests/latest"), 405, "UNSUPPORTED")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v2/UPPER/tags/list",
+        "/v2/a//b/tags/list",
+        "/v2/-lead/manifests/latest",
+        "/v2/a..b/blobs/uploads/",
+        "/v2/a/%2E%2E/etc/blobs/sha256:" + "0" * 64,
+        "/v2/" + "a" * 256 + "/tags/list",
+    ],
+)
+async def test_invalid_names(client: httpx.AsyncClient, path: str) -> None:
+    method = "POST" if path.endswith("uploads/") else "GET"
+    r = await client.request(method, path)
+    assert_error(r, 400, "NAME_INVALID")

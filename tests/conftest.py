@@ -1,0 +1,96 @@
+"""Fixtures: databases (SQLite and PostgreSQL, a fresh one per test, cloned from a
+migrated template), apps built by create_app, and in-process HTTP clients."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+from registry.app import create_app
+from registry.config import Settings, load_settings
+from registry.metadata.migrate import upgrade
+from tests.peers.postgres import PostgresServer
+
+_counter = itertools.count()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    server = PostgresServer()
+    template = f"registry_template_{os.getpid()}"
+    server.execute(f"DROP DATABASE IF EXISTS {template}")
+    server.execute(f"CREATE DATABASE {template}")
+    upgrade(_async_url(server.url_for(template)))
+    server.template = template  # type: ignore[attr-defined]
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "registry.db"
+    upgrade(f"sqlite+aiosqlite:///{path}")
+    return path
+
+
+def _async_url(url: str) -> str:
+    return url.replace("postgresql://", "postgresql+asyncpg://", 1)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, migrated database for one test, on each backend."""
+    if request.param == "sqlite":
+        path = tmp_path / "registry.db"
+        shutil.copy(request.getfixturevalue("sqlite_template"), path)
+        yield f"sqlite:///{path}"
+        return
+    server: PostgresServer = request.getfixturevalue("postgres")
+    name = f"registry_test_{os.getpid()}_{next(_counter)}"
+    server.execute(f"CREATE DATABASE {name} TEMPLATE {server.template}")  # type: ignore[attr-defined]
+    yield server.url_for(name)
+    server.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, database_url: str) -> Callable[..., Settings]:
+    def make(**env: str) -> Settings:
+        environ = {
+            "REGISTRY_DATA_DIR": str(tmp_path / "data"),
+            "REGISTRY_DATABASE_URL": database_url,
+            **{f"REGISTRY_{k.upper()}": v for k, v in env.items()},
+        }
+        return load_settings(None, environ)
+
+    return make
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    return make_settings()
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[Starlette]:
+    application = create_app(settings)
+    yield application
+    await application.state.registry.close()
+
+
+@pytest.fixture
+async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://registry.test") as c:
+        yield c

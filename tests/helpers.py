@@ -1,0 +1,98 @@
+"""Pushing content through the API in tests, and checking spec error bodies."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import httpx
+
+from registry.mediatypes import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
+
+EMPTY_CONFIG = b"{}"
+EMPTY_CONFIG_TYPE = "application/vnd.oci.empty.v1+json"
+
+
+def sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert [e["code"] for e in body["errors"]] == [code], body
+    assert body["errors"][0]["message"]
+    return body["errors"][0]
+
+
+async def push_blob(client: httpx.AsyncClient, repo: str, data: bytes) -> str:
+    digest = sha256(data)
+    r = await client.post(f"/v2/{repo}/blobs/uploads/", params={"digest": digest}, content=data)
+    assert r.status_code == 201, r.text
+    return digest
+
+
+def descriptor(data: bytes, media_type: str, **extra: Any) -> dict[str, Any]:
+    return {"mediaType": media_type, "digest": sha256(data), "size": len(data), **extra}
+
+
+async def push_image(
+    client: httpx.AsyncClient,
+    repo: str,
+    reference: str,
+    *,
+    layers: list[bytes] | None = None,
+    media_type: str = OCI_MANIFEST,
+    config: bytes | None = None,
+    extra: dict[str, Any] | None = None,
+) -> tuple[str, bytes]:
+    """Push blobs and an image manifest; returns (digest, manifest bytes)."""
+    layers = [b"layer-" + reference.encode()] if layers is None else layers
+    config = config if config is not None else json.dumps({"ref": reference}).encode()
+    docker = media_type == DOCKER_MANIFEST
+    config_type = (
+        "application/vnd.docker.container.image.v1+json"
+        if docker
+        else "application/vnd.oci.image.config.v1+json"
+    )
+    layer_type = (
+        "application/vnd.docker.image.rootfs.diff.tar.gzip"
+        if docker
+        else "application/vnd.oci.image.layer.v1.tar"
+    )
+    await push_blob(client, repo, config)
+    for layer in layers:
+        await push_blob(client, repo, layer)
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": media_type,
+        "config": descriptor(config, config_type),
+        "layers": [descriptor(layer, layer_type) for layer in layers],
+        **(extra or {}),
+    }
+    body = json.dumps(manifest, indent=2).encode()
+    return await put_manifest(client, repo, reference, body, media_type), body
+
+
+async def put_manifest(
+    client: httpx.AsyncClient, repo: str, reference: str, body: bytes, media_type: str
+) -> str:
+    r = await client.put(
+        f"/v2/{repo}/manifests/{reference}", content=body, headers={"Content-Type": media_type}
+    )
+    assert r.status_code == 201, r.text
+    assert r.headers["Docker-Content-Digest"] == sha256(body)
+    return sha256(body)
+
+
+def index_of(children: list[tuple[str, bytes, dict[str, str] | None]], **extra: Any) -> bytes:
+    """An OCI index over (media type, manifest bytes, platform) children."""
+    manifests = []
+    for media_type, body, platform in children:
+        d = descriptor(body, media_type)
+        if platform:
+            d["platform"] = platform
+        manifests.append(d)
+    doc = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests, **extra}
+    return json.dumps(doc).encode()

@@ -1,0 +1,1 @@
+"""Real peers for tests: PostgreSQL, the registry as a process, a Docker daemon."""

@@ -1,0 +1,65 @@
+"""Finding tools and ports; skipping (or, with REGISTRY_TEST_STRICT=1, failing) without them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+STRICT = os.environ.get("REGISTRY_TEST_STRICT") == "1"
+
+
+def unavailable(reason: str) -> None:
+    """Skip the test, or fail it in strict mode (CI installs every peer)."""
+    if STRICT:
+        pytest.fail(f"REGISTRY_TEST_STRICT=1 and {reason}")
+    pytest.skip(reason)
+
+
+def need(tool: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        unavailable(f"{tool} is not installed (.ci/run installs it)")
+    assert path is not None
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes] | None = None, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode} before listening on {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on port {port} after {timeout}s")
+
+
+def stop(process: subprocess.Popen[bytes], timeout: float = 15) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
