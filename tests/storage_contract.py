@@ -1,0 +1,101 @@
+"""The blob store contract: every store's test module subclasses StoreContract and
+supplies `store` (and `leftovers`, what the store holds besides committed blobs)."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from registry.digest import Digest
+from registry.storage.base import BlobNotFound, BlobStore, OffsetMismatch, UploadNotFound
+
+pytestmark = pytest.mark.anyio
+
+
+async def chunks(*parts: bytes) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
+
+
+async def collect(stream: AsyncIterator[bytes]) -> bytes:
+    return b"".join([piece async for piece in stream])
+
+
+class StoreContract:
+    @pytest.fixture
+    def store(self) -> BlobStore:
+        raise NotImplementedError
+
+    def leftovers(self, store: BlobStore) -> list[str]:
+        raise NotImplementedError
+
+    @pytest.mark.anyio
+    async def test_upload_commit_read(self, store: BlobStore) -> None:
+        upload = str(uuid.uuid4())
+        data = b"x" * (3 * 1024 * 1024 + 17)
+        await store.upload_start(upload)
+        seen = hashlib.sha256()
+        size = await store.upload_append(upload, 0, chunks(data[:1000], data[1000:]), seen.update)
+        assert size == len(data) == await store.upload_size(upload)
+        assert seen.hexdigest() == hashlib.sha256(data).hexdigest()
+        assert await collect(store.upload_read(upload)) == data
+        digest = Digest.of(data)
+        await store.upload_commit(upload, digest)
+        assert await store.stat(digest) == len(data)
+        assert await collect(store.read(digest)) == data
+        assert await collect(store.read(digest, 10, 5)) == data[10:15]
+        assert await collect(store.read(digest, len(data) - 3)) == data[-3:]
+        with pytest.raises(UploadNotFound):
+            await store.upload_size(upload)
+        assert self.leftovers(store) == []
+
+    @pytest.mark.anyio
+    async def test_resume_and_offsets(self, store: BlobStore) -> None:
+        upload = str(uuid.uuid4())
+        await store.upload_start(upload)
+        await store.upload_append(upload, 0, chunks(b"abc"))
+        with pytest.raises(OffsetMismatch):
+            await store.upload_append(upload, 1, chunks(b"zzz"))
+        assert await store.upload_append(upload, 3, chunks(b"def")) == 6
+        assert await collect(store.upload_read(upload)) == b"abcdef"
+        await store.upload_cancel(upload)
+        with pytest.raises(UploadNotFound):
+            await store.upload_size(upload)
+        assert self.leftovers(store) == []
+
+    @pytest.mark.anyio
+    async def test_commit_of_existing_content(self, store: BlobStore) -> None:
+        digest = Digest.of(b"same")
+        await store.put_bytes(digest, b"same")
+        upload = str(uuid.uuid4())
+        await store.upload_start(upload)
+        await store.upload_append(upload, 0, chunks(b"same"))
+        await store.upload_commit(upload, digest)
+        assert await store.read_bytes(digest) == b"same"
+        assert self.leftovers(store) == []
+
+    @pytest.mark.anyio
+    async def test_missing(self, store: BlobStore) -> None:
+        digest = Digest.of(b"missing")
+        assert await store.stat(digest) is None
+        with pytest.raises(BlobNotFound):
+            await store.read_bytes(digest)
+        with pytest.raises(BlobNotFound):
+            await collect(store.read(digest))
+        await store.delete(digest)
+        for bad in ("../../etc", "x" * 36, str(uuid.uuid4())):
+            with pytest.raises(UploadNotFound):
+                await store.upload_size(bad)
+
+    @pytest.mark.anyio
+    async def test_put_and_delete(self, store: BlobStore) -> None:
+        digest = Digest.of(b"small", "sha512")
+        await store.put_bytes(digest, b"small")
+        await store.put_bytes(digest, b"small")
+        assert await store.read_bytes(digest) == b"small"
+        await store.delete(digest)
+        assert await store.stat(digest) is None
+        assert self.leftovers(store) == []

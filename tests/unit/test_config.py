@@ -1,0 +1,51 @@
+from pathlib import Path
+
+import pytest
+
+from registry.config import ConfigError, load_settings
+
+
+def test_defaults_need_no_file() -> None:
+    s = load_settings(None, {})
+    assert s.http.port == 5000
+    assert s.database_url.startswith("sqlite+aiosqlite:///")
+    assert s.database_url.endswith("/data/registry.db")
+    assert s.storage_root == (Path("data") / "storage").resolve()
+
+
+def test_environment_overrides_file(tmp_path: Path) -> None:
+    config = tmp_path / "c.yml"
+    config.write_text("http:\n  port: 6000\n  host: 127.0.0.1\ndatabase:\n  url: postgresql://u:p@db/r\n")
+    s = load_settings(config, {"REGISTRY_HTTP_PORT": "7000"})
+    assert s.http.port == 7000
+    assert s.http.host == "127.0.0.1"
+    assert s.database_url == "postgresql+asyncpg://u:p@db/r"
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "message"),
+    [
+        ("", {"REGISTRY_HTTP_PORT": "abc"}, "config: http.port: expected an integer, got 'abc'"),
+        ("http:\n  port: 70000\n", {}, "config: http.port: must be between 0 and 65535"),
+        ("htp:\n  port: 1\n", {}, "config: htp: unknown key"),
+        ("http:\n  prot: 1\n", {}, "config: http.prot: unknown key"),
+        ("storage:\n  driver: tape\n", {}, "config: storage.driver: must be one of filesystem"),
+        ("database:\n  echo: maybe\n", {}, "config: database.echo: expected true or false"),
+        ("database:\n  url: mysql://x\n", {}, "config: database.url: must be a sqlite:/// or postgresql://"),
+        ("- a\n- b\n", {}, "expected a mapping of keys at the top"),
+        ("http: [\n", {}, "not valid YAML"),
+        ("log_level: loud\n", {}, "config: log_level: must be one of"),
+    ],
+)
+def test_bad_values_name_the_key(tmp_path: Path, text: str, env: dict[str, str], message: str) -> None:
+    config = tmp_path / "c.yml"
+    config.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(config, env)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read it"):
+        load_settings(tmp_path / "nope.yml", {})
