@@ -26,8 +26,12 @@ async def test_head_and_get(client: httpx.AsyncClient) -> None:
 
 @pytest.mark.parametrize(
     ("header", "start", "end"),
-    [("bytes=0-9", 0, 9), ("bytes=100-", 100, len(DATA) - 1), ("bytes=-16", len(DATA) - 16, len(DATA) - 1),
-     ("bytes=10000-99999", 10000, len(DATA) - 1)],
+    [
+        ("bytes=0-9", 0, 9),
+        ("bytes=100-", 100, len(DATA) - 1),
+        ("bytes=-16", len(DATA) - 16, len(DATA) - 1),
+        ("bytes=10000-99999", 10000, len(DATA) - 1),
+    ],
 )
 async def test_range(client: httpx.AsyncClient, header: str, start: int, end: int) -> None:
     digest = await push_blob(client, "team/app", DATA)
@@ -60,7 +64,14 @@ async def test_blob_is_per_repository(client: httpx.AsyncClient) -> None:
 
 @pytest.mark.parametrize(
     "digest",
-    ["sha256:xyz", "sha256:" + "A" * 64, "md5:" + "0" * 32, "sha256", "sha512:" + "0" * 64, "notadigest"],
+    [
+        "sha256:xyz",
+        "sha256:" + "A" * 64,
+        "md5:" + "0" * 32,
+        "sha256",
+        "sha512:" + "0" * 64,
+        "notadigest",
+    ],
 )
 async def test_invalid_digest(client: httpx.AsyncClient, digest: str) -> None:
     assert_error(await client.get(f"/v2/team/app/blobs/{digest}"), 400, "DIGEST_INVALID")

@@ -28,7 +28,9 @@ async def test_put_and_get_by_tag_and_digest(client: httpx.AsyncClient, media_ty
         assert r.content == body
         assert r.headers["Content-Type"] == media_type
         assert r.headers["Docker-Content-Digest"] == digest
-        head = await client.head(f"/v2/team/app/manifests/{reference}", headers={"Accept": media_type})
+        head = await client.head(
+            f"/v2/team/app/manifests/{reference}", headers={"Accept": media_type}
+        )
         assert head.status_code == 200
         assert head.headers["Content-Length"] == str(len(body))
         assert head.content == b""
@@ -39,9 +41,16 @@ async def test_put_and_get_by_tag_and_digest(client: httpx.AsyncClient, media_ty
 async def test_put_response_headers(client: httpx.AsyncClient) -> None:
     await push_blob(client, "team/app", b"{}")
     body = json.dumps(
-        {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": descriptor(b"{}", "application/vnd.oci.image.config.v1+json"), "layers": []}
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": descriptor(b"{}", "application/vnd.oci.image.config.v1+json"),
+            "layers": [],
+        }
     ).encode()
-    r = await client.put("/v2/team/app/manifests/v1", content=body, headers={"Content-Type": OCI_MANIFEST})
+    r = await client.put(
+        "/v2/team/app/manifests/v1", content=body, headers={"Content-Type": OCI_MANIFEST}
+    )
     assert r.status_code == 201
     assert r.headers["Location"] == f"/v2/team/app/manifests/{sha256(body)}"
     assert "OCI-Subject" not in r.headers
@@ -49,10 +58,11 @@ async def test_put_response_headers(client: httpx.AsyncClient) -> None:
 
 async def test_content_is_kept_byte_for_byte(client: httpx.AsyncClient) -> None:
     config = await push_blob(client, "team/app", b"cfg")
+    config_type = "application/vnd.oci.image.config.v1+json"
     body = (
-        '{  "schemaVersion":2, "mediaType": "%s",\n"config":{"mediaType":"application/vnd.oci.image.config.v1+json",'
-        '"digest":"%s","size":3, "data": "Y2Zn"},"layers":[],"x-custom":{"keep":[1,2.50,"\\u00e9"]}}\n'
-        % (OCI_MANIFEST, config)
+        f'{{  "schemaVersion":2, "mediaType": "{OCI_MANIFEST}",\n'
+        f'"config":{{"mediaType":"{config_type}","digest":"{config}","size":3, "data": "Y2Zn"}},'
+        '"layers":[],"x-custom":{"keep":[1,2.50,"\\u00e9"]}}\n'
     ).encode()
     digest = await put_manifest(client, "team/app", "custom", body, OCI_MANIFEST)
     assert (await client.get(f"/v2/team/app/manifests/{digest}")).content == body
@@ -61,7 +71,12 @@ async def test_content_is_kept_byte_for_byte(client: httpx.AsyncClient) -> None:
 async def test_put_by_digest_with_tags(client: httpx.AsyncClient) -> None:
     await push_blob(client, "team/app", b"{}")
     body = json.dumps(
-        {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": descriptor(b"{}", "application/vnd.oci.image.config.v1+json"), "layers": []}
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": descriptor(b"{}", "application/vnd.oci.image.config.v1+json"),
+            "layers": [],
+        }
     ).encode()
     r = await client.put(
         f"/v2/team/app/manifests/{sha256(body)}?tag=a&tag=b",
@@ -77,12 +92,21 @@ async def test_put_by_digest_with_tags(client: httpx.AsyncClient) -> None:
 async def test_digest_mismatch(client: httpx.AsyncClient) -> None:
     await push_blob(client, "team/app", b"{}")
     body = json.dumps(
-        {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": descriptor(b"{}", "application/vnd.oci.image.config.v1+json"), "layers": []}
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": descriptor(b"{}", "application/vnd.oci.image.config.v1+json"),
+            "layers": [],
+        }
     ).encode()
     wrong = sha256(b"other")
-    r = await client.put(f"/v2/team/app/manifests/{wrong}", content=body, headers={"Content-Type": OCI_MANIFEST})
+    r = await client.put(
+        f"/v2/team/app/manifests/{wrong}", content=body, headers={"Content-Type": OCI_MANIFEST}
+    )
     assert_error(r, 400, "DIGEST_INVALID")
-    assert_error(await client.get(f"/v2/team/app/manifests/{sha256(body)}"), 404, "MANIFEST_UNKNOWN")
+    assert_error(
+        await client.get(f"/v2/team/app/manifests/{sha256(body)}"), 404, "MANIFEST_UNKNOWN"
+    )
 
 
 async def test_missing_blob(client: httpx.AsyncClient) -> None:
@@ -91,11 +115,17 @@ async def test_missing_blob(client: httpx.AsyncClient) -> None:
         {
             "schemaVersion": 2,
             "mediaType": OCI_MANIFEST,
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": 3},
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": config,
+                "size": 3,
+            },
             "layers": [descriptor(b"missing layer", "application/vnd.oci.image.layer.v1.tar")],
         }
     ).encode()
-    r = await client.put("/v2/team/app/manifests/v1", content=body, headers={"Content-Type": OCI_MANIFEST})
+    r = await client.put(
+        "/v2/team/app/manifests/v1", content=body, headers={"Content-Type": OCI_MANIFEST}
+    )
     error = assert_error(r, 400, "MANIFEST_BLOB_UNKNOWN")
     assert error["detail"] == {"digest": sha256(b"missing layer")}
     assert_error(await client.get("/v2/team/app/manifests/v1"), 404, "MANIFEST_UNKNOWN")
@@ -112,14 +142,18 @@ async def test_blob_of_another_repository_is_not_enough(client: httpx.AsyncClien
             "layers": [descriptor(b"shared", "application/vnd.oci.image.layer.v1.tar")],
         }
     ).encode()
-    r = await client.put("/v2/team/two/manifests/v1", content=body, headers={"Content-Type": OCI_MANIFEST})
+    r = await client.put(
+        "/v2/team/two/manifests/v1", content=body, headers={"Content-Type": OCI_MANIFEST}
+    )
     assert_error(r, 400, "MANIFEST_BLOB_UNKNOWN")
 
 
 async def test_index_needs_its_children(client: httpx.AsyncClient) -> None:
     _, child = await push_image(client, "team/app", "amd64")
     body = index_of([(OCI_MANIFEST, child, None), (OCI_MANIFEST, b'{"not":"pushed"}', None)])
-    r = await client.put("/v2/team/app/manifests/multi", content=body, headers={"Content-Type": OCI_INDEX})
+    r = await client.put(
+        "/v2/team/app/manifests/multi", content=body, headers={"Content-Type": OCI_INDEX}
+    )
     error = assert_error(r, 400, "MANIFEST_BLOB_UNKNOWN")
     assert error["detail"] == {"digest": sha256(b'{"not":"pushed"}')}
 
@@ -130,7 +164,9 @@ async def test_nested_and_empty_indexes(client: httpx.AsyncClient) -> None:
     await put_manifest(client, "team/app", "inner", inner, OCI_INDEX)
     outer = index_of([(OCI_INDEX, inner, None)])
     digest = await put_manifest(client, "team/app", "outer", outer, OCI_INDEX)
-    assert (await client.get(f"/v2/team/app/manifests/{digest}", headers={"Accept": OCI_INDEX})).content == outer
+    assert (
+        await client.get(f"/v2/team/app/manifests/{digest}", headers={"Accept": OCI_INDEX})
+    ).content == outer
     empty = index_of([])
     await put_manifest(client, "team/app", "empty", empty, OCI_INDEX)
     assert (await client.get("/v2/team/app/manifests/empty")).json()["manifests"] == []
@@ -149,7 +185,10 @@ async def test_docker_manifest_list(client: httpx.AsyncClient) -> None:
     }
     body = json.dumps(doc).encode()
     await put_manifest(client, "team/app", "multi", body, DOCKER_MANIFEST_LIST)
-    r = await client.get("/v2/team/app/manifests/multi", headers={"Accept": f"{DOCKER_MANIFEST_LIST}, {DOCKER_MANIFEST}"})
+    r = await client.get(
+        "/v2/team/app/manifests/multi",
+        headers={"Accept": f"{DOCKER_MANIFEST_LIST}, {DOCKER_MANIFEST}"},
+    )
     assert r.headers["Content-Type"] == DOCKER_MANIFEST_LIST
     # A client that cannot read lists gets the linux/amd64 image for a tag.
     r = await client.get("/v2/team/app/manifests/multi", headers={"Accept": DOCKER_MANIFEST})
@@ -158,14 +197,16 @@ async def test_docker_manifest_list(client: httpx.AsyncClient) -> None:
 
 
 async def test_accept_negotiation(client: httpx.AsyncClient) -> None:
-    digest, body = await push_image(client, "team/app", "v1", media_type=OCI_MANIFEST)
+    _, body = await push_image(client, "team/app", "v1", media_type=OCI_MANIFEST)
     r = await client.get("/v2/team/app/manifests/v1", headers={"Accept": DOCKER_MANIFEST})
     assert_error(r, 404, "MANIFEST_UNKNOWN")
     for accept in ("*/*", "application/*", f"{DOCKER_MANIFEST}, {OCI_MANIFEST};q=0.5"):
         r = await client.get("/v2/team/app/manifests/v1", headers={"Accept": accept})
         assert r.status_code == 200
         assert r.content == body
-    r = await client.get("/v2/team/app/manifests/v1", headers=[("Accept", DOCKER_MANIFEST), ("Accept", OCI_MANIFEST)])
+    r = await client.get(
+        "/v2/team/app/manifests/v1", headers=[("Accept", DOCKER_MANIFEST), ("Accept", OCI_MANIFEST)]
+    )
     assert r.status_code == 200
 
 
@@ -187,7 +228,9 @@ async def test_artifact_with_empty_config(client: httpx.AsyncClient) -> None:
 
 async def test_manifest_too_large(client: httpx.AsyncClient) -> None:
     body = b'{"schemaVersion":2,"pad":"' + b"x" * (4 * 1024 * 1024) + b'"}'
-    r = await client.put("/v2/team/app/manifests/big", content=body, headers={"Content-Type": OCI_MANIFEST})
+    r = await client.put(
+        "/v2/team/app/manifests/big", content=body, headers={"Content-Type": OCI_MANIFEST}
+    )
     assert_error(r, 413, "SIZE_INVALID")
 
 
@@ -197,18 +240,39 @@ async def test_manifest_too_large(client: httpx.AsyncClient) -> None:
         (b"not json", OCI_MANIFEST),
         (b"[1,2]", OCI_MANIFEST),
         (b'{"schemaVersion": 3, "config": {}}', OCI_MANIFEST),
-        (b'{"schemaVersion": 2, "mediaType": "%s", "layers": []}' % OCI_MANIFEST.encode(), OCI_MANIFEST),
-        (b'{"schemaVersion": 2, "mediaType": "%s", "manifests": []}' % OCI_INDEX.encode(), OCI_MANIFEST),
-        (b'{"schemaVersion": 2, "config": {"mediaType": "x", "digest": "sha256:00", "size": 1}}', OCI_MANIFEST),
-        (b'{"schemaVersion": 2, "config": {"mediaType": "x", "digest": "%s", "size": -1}}' % sha256(b"").encode(), OCI_MANIFEST),
+        (
+            b'{"schemaVersion": 2, "mediaType": "%s", "layers": []}' % OCI_MANIFEST.encode(),
+            OCI_MANIFEST,
+        ),
+        (
+            b'{"schemaVersion": 2, "mediaType": "%s", "manifests": []}' % OCI_INDEX.encode(),
+            OCI_MANIFEST,
+        ),
+        (
+            b'{"schemaVersion": 2, "config": {"mediaType": "x", "digest": "sha256:00", "size": 1}}',
+            OCI_MANIFEST,
+        ),
+        (
+            b'{"schemaVersion": 2, "config": {"mediaType": "x", "digest": "%s", "size": -1}}'
+            % sha256(b"").encode(),
+            OCI_MANIFEST,
+        ),
         (b'{"schemaVersion": 2, "manifests": "nope"}', OCI_INDEX),
         (b'{"schemaVersion": 2}', "application/vnd.example.unknown+json"),
-        (b'{"schemaVersion": 1, "name": "team/app", "tag": "v1", "fsLayers": []}', "application/vnd.docker.distribution.manifest.v1+prettyjws"),
-        (b'{"schemaVersion": 1, "name": "team/app", "tag": "v1", "fsLayers": []}', "application/json"),
+        (
+            b'{"schemaVersion": 1, "name": "team/app", "tag": "v1", "fsLayers": []}',
+            "application/vnd.docker.distribution.manifest.v1+prettyjws",
+        ),
+        (
+            b'{"schemaVersion": 1, "name": "team/app", "tag": "v1", "fsLayers": []}',
+            "application/json",
+        ),
     ],
 )
 async def test_invalid_manifests(client: httpx.AsyncClient, body: bytes, content_type: str) -> None:
-    r = await client.put("/v2/team/app/manifests/bad", content=body, headers={"Content-Type": content_type})
+    r = await client.put(
+        "/v2/team/app/manifests/bad", content=body, headers={"Content-Type": content_type}
+    )
     assert r.status_code == 400, r.text
     assert r.json()["errors"][0]["code"] in ("MANIFEST_INVALID", "DIGEST_INVALID")
 
@@ -223,15 +287,21 @@ async def test_schema1_is_refused_with_a_clear_message(client: httpx.AsyncClient
 
 
 async def test_invalid_tag(client: httpx.AsyncClient) -> None:
-    r = await client.put("/v2/team/app/manifests/-bad", content=b"{}", headers={"Content-Type": OCI_MANIFEST})
+    r = await client.put(
+        "/v2/team/app/manifests/-bad", content=b"{}", headers={"Content-Type": OCI_MANIFEST}
+    )
     assert_error(r, 400, "TAG_INVALID")
-    r = await client.put(f"/v2/team/app/manifests/{'a' * 129}", content=b"{}", headers={"Content-Type": OCI_MANIFEST})
+    r = await client.put(
+        f"/v2/team/app/manifests/{'a' * 129}", content=b"{}", headers={"Content-Type": OCI_MANIFEST}
+    )
     assert_error(r, 400, "TAG_INVALID")
 
 
 async def test_unknown_manifest(client: httpx.AsyncClient) -> None:
     assert_error(await client.get("/v2/team/app/manifests/nope"), 404, "MANIFEST_UNKNOWN")
-    assert_error(await client.get(f"/v2/team/app/manifests/{sha256(b'x')}"), 404, "MANIFEST_UNKNOWN")
+    assert_error(
+        await client.get(f"/v2/team/app/manifests/{sha256(b'x')}"), 404, "MANIFEST_UNKNOWN"
+    )
     assert (await client.head("/v2/team/app/manifests/nope")).status_code == 404
     assert_error(await client.get("/v2/team/app/manifests/sha256:bad"), 400, "DIGEST_INVALID")
 
@@ -248,7 +318,9 @@ async def test_delete_by_digest(client: httpx.AsyncClient) -> None:
 
 async def test_delete_by_tag_removes_only_the_tag(client: httpx.AsyncClient) -> None:
     digest, body = await push_image(client, "team/app", "v1")
-    r = await client.put("/v2/team/app/manifests/v2", content=body, headers={"Content-Type": OCI_MANIFEST})
+    r = await client.put(
+        "/v2/team/app/manifests/v2", content=body, headers={"Content-Type": OCI_MANIFEST}
+    )
     assert r.status_code == 201
     assert (await client.delete("/v2/team/app/manifests/v1")).status_code == 202
     assert_error(await client.get("/v2/team/app/manifests/v1"), 404, "MANIFEST_UNKNOWN")
@@ -259,7 +331,7 @@ async def test_delete_by_tag_removes_only_the_tag(client: httpx.AsyncClient) -> 
 
 async def test_retag_moves_the_tag(client: httpx.AsyncClient) -> None:
     first, _ = await push_image(client, "team/app", "latest", layers=[b"one"])
-    second, body = await push_image(client, "team/app", "latest", layers=[b"two"])
+    second, _ = await push_image(client, "team/app", "latest", layers=[b"two"])
     assert first != second
     r = await client.get("/v2/team/app/manifests/latest")
     assert r.headers["Docker-Content-Digest"] == second

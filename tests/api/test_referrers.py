@@ -4,7 +4,15 @@ import httpx
 import pytest
 
 from registry.mediatypes import OCI_INDEX, OCI_MANIFEST
-from tests.helpers import EMPTY_CONFIG, EMPTY_CONFIG_TYPE, assert_error, descriptor, push_blob, push_image, sha256
+from tests.helpers import (
+    EMPTY_CONFIG,
+    EMPTY_CONFIG_TYPE,
+    assert_error,
+    descriptor,
+    push_blob,
+    push_image,
+    sha256,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -25,7 +33,11 @@ async def push_artifact(
             "annotations": {"org.opencontainers.image.created": "2026-01-01T00:00:00Z"},
         }
     ).encode()
-    r = await client.put(f"/v2/team/app/manifests/{sha256(body)}", content=body, headers={"Content-Type": OCI_MANIFEST})
+    r = await client.put(
+        f"/v2/team/app/manifests/{sha256(body)}",
+        content=body,
+        headers={"Content-Type": OCI_MANIFEST},
+    )
     assert r.status_code == 201, r.text
     assert r.headers["OCI-Subject"] == sha256(subject)
     return sha256(body), body
@@ -57,7 +69,10 @@ async def test_referrers_filter(client: httpx.AsyncClient) -> None:
     subject_digest, subject = await push_image(client, "team/app", "v1")
     sbom, _ = await push_artifact(client, subject, "application/vnd.example.sbom", b"sbom")
     await push_artifact(client, subject, "application/vnd.example.sig", b"sig")
-    r = await client.get(f"/v2/team/app/referrers/{subject_digest}", params={"artifactType": "application/vnd.example.sbom"})
+    r = await client.get(
+        f"/v2/team/app/referrers/{subject_digest}",
+        params={"artifactType": "application/vnd.example.sbom"},
+    )
     assert r.headers["OCI-Filters-Applied"] == "artifactType"
     assert [m["digest"] for m in r.json()["manifests"]] == [sbom]
 
@@ -81,7 +96,11 @@ async def test_artifact_type_defaults_to_config_media_type(client: httpx.AsyncCl
             "subject": descriptor(subject, OCI_MANIFEST),
         }
     ).encode()
-    await client.put(f"/v2/team/app/manifests/{sha256(body)}", content=body, headers={"Content-Type": OCI_MANIFEST})
+    await client.put(
+        f"/v2/team/app/manifests/{sha256(body)}",
+        content=body,
+        headers={"Content-Type": OCI_MANIFEST},
+    )
     r = await client.get(f"/v2/team/app/referrers/{subject_digest}")
     assert r.json()["manifests"][0]["artifactType"] == "application/vnd.example.config+json"
 

@@ -62,7 +62,11 @@ async def test_tags_of_unknown_repository(client: httpx.AsyncClient) -> None:
 @pytest.mark.parametrize("n", ["-1", "abc", "1.5"])
 async def test_bad_page_size(client: httpx.AsyncClient, n: str) -> None:
     await tagged(client)
-    assert_error(await client.get("/v2/team/app/tags/list", params={"n": n}), 400, "PAGINATION_NUMBER_INVALID")
+    assert_error(
+        await client.get("/v2/team/app/tags/list", params={"n": n}),
+        400,
+        "PAGINATION_NUMBER_INVALID",
+    )
 
 
 async def test_catalog(client: httpx.AsyncClient) -> None:
@@ -73,7 +77,10 @@ async def test_catalog(client: httpx.AsyncClient) -> None:
     assert r.json() == {"repositories": sorted(names)}
     r = await client.get("/v2/_catalog", params={"n": 2})
     assert r.json()["repositories"] == sorted(names)[:2]
-    assert r.headers["Link"] == f'</v2/_catalog?n=2&last={sorted(names)[1].replace("/", "%2F")}>; rel="next"'
+    assert (
+        r.headers["Link"]
+        == f'</v2/_catalog?n=2&last={sorted(names)[1].replace("/", "%2F")}>; rel="next"'
+    )
     r = await client.get("/v2/_catalog", params={"n": 10, "last": "a/sub/app"})
     assert r.json()["repositories"] == ["b/app", "c", "library-x"]
     assert "Link" not in r.headers

@@ -66,7 +66,9 @@ async def test_streamed_patch_and_last_chunk_in_put(client: httpx.AsyncClient) -
     location = await start(client)
     r = await client.patch(location, content=DATA[:5000])
     assert r.status_code == 202
-    r = await client.put(r.headers["Location"], params={"digest": sha256(DATA)}, content=DATA[5000:])
+    r = await client.put(
+        r.headers["Location"], params={"digest": sha256(DATA)}, content=DATA[5000:]
+    )
     assert r.status_code == 201
 
 
@@ -77,7 +79,9 @@ async def test_out_of_order_chunk(client: httpx.AsyncClient) -> None:
     assert_error(r, 416, "RANGE_INVALID")
     assert r.headers["Range"] == "0-99"
     # Nothing was appended: the upload can go on from where it was.
-    r = await client.patch(location, content=DATA[100:], headers={"Content-Range": f"100-{len(DATA) - 1}"})
+    r = await client.patch(
+        location, content=DATA[100:], headers={"Content-Range": f"100-{len(DATA) - 1}"}
+    )
     assert r.status_code == 202
     assert (await client.put(location, params={"digest": sha256(DATA)})).status_code == 201
 
@@ -109,7 +113,9 @@ async def test_put_needs_a_digest(client: httpx.AsyncClient) -> None:
     location = await start(client)
     assert_error(await client.put(location, content=DATA), 400, "DIGEST_INVALID")
     location = await start(client)
-    assert_error(await client.put(location, params={"digest": "sha256:nothex"}), 400, "DIGEST_INVALID")
+    assert_error(
+        await client.put(location, params={"digest": "sha256:nothex"}), 400, "DIGEST_INVALID"
+    )
 
 
 async def test_sha512_upload(client: httpx.AsyncClient) -> None:
@@ -130,12 +136,18 @@ async def test_cancel(client: httpx.AsyncClient) -> None:
     assert_error(await client.delete(location), 404, "BLOB_UPLOAD_UNKNOWN")
 
 
-@pytest.mark.parametrize("upload_id", ["not-a-uuid", "%2E%2E", "00000000-0000-0000-0000-000000000000"])
+@pytest.mark.parametrize(
+    "upload_id", ["not-a-uuid", "%2E%2E", "00000000-0000-0000-0000-000000000000"]
+)
 async def test_unknown_session(client: httpx.AsyncClient, upload_id: str) -> None:
     path = f"/v2/team/app/blobs/uploads/{upload_id}"
     assert_error(await client.get(path), 404, "BLOB_UPLOAD_UNKNOWN")
     assert_error(await client.patch(path, content=b"x"), 404, "BLOB_UPLOAD_UNKNOWN")
-    assert_error(await client.put(path, params={"digest": sha256(b"x")}, content=b"x"), 404, "BLOB_UPLOAD_UNKNOWN")
+    assert_error(
+        await client.put(path, params={"digest": sha256(b"x")}, content=b"x"),
+        404,
+        "BLOB_UPLOAD_UNKNOWN",
+    )
 
 
 async def test_session_belongs_to_its_repository(client: httpx.AsyncClient) -> None:
@@ -146,7 +158,9 @@ async def test_session_belongs_to_its_repository(client: httpx.AsyncClient) -> N
 
 async def test_mount(client: httpx.AsyncClient) -> None:
     digest = await push_blob(client, "team/source", DATA)
-    r = await client.post("/v2/team/target/blobs/uploads/", params={"mount": digest, "from": "team/source"})
+    r = await client.post(
+        "/v2/team/target/blobs/uploads/", params={"mount": digest, "from": "team/source"}
+    )
     assert r.status_code == 201
     assert r.headers["Location"] == f"/v2/team/target/blobs/{digest}"
     assert r.headers["Docker-Content-Digest"] == digest
@@ -155,7 +169,9 @@ async def test_mount(client: httpx.AsyncClient) -> None:
 
 async def test_mount_of_missing_blob_starts_a_session(client: httpx.AsyncClient) -> None:
     digest = sha256(b"not there")
-    r = await client.post("/v2/team/target/blobs/uploads/", params={"mount": digest, "from": "team/source"})
+    r = await client.post(
+        "/v2/team/target/blobs/uploads/", params={"mount": digest, "from": "team/source"}
+    )
     assert r.status_code == 202
     assert "Docker-Upload-UUID" in r.headers
     r = await client.put(r.headers["Location"], params={"digest": digest}, content=b"not there")
@@ -163,23 +179,31 @@ async def test_mount_of_missing_blob_starts_a_session(client: httpx.AsyncClient)
 
 
 async def test_mount_with_invalid_digest(client: httpx.AsyncClient) -> None:
-    r = await client.post("/v2/team/target/blobs/uploads/", params={"mount": "sha256:zz", "from": "team/source"})
+    r = await client.post(
+        "/v2/team/target/blobs/uploads/", params={"mount": "sha256:zz", "from": "team/source"}
+    )
     assert_error(r, 400, "DIGEST_INVALID")
 
 
 async def test_upload_survives_a_restart(settings: Settings) -> None:
     """A chunked upload started on one process continues on a fresh one (no hash cache)."""
     first: Starlette = create_app(settings)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=first), base_url="http://r") as c:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=first), base_url="http://r"
+    ) as c:
         location = await start(c)
         await c.patch(location, content=DATA[:4000], headers={"Content-Range": "0-3999"})
     await first.state.registry.close()
 
     second: Starlette = create_app(settings)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=second), base_url="http://r") as c:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=second), base_url="http://r"
+    ) as c:
         status = await c.get(location)
         assert status.headers["Range"] == "0-3999"
-        r = await c.patch(location, content=DATA[4000:], headers={"Content-Range": f"4000-{len(DATA) - 1}"})
+        r = await c.patch(
+            location, content=DATA[4000:], headers={"Content-Range": f"4000-{len(DATA) - 1}"}
+        )
         assert r.status_code == 202
         assert (await c.put(location, params={"digest": sha256(DATA)})).status_code == 201
         assert (await c.get(f"/v2/team/app/blobs/{sha256(DATA)}")).content == DATA

@@ -35,7 +35,16 @@ class PostgresServer:
         as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
         data = self._dir / "data"
         subprocess.run(
-            [*as_postgres, str(self._bin / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
+            [
+                *as_postgres,
+                str(self._bin / "initdb"),
+                "-D",
+                str(data),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+            ],
             check=True,
             capture_output=True,
         )
@@ -76,7 +85,15 @@ class PostgresServer:
             return
         as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
         subprocess.run(
-            [*as_postgres, str(self._bin / "pg_ctl"), "-D", str(self._dir / "data"), "-m", "immediate", "stop"],
+            [
+                *as_postgres,
+                str(self._bin / "pg_ctl"),
+                "-D",
+                str(self._dir / "data"),
+                "-m",
+                "immediate",
+                "stop",
+            ],
             capture_output=True,
         )
         shutil.rmtree(self._dir, ignore_errors=True)

@@ -15,7 +15,9 @@ def test_defaults_need_no_file() -> None:
 
 def test_environment_overrides_file(tmp_path: Path) -> None:
     config = tmp_path / "c.yml"
-    config.write_text("http:\n  port: 6000\n  host: 127.0.0.1\ndatabase:\n  url: postgresql://u:p@db/r\n")
+    config.write_text(
+        "http:\n  port: 6000\n  host: 127.0.0.1\ndatabase:\n  url: postgresql://u:p@db/r\n"
+    )
     s = load_settings(config, {"REGISTRY_HTTP_PORT": "7000"})
     assert s.http.port == 7000
     assert s.http.host == "127.0.0.1"
@@ -31,13 +33,19 @@ def test_environment_overrides_file(tmp_path: Path) -> None:
         ("http:\n  prot: 1\n", {}, "config: http.prot: unknown key"),
         ("storage:\n  driver: tape\n", {}, "config: storage.driver: must be one of filesystem"),
         ("database:\n  echo: maybe\n", {}, "config: database.echo: expected true or false"),
-        ("database:\n  url: mysql://x\n", {}, "config: database.url: must be a sqlite:/// or postgresql://"),
+        (
+            "database:\n  url: mysql://x\n",
+            {},
+            "config: database.url: must be a sqlite:/// or postgresql://",
+        ),
         ("- a\n- b\n", {}, "expected a mapping of keys at the top"),
         ("http: [\n", {}, "not valid YAML"),
         ("log_level: loud\n", {}, "config: log_level: must be one of"),
     ],
 )
-def test_bad_values_name_the_key(tmp_path: Path, text: str, env: dict[str, str], message: str) -> None:
+def test_bad_values_name_the_key(
+    tmp_path: Path, text: str, env: dict[str, str], message: str
+) -> None:
     config = tmp_path / "c.yml"
     config.write_text(text)
     with pytest.raises(ConfigError) as info:

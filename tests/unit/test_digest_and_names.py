@@ -13,8 +13,18 @@ def test_digest_round_trip() -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["", "sha256", "sha256:", ":abc", "SHA256:" + "a" * 64, "sha256:" + "a" * 63, "sha256:../../etc",
-             "sha384:" + "a" * 96, "sha256:" + "a" * 64 + "/x"],
+    "text",
+    [
+        "",
+        "sha256",
+        "sha256:",
+        ":abc",
+        "SHA256:" + "a" * 64,
+        "sha256:" + "a" * 63,
+        "sha256:../../etc",
+        "sha384:" + "a" * 96,
+        "sha256:" + "a" * 64 + "/x",
+    ],
 )
 def test_invalid_digests(text: str) -> None:
     with pytest.raises(DigestInvalid):
@@ -26,7 +36,9 @@ def test_valid_names(name: str) -> None:
     assert check_name(name) == name
 
 
-@pytest.mark.parametrize("name", ["", "A", "a/", "/a", "a//b", "a/../b", "a_", "a___b", ".a", "a" * 256])
+@pytest.mark.parametrize(
+    "name", ["", "A", "a/", "/a", "a//b", "a/../b", "a_", "a___b", ".a", "a" * 256]
+)
 def test_invalid_names(name: str) -> None:
     with pytest.raises(NameInvalid):
         check_name(name)

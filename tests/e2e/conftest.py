@@ -1,0 +1,157 @@
+"""Real processes: the registry under `registry serve`, a Docker daemon, skopeo."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.peers.tools import free_port, need, stop, tail, wait_for_port
+
+REGISTRY = str(Path(sys.executable).parent / "registry")
+
+
+class RegistryProcess:
+    """`registry serve` on a free port with its own data folder."""
+
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.env = {
+            **os.environ,
+            "REGISTRY_DATA_DIR": str(data_dir),
+            "REGISTRY_HTTP_HOST": "127.0.0.1",
+            "REGISTRY_HTTP_PORT": str(self.port),
+            **(env or {}),
+        }
+        self.log = data_dir.parent / f"registry-{self.port}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}"
+
+    def start(self) -> RegistryProcess:
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                [REGISTRY, "serve"], env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
+        try:
+            wait_for_port(self.port, self.process)
+        except Exception as exc:
+            raise RuntimeError(f"registry did not start:\n{tail(self.log)}") from exc
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop(self.process)
+            self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def get(self, path: str, **kwargs: object) -> httpx.Response:
+        return httpx.get(self.url + path, timeout=30, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def registry_process(tmp_path: Path) -> Iterator[RegistryProcess]:
+    server = RegistryProcess(tmp_path / "data").start()
+    yield server
+    server.stop()
+
+
+class Docker:
+    def __init__(self, root: Path) -> None:
+        need("dockerd")
+        self.client = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else need("docker")
+        self.root = root
+        self.socket = root / "docker.sock"
+        self.log = root / "dockerd.log"
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(
+                [
+                    "dockerd",
+                    "--storage-driver=vfs",
+                    "--iptables=false",
+                    "--ip6tables=false",
+                    "--bridge=none",
+                    "--data-root",
+                    str(root / "root"),
+                    "--exec-root",
+                    str(root / "exec"),
+                    "-H",
+                    f"unix://{self.socket}",
+                    "--pidfile",
+                    str(root / "pid"),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 60
+        while self.run("version", check=False).returncode != 0:
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise RuntimeError(f"dockerd did not start:\n{tail(self.log)}")
+            time.sleep(0.5)
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [self.client, *args],
+            env={**os.environ, "DOCKER_HOST": f"unix://{self.socket}"},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"docker {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+            )
+        return result
+
+    def stop(self) -> None:
+        stop(self.process, timeout=30)
+
+
+@pytest.fixture(scope="session")
+def docker() -> Iterator[Docker]:
+    root = Path(tempfile.mkdtemp(prefix="registry-docker-"))
+    daemon = Docker(root)
+    yield daemon
+    daemon.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def skopeo() -> Callable[..., subprocess.CompletedProcess[str]]:
+    binary = need("skopeo")
+
+    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([binary, *args], capture_output=True, text=True, timeout=300)
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"skopeo {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+            )
+        return result
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def busybox() -> bytes:
+    path = Path("/bin/busybox")
+    if not path.exists():
+        need("busybox")  # skips, or fails in strict mode
+    return path.read_bytes()

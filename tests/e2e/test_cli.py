@@ -1,0 +1,50 @@
+"""The `registry` command itself."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from registry import __version__
+from tests.e2e.conftest import REGISTRY
+
+
+def run(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [REGISTRY, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+    )
+
+
+def test_version() -> None:
+    result = run("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"registry {__version__}"
+
+
+def test_bad_config_stops_with_one_line(tmp_path: Path) -> None:
+    result = run("serve", env={"REGISTRY_HTTP_PORT": "eighty"}, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr == "registry: config: http.port: expected an integer, got 'eighty'\n"
+    config = tmp_path / "c.yml"
+    config.write_text("storage:\n  driver: floppy\n")
+    result = run("serve", "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert "storage.driver" in result.stderr
+
+
+def test_migrate_creates_the_database(tmp_path: Path) -> None:
+    result = run("migrate", env={"REGISTRY_DATA_DIR": str(tmp_path / "d")})
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "d" / "registry.db").exists()
+    assert "database is at the latest schema" in result.stderr
+    # Running it again is a no-op.
+    assert run("migrate", env={"REGISTRY_DATA_DIR": str(tmp_path / "d")}).returncode == 0

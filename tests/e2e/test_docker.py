@@ -1,0 +1,87 @@
+"""A real Docker daemon pushes to and pulls from `registry serve`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import Docker, RegistryProcess
+from tests.e2e.images import layer_tar, make_image, write_docker_archive
+
+pytestmark = pytest.mark.e2e
+
+
+def load_image(docker: Docker, tmp_path: Path, busybox: bytes, tag: str, salt: str) -> str:
+    """Load a three-layer image under `tag`; returns its image ID."""
+    image = make_image(
+        [
+            layer_tar({"bin/busybox": busybox}),
+            layer_tar({"etc/motd": f"hello {salt}\n".encode()}),
+            layer_tar({"data/blob": os.urandom(2 * 1024 * 1024)}),
+        ]
+    )
+    archive = write_docker_archive(image, tag, tmp_path / f"{salt}.tar")
+    docker.run("load", "-i", str(archive))
+    return image.id
+
+
+def image_id(docker: Docker, ref: str) -> str:
+    return docker.run("image", "inspect", "--format", "{{.Id}}", ref).stdout.strip()
+
+
+def test_push_pull_by_tag_and_digest(
+    docker: Docker, registry_process: RegistryProcess, tmp_path: Path, busybox: bytes
+) -> None:
+    ref = f"{registry_process.host}/team/app:v1"
+    expected = load_image(docker, tmp_path, busybox, ref, "tag-and-digest")
+    pushed = docker.run("push", ref).stdout
+    assert "v1: digest: sha256:" in pushed
+    digest = pushed.split("digest: ")[1].split()[0]
+    docker.run("rmi", ref)
+    assert docker.run("image", "inspect", ref, check=False).returncode != 0
+
+    docker.run("pull", ref)
+    assert image_id(docker, ref) == expected
+    docker.run("rmi", ref)
+    by_digest = f"{registry_process.host}/team/app@{digest}"
+    docker.run("pull", by_digest)
+    assert image_id(docker, by_digest) == expected
+
+    # Pushing the same image again finds every layer already there.
+    docker.run("tag", by_digest, ref)
+    again = docker.run("push", ref).stdout
+    assert again.count("Layer already exists") == 3, again
+    assert "Pushed" not in again
+    docker.run("rmi", "-f", expected)
+
+
+def test_nested_name_and_default_latest(
+    docker: Docker, registry_process: RegistryProcess, tmp_path: Path, busybox: bytes
+) -> None:
+    ref = f"{registry_process.host}/team/sub/app"
+    expected = load_image(docker, tmp_path, busybox, "local/nested:loaded", "nested")
+    docker.run("tag", "local/nested:loaded", ref)  # no tag given: docker means latest
+    assert "latest: digest:" in docker.run("push", ref).stdout
+    docker.run("rmi", f"{ref}:latest")
+    docker.run("pull", ref)
+    assert image_id(docker, f"{ref}:latest") == expected
+    assert registry_process.get("/v2/team/sub/app/tags/list").json() == {
+        "name": "team/sub/app",
+        "tags": ["latest"],
+    }
+    docker.run("rmi", "-f", expected)
+
+
+def test_persistence_across_restart(
+    docker: Docker, registry_process: RegistryProcess, tmp_path: Path, busybox: bytes
+) -> None:
+    ref = f"{registry_process.host}/team/kept:v1"
+    expected = load_image(docker, tmp_path, busybox, ref, "persist")
+    docker.run("push", ref)
+    docker.run("rmi", ref)
+    registry_process.restart()
+    docker.run("pull", ref)
+    assert image_id(docker, ref) == expected
+    docker.run("rmi", ref)

@@ -1,0 +1,75 @@
+"""skopeo copies a two-platform OCI index in and out, inspects, lists tags, deletes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from subprocess import CompletedProcess
+
+import pytest
+
+from registry.mediatypes import OCI_INDEX
+from tests.e2e.conftest import RegistryProcess
+from tests.e2e.images import layer_tar, make_image, write_oci_layout
+
+pytestmark = pytest.mark.e2e
+
+Skopeo = Callable[..., CompletedProcess[str]]
+
+
+def test_copy_all_inspect_list_delete(
+    skopeo: Skopeo, registry_process: RegistryProcess, tmp_path: Path
+) -> None:
+    images = {
+        arch: make_image(
+            [layer_tar({"arch": arch.encode()}), layer_tar({"common": b"shared layer"})], arch
+        )
+        for arch in ("amd64", "arm64")
+    }
+    source = tmp_path / "source"
+    index_digest = write_oci_layout(images, "v1", source)
+    remote = f"docker://{registry_process.host}/team/multi"
+
+    skopeo("copy", "--all", "--dest-tls-verify=false", f"oci:{source}:v1", f"{remote}:v1")
+    skopeo("copy", "--all", "--dest-tls-verify=false", f"oci:{source}:v1", f"{remote}:v2")
+
+    raw = skopeo("inspect", "--raw", "--tls-verify=false", f"{remote}:v1").stdout
+    index = json.loads(raw)
+    # skopeo re-serialises the index on the way in (same children, compact JSON); what the
+    # registry keeps is byte for byte what it got.
+    served = registry_process.get("/v2/team/multi/manifests/v1", headers={"Accept": OCI_INDEX})
+    pushed_digest = served.headers["Docker-Content-Digest"]
+    assert "sha256:" + hashlib.sha256(served.content).hexdigest() == pushed_digest
+    assert json.loads(served.content) == index
+    assert [m["digest"] for m in index["manifests"]] == [
+        m["digest"]
+        for m in json.loads((source / "blobs" / "sha256" / index_digest[7:]).read_bytes())[
+            "manifests"
+        ]
+    ]
+    assert {m["platform"]["architecture"] for m in index["manifests"]} == {"amd64", "arm64"}
+    inspected = json.loads(
+        skopeo("inspect", "--tls-verify=false", "--override-arch", "arm64", f"{remote}:v1").stdout
+    )
+    assert inspected["Architecture"] == "arm64"
+    assert json.loads(skopeo("list-tags", "--tls-verify=false", remote).stdout)["Tags"] == [
+        "v1",
+        "v2",
+    ]
+
+    out = tmp_path / "out"
+    skopeo("copy", "--all", "--src-tls-verify=false", f"{remote}:v1", f"oci:{out}:v1")
+    copied = json.loads((out / "index.json").read_text())
+    assert copied["manifests"][0]["digest"] == pushed_digest
+    for child in index["manifests"]:
+        assert (out / "blobs" / "sha256" / child["digest"].split(":")[1]).exists()
+
+    skopeo("delete", "--tls-verify=false", f"{remote}:v1")
+    assert (
+        skopeo("inspect", "--raw", "--tls-verify=false", f"{remote}:v1", check=False).returncode
+        != 0
+    )
+    # Deleting by digest removed the manifest and so every tag on it.
+    assert json.loads(skopeo("list-tags", "--tls-verify=false", remote).stdout)["Tags"] == []
