@@ -17,6 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from registry.errors import Unavailable
 
+_DB_ERRORS = (OperationalError, InterfaceError)
+
 
 class Database:
     def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False) -> None:
@@ -34,21 +36,33 @@ class Database:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
+        conn = await self._connect()
         try:
-            async with self.engine.connect() as conn:
-                yield conn
-        except (OperationalError, InterfaceError) as exc:
+            yield conn
+        except _DB_ERRORS as exc:
             raise _unavailable(exc) from exc
+        finally:
+            await conn.close()
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
         """One transaction: committed when the block ends, rolled back on an error."""
+        conn = await self._connect()
         try:
-            async with self.engine.connect() as conn:
-                await conn.execution_options(registry_write=True)
-                async with conn.begin():
-                    yield conn
-        except (OperationalError, InterfaceError) as exc:
+            await conn.execution_options(registry_write=True)
+            async with conn.begin():
+                yield conn
+        except _DB_ERRORS as exc:
+            raise _unavailable(exc) from exc
+        finally:
+            await conn.close()
+
+    async def _connect(self) -> AsyncConnection:
+        conn = self.engine.connect()
+        try:
+            return await conn.start()
+        except (*_DB_ERRORS, OSError) as exc:
+            # asyncpg lets a refused connection through as a bare OSError.
             raise _unavailable(exc) from exc
 
     async def close(self) -> None:

@@ -1,7 +1,12 @@
+from pathlib import Path
+
 import httpx
 import pytest
 
+from registry.app import create_app
+from registry.config import load_settings
 from tests.helpers import assert_error
+from tests.peers.tools import free_port
 
 pytestmark = pytest.mark.anyio
 
@@ -43,3 +48,16 @@ async def test_invalid_names(client: httpx.AsyncClient, path: str) -> None:
     method = "POST" if path.endswith("uploads/") else "GET"
     r = await client.request(method, path)
     assert_error(r, 400, "NAME_INVALID")
+
+
+async def test_database_down_is_a_clear_503(tmp_path: Path) -> None:
+    environ = {
+        "REGISTRY_DATA_DIR": str(tmp_path),
+        "REGISTRY_DATABASE_URL": f"postgresql://nobody@127.0.0.1:{free_port()}/none",
+    }
+    app = create_app(load_settings(None, environ))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://registry.test") as c:
+        error = assert_error(await c.get("/v2/team/app/manifests/v1"), 503, "UNAVAILABLE")
+    assert "metadata database unavailable" in error["message"]
+    await app.state.registry.close()
