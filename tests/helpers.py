@@ -86,6 +86,24 @@ async def put_manifest(
     return sha256(body)
 
 
+async def config_only_manifest(
+    client: httpx.AsyncClient,
+    repo: str,
+    config_type: str = "application/vnd.oci.image.config.v1+json",
+    **extra: Any,
+) -> bytes:
+    """Push a `{}` config blob; return an OCI manifest body with that config and no layers."""
+    await push_blob(client, repo, b"{}")
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": descriptor(b"{}", config_type),
+        "layers": [],
+        **extra,
+    }
+    return json.dumps(doc).encode()
+
+
 def index_of(children: list[tuple[str, bytes, dict[str, str] | None]], **extra: Any) -> bytes:
     """An OCI index over (media type, manifest bytes, platform) children."""
     manifests = []

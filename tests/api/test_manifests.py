@@ -8,6 +8,7 @@ from tests.helpers import (
     EMPTY_CONFIG,
     EMPTY_CONFIG_TYPE,
     assert_error,
+    config_only_manifest,
     descriptor,
     index_of,
     push_blob,
@@ -39,15 +40,7 @@ async def test_put_and_get_by_tag_and_digest(client: httpx.AsyncClient, media_ty
 
 
 async def test_put_response_headers(client: httpx.AsyncClient) -> None:
-    await push_blob(client, "team/app", b"{}")
-    body = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": descriptor(b"{}", "application/vnd.oci.image.config.v1+json"),
-            "layers": [],
-        }
-    ).encode()
+    body = await config_only_manifest(client, "team/app")
     r = await client.put(
         "/v2/team/app/manifests/v1", content=body, headers={"Content-Type": OCI_MANIFEST}
     )
@@ -69,15 +62,7 @@ async def test_content_is_kept_byte_for_byte(client: httpx.AsyncClient) -> None:
 
 
 async def test_put_by_digest_with_tags(client: httpx.AsyncClient) -> None:
-    await push_blob(client, "team/app", b"{}")
-    body = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": descriptor(b"{}", "application/vnd.oci.image.config.v1+json"),
-            "layers": [],
-        }
-    ).encode()
+    body = await config_only_manifest(client, "team/app")
     r = await client.put(
         f"/v2/team/app/manifests/{sha256(body)}?tag=a&tag=b",
         content=body,
@@ -90,15 +75,7 @@ async def test_put_by_digest_with_tags(client: httpx.AsyncClient) -> None:
 
 
 async def test_digest_mismatch(client: httpx.AsyncClient) -> None:
-    await push_blob(client, "team/app", b"{}")
-    body = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": descriptor(b"{}", "application/vnd.oci.image.config.v1+json"),
-            "layers": [],
-        }
-    ).encode()
+    body = await config_only_manifest(client, "team/app")
     wrong = sha256(b"other")
     r = await client.put(
         f"/v2/team/app/manifests/{wrong}", content=body, headers={"Content-Type": OCI_MANIFEST}

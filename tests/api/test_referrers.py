@@ -8,6 +8,7 @@ from tests.helpers import (
     EMPTY_CONFIG,
     EMPTY_CONFIG_TYPE,
     assert_error,
+    config_only_manifest,
     descriptor,
     push_blob,
     push_image,
@@ -86,16 +87,12 @@ async def test_subject_pushed_later(client: httpx.AsyncClient) -> None:
 
 async def test_artifact_type_defaults_to_config_media_type(client: httpx.AsyncClient) -> None:
     subject_digest, subject = await push_image(client, "team/app", "v1")
-    await push_blob(client, "team/app", b"{}")
-    body = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": descriptor(b"{}", "application/vnd.example.config+json"),
-            "layers": [],
-            "subject": descriptor(subject, OCI_MANIFEST),
-        }
-    ).encode()
+    body = await config_only_manifest(
+        client,
+        "team/app",
+        "application/vnd.example.config+json",
+        subject=descriptor(subject, OCI_MANIFEST),
+    )
     await client.put(
         f"/v2/team/app/manifests/{sha256(body)}",
         content=body,
