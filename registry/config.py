@@ -113,7 +113,7 @@ def _build(cls: type, raw: Any, environ: Mapping[str, str], prefix: str) -> Any:
     for f in dataclasses.fields(cls):
         key = prefix + f.name
         kind = hints[f.name]
-        if dataclasses.is_dataclass(kind):
+        if isinstance(kind, type) and dataclasses.is_dataclass(kind):
             values[f.name] = _build(kind, raw.get(f.name, {}), environ, key + ".")
             continue
         env_name = "REGISTRY_" + key.upper().replace(".", "_")

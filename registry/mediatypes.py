@@ -40,7 +40,6 @@ class Descriptor:
     media_type: str
     digest: str
     size: int
-    platform: dict[str, Any] | None = None
 
 
 @dataclass
@@ -52,10 +51,6 @@ class ParsedManifest:
     annotations: dict[str, str] | None = None
     blobs: list[str] = field(default_factory=list)
     children: list[Descriptor] = field(default_factory=list)
-
-    @property
-    def is_index(self) -> bool:
-        return self.media_type in INDEX_TYPES
 
 
 def base_type(content_type: str | None) -> str:
@@ -151,10 +146,9 @@ def _descriptor(value: Any, where: str) -> Descriptor:
     Digest.parse(digest)
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
         raise ManifestInvalid(message=f"{where}.size must be a non-negative integer")
-    platform = value.get("platform")
-    if platform is not None and not isinstance(platform, dict):
+    if "platform" in value and not isinstance(value["platform"], dict):
         raise ManifestInvalid(message=f"{where}.platform must be an object")
-    return Descriptor(media_type, digest, size, platform)
+    return Descriptor(media_type, digest, size)
 
 
 def _annotations(value: Any) -> dict[str, str] | None:

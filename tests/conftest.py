@@ -35,6 +35,7 @@ def postgres() -> Iterator[PostgresServer]:
     upgrade(_async_url(server.url_for(template)))
     server.template = template  # type: ignore[attr-defined]
     yield server
+    server.execute(f"DROP DATABASE IF EXISTS {template}")
     server.stop()
 
 

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Table, delete, func, select, update
+from sqlalchemy import Table, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
@@ -27,7 +27,6 @@ from registry.names import namespace_of
 
 @dataclass(frozen=True, slots=True)
 class StoredManifest:
-    id: int
     digest: str
     media_type: str
     content: bytes
@@ -132,7 +131,7 @@ async def missing_blobs(
 
 # Manifests and tags
 
-_MANIFEST_COLUMNS = (Manifest.id, Manifest.digest, Manifest.media_type, Manifest.content)
+_MANIFEST_COLUMNS = (Manifest.digest, Manifest.media_type, Manifest.content)
 
 
 async def manifest_by_digest(
@@ -295,7 +294,3 @@ async def touch_upload(conn: AsyncConnection, upload_id: str) -> None:
 
 async def delete_upload(conn: AsyncConnection, upload_id: str) -> None:
     await conn.execute(delete(Upload).where(Upload.id == upload_id))
-
-
-async def count_uploads(conn: AsyncConnection) -> int:
-    return await conn.scalar(select(func.count()).select_from(Upload)) or 0

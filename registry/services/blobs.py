@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 from registry.digest import Digest
 from registry.errors import BlobUnknown
@@ -27,9 +26,6 @@ class BlobService:
 
     def stream(self, digest: Digest, offset: int, length: int) -> AsyncIterator[bytes]:
         return self.store.read(digest, offset, length)
-
-    def local_path(self, digest: Digest) -> Path | None:
-        return self.store.local_path(digest)
 
     async def delete(self, repository: str, digest: Digest) -> None:
         """Unlink the blob from the repository; the bytes stay until garbage collection

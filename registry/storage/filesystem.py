@@ -96,8 +96,12 @@ class FilesystemStore(BlobStore):
             await to_thread.run_sync(os.unlink, self._blob(digest))
 
     async def upload_start(self, upload_id: str) -> None:
-        path = self._upload(upload_id)
-        await to_thread.run_sync(lambda: path.parent.mkdir(parents=True) or path.touch())
+        await to_thread.run_sync(self._create_upload, self._upload(upload_id))
+
+    @staticmethod
+    def _create_upload(path: Path) -> None:
+        path.parent.mkdir(parents=True)
+        path.touch()
 
     async def upload_size(self, upload_id: str) -> int:
         try:
@@ -118,7 +122,7 @@ class FilesystemStore(BlobStore):
         except FileNotFoundError as exc:
             raise UploadNotFound(upload_id) from exc
 
-        def write(data: bytes | bytearray) -> None:
+        def write(data: bytes) -> None:
             f.write(data)
             if observe is not None:
                 observe(data)
