@@ -8,14 +8,13 @@ BIN := $(VENV)/bin
 run: $(VENV)/.installed
 	$(BIN)/registry serve
 
-test: $(VENV)/.installed system-deps
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+test: lint system-deps
 	$(BIN)/pytest
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy registry
 
 system-deps:
 	@.ci/system-deps

@@ -49,7 +49,7 @@ def create_app(settings: Settings) -> Starlette:
         finally:
             await registry.close()
 
-    app = Starlette(routes=ROUTES, exception_handlers=HANDLERS, lifespan=lifespan)  # type: ignore[arg-type]
+    app = Starlette(routes=ROUTES, exception_handlers=HANDLERS, lifespan=lifespan)
     app.state.registry = registry
     return app
 
