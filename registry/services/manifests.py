@@ -81,13 +81,14 @@ class ManifestService:
         }
         references = [(d, "blob") for d in dict.fromkeys(parsed.blobs)]
         references += [(d, "manifest") for d in dict.fromkeys(children)]
+        tags = list(dict.fromkeys(tags))
         async with self.db.write() as conn:
             repo_id = await queries.ensure_repository(conn, repository)
             await queries.link_blob(conn, repo_id, str(digest), len(body))
             manifest_id = await queries.put_manifest(conn, repo_id, values, references)
-            for tag in dict.fromkeys(tags):
+            for tag in tags:
                 await queries.set_tag(conn, repo_id, tag, manifest_id)
-        return PushedManifest(digest, parsed.subject, list(dict.fromkeys(tags)))
+        return PushedManifest(digest, parsed.subject, tags)
 
     async def get(self, repository: str, reference: str, accept: list[str]) -> StoredManifest:
         """The manifest by tag or digest, in a media type the client accepts."""

@@ -59,19 +59,7 @@ class UploadService:
                 message=f"chunk starts at byte {start} but the upload has {offset} bytes",
                 headers=_range_header(offset),
             )
-        hasher = await self._hasher_at(upload_id, offset)
-        try:
-            size = await self.store.upload_append(upload_id, offset, chunks, observe=hasher.update)
-        except OffsetMismatch as exc:
-            self._hashers.pop(upload_id, None)
-            raise RangeInvalid(
-                {"offset": exc.expected}, message=str(exc), headers=_range_header(exc.expected)
-            ) from exc
-        except BaseException:
-            # The bytes written so far are stored; the cached hash may not match them.
-            self._hashers.pop(upload_id, None)
-            raise
-        self._remember(upload_id, size, hasher)
+        size = await self._write(upload_id, offset, chunks)
         async with self.db.write() as conn:
             await queries.touch_upload(conn, upload_id)
         return size
@@ -85,16 +73,15 @@ class UploadService:
     ) -> int:
         """Verify the whole upload against `digest` and make it a blob of the repository.
         A mismatch ends the session and stores nothing."""
+        size = await self.offset(repository, upload_id)
         if chunks is not None:
-            size = await self.append(repository, upload_id, chunks)
-        else:
-            size = await self.offset(repository, upload_id)
+            size = await self._write(upload_id, size, chunks)
         if digest.algorithm == DEFAULT_ALGORITHM:
             actual = (await self._hasher_at(upload_id, size)).hexdigest()
         else:
             actual = (await self._hash_stored(upload_id, digest.algorithm)).hexdigest()
         if actual != digest.hex:
-            await self.cancel(repository, upload_id)
+            await self._discard(upload_id)
             raise DigestInvalid(
                 {"digest": str(digest)},
                 message=f"the upload's content has digest {digest.algorithm}:{actual}, "
@@ -110,6 +97,26 @@ class UploadService:
 
     async def cancel(self, repository: str, upload_id: str) -> None:
         await self._check(repository, upload_id)
+        await self._discard(upload_id)
+
+    async def _write(self, upload_id: str, offset: int, chunks: AsyncIterable[bytes]) -> int:
+        """Stream chunks into the session at `offset`, hashing them on the way."""
+        hasher = await self._hasher_at(upload_id, offset)
+        try:
+            size = await self.store.upload_append(upload_id, offset, chunks, observe=hasher.update)
+        except OffsetMismatch as exc:
+            self._hashers.pop(upload_id, None)
+            raise RangeInvalid(
+                {"offset": exc.expected}, message=str(exc), headers=_range_header(exc.expected)
+            ) from exc
+        except BaseException:
+            # The bytes written so far are stored; the cached hash may not match them.
+            self._hashers.pop(upload_id, None)
+            raise
+        self._remember(upload_id, size, hasher)
+        return size
+
+    async def _discard(self, upload_id: str) -> None:
         self._hashers.pop(upload_id, None)
         async with self.db.write() as conn:
             await queries.delete_upload(conn, upload_id)
