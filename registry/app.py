@@ -9,6 +9,9 @@ from starlette.applications import Starlette
 
 from registry.api.errors import HANDLERS
 from registry.api.routes import ROUTES
+from registry.auth.accounts import Accounts
+from registry.auth.service import AuthService
+from registry.auth.tokens import TokenAuthority, load_or_create_key
 from registry.config import Settings, load_settings
 from registry.metadata.database import Database
 from registry.services.blobs import BlobService
@@ -33,10 +36,24 @@ class Registry:
         self.uploads = UploadService(self.db, self.store)
         self.manifests = ManifestService(self.db, self.store)
         self.listing = ListingService(self.db)
+        self.auth = _auth_service(settings, self.db) if settings.auth.enabled else None
 
     async def close(self) -> None:
         await self.store.close()
         await self.db.close()
+
+
+def _auth_service(settings: Settings, db: Database) -> AuthService:
+    auth = settings.auth
+    tokens = TokenAuthority(
+        load_or_create_key(settings.token_key_path, auth.key_algorithm),
+        issuer=auth.issuer,
+        service=auth.service,
+        ttl_seconds=auth.token_ttl_seconds,
+        refresh_ttl_seconds=auth.refresh_ttl_seconds,
+        leeway_seconds=auth.clock_skew_seconds,
+    )
+    return AuthService(auth, Accounts(db), tokens)
 
 
 def create_app(settings: Settings) -> Starlette:

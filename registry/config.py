@@ -46,13 +46,38 @@ class StorageSettings:
 
 
 @dataclass(frozen=True)
+class AuthSettings:
+    # Off makes an open registry, as Distribution is by default.
+    enabled: bool = True
+    # The token audience (`service` in challenges) and issuer.
+    service: str = "registry"
+    issuer: str = "registry"
+    # The token endpoint's URL in challenges; empty means this server's own /token.
+    realm: str = ""
+    # PEM private key (EC P-256 or RSA) that signs tokens; empty means
+    # `<data_dir>/token.key`, created on first start. Replicas must share one key.
+    key_file: str = ""
+    key_algorithm: str = "ES256"
+    token_ttl_seconds: int = 300
+    refresh_ttl_seconds: int = 30 * 24 * 3600
+    clock_skew_seconds: int = 60
+    # Accept HTTP Basic credentials directly on /v2/ routes, for simple clients.
+    basic: bool = True
+    login_attempts: int = 5
+    login_window_seconds: int = 300
+
+
+@dataclass(frozen=True)
 class Settings:
     data_dir: str = "./data"
     log_level: str = "info"
     manifest_max_bytes: int = 4 * 1024 * 1024
+    # The first admin's password (REGISTRY_ADMIN_PASSWORD); empty means generate one.
+    admin_password: str = ""
     http: HttpSettings = field(default_factory=HttpSettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
 
     @property
     def database_url(self) -> str:
@@ -66,6 +91,10 @@ class Settings:
             if url.startswith(plain):
                 return driver + url[len(plain) :]
         return url
+
+    @property
+    def token_key_path(self) -> Path:
+        return Path(self.auth.key_file or Path(self.data_dir) / "token.key").resolve()
 
     @property
     def storage_root(self) -> Path:
@@ -171,6 +200,13 @@ def _validate(s: Settings) -> None:
         raise ConfigError(
             f"config: database.pool_size: must be at least 1, got {s.database.pool_size}"
         )
+    if s.auth.key_algorithm not in {"ES256", "RS256"}:
+        raise ConfigError(
+            f"config: auth.key_algorithm: must be ES256 or RS256, got {s.auth.key_algorithm!r}"
+        )
+    for key in ("token_ttl_seconds", "refresh_ttl_seconds", "login_attempts"):
+        if getattr(s.auth, key) < 1:
+            raise ConfigError(f"config: auth.{key}: must be at least 1, got {getattr(s.auth, key)}")
     url = s.database_url
     if not url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
         raise ConfigError(

@@ -17,6 +17,9 @@
      +-- PaginationInvalid     PAGINATION_NUMBER_INVALID 400
      +-- Unsupported           UNSUPPORTED             405 (404 for an unknown route)
      +-- Unavailable           UNAVAILABLE             503
+     +-- Unauthorized          UNAUTHORIZED            401
+     +-- Denied                DENIED                  403
+     +-- TooManyRequests       TOOMANYREQUESTS         429
 
 Services raise these; one handler in registry.api renders them as the spec's JSON body.
 """
@@ -124,3 +127,15 @@ class RouteUnknown(Unsupported):
 
 class Unavailable(RegistryError):
     code, status, message = "UNAVAILABLE", 503, "service unavailable"
+
+
+class Unauthorized(RegistryError):
+    code, status, message = "UNAUTHORIZED", 401, "authentication required"
+
+
+class Denied(RegistryError):
+    code, status, message = "DENIED", 403, "requested access to the resource is denied"
+
+
+class TooManyRequests(RegistryError):
+    code, status, message = "TOOMANYREQUESTS", 429, "too many requests"

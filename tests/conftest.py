@@ -71,6 +71,8 @@ def make_settings(tmp_path: Path, database_url: str) -> Callable[..., Settings]:
         environ = {
             "REGISTRY_DATA_DIR": str(tmp_path / "data"),
             "REGISTRY_DATABASE_URL": database_url,
+            # The core API tests run on an open registry; tests/api/test_auth*.py turn it on.
+            "REGISTRY_AUTH_ENABLED": "false",
             **{f"REGISTRY_{k.upper()}": v for k, v in env.items()},
         }
         return load_settings(None, environ)

@@ -1,27 +1,38 @@
-"""The route table of the distribution API."""
+"""The route table: each /v2/ route with the action it needs per method."""
 
 from __future__ import annotations
 
 from starlette.routing import Route
 
-from registry.api import base, blobs, manifests, referrers, tags, uploads
+from registry.api import base, blobs, manifests, referrers, tags, token, uploads
+from registry.api.access import protect, protect_base, protect_catalog
+from registry.auth.scopes import DELETE, PULL, PUSH
 
 # Order matters where patterns overlap: the uploads routes precede the blob route.
 ROUTES = [
-    Route("/v2/", base.version_check, methods=["GET"]),
-    Route("/v2/_catalog", tags.catalog, methods=["GET"]),
-    Route("/v2/{name:path}/tags/list", tags.tags_list, methods=["GET"]),
+    Route("/v2/", protect_base(base.version_check), methods=["GET"]),
+    Route("/v2/_catalog", protect_catalog(tags.catalog), methods=["GET"]),
+    Route("/v2/{name:path}/tags/list", protect(tags.tags_list, GET=PULL), methods=["GET"]),
     Route(
         "/v2/{name:path}/manifests/{reference}",
-        manifests.manifest,
+        protect(manifests.manifest, GET=PULL, PUT=PUSH, DELETE=DELETE),
         methods=["GET", "PUT", "DELETE"],
     ),
-    Route("/v2/{name:path}/blobs/uploads/", uploads.start, methods=["POST"]),
+    Route("/v2/{name:path}/blobs/uploads/", protect(uploads.start, POST=PUSH), methods=["POST"]),
     Route(
         "/v2/{name:path}/blobs/uploads/{upload_id}",
-        uploads.session,
+        protect(uploads.session, GET=PUSH, PATCH=PUSH, PUT=PUSH, DELETE=PUSH),
         methods=["GET", "PATCH", "PUT", "DELETE"],
     ),
-    Route("/v2/{name:path}/blobs/{digest}", blobs.blob, methods=["GET", "DELETE"]),
-    Route("/v2/{name:path}/referrers/{digest}", referrers.referrers, methods=["GET"]),
+    Route(
+        "/v2/{name:path}/blobs/{digest}",
+        protect(blobs.blob, GET=PULL, DELETE=DELETE),
+        methods=["GET", "DELETE"],
+    ),
+    Route(
+        "/v2/{name:path}/referrers/{digest}",
+        protect(referrers.referrers, GET=PULL),
+        methods=["GET"],
+    ),
+    Route("/token", token.token, methods=["GET", "POST"]),
 ]

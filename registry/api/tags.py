@@ -5,6 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from registry.api.access import caller_identity
 from registry.api.common import API_VERSION_HEADER, next_link, page_params, registry_of, repository
 from registry.services.listing import Page
 
@@ -27,5 +28,10 @@ async def tags_list(request: Request) -> JSONResponse:
 
 async def catalog(request: Request) -> JSONResponse:
     limit, last = page_params(request)
-    page = await registry_of(request).listing.catalog(limit, last)
+    registry = registry_of(request)
+    namespaces = None
+    if registry.auth is not None:
+        identity = await caller_identity(request)
+        namespaces = await registry.auth.accounts.readable_namespaces(identity)
+    page = await registry.listing.catalog(limit, last, namespaces)
     return _paged(request, {"repositories": page.items}, page, limit)

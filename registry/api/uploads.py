@@ -5,6 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
+from registry.api.access import may
 from registry.api.common import (
     API_VERSION_HEADER,
     body_chunks,
@@ -13,6 +14,7 @@ from registry.api.common import (
     repository,
 )
 from registry.api.ranges import parse_content_range
+from registry.auth.scopes import PULL, repository_scope
 from registry.digest import Digest
 from registry.errors import DigestInvalid
 from registry.names import check_name
@@ -48,7 +50,13 @@ async def start(request: Request) -> Response:
     if mount is not None:
         digest = Digest.parse(mount)
         source = params.get("from")
-        if source and await registry.blobs.mount(name, digest, check_name(source)):
+        # Without pull on the source, the mount quietly becomes a plain upload (as when
+        # the blob is not there), so the answer does not reveal what the source holds.
+        if (
+            source
+            and await may(request, repository_scope(check_name(source), PULL))
+            and await registry.blobs.mount(name, digest, source)
+        ):
             return _created(name, digest)
     upload_id = await registry.uploads.start(name)
     if "digest" in params and mount is None:

@@ -3,7 +3,7 @@ owns the transaction. Lookups on the hot paths are one indexed round trip."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +41,7 @@ class Referrer:
     annotations: str | None
 
 
-def _insert(conn: AsyncConnection, model: Any) -> Any:
+def dialect_insert(conn: AsyncConnection, model: Any) -> Any:
     table: Table = model.__table__
     return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
 
@@ -61,7 +61,7 @@ async def repository_id(conn: AsyncConnection, name: str) -> int | None:
 
 async def ensure_repository(conn: AsyncConnection, name: str) -> int:
     await conn.execute(
-        _insert(conn, Repository)
+        dialect_insert(conn, Repository)
         .values(name=name, namespace=namespace_of(name), created_at=now())
         .on_conflict_do_nothing()
     )
@@ -70,8 +70,12 @@ async def ensure_repository(conn: AsyncConnection, name: str) -> int:
     return found
 
 
-async def list_repositories(conn: AsyncConnection, last: str | None, limit: int) -> list[str]:
+async def list_repositories(
+    conn: AsyncConnection, last: str | None, limit: int, namespaces: Collection[str] | None
+) -> list[str]:
     query = select(Repository.name).order_by(_lexical(conn, Repository.name)).limit(limit)
+    if namespaces is not None:
+        query = query.where(Repository.namespace.in_(namespaces))
     if last:
         query = query.where(_lexical(conn, Repository.name) > last)
     return list((await conn.scalars(query)).all())
@@ -92,12 +96,12 @@ async def blob_size(conn: AsyncConnection, repository: str, digest: str) -> int 
 
 async def link_blob(conn: AsyncConnection, repository_id: int, digest: str, size: int) -> None:
     await conn.execute(
-        _insert(conn, Blob)
+        dialect_insert(conn, Blob)
         .values(digest=digest, size=size, created_at=now())
         .on_conflict_do_nothing()
     )
     await conn.execute(
-        _insert(conn, RepositoryBlob)
+        dialect_insert(conn, RepositoryBlob)
         .values(repository_id=repository_id, digest=digest, created_at=now())
         .on_conflict_do_nothing()
     )
@@ -184,7 +188,7 @@ async def put_manifest(
     """Insert a manifest (content-addressed, so an existing row is already right) and its
     references; returns its id."""
     await conn.execute(
-        _insert(conn, Manifest)
+        dialect_insert(conn, Manifest)
         .values(repository_id=repository_id, created_at=now(), **values)
         .on_conflict_do_nothing()
     )
@@ -196,7 +200,7 @@ async def put_manifest(
     assert manifest_id is not None
     if references:
         await conn.execute(
-            _insert(conn, ManifestReference)
+            dialect_insert(conn, ManifestReference)
             .values([{"manifest_id": manifest_id, "digest": d, "kind": k} for d, k in references])
             .on_conflict_do_nothing()
         )
@@ -204,7 +208,7 @@ async def put_manifest(
 
 
 async def set_tag(conn: AsyncConnection, repository_id: int, tag: str, manifest_id: int) -> None:
-    stmt = _insert(conn, Tag).values(
+    stmt = dialect_insert(conn, Tag).values(
         repository_id=repository_id, name=tag, manifest_id=manifest_id, updated_at=now()
     )
     await conn.execute(
@@ -278,7 +282,7 @@ async def referrers(
 
 async def create_upload(conn: AsyncConnection, upload_id: str, repository: str) -> None:
     await conn.execute(
-        _insert(conn, Upload).values(
+        dialect_insert(conn, Upload).values(
             id=upload_id, repository=repository, created_at=now(), updated_at=now()
         )
     )

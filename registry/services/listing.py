@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from registry.errors import NameUnknown
@@ -33,10 +34,13 @@ class ListingService:
             items = await queries.list_tags(conn, repo_id, last, limit + 1)
         return Page(items[:limit], len(items) > limit)
 
-    async def catalog(self, limit: int | None, last: str | None) -> Page:
+    async def catalog(
+        self, limit: int | None, last: str | None, namespaces: Collection[str] | None = None
+    ) -> Page:
+        """Repository names in lexical order; only those in `namespaces`, if given."""
         limit = MAX_PAGE if limit is None else min(limit, MAX_PAGE)
         if limit == 0:
             return Page([], False)
         async with self.db.read() as conn:
-            items = await queries.list_repositories(conn, last, limit + 1)
+            items = await queries.list_repositories(conn, last, limit + 1, namespaces)
         return Page(items[:limit], len(items) > limit)

@@ -54,6 +54,7 @@ async def test_database_down_is_a_clear_503(tmp_path: Path) -> None:
     environ = {
         "REGISTRY_DATA_DIR": str(tmp_path),
         "REGISTRY_DATABASE_URL": f"postgresql://nobody@127.0.0.1:{free_port()}/none",
+        "REGISTRY_AUTH_ENABLED": "false",
     }
     app = create_app(load_settings(None, environ))
     transport = httpx.ASGITransport(app=app)

@@ -30,6 +30,7 @@ class RegistryProcess:
             "REGISTRY_DATA_DIR": str(data_dir),
             "REGISTRY_HTTP_HOST": "127.0.0.1",
             "REGISTRY_HTTP_PORT": str(self.port),
+            "REGISTRY_AUTH_ENABLED": "false",
             **(env or {}),
         }
         self.log = data_dir.parent / f"registry-{self.port}.log"

@@ -1,0 +1,159 @@
+"""The gate in front of every /v2/ route: who is asking, and may they do this?
+
+A request carries a bearer token from /token, HTTP Basic credentials (when allowed), or
+nothing. Without what it needs it gets 401 and a challenge naming the scope to ask for;
+an account that could never be granted that scope gets 403 DENIED instead. Answers
+depend on the namespace only, so they never reveal whether a repository exists.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from registry.api.common import registry_of
+from registry.auth.identity import ANONYMOUS, Identity
+from registry.auth.scopes import CATALOG, Scope, repository_scope
+from registry.auth.service import AuthService
+from registry.auth.tokens import AccessToken, TokenInvalid
+from registry.errors import Denied, Unauthorized
+from registry.names import check_name
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+OPEN = Identity("", "user", admin=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """What the gate learned about a request: a verified token or a logged-in identity."""
+
+    token: AccessToken | None = None
+    identity: Identity | None = None
+
+
+def protect(endpoint: Endpoint, **by_method: str) -> Endpoint:
+    """Guard a repository endpoint: `by_method` maps HTTP methods to the action each needs
+    (HEAD needs what GET needs)."""
+
+    async def guarded(request: Request) -> Response:
+        method = "GET" if request.method == "HEAD" else request.method
+        name = check_name(request.path_params["name"])
+        await authorize(request, repository_scope(name, by_method[method]))
+        return await endpoint(request)
+
+    return guarded
+
+
+def protect_catalog(endpoint: Endpoint) -> Endpoint:
+    async def guarded(request: Request) -> Response:
+        await authorize(request, Scope(*CATALOG, frozenset({"*"})))
+        return await endpoint(request)
+
+    return guarded
+
+
+def protect_base(endpoint: Endpoint) -> Endpoint:
+    async def guarded(request: Request) -> Response:
+        await authorize(request, None)
+        return await endpoint(request)
+
+    return guarded
+
+
+async def authorize(request: Request, scope: Scope | None) -> None:
+    auth = registry_of(request).auth
+    if auth is None:
+        request.state.caller = Caller(identity=OPEN)
+        return
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    scheme = scheme.lower()
+    if scheme == "bearer":
+        try:
+            token = auth.tokens.verify(credentials.strip())
+        except TokenInvalid as exc:
+            raise _challenge(request, auth, scope, f"invalid token: {exc}") from None
+        request.state.caller = Caller(token=token)
+        if scope is None or token.allows(scope):
+            return
+        identity = await auth.identity(token.subject)
+        if identity.anonymous or await auth.permits(identity, scope):
+            raise _challenge(request, auth, scope, "the token does not grant this access")
+        raise Denied(_detail(scope))
+    if scheme == "basic" and auth.settings.basic:
+        pair = decode_basic(credentials)
+        if pair is None:
+            raise _challenge(request, auth, scope, "malformed Basic credentials")
+        try:
+            account = await auth.login_cached(*pair, client_address(request))
+        except Unauthorized as exc:
+            raise _challenge(request, auth, scope, exc.text) from None
+        request.state.caller = Caller(identity=account.identity)
+        if scope is not None and not await auth.permits(account.identity, scope):
+            raise Denied(_detail(scope))
+        return
+    raise _challenge(request, auth, scope)
+
+
+async def caller_identity(request: Request) -> Identity:
+    caller: Caller = request.state.caller
+    if caller.identity is not None:
+        return caller.identity
+    assert caller.token is not None
+    return await registry_of(request).auth.identity(caller.token.subject)  # type: ignore[union-attr]
+
+
+async def may(request: Request, scope: Scope) -> bool:
+    """Whether the caller, already through the gate, may also do `scope` (say, pull from a
+    mount's source)."""
+    auth = registry_of(request).auth
+    caller: Caller = request.state.caller
+    if auth is None:
+        return True
+    if caller.token is not None:
+        return caller.token.allows(scope)
+    return await auth.permits(caller.identity or ANONYMOUS, scope)
+
+
+def challenge_realm(request: Request, auth: AuthService) -> str:
+    return auth.settings.realm or str(request.base_url).rstrip("/") + "/token"
+
+
+def _challenge(
+    request: Request, auth: AuthService, scope: Scope | None, reason: str | None = None
+) -> Unauthorized:
+    parts = [f'realm="{challenge_realm(request, auth)}"', f'service="{auth.settings.service}"']
+    if scope is not None:
+        parts.append(f'scope="{scope}"')
+    if reason is not None and reason.startswith("invalid token"):
+        parts.append('error="invalid_token"')
+    return Unauthorized(
+        _detail(scope) if scope else None,
+        message=reason or "authentication required",
+        headers={"WWW-Authenticate": "Bearer " + ",".join(parts)},
+    )
+
+
+def _detail(scope: Scope) -> list[dict[str, str]]:
+    return [
+        {"Type": scope.type, "Name": scope.name, "Action": action}
+        for action in sorted(scope.actions)
+    ]
+
+
+def decode_basic(credentials: str) -> tuple[str, str] | None:
+    """The name and password of HTTP Basic credentials, or None if they are malformed."""
+    try:
+        decoded = base64.b64decode(credentials.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    name, sep, password = decoded.partition(":")
+    return (name, password) if sep and name else None
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"

@@ -1,0 +1,122 @@
+"""The token endpoint of the Docker token spec: GET /token (HTTP Basic or anonymous) and
+the OAuth2 form POST /token (grant_type password or refresh_token)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from urllib.parse import parse_qs
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from registry.api.access import client_address, decode_basic
+from registry.api.common import registry_of
+from registry.auth.accounts import Account
+from registry.auth.identity import ANONYMOUS
+from registry.auth.scopes import parse_scopes
+from registry.auth.service import AuthService
+from registry.errors import RegistryError, RouteUnknown, Unauthorized, Unsupported
+
+# An OAuth2 form is a few short fields; anything longer is not one.
+_MAX_FORM_BYTES = 64 * 1024
+_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+class ServiceInvalid(RegistryError):
+    code, status, message = "UNSUPPORTED", 400, "unknown token service"
+
+
+async def token(request: Request) -> JSONResponse:
+    auth = registry_of(request).auth
+    if auth is None:
+        raise RouteUnknown(message="authentication is off in this registry; no tokens needed")
+    if request.method == "POST":
+        return await _oauth2(request, auth)
+    params = request.query_params
+    _check_service(auth, params.get("service"))
+    scopes = parse_scopes(params.getlist("scope"))
+    account: Account | None = None
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "basic":
+        pair = decode_basic(credentials)
+        if pair is None:
+            raise Unauthorized(message="malformed Basic credentials")
+        account = await auth.login(*pair, client_address(request))
+        requested = params.get("account")
+        if requested and requested != account.identity.name:
+            raise Unauthorized(
+                message=f"account {requested[:100]!r} does not match the credentials given"
+            )
+    identity = account.identity if account else ANONYMOUS
+    granted = await auth.grant(identity, scopes)
+    issued = auth.issue(identity, granted)
+    body: dict[str, object] = {
+        "token": issued.token,
+        "access_token": issued.token,
+        "expires_in": issued.expires_in,
+        "issued_at": _rfc3339(issued.issued_at),
+    }
+    if account is not None and params.get("offline_token", "").lower() == "true":
+        body["refresh_token"] = auth.refresh_token(account)
+    return JSONResponse(body, headers=_NO_STORE)
+
+
+async def _oauth2(request: Request, auth: AuthService) -> JSONResponse:
+    form = await _form(request)
+    _check_service(auth, form.get("service"))
+    scopes = parse_scopes([form.get("scope", "")])
+    grant_type = form.get("grant_type")
+    if grant_type == "password":
+        account = await auth.login(
+            form.get("username", ""), form.get("password", ""), client_address(request)
+        )
+    elif grant_type == "refresh_token":
+        account = await auth.redeem(form.get("refresh_token", ""))
+    else:
+        raise Unsupported(
+            {"grant_type": (grant_type or "")[:50]},
+            message="grant_type must be password or refresh_token",
+        )
+    granted = await auth.grant(account.identity, scopes)
+    issued = auth.issue(account.identity, granted)
+    body: dict[str, object] = {
+        "access_token": issued.token,
+        "token": issued.token,
+        "scope": " ".join(str(scope) for scope in granted),
+        "expires_in": issued.expires_in,
+        "issued_at": _rfc3339(issued.issued_at),
+    }
+    if grant_type == "password" and form.get("access_type") == "offline":
+        body["refresh_token"] = auth.refresh_token(account)
+    return JSONResponse(body, headers=_NO_STORE)
+
+
+async def _form(request: Request) -> dict[str, str]:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/x-www-form-urlencoded":
+        raise Unsupported(message="POST /token takes an application/x-www-form-urlencoded form")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > _MAX_FORM_BYTES:
+            raise Unsupported(message="the token request form is too large")
+    try:
+        fields = parse_qs(body.decode(), keep_blank_values=True)
+    except UnicodeDecodeError:
+        raise Unsupported(message="the token request form is not UTF-8") from None
+    # `scope` may repeat; its values are joined as OAuth2's space-separated list.
+    return {
+        key: " ".join(values) if key == "scope" else values[0] for key, values in fields.items()
+    }
+
+
+def _check_service(auth: AuthService, service: str | None) -> None:
+    if service and service != auth.settings.service:
+        raise ServiceInvalid(
+            {"service": service[:100]},
+            message=f"this token service is {auth.settings.service!r}, not {service[:100]!r}",
+        )
+
+
+def _rfc3339(timestamp: int) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")

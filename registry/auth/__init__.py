@@ -1,0 +1,1 @@
+"""Identities, password hashes, tokens and access decisions. Nothing here speaks HTTP."""

@@ -1,0 +1,346 @@
+"""Accounts and what they may do: users, namespaces with members and roles, robots.
+
+Rules:
+- A repository's namespace is its first path component (`library` for single names).
+- Roles: guest pulls; developer also pushes; maintainer also deletes; owner also manages
+  members and robots. Admins may do anything anywhere.
+- Anyone, anonymous included, may pull from a public namespace.
+- Every user owns a personal namespace named after them, made with the account.
+- A robot may do what its grants list, per namespace, until it expires.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import anyio
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from registry.auth.identity import ROBOT_PREFIX, Identity
+from registry.auth.passwords import (
+    credential_tag,
+    hash_password,
+    new_secret,
+    secret_digest,
+    secret_matches,
+    verify_password,
+)
+from registry.auth.scopes import DELETE, PULL, PUSH, REPOSITORY_ACTIONS
+from registry.metadata import accounts as q
+from registry.metadata.database import Database
+
+ROLES: dict[str, frozenset[str]] = {
+    "guest": frozenset({PULL}),
+    "developer": frozenset({PULL, PUSH}),
+    "maintainer": frozenset({PULL, PUSH, DELETE}),
+    "owner": frozenset({PULL, PUSH, DELETE}),
+}
+EVERYTHING = frozenset(REPOSITORY_ACTIONS)
+NOTHING: frozenset[str] = frozenset()
+
+# A user name is also a namespace, so it follows the grammar of one name component.
+_USER_NAME = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*")
+_ROBOT_NAME = re.compile(r"[a-z0-9]+(?:[._+-][a-z0-9]+)*")
+
+
+class AccountError(Exception):
+    """A management request that cannot be done; the message says why."""
+
+
+class AccountExists(AccountError):
+    pass
+
+
+class AccountUnknown(AccountError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """An authenticated identity and the fingerprint of the credential it proved."""
+
+    identity: Identity
+    credential: str
+
+
+@dataclass(frozen=True, slots=True)
+class RobotInfo:
+    name: str
+    expires_at: datetime | None
+    disabled: bool
+    grants: dict[str, list[str]]
+
+
+def check_user_name(name: str) -> str:
+    if len(name) > 64 or not _USER_NAME.fullmatch(name):
+        raise AccountError(
+            f"invalid user name {name[:80]!r}: use lower-case letters, digits and . _ - "
+            "between them, at most 64 characters"
+        )
+    return name
+
+
+def check_actions(actions: list[str]) -> str:
+    unknown = set(actions) - REPOSITORY_ACTIONS
+    if unknown or not actions:
+        raise AccountError(
+            f"actions must be some of pull, push, delete; got {','.join(actions) or 'none'}"
+        )
+    return ",".join(sorted(set(actions)))
+
+
+class Accounts:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # Authentication
+
+    async def authenticate(self, name: str, secret: str) -> Account | None:
+        """The account if `secret` is its password (users) or secret (robots)."""
+        if name.startswith(ROBOT_PREFIX):
+            async with self.db.read() as conn:
+                robot = await q.robot_by_name(conn, name)
+            stored = robot.secret_digest if robot else None
+            if not secret_matches(secret, stored) or robot is None or not _robot_valid(robot):
+                return None
+            return Account(Identity(name, "robot"), credential_tag(robot.secret_digest))
+        async with self.db.read() as conn:
+            user = await q.user_by_name(conn, name)
+        stored = user.password_hash if user else None
+        # argon2 takes tens of milliseconds of CPU: keep it off the event loop.
+        if not await anyio.to_thread.run_sync(verify_password, secret, stored):
+            return None
+        if user is None or user.disabled:
+            return None
+        return Account(Identity(name, "user", user.is_admin), credential_tag(user.password_hash))
+
+    async def account(self, name: str) -> Account | None:
+        """The current state of a named account, or None if it is gone, disabled or expired."""
+        async with self.db.read() as conn:
+            if name.startswith(ROBOT_PREFIX):
+                robot = await q.robot_by_name(conn, name)
+                if robot is None or not _robot_valid(robot):
+                    return None
+                return Account(Identity(name, "robot"), credential_tag(robot.secret_digest))
+            user = await q.user_by_name(conn, name)
+        if user is None or user.disabled:
+            return None
+        return Account(Identity(name, "user", user.is_admin), credential_tag(user.password_hash))
+
+    # Authorization
+
+    async def allowed(self, identity: Identity, namespace: str) -> frozenset[str]:
+        """The repository actions `identity` may take in `namespace`."""
+        if identity.admin:
+            return EVERYTHING
+        user, robot = _names(identity)
+        async with self.db.read() as conn:
+            access = await q.namespace_access(conn, namespace, user, robot)
+        if access is None:
+            return NOTHING
+        actions = set(ROLES.get(access.role or "", NOTHING))
+        if access.robot_actions:
+            actions.update(access.robot_actions.split(","))
+        if access.public:
+            actions.add(PULL)
+        return frozenset(actions)
+
+    async def readable_namespaces(self, identity: Identity) -> set[str] | None:
+        """The namespaces `identity` may pull from; None means all of them."""
+        if identity.admin:
+            return None
+        user, robot = _names(identity)
+        async with self.db.read() as conn:
+            return await q.readable_namespaces(conn, user, robot)
+
+    async def role(self, identity: Identity, namespace: str) -> str | None:
+        user, _ = _names(identity)
+        async with self.db.read() as conn:
+            access = await q.namespace_access(conn, namespace, user, None)
+        return access.role if access else None
+
+    # Users
+
+    async def add_user(self, name: str, password: str, *, admin: bool = False) -> None:
+        """Create a user and their personal namespace, which they own."""
+        check_user_name(name)
+        hashed = await anyio.to_thread.run_sync(hash_password, password)
+        async with self.db.write() as conn:
+            user_id = await q.insert_user(conn, name, hashed, admin)
+            if user_id is None:
+                raise AccountExists(f"user {name!r} already exists")
+            namespace_id = await q.insert_namespace(conn, name, public=False)
+            if namespace_id is None:
+                raise AccountExists(
+                    f"a namespace named {name!r} already exists; a user's name is also their "
+                    "personal namespace, so choose another name"
+                )
+            await q.set_member(conn, namespace_id, user_id, "owner")
+
+    async def set_password(self, name: str, password: str) -> None:
+        hashed = await anyio.to_thread.run_sync(hash_password, password)
+        await self._update_user(name, password_hash=hashed)
+
+    async def set_user(
+        self, name: str, *, admin: bool | None = None, disabled: bool | None = None
+    ) -> None:
+        values = {
+            key: value
+            for key, value in (("is_admin", admin), ("disabled", disabled))
+            if value is not None
+        }
+        if values:
+            await self._update_user(name, **values)
+
+    async def remove_user(self, name: str) -> None:
+        """Remove the account. Its personal namespace and repositories stay, for an admin
+        to hand over or delete."""
+        async with self.db.write() as conn:
+            if not await q.delete_user(conn, name):
+                raise AccountUnknown(f"no user named {name!r}")
+
+    async def list_users(self) -> list[q.UserRow]:
+        async with self.db.read() as conn:
+            return list(await q.list_users(conn))
+
+    async def ensure_admin(self, password: str | None) -> str | None:
+        """On a first start, create `admin`. Returns the generated password, if one was
+        made; None when an admin exists or `password` was given."""
+        async with self.db.read() as conn:
+            if await q.admin_exists(conn):
+                return None
+        generated = None if password else new_secret()
+        try:
+            await self.add_user("admin", password or generated or "", admin=True)
+        except AccountExists:
+            # Another replica won the race, or an `admin` user lost the flag: leave it be.
+            return None
+        return generated
+
+    async def _update_user(self, name: str, **values: object) -> None:
+        async with self.db.write() as conn:
+            if not await q.update_user(conn, name, **values):
+                raise AccountUnknown(f"no user named {name!r}")
+
+    # Namespaces and members
+
+    async def add_namespace(self, name: str, *, public: bool, owner: str | None = None) -> None:
+        check_user_name(name)
+        async with self.db.write() as conn:
+            namespace_id = await q.insert_namespace(conn, name, public)
+            if namespace_id is None:
+                raise AccountExists(f"namespace {name!r} already exists")
+            if owner is not None:
+                await q.set_member(conn, namespace_id, await _user_id(conn, owner), "owner")
+
+    async def set_public(self, name: str, public: bool) -> None:
+        async with self.db.write() as conn:
+            if not await q.set_namespace_public(conn, name, public):
+                raise AccountUnknown(f"no namespace named {name!r}")
+
+    async def remove_namespace(self, name: str) -> None:
+        """Remove the namespace's members and robot grants. Its repositories stay; without
+        a namespace only admins reach them."""
+        async with self.db.write() as conn:
+            if not await q.delete_namespace(conn, name):
+                raise AccountUnknown(f"no namespace named {name!r}")
+
+    async def list_namespaces(self) -> list[tuple[str, bool, int]]:
+        async with self.db.read() as conn:
+            return await q.list_namespaces(conn)
+
+    async def set_member(self, namespace: str, user: str, role: str) -> None:
+        if role not in ROLES:
+            raise AccountError(f"role must be one of {', '.join(ROLES)}; got {role!r}")
+        async with self.db.write() as conn:
+            await q.set_member(
+                conn, await _namespace_id(conn, namespace), await _user_id(conn, user), role
+            )
+
+    async def remove_member(self, namespace: str, user: str) -> None:
+        async with self.db.write() as conn:
+            removed = await q.remove_member(
+                conn, await _namespace_id(conn, namespace), await _user_id(conn, user)
+            )
+        if not removed:
+            raise AccountUnknown(f"{user!r} is not a member of {namespace!r}")
+
+    async def list_members(self, namespace: str) -> list[tuple[str, str]]:
+        async with self.db.read() as conn:
+            return await q.list_members(conn, await _namespace_id(conn, namespace))
+
+    # Robots
+
+    async def add_robot(
+        self, name: str, grants: dict[str, list[str]], expires_at: datetime | None = None
+    ) -> str:
+        """Create `robot$<name>` with actions per namespace; returns its secret, which is
+        not kept and cannot be shown again."""
+        if not _ROBOT_NAME.fullmatch(name) or len(name) > 100:
+            raise AccountError(
+                f"invalid robot name {name[:80]!r}: use lower-case letters, digits and . _ + - "
+                "between them"
+            )
+        if not grants:
+            raise AccountError("a robot needs at least one namespace to act in")
+        secret = new_secret()
+        async with self.db.write() as conn:
+            by_id = {
+                await _namespace_id(conn, namespace): check_actions(actions)
+                for namespace, actions in grants.items()
+            }
+            full_name = ROBOT_PREFIX + name
+            digest = secret_digest(secret)
+            if await q.insert_robot(conn, full_name, digest, expires_at, by_id) is None:
+                raise AccountExists(f"robot {full_name!r} already exists")
+        return secret
+
+    async def remove_robot(self, name: str) -> None:
+        async with self.db.write() as conn:
+            if not await q.delete_robot(conn, name):
+                raise AccountUnknown(f"no robot named {name!r}")
+
+    async def list_robots(self, namespace: str | None = None) -> list[RobotInfo]:
+        async with self.db.read() as conn:
+            rows = await q.list_robots(conn, namespace)
+        robots: dict[str, RobotInfo] = {}
+        for name, expires_at, disabled, ns, actions in rows:
+            info = robots.setdefault(name, RobotInfo(name, expires_at, disabled, {}))
+            info.grants[ns] = actions.split(",")
+        return list(robots.values())
+
+
+def _names(identity: Identity) -> tuple[str | None, str | None]:
+    if identity.kind == "user":
+        return identity.name, None
+    if identity.kind == "robot":
+        return None, identity.name
+    return None, None
+
+
+def _robot_valid(robot: q.RobotRow) -> bool:
+    if robot.disabled:
+        return False
+    if robot.expires_at is None:
+        return True
+    expires = robot.expires_at
+    # SQLite hands back naive datetimes; everything is stored in UTC.
+    if expires.tzinfo is None:
+        expires = expires.replace(tzinfo=UTC)
+    return expires > datetime.now(UTC)
+
+
+async def _user_id(conn: AsyncConnection, name: str) -> int:
+    user = await q.user_by_name(conn, name)
+    if user is None:
+        raise AccountUnknown(f"no user named {name!r}")
+    return user.id
+
+
+async def _namespace_id(conn: AsyncConnection, name: str) -> int:
+    found = await q.namespace_id(conn, name)
+    if found is None:
+        raise AccountUnknown(f"no namespace named {name!r}")
+    return found

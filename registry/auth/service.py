@@ -1,0 +1,110 @@
+"""Logins, grants and tokens: the token endpoint's and the API guard's view of auth."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import time
+
+from registry.auth.accounts import Account, Accounts
+from registry.auth.identity import ANONYMOUS, Identity
+from registry.auth.ratelimit import LoginLimiter
+from registry.auth.scopes import CATALOG, REPOSITORY_ACTIONS, Scope
+from registry.auth.tokens import Issued, TokenAuthority, TokenInvalid
+from registry.config import AuthSettings
+from registry.errors import TooManyRequests, Unauthorized
+from registry.names import namespace_of
+
+log = logging.getLogger("registry.auth")
+
+# Basic credentials on /v2/ come with every request; a verified pair is remembered this
+# long so that each request does not pay for an argon2 check.
+_BASIC_CACHE_SECONDS = 60
+_BASIC_CACHE_SIZE = 1_000
+
+
+class AuthService:
+    def __init__(self, settings: AuthSettings, accounts: Accounts, tokens: TokenAuthority) -> None:
+        self.settings = settings
+        self.accounts = accounts
+        self.tokens = tokens
+        self.limiter = LoginLimiter(settings.login_attempts, settings.login_window_seconds)
+        self._basic: dict[tuple[str, bytes], tuple[Account, float]] = {}
+
+    async def login(self, name: str, password: str, client: str) -> Account:
+        """Check a name and password (or robot secret), within the failed-login limit."""
+        wait = self.limiter.retry_after(name, client)
+        if wait is not None:
+            log.warning("login for %r from %s refused: too many failures", name, client)
+            raise TooManyRequests(
+                message=f"too many failed logins; try again in {wait} seconds",
+                headers={"Retry-After": str(wait)},
+            )
+        account = await self.accounts.authenticate(name, password)
+        if account is None:
+            self.limiter.failed(name, client)
+            log.warning("failed login for %r from %s", name, client)
+            raise Unauthorized(message="incorrect username or password")
+        self.limiter.succeeded(name, client)
+        return account
+
+    async def login_cached(self, name: str, password: str, client: str) -> Account:
+        key = (name, hashlib.sha256(password.encode()).digest())
+        hit = self._basic.get(key)
+        if hit is not None and hit[1] > time.monotonic():
+            return hit[0]
+        account = await self.login(name, password, client)
+        if len(self._basic) >= _BASIC_CACHE_SIZE:
+            self._basic.clear()
+        self._basic[key] = (account, time.monotonic() + _BASIC_CACHE_SECONDS)
+        return account
+
+    async def grant(self, identity: Identity, requested: list[Scope]) -> list[Scope]:
+        """What to put in a token: each requested scope cut down to what `identity` may do.
+        Scopes it may do nothing in are left out, as the token spec asks."""
+        granted: dict[tuple[str, str], set[str]] = {}
+        for scope in requested:
+            if (scope.type, scope.name) == CATALOG and "*" in scope.actions:
+                # Anyone may ask for the catalog; it lists only what they may pull.
+                granted.setdefault(CATALOG, set()).add("*")
+            elif scope.type == "repository":
+                allowed = await self.accounts.allowed(identity, namespace_of(scope.name))
+                wanted = REPOSITORY_ACTIONS if "*" in scope.actions else scope.actions
+                actions = wanted & allowed
+                if actions:
+                    granted.setdefault((scope.type, scope.name), set()).update(actions)
+        return [Scope(kind, name, frozenset(actions)) for (kind, name), actions in granted.items()]
+
+    async def permits(self, identity: Identity, scope: Scope) -> bool:
+        if scope.type == "repository":
+            allowed = await self.accounts.allowed(identity, namespace_of(scope.name))
+            return scope.actions <= allowed
+        return (scope.type, scope.name) == CATALOG
+
+    def issue(self, identity: Identity, granted: list[Scope]) -> Issued:
+        return self.tokens.issue(identity.name, granted)
+
+    def refresh_token(self, account: Account) -> str:
+        return self.tokens.issue_refresh(account.identity.name, account.credential)
+
+    async def redeem(self, refresh_token: str) -> Account:
+        """The account a refresh token stands for, if the token and account are still good."""
+        try:
+            subject, credential = self.tokens.verify_refresh(refresh_token)
+        except TokenInvalid as exc:
+            raise Unauthorized(message=f"invalid refresh token: {exc}") from exc
+        account = await self.accounts.account(subject)
+        if account is None or not hmac.compare_digest(account.credential, credential):
+            raise Unauthorized(
+                message="refresh token revoked: the account changed its credential, was "
+                "disabled or removed; log in again"
+            )
+        return account
+
+    async def identity(self, subject: str) -> Identity:
+        """The identity behind a token's subject, as it stands now."""
+        if not subject:
+            return ANONYMOUS
+        account = await self.accounts.account(subject)
+        return account.identity if account else ANONYMOUS

@@ -1,0 +1,276 @@
+"""Queries for users, namespaces, members and robot accounts. As in queries.py, each
+takes an open connection and the caller owns the transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import delete, exists, func, select, union, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from registry.metadata.models import Member, Namespace, Robot, RobotGrant, User, now
+from registry.metadata.queries import dialect_insert
+
+
+@dataclass(frozen=True, slots=True)
+class UserRow:
+    id: int
+    name: str
+    password_hash: str
+    is_admin: bool
+    disabled: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RobotRow:
+    id: int
+    name: str
+    secret_digest: str
+    disabled: bool
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceAccess:
+    """What one account holds in one namespace."""
+
+    public: bool
+    role: str | None
+    robot_actions: str | None
+
+
+# Users
+
+
+async def user_by_name(conn: AsyncConnection, name: str) -> UserRow | None:
+    row = (
+        await conn.execute(
+            select(User.id, User.name, User.password_hash, User.is_admin, User.disabled).where(
+                User.name == name
+            )
+        )
+    ).first()
+    return UserRow(*row) if row else None
+
+
+async def insert_user(
+    conn: AsyncConnection, name: str, password_hash: str, admin: bool
+) -> int | None:
+    """The new user's id, or None if the name is taken."""
+    result = await conn.execute(
+        dialect_insert(conn, User)
+        .values(
+            name=name, password_hash=password_hash, is_admin=admin, disabled=False, created_at=now()
+        )
+        .on_conflict_do_nothing()
+        .returning(User.id)
+    )
+    return result.scalar()
+
+
+async def update_user(conn: AsyncConnection, name: str, **values: object) -> bool:
+    result = await conn.execute(update(User).where(User.name == name).values(**values))
+    return result.rowcount > 0
+
+
+async def delete_user(conn: AsyncConnection, name: str) -> bool:
+    result = await conn.execute(delete(User).where(User.name == name))
+    return result.rowcount > 0
+
+
+async def list_users(conn: AsyncConnection) -> Sequence[UserRow]:
+    rows = await conn.execute(
+        select(User.id, User.name, User.password_hash, User.is_admin, User.disabled).order_by(
+            User.name
+        )
+    )
+    return [UserRow(*row) for row in rows]
+
+
+async def admin_exists(conn: AsyncConnection) -> bool:
+    return bool(await conn.scalar(select(exists().where(User.is_admin.is_(True)))))
+
+
+# Namespaces and members
+
+
+async def namespace_id(conn: AsyncConnection, name: str) -> int | None:
+    return await conn.scalar(select(Namespace.id).where(Namespace.name == name))
+
+
+async def insert_namespace(conn: AsyncConnection, name: str, public: bool) -> int | None:
+    """The new namespace's id, or None if the name is taken."""
+    result = await conn.execute(
+        dialect_insert(conn, Namespace)
+        .values(name=name, public=public, created_at=now())
+        .on_conflict_do_nothing()
+        .returning(Namespace.id)
+    )
+    return result.scalar()
+
+
+async def set_namespace_public(conn: AsyncConnection, name: str, public: bool) -> bool:
+    result = await conn.execute(
+        update(Namespace).where(Namespace.name == name).values(public=public)
+    )
+    return result.rowcount > 0
+
+
+async def delete_namespace(conn: AsyncConnection, name: str) -> bool:
+    result = await conn.execute(delete(Namespace).where(Namespace.name == name))
+    return result.rowcount > 0
+
+
+async def list_namespaces(conn: AsyncConnection) -> list[tuple[str, bool, int]]:
+    """(name, public, member count) for every namespace."""
+    members = (
+        select(func.count())
+        .select_from(Member)
+        .where(Member.namespace_id == Namespace.id)
+        .scalar_subquery()
+    )
+    rows = await conn.execute(
+        select(Namespace.name, Namespace.public, members).order_by(Namespace.name)
+    )
+    return [(name, bool(public), int(count)) for name, public, count in rows]
+
+
+async def set_member(conn: AsyncConnection, namespace_id: int, user_id: int, role: str) -> None:
+    statement = dialect_insert(conn, Member).values(
+        namespace_id=namespace_id, user_id=user_id, role=role
+    )
+    await conn.execute(
+        statement.on_conflict_do_update(
+            index_elements=[Member.namespace_id, Member.user_id], set_={"role": role}
+        )
+    )
+
+
+async def remove_member(conn: AsyncConnection, namespace_id: int, user_id: int) -> bool:
+    result = await conn.execute(
+        delete(Member).where(Member.namespace_id == namespace_id, Member.user_id == user_id)
+    )
+    return result.rowcount > 0
+
+
+async def list_members(conn: AsyncConnection, namespace_id: int) -> list[tuple[str, str]]:
+    rows = await conn.execute(
+        select(User.name, Member.role)
+        .join(Member, Member.user_id == User.id)
+        .where(Member.namespace_id == namespace_id)
+        .order_by(User.name)
+    )
+    return [(name, role) for name, role in rows]
+
+
+async def namespace_access(
+    conn: AsyncConnection, namespace: str, user: str | None, robot: str | None
+) -> NamespaceAccess | None:
+    """One round trip: the namespace's visibility, the user's role and the robot's grant."""
+    role = (
+        select(Member.role)
+        .join(User, User.id == Member.user_id)
+        .where(Member.namespace_id == Namespace.id, User.name == user)
+        .scalar_subquery()
+    )
+    grant = (
+        select(RobotGrant.actions)
+        .join(Robot, Robot.id == RobotGrant.robot_id)
+        .where(RobotGrant.namespace_id == Namespace.id, Robot.name == robot)
+        .scalar_subquery()
+    )
+    row = (
+        await conn.execute(select(Namespace.public, role, grant).where(Namespace.name == namespace))
+    ).first()
+    return NamespaceAccess(bool(row[0]), row[1], row[2]) if row else None
+
+
+async def readable_namespaces(
+    conn: AsyncConnection, user: str | None, robot: str | None
+) -> set[str]:
+    """Namespaces an account may pull from: the public ones and those it holds a role or
+    a pull grant in."""
+    parts = [select(Namespace.name).where(Namespace.public.is_(True))]
+    if user is not None:
+        parts.append(
+            select(Namespace.name)
+            .join(Member, Member.namespace_id == Namespace.id)
+            .join(User, User.id == Member.user_id)
+            .where(User.name == user)
+        )
+    if robot is not None:
+        parts.append(
+            select(Namespace.name)
+            .join(RobotGrant, RobotGrant.namespace_id == Namespace.id)
+            .join(Robot, Robot.id == RobotGrant.robot_id)
+            .where(Robot.name == robot, RobotGrant.actions.contains("pull"))
+        )
+    return set((await conn.scalars(union(*parts))).all())
+
+
+# Robots
+
+
+async def robot_by_name(conn: AsyncConnection, name: str) -> RobotRow | None:
+    row = (
+        await conn.execute(
+            select(
+                Robot.id, Robot.name, Robot.secret_digest, Robot.disabled, Robot.expires_at
+            ).where(Robot.name == name)
+        )
+    ).first()
+    return RobotRow(*row) if row else None
+
+
+async def insert_robot(
+    conn: AsyncConnection,
+    name: str,
+    secret_digest: str,
+    expires_at: datetime | None,
+    grants: dict[int, str],
+) -> int | None:
+    """The new robot's id, or None if the name is taken."""
+    result = await conn.execute(
+        dialect_insert(conn, Robot)
+        .values(
+            name=name,
+            secret_digest=secret_digest,
+            disabled=False,
+            expires_at=expires_at,
+            created_at=now(),
+        )
+        .on_conflict_do_nothing()
+        .returning(Robot.id)
+    )
+    robot_id = result.scalar()
+    if robot_id is not None and grants:
+        await conn.execute(
+            dialect_insert(conn, RobotGrant),
+            [
+                {"robot_id": robot_id, "namespace_id": ns, "actions": actions}
+                for ns, actions in grants.items()
+            ],
+        )
+    return robot_id
+
+
+async def delete_robot(conn: AsyncConnection, name: str) -> bool:
+    result = await conn.execute(delete(Robot).where(Robot.name == name))
+    return result.rowcount > 0
+
+
+async def list_robots(
+    conn: AsyncConnection, namespace: str | None = None
+) -> list[tuple[str, datetime | None, bool, str, str]]:
+    """(name, expires_at, disabled, namespace, actions), one row per grant."""
+    query = (
+        select(Robot.name, Robot.expires_at, Robot.disabled, Namespace.name, RobotGrant.actions)
+        .join(RobotGrant, RobotGrant.robot_id == Robot.id)
+        .join(Namespace, Namespace.id == RobotGrant.namespace_id)
+        .order_by(Robot.name, Namespace.name)
+    )
+    if namespace is not None:
+        query = query.where(Namespace.name == namespace)
+    return [tuple(row) for row in await conn.execute(query)]  # type: ignore[misc]
