@@ -1,14 +1,18 @@
-"""The `registry` command: serve, migrate, --version."""
+"""The `registry` command: serve, migrate, and account management."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import sys
+from pathlib import Path
 
-from registry import __version__
+from registry import __version__, cli_accounts
+from registry.auth.accounts import Accounts
 from registry.config import ConfigError, Settings, load_settings
+from registry.metadata.database import Database
 
 log = logging.getLogger("registry")
 
@@ -16,13 +20,15 @@ log = logging.getLogger("registry")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="registry", description=__doc__)
     parser.add_argument("--version", action="version", version=f"registry {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", help="YAML settings file (default: $REGISTRY_CONFIG)")
     commands = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (
         ("serve", "run the registry (applies pending migrations first)"),
         ("migrate", "apply pending database migrations and exit"),
     ):
-        sub = commands.add_parser(name, help=help_text)
-        sub.add_argument("--config", help="YAML settings file (default: $REGISTRY_CONFIG)")
+        commands.add_parser(name, help=help_text, parents=[common])
+    cli_accounts.add_commands(commands, common)
     args = parser.parse_args(argv)
 
     try:
@@ -38,21 +44,54 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "migrate":
         _migrate(settings)
         return 0
-    return _serve(settings, args.config)
+    if args.command == "serve":
+        return _serve(settings, args.config)
+    _migrate(settings, quiet=True)
+    return cli_accounts.run(settings, args)
 
 
-def _migrate(settings: Settings) -> None:
+def _migrate(settings: Settings, quiet: bool = False) -> None:
     from registry.metadata.migrate import upgrade
 
     os.makedirs(settings.data_dir, exist_ok=True)
     upgrade(settings.database_url)
-    log.info("database is at the latest schema")
+    log.log(logging.DEBUG if quiet else logging.INFO, "database is at the latest schema")
+
+
+def _first_admin(settings: Settings) -> None:
+    """With no admin yet, create `admin`: with REGISTRY_ADMIN_PASSWORD, or with a random
+    password printed here once and kept in the data folder, readable by its owner only."""
+
+    async def ensure() -> str | None:
+        db = Database(settings.database_url, pool_size=1)
+        try:
+            return await Accounts(db).ensure_admin(settings.admin_password or None)
+        finally:
+            await db.close()
+
+    password = asyncio.run(ensure())
+    if password is None:
+        return
+    path = Path(settings.data_dir).resolve() / "admin-password"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(password + "\n")
+    # Printed, not logged: the operator sees it once, and log collectors never do.
+    print(
+        "\nCreated the first admin account.\n"
+        f"  username: admin\n  password: {password}\n"
+        f"It is also in {path} (mode 0600). Change it with `registry user passwd admin`.\n",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _serve(settings: Settings, config_path: str | None) -> int:
     import uvicorn
 
     _migrate(settings)
+    if settings.auth.enabled:
+        _first_admin(settings)
     if config_path:
         # Worker processes rebuild the settings from the same file and environment.
         os.environ["REGISTRY_CONFIG"] = os.path.abspath(config_path)
