@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
+import re
+from collections.abc import Generator
 from typing import Any
 
 import httpx
@@ -114,3 +117,60 @@ def index_of(children: list[tuple[str, bytes, dict[str, str] | None]], **extra: 
         manifests.append(d)
     doc = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests, **extra}
     return json.dumps(doc).encode()
+
+
+# Authentication
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def get_token(
+    client: httpx.AsyncClient,
+    *scopes: str,
+    user: str | None = None,
+    password: str | None = None,
+    **params: str,
+) -> str:
+    """A token from GET /token, as docker asks for one: HTTP Basic, or anonymous."""
+    headers = basic(user, password or "") if user else {}
+    query: list[tuple[str, str]] = [("service", "registry"), *params.items()]
+    query += [("scope", scope) for scope in scopes]
+    r = await client.get("/token", params=query, headers=headers)
+    assert r.status_code == 200, r.text
+    return str(r.json()["token"])
+
+
+def parse_challenge(header: str) -> dict[str, str]:
+    scheme, _, rest = header.partition(" ")
+    assert scheme == "Bearer", header
+    return dict(re.findall(r'(\w+)="([^"]*)"', rest))
+
+
+class TokenAuth(httpx.Auth):
+    """The client side of the Docker token spec: answer a 401 challenge by fetching a token
+    for the challenged scope (with Basic credentials, if any) and retrying."""
+
+    requires_response_body = True
+
+    def __init__(self, user: str | None = None, password: str | None = None) -> None:
+        self.user, self.password = user, password
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        response = yield request
+        if response.status_code != 401 or "www-authenticate" not in response.headers:
+            return
+        challenge = parse_challenge(response.headers["www-authenticate"])
+        params = {"service": challenge["service"]}
+        if "scope" in challenge:
+            params["scope"] = challenge["scope"]
+        headers = basic(self.user, self.password or "") if self.user else {}
+        answer = yield httpx.Request("GET", challenge["realm"], params=params, headers=headers)
+        if answer.status_code == 200:
+            request.headers["Authorization"] = f"Bearer {answer.json()['token']}"
+        yield request
