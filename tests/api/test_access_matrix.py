@@ -1,0 +1,135 @@
+"""Who may do what: every role against every action, in a public and a private namespace.
+
+The expected answers are written out in full below, not derived from the rules, so a
+change to the rules shows up here as a diff in this table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+from registry.auth.accounts import Accounts
+from registry.mediatypes import OCI_MANIFEST
+from tests.api.conftest import PASSWORD
+from tests.helpers import (
+    basic,
+    bearer,
+    config_only_manifest,
+    get_token,
+    push_image,
+    put_manifest,
+)
+
+pytestmark = pytest.mark.anyio
+
+EXPECTED = """
+role        namespace  pull  push  delete  catalog  mount
+anonymous   pub        200   401   401     listed   401
+anonymous   priv       401   401   401     hidden   401
+stranger    pub        200   403   403     listed   201
+stranger    priv       403   403   403     hidden   202
+guest       pub        200   403   403     listed   201
+guest       priv       200   403   403     listed   201
+developer   pub        200   202   403     listed   201
+developer   priv       200   202   403     listed   201
+maintainer  pub        200   202   202     listed   201
+maintainer  priv       200   202   202     listed   201
+owner       pub        200   202   202     listed   201
+owner       priv       200   202   202     listed   201
+admin       pub        200   202   202     listed   201
+admin       priv       200   202   202     listed   201
+robot       pub        200   202   403     listed   201
+robot       priv       200   202   403     listed   201
+"""
+ROWS = [line.split() for line in EXPECTED.strip().splitlines()]
+ACTIONS = ROWS[0][2:]
+TABLE = {(row[0], row[1]): dict(zip(ACTIONS, row[2:], strict=True)) for row in ROWS[1:]}
+ROLES = sorted({role for role, _ in TABLE})
+
+LAYER = b"a layer in every namespace"
+# Where each caller may push, as the target of a mount.
+MOUNT_TARGET = {"anonymous": "pub", "robot": "ci", "admin": "root"}
+
+
+async def _setup(app: Starlette, accounts: Accounts, role: str) -> tuple[dict[str, str], str]:
+    """Namespaces `pub` and `priv`, each with `<ns>/app:v1` and a manifest for `role` to
+    delete; users in every role. Returns the deletable digests and the robot's secret."""
+    await accounts.add_user("root", PASSWORD, admin=True)
+    await accounts.add_namespace("pub", public=True)
+    await accounts.add_namespace("priv", public=False)
+    await accounts.add_namespace("ci", public=False)
+    for role in ("guest", "developer", "maintainer", "owner"):
+        await accounts.add_user(role, PASSWORD)
+        for namespace in ("pub", "priv"):
+            await accounts.set_member(namespace, role, role)
+    await accounts.add_user("stranger", PASSWORD)
+    secret = await accounts.add_robot(
+        "ci", {"pub": ["pull", "push"], "priv": ["pull", "push"], "ci": ["pull", "push"]}
+    )
+    transport = httpx.ASGITransport(app=app)
+    digests = {}
+    # Basic credentials: checked once and remembered, where tokens would cost a login each.
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://registry.test", headers=basic("root", PASSWORD)
+    ) as admin:
+        for namespace in ("pub", "priv"):
+            repo = f"{namespace}/app"
+            await push_image(admin, repo, "v1", layers=[LAYER])
+            body = await config_only_manifest(admin, repo, annotations={"for": role})
+            digests[namespace] = await put_manifest(admin, repo, "doomed", body, OCI_MANIFEST)
+    return digests, secret
+
+
+def _credentials(role: str, robot_secret: str) -> dict[str, str]:
+    if role == "anonymous":
+        return {}
+    if role == "robot":
+        return {"user": "robot$ci", "password": robot_secret}
+    return {"user": "root" if role == "admin" else role, "password": PASSWORD}
+
+
+@pytest.mark.parametrize("role", ROLES)
+async def test_access_matrix(
+    auth_app: Starlette, accounts: Accounts, anon: httpx.AsyncClient, role: str
+) -> None:
+    digests, robot_secret = await _setup(auth_app, accounts, role)
+    creds = _credentials(role, robot_secret)
+    layer = "sha256:" + hashlib.sha256(LAYER).hexdigest()
+    target = MOUNT_TARGET.get(role, role)
+    actual: dict[tuple[str, str], dict[str, str]] = {}
+    for namespace in ("pub", "priv"):
+        repo = f"{namespace}/app"
+        got: dict[str, str] = {}
+
+        token = await get_token(anon, f"repository:{repo}:pull", **creds)
+        r = await anon.get(f"/v2/{repo}/manifests/v1", headers=bearer(token))
+        got["pull"] = str(r.status_code)
+
+        token = await get_token(anon, f"repository:{repo}:pull,push", **creds)
+        r = await anon.post(f"/v2/{repo}/blobs/uploads/", headers=bearer(token))
+        got["push"] = str(r.status_code)
+
+        token = await get_token(anon, f"repository:{repo}:delete", **creds)
+        r = await anon.delete(f"/v2/{repo}/manifests/{digests[namespace]}", headers=bearer(token))
+        got["delete"] = str(r.status_code)
+
+        token = await get_token(anon, "registry:catalog:*", **creds)
+        r = await anon.get("/v2/_catalog", headers=bearer(token))
+        assert r.status_code == 200, r.text
+        got["catalog"] = "listed" if repo in r.json()["repositories"] else "hidden"
+
+        token = await get_token(
+            anon, f"repository:{target}/copy:pull,push", f"repository:{repo}:pull", **creds
+        )
+        r = await anon.post(
+            f"/v2/{target}/copy/blobs/uploads/",
+            params={"mount": layer, "from": repo},
+            headers=bearer(token),
+        )
+        got["mount"] = str(r.status_code)
+        actual[(role, namespace)] = got
+    assert actual == {key: value for key, value in TABLE.items() if key[0] == role}
