@@ -64,6 +64,15 @@ class RegistryProcess:
         self.stop()
         self.start()
 
+    def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run a `registry` command against this server's settings."""
+        result = subprocess.run(
+            [REGISTRY, *args], env=self.env, input=stdin, capture_output=True, text=True, timeout=60
+        )
+        if result.returncode != 0:
+            raise AssertionError(f"registry {' '.join(args)} failed:\n{result.stderr}")
+        return result
+
     def get(self, path: str, **kwargs: object) -> httpx.Response:
         return httpx.get(self.url + path, timeout=30, **kwargs)  # type: ignore[arg-type]
 
@@ -108,10 +117,22 @@ class Docker:
                 raise RuntimeError(f"dockerd did not start:\n{tail(self.log)}")
             time.sleep(0.5)
 
-    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def run(
+        self,
+        *args: str,
+        check: bool = True,
+        config: Path | None = None,
+        stdin: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the docker client; `config` is its DOCKER_CONFIG folder (where logins are
+        kept), so each test identity has its own."""
+        env = {**os.environ, "DOCKER_HOST": f"unix://{self.socket}"}
+        if config is not None:
+            env["DOCKER_CONFIG"] = str(config)
         result = subprocess.run(
             [self.client, *args],
-            env={**os.environ, "DOCKER_HOST": f"unix://{self.socket}"},
+            env=env,
+            input=stdin,
             capture_output=True,
             text=True,
             timeout=300,

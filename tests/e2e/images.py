@@ -7,9 +7,14 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tests.e2e.conftest import Docker
 
 
 def layer_tar(files: dict[str, bytes]) -> bytes:
@@ -134,3 +139,21 @@ def write_oci_layout(images: dict[str, Image], tag: str, root: Path) -> str:
         )
     )
     return index_digest
+
+
+def load_image(docker: Docker, tmp_path: Path, busybox: bytes, tag: str, salt: str) -> str:
+    """Load a three-layer image under `tag` into the daemon; returns its image ID."""
+    image = make_image(
+        [
+            layer_tar({"bin/busybox": busybox}),
+            layer_tar({"etc/motd": f"hello {salt}\n".encode()}),
+            layer_tar({"data/blob": os.urandom(2 * 1024 * 1024)}),
+        ]
+    )
+    archive = write_docker_archive(image, tag, tmp_path / f"{salt}.tar")
+    docker.run("load", "-i", str(archive))
+    return image.id
+
+
+def image_id(docker: Docker, ref: str) -> str:
+    return docker.run("image", "inspect", "--format", "{{.Id}}", ref).stdout.strip()

@@ -2,33 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.conftest import Docker, RegistryProcess
-from tests.e2e.images import layer_tar, make_image, write_docker_archive
+from tests.e2e.images import image_id, load_image
 
 pytestmark = pytest.mark.e2e
-
-
-def load_image(docker: Docker, tmp_path: Path, busybox: bytes, tag: str, salt: str) -> str:
-    """Load a three-layer image under `tag`; returns its image ID."""
-    image = make_image(
-        [
-            layer_tar({"bin/busybox": busybox}),
-            layer_tar({"etc/motd": f"hello {salt}\n".encode()}),
-            layer_tar({"data/blob": os.urandom(2 * 1024 * 1024)}),
-        ]
-    )
-    archive = write_docker_archive(image, tag, tmp_path / f"{salt}.tar")
-    docker.run("load", "-i", str(archive))
-    return image.id
-
-
-def image_id(docker: Docker, ref: str) -> str:
-    return docker.run("image", "inspect", "--format", "{{.Id}}", ref).stdout.strip()
 
 
 def test_push_pull_by_tag_and_digest(
