@@ -14,11 +14,15 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from registry.auth.accounts import ROLES, AccountError, Accounts, check_user_name
+from registry.auth.accounts import (
+    ROLES,
+    AccountError,
+    Accounts,
+    check_password,
+    check_user_name,
+)
 from registry.config import Settings
 from registry.metadata.database import Database
-
-MIN_PASSWORD_LENGTH = 8
 
 Command = Callable[[Accounts, argparse.Namespace], Awaitable[None]]
 
@@ -111,9 +115,7 @@ def _read_password(args: argparse.Namespace) -> str:
         password = getpass.getpass("Password: ")
         if getpass.getpass("Again: ") != password:
             raise AccountError("the passwords do not match")
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise AccountError(f"a password needs at least {MIN_PASSWORD_LENGTH} characters")
-    return password
+    return check_password(password)
 
 
 async def _user_add(accounts: Accounts, args: argparse.Namespace) -> None:

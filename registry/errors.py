@@ -20,6 +20,9 @@
      +-- Unauthorized          UNAUTHORIZED            401
      +-- Denied                DENIED                  403
      +-- TooManyRequests       TOOMANYREQUESTS         429
+     +-- Invalid               INVALID                 400  (account API only)
+     +-- NotFound              NOT_FOUND               404  (account API only)
+     +-- Conflict              CONFLICT                409  (account API only)
 
 Services raise these; one handler in registry.api renders them as the spec's JSON body.
 """
@@ -139,3 +142,19 @@ class Denied(RegistryError):
 
 class TooManyRequests(RegistryError):
     code, status, message = "TOOMANYREQUESTS", 429, "too many requests"
+
+
+# The account API (/api/v1/) is ours, not the distribution spec's; it answers in the same
+# format with these codes.
+
+
+class Invalid(RegistryError):
+    code, status, message = "INVALID", 400, "invalid request"
+
+
+class NotFound(RegistryError):
+    code, status, message = "NOT_FOUND", 404, "not found"
+
+
+class Conflict(RegistryError):
+    code, status, message = "CONFLICT", 409, "already exists"

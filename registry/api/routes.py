@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from registry.api import base, blobs, manifests, referrers, tags, token, uploads
+from registry.api import accounts, base, blobs, manifests, referrers, tags, token, uploads
 from registry.api.access import protect, protect_base, protect_catalog
 from registry.auth.scopes import DELETE, PULL, PUSH
 
@@ -35,4 +35,16 @@ ROUTES = [
         methods=["GET"],
     ),
     Route("/token", token.token, methods=["GET", "POST"]),
+    Route("/api/v1/users", accounts.users, methods=["GET", "POST"]),
+    Route("/api/v1/users/{user}", accounts.user, methods=["PATCH", "DELETE"]),
+    Route("/api/v1/namespaces", accounts.namespaces, methods=["GET", "POST"]),
+    Route("/api/v1/namespaces/{namespace}", accounts.namespace, methods=["PATCH", "DELETE"]),
+    Route("/api/v1/namespaces/{namespace}/members", accounts.members, methods=["GET"]),
+    Route(
+        "/api/v1/namespaces/{namespace}/members/{user}",
+        accounts.member,
+        methods=["PUT", "DELETE"],
+    ),
+    Route("/api/v1/namespaces/{namespace}/robots", accounts.robots, methods=["GET", "POST"]),
+    Route("/api/v1/namespaces/{namespace}/robots/{robot}", accounts.robot, methods=["DELETE"]),
 ]

@@ -42,6 +42,7 @@ ROLES: dict[str, frozenset[str]] = {
     "owner": frozenset({PULL, PUSH, DELETE}),
 }
 EVERYTHING = frozenset(REPOSITORY_ACTIONS)
+MIN_PASSWORD_LENGTH = 8
 NOTHING: frozenset[str] = frozenset()
 
 # A user name is also a namespace, so it follows the grammar of one name component.
@@ -84,6 +85,12 @@ def check_user_name(name: str) -> str:
             "between them, at most 64 characters"
         )
     return name
+
+
+def check_password(password: str) -> str:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise AccountError(f"a password needs at least {MIN_PASSWORD_LENGTH} characters")
+    return password
 
 
 def check_actions(actions: list[str]) -> str:
@@ -173,6 +180,7 @@ class Accounts:
     async def add_user(self, name: str, password: str, *, admin: bool = False) -> None:
         """Create a user and their personal namespace, which they own."""
         check_user_name(name)
+        check_password(password)
         hashed = await anyio.to_thread.run_sync(hash_password, password, limiter=self._hashing)
         async with self.db.write() as conn:
             user_id = await q.insert_user(conn, name, hashed, admin)
@@ -187,6 +195,7 @@ class Accounts:
             await q.set_member(conn, namespace_id, user_id, "owner")
 
     async def set_password(self, name: str, password: str) -> None:
+        check_password(password)
         hashed = await anyio.to_thread.run_sync(hash_password, password, limiter=self._hashing)
         await self._update_user(name, password_hash=hashed)
 

@@ -1,4 +1,5 @@
-"""Who may do what: every role against every action, in a public and a private namespace.
+"""Who may do what: every role against every action, in a public and a private namespace
+(`members` is adding a member through /api/v1/).
 
 The expected answers are written out in full below, not derived from the rules, so a
 change to the rules shows up here as a diff in this table.
@@ -27,23 +28,23 @@ from tests.helpers import (
 pytestmark = pytest.mark.anyio
 
 EXPECTED = """
-role        namespace  pull  push  delete  catalog  mount
-anonymous   pub        200   401   401     listed   401
-anonymous   priv       401   401   401     hidden   401
-stranger    pub        200   403   403     listed   201
-stranger    priv       403   403   403     hidden   202
-guest       pub        200   403   403     listed   201
-guest       priv       200   403   403     listed   201
-developer   pub        200   202   403     listed   201
-developer   priv       200   202   403     listed   201
-maintainer  pub        200   202   202     listed   201
-maintainer  priv       200   202   202     listed   201
-owner       pub        200   202   202     listed   201
-owner       priv       200   202   202     listed   201
-admin       pub        200   202   202     listed   201
-admin       priv       200   202   202     listed   201
-robot       pub        200   202   403     listed   201
-robot       priv       200   202   403     listed   201
+role        namespace  pull  push  delete  catalog  mount  members
+anonymous   pub        200   401   401     listed   401    401
+anonymous   priv       401   401   401     hidden   401    401
+stranger    pub        200   403   403     listed   201    403
+stranger    priv       403   403   403     hidden   202    403
+guest       pub        200   403   403     listed   201    403
+guest       priv       200   403   403     listed   201    403
+developer   pub        200   202   403     listed   201    403
+developer   priv       200   202   403     listed   201    403
+maintainer  pub        200   202   202     listed   201    403
+maintainer  priv       200   202   202     listed   201    403
+owner       pub        200   202   202     listed   201    204
+owner       priv       200   202   202     listed   201    204
+admin       pub        200   202   202     listed   201    204
+admin       priv       200   202   202     listed   201    204
+robot       pub        200   202   403     listed   201    403
+robot       priv       200   202   403     listed   201    403
 """
 ROWS = [line.split() for line in EXPECTED.strip().splitlines()]
 ACTIONS = ROWS[0][2:]
@@ -131,5 +132,13 @@ async def test_access_matrix(
             headers=bearer(token),
         )
         got["mount"] = str(r.status_code)
+
+        token = await get_token(anon, **creds)
+        r = await anon.put(
+            f"/api/v1/namespaces/{namespace}/members/stranger",
+            json={"role": "guest"},
+            headers=bearer(token),
+        )
+        got["members"] = str(r.status_code)
         actual[(role, namespace)] = got
     assert actual == {key: value for key, value in TABLE.items() if key[0] == role}
