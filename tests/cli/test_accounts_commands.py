@@ -1,0 +1,120 @@
+"""`registry user|namespace|member|robot`, run in process through registry.cli.main."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+
+from registry.app import create_app
+from registry.cli import main
+from registry.config import load_settings
+
+Run = Callable[..., tuple[int, str, str]]
+
+
+@pytest.fixture
+def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Run:
+    monkeypatch.setenv("REGISTRY_DATA_DIR", str(tmp_path / "data"))
+
+    def run(*args: str, stdin: str = "") -> tuple[int, str, str]:
+        monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+def ok(cli: Run, *args: str, stdin: str = "") -> str:
+    code, out, err = cli(*args, stdin=stdin)
+    assert code == 0, err
+    return out
+
+
+def token_status(data_dir: Path, user: str, password: str) -> int:
+    """What GET /token answers these credentials, in an app on the same data folder."""
+    return anyio.run(_token_status, data_dir, user, password)
+
+
+async def _token_status(data_dir: Path, user: str, password: str) -> int:
+    settings = load_settings(None, {"REGISTRY_DATA_DIR": str(data_dir)})
+    app = create_app(settings)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://registry.test") as c:
+        status = (await c.get("/token", auth=(user, password))).status_code
+    await app.state.registry.close()
+    return status
+
+
+def test_account_commands(cli: Run, tmp_path: Path) -> None:
+    out = ok(cli, "user", "add", "alice", "--password-stdin", stdin="pw-alice-1\n")
+    assert out == "created user alice with personal namespace alice\n"
+    ok(cli, "user", "add", "root", "--admin", "--password-stdin", stdin="pw-root-12\n")
+    assert ok(cli, "user", "list").splitlines() == ["alice", "root\tadmin"]
+    ok(cli, "namespace", "add", "team", "--owner", "alice")
+    ok(cli, "namespace", "add", "pub", "--public")
+    assert ok(cli, "namespace", "list").splitlines() == [
+        "alice\tprivate\t1 members",
+        "pub\tpublic\t0 members",
+        "root\tprivate\t1 members",
+        "team\tprivate\t1 members",
+    ]
+    ok(cli, "user", "add", "bob", "--password-stdin", stdin="pw-bob-123\n")
+    ok(cli, "member", "set", "team", "bob", "maintainer")
+    assert ok(cli, "member", "list", "team").splitlines() == ["alice\towner", "bob\tmaintainer"]
+    ok(cli, "member", "rm", "team", "bob")
+    assert ok(cli, "member", "list", "team").splitlines() == ["alice\towner"]
+    ok(cli, "namespace", "set", "team", "--public")
+    assert "team\tpublic" in ok(cli, "namespace", "list")
+
+    code, out, err = cli(
+        "robot", "add", "team+ci", "--grant", "team=pull,push", "--expires-days", "7"
+    )
+    assert code == 0
+    secret = out.strip()
+    assert len(secret) >= 40
+    assert "\n" not in secret
+    assert "robot$team+ci" in err
+    assert ok(cli, "robot", "list").startswith("robot$team+ci\tteam=pull,push\texpires ")
+    data = tmp_path / "data"
+    assert token_status(data, "robot$team+ci", secret) == 200
+
+    ok(cli, "user", "set", "bob", "--disabled")
+    assert "bob\tdisabled" in ok(cli, "user", "list")
+    assert token_status(data, "bob", "pw-bob-123") == 401
+    ok(cli, "user", "passwd", "alice", "--password-stdin", stdin="pw-alice-2\n")
+    assert token_status(data, "alice", "pw-alice-2") == 200
+    assert token_status(data, "alice", "pw-alice-1") == 401
+    ok(cli, "robot", "rm", "robot$team+ci")
+    assert ok(cli, "robot", "list") == ""
+    assert token_status(data, "robot$team+ci", secret) == 401
+    ok(cli, "user", "rm", "bob")
+    ok(cli, "namespace", "rm", "pub")
+    assert "pub\t" not in ok(cli, "namespace", "list")
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "message"),
+    [
+        (("user", "add", "carol", "--password-stdin"), "short\n", "at least 8 characters"),
+        (("user", "add", "Carol", "--password-stdin"), "long enough\n", "invalid user name"),
+        (("user", "add", "alice", "--password-stdin"), "long enough\n", "already exists"),
+        (("user", "rm", "nobody"), "", "no user named 'nobody'"),
+        (("member", "set", "nowhere", "alice", "guest"), "", "no namespace named 'nowhere'"),
+        (("robot", "add", "ci", "--grant", "team"), "", "NAMESPACE=ACTIONS"),
+        (("robot", "add", "ci", "--grant", "nowhere=pull"), "", "no namespace named"),
+        (("robot", "add", "ci", "--grant", "alice=fly"), "", "actions must be some of"),
+    ],
+)
+def test_account_command_errors(cli: Run, args: tuple[str, ...], stdin: str, message: str) -> None:
+    ok(cli, "user", "add", "alice", "--password-stdin", stdin="pw-alice-1\n")
+    code, _, err = cli(*args, stdin=stdin)
+    assert code == 1
+    assert err.startswith("registry: ")
+    assert message in err
+    assert err.count("\n") == 1
