@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from registry.api.access import authorize, caller_identity
-from registry.api.common import registry_of
+from registry.api.common import registry_of, small_body
 from registry.auth.accounts import AccountError, AccountExists, Accounts, AccountUnknown
 from registry.auth.identity import ROBOT_PREFIX, Identity
 from registry.errors import Conflict, Denied, Invalid, NotFound, RouteUnknown, Unauthorized
@@ -60,11 +60,9 @@ async def _require_owner(accounts: Accounts, identity: Identity, namespace: str)
 
 
 async def _body(request: Request) -> dict[str, Any]:
-    raw = bytearray()
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > _MAX_BODY:
-            raise Invalid(message="request body too large")
+    raw = await small_body(request, _MAX_BODY)
+    if raw is None:
+        raise Invalid(message=f"the request body is larger than {_MAX_BODY} bytes")
     try:
         body = json.loads(raw or b"{}")
     except ValueError:

@@ -43,6 +43,17 @@ async def body_chunks(request: Request) -> AsyncIterator[bytes]:
             yield chunk
 
 
+async def small_body(request: Request, limit: int) -> bytes | None:
+    """The whole body of a request that should be small (a form, a JSON document), or None
+    if it is larger than `limit` bytes; reading stops there."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
 def page_params(request: Request) -> tuple[int | None, str | None]:
     raw = request.query_params.get("n")
     limit = None

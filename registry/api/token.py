@@ -10,20 +10,23 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from registry.api.access import client_address, decode_basic
-from registry.api.common import registry_of
+from registry.api.common import registry_of, small_body
 from registry.auth.accounts import Account
 from registry.auth.identity import ANONYMOUS
 from registry.auth.scopes import parse_scopes
 from registry.auth.service import AuthService
-from registry.errors import RegistryError, RouteUnknown, Unauthorized, Unsupported
+from registry.errors import RegistryError, RouteUnknown, Unauthorized
 
 # An OAuth2 form is a few short fields; anything longer is not one.
 _MAX_FORM_BYTES = 64 * 1024
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
-class ServiceInvalid(RegistryError):
-    code, status, message = "UNSUPPORTED", 400, "unknown token service"
+class TokenRequestInvalid(RegistryError):
+    """A token request this endpoint cannot answer: another service, an unknown grant
+    type, a body that is not a form."""
+
+    code, status, message = "UNSUPPORTED", 400, "unsupported token request"
 
 
 async def token(request: Request) -> JSONResponse:
@@ -73,7 +76,7 @@ async def _oauth2(request: Request, auth: AuthService) -> JSONResponse:
     elif grant_type == "refresh_token":
         account = await auth.redeem(form.get("refresh_token", ""))
     else:
-        raise Unsupported(
+        raise TokenRequestInvalid(
             {"grant_type": (grant_type or "")[:50]},
             message="grant_type must be password or refresh_token",
         )
@@ -94,16 +97,18 @@ async def _oauth2(request: Request, auth: AuthService) -> JSONResponse:
 async def _form(request: Request) -> dict[str, str]:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "application/x-www-form-urlencoded":
-        raise Unsupported(message="POST /token takes an application/x-www-form-urlencoded form")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > _MAX_FORM_BYTES:
-            raise Unsupported(message="the token request form is too large")
+        raise TokenRequestInvalid(
+            message="POST /token takes an application/x-www-form-urlencoded form"
+        )
+    body = await small_body(request, _MAX_FORM_BYTES)
+    if body is None:
+        raise TokenRequestInvalid(
+            message=f"the token request form is larger than {_MAX_FORM_BYTES} bytes"
+        )
     try:
         fields = parse_qs(body.decode(), keep_blank_values=True)
     except UnicodeDecodeError:
-        raise Unsupported(message="the token request form is not UTF-8") from None
+        raise TokenRequestInvalid(message="the token request form is not UTF-8") from None
     # `scope` may repeat; its values are joined as OAuth2's space-separated list.
     return {
         key: " ".join(values) if key == "scope" else values[0] for key, values in fields.items()
@@ -112,7 +117,7 @@ async def _form(request: Request) -> dict[str, str]:
 
 def _check_service(auth: AuthService, service: str | None) -> None:
     if service and service != auth.settings.service:
-        raise ServiceInvalid(
+        raise TokenRequestInvalid(
             {"service": service[:100]},
             message=f"this token service is {auth.settings.service!r}, not {service[:100]!r}",
         )

@@ -61,6 +61,12 @@ async def test_bad_user_requests(
     assert_error(r, status, code)
 
 
+async def test_bodies_that_are_not_json_objects(anon: httpx.AsyncClient, people: None) -> None:
+    for content in (b"{not json", b"x" * 70_000):
+        r = await anon.post("/api/v1/users", content=content, headers=as_("root"))
+        assert_error(r, 400, "INVALID")
+
+
 async def test_only_admins_manage_users_and_namespaces(
     anon: httpx.AsyncClient, people: None
 ) -> None:

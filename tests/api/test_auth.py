@@ -359,12 +359,20 @@ async def test_new_password_revokes_refresh_tokens(
     ],
 )
 async def test_unknown_grant_type(anon: httpx.AsyncClient, form: dict[str, str]) -> None:
-    assert_error(await anon.post("/token", data=form), 405, "UNSUPPORTED")
+    assert_error(await anon.post("/token", data=form), 400, "UNSUPPORTED")
 
 
 async def test_post_needs_a_form(anon: httpx.AsyncClient) -> None:
     r = await anon.post("/token", json={"grant_type": "password"})
-    assert_error(r, 405, "UNSUPPORTED")
+    assert_error(r, 400, "UNSUPPORTED")
+    r = await anon.post("/token", data={"grant_type": "password", "padding": "x" * 70_000})
+    assert "larger than" in assert_error(r, 400, "UNSUPPORTED")["message"]
+    r = await anon.post(
+        "/token",
+        content=b"grant_type=\xff",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert_error(r, 400, "UNSUPPORTED")
 
 
 async def test_refresh_token_that_is_garbage(anon: httpx.AsyncClient) -> None:
