@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 
 from alembic import context
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from registry.metadata.models import Base
 
 target_metadata = Base.metadata
+# Any constant shared by every process migrating this database.
+_LOCK_KEY = 0x72656769
 
 
 def _run(connection: Connection) -> None:
@@ -21,6 +24,10 @@ def _run(connection: Connection) -> None:
         compare_type=True,
     )
     with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            # Replicas starting together: one migrates while the others wait here, then
+            # find the schema current. The lock ends with the migration's transaction.
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
         context.run_migrations()
 
 
