@@ -156,6 +156,57 @@ def docker() -> Iterator[Docker]:
     shutil.rmtree(root, ignore_errors=True)
 
 
+class Containerd:
+    """A private containerd (no CRI), driven with `ctr`; it pulls and pushes with the
+    OAuth2 POST /token flow, where docker uses GET."""
+
+    def __init__(self, root: Path) -> None:
+        binary = need("containerd")
+        self.ctr = need("ctr")
+        self.socket = root / "containerd.sock"
+        config = root / "config.toml"
+        config.write_text(
+            "version = 2\n"
+            f'root = "{root / "root"}"\n'
+            f'state = "{root / "state"}"\n'
+            'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
+            f'[grpc]\n  address = "{self.socket}"\n'
+        )
+        self.log = root / "containerd.log"
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(
+                [binary, "--config", str(config)], stdout=log, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + 60
+        while self.run("version", check=False).returncode != 0:
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise RuntimeError(f"containerd did not start:\n{tail(self.log)}")
+            time.sleep(0.5)
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [self.ctr, "--address", str(self.socket), *args],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"ctr {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def stop(self) -> None:
+        stop(self.process, timeout=30)
+
+
+@pytest.fixture(scope="session")
+def containerd() -> Iterator[Containerd]:
+    root = Path(tempfile.mkdtemp(prefix="registry-containerd-"))
+    daemon = Containerd(root)
+    yield daemon
+    daemon.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def skopeo() -> Callable[..., subprocess.CompletedProcess[str]]:
     binary = need("skopeo")

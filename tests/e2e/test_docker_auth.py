@@ -1,5 +1,5 @@
-"""A real Docker daemon against `registry serve` with authentication on: the first admin,
-`docker login`, roles, anonymous pulls of public namespaces, and robot accounts."""
+"""Real clients against `registry serve` with authentication on: a Docker daemon (the
+first admin, `docker login`, roles, anonymous pulls, robot accounts) and containerd."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Docker, RegistryProcess
-from tests.e2e.images import image_id, load_image
+from tests.e2e.conftest import Containerd, Docker, RegistryProcess
+from tests.e2e.images import image_id, layer_tar, load_image, make_image, write_docker_archive
 
 pytestmark = pytest.mark.e2e
 
@@ -108,3 +108,31 @@ def test_login_roles_anonymous_and_robots(
     # The wrong password stays wrong for a user that exists.
     assert "unauthorized" in bob.login("bob", "alice-password", check=False).lower()
     docker.run("rmi", "-f", expected)
+
+
+def test_containerd_pushes_and_pulls_with_the_oauth2_form(
+    containerd: Containerd, secured: RegistryProcess, tmp_path: Path, busybox: bytes
+) -> None:
+    secured.cli("user", "add", "carol", "--password-stdin", stdin="carol-password\n")
+    image = make_image([layer_tar({"bin/busybox": busybox})])
+    archive = write_docker_archive(image, "local/ctr:v1", tmp_path / "ctr.tar")
+    containerd.run("images", "import", "--no-unpack", str(archive))
+    ref = f"{secured.host}/carol/ctr:v1"
+    login = ("--plain-http", "--user", "carol:carol-password")
+    containerd.run("images", "push", *login, ref, "docker.io/local/ctr:v1")
+    containerd.run("images", "rm", "docker.io/local/ctr:v1")
+    containerd.run("content", "rm", image.id)
+
+    containerd.run("images", "pull", "--snapshotter", "native", *login, ref)
+    assert ref in containerd.run("images", "ls").stdout
+    # The config blob, removed above, came back from the registry.
+    assert image.id in containerd.run("content", "ls").stdout
+    # containerd asked for its tokens with the OAuth2 form, not GET with Basic.
+    log = secured.log.read_text()
+    assert '"POST /token HTTP/1.1" 200' in log
+    assert '"GET /token' not in log
+    # Without credentials, a private namespace stays shut.
+    refused = containerd.run("images", "pull", "--plain-http", ref, check=False)
+    assert refused.returncode != 0
+    assert "401" in refused.stderr
+    containerd.run("images", "rm", ref)
