@@ -73,3 +73,25 @@ def test_copy_all_inspect_list_delete(
     )
     # Deleting by digest removed the manifest and so every tag on it.
     assert json.loads(skopeo("list-tags", "--tls-verify=false", remote).stdout)["Tags"] == []
+
+
+def test_copy_with_credentials(skopeo: Skopeo, tmp_path: Path) -> None:
+    server = RegistryProcess(tmp_path / "data", env={"REGISTRY_AUTH_ENABLED": "true"}).start()
+    try:
+        server.cli("user", "add", "dana", "--password-stdin", stdin="dana-password\n")
+        source = tmp_path / "source"
+        write_oci_layout({"amd64": make_image([layer_tar({"a": b"x"})])}, "v1", source)
+        remote = f"docker://{server.host}/dana/app:v1"
+        tls = "--tls-verify=false"
+        skopeo("copy", "--dest-tls-verify=false", "--dest-creds", "dana:dana-password",
+               f"oci:{source}:v1", remote)  # fmt: skip
+        listed = skopeo("list-tags", tls, "--creds", "dana:dana-password", remote[:-3]).stdout
+        assert json.loads(listed)["Tags"] == ["v1"]
+        refused = skopeo("inspect", tls, "--no-creds", remote, check=False)
+        assert refused.returncode != 0
+        assert "unauthorized" in refused.stderr.lower() or "denied" in refused.stderr.lower()
+        wrong = skopeo("inspect", tls, "--creds", "dana:wrong-password", remote, check=False)
+        assert wrong.returncode != 0
+        assert "401" in wrong.stderr or "unauthorized" in wrong.stderr.lower()
+    finally:
+        server.stop()
