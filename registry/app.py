@@ -11,7 +11,7 @@ from registry.api.errors import HANDLERS
 from registry.api.routes import ROUTES
 from registry.auth.accounts import Accounts
 from registry.auth.service import AuthService
-from registry.auth.tokens import TokenAuthority, load_or_create_key
+from registry.auth.tokens import authority_from_settings
 from registry.config import Settings, load_settings
 from registry.metadata.database import Database
 from registry.services.blobs import BlobService
@@ -44,16 +44,7 @@ class Registry:
 
 
 def _auth_service(settings: Settings, db: Database) -> AuthService:
-    auth = settings.auth
-    tokens = TokenAuthority(
-        load_or_create_key(settings.token_key_path, auth.key_algorithm),
-        issuer=auth.issuer,
-        service=auth.service,
-        ttl_seconds=auth.token_ttl_seconds,
-        refresh_ttl_seconds=auth.refresh_ttl_seconds,
-        leeway_seconds=auth.clock_skew_seconds,
-    )
-    return AuthService(auth, Accounts(db), tokens)
+    return AuthService(settings.auth, Accounts(db), authority_from_settings(settings))
 
 
 def create_app(settings: Settings) -> Starlette:

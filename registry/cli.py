@@ -11,6 +11,7 @@ from pathlib import Path
 
 from registry import __version__, cli_accounts
 from registry.auth.accounts import Accounts
+from registry.auth.tokens import authority_from_settings
 from registry.config import ConfigError, Settings, load_settings
 from registry.metadata.database import Database
 
@@ -89,6 +90,13 @@ def _first_admin(settings: Settings) -> None:
 def _serve(settings: Settings, config_path: str | None) -> int:
     import uvicorn
 
+    if settings.auth.enabled:
+        # A bad key stops the start here, in one line, rather than in every worker.
+        try:
+            authority_from_settings(settings)
+        except ConfigError as exc:
+            print(f"registry: {exc}", file=sys.stderr)
+            return 2
     _migrate(settings)
     if settings.auth.enabled:
         _first_admin(settings)

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from registry.auth.scopes import Scope
+from registry.config import ConfigError, Settings
 
 # Verified access tokens, so a client reusing its token costs a dict lookup, not a
 # signature check. Cleared whole when full: simple, and refilled at the clients' pace.
@@ -84,6 +85,32 @@ def load_or_create_key(path: Path, algorithm: str) -> bytes:
     finally:
         os.unlink(temp)
     return pem
+
+
+def authority_from_settings(settings: Settings) -> TokenAuthority:
+    """The token authority the settings describe, its key read or made on first start.
+    A key that cannot be used raises ConfigError naming the file and the fault."""
+    path = settings.token_key_path
+    auth = settings.auth
+    try:
+        pem = load_or_create_key(path, auth.key_algorithm)
+        return TokenAuthority(
+            pem,
+            issuer=auth.issuer,
+            service=auth.service,
+            ttl_seconds=auth.token_ttl_seconds,
+            refresh_ttl_seconds=auth.refresh_ttl_seconds,
+            leeway_seconds=auth.clock_skew_seconds,
+        )
+    except OSError as exc:
+        raise ConfigError(
+            f"config: auth.key_file: cannot read or create {path} ({exc.strerror})"
+        ) from exc
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(
+            f"config: auth.key_file: {path} is not an unencrypted PEM private key "
+            f"(EC P-256 or RSA): {str(exc).splitlines()[0][:200]}"
+        ) from exc
 
 
 class TokenAuthority:

@@ -128,12 +128,30 @@ async def test_a_bad_name_is_refused_before_any_challenge(anon: httpx.AsyncClien
     assert_error(await anon.get("/v2/Team/App/tags/list"), 400, "NAME_INVALID")
 
 
-async def test_realm_from_config(make_settings: Callable[..., Settings]) -> None:
-    app = create_app(make_settings(auth_enabled="true", auth_realm="https://auth.example/token"))
+async def test_realm_service_and_expiry_from_config(
+    make_settings: Callable[..., Settings],
+) -> None:
+    app = create_app(
+        make_settings(
+            auth_enabled="true",
+            auth_realm="https://auth.example/token",
+            auth_service="registry.example",
+            auth_token_ttl_seconds="60",
+        )
+    )
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://registry.test") as c:
         r = await c.get("/v2/")
-    assert parse_challenge(r.headers["WWW-Authenticate"])["realm"] == "https://auth.example/token"
+        assert parse_challenge(r.headers["WWW-Authenticate"]) == {
+            "realm": "https://auth.example/token",
+            "service": "registry.example",
+        }
+        r = await c.get("/token", params={"service": "registry.example"})
+        assert r.json()["expires_in"] == 60
+        claims = claims_of(r.json()["token"])
+        assert claims["aud"] == "registry.example"
+        assert claims["exp"] - claims["iat"] == 60
+        assert (await c.get("/v2/", headers=bearer(r.json()["token"]))).status_code == 200
     await app.state.registry.close()
 
 

@@ -48,3 +48,15 @@ def test_migrate_creates_the_database(tmp_path: Path) -> None:
     assert "database is at the latest schema" in result.stderr
     # Running it again is a no-op.
     assert run("migrate", env={"REGISTRY_DATA_DIR": str(tmp_path / "d")}).returncode == 0
+
+
+def test_bad_token_key_stops_the_start_with_one_line(tmp_path: Path) -> None:
+    key = tmp_path / "key.pem"
+    key.write_text("-----BEGIN PRIVATE KEY-----\nnonsense\n-----END PRIVATE KEY-----\n")
+    result = run(
+        "serve",
+        env={"REGISTRY_DATA_DIR": str(tmp_path / "d"), "REGISTRY_AUTH_KEY_FILE": str(key)},
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"registry: config: auth.key_file: {key} is not")
+    assert result.stderr.count("\n") == 1

@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 
+from registry.auth.tokens import authority_from_settings
 from registry.config import ConfigError, load_settings
 
 
@@ -41,6 +42,10 @@ def test_environment_overrides_file(tmp_path: Path) -> None:
         ("- a\n- b\n", {}, "expected a mapping of keys at the top"),
         ("http: [\n", {}, "not valid YAML"),
         ("log_level: loud\n", {}, "config: log_level: must be one of"),
+        ("auth:\n  key_algorithm: HS256\n", {}, "config: auth.key_algorithm: must be ES256"),
+        ("", {"REGISTRY_AUTH_TOKEN_TTL_SECONDS": "0"}, "config: auth.token_ttl_seconds: must be"),
+        ("", {"REGISTRY_AUTH_LOGIN_ATTEMPTS": "-1"}, "config: auth.login_attempts: must be"),
+        ("", {"REGISTRY_AUTH_ENABLED": "sometimes"}, "config: auth.enabled: expected true"),
     ],
 )
 def test_bad_values_name_the_key(
@@ -57,3 +62,24 @@ def test_bad_values_name_the_key(
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read it"):
         load_settings(tmp_path / "nope.yml", {})
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"not a key", "is not an unencrypted PEM private key"),
+        (None, "cannot read or create"),
+    ],
+)
+def test_unusable_token_key(tmp_path: Path, content: bytes | None, message: str) -> None:
+    key = tmp_path / "key.pem"
+    if content is None:
+        key = tmp_path / "missing-dir-is-a-file" / "key.pem"
+        key.parent.write_text("a file, not a folder")
+    else:
+        key.write_bytes(content)
+    settings = load_settings(None, {"REGISTRY_AUTH_KEY_FILE": str(key)})
+    with pytest.raises(ConfigError) as info:
+        authority_from_settings(settings)
+    assert str(info.value).startswith("config: auth.key_file: ")
+    assert message in str(info.value)
