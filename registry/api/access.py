@@ -76,7 +76,9 @@ async def authorize(request: Request, scope: Scope | None) -> None:
         try:
             token = auth.tokens.verify(credentials.strip())
         except TokenInvalid as exc:
-            raise _challenge(request, auth, scope, f"invalid token: {exc}") from None
+            raise _challenge(
+                request, auth, scope, f"invalid token: {exc}", invalid_token=True
+            ) from None
         request.state.caller = Caller(token=token)
         if scope is None or token.allows(scope):
             return
@@ -100,11 +102,13 @@ async def authorize(request: Request, scope: Scope | None) -> None:
 
 
 async def caller_identity(request: Request) -> Identity:
+    """Who got through the gate; with a token, the account as it stands now."""
     caller: Caller = request.state.caller
     if caller.identity is not None:
         return caller.identity
-    assert caller.token is not None
-    return await registry_of(request).auth.identity(caller.token.subject)  # type: ignore[union-attr]
+    auth = registry_of(request).auth
+    assert auth is not None and caller.token is not None
+    return await auth.identity(caller.token.subject)
 
 
 async def may(request: Request, scope: Scope) -> bool:
@@ -119,17 +123,19 @@ async def may(request: Request, scope: Scope) -> bool:
     return await auth.permits(caller.identity or ANONYMOUS, scope)
 
 
-def challenge_realm(request: Request, auth: AuthService) -> str:
-    return auth.settings.realm or str(request.base_url).rstrip("/") + "/token"
-
-
 def _challenge(
-    request: Request, auth: AuthService, scope: Scope | None, reason: str | None = None
+    request: Request,
+    auth: AuthService,
+    scope: Scope | None,
+    reason: str | None = None,
+    *,
+    invalid_token: bool = False,
 ) -> Unauthorized:
-    parts = [f'realm="{challenge_realm(request, auth)}"', f'service="{auth.settings.service}"']
+    realm = auth.settings.realm or str(request.base_url).rstrip("/") + "/token"
+    parts = [f'realm="{realm}"', f'service="{auth.settings.service}"']
     if scope is not None:
         parts.append(f'scope="{scope}"')
-    if reason is not None and reason.startswith("invalid token"):
+    if invalid_token:
         parts.append('error="invalid_token"')
     return Unauthorized(
         _detail(scope) if scope else None,

@@ -33,8 +33,17 @@ async def token(request: Request) -> JSONResponse:
     auth = registry_of(request).auth
     if auth is None:
         raise RouteUnknown(message="authentication is off in this registry; no tokens needed")
-    if request.method == "POST":
-        return await _oauth2(request, auth)
+    try:
+        if request.method == "POST":
+            return await _oauth2(request, auth)
+        return await _get(request, auth)
+    except Unauthorized as exc:
+        # A 401 names the scheme that would work: Basic, here at the token endpoint.
+        exc.headers.setdefault("WWW-Authenticate", f'Basic realm="{auth.settings.service}"')
+        raise
+
+
+async def _get(request: Request, auth: AuthService) -> JSONResponse:
     params = request.query_params
     _check_service(auth, params.get("service"))
     scopes = parse_scopes(params.getlist("scope"))

@@ -252,6 +252,7 @@ async def test_wrong_password_and_unknown_user_look_alike(
     unknown = await anon.get("/token", headers=basic("mallory", "not it at all"))
     assert_error(wrong, 401, "UNAUTHORIZED")
     assert wrong.json() == unknown.json()
+    assert wrong.headers["WWW-Authenticate"] == 'Basic realm="registry"'
 
 
 async def test_disabled_user_cannot_log_in(
