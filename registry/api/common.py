@@ -46,6 +46,9 @@ async def body_chunks(request: Request) -> AsyncIterator[bytes]:
 async def small_body(request: Request, limit: int) -> bytes | None:
     """The whole body of a request that should be small (a form, a JSON document), or None
     if it is larger than `limit` bytes; reading stops there."""
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        return None
     body = bytearray()
     async for chunk in request.stream():
         body += chunk

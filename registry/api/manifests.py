@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from registry.api.common import API_VERSION_HEADER, registry_of, repository
+from registry.api.common import API_VERSION_HEADER, registry_of, repository, small_body
 from registry.errors import ManifestTooLarge
 
 
@@ -58,12 +58,7 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     too_large = ManifestTooLarge(
         {"limit": limit}, message=f"manifest is larger than the limit of {limit} bytes"
     )
-    length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > limit:
+    body = await small_body(request, limit)
+    if body is None:
         raise too_large
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise too_large
-    return bytes(body)
+    return body

@@ -10,6 +10,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 import httpx
 import pytest
@@ -147,13 +148,26 @@ class Docker:
         stop(self.process, timeout=30)
 
 
+class _Daemon(Protocol):
+    def stop(self) -> None: ...
+
+
+D = TypeVar("D", bound=_Daemon)
+
+
+def _session_daemon(factory: Callable[[Path], D], prefix: str) -> Iterator[D]:
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    daemon = factory(root)
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def docker() -> Iterator[Docker]:
-    root = Path(tempfile.mkdtemp(prefix="registry-docker-"))
-    daemon = Docker(root)
-    yield daemon
-    daemon.stop()
-    shutil.rmtree(root, ignore_errors=True)
+    yield from _session_daemon(Docker, "registry-docker-")
 
 
 class Containerd:
@@ -200,11 +214,7 @@ class Containerd:
 
 @pytest.fixture(scope="session")
 def containerd() -> Iterator[Containerd]:
-    root = Path(tempfile.mkdtemp(prefix="registry-containerd-"))
-    daemon = Containerd(root)
-    yield daemon
-    daemon.stop()
-    shutil.rmtree(root, ignore_errors=True)
+    yield from _session_daemon(Containerd, "registry-containerd-")
 
 
 @pytest.fixture(scope="session")
