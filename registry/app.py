@@ -18,7 +18,7 @@ from registry.services.blobs import BlobService
 from registry.services.listing import ListingService
 from registry.services.manifests import ManifestService
 from registry.services.uploads import UploadService
-from registry.storage import BlobStore, FilesystemStore
+from registry.storage import BlobStore, open_store
 
 
 class Registry:
@@ -31,7 +31,7 @@ class Registry:
             pool_size=settings.database.pool_size,
             echo=settings.database.echo,
         )
-        self.store: BlobStore = FilesystemStore(settings.storage_root)
+        self.store: BlobStore = open_store(settings)
         self.blobs = BlobService(self.db, self.store)
         self.uploads = UploadService(self.db, self.store)
         self.manifests = ManifestService(self.db, self.store)

@@ -39,10 +39,36 @@ class DatabaseSettings:
 
 
 @dataclass(frozen=True)
+class S3Settings:
+    bucket: str = ""
+    # Keys start with this (e.g. `registry/`); empty means the bucket's top.
+    prefix: str = ""
+    region: str = "us-east-1"
+    # For MinIO, Ceph or a test server; empty means AWS.
+    endpoint_url: str = ""
+    # auto, virtual or path (MinIO usually wants path).
+    addressing_style: str = "auto"
+    # Empty means boto3's usual chain: environment, profile, instance role.
+    access_key: str = ""
+    secret_key: str = ""
+    # Blob GETs answer 307 to a presigned URL, so the bytes come from S3 directly.
+    redirect: bool = True
+    presign_expiry_seconds: int = 1200
+    # Worker threads (and HTTP connections) for S3 calls, per process.
+    pool_size: int = 16
+    # Uploads are kept in S3 as segments of this size, copied together at commit.
+    part_size: int = 16 * 1024 * 1024
+    # S3's limits; settings only so that tests can reach them with small data.
+    max_parts: int = 10_000
+    max_copy_bytes: int = 5 * 1024**3
+
+
+@dataclass(frozen=True)
 class StorageSettings:
     driver: str = "filesystem"
     # Empty means `<data_dir>/storage`.
     root: str = ""
+    s3: S3Settings = field(default_factory=S3Settings)
 
 
 @dataclass(frozen=True)
@@ -102,7 +128,7 @@ class Settings:
 
 
 _LOG_LEVELS = {"critical", "error", "warning", "info", "debug"}
-_DRIVERS = {"filesystem"}
+_DRIVERS = {"filesystem", "s3"}
 
 
 def load_settings(
@@ -192,6 +218,8 @@ def _validate(s: Settings) -> None:
             f"config: storage.driver: must be one of {', '.join(sorted(_DRIVERS))}, "
             f"got {s.storage.driver!r}"
         )
+    if s.storage.driver == "s3":
+        _validate_s3(s.storage.s3)
     if s.manifest_max_bytes < 1024:
         raise ConfigError(
             f"config: manifest_max_bytes: must be at least 1024, got {s.manifest_max_bytes}"
@@ -213,3 +241,30 @@ def _validate(s: Settings) -> None:
             "config: database.url: must be a sqlite:/// or postgresql:// URL, "
             f"got one starting {url.split(':', 1)[0]!r}"
         )
+
+
+def _validate_s3(s3: S3Settings) -> None:
+    if not s3.bucket:
+        raise ConfigError("config: storage.s3.bucket: required when storage.driver is s3")
+    if s3.addressing_style not in {"auto", "virtual", "path"}:
+        raise ConfigError(
+            "config: storage.s3.addressing_style: must be auto, virtual or path, "
+            f"got {s3.addressing_style!r}"
+        )
+    if bool(s3.access_key) != bool(s3.secret_key):
+        raise ConfigError(
+            "config: storage.s3.access_key and secret_key: give both, or neither to use "
+            "boto3's credential chain"
+        )
+    for key, low in (
+        ("pool_size", 1),
+        ("presign_expiry_seconds", 1),
+        ("part_size", 1024),
+        ("max_parts", 2),
+    ):
+        if getattr(s3, key) < low:
+            raise ConfigError(
+                f"config: storage.s3.{key}: must be at least {low}, got {getattr(s3, key)}"
+            )
+    if s3.max_copy_bytes < 2 * s3.part_size:
+        raise ConfigError("config: storage.s3.max_copy_bytes: must be at least 2 x part_size")

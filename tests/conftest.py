@@ -17,6 +17,7 @@ from registry.app import create_app
 from registry.config import Settings, load_settings
 from registry.metadata.migrate import upgrade
 from tests.peers.postgres import PostgresServer
+from tests.peers.s3 import MIN_PART, MotoServer
 
 _counter = itertools.count()
 
@@ -65,12 +66,44 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     server.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[MotoServer]:
+    server = MotoServer()
+    yield server
+    server.stop()
+
+
+def s3_environment(server: MotoServer, bucket: str) -> dict[str, str]:
+    """Settings for the S3 store on a bucket of the test server."""
+    return {
+        "REGISTRY_STORAGE_DRIVER": "s3",
+        "REGISTRY_STORAGE_S3_BUCKET": bucket,
+        "REGISTRY_STORAGE_S3_ENDPOINT_URL": server.url,
+        "REGISTRY_STORAGE_S3_ACCESS_KEY": "test",
+        "REGISTRY_STORAGE_S3_SECRET_KEY": "test",
+        "REGISTRY_STORAGE_S3_ADDRESSING_STYLE": "path",
+        "REGISTRY_STORAGE_S3_PART_SIZE": str(MIN_PART),
+    }
+
+
+@pytest.fixture(params=["filesystem", "s3"])
+def storage_env(request: pytest.FixtureRequest) -> dict[str, str]:
+    """Settings for a fresh, empty blob store, of each kind."""
+    if request.param == "filesystem":
+        return {}
+    server: MotoServer = request.getfixturevalue("s3_server")
+    return s3_environment(server, server.new_bucket())
+
+
 @pytest.fixture
-def make_settings(tmp_path: Path, database_url: str) -> Callable[..., Settings]:
+def make_settings(
+    tmp_path: Path, database_url: str, storage_env: dict[str, str]
+) -> Callable[..., Settings]:
     def make(**env: str) -> Settings:
         environ = {
             "REGISTRY_DATA_DIR": str(tmp_path / "data"),
             "REGISTRY_DATABASE_URL": database_url,
+            **storage_env,
             # The core API tests run on an open registry; tests/api/test_auth*.py turn it on.
             "REGISTRY_AUTH_ENABLED": "false",
             **{f"REGISTRY_{k.upper()}": v for k, v in env.items()},

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import RedirectResponse, Response, StreamingResponse
 
 from registry.api.common import API_VERSION_HEADER, digest_param, registry_of, repository
 from registry.api.ranges import parse_range
@@ -17,6 +17,11 @@ async def blob(request: Request) -> Response:
         return Response(status_code=202, headers={**API_VERSION_HEADER, "Content-Length": "0"})
 
     size = await blobs.size(name, digest)
+    if request.method == "GET":
+        url = blobs.redirect_url(digest)
+        if url is not None:
+            # The client fetches from storage directly; a Range header goes along with it.
+            return RedirectResponse(url, status_code=307, headers=API_VERSION_HEADER)
     headers = {
         **API_VERSION_HEADER,
         "Docker-Content-Digest": str(digest),

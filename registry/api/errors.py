@@ -9,7 +9,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from registry.api.common import API_VERSION_HEADER
-from registry.errors import RegistryError, RouteUnknown, Unsupported
+from registry.errors import RegistryError, RouteUnknown, Unavailable, Unsupported
+from registry.storage.base import StorageError
 
 log = logging.getLogger("registry.api")
 
@@ -24,6 +25,15 @@ async def registry_error(request: Request, exc: Exception) -> Response:
     if exc.status >= 500:
         log.error("%s %s failed: %s", request.method, request.url.path, exc.text)
     return render(exc)
+
+
+async def storage_error(request: Request, exc: Exception) -> Response:
+    """The blob store failed (S3 unreachable or erroring, a disk error): nothing half-done
+    became visible, and the client may retry."""
+    log.error("%s %s failed in blob storage: %s", request.method, request.url.path, exc)
+    return render(
+        Unavailable(message=f"blob storage failed ({exc}); retry, or check the storage backend")
+    )
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
@@ -41,6 +51,7 @@ async def unexpected_error(request: Request, exc: Exception) -> Response:
 
 HANDLERS = {
     RegistryError: registry_error,
+    StorageError: storage_error,
     HTTPException: http_error,
     Exception: unexpected_error,
 }

@@ -27,6 +27,10 @@ class BlobService:
     def stream(self, digest: Digest, offset: int, length: int) -> AsyncIterator[bytes]:
         return self.store.read(digest, offset, length)
 
+    def redirect_url(self, digest: Digest) -> str | None:
+        """Where the client may fetch the bytes itself, if the store serves them directly."""
+        return self.store.presigned_url(digest)
+
     async def delete(self, repository: str, digest: Digest) -> None:
         """Unlink the blob from the repository; the bytes stay until garbage collection
         finds nothing else that links them."""

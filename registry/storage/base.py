@@ -81,6 +81,11 @@ class BlobStore(ABC):
         X-Accel-Redirect. None when the bytes are not local."""
         return None
 
+    def presigned_url(self, digest: Digest) -> str | None:
+        """A URL the client may fetch the blob from directly (a redirect target), or None
+        to stream the bytes through the registry."""
+        return None
+
     @abstractmethod
     async def upload_start(self, upload_id: str) -> None: ...
 
