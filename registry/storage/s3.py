@@ -20,6 +20,7 @@ completes. boto3 blocks, so every call runs on a bounded pool of worker threads.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass
@@ -67,7 +68,7 @@ class S3Store(BlobStore):
                 "aws_access_key_id": settings.access_key,
                 "aws_secret_access_key": settings.secret_key,
             }
-        self.client = boto3.session.Session().client(
+        self.client = _session().client(
             "s3",
             region_name=settings.region,
             endpoint_url=settings.endpoint_url or None,
@@ -329,6 +330,12 @@ class S3Store(BlobStore):
 
     async def close(self) -> None:
         self.client.close()
+
+
+@functools.cache
+def _session() -> boto3.session.Session:
+    # Shared, so that its parsed service models are loaded once per process.
+    return boto3.session.Session()
 
 
 class _Missing(StorageError):

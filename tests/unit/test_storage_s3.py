@@ -100,7 +100,7 @@ async def test_a_ranged_read(s3_server: MotoServer) -> None:
 
 async def test_presigned_url_only_with_redirect_on(s3_server: MotoServer) -> None:
     digest = Digest.of(b"x")
-    url = make_store(s3_server).presigned_url(digest)
+    url = make_store(s3_server, redirect=True).presigned_url(digest)
     assert url is not None and digest.hex in url and "Signature" in url
     assert make_store(s3_server, redirect=False).presigned_url(digest) is None
 
