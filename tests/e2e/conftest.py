@@ -15,6 +15,8 @@ from typing import Protocol, TypeVar
 import httpx
 import pytest
 
+from tests.conftest import s3_environment
+from tests.peers.s3 import MotoServer
 from tests.peers.tools import free_port, need, stop, tail, wait_for_port
 
 REGISTRY = str(Path(sys.executable).parent / "registry")
@@ -35,6 +37,8 @@ class RegistryProcess:
             **(env or {}),
         }
         self.log = data_dir.parent / f"registry-{self.port}.log"
+        # Blob GETs answer 307 to S3 rather than stream.
+        self.redirects = self.env.get("REGISTRY_STORAGE_S3_REDIRECT") == "true"
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -78,9 +82,17 @@ class RegistryProcess:
         return httpx.get(self.url + path, timeout=30, **kwargs)  # type: ignore[arg-type]
 
 
-@pytest.fixture
-def registry_process(tmp_path: Path) -> Iterator[RegistryProcess]:
-    server = RegistryProcess(tmp_path / "data").start()
+@pytest.fixture(params=["filesystem", "s3-redirect", "s3-stream"])
+def registry_process(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RegistryProcess]:
+    """`registry serve` on each blob store: the filesystem, and S3 with blob GETs
+    redirected to presigned URLs or streamed through."""
+    env = {}
+    if request.param != "filesystem":
+        s3: MotoServer = request.getfixturevalue("s3_server")
+        env = s3_environment(s3, s3.new_bucket())
+        env["REGISTRY_STORAGE_S3_REDIRECT"] = str(request.param == "s3-redirect").lower()
+    env["REGISTRY_LOG_LEVEL"] = "info"
+    server = RegistryProcess(tmp_path / "data", env).start()
     yield server
     server.stop()
 

@@ -34,4 +34,5 @@ def test_chunked_upload_continues_after_restart(registry_process: RegistryProces
         assert r.status_code == 202
         r = client.put(location, params={"digest": digest})
         assert r.status_code == 201, r.text
-        assert client.get(f"/v2/team/resume/blobs/{digest}").content == data
+        blob = client.get(f"/v2/team/resume/blobs/{digest}", follow_redirects=True)
+        assert blob.content == data
