@@ -7,9 +7,11 @@ import asyncio
 import logging
 import os
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 from registry import __version__, cli_accounts
+from registry.app import Registry
 from registry.auth.accounts import Accounts
 from registry.auth.tokens import authority_from_settings
 from registry.config import ConfigError, Settings, load_settings
@@ -29,6 +31,12 @@ def main(argv: list[str] | None = None) -> int:
         ("migrate", "apply pending database migrations and exit"),
     ):
         commands.add_parser(name, help=help_text, parents=[common])
+    purge = commands.add_parser(
+        "purge-uploads",
+        help="end upload sessions idle for long, and remove bytes of interrupted uploads",
+        parents=[common],
+    )
+    purge.add_argument("--idle-hours", type=float, default=24.0)
     cli_accounts.add_commands(commands, common)
     args = parser.parse_args(argv)
 
@@ -47,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "serve":
         return _serve(settings, args.config)
+    if args.command == "purge-uploads":
+        _migrate(settings, quiet=True)
+        return _purge_uploads(settings, args.idle_hours)
     _migrate(settings, quiet=True)
     return cli_accounts.run(settings, args)
 
@@ -57,6 +68,19 @@ def _migrate(settings: Settings, quiet: bool = False) -> None:
     os.makedirs(settings.data_dir, exist_ok=True)
     upgrade(settings.database_url)
     log.log(logging.DEBUG if quiet else logging.INFO, "database is at the latest schema")
+
+
+def _purge_uploads(settings: Settings, idle_hours: float) -> int:
+    async def purge() -> int:
+        registry = Registry(settings)
+        try:
+            return await registry.uploads.purge(timedelta(hours=idle_hours))
+        finally:
+            await registry.close()
+
+    ended = asyncio.run(purge())
+    print(f"ended {ended} upload sessions idle for more than {idle_hours:g} hours")
+    return 0
 
 
 def _first_admin(settings: Settings) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -98,4 +99,20 @@ class StoreContract:
         assert await store.read_bytes(digest) == b"small"
         await store.delete(digest)
         assert await store.stat(digest) is None
+        assert self.leftovers(store) == []
+
+    @pytest.mark.anyio
+    async def test_sweep_removes_old_uploads_not_kept(self, store: BlobStore) -> None:
+        kept, abandoned = str(uuid.uuid4()), str(uuid.uuid4())
+        for upload in (kept, abandoned):
+            await store.upload_start(upload)
+            await store.upload_append(upload, 0, chunks(b"partial"))
+        # Nothing is old enough yet.
+        await store.sweep_uploads(datetime.now(UTC) - timedelta(hours=1), keep=set())
+        assert await store.upload_size(abandoned) == len(b"partial")
+        await store.sweep_uploads(datetime.now(UTC) + timedelta(minutes=1), keep={kept})
+        assert await store.upload_size(kept) == len(b"partial")
+        with pytest.raises(UploadNotFound):
+            await store.upload_size(abandoned)
+        await store.upload_cancel(kept)
         assert self.leftovers(store) == []

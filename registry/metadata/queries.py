@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Table, delete, select, update
@@ -298,3 +299,12 @@ async def touch_upload(conn: AsyncConnection, upload_id: str) -> None:
 
 async def delete_upload(conn: AsyncConnection, upload_id: str) -> None:
     await conn.execute(delete(Upload).where(Upload.id == upload_id))
+
+
+async def uploads_idle_since(conn: AsyncConnection, cutoff: datetime) -> list[str]:
+    """Sessions that have not moved since `cutoff`."""
+    return list((await conn.scalars(select(Upload.id).where(Upload.updated_at < cutoff))).all())
+
+
+async def upload_ids(conn: AsyncConnection) -> set[str]:
+    return set((await conn.scalars(select(Upload.id))).all())

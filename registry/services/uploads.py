@@ -11,6 +11,7 @@ import hashlib
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from registry.digest import DEFAULT_ALGORITHM, Digest
@@ -98,6 +99,19 @@ class UploadService:
     async def cancel(self, repository: str, upload_id: str) -> None:
         await self._check(repository, upload_id)
         await self._discard(upload_id)
+
+    async def purge(self, idle: timedelta) -> int:
+        """End sessions idle for longer than `idle`, and remove upload bytes that belong
+        to no session (left by a crash) once they are that old. Returns sessions ended."""
+        cutoff = datetime.now(UTC) - idle
+        async with self.db.read() as conn:
+            stale = await queries.uploads_idle_since(conn, cutoff)
+        for upload_id in stale:
+            await self._discard(upload_id)
+        async with self.db.read() as conn:
+            active = await queries.upload_ids(conn)
+        await self.store.sweep_uploads(cutoff, keep=active)
+        return len(stale)
 
     async def _write(self, upload_id: str, offset: int, chunks: AsyncIterable[bytes]) -> int:
         """Stream chunks into the session at `offset`, hashing them on the way."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterable, AsyncIterator, Callable
+from datetime import datetime
 from pathlib import Path
 
 from registry.digest import Digest
@@ -115,6 +116,11 @@ class BlobStore(ABC):
     @abstractmethod
     async def upload_cancel(self, upload_id: str) -> None:
         """Drop an upload's bytes; a missing upload is not an error."""
+
+    @abstractmethod
+    async def sweep_uploads(self, before: datetime, keep: set[str]) -> None:
+        """Remove upload bytes last written before `before` whose id is not in `keep`,
+        and any other leftovers of interrupted work from before then."""
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release clients and pools."""

@@ -8,6 +8,7 @@ import os
 import shutil
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Callable
+from datetime import datetime
 from pathlib import Path
 
 from anyio import to_thread
@@ -174,6 +175,21 @@ class FilesystemStore(BlobStore):
     async def upload_cancel(self, upload_id: str) -> None:
         path = self._upload(upload_id).parent
         await to_thread.run_sync(lambda: shutil.rmtree(path, ignore_errors=True))
+
+    async def sweep_uploads(self, before: datetime, keep: set[str]) -> None:
+        await to_thread.run_sync(self._sweep, before.timestamp(), keep)
+
+    def _sweep(self, before: float, keep: set[str]) -> None:
+        for entry in (self.root / "uploads").iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                files = [entry, *entry.iterdir()] if entry.is_dir() else [entry]
+                if entry.name in keep or max(f.stat().st_mtime for f in files) >= before:
+                    continue
+                # Session folders, and temporary files of puts cut short.
+                if entry.is_dir():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink()
 
     def _sync(self, fd: int) -> None:
         if self.fsync:

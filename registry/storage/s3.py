@@ -24,6 +24,7 @@ import functools
 import math
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
 import anyio
@@ -316,17 +317,53 @@ class S3Store(BlobStore):
             )
         except BaseException:
             # The first error is the one to report. An unfinished multipart upload is
-            # invisible, and a bucket lifecycle rule (AbortIncompleteMultipartUpload)
+            # invisible, and `registry purge-uploads` (or a bucket lifecycle rule)
             # reclaims its space if this abort fails too.
             with anyio.CancelScope(shield=True), contextlib.suppress(StorageError):
                 await self._call("abort_multipart_upload", Key=target, UploadId=upload_id)
             raise
 
     async def upload_cancel(self, upload_id: str) -> None:
-        keys = list(await self._list(self._upload(upload_id)))
+        await self._delete_keys(list(await self._list(self._upload(upload_id))))
+
+    async def _delete_keys(self, keys: list[str]) -> None:
         for begin in range(0, len(keys), 1000):
             batch = [{"Key": key} for key in keys[begin : begin + 1000]]
             await self._call("delete_objects", Delete={"Objects": batch, "Quiet": True})
+
+    async def sweep_uploads(self, before: datetime, keep: set[str]) -> None:
+        def stale() -> tuple[list[str], list[tuple[str, str]]]:
+            sessions: dict[str, tuple[datetime, list[str]]] = {}
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=f"{self.prefix}uploads/"
+            )
+            for page in pages:
+                for item in page.get("Contents", []):
+                    session = item["Key"][len(self.prefix) :].split("/")[1]
+                    newest, keys = sessions.get(session, (item["LastModified"], []))
+                    keys.append(item["Key"])
+                    sessions[session] = (max(newest, item["LastModified"]), keys)
+            doomed = [
+                key
+                for session, (newest, keys) in sessions.items()
+                if session not in keep and newest < before
+                for key in keys
+            ]
+            multipart = []
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.bucket, Prefix=f"{self.prefix}blobs/"
+            )
+            for page in pages:
+                for upload in page.get("Uploads", []):
+                    if upload["Initiated"] < before:
+                        multipart.append((upload["Key"], upload["UploadId"]))
+            return doomed, multipart
+
+        doomed, multipart = await self._run(stale, "listing old uploads")
+        await self._delete_keys(doomed)
+        for key, upload_id in multipart:
+            with contextlib.suppress(_Missing):
+                await self._call("abort_multipart_upload", Key=key, UploadId=upload_id)
 
     async def close(self) -> None:
         self.client.close()

@@ -11,7 +11,7 @@ from starlette.applications import Starlette
 from registry.app import create_app
 from registry.config import Settings
 from tests.conftest import s3_environment
-from tests.helpers import assert_error, push_blob, sha256
+from tests.helpers import assert_error, push_blob, push_image, sha256
 from tests.peers.s3 import MIN_PART, MotoServer
 
 pytestmark = pytest.mark.anyio
@@ -127,3 +127,23 @@ async def test_s3_down_at_commit_shows_no_half_blob(
     r = await s3_client.put(location, params={"digest": sha256(data)})
     assert r.status_code == 201, r.text
     assert (await s3_client.head(f"/v2/team/app/blobs/{sha256(data)}")).status_code == 200
+
+
+@pytest.mark.parametrize("storage_env", ["filesystem"], indirect=True)
+async def test_manifest_get_and_blob_head_need_no_s3_call(
+    s3_client: httpx.AsyncClient, s3_server: MotoServer
+) -> None:
+    digest, _ = await push_image(s3_client, "team/app", "v1")
+    config = sha256(b'{"ref": "v1"}')
+    s3_server.relay.cut()
+    try:
+        r = await s3_client.get(
+            "/v2/team/app/manifests/v1",
+            headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
+        )
+        assert r.status_code == 200
+        assert sha256(r.content) == digest
+        assert (await s3_client.head(f"/v2/team/app/blobs/{config}")).status_code == 200
+        assert (await s3_client.get("/v2/team/app/tags/list")).json()["tags"] == ["v1"]
+    finally:
+        s3_server.relay.restore()

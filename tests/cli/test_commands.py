@@ -1,18 +1,22 @@
-"""`registry user|namespace|member|robot`, run in process through registry.cli.main."""
+"""`registry user|namespace|member|robot` and `purge-uploads`, run in process through
+registry.cli.main."""
 
 from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import anyio
 import httpx
 import pytest
+from sqlalchemy import update
 
 from registry.app import create_app
 from registry.cli import main
 from registry.config import load_settings
+from registry.metadata.models import Upload
 
 Run = Callable[..., tuple[int, str, str]]
 
@@ -118,3 +122,29 @@ def test_account_command_errors(cli: Run, args: tuple[str, ...], stdin: str, mes
     assert err.startswith("registry: ")
     assert message in err
     assert err.count("\n") == 1
+
+
+def test_purge_uploads_ends_idle_sessions(cli: Run, tmp_path: Path) -> None:
+    async def start_two() -> tuple[str, str]:
+        settings = load_settings(None, {"REGISTRY_DATA_DIR": str(tmp_path / "data")})
+        app = create_app(settings)
+        uploads = app.state.registry.uploads
+        old, fresh = await uploads.start("team/app"), await uploads.start("team/app")
+        async with app.state.registry.db.write() as conn:
+            await conn.execute(
+                update(Upload)
+                .where(Upload.id == old)
+                .values(updated_at=datetime.now(UTC) - timedelta(days=2))
+            )
+        await app.state.registry.close()
+        return old, fresh
+
+    ok(cli, "migrate")
+    old, fresh = anyio.run(start_two)
+    assert ok(cli, "purge-uploads", "--idle-hours", "24") == (
+        "ended 1 upload sessions idle for more than 24 hours\n"
+    )
+    uploads = tmp_path / "data" / "storage" / "uploads"
+    remaining = [p.name for p in uploads.iterdir()]
+    assert old not in remaining
+    assert remaining == [fresh]
