@@ -46,6 +46,7 @@ def main() -> None:
         "REGISTRY_HTTP_PORT": str(port),
         "REGISTRY_HTTP_HOST": "127.0.0.1",
         "REGISTRY_LOG_LEVEL": "warning",
+        "REGISTRY_AUTH_ENABLED": "false",
     }
     server = subprocess.Popen([str(Path(sys.executable).parent / "registry"), "serve"], env=env)
     base = f"http://127.0.0.1:{port}"
