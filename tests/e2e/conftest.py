@@ -82,18 +82,22 @@ class RegistryProcess:
         return httpx.get(self.url + path, timeout=30, **kwargs)  # type: ignore[arg-type]
 
 
+def store_environment(request: pytest.FixtureRequest, store: str) -> dict[str, str]:
+    """Settings for `store`: filesystem, s3-redirect (blob GETs answer 307 to presigned
+    URLs) or s3-stream (the registry streams blob bytes from S3)."""
+    env = {"REGISTRY_LOG_LEVEL": "info"}
+    if store != "filesystem":
+        s3: MotoServer = request.getfixturevalue("s3_server")
+        env.update(s3_environment(s3, s3.new_bucket()))
+        env["REGISTRY_STORAGE_S3_REDIRECT"] = str(store == "s3-redirect").lower()
+    return env
+
+
 @pytest.fixture(params=["filesystem", "s3-redirect", "s3-stream"])
 def registry_process(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RegistryProcess]:
-    """`registry serve` on each blob store: the filesystem, and S3 with blob GETs
-    redirected to presigned URLs or streamed through."""
-    env = {}
-    if request.param != "filesystem":
-        s3: MotoServer = request.getfixturevalue("s3_server")
-        env = s3_environment(s3, s3.new_bucket())
-        env["REGISTRY_STORAGE_S3_REDIRECT"] = str(request.param == "s3-redirect").lower()
-    env["REGISTRY_LOG_LEVEL"] = "info"
-    server = RegistryProcess(tmp_path / "data", env).start()
-    yield server
+    """`registry serve`, open (no auth), on each blob store."""
+    server = RegistryProcess(tmp_path / "data", store_environment(request, request.param))
+    yield server.start()
     server.stop()
 
 

@@ -9,16 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Containerd, Docker, RegistryProcess
+from tests.e2e.conftest import Containerd, Docker, RegistryProcess, store_environment
 from tests.e2e.images import image_id, layer_tar, load_image, make_image, write_docker_archive
 
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture
-def secured(tmp_path: Path) -> Iterator[RegistryProcess]:
-    server = RegistryProcess(tmp_path / "data", env={"REGISTRY_AUTH_ENABLED": "true"}).start()
-    yield server
+@pytest.fixture(params=["filesystem", "s3-redirect"])
+def secured(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RegistryProcess]:
+    """`registry serve` with authentication on, on the filesystem and on S3."""
+    env = {**store_environment(request, request.param), "REGISTRY_AUTH_ENABLED": "true"}
+    server = RegistryProcess(tmp_path / "data", env)
+    yield server.start()
     server.stop()
 
 

@@ -11,7 +11,7 @@ from subprocess import CompletedProcess
 import pytest
 
 from registry.mediatypes import OCI_INDEX
-from tests.e2e.conftest import RegistryProcess
+from tests.e2e.conftest import RegistryProcess, store_environment
 from tests.e2e.images import layer_tar, make_image, write_oci_layout
 
 pytestmark = pytest.mark.e2e
@@ -75,8 +75,12 @@ def test_copy_all_inspect_list_delete(
     assert json.loads(skopeo("list-tags", "--tls-verify=false", remote).stdout)["Tags"] == []
 
 
-def test_copy_with_credentials(skopeo: Skopeo, tmp_path: Path) -> None:
-    server = RegistryProcess(tmp_path / "data", env={"REGISTRY_AUTH_ENABLED": "true"}).start()
+@pytest.mark.parametrize("store", ["filesystem", "s3-stream"])
+def test_copy_with_credentials(
+    skopeo: Skopeo, tmp_path: Path, request: pytest.FixtureRequest, store: str
+) -> None:
+    env = {**store_environment(request, store), "REGISTRY_AUTH_ENABLED": "true"}
+    server = RegistryProcess(tmp_path / "data", env).start()
     try:
         server.cli("user", "add", "dana", "--password-stdin", stdin="dana-password\n")
         source = tmp_path / "source"
