@@ -83,6 +83,25 @@ def _purge_uploads(settings: Settings, idle_hours: float) -> int:
     return 0
 
 
+def _check_s3(settings: Settings) -> str | None:
+    """Why the S3 bucket cannot be used, or None if it can."""
+    from registry.storage.base import StorageError
+    from registry.storage.s3 import S3Store
+
+    async def check() -> None:
+        store = S3Store(settings.storage.s3)
+        try:
+            await store.check()
+        finally:
+            await store.close()
+
+    try:
+        asyncio.run(check())
+    except StorageError as exc:
+        return f"{exc}; check the bucket, endpoint_url and credentials"
+    return None
+
+
 def _first_admin(settings: Settings) -> None:
     """With no admin yet, create `admin`: with REGISTRY_ADMIN_PASSWORD, or with a random
     password printed here once and kept in the data folder, readable by its owner only."""
@@ -121,6 +140,9 @@ def _serve(settings: Settings, config_path: str | None) -> int:
         except ConfigError as exc:
             print(f"registry: {exc}", file=sys.stderr)
             return 2
+    if settings.storage.driver == "s3" and (problem := _check_s3(settings)):
+        print(f"registry: storage.s3: {problem}", file=sys.stderr)
+        return 2
     _migrate(settings)
     if settings.auth.enabled:
         _first_admin(settings)

@@ -102,6 +102,13 @@ class S3Store(BlobStore):
         except BotoCoreError as exc:
             raise StorageError(f"S3 {what} failed: {exc}") from exc
 
+    async def check(self) -> None:
+        """Raise StorageError unless the bucket is there and these credentials reach it."""
+        try:
+            await self._call("head_bucket")
+        except _Missing as exc:
+            raise StorageError(f"bucket {self.bucket!r} does not exist") from exc
+
     def _blob(self, digest: Digest) -> str:
         return self.prefix + blob_key(digest)
 

@@ -7,7 +7,9 @@ import subprocess
 from pathlib import Path
 
 from registry import __version__
+from tests.conftest import s3_environment
 from tests.e2e.conftest import REGISTRY
+from tests.peers.s3 import MotoServer
 
 
 def run(
@@ -60,3 +62,18 @@ def test_bad_token_key_stops_the_start_with_one_line(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.startswith(f"registry: config: auth.key_file: {key} is not")
     assert result.stderr.count("\n") == 1
+
+
+def test_missing_s3_bucket_stops_the_start_with_one_line(
+    tmp_path: Path, s3_server: MotoServer
+) -> None:
+    env = {
+        **s3_environment(s3_server, "no-such-bucket"),
+        "REGISTRY_DATA_DIR": str(tmp_path / "d"),
+    }
+    result = run("serve", env=env)
+    assert result.returncode == 2
+    assert result.stderr == (
+        "registry: storage.s3: bucket 'no-such-bucket' does not exist; "
+        "check the bucket, endpoint_url and credentials\n"
+    )
