@@ -116,3 +116,31 @@ class StoreContract:
             await store.upload_size(abandoned)
         await store.upload_cancel(kept)
         assert self.leftovers(store) == []
+
+    @pytest.mark.anyio
+    @pytest.mark.parametrize("size", [0, 5, 3 * 1024 * 1024 + 1])
+    async def test_write_blob_of_known_digest(self, store: BlobStore, size: int) -> None:
+        data = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+        digest = Digest.of(data)
+        hasher = hashlib.sha256()
+        written = await store.write_blob(
+            digest,
+            chunks(data[: size // 2], data[size // 2 :]),
+            hasher.update,
+            lambda: hasher.hexdigest() == digest.hex,
+        )
+        assert written == size
+        assert await store.read_bytes(digest) == data
+        assert self.leftovers(store) == []
+
+    @pytest.mark.anyio
+    async def test_write_blob_refused_leaves_nothing(self, store: BlobStore) -> None:
+        digest = Digest.of(b"what was promised")
+        seen = bytearray()
+        written = await store.write_blob(
+            digest, chunks(b"something else" * 30_000), seen.extend, lambda: False
+        )
+        assert written is None
+        assert bytes(seen) == b"something else" * 30_000
+        assert await store.stat(digest) is None
+        assert self.leftovers(store) == []

@@ -75,6 +75,12 @@ class UploadService:
         """Verify the whole upload against `digest` and make it a blob of the repository.
         A mismatch ends the session and stores nothing."""
         size = await self.offset(repository, upload_id)
+        if size == 0 and chunks is not None:
+            # All the content comes now, with its digest: straight to the blob's place.
+            size = await self._write_direct(upload_id, digest, chunks)
+            await self.store.upload_cancel(upload_id)
+            await self._link(repository, upload_id, digest, size)
+            return size
         if chunks is not None:
             size = await self._write(upload_id, size, chunks)
         if digest.algorithm == DEFAULT_ALGORITHM:
@@ -83,17 +89,28 @@ class UploadService:
             actual = (await self._hash_stored(upload_id, digest.algorithm)).hexdigest()
         if actual != digest.hex:
             await self._discard(upload_id)
-            raise DigestInvalid(
-                {"digest": str(digest)},
-                message=f"the upload's content has digest {digest.algorithm}:{actual}, "
-                f"not {digest}",
-            )
+            raise _mismatch(digest, actual)
         await self.store.upload_commit(upload_id, digest)
         self._hashers.pop(upload_id, None)
+        await self._link(repository, upload_id, digest, size)
+        return size
+
+    async def _link(self, repository: str, upload_id: str, digest: Digest, size: int) -> None:
         async with self.db.write() as conn:
             repo_id = await queries.ensure_repository(conn, repository)
             await queries.link_blob(conn, repo_id, str(digest), size)
             await queries.delete_upload(conn, upload_id)
+
+    async def _write_direct(
+        self, upload_id: str, digest: Digest, chunks: AsyncIterable[bytes]
+    ) -> int:
+        hasher = hashlib.new(digest.algorithm)
+        size = await self.store.write_blob(
+            digest, chunks, hasher.update, lambda: hasher.hexdigest() == digest.hex
+        )
+        if size is None:
+            await self._discard(upload_id)
+            raise _mismatch(digest, hasher.hexdigest())
         return size
 
     async def cancel(self, repository: str, upload_id: str) -> None:
@@ -163,6 +180,13 @@ class UploadService:
         self._hashers.move_to_end(upload_id)
         while len(self._hashers) > _HASHER_CACHE:
             self._hashers.popitem(last=False)
+
+
+def _mismatch(digest: Digest, actual: str) -> DigestInvalid:
+    return DigestInvalid(
+        {"digest": str(digest)},
+        message=f"the upload's content has digest {digest.algorithm}:{actual}, not {digest}",
+    )
 
 
 def _range_header(offset: int) -> dict[str, str]:

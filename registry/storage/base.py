@@ -74,6 +74,18 @@ class BlobStore(ABC):
         """Store a small blob atomically; storing existing content again is a no-op."""
 
     @abstractmethod
+    async def write_blob(
+        self,
+        digest: Digest,
+        chunks: AsyncIterable[bytes],
+        observe: Callable[[bytes], None],
+        accept: Callable[[], bool],
+    ) -> int | None:
+        """Stream a blob whose digest is known in advance straight to its place. `observe`
+        sees every piece; once the stream ends, `accept` says whether the bytes match.
+        Only accepted bytes become visible. Returns the size, or None if not accepted."""
+
+    @abstractmethod
     async def delete(self, digest: Digest) -> None:
         """Remove a blob; removing a missing blob is not an error."""
 

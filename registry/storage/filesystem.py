@@ -92,6 +92,46 @@ class FilesystemStore(BlobStore):
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, target)
 
+    async def write_blob(
+        self,
+        digest: Digest,
+        chunks: AsyncIterable[bytes],
+        observe: Callable[[bytes], None],
+        accept: Callable[[], bool],
+    ) -> int | None:
+        temp = self.root / "uploads" / f"put-{uuid.uuid4()}"
+        f = await to_thread.run_sync(open, temp, "wb")
+        try:
+            size = 0
+            buffer = bytearray()
+            async for chunk in chunks:
+                observe(chunk)
+                buffer += chunk
+                if len(buffer) >= IO_CHUNK:
+                    await to_thread.run_sync(f.write, bytes(buffer))
+                    size += len(buffer)
+                    buffer.clear()
+            await to_thread.run_sync(f.write, bytes(buffer))
+            size += len(buffer)
+            await to_thread.run_sync(self._sync, f.fileno())
+            f.close()
+            if not accept():
+                return None
+            target = self._blob(digest)
+            await to_thread.run_sync(self._place, temp, target)
+            return size
+        except OSError as exc:
+            raise StorageError(f"writing blob {digest}: {exc}") from exc
+        finally:
+            f.close()
+            with contextlib.suppress(FileNotFoundError):
+                await to_thread.run_sync(os.unlink, temp)
+
+    @staticmethod
+    def _place(temp: Path, target: Path) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(temp, target)
+
     async def delete(self, digest: Digest) -> None:
         with contextlib.suppress(FileNotFoundError):
             await to_thread.run_sync(os.unlink, self._blob(digest))

@@ -151,6 +151,62 @@ class S3Store(BlobStore):
     async def put_bytes(self, digest: Digest, data: bytes) -> None:
         await self._call("put_object", Key=self._blob(digest), Body=data)
 
+    async def write_blob(
+        self,
+        digest: Digest,
+        chunks: AsyncIterable[bytes],
+        observe: Callable[[bytes], None],
+        accept: Callable[[], bool],
+    ) -> int | None:
+        """A multipart upload at the blob's own key, completed only if the bytes match.
+        Parts start at `part_size` and double every eighth of `max_parts`, so the part
+        limit is never reached for any object S3 can hold."""
+        target = self._blob(digest)
+        upload_id = (await self._call("create_multipart_upload", Key=target))["UploadId"]
+        try:
+            parts: list[dict[str, Any]] = []
+            size = 0
+            buffer = bytearray()
+            async for chunk in chunks:
+                observe(chunk)
+                buffer += chunk
+                while len(buffer) >= (wanted := self._part_size(len(parts) + 1)):
+                    await self._put_part(target, upload_id, parts, bytes(buffer[:wanted]))
+                    del buffer[:wanted]
+                    size += wanted
+            if buffer or not parts:
+                await self._put_part(target, upload_id, parts, bytes(buffer))
+                size += len(buffer)
+            if not accept():
+                await self._call("abort_multipart_upload", Key=target, UploadId=upload_id)
+                return None
+            await self._call(
+                "complete_multipart_upload",
+                Key=target,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+            )
+            return size
+        except BaseException:
+            with anyio.CancelScope(shield=True), contextlib.suppress(StorageError):
+                await self._call("abort_multipart_upload", Key=target, UploadId=upload_id)
+            raise
+
+    def _part_size(self, number: int) -> int:
+        if number > self.settings.max_parts:
+            raise StorageError(f"a blob needs more than {self.settings.max_parts} parts")
+        step = max(1, self.settings.max_parts // 8)
+        return int(self.settings.part_size * 2 ** ((number - 1) // step))
+
+    async def _put_part(
+        self, target: str, upload_id: str, parts: list[dict[str, Any]], data: bytes
+    ) -> None:
+        number = len(parts) + 1
+        result = await self._call(
+            "upload_part", Key=target, UploadId=upload_id, PartNumber=number, Body=data
+        )
+        parts.append({"PartNumber": number, "ETag": result["ETag"]})
+
     async def delete(self, digest: Digest) -> None:
         await self._call("delete_object", Key=self._blob(digest))
 

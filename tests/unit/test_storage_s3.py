@@ -114,3 +114,20 @@ async def test_unreachable_s3_is_a_storage_error(s3_server: MotoServer) -> None:
         assert "S3 head_object failed" in str(failed.value)
     finally:
         s3_server.relay.restore()
+
+
+async def test_known_digest_parts_grow_to_stay_within_the_part_limit(
+    s3_server: MotoServer,
+) -> None:
+    # A limit of 4 parts: they grow 256 KiB, 512 KiB, 1 MiB, then the rest (up to 2 MiB).
+    store = make_store(s3_server, max_parts=4)
+    data = bytes(range(256)) * (3 * 1024 * 4)  # 3 MiB
+    digest = Digest.of(data)
+    assert await store.write_blob(digest, chunks(data), lambda _: None, lambda: True) == len(data)
+    assert await store.read_bytes(digest) == data
+    too_big = b"y" * (4 * 1024 * 1024)
+    with pytest.raises(StorageError) as failed:
+        await store.write_blob(Digest.of(too_big), chunks(too_big), lambda _: None, lambda: True)
+    assert "more than 4 parts" in str(failed.value)
+    assert s3_server.multipart_uploads(store.bucket) == []
+    assert await store.stat(Digest.of(too_big)) is None
