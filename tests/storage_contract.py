@@ -144,3 +144,11 @@ class StoreContract:
         assert bytes(seen) == b"something else" * 30_000
         assert await store.stat(digest) is None
         assert self.leftovers(store) == []
+
+    @pytest.mark.anyio
+    async def test_empty_blob(self, store: BlobStore) -> None:
+        digest = Digest.of(b"")
+        await store.put_bytes(digest, b"")
+        assert await store.stat(digest) == 0
+        assert await collect(store.read(digest)) == b""
+        assert await collect(store.read(digest, 0, 0)) == b""

@@ -128,6 +128,11 @@ class S3Store(BlobStore):
         self, digest: Digest, offset: int = 0, length: int | None = None
     ) -> AsyncIterator[bytes]:
         params: dict[str, Any] = {"Key": self._blob(digest)}
+        if length == 0:
+            # Nothing to read, and no Range header can ask S3 for nothing.
+            if await self.stat(digest) is None:
+                raise BlobNotFound(str(digest))
+            return
         if offset or length is not None:
             end = "" if length is None else str(offset + length - 1)
             params["Range"] = f"bytes={offset}-{end}"

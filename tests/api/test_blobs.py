@@ -95,3 +95,11 @@ async def test_delete(client: httpx.AsyncClient) -> None:
     assert_error(await client.delete(f"/v2/team/app/blobs/{digest}"), 404, "BLOB_UNKNOWN")
     # The content is shared: another repository that links it still serves it.
     assert (await client.get(f"/v2/team/other/blobs/{digest}")).content == DATA
+
+
+async def test_empty_blob(client: httpx.AsyncClient) -> None:
+    digest = await push_blob(client, "team/app", b"")
+    r = await client.get(f"/v2/team/app/blobs/{digest}")
+    assert r.status_code == 200
+    assert r.headers["Content-Length"] == "0"
+    assert r.content == b""
