@@ -1,0 +1,188 @@
+"""A client for an upstream registry: manifests and blobs over the distribution API, with
+the Docker token dance (anonymous or with credentials) and tokens reused until they
+expire. The pull-through mirror builds on it.
+
+Failures reach callers as UpstreamError with the HTTP status (0 when the upstream could
+not be reached), so the mirror can tell "not there" (404) from "down" or "limited" (429).
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import httpx
+
+from registry.digest import Digest
+from registry.mediatypes import MANIFEST_TYPES
+
+DOCKER_HUB_HOSTS = frozenset({"registry-1.docker.io", "index.docker.io", "docker.io"})
+# Asked of every upstream: all the manifest kinds we serve, indexes first.
+ACCEPT = ", ".join(sorted(MANIFEST_TYPES, reverse=True))
+# A token without expires_in lives 60 s (the token spec's default); renew a little early.
+_DEFAULT_TOKEN_SECONDS = 60
+_RENEW_EARLY_SECONDS = 10
+_CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
+
+
+class UpstreamError(Exception):
+    """The upstream failed or refused; `status` is its HTTP status, 0 if unreachable."""
+
+    def __init__(self, status: int, message: str, retry_after: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteManifest:
+    digest: str
+    media_type: str
+    content: bytes
+
+
+class Upstream:
+    def __init__(
+        self,
+        url: str,
+        client: httpx.AsyncClient,
+        username: str | None = None,
+        password: str | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.client = client
+        self.credentials = (username, password or "") if username else None
+        self.docker_hub = (urlsplit(self.url).hostname or "") in DOCKER_HUB_HOSTS
+        # Tokens by scope, with the monotonic time they stop being used.
+        self._tokens: dict[str, tuple[str, float]] = {}
+        # Set when the upstream asks for HTTP Basic instead of tokens.
+        self._basic: str | None = None
+
+    def remote_name(self, name: str) -> str:
+        """Docker Hub keeps official images under `library/`: `busybox` is
+        `library/busybox` there."""
+        return f"library/{name}" if self.docker_hub and "/" not in name else name
+
+    async def manifest_digest(self, name: str, reference: str) -> str | None:
+        """The digest a tag (or digest) points at now, by HEAD: cheap, and Docker Hub does
+        not count it against pull limits. None if the upstream does not have it."""
+        response = await self._send("HEAD", name, f"manifests/{reference}")
+        if response.status_code == 404:
+            return None
+        _raise_for(response, f"HEAD manifest {name}:{reference}")
+        digest = response.headers.get("docker-content-digest")
+        if digest is None:
+            # Some registries answer HEAD without it; a GET tells.
+            manifest = await self.manifest(name, reference)
+            return manifest.digest if manifest else None
+        return digest
+
+    async def manifest(
+        self, name: str, reference: str, limit: int = 4 * 1024 * 1024
+    ) -> RemoteManifest | None:
+        """The manifest, verified against its digest (the one asked for, or the one the
+        upstream names). None if the upstream does not have it."""
+        response = await self._send("GET", name, f"manifests/{reference}", stream=True)
+        try:
+            if response.status_code == 404:
+                return None
+            _raise_for(response, f"GET manifest {name}:{reference}")
+            body = bytearray()
+            async for piece in response.aiter_bytes():
+                body += piece
+                if len(body) > limit:
+                    raise UpstreamError(502, f"upstream manifest {name}:{reference} is too large")
+        finally:
+            await response.aclose()
+        content = bytes(body)
+        named = reference if reference.startswith("sha") and ":" in reference else None
+        named = named or response.headers.get("docker-content-digest")
+        actual = Digest.of(content, Digest.parse(named).algorithm if named else "sha256")
+        if named is not None and str(actual) != named:
+            raise UpstreamError(
+                502, f"upstream manifest {name}:{reference} does not match digest {named}"
+            )
+        media_type = response.headers.get("content-type", "").split(";")[0].strip()
+        return RemoteManifest(str(actual), media_type, content)
+
+    @asynccontextmanager
+    async def blob(self, name: str, digest: str) -> AsyncIterator[httpx.Response]:
+        """An open, streaming response for the blob (redirects followed)."""
+        response = await self._send("GET", name, f"blobs/{digest}", stream=True)
+        try:
+            _raise_for(response, f"GET blob {name}@{digest}")
+            yield response
+        finally:
+            await response.aclose()
+
+    async def _send(
+        self, method: str, name: str, path: str, stream: bool = False
+    ) -> httpx.Response:
+        remote = self.remote_name(name)
+        url = f"{self.url}/v2/{remote}/{path}"
+        scope = f"repository:{remote}:pull"
+        headers = {"Accept": ACCEPT}
+        for attempt in range(2):
+            authorization = self._authorization(scope)
+            if authorization:
+                headers["Authorization"] = authorization
+            try:
+                request = self.client.build_request(method, url, headers=headers)
+                response = await self.client.send(request, stream=stream, follow_redirects=True)
+            except httpx.HTTPError as exc:
+                raise UpstreamError(0, f"upstream {self.url} unreachable: {exc}") from exc
+            if response.status_code != 401 or attempt:
+                return response
+            challenge = response.headers.get("www-authenticate", "")
+            await response.aclose()
+            await self._authenticate(challenge, scope)
+        raise AssertionError("unreachable")
+
+    def _authorization(self, scope: str) -> str | None:
+        if self._basic is not None:
+            return self._basic
+        token = self._tokens.get(scope)
+        if token is not None and token[1] > time.monotonic():
+            return f"Bearer {token[0]}"
+        return None
+
+    async def _authenticate(self, challenge: str, scope: str) -> None:
+        scheme, _, rest = challenge.partition(" ")
+        params = dict(_CHALLENGE_PARAM.findall(rest))
+        if scheme.lower() == "basic" and self.credentials:
+            user, password = self.credentials
+            self._basic = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+            return
+        if scheme.lower() != "bearer" or "realm" not in params:
+            raise UpstreamError(401, f"upstream {self.url} asks for {scheme or 'no'} auth")
+        query = {"scope": params.get("scope", scope)}
+        if "service" in params:
+            query["service"] = params["service"]
+        try:
+            response = await self.client.get(
+                params["realm"], params=query, auth=self.credentials or httpx.USE_CLIENT_DEFAULT
+            )
+        except httpx.HTTPError as exc:
+            raise UpstreamError(0, f"upstream token service unreachable: {exc}") from exc
+        _raise_for(response, "upstream token request")
+        body = response.json()
+        token = body.get("token") or body.get("access_token")
+        if not token:
+            raise UpstreamError(502, "upstream token response has no token")
+        lifetime = int(body.get("expires_in") or _DEFAULT_TOKEN_SECONDS)
+        self._tokens[scope] = (token, time.monotonic() + lifetime - _RENEW_EARLY_SECONDS)
+
+
+def _raise_for(response: httpx.Response, what: str) -> None:
+    if response.is_success:
+        return
+    raise UpstreamError(
+        response.status_code,
+        f"{what}: upstream answered {response.status_code}",
+        response.headers.get("retry-after"),
+    )
