@@ -1,47 +1,46 @@
-"""Failed-login limits per (account, client address), kept in this process.
+"""Failed-login limits per (account, client address), kept in the database so that every
+replica and worker counts the same failures.
 
-With several replicas each keeps its own count, so an attacker gets at most `attempts`
-tries per window per replica: still a few guesses a minute against an argon2 hash.
+A window opens at the first failure; `attempts` failures inside it shut that account to
+that address until the window ends. A success clears the count.
 """
 
 from __future__ import annotations
 
 import math
-import time
-from collections import deque
+from datetime import UTC, datetime, timedelta
 
-# Past this many tracked keys, expired entries are swept on the next failure.
-_SWEEP_AT = 10_000
+from registry.metadata import accounts as q
+from registry.metadata.database import Database
 
 
 class LoginLimiter:
-    def __init__(self, attempts: int, window_seconds: float) -> None:
+    def __init__(self, db: Database, attempts: int, window_seconds: float) -> None:
+        self.db = db
         self.attempts = attempts
-        self.window = window_seconds
-        self._failures: dict[tuple[str, str], deque[float]] = {}
+        self.window = timedelta(seconds=window_seconds)
 
-    def retry_after(self, account: str, client: str) -> int | None:
-        """Seconds until the next attempt may be made, or None if it may be made now."""
-        failures = self._failures.get((account, client))
-        if not failures:
-            return None
-        self._expire(failures, time.monotonic())
-        if len(failures) < self.attempts:
-            return None
-        return max(1, math.ceil(failures[0] + self.window - time.monotonic()))
+    async def check(self, account: str, client: str) -> tuple[int | None, int]:
+        """Seconds until the next attempt may be made (None: now), and the failures that
+        count so far."""
+        async with self.db.read() as conn:
+            found = await q.login_failures(conn, account, client)
+        if found is None:
+            return None, 0
+        first_at, count = found
+        # SQLite hands back naive datetimes; everything is stored in UTC.
+        first_at = first_at if first_at.tzinfo else first_at.replace(tzinfo=UTC)
+        remaining = (first_at + self.window - datetime.now(UTC)).total_seconds()
+        if remaining <= 0:
+            return None, 0
+        if count < self.attempts:
+            return None, count
+        return max(1, math.ceil(remaining)), count
 
-    def failed(self, account: str, client: str) -> None:
-        now = time.monotonic()
-        if len(self._failures) >= _SWEEP_AT:
-            for key, failures in list(self._failures.items()):
-                self._expire(failures, now)
-                if not failures:
-                    del self._failures[key]
-        self._failures.setdefault((account, client), deque()).append(now)
+    async def failed(self, account: str, client: str) -> None:
+        async with self.db.write() as conn:
+            await q.count_login_failure(conn, account, client, datetime.now(UTC) - self.window)
 
-    def succeeded(self, account: str, client: str) -> None:
-        self._failures.pop((account, client), None)
-
-    def _expire(self, failures: deque[float], now: float) -> None:
-        while failures and failures[0] <= now - self.window:
-            failures.popleft()
+    async def succeeded(self, account: str, client: str) -> None:
+        async with self.db.write() as conn:
+            await q.clear_login_failures(conn, account, client)

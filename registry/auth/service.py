@@ -29,12 +29,14 @@ class AuthService:
         self.settings = settings
         self.accounts = accounts
         self.tokens = tokens
-        self.limiter = LoginLimiter(settings.login_attempts, settings.login_window_seconds)
+        self.limiter = LoginLimiter(
+            accounts.db, settings.login_attempts, settings.login_window_seconds
+        )
         self._basic: dict[tuple[str, bytes], tuple[Account, float]] = {}
 
     async def login(self, name: str, password: str, client: str) -> Account:
         """Check a name and password (or robot secret), within the failed-login limit."""
-        wait = self.limiter.retry_after(name, client)
+        wait, failures = await self.limiter.check(name, client)
         if wait is not None:
             log.warning("login for %r from %s refused: too many failures", name, client)
             raise TooManyRequests(
@@ -43,10 +45,11 @@ class AuthService:
             )
         account = await self.accounts.authenticate(name, password)
         if account is None:
-            self.limiter.failed(name, client)
+            await self.limiter.failed(name, client)
             log.warning("failed login for %r from %s", name, client)
             raise Unauthorized(message="incorrect username or password")
-        self.limiter.succeeded(name, client)
+        if failures:
+            await self.limiter.succeeded(name, client)
         return account
 
     async def login_cached(self, name: str, password: str, client: str) -> Account:

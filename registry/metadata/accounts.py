@@ -10,7 +10,7 @@ from datetime import datetime
 from sqlalchemy import delete, exists, func, select, union, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from registry.metadata.models import Member, Namespace, Robot, RobotGrant, User, now
+from registry.metadata.models import LoginFailure, Member, Namespace, Robot, RobotGrant, User, now
 from registry.metadata.queries import dialect_insert
 
 
@@ -274,3 +274,42 @@ async def list_robots(
     if namespace is not None:
         query = query.where(Namespace.name == namespace)
     return [tuple(row) for row in await conn.execute(query)]  # type: ignore[misc]
+
+
+# Failed logins
+
+
+async def login_failures(
+    conn: AsyncConnection, account: str, client: str
+) -> tuple[datetime, int] | None:
+    row = (
+        await conn.execute(
+            select(LoginFailure.first_at, LoginFailure.count).where(
+                LoginFailure.account == account, LoginFailure.client == client
+            )
+        )
+    ).first()
+    return (row[0], row[1]) if row else None
+
+
+async def count_login_failure(
+    conn: AsyncConnection, account: str, client: str, window_start: datetime
+) -> None:
+    """Count one failure; failures from before `window_start` no longer count (for this
+    pair, or any other: expired rows are swept here)."""
+    await conn.execute(delete(LoginFailure).where(LoginFailure.first_at < window_start))
+    statement = dialect_insert(conn, LoginFailure).values(
+        account=account, client=client, first_at=now(), count=1
+    )
+    await conn.execute(
+        statement.on_conflict_do_update(
+            index_elements=[LoginFailure.account, LoginFailure.client],
+            set_={"count": LoginFailure.count + 1},
+        )
+    )
+
+
+async def clear_login_failures(conn: AsyncConnection, account: str, client: str) -> None:
+    await conn.execute(
+        delete(LoginFailure).where(LoginFailure.account == account, LoginFailure.client == client)
+    )

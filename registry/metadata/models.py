@@ -182,3 +182,14 @@ class RobotGrant(Base):
         ForeignKey("namespaces.id", ondelete="CASCADE"), primary_key=True, index=True
     )
     actions: Mapped[str] = mapped_column(String(64))
+
+
+class LoginFailure(Base):
+    """Failed logins of one account from one address since `first_at`: shared by every
+    replica, so the limit holds however many there are."""
+
+    __tablename__ = "login_failures"
+    account: Mapped[str] = mapped_column(String(128), primary_key=True)
+    client: Mapped[str] = mapped_column(String(64), primary_key=True)
+    first_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    count: Mapped[int] = mapped_column(Integer)

@@ -601,6 +601,28 @@ async def test_failed_logins_are_limited_per_account_and_address(
     assert_error(await anon.get("/token", headers=basic("bob", "guess")), 401, "UNAUTHORIZED")
 
 
+async def test_failed_logins_are_counted_across_replicas(
+    anon: httpx.AsyncClient, alice: str, make_settings: Callable[..., Settings]
+) -> None:
+    for _ in range(3):
+        assert_error(await anon.get("/token", headers=basic(alice, "guess")), 401, "UNAUTHORIZED")
+    replica = create_app(make_settings(auth_enabled="true", auth_login_attempts="3"))
+    transport = httpx.ASGITransport(app=replica, client=("10.0.0.1", 40001))
+    async with httpx.AsyncClient(transport=transport, base_url="http://registry.test") as c:
+        r = await c.get("/token", headers=basic(alice, PASSWORD))
+        assert_error(r, 429, "TOOMANYREQUESTS")
+    await replica.state.registry.close()
+
+
+async def test_a_success_clears_the_count(anon: httpx.AsyncClient, alice: str) -> None:
+    for _ in range(2):
+        assert_error(await anon.get("/token", headers=basic(alice, "guess")), 401, "UNAUTHORIZED")
+    assert (await anon.get("/token", headers=basic(alice, PASSWORD))).status_code == 200
+    for _ in range(2):
+        assert_error(await anon.get("/token", headers=basic(alice, "guess")), 401, "UNAUTHORIZED")
+    assert (await anon.get("/token", headers=basic(alice, PASSWORD))).status_code == 200
+
+
 async def test_secrets_never_reach_the_log(
     anon: httpx.AsyncClient, alice: str, caplog: pytest.LogCaptureFixture
 ) -> None:
