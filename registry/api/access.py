@@ -49,20 +49,18 @@ def protect(endpoint: Endpoint, **by_method: str) -> Endpoint:
     return guarded
 
 
-def protect_catalog(endpoint: Endpoint) -> Endpoint:
+def require(endpoint: Endpoint, scope: Scope | None) -> Endpoint:
+    """Guard an endpoint outside any repository: the catalog's scope, or (None) any
+    authenticated caller, anonymous included."""
+
     async def guarded(request: Request) -> Response:
-        await authorize(request, Scope(*CATALOG, frozenset({"*"})))
+        await authorize(request, scope)
         return await endpoint(request)
 
     return guarded
 
 
-def protect_base(endpoint: Endpoint) -> Endpoint:
-    async def guarded(request: Request) -> Response:
-        await authorize(request, None)
-        return await endpoint(request)
-
-    return guarded
+CATALOG_SCOPE = Scope(*CATALOG, frozenset({"*"}))
 
 
 async def authorize(request: Request, scope: Scope | None) -> None:

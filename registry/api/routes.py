@@ -5,13 +5,13 @@ from __future__ import annotations
 from starlette.routing import Route
 
 from registry.api import accounts, base, blobs, manifests, referrers, tags, token, uploads
-from registry.api.access import protect, protect_base, protect_catalog
+from registry.api.access import CATALOG_SCOPE, protect, require
 from registry.auth.scopes import DELETE, PULL, PUSH
 
 # Order matters where patterns overlap: the uploads routes precede the blob route.
 ROUTES = [
-    Route("/v2/", protect_base(base.version_check), methods=["GET"]),
-    Route("/v2/_catalog", protect_catalog(tags.catalog), methods=["GET"]),
+    Route("/v2/", require(base.version_check, None), methods=["GET"]),
+    Route("/v2/_catalog", require(tags.catalog, CATALOG_SCOPE), methods=["GET"]),
     Route("/v2/{name:path}/tags/list", protect(tags.tags_list, GET=PULL), methods=["GET"]),
     Route(
         "/v2/{name:path}/manifests/{reference}",

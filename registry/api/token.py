@@ -12,8 +12,8 @@ from starlette.responses import JSONResponse
 from registry.api.access import client_address, decode_basic
 from registry.api.common import registry_of, small_body
 from registry.auth.accounts import Account
-from registry.auth.identity import ANONYMOUS
-from registry.auth.scopes import parse_scopes
+from registry.auth.identity import ANONYMOUS, Identity
+from registry.auth.scopes import Scope, parse_scopes
 from registry.auth.service import AuthService
 from registry.errors import RegistryError, RouteUnknown, Unauthorized
 
@@ -59,18 +59,9 @@ async def _get(request: Request, auth: AuthService) -> JSONResponse:
             raise Unauthorized(
                 message=f"account {requested[:100]!r} does not match the credentials given"
             )
+    offline = account is not None and params.get("offline_token", "").lower() == "true"
     identity = account.identity if account else ANONYMOUS
-    granted = await auth.grant(identity, scopes)
-    issued = auth.issue(identity, granted)
-    body: dict[str, object] = {
-        "token": issued.token,
-        "access_token": issued.token,
-        "expires_in": issued.expires_in,
-        "issued_at": _rfc3339(issued.issued_at),
-    }
-    if account is not None and params.get("offline_token", "").lower() == "true":
-        body["refresh_token"] = auth.refresh_token(account)
-    return JSONResponse(body, headers=_NO_STORE)
+    return await _answer(auth, identity, scopes, account if offline else None)
 
 
 async def _oauth2(request: Request, auth: AuthService) -> JSONResponse:
@@ -89,17 +80,32 @@ async def _oauth2(request: Request, auth: AuthService) -> JSONResponse:
             {"grant_type": (grant_type or "")[:50]},
             message="grant_type must be password or refresh_token",
         )
-    granted = await auth.grant(account.identity, scopes)
-    issued = auth.issue(account.identity, granted)
+    offline = grant_type == "password" and form.get("access_type") == "offline"
+    return await _answer(auth, account.identity, scopes, account if offline else None, oauth2=True)
+
+
+async def _answer(
+    auth: AuthService,
+    identity: Identity,
+    scopes: list[Scope],
+    refresh_for: Account | None,
+    *,
+    oauth2: bool = False,
+) -> JSONResponse:
+    """A token for what `identity` may have of `scopes`, and a refresh token for
+    `refresh_for` if given. The OAuth2 form also names the scopes granted."""
+    granted = await auth.grant(identity, scopes)
+    issued = auth.issue(identity, granted)
     body: dict[str, object] = {
-        "access_token": issued.token,
         "token": issued.token,
-        "scope": " ".join(str(scope) for scope in granted),
+        "access_token": issued.token,
         "expires_in": issued.expires_in,
         "issued_at": _rfc3339(issued.issued_at),
     }
-    if grant_type == "password" and form.get("access_type") == "offline":
-        body["refresh_token"] = auth.refresh_token(account)
+    if oauth2:
+        body["scope"] = " ".join(str(scope) for scope in granted)
+    if refresh_for is not None:
+        body["refresh_token"] = auth.refresh_token(refresh_for)
     return JSONResponse(body, headers=_NO_STORE)
 
 

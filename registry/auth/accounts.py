@@ -114,34 +114,24 @@ class Accounts:
         if name.startswith(ROBOT_PREFIX):
             async with self.db.read() as conn:
                 robot = await q.robot_by_name(conn, name)
-            stored = robot.secret_digest if robot else None
-            if not secret_matches(secret, stored) or robot is None or not _robot_valid(robot):
+            if not secret_matches(secret, robot.secret_digest if robot else None):
                 return None
-            return Account(Identity(name, "robot"), credential_tag(robot.secret_digest))
+            return _robot_account(robot)
         async with self.db.read() as conn:
             user = await q.user_by_name(conn, name)
-        stored = user.password_hash if user else None
         # argon2 takes tens of milliseconds of CPU: keep it off the event loop.
         if not await anyio.to_thread.run_sync(
-            verify_password, secret, stored, limiter=self._hashing
+            verify_password, secret, user.password_hash if user else None, limiter=self._hashing
         ):
             return None
-        if user is None or user.disabled:
-            return None
-        return Account(Identity(name, "user", user.is_admin), credential_tag(user.password_hash))
+        return _user_account(user)
 
     async def account(self, name: str) -> Account | None:
         """The current state of a named account, or None if it is gone, disabled or expired."""
         async with self.db.read() as conn:
             if name.startswith(ROBOT_PREFIX):
-                robot = await q.robot_by_name(conn, name)
-                if robot is None or not _robot_valid(robot):
-                    return None
-                return Account(Identity(name, "robot"), credential_tag(robot.secret_digest))
-            user = await q.user_by_name(conn, name)
-        if user is None or user.disabled:
-            return None
-        return Account(Identity(name, "user", user.is_admin), credential_tag(user.password_hash))
+                return _robot_account(await q.robot_by_name(conn, name))
+            return _user_account(await q.user_by_name(conn, name))
 
     # Authorization
 
@@ -334,6 +324,19 @@ def _names(identity: Identity) -> tuple[str | None, str | None]:
     if identity.kind == "robot":
         return None, identity.name
     return None, None
+
+
+def _user_account(user: q.UserRow | None) -> Account | None:
+    if user is None or user.disabled:
+        return None
+    identity = Identity(user.name, "user", user.is_admin)
+    return Account(identity, credential_tag(user.password_hash))
+
+
+def _robot_account(robot: q.RobotRow | None) -> Account | None:
+    if robot is None or not _robot_valid(robot):
+        return None
+    return Account(Identity(robot.name, "robot"), credential_tag(robot.secret_digest))
 
 
 def _robot_valid(robot: q.RobotRow) -> bool:
