@@ -14,6 +14,7 @@ from registry.auth.service import AuthService
 from registry.auth.tokens import authority_from_settings
 from registry.config import Settings, load_settings
 from registry.metadata.database import Database
+from registry.proxy.mirror import Mirror
 from registry.services.blobs import BlobService
 from registry.services.listing import ListingService
 from registry.services.manifests import ManifestService
@@ -37,14 +38,24 @@ class Registry:
         self.manifests = ManifestService(self.db, self.store)
         self.listing = ListingService(self.db)
         self.auth = _auth_service(settings, self.db) if settings.auth.enabled else None
+        self.mirror = (
+            Mirror(
+                settings.mirror, self.db, self.store, self.manifests, settings.manifest_max_bytes
+            )
+            if settings.mirror.enabled
+            else None
+        )
 
     async def close(self) -> None:
+        if self.mirror is not None:
+            await self.mirror.close()
         await self.store.close()
         await self.db.close()
 
 
 def _auth_service(settings: Settings, db: Database) -> AuthService:
-    return AuthService(settings.auth, Accounts(db), authority_from_settings(settings))
+    mirror = settings.mirror if settings.mirror.enabled else None
+    return AuthService(settings.auth, Accounts(db, mirror), authority_from_settings(settings))
 
 
 def create_app(settings: Settings) -> Starlette:

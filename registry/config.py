@@ -15,8 +15,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
+
+from registry.names import NAME_COMPONENT
 
 
 class ConfigError(Exception):
@@ -94,6 +97,36 @@ class AuthSettings:
 
 
 @dataclass(frozen=True)
+class UpstreamSettings:
+    url: str = "https://registry-1.docker.io"
+    # Repositories whose first name component is this (say `ghcr.io`, for
+    # `ghcr.io/org/app`) come from this upstream, with the component removed. Empty: every
+    # other repository (Docker Hub's names, as Docker daemons ask a mirror for them).
+    prefix: str = ""
+    # Empty means anonymous (the token dance without credentials).
+    username: str = ""
+    password: str = ""
+
+
+@dataclass(frozen=True)
+class MirrorSettings:
+    enabled: bool = False
+    upstreams: tuple[UpstreamSettings, ...] = (UpstreamSettings(),)
+    # A tag is served from the cache this long before it is checked upstream again.
+    tag_ttl_seconds: int = 300
+    # When the upstream is down, errs or rate-limits, serve what the cache has.
+    offline_fallback: bool = True
+    # Refuse pushes everywhere. Otherwise namespaces that exist here (`registry namespace
+    # add`, personal namespaces) are hosted, and every other name is mirrored.
+    mirror_only: bool = True
+    # Anyone may pull mirrored repositories, anonymous callers included. Otherwise pulling
+    # them needs an account (any user or robot).
+    open: bool = False
+    # Seconds to wait for an upstream to connect or to send the next bytes.
+    timeout_seconds: int = 30
+
+
+@dataclass(frozen=True)
 class Settings:
     data_dir: str = "./data"
     log_level: str = "info"
@@ -104,6 +137,7 @@ class Settings:
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
+    mirror: MirrorSettings = field(default_factory=MirrorSettings)
 
     @property
     def database_url(self) -> str:
@@ -172,11 +206,45 @@ def _build(cls: type, raw: Any, environ: Mapping[str, str], prefix: str) -> Any:
             values[f.name] = _build(kind, raw.get(f.name, {}), environ, key + ".")
             continue
         env_name = "REGISTRY_" + key.upper().replace(".", "_")
+        item = _item_type(kind)
+        if item is not None:
+            if env_name in environ:
+                values[f.name] = _build_list(item, _list_from_env(key, environ[env_name]), key)
+            elif f.name in raw:
+                values[f.name] = _build_list(item, raw[f.name], key)
+            continue
         if env_name in environ:
             values[f.name] = _coerce(key, kind, environ[env_name])
         elif f.name in raw:
             values[f.name] = _coerce(key, kind, raw[f.name])
     return cls(**values)
+
+
+def _item_type(kind: Any) -> type | None:
+    """The settings class of a `tuple[X, ...]` field, or None for a plain field."""
+    if typing.get_origin(kind) is tuple:
+        item = typing.get_args(kind)[0]
+        if dataclasses.is_dataclass(item):
+            return item  # type: ignore[return-value]
+    return None
+
+
+def _list_from_env(key: str, text: str) -> Any:
+    """A list from one variable: YAML or JSON (`[{url: ..., prefix: ...}]`), or a bare
+    URL for a single entry."""
+    if "://" in text and not text.lstrip().startswith(("[", "{", "-")):
+        return [{"url": text.strip()}]
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise ConfigError(f"config: {key}: expected a YAML or JSON list") from None
+
+
+def _build_list(item: type, raw: Any, key: str) -> tuple[Any, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(f"config: {key}: expected a non-empty list of mappings")
+    empty: Mapping[str, str] = {}
+    return tuple(_build(item, entry, empty, f"{key}[{i}].") for i, entry in enumerate(raw))
 
 
 def _coerce(key: str, kind: Any, value: Any) -> Any:
@@ -235,12 +303,38 @@ def _validate(s: Settings) -> None:
     for key in ("token_ttl_seconds", "refresh_ttl_seconds", "login_attempts"):
         if getattr(s.auth, key) < 1:
             raise ConfigError(f"config: auth.{key}: must be at least 1, got {getattr(s.auth, key)}")
+    if s.mirror.enabled:
+        _validate_mirror(s.mirror)
     url = s.database_url
     if not url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
         raise ConfigError(
             "config: database.url: must be a sqlite:/// or postgresql:// URL, "
             f"got one starting {url.split(':', 1)[0]!r}"
         )
+
+
+def _validate_mirror(mirror: MirrorSettings) -> None:
+    prefixes: set[str] = set()
+    for i, upstream in enumerate(mirror.upstreams):
+        key = f"config: mirror.upstreams[{i}]"
+        parts = urlsplit(upstream.url)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ConfigError(f"{key}.url: expected an http(s) URL, got {upstream.url!r}")
+        if upstream.prefix and not NAME_COMPONENT.fullmatch(upstream.prefix):
+            raise ConfigError(
+                f"{key}.prefix: must be one repository name component (like ghcr.io), "
+                f"got {upstream.prefix!r}"
+            )
+        if upstream.prefix in prefixes:
+            raise ConfigError(f"{key}.prefix: {upstream.prefix or 'empty'} is used twice")
+        prefixes.add(upstream.prefix)
+        if upstream.password and not upstream.username:
+            raise ConfigError(f"{key}.password: given without a username")
+    for name, low in (("tag_ttl_seconds", 0), ("timeout_seconds", 1)):
+        if getattr(mirror, name) < low:
+            raise ConfigError(
+                f"config: mirror.{name}: must be at least {low}, got {getattr(mirror, name)}"
+            )
 
 
 def _validate_s3(s3: S3Settings) -> None:

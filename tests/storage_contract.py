@@ -43,6 +43,10 @@ class StoreContract:
         assert size == len(data) == await store.upload_size(upload)
         assert seen.hexdigest() == hashlib.sha256(data).hexdigest()
         assert await collect(store.upload_read(upload)) == data
+        # Ranges, across segment boundaries where the store keeps segments.
+        for offset, length in ((0, 10), (1000, 2 * 1024 * 1024), (len(data) - 5, None)):
+            end = None if length is None else offset + length
+            assert await collect(store.upload_read(upload, offset, length)) == data[offset:end]
         digest = Digest.of(data)
         await store.upload_commit(upload, digest)
         assert await store.stat(digest) == len(data)

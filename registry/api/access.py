@@ -21,8 +21,9 @@ from registry.auth.identity import ANONYMOUS, Identity
 from registry.auth.scopes import CATALOG, Scope, repository_scope
 from registry.auth.service import AuthService
 from registry.auth.tokens import AccessToken, TokenInvalid
-from registry.errors import Denied, Unauthorized
+from registry.errors import Denied, Unauthorized, Unsupported
 from registry.names import check_name
+from registry.proxy.mirror import MirrorRoute
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 OPEN = Identity("", "user", admin=True)
@@ -43,10 +44,28 @@ def protect(endpoint: Endpoint, **by_method: str) -> Endpoint:
     async def guarded(request: Request) -> Response:
         method = "GET" if request.method == "HEAD" else request.method
         name = check_name(request.path_params["name"])
+        request.state.mirror = await _mirror_route(request, name, method)
         await authorize(request, repository_scope(name, by_method[method]))
         return await endpoint(request)
 
     return guarded
+
+
+async def _mirror_route(request: Request, name: str, method: str) -> MirrorRoute | None:
+    """Where a mirrored repository comes from (None when it is hosted here). Mirrored
+    repositories, and every repository of a mirror-only registry, refuse writes."""
+    mirror = registry_of(request).mirror
+    if mirror is None:
+        return None
+    route = await mirror.route(name)
+    if method != "GET" and (route is not None or mirror.settings.mirror_only):
+        source = f"a mirror of {route.upstream.url}" if route else "a mirror-only registry"
+        raise Unsupported(
+            {"name": name},
+            message=f"{name} is in {source}: pushes and deletes are refused; push to a "
+            "namespace hosted here, or to the upstream",
+        )
+    return route
 
 
 def require(endpoint: Endpoint, scope: Scope | None) -> Endpoint:

@@ -5,8 +5,15 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 
-from registry.api.common import API_VERSION_HEADER, digest_param, registry_of, repository
+from registry.api.common import (
+    API_VERSION_HEADER,
+    digest_param,
+    mirror_route,
+    registry_of,
+    repository,
+)
 from registry.api.ranges import parse_range
+from registry.digest import Digest
 
 
 async def blob(request: Request) -> Response:
@@ -16,21 +23,26 @@ async def blob(request: Request) -> Response:
         await blobs.delete(name, digest)
         return Response(status_code=202, headers={**API_VERSION_HEADER, "Content-Length": "0"})
 
-    size = await blobs.size(name, digest)
+    route = mirror_route(request)
+    mirror = registry_of(request).mirror
+    if route is not None and mirror is not None:
+        if request.method == "HEAD":
+            size = await mirror.blob_size(route, name, digest)
+        else:
+            fetched = await mirror.blob(route, name, digest)
+            if fetched.stream is not None:
+                # Not in the cache yet: the bytes as the upstream sends them, whole.
+                headers = {**_headers(digest), "Content-Length": str(fetched.size)}
+                return StreamingResponse(fetched.stream, headers=headers)
+            size = fetched.size
+    else:
+        size = await blobs.size(name, digest)
     if request.method == "GET":
         url = blobs.redirect_url(digest)
         if url is not None:
             # The client fetches from storage directly; a Range header goes along with it.
             return RedirectResponse(url, status_code=307, headers=API_VERSION_HEADER)
-    headers = {
-        **API_VERSION_HEADER,
-        "Docker-Content-Digest": str(digest),
-        "ETag": f'"{digest}"',
-        "Accept-Ranges": "bytes",
-        "Content-Type": "application/octet-stream",
-        # Content-addressed: the bytes behind this URL never change.
-        "Cache-Control": "max-age=31536000",
-    }
+    headers = {**_headers(digest), "Accept-Ranges": "bytes"}
     span = parse_range(request.headers.get("range"), size)
     status = 200
     start, end = 0, size - 1
@@ -44,3 +56,14 @@ async def blob(request: Request) -> Response:
     return StreamingResponse(
         blobs.stream(digest, start, end - start + 1), status_code=status, headers=headers
     )
+
+
+def _headers(digest: Digest) -> dict[str, str]:
+    return {
+        **API_VERSION_HEADER,
+        "Docker-Content-Digest": str(digest),
+        "ETag": f'"{digest}"',
+        "Content-Type": "application/octet-stream",
+        # Content-addressed: the bytes behind this URL never change.
+        "Cache-Control": "max-age=31536000",
+    }

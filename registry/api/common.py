@@ -14,12 +14,18 @@ from registry.names import check_name
 
 if TYPE_CHECKING:
     from registry.app import Registry
+    from registry.proxy.mirror import MirrorRoute
 
 API_VERSION_HEADER = {"Docker-Distribution-API-Version": "registry/2.0"}
 
 
 def registry_of(request: Request) -> Registry:
     return request.app.state.registry
+
+
+def mirror_route(request: Request) -> MirrorRoute | None:
+    """The upstream of a mirrored repository, as the gate found it; None when hosted."""
+    return getattr(request.state, "mirror", None)
 
 
 def repository(request: Request) -> str:

@@ -5,7 +5,13 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from registry.api.common import API_VERSION_HEADER, registry_of, repository, small_body
+from registry.api.common import (
+    API_VERSION_HEADER,
+    mirror_route,
+    registry_of,
+    repository,
+    small_body,
+)
 from registry.errors import ManifestTooLarge
 
 
@@ -17,7 +23,12 @@ async def manifest(request: Request) -> Response:
     method = request.method
 
     if method in ("GET", "HEAD"):
-        found = await manifests.get(name, reference, request.headers.getlist("accept"))
+        accept = request.headers.getlist("accept")
+        route = mirror_route(request)
+        if route is not None and registry.mirror is not None:
+            found = await registry.mirror.manifest(route, name, reference, accept)
+        else:
+            found = await manifests.get(name, reference, accept)
         headers = {
             **API_VERSION_HEADER,
             "Docker-Content-Digest": found.digest,

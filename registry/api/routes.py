@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from registry.api import accounts, base, blobs, manifests, referrers, tags, token, uploads
+from registry.api import (
+    accounts,
+    base,
+    blobs,
+    manifests,
+    mirror,
+    referrers,
+    tags,
+    token,
+    uploads,
+)
 from registry.api.access import CATALOG_SCOPE, protect, require
 from registry.auth.scopes import DELETE, PULL, PUSH
 
@@ -35,6 +45,8 @@ ROUTES = [
         methods=["GET"],
     ),
     Route("/token", token.token, methods=["GET", "POST"]),
+    Route("/metrics", mirror.metrics, methods=["GET"]),
+    Route("/api/v1/mirror", mirror.status, methods=["GET"]),
     Route("/api/v1/users", accounts.users, methods=["GET", "POST"]),
     Route("/api/v1/users/{user}", accounts.user, methods=["PATCH", "DELETE"]),
     Route("/api/v1/namespaces", accounts.namespaces, methods=["GET", "POST"]),

@@ -28,6 +28,7 @@ from registry.auth.passwords import (
     verify_password,
 )
 from registry.auth.scopes import DELETE, PULL, PUSH, REPOSITORY_ACTIONS
+from registry.config import MirrorSettings
 from registry.metadata import accounts as q
 from registry.metadata.database import Database
 
@@ -44,6 +45,7 @@ ROLES: dict[str, frozenset[str]] = {
 EVERYTHING = frozenset(REPOSITORY_ACTIONS)
 MIN_PASSWORD_LENGTH = 8
 NOTHING: frozenset[str] = frozenset()
+MIRRORED = frozenset({PULL})
 
 # A user name is also a namespace, so it follows the grammar of one name component.
 _USER_NAME = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*")
@@ -103,8 +105,11 @@ def check_actions(actions: list[str]) -> str:
 
 
 class Accounts:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, mirror: MirrorSettings | None = None) -> None:
         self.db = db
+        # With a mirror, repositories of namespaces that have no row here (all of them
+        # when mirror-only) are mirrored, and pulling them follows the mirror's rule.
+        self.mirror = mirror
         self._hashing = anyio.CapacityLimiter(_CONCURRENT_HASHES)
 
     # Authentication
@@ -139,11 +144,13 @@ class Accounts:
         """The repository actions `identity` may take in `namespace`."""
         if identity.admin:
             return EVERYTHING
+        if self.mirror is not None and self.mirror.mirror_only:
+            return self._mirrored(identity)
         user, robot = _names(identity)
         async with self.db.read() as conn:
             access = await q.namespace_access(conn, namespace, user, robot)
         if access is None:
-            return NOTHING
+            return self._mirrored(identity)
         actions = set(ROLES.get(access.role or "", NOTHING))
         if access.robot_actions:
             actions.update(access.robot_actions.split(","))
@@ -155,9 +162,22 @@ class Accounts:
         """The namespaces `identity` may pull from; None means all of them."""
         if identity.admin:
             return None
+        mirrored = bool(self._mirrored(identity))
+        if mirrored and self.mirror is not None and self.mirror.mirror_only:
+            return None
         user, robot = _names(identity)
         async with self.db.read() as conn:
-            return await q.readable_namespaces(conn, user, robot)
+            readable = await q.readable_namespaces(conn, user, robot)
+            if mirrored:
+                readable |= await q.unowned_namespaces(conn)
+        return readable
+
+    def _mirrored(self, identity: Identity) -> frozenset[str]:
+        """What `identity` may do in a mirrored repository: pull, if it has an account or
+        the mirror is open."""
+        if self.mirror is None or not (self.mirror.open or not identity.anonymous):
+            return NOTHING
+        return MIRRORED
 
     async def role(self, identity: Identity, namespace: str) -> str | None:
         user, _ = _names(identity)

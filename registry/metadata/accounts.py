@@ -10,7 +10,16 @@ from datetime import datetime
 from sqlalchemy import delete, exists, func, select, union, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from registry.metadata.models import LoginFailure, Member, Namespace, Robot, RobotGrant, User, now
+from registry.metadata.models import (
+    LoginFailure,
+    Member,
+    Namespace,
+    Repository,
+    Robot,
+    RobotGrant,
+    User,
+    now,
+)
 from registry.metadata.queries import dialect_insert
 
 
@@ -208,6 +217,16 @@ async def readable_namespaces(
             .where(Robot.name == robot, RobotGrant.actions.contains("pull"))
         )
     return set((await conn.scalars(union(*parts))).all())
+
+
+async def unowned_namespaces(conn: AsyncConnection) -> set[str]:
+    """Namespaces of repositories that have no namespace row (a mirror's, or pushed while
+    auth was off)."""
+    owned = select(Namespace.name)
+    rows = await conn.scalars(
+        select(Repository.namespace).where(Repository.namespace.not_in(owned)).distinct()
+    )
+    return set(rows.all())
 
 
 # Robots

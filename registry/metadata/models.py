@@ -193,3 +193,25 @@ class LoginFailure(Base):
     client: Mapped[str] = mapped_column(String(64), primary_key=True)
     first_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     count: Mapped[int] = mapped_column(Integer)
+
+
+class BlobFetch(Base):
+    """A blob the mirror is fetching from an upstream right now, into upload `upload_id`.
+    The row makes the fetch single across replicas: whoever inserts it fetches, everyone
+    else reads the upload as `written` grows. A `heartbeat_at` gone stale means the
+    fetcher died, and the next asker takes over."""
+
+    __tablename__ = "blob_fetches"
+    digest: Mapped[str] = mapped_column(DIGEST, primary_key=True)
+    upload_id: Mapped[str] = mapped_column(String(36))
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    written: Mapped[int] = mapped_column(BigInteger, default=0)
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+
+class MirrorCounter(Base):
+    """Mirror totals (hits, misses, upstream errors, bytes) summed over every replica."""
+
+    __tablename__ = "mirror_counters"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger, default=0)

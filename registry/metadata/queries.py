@@ -136,7 +136,7 @@ async def missing_blobs(
 
 # Manifests and tags
 
-_MANIFEST_COLUMNS = (Manifest.digest, Manifest.media_type, Manifest.content)
+MANIFEST_COLUMNS = (Manifest.digest, Manifest.media_type, Manifest.content)
 
 
 async def manifest_by_digest(
@@ -144,7 +144,7 @@ async def manifest_by_digest(
 ) -> StoredManifest | None:
     row = (
         await conn.execute(
-            select(*_MANIFEST_COLUMNS)
+            select(*MANIFEST_COLUMNS)
             .join(Repository, Repository.id == Manifest.repository_id)
             .where(Repository.name == repository, Manifest.digest == digest)
         )
@@ -157,7 +157,7 @@ async def manifest_by_tag(
 ) -> StoredManifest | None:
     row = (
         await conn.execute(
-            select(*_MANIFEST_COLUMNS)
+            select(*MANIFEST_COLUMNS)
             .join(Tag, Tag.manifest_id == Manifest.id)
             .join(Repository, Repository.id == Tag.repository_id)
             .where(Repository.name == repository, Tag.name == tag)

@@ -110,6 +110,14 @@ class Upstream:
         media_type = response.headers.get("content-type", "").split(";")[0].strip()
         return RemoteManifest(str(actual), media_type, content)
 
+    async def blob_size(self, name: str, digest: str) -> int | None:
+        """The blob's size by HEAD, or None if the upstream does not have it."""
+        response = await self._send("HEAD", name, f"blobs/{digest}")
+        if response.status_code == 404:
+            return None
+        _raise_for(response, f"HEAD blob {name}@{digest}")
+        return int(response.headers.get("content-length", "0"))
+
     @asynccontextmanager
     async def blob(self, name: str, digest: str) -> AsyncIterator[httpx.Response]:
         """An open, streaming response for the blob (redirects followed)."""

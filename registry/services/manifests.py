@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from registry.digest import Digest, is_digest
 from registry.errors import DigestInvalid, ManifestBlobUnknown, ManifestUnknown
-from registry.mediatypes import INDEX_TYPES, OCI_INDEX, accepts, parse_manifest
+from registry.mediatypes import INDEX_TYPES, OCI_INDEX, ParsedManifest, accepts, parse_manifest
 from registry.metadata import queries
 from registry.metadata.database import Database
 from registry.metadata.queries import StoredManifest
@@ -68,6 +68,28 @@ class ManifestService:
                 f"{repository}: push it first",
             )
 
+        await self._save(repository, digest, body, parsed, tags)
+        return PushedManifest(digest, parsed.subject, list(dict.fromkeys(tags)))
+
+    async def cache(
+        self, repository: str, digest: Digest, body: bytes, content_type: str, tag: str | None
+    ) -> None:
+        """Keep a manifest fetched by the mirror, verified against `digest` by the caller.
+        Unlike a push, what it references need not be here yet: the mirror fetches blobs
+        when they are asked for."""
+        await self._save(
+            repository, digest, body, parse_manifest(body, content_type), [tag] if tag else []
+        )
+
+    async def _save(
+        self,
+        repository: str,
+        digest: Digest,
+        body: bytes,
+        parsed: ParsedManifest,
+        tags: list[str],
+    ) -> None:
+        """Bytes first, then every row in one transaction."""
         await self.store.put_bytes(digest, body)
         values = {
             "digest": str(digest),
@@ -80,15 +102,13 @@ class ManifestService:
             "content": body,
         }
         references = [(d, "blob") for d in dict.fromkeys(parsed.blobs)]
-        references += [(d, "manifest") for d in dict.fromkeys(children)]
-        tags = list(dict.fromkeys(tags))
+        references += [(d, "manifest") for d in dict.fromkeys(c.digest for c in parsed.children)]
         async with self.db.write() as conn:
             repo_id = await queries.ensure_repository(conn, repository)
             await queries.link_blob(conn, repo_id, str(digest), len(body))
             manifest_id = await queries.put_manifest(conn, repo_id, values, references)
-            for tag in tags:
+            for tag in dict.fromkeys(tags):
                 await queries.set_tag(conn, repo_id, tag, manifest_id)
-        return PushedManifest(digest, parsed.subject, tags)
 
     async def get(self, repository: str, reference: str, accept: list[str]) -> StoredManifest:
         """The manifest by tag or digest, in a media type the client accepts."""
@@ -105,7 +125,7 @@ class ManifestService:
             if accepts(accept, found.media_type):
                 return found
             if by_tag and found.media_type in INDEX_TYPES:
-                child = _default_child(found.content)
+                child = default_child(found.content)
                 if child is not None:
                     fallback = await queries.manifest_by_digest(conn, repository, child)
                     if fallback is not None and accepts(accept, fallback.media_type):
@@ -149,7 +169,7 @@ class ManifestService:
         return {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}
 
 
-def _default_child(content: bytes) -> str | None:
+def default_child(content: bytes) -> str | None:
     for child in json.loads(content).get("manifests", []):
         platform = child.get("platform") or {}
         if all(platform.get(k) == v for k, v in _DEFAULT_PLATFORM.items()):

@@ -55,6 +55,9 @@ def blob_key(digest: Digest) -> str:
 class BlobStore(ABC):
     """Content-addressed blob bytes plus resumable upload sessions."""
 
+    # Appends of this many bytes cost one write each, with nothing rewritten.
+    append_unit: int = 1024 * 1024
+
     @abstractmethod
     async def stat(self, digest: Digest) -> int | None:
         """The blob's size, or None when it is not stored."""
@@ -118,8 +121,11 @@ class BlobStore(ABC):
         `observe` sees every piece written, in order (for hashing). Returns the new size."""
 
     @abstractmethod
-    def upload_read(self, upload_id: str) -> AsyncIterator[bytes]:
-        """Stream the bytes received so far (to re-hash after a restart)."""
+    def upload_read(
+        self, upload_id: str, offset: int = 0, length: int | None = None
+    ) -> AsyncIterator[bytes]:
+        """Stream `length` bytes (all received so far when None) from `offset`: to re-hash
+        after a restart, or to serve a blob while the mirror is still fetching it."""
 
     @abstractmethod
     async def upload_commit(self, upload_id: str, digest: Digest) -> None:

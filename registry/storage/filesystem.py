@@ -51,26 +51,10 @@ class FilesystemStore(BlobStore):
         except FileNotFoundError:
             return None
 
-    async def read(
+    def read(
         self, digest: Digest, offset: int = 0, length: int | None = None
     ) -> AsyncIterator[bytes]:
-        try:
-            f = await to_thread.run_sync(open, self._blob(digest), "rb")
-        except FileNotFoundError as exc:
-            raise BlobNotFound(str(digest)) from exc
-        try:
-            await to_thread.run_sync(f.seek, offset)
-            remaining = length
-            while remaining is None or remaining > 0:
-                size = IO_CHUNK if remaining is None else min(IO_CHUNK, remaining)
-                data = await to_thread.run_sync(f.read, size)
-                if not data:
-                    break
-                if remaining is not None:
-                    remaining -= len(data)
-                yield data
-        finally:
-            f.close()
+        return _read_file(self._blob(digest), offset, length, BlobNotFound(str(digest)))
 
     async def read_bytes(self, digest: Digest) -> bytes:
         try:
@@ -186,16 +170,10 @@ class FilesystemStore(BlobStore):
         finally:
             f.close()
 
-    async def upload_read(self, upload_id: str) -> AsyncIterator[bytes]:
-        try:
-            f = await to_thread.run_sync(open, self._upload(upload_id), "rb")
-        except FileNotFoundError as exc:
-            raise UploadNotFound(upload_id) from exc
-        try:
-            while data := await to_thread.run_sync(f.read, IO_CHUNK):
-                yield data
-        finally:
-            f.close()
+    def upload_read(
+        self, upload_id: str, offset: int = 0, length: int | None = None
+    ) -> AsyncIterator[bytes]:
+        return _read_file(self._upload(upload_id), offset, length, UploadNotFound(upload_id))
 
     async def upload_commit(self, upload_id: str, digest: Digest) -> None:
         await to_thread.run_sync(self._commit, upload_id, digest)
@@ -234,3 +212,26 @@ class FilesystemStore(BlobStore):
     def _sync(self, fd: int) -> None:
         if self.fsync:
             os.fsync(fd)
+
+
+async def _read_file(
+    path: Path, offset: int, length: int | None, missing: StorageError
+) -> AsyncIterator[bytes]:
+    """Stream `length` bytes (to the end when None) of a file from `offset`."""
+    try:
+        f = await to_thread.run_sync(open, path, "rb")
+    except FileNotFoundError as exc:
+        raise missing from exc
+    try:
+        await to_thread.run_sync(f.seek, offset)
+        remaining = length
+        while remaining is None or remaining > 0:
+            size = IO_CHUNK if remaining is None else min(IO_CHUNK, remaining)
+            data = await to_thread.run_sync(f.read, size)
+            if not data:
+                break
+            if remaining is not None:
+                remaining -= len(data)
+            yield data
+    finally:
+        f.close()

@@ -61,6 +61,7 @@ class _Segment:
 class S3Store(BlobStore):
     def __init__(self, settings: S3Settings) -> None:
         self.settings = settings
+        self.append_unit = settings.part_size
         self.bucket = settings.bucket
         self.prefix = settings.prefix
         credentials = {}
@@ -305,9 +306,23 @@ class S3Store(BlobStore):
     async def _put_segment(self, prefix: str, offset: int, data: bytes) -> None:
         await self._call("put_object", Key=f"{prefix}seg/{offset:020d}", Body=data)
 
-    async def upload_read(self, upload_id: str) -> AsyncIterator[bytes]:
+    async def upload_read(
+        self, upload_id: str, offset: int = 0, length: int | None = None
+    ) -> AsyncIterator[bytes]:
+        end = None if length is None else offset + length
         for segment in await self._segments(upload_id):
-            body = (await self._call("get_object", Key=segment.key))["Body"]
+            last = segment.offset + segment.size
+            if last <= offset or (end is not None and segment.offset >= end):
+                continue
+            start = max(offset - segment.offset, 0)
+            stop = segment.size if end is None else min(end, last) - segment.offset
+            # Always a Range: a short last segment may be rewritten longer meanwhile.
+            params = {"Key": segment.key, "Range": f"bytes={start}-{stop - 1}"}
+            try:
+                body = (await self._call("get_object", **params))["Body"]
+            except _Missing as exc:
+                # Committed or cancelled while being read.
+                raise UploadNotFound(upload_id) from exc
             async for piece in self._stream(body, "reading an upload"):
                 yield piece
 

@@ -5,81 +5,18 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-import httpx
 import pytest
 
 from tests.conftest import s3_environment
+from tests.peers.registry import RegistryProcess
 from tests.peers.s3 import MotoServer
-from tests.peers.tools import free_port, need, stop, tail, wait_for_port
-
-REGISTRY = str(Path(sys.executable).parent / "registry")
-
-
-class RegistryProcess:
-    """`registry serve` on a free port with its own data folder."""
-
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
-        self.data_dir = data_dir
-        self.port = free_port()
-        self.env = {
-            **os.environ,
-            "REGISTRY_DATA_DIR": str(data_dir),
-            "REGISTRY_HTTP_HOST": "127.0.0.1",
-            "REGISTRY_HTTP_PORT": str(self.port),
-            "REGISTRY_AUTH_ENABLED": "false",
-            **(env or {}),
-        }
-        self.log = data_dir.parent / f"registry-{self.port}.log"
-        # Blob GETs answer 307 to S3 rather than stream.
-        self.redirects = self.env.get("REGISTRY_STORAGE_S3_REDIRECT") == "true"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}"
-
-    def start(self) -> RegistryProcess:
-        with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(
-                [REGISTRY, "serve"], env=self.env, stdout=log, stderr=subprocess.STDOUT
-            )
-        try:
-            wait_for_port(self.port, self.process)
-        except Exception as exc:
-            raise RuntimeError(f"registry did not start:\n{tail(self.log)}") from exc
-        return self
-
-    def stop(self) -> None:
-        if self.process is not None:
-            stop(self.process)
-            self.process = None
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        """Run a `registry` command against this server's settings."""
-        result = subprocess.run(
-            [REGISTRY, *args], env=self.env, input=stdin, capture_output=True, text=True, timeout=60
-        )
-        if result.returncode != 0:
-            raise AssertionError(f"registry {' '.join(args)} failed:\n{result.stderr}")
-        return result
-
-    def get(self, path: str, **kwargs: object) -> httpx.Response:
-        return httpx.get(self.url + path, timeout=30, **kwargs)  # type: ignore[arg-type]
+from tests.peers.tools import need, stop, tail
 
 
 def store_environment(request: pytest.FixtureRequest, store: str) -> dict[str, str]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from registry import __version__
 from tests.conftest import s3_environment
-from tests.e2e.conftest import REGISTRY
+from tests.peers.registry import REGISTRY
 from tests.peers.s3 import MotoServer
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 from alembic import command
 
 from registry.metadata.migrate import alembic_config, upgrade
-from tests.e2e.conftest import REGISTRY
 from tests.peers.postgres import PostgresServer
+from tests.peers.registry import REGISTRY
 
 
 def test_models_match_migrations(tmp_path: Path) -> None:

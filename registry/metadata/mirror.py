@@ -1,0 +1,159 @@
+"""Queries of the pull-through mirror: tag freshness, single-flight blob fetches shared by
+replicas, and counters. Each takes an open connection; the caller owns the transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from registry.metadata.models import (
+    Blob,
+    BlobFetch,
+    Manifest,
+    MirrorCounter,
+    Repository,
+    RepositoryBlob,
+    Tag,
+    now,
+)
+from registry.metadata.queries import MANIFEST_COLUMNS, StoredManifest, dialect_insert
+
+
+@dataclass(frozen=True, slots=True)
+class CachedTag:
+    manifest: StoredManifest
+    # When the upstream last confirmed (or set) what the tag points at.
+    checked_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class FetchRow:
+    upload_id: str
+    size: int | None
+    written: int
+    heartbeat_at: datetime
+
+
+async def cached_tag(conn: AsyncConnection, repository: str, tag: str) -> CachedTag | None:
+    row = (
+        await conn.execute(
+            select(*MANIFEST_COLUMNS, Tag.updated_at)
+            .join(Tag, Tag.manifest_id == Manifest.id)
+            .join(Repository, Repository.id == Tag.repository_id)
+            .where(Repository.name == repository, Tag.name == tag)
+        )
+    ).first()
+    if row is None:
+        return None
+    return CachedTag(StoredManifest(row[0], row[1], row[2]), _aware(row[3]))
+
+
+async def touch_tag(conn: AsyncConnection, repository: str, tag: str) -> None:
+    repo = select(Repository.id).where(Repository.name == repository).scalar_subquery()
+    await conn.execute(
+        update(Tag).where(Tag.repository_id == repo, Tag.name == tag).values(updated_at=now())
+    )
+
+
+async def stored_blob_size(conn: AsyncConnection, digest: str) -> int | None:
+    """The size of a blob the registry holds, whichever repository links it."""
+    return await conn.scalar(select(Blob.size).where(Blob.digest == digest))
+
+
+async def linked_anywhere(conn: AsyncConnection, digest: str) -> bool:
+    found = await conn.scalar(select(RepositoryBlob.digest).where(RepositoryBlob.digest == digest))
+    return found is not None
+
+
+# Blob fetches
+
+
+async def claim_fetch(
+    conn: AsyncConnection, digest: str, upload_id: str, stale_before: datetime
+) -> str | None:
+    """Make this caller the fetcher of `digest`. Returns None when it now is; otherwise the
+    upload id of the live fetch to join. A fetch whose heartbeat is older than
+    `stale_before` is taken over."""
+    inserted = await conn.execute(
+        dialect_insert(conn, BlobFetch)
+        .values(digest=digest, upload_id=upload_id, written=0, heartbeat_at=now())
+        .on_conflict_do_nothing()
+    )
+    if inserted.rowcount:
+        return None
+    taken = await conn.execute(
+        update(BlobFetch)
+        .where(BlobFetch.digest == digest, BlobFetch.heartbeat_at < stale_before)
+        .values(upload_id=upload_id, size=None, written=0, heartbeat_at=now())
+    )
+    if taken.rowcount:
+        return None
+    current = await conn.scalar(select(BlobFetch.upload_id).where(BlobFetch.digest == digest))
+    # Gone in between (the fetch just ended): report it as ended, under no upload.
+    return current or ""
+
+
+async def fetch_row(conn: AsyncConnection, digest: str) -> FetchRow | None:
+    row = (
+        await conn.execute(
+            select(
+                BlobFetch.upload_id, BlobFetch.size, BlobFetch.written, BlobFetch.heartbeat_at
+            ).where(BlobFetch.digest == digest)
+        )
+    ).first()
+    return FetchRow(row[0], row[1], row[2], _aware(row[3])) if row else None
+
+
+async def report_fetch(
+    conn: AsyncConnection, digest: str, upload_id: str, size: int | None, written: int
+) -> bool:
+    """Record progress and that the fetcher lives; False if the fetch is no longer its own."""
+    result = await conn.execute(
+        update(BlobFetch)
+        .where(BlobFetch.digest == digest, BlobFetch.upload_id == upload_id)
+        .values(size=size, written=written, heartbeat_at=now())
+    )
+    return bool(result.rowcount)
+
+
+async def end_fetch(conn: AsyncConnection, digest: str, upload_id: str) -> None:
+    await conn.execute(
+        delete(BlobFetch).where(BlobFetch.digest == digest, BlobFetch.upload_id == upload_id)
+    )
+
+
+# Counters
+
+
+async def add_counters(conn: AsyncConnection, increments: Mapping[str, int]) -> None:
+    for name, amount in sorted(increments.items()):
+        stmt = dialect_insert(conn, MirrorCounter).values(name=name, value=amount)
+        await conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[MirrorCounter.name],
+                set_={"value": MirrorCounter.value + stmt.excluded.value},
+            )
+        )
+
+
+async def counters(conn: AsyncConnection) -> dict[str, int]:
+    rows = await conn.execute(select(MirrorCounter.name, MirrorCounter.value))
+    return {name: value for name, value in rows.all()}
+
+
+async def cache_summary(conn: AsyncConnection) -> tuple[int, int, int]:
+    """Repositories, tags and bytes of blobs the registry holds."""
+    repositories = await conn.scalar(select(func.count()).select_from(Repository))
+    tags = await conn.scalar(select(func.count()).select_from(Tag))
+    size = await conn.scalar(select(func.coalesce(func.sum(Blob.size), 0)))
+    # PostgreSQL sums big integers as numeric.
+    return int(repositories or 0), int(tags or 0), int(size or 0)
+
+
+def _aware(moment: datetime) -> datetime:
+    # SQLite hands back naive datetimes; every stored time is UTC.
+    return moment if moment.tzinfo else moment.replace(tzinfo=now().tzinfo)

@@ -1,0 +1,72 @@
+"""Mirror counters kept in the database, so that metrics and the admin API show totals over
+every worker and replica. Each process adds in memory and flushes every few seconds, and
+when asked for the totals."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter
+
+from registry.errors import Unavailable
+from registry.metadata import mirror as q
+from registry.metadata.database import Database
+
+log = logging.getLogger("registry.mirror")
+
+FLUSH_SECONDS = 5.0
+
+# name: what it counts (the metric's help text).
+COUNTERS = {
+    "manifest_hits": "manifests served from the cache without asking the upstream",
+    "manifest_revalidations": "stale tags confirmed unchanged by a HEAD to the upstream",
+    "manifest_misses": "manifests fetched from the upstream",
+    "blob_hits": "blobs served from the cache",
+    "blob_misses": "blobs fetched from the upstream (one per blob, however many asked)",
+    "upstream_errors": "upstream requests that failed, were refused or rate-limited",
+    "offline_served": "stale manifests served because the upstream failed",
+    "upstream_bytes": "blob bytes fetched from the upstream",
+    "cache_bytes": "blob bytes served from the cache",
+}
+
+
+class Counters:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._pending: Counter[str] = Counter()
+        self._flusher: asyncio.Task[None] | None = None
+
+    def add(self, name: str, amount: int = 1) -> None:
+        self._pending[name] += amount
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_later())
+
+    async def _flush_later(self) -> None:
+        await asyncio.sleep(FLUSH_SECONDS)
+        await self.flush()
+
+    async def flush(self) -> None:
+        pending, self._pending = self._pending, Counter()
+        if not pending:
+            return
+        try:
+            async with self.db.write() as conn:
+                await q.add_counters(conn, pending)
+        except Unavailable as exc:
+            # Counts are worth less than requests: keep them for the next flush.
+            self._pending.update(pending)
+            log.warning("could not save mirror counters: %s", exc.text)
+
+    async def totals(self) -> dict[str, int]:
+        await self.flush()
+        async with self.db.read() as conn:
+            stored = await q.counters(conn)
+        return {name: stored.get(name, 0) for name in COUNTERS}
+
+    async def close(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        await self.flush()

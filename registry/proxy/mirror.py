@@ -1,0 +1,303 @@
+"""The pull-through mirror: repositories served from upstream registries and cached here.
+
+Manifests by digest are fetched once and kept. Tags are served from the cache while fresh
+(`tag_ttl_seconds`); a stale tag is revalidated with a HEAD, which Docker Hub does not count
+against pull limits, and fetched again only when its digest changed. When the upstream is
+unreachable, fails or rate-limits, a cached tag is served as it is (with offline fallback
+on). Blobs are fetched on first request through BlobFetches, streamed to the client as they
+arrive, and kept once their digest is verified.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from datetime import timedelta
+
+import httpx
+
+from registry.config import MirrorSettings, UpstreamSettings
+from registry.digest import Digest, is_digest
+from registry.errors import (
+    BlobUnknown,
+    ManifestInvalid,
+    ManifestUnknown,
+    RegistryError,
+    TooManyRequests,
+    Unavailable,
+)
+from registry.mediatypes import INDEX_TYPES, accepts
+from registry.metadata import mirror as mq
+from registry.metadata import queries
+from registry.metadata.accounts import namespace_id
+from registry.metadata.database import Database
+from registry.metadata.models import now
+from registry.metadata.queries import StoredManifest
+from registry.names import check_tag, namespace_of
+from registry.proxy.counters import Counters
+from registry.proxy.fetches import BlobFetches
+from registry.proxy.upstream import Upstream, UpstreamError
+from registry.services.manifests import ManifestService, default_child
+from registry.storage import BlobStore
+
+log = logging.getLogger("registry.mirror")
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorRoute:
+    """Where a mirrored repository comes from: an upstream, and its name there (before
+    Docker Hub's `library/`, which the upstream client adds)."""
+
+    upstream: Upstream
+    remote: str
+
+
+@dataclass(frozen=True, slots=True)
+class MirroredBlob:
+    size: int
+    # The bytes as they arrive from the upstream; None when the cache has the blob and
+    # it is served like any stored blob (ranges, redirects).
+    stream: AsyncIterator[bytes] | None
+
+
+class Mirror:
+    def __init__(
+        self,
+        settings: MirrorSettings,
+        db: Database,
+        store: BlobStore,
+        manifests: ManifestService,
+        manifest_limit: int,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.store = store
+        self.manifests = manifests
+        self.manifest_limit = manifest_limit
+        self.client = httpx.AsyncClient(
+            timeout=httpx.Timeout(settings.timeout_seconds),
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
+        )
+        self.upstreams = {u.prefix: _upstream(u, self.client) for u in settings.upstreams}
+        self.counters = Counters(db)
+        self.fetches = BlobFetches(db, store, self._fetch_ended)
+        self.ttl = timedelta(seconds=settings.tag_ttl_seconds)
+
+    async def route(self, name: str) -> MirrorRoute | None:
+        """The upstream a repository mirrors, or None for a repository hosted here."""
+        first, _, rest = name.partition("/")
+        if rest and first in self.upstreams and first:
+            route = MirrorRoute(self.upstreams[first], rest)
+        elif "" in self.upstreams:
+            route = MirrorRoute(self.upstreams[""], name)
+        else:
+            return None
+        if not self.settings.mirror_only:
+            async with self.db.read() as conn:
+                if await namespace_id(conn, namespace_of(name)) is not None:
+                    return None
+        return route
+
+    # Manifests
+
+    async def manifest(
+        self, route: MirrorRoute, name: str, reference: str, accept: list[str]
+    ) -> StoredManifest:
+        if is_digest(reference):
+            found = await self._by_digest(route, name, str(Digest.parse(reference)))
+        else:
+            found = await self._by_tag(route, name, check_tag(reference))
+        if accepts(accept, found.media_type):
+            return found
+        if found.media_type in INDEX_TYPES and not is_digest(reference):
+            # A client that cannot read indexes gets the linux/amd64 image, as from a
+            # registry that holds the image itself.
+            child = default_child(found.content)
+            if child is not None:
+                fallback = await self._by_digest(route, name, child)
+                if accepts(accept, fallback.media_type):
+                    return fallback
+        # The manifest service words the refusal.
+        return await self.manifests.get(name, found.digest, accept)
+
+    async def _by_digest(self, route: MirrorRoute, name: str, digest: str) -> StoredManifest:
+        async with self.db.read() as conn:
+            found = await queries.manifest_by_digest(conn, name, digest)
+        if found is not None:
+            self.counters.add("manifest_hits")
+            return found
+        return await self._fetch_manifest(route, name, digest, None)
+
+    async def _by_tag(self, route: MirrorRoute, name: str, tag: str) -> StoredManifest:
+        async with self.db.read() as conn:
+            cached = await mq.cached_tag(conn, name, tag)
+        if cached is not None and now() - cached.checked_at < self.ttl:
+            self.counters.add("manifest_hits")
+            return cached.manifest
+        try:
+            digest = await route.upstream.manifest_digest(route.remote, tag)
+            if digest is None:
+                await self._forget_tag(name, tag, cached is not None)
+                raise ManifestUnknown({"reference": tag}, message=_absent(route, f"tag {tag}"))
+            if cached is not None and cached.manifest.digest == digest:
+                async with self.db.write() as conn:
+                    await mq.touch_tag(conn, name, tag)
+                self.counters.add("manifest_revalidations")
+                return cached.manifest
+            # By digest: the tag may move again between the HEAD and this GET.
+            return await self._fetch_manifest(route, name, digest, tag)
+        except UpstreamError as exc:
+            if cached is not None and self.settings.offline_fallback:
+                self.counters.add("offline_served")
+                log.warning(
+                    "serving %s:%s from the cache as it was %s ago: %s",
+                    name,
+                    tag,
+                    _age(now() - cached.checked_at),
+                    exc,
+                )
+                return cached.manifest
+            raise self._error(exc, f"tag {tag} of {name}") from None
+
+    async def _fetch_manifest(
+        self, route: MirrorRoute, name: str, digest: str, tag: str | None
+    ) -> StoredManifest:
+        try:
+            remote = await route.upstream.manifest(route.remote, digest, self.manifest_limit)
+        except UpstreamError as exc:
+            raise self._error(exc, f"manifest {digest} of {name}") from None
+        if remote is None:
+            raise ManifestUnknown({"reference": digest}, message=_absent(route, digest))
+        try:
+            await self.manifests.cache(
+                name, Digest.parse(remote.digest), remote.content, remote.media_type, tag
+            )
+        except ManifestInvalid as exc:
+            raise Unavailable(
+                {"reference": digest},
+                message=f"the upstream's manifest {digest} cannot be served: {exc.text}",
+            ) from None
+        self.counters.add("manifest_misses")
+        return StoredManifest(remote.digest, remote.media_type, remote.content)
+
+    async def _forget_tag(self, name: str, tag: str, cached: bool) -> None:
+        """The upstream no longer has the tag: neither does the cache."""
+        if cached:
+            async with self.db.write() as conn:
+                await queries.delete_tag(conn, name, tag)
+            log.info("tag %s:%s is gone upstream; removed from the cache", name, tag)
+
+    # Blobs
+
+    async def blob_size(self, route: MirrorRoute, name: str, digest: Digest) -> int:
+        """The size for a blob HEAD: from the cache, else from the upstream (a HEAD there,
+        nothing fetched)."""
+        key = str(digest)
+        async with self.db.read() as conn:
+            size = await queries.blob_size(conn, name, key)
+        if size is not None:
+            return size
+        size = await self._upstream_blob_size(route, name, digest)
+        await self._link_if_stored(name, key)
+        return size
+
+    async def blob(self, route: MirrorRoute, name: str, digest: Digest) -> MirroredBlob:
+        key = str(digest)
+        async with self.db.read() as conn:
+            size = await queries.blob_size(conn, name, key)
+            stored = None if size is not None else await mq.stored_blob_size(conn, key)
+        if size is None and stored is not None:
+            # Held for another repository: serve it once the upstream confirms this
+            # repository has it too, so no name reads a blob it could not read upstream.
+            await self._upstream_blob_size(route, name, digest)
+            await self._link(name, key, stored)
+            size = stored
+        if size is not None:
+            self.counters.add("blob_hits")
+            self.counters.add("cache_bytes", size)
+            return MirroredBlob(size, None)
+
+        async def keep(size: int) -> None:
+            await self._link(name, key, size)
+
+        def source() -> AbstractAsyncContextManager[httpx.Response]:
+            return route.upstream.blob(route.remote, key)
+
+        try:
+            size, stream = await self.fetches.open(digest, source, keep)
+        except UpstreamError as exc:
+            if exc.status == 404:
+                raise BlobUnknown({"digest": key}, message=_absent(route, key)) from None
+            # The failed fetch counted itself.
+            raise self._error(exc, f"blob {key} of {name}", counted=True) from None
+        return MirroredBlob(size, stream)
+
+    def _fetch_ended(self, size: int | None) -> None:
+        if size is None:
+            self.counters.add("upstream_errors")
+            return
+        self.counters.add("blob_misses")
+        self.counters.add("upstream_bytes", size)
+
+    async def _upstream_blob_size(self, route: MirrorRoute, name: str, digest: Digest) -> int:
+        try:
+            size = await route.upstream.blob_size(route.remote, str(digest))
+        except UpstreamError as exc:
+            raise self._error(exc, f"blob {digest} of {name}") from None
+        if size is None:
+            raise BlobUnknown({"digest": str(digest)}, message=_absent(route, str(digest)))
+        return size
+
+    async def _link_if_stored(self, name: str, digest: str) -> None:
+        async with self.db.read() as conn:
+            stored = await mq.stored_blob_size(conn, digest)
+        if stored is not None:
+            await self._link(name, digest, stored)
+
+    async def _link(self, name: str, digest: str, size: int) -> None:
+        async with self.db.write() as conn:
+            repo_id = await queries.ensure_repository(conn, name)
+            await queries.link_blob(conn, repo_id, digest, size)
+
+    def _error(self, exc: UpstreamError, what: str, counted: bool = False) -> RegistryError:
+        """The spec's error for an upstream failure, with what to do about it."""
+        if not counted:
+            self.counters.add("upstream_errors")
+        if exc.status == 429:
+            headers = {"Retry-After": exc.retry_after} if exc.retry_after else None
+            return TooManyRequests(
+                message=f"the upstream rate-limits this mirror and has no cached copy of {what}; "
+                "retry later, or give the mirror upstream credentials",
+                headers=headers,
+            )
+        if exc.status in (401, 403):
+            return Unavailable(
+                message=f"the upstream refused the mirror's credentials for {what} ({exc}); "
+                "check mirror.upstreams username and password"
+            )
+        return Unavailable(message=f"cannot get {what} from the upstream: {exc}")
+
+    async def cache_summary(self) -> dict[str, int]:
+        async with self.db.read() as conn:
+            repositories, tags, size = await mq.cache_summary(conn)
+        return {"repositories": repositories, "tags": tags, "bytes": size}
+
+    async def close(self) -> None:
+        await self.fetches.close()
+        await self.counters.close()
+        await self.client.aclose()
+
+
+def _upstream(settings: UpstreamSettings, client: httpx.AsyncClient) -> Upstream:
+    return Upstream(settings.url, client, settings.username or None, settings.password or None)
+
+
+def _absent(route: MirrorRoute, what: str) -> str:
+    return f"{route.upstream.url} has no {what} in {route.upstream.remote_name(route.remote)}"
+
+
+def _age(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    return f"{seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"{seconds} s"

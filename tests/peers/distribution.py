@@ -1,0 +1,57 @@
+"""CNCF Distribution 2.8 (Debian's `docker-registry`), the reference registry: an upstream
+for mirror tests. It logs every request in the combined log format, so tests count what the
+mirror asked of it."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from tests.peers.tools import free_port, need, stop, tail, wait_for_port
+
+
+class Distribution:
+    def __init__(self, root: Path) -> None:
+        self.binary = need("docker-registry")
+        self.root = root
+        self.port = free_port()
+        self.storage = root / "storage"
+        self.log = root / "distribution.log"
+        self.config = root / "config.yml"
+        self.config.write_text(
+            "version: 0.1\n"
+            "log:\n  level: info\n"
+            f"storage:\n  filesystem:\n    rootdirectory: {self.storage}\n"
+            "  delete:\n    enabled: true\n"
+            f"http:\n  addr: 127.0.0.1:{self.port}\n"
+        )
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Distribution:
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                [self.binary, "serve", str(self.config)], stdout=log, stderr=subprocess.STDOUT
+            )
+        try:
+            wait_for_port(self.port, self.process)
+        except Exception as exc:
+            raise RuntimeError(f"docker-registry did not start:\n{tail(self.log)}") from exc
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop(self.process)
+            self.process = None
+
+    def requests(self, method: str, path: str) -> int:
+        """How many `method path` requests it has answered."""
+        line = f'"{method} {path} HTTP/1.1"'
+        return sum(line in entry for entry in self.log.read_text().splitlines())
+
+    def blob_file(self, digest: str) -> Path:
+        algorithm, hex_ = digest.split(":")
+        return self.storage / f"docker/registry/v2/blobs/{algorithm}/{hex_[:2]}/{hex_}/data"

@@ -1,0 +1,450 @@
+"""The pull-through mirror, in process, against a real upstream: `registry serve` with token
+auth on (so every fetch does the anonymous token dance) and a public `library` namespace,
+reached directly or through nginx, which can be made to answer 429.
+
+Each test runs on SQLite and PostgreSQL, with the filesystem and the S3 store. Requests
+that reach the upstream are counted in its access log."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+from registry.app import create_app
+from registry.config import Settings
+from registry.digest import Digest
+from registry.mediatypes import OCI_MANIFEST
+from registry.proxy import fetches
+from tests.helpers import TokenAuth, assert_error, basic, push_blob, push_image, sha256
+from tests.peers.nginx import RETRY_AFTER, Nginx
+from tests.peers.registry import RegistryProcess
+from tests.peers.tools import free_port
+
+pytestmark = pytest.mark.anyio
+
+ADMIN_PASSWORD = "upstream-admin-password"
+MIRROR_ADMIN_PASSWORD = "mirror-admin-password"
+
+
+class Upstream(RegistryProcess):
+    def requests(self, method: str, path: str) -> int:
+        """Requests answered with success (not the 401s of the token dance)."""
+        line = f'"{method} {quote(path, safe="/")} HTTP/1.1" 200'
+        return sum(line in entry for entry in self.log.read_text().splitlines())
+
+    def client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            base_url=self.url, headers=basic("admin", ADMIN_PASSWORD), timeout=30
+        )
+
+
+@pytest.fixture(scope="module")
+def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
+    root = tmp_path_factory.mktemp("upstream")
+    server = Upstream(
+        root / "data",
+        {
+            "REGISTRY_AUTH_ENABLED": "true",
+            "REGISTRY_ADMIN_PASSWORD": ADMIN_PASSWORD,
+            "REGISTRY_LOG_LEVEL": "info",
+        },
+    )
+    server.start()
+    server.cli("namespace", "add", "library", "--public")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def nginx(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nginx]:
+    proxy = Nginx(tmp_path_factory.mktemp("nginx"), upstream.port).start()
+    yield proxy
+    proxy.stop()
+
+
+MirrorFactory = Callable[..., Starlette]
+
+
+@pytest.fixture
+async def make_mirror(
+    make_settings: Callable[..., Settings], upstream: Upstream
+) -> AsyncIterator[MirrorFactory]:
+    """Mirror apps; apps made by one test share its database and store, like replicas."""
+    apps: list[Starlette] = []
+
+    def make(**env: str) -> Starlette:
+        settings = {
+            "mirror_enabled": "true",
+            "mirror_upstreams": upstream.url,
+            "mirror_tag_ttl_seconds": "300",
+            **env,
+        }
+        app = create_app(make_settings(**settings))
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        await app.state.registry.close()
+
+
+def client_of(app: Starlette, **kwargs: object) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app)
+    return httpx.AsyncClient(transport=transport, base_url="http://mirror.test", **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def mirror(make_mirror: MirrorFactory) -> AsyncIterator[httpx.AsyncClient]:
+    async with client_of(make_mirror()) as client:
+        yield client
+
+
+def unique(prefix: str) -> str:
+    return f"library/{prefix}-{time.monotonic_ns()}"
+
+
+async def push_upstream(
+    upstream: Upstream, repo: str, tag: str, layers: list[bytes]
+) -> tuple[str, bytes]:
+    async with upstream.client() as client:
+        return await push_image(client, repo, tag, layers=layers)
+
+
+def blob_digest(data: bytes) -> Digest:
+    return Digest.parse(sha256(data))
+
+
+async def test_manifest_by_tag_is_fetched_once_then_served_from_the_cache(
+    upstream: Upstream, mirror: httpx.AsyncClient
+) -> None:
+    repo = unique("app")
+    digest, body = await push_upstream(upstream, repo, "v1", [b"one layer"])
+
+    r = await mirror.get(f"/v2/{repo}/manifests/v1", headers={"Accept": OCI_MANIFEST})
+    assert r.status_code == 200, r.text
+    assert r.content == body
+    assert r.headers["docker-content-digest"] == digest
+    assert r.headers["content-type"] == OCI_MANIFEST
+    fetched = upstream.requests("GET", f"/v2/{repo}/manifests/{digest}")
+    assert fetched == 1
+
+    # Fresh: no request reaches the upstream, by tag or by digest, GET or HEAD.
+    heads = upstream.requests("HEAD", f"/v2/{repo}/manifests/v1")
+    for method, reference in (("GET", "v1"), ("HEAD", "v1"), ("GET", digest)):
+        r = await mirror.request(method, f"/v2/{repo}/manifests/{reference}")
+        assert r.status_code == 200
+        assert r.headers["docker-content-digest"] == digest
+    assert upstream.requests("HEAD", f"/v2/{repo}/manifests/v1") == heads
+    assert upstream.requests("GET", f"/v2/{repo}/manifests/{digest}") == fetched
+
+    # Cached repositories and tags are listed like any other.
+    r = await mirror.get(f"/v2/{repo}/tags/list")
+    assert r.json() == {"name": repo, "tags": ["v1"]}
+    assert repo in (await mirror.get("/v2/_catalog")).json()["repositories"]
+
+
+async def test_manifest_by_digest_is_verified_and_kept(
+    upstream: Upstream, mirror: httpx.AsyncClient
+) -> None:
+    repo = unique("bydigest")
+    digest, body = await push_upstream(upstream, repo, "v1", [b"digest layer"])
+    r = await mirror.get(f"/v2/{repo}/manifests/{digest}")
+    assert r.status_code == 200
+    assert r.content == body
+    # Cached by digest, not tagged: the tag stays unknown until asked for.
+    assert (await mirror.get(f"/v2/{repo}/tags/list")).json()["tags"] == []
+    r = await mirror.get(f"/v2/{repo}/manifests/{sha256(b'nothing')}")
+    assert_error(r, 404, "MANIFEST_UNKNOWN")
+    r = await mirror.get(f"/v2/{repo}/manifests/nosuchtag")
+    assert_error(r, 404, "MANIFEST_UNKNOWN")
+    r = await mirror.get(f"/v2/{unique('absent')}/manifests/latest")
+    assert_error(r, 404, "MANIFEST_UNKNOWN")
+
+
+async def test_a_stale_tag_is_revalidated_with_head_and_refetched_when_moved(
+    upstream: Upstream, make_mirror: MirrorFactory
+) -> None:
+    repo = unique("moving")
+    first, _ = await push_upstream(upstream, repo, "latest", [b"first"])
+    async with client_of(make_mirror(mirror_tag_ttl_seconds="1")) as mirror:
+        assert (await mirror.get(f"/v2/{repo}/manifests/latest")).headers[
+            "docker-content-digest"
+        ] == first
+        second, body = await push_upstream(upstream, repo, "latest", [b"second"])
+        # Within the TTL the cache answers, with the old digest.
+        r = await mirror.get(f"/v2/{repo}/manifests/latest")
+        assert r.headers["docker-content-digest"] == first
+        await asyncio.sleep(1.1)
+        r = await mirror.get(f"/v2/{repo}/manifests/latest")
+        assert r.headers["docker-content-digest"] == second
+        assert r.content == body
+        # Stale again but unchanged: one HEAD, no GET.
+        await asyncio.sleep(1.1)
+        heads = upstream.requests("HEAD", f"/v2/{repo}/manifests/latest")
+        gets = upstream.requests("GET", f"/v2/{repo}/manifests/{second}")
+        r = await mirror.get(f"/v2/{repo}/manifests/latest")
+        assert r.headers["docker-content-digest"] == second
+        assert upstream.requests("HEAD", f"/v2/{repo}/manifests/latest") == heads + 1
+        assert upstream.requests("GET", f"/v2/{repo}/manifests/{second}") == gets
+
+        # Deleted upstream: gone from the cache too once stale.
+        async with upstream.client() as client:
+            assert (await client.delete(f"/v2/{repo}/manifests/latest")).status_code == 202
+        await asyncio.sleep(1.1)
+        assert_error(await mirror.get(f"/v2/{repo}/manifests/latest"), 404, "MANIFEST_UNKNOWN")
+        assert (await mirror.get(f"/v2/{repo}/tags/list")).json()["tags"] == []
+
+
+async def test_a_blob_miss_streams_from_the_upstream_and_is_cached(
+    upstream: Upstream, mirror: httpx.AsyncClient
+) -> None:
+    repo = unique("blob")
+    layer = bytes(range(256)) * 12_289  # about 3 MiB: several appends, several S3 segments
+    await push_upstream(upstream, repo, "v1", [layer])
+    digest = sha256(layer)
+
+    r = await mirror.head(f"/v2/{repo}/blobs/{digest}")
+    assert r.status_code == 200
+    assert r.headers["content-length"] == str(len(layer))
+    r = await mirror.get(f"/v2/{repo}/blobs/{digest}")
+    assert r.status_code == 200
+    assert r.content == layer
+    assert r.headers["docker-content-digest"] == digest
+    assert upstream.requests("GET", f"/v2/{repo}/blobs/{digest}") == 1
+
+    # Now a hit: ranges work and the upstream is not asked again.
+    r = await mirror.get(f"/v2/{repo}/blobs/{digest}", headers={"Range": "bytes=10-19"})
+    assert r.status_code == 206
+    assert r.content == layer[10:20]
+    assert upstream.requests("GET", f"/v2/{repo}/blobs/{digest}") == 1
+
+    assert_error(await mirror.get(f"/v2/{repo}/blobs/{sha256(b'none')}"), 404, "BLOB_UNKNOWN")
+    assert (await mirror.head(f"/v2/{repo}/blobs/{sha256(b'none')}")).status_code == 404
+
+
+async def test_ten_clients_on_two_replicas_cause_one_upstream_fetch(
+    upstream: Upstream, make_mirror: MirrorFactory
+) -> None:
+    repo = unique("crowd")
+    layer = hashlib.sha512(repo.encode()).digest() * 131_072  # 8 MiB
+    await push_upstream(upstream, repo, "v1", [layer])
+    digest = sha256(layer)
+    replicas = [client_of(make_mirror()), client_of(make_mirror())]
+
+    async def pull(i: int) -> bytes:
+        return (await replicas[i % 2].get(f"/v2/{repo}/blobs/{digest}")).content
+
+    bodies = await asyncio.gather(*(pull(i) for i in range(10)))
+    assert all(body == layer for body in bodies)
+    assert upstream.requests("GET", f"/v2/{repo}/blobs/{digest}") == 1
+    for client in replicas:
+        await client.aclose()
+
+
+async def test_a_corrupt_upstream_blob_gives_an_error_and_caches_nothing(
+    upstream: Upstream, make_mirror: MirrorFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    repo = unique("corrupt")
+    layer = b"good bytes " * 100_000
+    await push_upstream(upstream, repo, "v1", [layer])
+    digest = sha256(layer)
+    stored = upstream.data_dir / "storage/blobs/sha256" / digest[7:9] / digest[7:]
+    stored.write_bytes(b"evil bytes " * 100_000)  # same size, other content
+
+    app = make_mirror()
+    store = app.state.registry.store
+    async with client_of(app) as mirror:
+        # The response has begun (the first client does not wait for the whole blob), so
+        # the error can only break it off: in process, the exception reaches the caller.
+        with pytest.raises(Exception):  # noqa: B017
+            await mirror.get(f"/v2/{repo}/blobs/{digest}")
+        assert f"upstream sent bytes with digest {sha256(b'evil bytes ' * 100_000)}" in caplog.text
+        # Nothing kept: the next request fetches again (and fails again).
+        assert await store.stat(blob_digest(layer)) is None
+        assert (await mirror.head(f"/v2/{repo}/blobs/{digest}")).status_code == 200
+        with pytest.raises(Exception):  # noqa: B017
+            await mirror.get(f"/v2/{repo}/blobs/{digest}")
+        assert upstream.requests("GET", f"/v2/{repo}/blobs/{digest}") == 2
+        assert await store.stat(blob_digest(layer)) is None
+        metrics = (await mirror.get("/api/v1/mirror")).json()["counters"]
+        assert metrics["upstream_errors"] >= 1
+    stored.write_bytes(layer)
+
+
+async def test_an_unreachable_upstream_serves_cached_tags_and_errors_otherwise(
+    upstream: Upstream, make_mirror: MirrorFactory
+) -> None:
+    repo = unique("offline")
+    digest, _ = await push_upstream(upstream, repo, "v1", [b"offline layer"])
+    async with client_of(make_mirror(mirror_tag_ttl_seconds="0")) as online:
+        assert (await online.get(f"/v2/{repo}/manifests/v1")).status_code == 200
+        assert (await online.get(f"/v2/{repo}/blobs/{sha256(b'offline layer')}")).status_code == 200
+    # The same cache, now with an upstream that does not answer.
+    dead = f"http://127.0.0.1:{free_port()}"
+    async with client_of(make_mirror(mirror_upstreams=dead, mirror_tag_ttl_seconds="0")) as m:
+        r = await m.get(f"/v2/{repo}/manifests/v1")
+        assert r.status_code == 200
+        assert r.headers["docker-content-digest"] == digest
+        r = await m.get(f"/v2/{repo}/blobs/{sha256(b'offline layer')}")
+        assert r.content == b"offline layer"
+        # Not cached: a clear error.
+        r = await m.get(f"/v2/{repo}/manifests/v2")
+        error = assert_error(r, 503, "UNAVAILABLE")
+        assert "unreachable" in error["message"]
+        assert_error(await m.get(f"/v2/{repo}/blobs/{sha256(b'x')}"), 503, "UNAVAILABLE")
+        counters = (await m.get("/api/v1/mirror")).json()["counters"]
+        assert counters["offline_served"] == 1
+    async with client_of(
+        make_mirror(
+            mirror_upstreams=dead, mirror_tag_ttl_seconds="0", mirror_offline_fallback="false"
+        )
+    ) as strict:
+        assert_error(await strict.get(f"/v2/{repo}/manifests/v1"), 503, "UNAVAILABLE")
+
+
+async def test_a_rate_limited_upstream_serves_the_cached_copy(
+    upstream: Upstream, nginx: Nginx, make_mirror: MirrorFactory
+) -> None:
+    repo = unique("limited")
+    digest, _ = await push_upstream(upstream, repo, "v1", [b"limited layer"])
+    app = make_mirror(mirror_upstreams=nginx.url, mirror_tag_ttl_seconds="0")
+    async with client_of(app) as mirror:
+        assert (await mirror.get(f"/v2/{repo}/manifests/v1")).status_code == 200
+        nginx.limit()
+        try:
+            r = await mirror.get(f"/v2/{repo}/manifests/v1")
+            assert r.status_code == 200
+            assert r.headers["docker-content-digest"] == digest
+            r = await mirror.get(f"/v2/{repo}/manifests/other")
+            assert_error(r, 429, "TOOMANYREQUESTS")
+            assert r.headers["retry-after"] == RETRY_AFTER
+            r = await mirror.get(f"/v2/{repo}/blobs/{sha256(b'limited layer')}")
+            assert_error(r, 429, "TOOMANYREQUESTS")
+        finally:
+            nginx.unlimit()
+        r = await mirror.get(f"/v2/{repo}/blobs/{sha256(b'limited layer')}")
+        assert r.content == b"limited layer"
+
+
+async def test_pushes_are_refused_by_a_mirror(mirror: httpx.AsyncClient) -> None:
+    repo = unique("push")
+    r = await mirror.post(f"/v2/{repo}/blobs/uploads/")
+    assert_error(r, 405, "UNSUPPORTED")
+    r = await mirror.put(f"/v2/{repo}/manifests/v1", content=b"{}")
+    assert_error(r, 405, "UNSUPPORTED")
+    r = await mirror.delete(f"/v2/{repo}/manifests/v1")
+    assert_error(r, 405, "UNSUPPORTED")
+    r = await mirror.delete(f"/v2/{repo}/blobs/{sha256(b'x')}")
+    assert_error(r, 405, "UNSUPPORTED")
+    r = await mirror.patch(f"/v2/{repo}/blobs/uploads/00000000-0000-0000-0000-000000000000")
+    assert_error(r, 405, "UNSUPPORTED")
+
+
+async def test_hosted_namespaces_beside_the_mirror(
+    upstream: Upstream, make_mirror: MirrorFactory
+) -> None:
+    repo = unique("beside")
+    digest, _ = await push_upstream(upstream, repo, "v1", [b"beside layer"])
+    app = make_mirror(
+        mirror_mirror_only="false",
+        auth_enabled="true",
+        admin_password=MIRROR_ADMIN_PASSWORD,
+        mirror_open="true",
+    )
+    accounts = app.state.registry.auth.accounts
+    await accounts.ensure_admin(MIRROR_ADMIN_PASSWORD)
+    await accounts.add_user("dev", "dev-password-1")
+    await accounts.add_namespace("team", public=False, owner="dev")
+    async with client_of(app, headers=basic("dev", "dev-password-1")) as dev:
+        await push_blob(dev, "team/app", b"hosted")
+        assert (await dev.get(f"/v2/{repo}/manifests/v1")).status_code == 200
+        assert_error(await dev.post(f"/v2/{repo}/blobs/uploads/"), 405, "UNSUPPORTED")
+        catalog = (await dev.get("/v2/_catalog")).json()["repositories"]
+        assert "team/app" in catalog
+        assert repo in catalog
+    async with client_of(app, auth=TokenAuth()) as anonymous:
+        # An open mirror: anonymous pulls of mirrored repositories, not of team's.
+        assert (await anonymous.get(f"/v2/{repo}/manifests/{digest}")).status_code == 200
+        r = await anonymous.get("/v2/team/app/tags/list")
+        assert r.status_code == 401
+
+
+async def test_our_auth_applies_to_a_closed_mirror(
+    upstream: Upstream, make_mirror: MirrorFactory
+) -> None:
+    repo = unique("closed")
+    digest, _ = await push_upstream(upstream, repo, "v1", [b"closed layer"])
+    app = make_mirror(auth_enabled="true", admin_password=MIRROR_ADMIN_PASSWORD)
+    accounts = app.state.registry.auth.accounts
+    await accounts.ensure_admin(MIRROR_ADMIN_PASSWORD)
+    await accounts.add_user("reader", "reader-password-1")
+    async with client_of(app, auth=TokenAuth()) as anonymous:
+        # Even with the token dance, an anonymous caller gets nothing of a closed mirror.
+        r = await anonymous.get(f"/v2/{repo}/manifests/v1")
+        assert r.status_code == 401
+        assert f'scope="repository:{repo}:pull"' in r.headers["www-authenticate"]
+        assert (await anonymous.get("/metrics")).status_code == 401
+    async with client_of(app, headers=basic("reader", "reader-password-1")) as reader:
+        r = await reader.get(f"/v2/{repo}/manifests/v1")
+        assert r.headers["docker-content-digest"] == digest
+        assert repo in (await reader.get("/v2/_catalog")).json()["repositories"]
+        assert_error(await reader.get("/api/v1/mirror"), 403, "DENIED")
+        # Pull only, even for a logged-in user.
+        assert_error(await reader.post(f"/v2/{repo}/blobs/uploads/"), 405, "UNSUPPORTED")
+    async with client_of(app, headers=basic("admin", MIRROR_ADMIN_PASSWORD)) as admin:
+        text = (await admin.get("/metrics")).text
+        assert "# TYPE registry_mirror_manifest_misses_total counter" in text
+        assert "registry_mirror_manifest_misses_total 1" in text
+
+
+async def test_upstreams_chosen_by_prefix_and_counted(
+    upstream: Upstream, nginx: Nginx, make_mirror: MirrorFactory
+) -> None:
+    repo = unique("prefixed")
+    layer = b"prefixed layer"
+    digest, body = await push_upstream(upstream, repo, "v1", [layer])
+    upstreams = f'[{{url: "{nginx.url}", prefix: "via-nginx"}}, {{url: "{upstream.url}"}}]'
+    async with client_of(make_mirror(mirror_upstreams=upstreams)) as mirror:
+        r = await mirror.get(f"/v2/via-nginx/{repo}/manifests/v1")
+        assert r.content == body
+        r = await mirror.get(f"/v2/via-nginx/{repo}/blobs/{sha256(layer)}")
+        assert r.content == layer
+        assert f"/v2/{repo}/manifests/{digest}" in nginx.access_log.read_text()
+        # The same image without the prefix comes from the other upstream, directly.
+        assert (await mirror.get(f"/v2/{repo}/manifests/v1")).content == body
+        status = (await mirror.get("/api/v1/mirror")).json()
+        assert [u["prefix"] for u in status["upstreams"]] == ["via-nginx", ""]
+        assert status["counters"]["manifest_misses"] == 2
+        assert status["counters"]["blob_misses"] == 1
+        assert status["counters"]["upstream_bytes"] == len(layer)
+        assert status["stored"]["repositories"] == 2
+        text = (await mirror.get("/metrics")).text
+        assert "registry_mirror_blob_misses_total 1" in text
+
+
+async def test_a_dead_fetchers_claim_is_taken_over(
+    upstream: Upstream, make_mirror: MirrorFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = unique("takeover")
+    layer = b"orphaned fetch"
+    await push_upstream(upstream, repo, "v1", [layer])
+    app = make_mirror()
+    registry = app.state.registry
+    # A replica claimed the blob and died: its heartbeat stops.
+    from registry.metadata import mirror as mq
+    from registry.metadata.models import now
+
+    async with registry.db.write() as conn:
+        await mq.claim_fetch(conn, sha256(layer), "dead-upload", now())
+    monkeypatch.setattr(fetches, "STALE_SECONDS", 0)
+    async with client_of(app) as mirror:
+        r = await mirror.get(f"/v2/{repo}/blobs/{sha256(layer)}")
+        assert r.content == layer
