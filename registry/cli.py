@@ -48,8 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    # Alembic narrates every plugin it loads at INFO; the operator needs only our summary.
-    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.root.level))
+    # Alembic narrates every plugin it loads, and httpx every upstream request of the
+    # mirror, at INFO; the operator needs only our summary of what happened.
+    for chatty in ("alembic", "httpx"):
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.root.level))
     if args.command == "migrate":
         _migrate(settings)
         return 0

@@ -97,8 +97,14 @@ class BlobFetches:
         if local is None:
             upload_id = str(uuid.uuid4())
             async with self.db.write() as conn:
-                stale = now() - timedelta(seconds=STALE_SECONDS)
-                current = await q.claim_fetch(conn, key, upload_id, stale)
+                # A fetch may have ended since the caller looked: then the blob is here.
+                stored = await q.stored_blob_size(conn, key)
+                if stored is None:
+                    stale = now() - timedelta(seconds=STALE_SECONDS)
+                    current = await q.claim_fetch(conn, key, upload_id, stale)
+            if stored is not None:
+                await keep(stored)
+                return stored, self.store.read(digest)
             if current is None:
                 local = self._start(digest, upload_id, source, keep)
             else:

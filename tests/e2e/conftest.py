@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -39,7 +40,7 @@ def registry_process(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator
 
 
 class Docker:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, daemon_json: dict[str, object] | None = None) -> None:
         need("dockerd")
         self.client = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else need("docker")
         self.root = root
@@ -61,6 +62,7 @@ class Docker:
                     f"unix://{self.socket}",
                     "--pidfile",
                     str(root / "pid"),
+                    *_config_file(root, daemon_json),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -99,6 +101,14 @@ class Docker:
 
     def stop(self) -> None:
         stop(self.process, timeout=30)
+
+
+def _config_file(root: Path, daemon_json: dict[str, object] | None) -> list[str]:
+    if daemon_json is None:
+        return []
+    path = root / "daemon.json"
+    path.write_text(json.dumps(daemon_json))
+    return ["--config-file", str(path)]
 
 
 class _Daemon(Protocol):

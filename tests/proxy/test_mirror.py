@@ -11,7 +11,6 @@ import asyncio
 import hashlib
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
 from urllib.parse import quote
 
 import httpx
