@@ -27,6 +27,7 @@ ACCEPT = ", ".join(sorted(MANIFEST_TYPES, reverse=True))
 # A token without expires_in lives 60 s (the token spec's default); renew a little early.
 _DEFAULT_TOKEN_SECONDS = 60
 _RENEW_EARLY_SECONDS = 10
+_MAX_TOKENS = 1_000
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 
 
@@ -183,7 +184,11 @@ class Upstream:
         if not token:
             raise UpstreamError(502, "upstream token response has no token")
         lifetime = int(body.get("expires_in") or _DEFAULT_TOKEN_SECONDS)
-        self._tokens[scope] = (token, time.monotonic() + lifetime - _RENEW_EARLY_SECONDS)
+        moment = time.monotonic()
+        if len(self._tokens) >= _MAX_TOKENS:
+            # One token per repository asked for: forget the expired ones.
+            self._tokens = {k: v for k, v in self._tokens.items() if v[1] > moment}
+        self._tokens[scope] = (token, moment + lifetime - _RENEW_EARLY_SECONDS)
 
 
 def _raise_for(response: httpx.Response, what: str) -> None:

@@ -83,3 +83,46 @@ def test_unusable_token_key(tmp_path: Path, content: bytes | None, message: str)
         authority_from_settings(settings)
     assert str(info.value).startswith("config: auth.key_file: ")
     assert message in str(info.value)
+
+
+def test_mirror_upstreams_from_yaml_and_environment(tmp_path: Path) -> None:
+    config = tmp_path / "config.yml"
+    config.write_text(
+        "mirror:\n  enabled: true\n  upstreams:\n"
+        "    - url: https://ghcr.io\n      prefix: ghcr.io\n"
+        "    - url: https://registry-1.docker.io\n      username: u\n      password: p\n"
+    )
+    upstreams = load_settings(config, {}).mirror.upstreams
+    assert [(u.url, u.prefix, u.username) for u in upstreams] == [
+        ("https://ghcr.io", "ghcr.io", ""),
+        ("https://registry-1.docker.io", "", "u"),
+    ]
+    # The environment wins, as a single URL or as a YAML/JSON list.
+    env = {"REGISTRY_MIRROR_UPSTREAMS": "http://127.0.0.1:5001"}
+    assert [u.url for u in load_settings(config, env).mirror.upstreams] == ["http://127.0.0.1:5001"]
+    env = {"REGISTRY_MIRROR_UPSTREAMS": '[{"url": "http://a.test", "prefix": "a"}]'}
+    assert load_settings(config, env).mirror.upstreams[0].prefix == "a"
+    # Off by default, with Docker Hub as the upstream.
+    default = load_settings(None, {}).mirror
+    assert not default.enabled
+    assert default.upstreams[0].url == "https://registry-1.docker.io"
+
+
+@pytest.mark.parametrize(
+    ("upstreams", "message"),
+    [
+        ("ftp://x.test", "mirror.upstreams[0].url: expected an http(s) URL"),
+        ('[{"url": "http://a.test", "prefix": "a/b"}]', "prefix: must be one repository name"),
+        ('[{"url": "http://a.test"}, {"url": "http://b.test"}]', "empty is used twice"),
+        ('[{"url": "http://a.test", "password": "p"}]', "password: given without a username"),
+        ("[]", "mirror.upstreams: expected a non-empty list"),
+        ('[{"url": "http://a.test", "colour": "red"}]', "mirror.upstreams[0].colour: unknown key"),
+        ("[not: valid", "expected a YAML or JSON list"),
+    ],
+)
+def test_bad_mirror_upstreams(upstreams: str, message: str) -> None:
+    env = {"REGISTRY_MIRROR_ENABLED": "true", "REGISTRY_MIRROR_UPSTREAMS": upstreams}
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, env)
+    assert message in str(info.value)
+    assert str(info.value).startswith("config: mirror.upstreams")
