@@ -143,14 +143,18 @@ class BlobFetches:
             fetch.done = True
             self.ended(size)
             log.info("fetched %s (%d bytes) from the upstream", key, size)
-        except Exception as exc:
+        except BaseException as exc:
             # The mirror turns an UpstreamError into the spec's error for its status.
-            known = isinstance(exc, RegistryError | UpstreamError)
-            fetch.error = exc if known else _failure(key, exc)
+            if isinstance(exc, RegistryError | UpstreamError):
+                fetch.error = exc
+            else:
+                fetch.error = _failure(key, exc)
             log.warning("fetch of %s failed: %s", key, fetch.error)
             self.ended(None)
             with contextlib.suppress(StorageError):
                 await self.store.upload_cancel(fetch.upload_id)
+            if not isinstance(exc, Exception):
+                raise  # cancelled: the registry is stopping
         finally:
             reporter.cancel()
             self._local.pop(key, None)
@@ -272,9 +276,11 @@ class BlobFetches:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-def _failure(key: str, exc: Exception) -> RegistryError:
+def _failure(key: str, exc: BaseException) -> RegistryError:
     if isinstance(exc, httpx.HTTPError):
         return FetchFailed({"digest": key}, message=f"upstream stopped sending {key}: {exc}")
     if isinstance(exc, StorageError):
         return FetchFailed({"digest": key}, message=f"could not store {key}: {exc}")
+    if isinstance(exc, asyncio.CancelledError):
+        return FetchFailed({"digest": key}, message=f"fetch of {key} stopped: shutting down")
     return FetchFailed({"digest": key}, message=f"fetch of {key} failed: {exc!r}")
