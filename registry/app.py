@@ -6,13 +6,15 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 
 from registry.api.errors import HANDLERS
+from registry.api.forwarded import ForwardedHeaders
 from registry.api.routes import ROUTES
 from registry.auth.accounts import Accounts
 from registry.auth.service import AuthService
 from registry.auth.tokens import authority_from_settings
-from registry.config import Settings, load_settings
+from registry.config import Settings, load_settings, trusted_networks
 from registry.metadata.database import Database
 from registry.proxy.mirror import Mirror
 from registry.services.blobs import BlobService
@@ -33,7 +35,7 @@ class Registry:
             echo=settings.database.echo,
         )
         self.store: BlobStore = open_store(settings)
-        self.blobs = BlobService(self.db, self.store)
+        self.blobs = BlobService(self.db, self.store, settings.storage.accel_redirect)
         self.uploads = UploadService(self.db, self.store)
         self.manifests = ManifestService(self.db, self.store)
         self.listing = ListingService(self.db)
@@ -68,7 +70,13 @@ def create_app(settings: Settings) -> Starlette:
         finally:
             await registry.close()
 
-    app = Starlette(routes=ROUTES, exception_handlers=HANDLERS, lifespan=lifespan)
+    trusted = trusted_networks(settings.http.trusted_proxies)
+    app = Starlette(
+        routes=ROUTES,
+        exception_handlers=HANDLERS,
+        lifespan=lifespan,
+        middleware=[Middleware(ForwardedHeaders, trusted=trusted)],
+    )
     app.state.registry = registry
     return app
 

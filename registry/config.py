@@ -13,6 +13,7 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -31,6 +32,9 @@ class HttpSettings:
     host: str = "0.0.0.0"
     port: int = 5000
     workers: int = 1
+    # Addresses or networks (comma-separated) of proxies whose X-Forwarded-Proto, -Host and
+    # -For are believed: they make the URLs in Location headers and token challenges.
+    trusted_proxies: str = "127.0.0.1,::1"
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,9 @@ class StorageSettings:
     driver: str = "filesystem"
     # Empty means `<data_dir>/storage`.
     root: str = ""
+    # Behind nginx: blob GETs answer with X-Accel-Redirect to this internal location (say
+    # `/_blobs/`, an alias of `<root>/blobs/`), and nginx sends the file. Filesystem only.
+    accel_redirect: str = ""
     s3: S3Settings = field(default_factory=S3Settings)
 
 
@@ -206,6 +213,9 @@ def _build(cls: type, raw: Any, environ: Mapping[str, str], prefix: str) -> Any:
             values[f.name] = _build(kind, raw.get(f.name, {}), environ, key + ".")
             continue
         env_name = "REGISTRY_" + key.upper().replace(".", "_")
+        if env_name + "_FILE" in environ and env_name not in environ:
+            # Docker and compose secrets arrive as files: REGISTRY_X_FILE=/run/secrets/x.
+            environ = {**environ, env_name: _read_secret(env_name + "_FILE", environ)}
         item = _item_type(kind)
         if item is not None:
             if env_name in environ:
@@ -218,6 +228,14 @@ def _build(cls: type, raw: Any, environ: Mapping[str, str], prefix: str) -> Any:
         elif f.name in raw:
             values[f.name] = _coerce(key, kind, raw[f.name])
     return cls(**values)
+
+
+def _read_secret(name: str, environ: Mapping[str, str]) -> str:
+    path = environ[name]
+    try:
+        return Path(path).read_text().rstrip("\r\n")
+    except OSError as exc:
+        raise ConfigError(f"config: {name}: cannot read {path} ({exc.strerror})") from exc
 
 
 def _item_type(kind: Any) -> type | None:
@@ -288,6 +306,17 @@ def _validate(s: Settings) -> None:
         )
     if s.storage.driver == "s3":
         _validate_s3(s.storage.s3)
+    accel = s.storage.accel_redirect
+    if accel and not (accel.startswith("/") and accel.endswith("/")):
+        raise ConfigError(
+            f"config: storage.accel_redirect: must start and end with /, got {accel!r}"
+        )
+    if accel and s.storage.driver != "filesystem":
+        raise ConfigError(
+            "config: storage.accel_redirect: works with the filesystem store only "
+            "(S3 blobs are redirected to presigned URLs)"
+        )
+    trusted_networks(s.http.trusted_proxies)
     if s.manifest_max_bytes < 1024:
         raise ConfigError(
             f"config: manifest_max_bytes: must be at least 1024, got {s.manifest_max_bytes}"
@@ -311,6 +340,19 @@ def _validate(s: Settings) -> None:
             "config: database.url: must be a sqlite:/// or postgresql:// URL, "
             f"got one starting {url.split(':', 1)[0]!r}"
         )
+
+
+def trusted_networks(text: str) -> tuple[IPv4Network | IPv6Network, ...]:
+    """The networks of `http.trusted_proxies`."""
+    networks = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        try:
+            networks.append(ip_network(item, strict=False))
+        except ValueError:
+            raise ConfigError(
+                f"config: http.trusted_proxies: {item!r} is not an address or network"
+            ) from None
+    return tuple(networks)
 
 
 def _validate_mirror(mirror: MirrorSettings) -> None:

@@ -42,6 +42,10 @@ async def blob(request: Request) -> Response:
         if url is not None:
             # The client fetches from storage directly; a Range header goes along with it.
             return RedirectResponse(url, status_code=307, headers=API_VERSION_HEADER)
+        internal = blobs.accel_path(digest)
+        if internal is not None:
+            # nginx sends the file itself (sendfile, Range included); no body here.
+            return Response(headers={**_headers(digest), "X-Accel-Redirect": internal})
     headers = {**_headers(digest), "Accept-Ranges": "bytes"}
     span = parse_range(request.headers.get("range"), size)
     status = 200

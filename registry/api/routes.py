@@ -45,6 +45,7 @@ ROUTES = [
         methods=["GET"],
     ),
     Route("/token", token.token, methods=["GET", "POST"]),
+    Route("/health", base.health, methods=["GET"]),
     Route("/metrics", mirror.metrics, methods=["GET"]),
     Route("/api/v1/mirror", mirror.status, methods=["GET"]),
     Route("/api/v1/users", accounts.users, methods=["GET", "POST"]),

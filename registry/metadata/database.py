@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
@@ -56,6 +56,11 @@ class Database:
             raise _unavailable(exc) from exc
         finally:
             await conn.close()
+
+    async def ping(self) -> None:
+        """Raise Unavailable unless the database answers a trivial query."""
+        async with self.read() as conn:
+            await conn.execute(text("SELECT 1"))
 
     async def _connect(self) -> AsyncConnection:
         conn = self.engine.connect()

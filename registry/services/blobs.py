@@ -12,9 +12,11 @@ from registry.storage import BlobStore
 
 
 class BlobService:
-    def __init__(self, db: Database, store: BlobStore) -> None:
+    def __init__(self, db: Database, store: BlobStore, accel_redirect: str = "") -> None:
         self.db = db
         self.store = store
+        # nginx's internal location for blob files; empty when there is no nginx.
+        self.accel_redirect = accel_redirect
 
     async def size(self, repository: str, digest: Digest) -> int:
         """The blob's size if the repository may serve it (one indexed query)."""
@@ -30,6 +32,12 @@ class BlobService:
     def redirect_url(self, digest: Digest) -> str | None:
         """Where the client may fetch the bytes itself, if the store serves them directly."""
         return self.store.presigned_url(digest)
+
+    def accel_path(self, digest: Digest) -> str | None:
+        """The internal URI nginx serves the blob's file at (X-Accel-Redirect), if any."""
+        if not self.accel_redirect or self.store.local_path(digest) is None:
+            return None
+        return f"{self.accel_redirect}{digest.algorithm}/{digest.hex[:2]}/{digest.hex}"
 
     async def delete(self, repository: str, digest: Digest) -> None:
         """Unlink the blob from the repository; the bytes stay until garbage collection

@@ -1,19 +1,50 @@
-"""A private nginx in the foreground, as a reverse proxy in front of a local server.
-
-`limit()` makes it answer every request with 429 and Retry-After, as Docker Hub does when
-a client passes its pull limit; `unlimit()` lets requests through again."""
+"""Private nginx instances in the foreground: the shipped nginx/registry.conf.template in
+front of registry processes, and a bare proxy that can be made to answer 429."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
 from tests.peers.tools import free_port, need, stop, tail, wait_for_port
 
 RETRY_AFTER = "7"
+TEMPLATE = Path(__file__).parents[2] / "nginx" / "registry.conf.template"
+
+
+def render(template: str, values: dict[str, str]) -> str:
+    """What envsubst does with a list of variables: only those are replaced."""
+    return re.sub(r"\$\{(\w+)\}", lambda m: values.get(m[1], m[0]), template)
+
+
+def main_conf(root: Path, body: str) -> str:
+    """An nginx.conf that keeps all its files in `root`, around an http-level `body`."""
+    temp = "".join(
+        f"  {kind}_temp_path {root / kind};\n"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    return (
+        # Workers must see the test's private folders (nginx ignores this unless root).
+        "user root;\n"
+        f"pid {root / 'nginx.pid'};\n"
+        f"error_log {root / 'error.log'} info;\n"
+        "events {}\n"
+        "http {\n"
+        # The combined format, plus how many bytes came from the upstream server.
+        '  log_format upstream \'$remote_addr "$request" $status $body_bytes_sent '
+        "upstream_bytes=$upstream_response_length';\n"
+        f"  access_log {root / 'access.log'} upstream;\n"
+        f"{temp}"
+        f"{body}\n"
+        "}\n"
+    )
 
 
 class Nginx:
+    """`limit()` makes it answer every request with 429 and Retry-After, as Docker Hub does
+    when a client passes its pull limit; `unlimit()` lets requests through again."""
+
     def __init__(self, root: Path, backend_port: int) -> None:
         self.binary = need("nginx")
         self.root = root
@@ -22,19 +53,7 @@ class Nginx:
         self.log = root / "error.log"
         self.access_log = root / "access.log"
         root.mkdir(parents=True, exist_ok=True)
-        temp = "".join(
-            f"  {kind}_temp_path {root / kind};\n"
-            for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-        )
-        (root / "nginx.conf").write_text(
-            # Workers must see the test's private folders (nginx ignores this unless root).
-            "user root;\n"
-            f"pid {root / 'nginx.pid'};\n"
-            f"error_log {self.log} info;\n"
-            "events {}\n"
-            "http {\n"
-            f"  access_log {self.access_log};\n"
-            f"{temp}"
+        self._write_conf(
             "  server {\n"
             f"    listen 127.0.0.1:{self.port};\n"
             "    client_max_body_size 0;\n"
@@ -48,10 +67,12 @@ class Nginx:
             "      proxy_buffering off;\n"
             "      proxy_request_buffering off;\n"
             "    }\n"
-            "  }\n"
-            "}\n"
+            "  }"
         )
         self.process: subprocess.Popen[bytes] | None = None
+
+    def _write_conf(self, body: str) -> None:
+        (self.root / "nginx.conf").write_text(main_conf(self.root, body))
 
     @property
     def url(self) -> str:
@@ -87,3 +108,30 @@ class Nginx:
         if self.process is not None:
             stop(self.process)
             self.process = None
+
+
+class RegistryNginx(Nginx):
+    """The shipped template, rendered for registry processes on local ports, serving
+    plain HTTP on `port` and TLS on `tls_port` with a given certificate."""
+
+    def __init__(
+        self, root: Path, registry_ports: list[int], blob_root: Path, cert: Path, key: Path
+    ) -> None:
+        self.binary = need("nginx")
+        self.root = root
+        self.port = free_port()
+        self.tls_port = free_port()
+        self.log = root / "error.log"
+        self.access_log = root / "access.log"
+        root.mkdir(parents=True, exist_ok=True)
+        values = {
+            "REGISTRY_SERVERS": " ".join(f"server 127.0.0.1:{p};" for p in registry_ports),
+            "REGISTRY_BLOB_ROOT": str(blob_root),
+            "NGINX_HTTP_PORT": f"127.0.0.1:{self.port}",
+            "NGINX_HTTPS_PORT": f"127.0.0.1:{self.tls_port}",
+            "NGINX_SERVER_NAME": "localhost",
+            "NGINX_TLS_CERT": str(cert),
+            "NGINX_TLS_KEY": str(key),
+        }
+        self._write_conf(render(TEMPLATE.read_text(), values))
+        self.process = None

@@ -1,0 +1,62 @@
+"""Behind a reverse proxy: believe X-Forwarded-Proto, -Host and -For from trusted proxies
+only, so that absolute URLs (the token realm, redirects) carry the address clients use,
+and the login limit counts the real client, not the proxy.
+
+uvicorn's own proxy-header support leaves out X-Forwarded-Host; this middleware does all
+three, and it is off for every peer outside `http.trusted_proxies`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from ipaddress import IPv4Network, IPv6Network, ip_address
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+Network = IPv4Network | IPv6Network
+
+
+class ForwardedHeaders:
+    def __init__(self, app: ASGIApp, trusted: Sequence[Network]) -> None:
+        self.app = app
+        self.trusted = tuple(trusted)
+
+    def _trusts(self, address: str) -> bool:
+        try:
+            ip = ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self.trusted)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        client = scope.get("client")
+        if scope["type"] != "http" or not client or not self._trusts(client[0]):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        scope = dict(scope)
+        proto = _first(headers.get(b"x-forwarded-proto"))
+        if proto in ("http", "https"):
+            scope["scheme"] = proto
+        host = _first(headers.get(b"x-forwarded-host"))
+        if host:
+            scope["headers"] = [(k, v) for k, v in scope["headers"] if k != b"host"]
+            scope["headers"].append((b"host", host.encode("latin-1")))
+        chain = headers.get(b"x-forwarded-for")
+        if chain:
+            # The nearest address not a trusted proxy is the client; proxies append.
+            hops = [hop.strip() for hop in chain.decode("latin-1").split(",") if hop.strip()]
+            for hop in reversed(hops):
+                if not self._trusts(hop):
+                    scope["client"] = (hop, 0)
+                    break
+            else:
+                scope["client"] = (hops[0], 0)
+        await self.app(scope, receive, send)
+
+
+def _first(value: bytes | None) -> str:
+    """The first of a comma-separated header (the one the outermost proxy set)."""
+    if not value:
+        return ""
+    return value.decode("latin-1").split(",")[0].strip().lower()

@@ -1,0 +1,162 @@
+"""The shipped nginx/registry.conf.template in front of two `registry serve` replicas that
+share one PostgreSQL database, one blob folder and one token key: a real Docker daemon
+logs in, pushes and pulls through nginx, uploads cross replicas, and nginx sends blob
+files itself (X-Accel-Redirect)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import Docker
+from tests.e2e.images import image_id, layer_tar, make_image, write_docker_archive
+from tests.helpers import basic, parse_challenge
+from tests.peers.nginx import RegistryNginx
+from tests.peers.postgres import PostgresServer
+from tests.peers.registry import RegistryProcess
+from tests.peers.tls import self_signed
+
+pytestmark = pytest.mark.e2e
+
+ADMIN_PASSWORD = "nginx-admin-password"
+BIG = 200 * 1024 * 1024
+
+
+@dataclass
+class Stack:
+    nginx: RegistryNginx
+    replicas: list[RegistryProcess]
+    cert: Path
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.nginx.port}"
+
+    def access_log(self) -> list[str]:
+        return self.nginx.access_log.read_text().splitlines()
+
+
+@pytest.fixture(scope="module")
+def stack(postgres: PostgresServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    root = tmp_path_factory.mktemp("stack")
+    name = f"registry_nginx_{os.getpid()}"
+    postgres.execute(f"CREATE DATABASE {name} TEMPLATE {postgres.template}")  # type: ignore[attr-defined]
+    # What replicas share: the database, the blob folder, the token key, the admin password.
+    shared = {
+        "REGISTRY_DATABASE_URL": postgres.url_for(name),
+        "REGISTRY_STORAGE_ROOT": str(root / "storage"),
+        "REGISTRY_STORAGE_ACCEL_REDIRECT": "/_blobs/",
+        "REGISTRY_AUTH_KEY_FILE": str(root / "token.key"),
+        "REGISTRY_ADMIN_PASSWORD": ADMIN_PASSWORD,
+        "REGISTRY_LOG_LEVEL": "info",
+        "REGISTRY_AUTH_ENABLED": "true",
+    }
+    replicas = [RegistryProcess(root / f"replica{i}", shared) for i in range(2)]
+    for replica in replicas:
+        replica.start()
+    cert, key = self_signed(root / "tls")
+    nginx = RegistryNginx(
+        root / "nginx", [r.port for r in replicas], root / "storage", cert, key
+    ).start()
+    yield Stack(nginx, replicas, cert)
+    nginx.stop()
+    for replica in replicas:
+        replica.stop()
+    postgres.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def test_docker_login_push_and_pull_of_a_200_mib_layer_through_nginx(
+    docker: Docker, stack: Stack, tmp_path: Path, busybox: bytes
+) -> None:
+    config = tmp_path / "docker-config"
+    docker.run(
+        "login", stack.host, "-u", "admin", "--password-stdin", config=config, stdin=ADMIN_PASSWORD
+    )
+    big = os.urandom(BIG)
+    image = make_image([layer_tar({"bin/busybox": busybox}), layer_tar({"data/big": big})])
+    ref = f"{stack.host}/admin/big:v1"
+    docker.run("load", "-i", str(write_docker_archive(image, ref, tmp_path / "big.tar")))
+    docker.run("push", ref, config=config)
+    docker.run("rmi", ref)
+    docker.run("pull", ref, config=config)
+    assert image_id(docker, ref) == image.id
+    docker.run("rmi", ref)
+
+    # Both replicas took part in the push (nginx spreads requests round-robin).
+    for replica in stack.replicas:
+        assert "/v2/admin/big/" in replica.log.read_text()
+    # The big layer went out through nginx, sent from the file by nginx: its upstream
+    # (the registry) answered with no body at all.
+    big_gets = [
+        line
+        for line in stack.access_log()
+        if '"GET /v2/admin/big/blobs/sha256:' in line and int(line.split()[-2]) > BIG // 2
+    ]
+    assert big_gets, stack.access_log()[-20:]
+    assert all(line.endswith("upstream_bytes=0") for line in big_gets), big_gets
+
+
+def test_a_chunked_upload_crosses_replicas(stack: Stack) -> None:
+    first, second = (
+        httpx.Client(base_url=r.url, headers=basic("admin", ADMIN_PASSWORD)) for r in stack.replicas
+    )
+    data = os.urandom(3 * 1024 * 1024)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    with first, second:
+        r = first.post("/v2/admin/chunked/blobs/uploads/")
+        assert r.status_code == 202
+        location = r.headers["location"]
+        r = first.patch(location, content=data[:1_000_000], headers={"Content-Range": "0-999999"})
+        assert r.status_code == 202
+        r = second.patch(
+            r.headers["location"],
+            content=data[1_000_000:],
+            headers={"Content-Range": f"1000000-{len(data) - 1}"},
+        )
+        assert r.status_code == 202, r.text
+        r = second.put(r.headers["location"], params={"digest": digest})
+        assert r.status_code == 201, r.text
+        assert first.head(f"/v2/admin/chunked/blobs/{digest}").headers["content-length"] == str(
+            len(data)
+        )
+    # Through nginx, a Range request is answered by nginx from the file.
+    with httpx.Client(base_url=stack.nginx.url, headers=basic("admin", ADMIN_PASSWORD)) as client:
+        r = client.get(f"/v2/admin/chunked/blobs/{digest}", headers={"Range": "bytes=100-199"})
+        assert r.status_code == 206
+        assert r.content == data[100:200]
+        assert r.headers["docker-content-digest"] == digest
+        assert r.headers["content-range"] == f"bytes 100-199/{len(data)}"
+    assert stack.access_log()[-1].endswith("upstream_bytes=0")
+
+
+def test_challenges_and_locations_carry_nginx_address(stack: Stack) -> None:
+    r = httpx.get(f"{stack.nginx.url}/v2/")
+    assert r.status_code == 401
+    assert parse_challenge(r.headers["www-authenticate"])["realm"] == f"http://{stack.host}/token"
+    tls = f"https://localhost:{stack.nginx.tls_port}"
+    with httpx.Client(base_url=tls, verify=str(stack.cert)) as client:
+        r = client.get("/v2/")
+        assert r.status_code == 401
+        realm = parse_challenge(r.headers["www-authenticate"])["realm"]
+        assert realm == f"{tls}/token"
+        # The token endpoint answers there, over TLS, and the token opens /v2/.
+        token = client.get(realm, auth=("admin", ADMIN_PASSWORD)).json()["token"]
+        assert client.get("/v2/", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+        r = client.post("/v2/admin/tls/blobs/uploads/", auth=("admin", ADMIN_PASSWORD))
+        assert r.status_code == 202
+        # Relative: the client resolves it against the address it used, nginx's.
+        assert re.fullmatch(r"/v2/admin/tls/blobs/uploads/[0-9a-f-]{36}", r.headers["location"])
+        assert str(client.base_url.join(r.headers["location"])).startswith(tls)
+
+
+def test_the_health_endpoint_answers_through_nginx(stack: Stack) -> None:
+    r = httpx.get(f"{stack.nginx.url}/health")
+    assert r.status_code == 200
+    assert r.json() == {"status": "ok"}
