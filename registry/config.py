@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
+from sqlalchemy.engine import make_url
 
 from registry.names import NAME_COMPONENT
 
@@ -41,6 +42,9 @@ class HttpSettings:
 class DatabaseSettings:
     # Empty means SQLite in the data folder.
     url: str = ""
+    # Replaces the password in `url`, so that it can come from a secret file
+    # (REGISTRY_DATABASE_PASSWORD_FILE).
+    password: str = ""
     pool_size: int = 10
     echo: bool = False
 
@@ -156,7 +160,14 @@ class Settings:
             ("postgres://", "postgresql+asyncpg://"),
         ):
             if url.startswith(plain):
-                return driver + url[len(plain) :]
+                url = driver + url[len(plain) :]
+                break
+        if self.database.password:
+            url = (
+                make_url(url)
+                .set(password=self.database.password)
+                .render_as_string(hide_password=False)
+            )
         return url
 
     @property

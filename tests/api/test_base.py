@@ -60,5 +60,13 @@ async def test_database_down_is_a_clear_503(tmp_path: Path) -> None:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://registry.test") as c:
         error = assert_error(await c.get("/v2/team/app/manifests/v1"), 503, "UNAVAILABLE")
+        # Load balancers and container healthchecks see it too.
+        assert_error(await c.get("/health"), 503, "UNAVAILABLE")
     assert "metadata database unavailable" in error["message"]
     await app.state.registry.close()
+
+
+async def test_health(client: httpx.AsyncClient) -> None:
+    r = await client.get("/health")
+    assert r.status_code == 200
+    assert r.json() == {"status": "ok"}

@@ -1,8 +1,11 @@
 import hashlib
+from collections.abc import Callable
 
 import httpx
 import pytest
 
+from registry.app import create_app
+from registry.config import ConfigError, Settings
 from tests.helpers import assert_error, push_blob, sha256
 
 pytestmark = pytest.mark.anyio
@@ -103,3 +106,31 @@ async def test_empty_blob(client: httpx.AsyncClient) -> None:
     assert r.status_code == 200
     assert r.headers["Content-Length"] == "0"
     assert r.content == b""
+
+
+async def test_accel_redirect_hands_the_file_to_nginx(
+    make_settings: Callable[..., Settings],
+) -> None:
+    try:
+        settings = make_settings(storage_accel_redirect="/_blobs/")
+    except ConfigError as exc:
+        # S3 blobs go out as presigned redirects instead.
+        assert "filesystem store only" in str(exc)
+        return
+    app = create_app(settings)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://registry.test") as c:
+        digest = await push_blob(c, "team/app", DATA)
+        hex_ = digest.split(":")[1]
+        r = await c.get(f"/v2/team/app/blobs/{digest}")
+        assert r.status_code == 200
+        assert r.headers["X-Accel-Redirect"] == f"/_blobs/sha256/{hex_[:2]}/{hex_}"
+        assert r.headers["Docker-Content-Digest"] == digest
+        assert r.content == b""
+        # That path under the storage root is the blob's file.
+        assert (settings.storage_root / "blobs/sha256" / hex_[:2] / hex_).read_bytes() == DATA
+        # Access is checked first: no link, no redirect.
+        assert_error(await c.get(f"/v2/team/other/blobs/{digest}"), 404, "BLOB_UNKNOWN")
+        head = await c.head(f"/v2/team/app/blobs/{digest}")
+        assert "X-Accel-Redirect" not in head.headers
+    await app.state.registry.close()

@@ -126,3 +126,38 @@ def test_bad_mirror_upstreams(upstreams: str, message: str) -> None:
         load_settings(None, env)
     assert message in str(info.value)
     assert str(info.value).startswith("config: mirror.upstreams")
+
+
+def test_settings_from_secret_files(tmp_path: Path) -> None:
+    secret = tmp_path / "admin_password"
+    secret.write_text("from-a-file\n")
+    env = {
+        "REGISTRY_ADMIN_PASSWORD_FILE": str(secret),
+        "REGISTRY_DATABASE_URL": "postgresql://registry@db:5432/registry",
+        "REGISTRY_DATABASE_PASSWORD_FILE": str(secret),
+    }
+    settings = load_settings(None, env)
+    assert settings.admin_password == "from-a-file"
+    assert settings.database_url == "postgresql+asyncpg://registry:from-a-file@db:5432/registry"
+    with pytest.raises(ConfigError, match="REGISTRY_ADMIN_PASSWORD_FILE: cannot read"):
+        load_settings(None, {"REGISTRY_ADMIN_PASSWORD_FILE": str(tmp_path / "none")})
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"REGISTRY_STORAGE_ACCEL_REDIRECT": "_blobs"}, "must start and end with /"),
+        (
+            {
+                "REGISTRY_STORAGE_ACCEL_REDIRECT": "/_blobs/",
+                "REGISTRY_STORAGE_DRIVER": "s3",
+                "REGISTRY_STORAGE_S3_BUCKET": "b",
+            },
+            "works with the filesystem store only",
+        ),
+        ({"REGISTRY_HTTP_TRUSTED_PROXIES": "10.0.0.0/8, nginx"}, "'nginx' is not an address"),
+    ],
+)
+def test_bad_proxy_settings(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(None, env)

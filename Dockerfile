@@ -1,0 +1,28 @@
+# The registry as an image: slim, runs as an unprivileged user, checks its own health.
+# Built by docker-compose.yml; `docker build -t registry .` works on its own too.
+FROM python:3.11-slim AS build
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY registry ./registry
+COPY migrations ./migrations
+# Installed in place: the Alembic revisions in /app/migrations ship with the code.
+RUN python -m venv /opt/venv \
+ && /opt/venv/bin/pip install --no-cache-dir --upgrade pip \
+ && /opt/venv/bin/pip install --no-cache-dir -e /app
+
+FROM python:3.11-slim
+RUN useradd --system --uid 10001 --home-dir /data --shell /usr/sbin/nologin registry \
+ && mkdir /data && chown registry /data
+COPY --from=build /opt/venv /opt/venv
+COPY --from=build /app /app
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    REGISTRY_DATA_DIR=/data
+USER registry
+WORKDIR /data
+VOLUME /data
+EXPOSE 5000
+HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
+  CMD ["python", "-c", "import os, sys, urllib.request; port = os.environ.get('REGISTRY_HTTP_PORT', '5000'); sys.exit(urllib.request.urlopen(f'http://127.0.0.1:{port}/health', timeout=2).status != 200)"]
+ENTRYPOINT ["registry"]
+CMD ["serve"]

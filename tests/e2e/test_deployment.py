@@ -1,0 +1,124 @@
+"""docker-compose.yml and the Dockerfile stay in step with the code: the compose file is
+valid (`docker-compose config`), every REGISTRY_* variable in it is a real setting and the
+settings load, nginx gets every variable its template uses, and the image's healthcheck
+command works against a running registry. (Images cannot be built or run here: there is
+no container runtime, only a daemon that pulls and pushes.)"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import subprocess
+import typing
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from registry.config import Settings, load_settings
+from tests.peers.registry import RegistryProcess
+from tests.peers.tools import need
+
+ROOT = Path(__file__).parents[2]
+COMPOSE = ROOT / "docker-compose.yml"
+TEMPLATE = ROOT / "nginx" / "registry.conf.template"
+
+pytestmark = pytest.mark.e2e
+
+
+def setting_variables(cls: type = Settings, prefix: str = "REGISTRY_") -> set[str]:
+    """Every REGISTRY_* variable the settings read."""
+    names = set()
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        kind = hints[f.name]
+        name = prefix + f.name.upper()
+        if isinstance(kind, type) and dataclasses.is_dataclass(kind):
+            names |= setting_variables(kind, name + "_")
+        else:
+            names.add(name)
+    return names
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    """The file as docker-compose resolves it."""
+    binary = need("docker-compose")
+    result = subprocess.run(
+        [binary, "-f", str(COMPOSE), "config"], capture_output=True, text=True, cwd=ROOT
+    )
+    assert result.returncode == 0, result.stderr
+    return dict(yaml.safe_load(result.stdout))
+
+
+def test_the_stack_has_its_parts(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert set(services) == {"nginx", "registry", "postgres", "minio", "minio-bucket"}
+    assert services["registry"]["deploy"]["replicas"] == 2
+    assert services["registry"]["depends_on"] == {
+        "postgres": {"condition": "service_healthy"},
+        "minio-bucket": {"condition": "service_completed_successfully"},
+    }
+    assert services["nginx"]["depends_on"] == {"registry": {"condition": "service_healthy"}}
+    for name in ("postgres", "minio"):
+        assert services[name]["healthcheck"]["test"], name
+    assert set(compose["volumes"]) == {"postgres", "minio"}
+    # Secrets are files, never values in the compose file.
+    assert set(compose["secrets"]) == {
+        "postgres_password",
+        "minio_password",
+        "token_key",
+        "admin_password",
+        "tls_cert",
+        "tls_key",
+    }
+    for service in services.values():
+        for name in service.get("environment", {}):
+            if "PASSWORD" in name or "SECRET" in name:
+                assert name.endswith("_FILE"), name
+
+
+def test_registry_environment_is_real_settings(compose: dict[str, Any], tmp_path: Path) -> None:
+    environment = compose["services"]["registry"]["environment"]
+    known = setting_variables()
+    for name in environment:
+        assert name in known or name.removesuffix("_FILE") in known, f"{name} is not a setting"
+    # The secrets, as compose mounts them, are read and the settings pass validation.
+    environ = {}
+    for name, value in environment.items():
+        if name.endswith("_FILE"):
+            secret = tmp_path / Path(value).name
+            secret.write_text("secret-of-" + secret.name + "\n")
+            value = str(secret)
+        environ[name] = value
+    settings = load_settings(None, environ)
+    assert settings.storage.driver == "s3"
+    assert settings.storage.s3.secret_key == "secret-of-minio_password"
+    assert settings.admin_password == "secret-of-admin_password"
+    assert ":secret-of-postgres_password@postgres:5432/" in settings.database_url
+
+
+def test_nginx_gets_every_template_variable(compose: dict[str, Any]) -> None:
+    service = compose["services"]["nginx"]
+    used = set(re.findall(r"\$\{(\w+)\}", TEMPLATE.read_text()))
+    assert used == set(service["environment"])
+    # docker-compose 1.x writes short syntax: source:target:mode.
+    assert f"{TEMPLATE}:/etc/nginx/templates/registry.conf.template:ro" in service["volumes"]
+
+
+def test_the_image_runs_unprivileged_and_its_healthcheck_works(tmp_path: Path) -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^USER registry$", dockerfile, re.M)
+    command = json.loads(re.search(r"CMD (\[.*\])\n", dockerfile.split("HEALTHCHECK")[1])[1])
+    assert command[:2] == ["python", "-c"]
+    server = RegistryProcess(tmp_path / "data").start()
+    try:
+        env = {**server.env, "REGISTRY_HTTP_PORT": str(server.port)}
+        check = subprocess.run(["python3", "-c", command[2]], env=env, timeout=30)
+        assert check.returncode == 0
+    finally:
+        server.stop()
+    check = subprocess.run(["python3", "-c", command[2]], env=env, capture_output=True, timeout=30)
+    assert check.returncode != 0
