@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,7 +142,8 @@ def test_challenges_and_locations_carry_nginx_address(stack: Stack) -> None:
     assert r.status_code == 401
     assert parse_challenge(r.headers["www-authenticate"])["realm"] == f"http://{stack.host}/token"
     tls = f"https://localhost:{stack.nginx.tls_port}"
-    with httpx.Client(base_url=tls, verify=str(stack.cert)) as client:
+    trust = ssl.create_default_context(cafile=str(stack.cert))
+    with httpx.Client(base_url=tls, verify=trust) as client:
         r = client.get("/v2/")
         assert r.status_code == 401
         realm = parse_challenge(r.headers["www-authenticate"])["realm"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import subprocess
 from pathlib import Path
+from typing import Self
 
 from tests.peers.tools import free_port, need, stop, tail, wait_for_port
 
@@ -41,35 +42,17 @@ def main_conf(root: Path, body: str) -> str:
     )
 
 
-class Nginx:
-    """`limit()` makes it answer every request with 429 and Retry-After, as Docker Hub does
-    when a client passes its pull limit; `unlimit()` lets requests through again."""
+class NginxProcess:
+    """nginx in the foreground with its files in `root`, listening on `port`."""
 
-    def __init__(self, root: Path, backend_port: int) -> None:
+    def __init__(self, root: Path) -> None:
         self.binary = need("nginx")
         self.root = root
         self.port = free_port()
-        self.flag = root / "limited"
         self.log = root / "error.log"
         self.access_log = root / "access.log"
-        root.mkdir(parents=True, exist_ok=True)
-        self._write_conf(
-            "  server {\n"
-            f"    listen 127.0.0.1:{self.port};\n"
-            "    client_max_body_size 0;\n"
-            "    location / {\n"
-            f"      if (-f {self.flag}) {{\n"
-            f"        add_header Retry-After {RETRY_AFTER} always;\n"
-            "        return 429;\n"
-            "      }\n"
-            f"      proxy_pass http://127.0.0.1:{backend_port};\n"
-            "      proxy_set_header Host $http_host;\n"
-            "      proxy_buffering off;\n"
-            "      proxy_request_buffering off;\n"
-            "    }\n"
-            "  }"
-        )
         self.process: subprocess.Popen[bytes] | None = None
+        root.mkdir(parents=True, exist_ok=True)
 
     def _write_conf(self, body: str) -> None:
         (self.root / "nginx.conf").write_text(main_conf(self.root, body))
@@ -78,7 +61,7 @@ class Nginx:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> Nginx:
+    def start(self) -> Self:
         self.process = subprocess.Popen(
             [
                 self.binary,
@@ -98,32 +81,53 @@ class Nginx:
             raise RuntimeError(f"nginx did not start:\n{tail(self.log)}") from exc
         return self
 
-    def limit(self) -> None:
-        self.flag.touch()
-
-    def unlimit(self) -> None:
-        self.flag.unlink(missing_ok=True)
-
     def stop(self) -> None:
         if self.process is not None:
             stop(self.process)
             self.process = None
 
 
-class RegistryNginx(Nginx):
+class Nginx(NginxProcess):
+    """A bare proxy. `limit()` makes it answer every request with 429 and Retry-After, as
+    Docker Hub does when a client passes its pull limit; `unlimit()` lets requests through
+    again."""
+
+    def __init__(self, root: Path, backend_port: int) -> None:
+        super().__init__(root)
+        self.flag = root / "limited"
+        self._write_conf(
+            "  server {\n"
+            f"    listen 127.0.0.1:{self.port};\n"
+            "    client_max_body_size 0;\n"
+            "    location / {\n"
+            f"      if (-f {self.flag}) {{\n"
+            f"        add_header Retry-After {RETRY_AFTER} always;\n"
+            "        return 429;\n"
+            "      }\n"
+            f"      proxy_pass http://127.0.0.1:{backend_port};\n"
+            "      proxy_set_header Host $http_host;\n"
+            "      proxy_buffering off;\n"
+            "      proxy_request_buffering off;\n"
+            "    }\n"
+            "  }"
+        )
+
+    def limit(self) -> None:
+        self.flag.touch()
+
+    def unlimit(self) -> None:
+        self.flag.unlink(missing_ok=True)
+
+
+class RegistryNginx(NginxProcess):
     """The shipped template, rendered for registry processes on local ports, serving
     plain HTTP on `port` and TLS on `tls_port` with a given certificate."""
 
     def __init__(
         self, root: Path, registry_ports: list[int], blob_root: Path, cert: Path, key: Path
     ) -> None:
-        self.binary = need("nginx")
-        self.root = root
-        self.port = free_port()
+        super().__init__(root)
         self.tls_port = free_port()
-        self.log = root / "error.log"
-        self.access_log = root / "access.log"
-        root.mkdir(parents=True, exist_ok=True)
         values = {
             "REGISTRY_SERVERS": " ".join(f"server 127.0.0.1:{p};" for p in registry_ports),
             "REGISTRY_BLOB_ROOT": str(blob_root),
@@ -134,4 +138,3 @@ class RegistryNginx(Nginx):
             "NGINX_TLS_KEY": str(key),
         }
         self._write_conf(render(TEMPLATE.read_text(), values))
-        self.process = None
