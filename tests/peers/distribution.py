@@ -7,7 +7,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from tests.peers.tools import free_port, need, stop, tail, wait_for_port
+from tests.peers.tools import free_port, launch, need, stop
 
 
 class Distribution:
@@ -32,14 +32,8 @@ class Distribution:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> Distribution:
-        with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(
-                [self.binary, "serve", str(self.config)], stdout=log, stderr=subprocess.STDOUT
-            )
-        try:
-            wait_for_port(self.port, self.process)
-        except Exception as exc:
-            raise RuntimeError(f"docker-registry did not start:\n{tail(self.log)}") from exc
+        args = [self.binary, "serve", str(self.config)]
+        self.process = launch(args, self.port, self.log, "docker-registry")
         return self
 
     def stop(self) -> None:

@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 from typing import Self
 
-from tests.peers.tools import free_port, need, stop, tail, wait_for_port
+from tests.peers.tools import free_port, launch, need, stop
 
 RETRY_AFTER = "7"
 TEMPLATE = Path(__file__).parents[2] / "nginx" / "registry.conf.template"
@@ -62,23 +62,9 @@ class NginxProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> Self:
-        self.process = subprocess.Popen(
-            [
-                self.binary,
-                "-p",
-                str(self.root),
-                "-c",
-                str(self.root / "nginx.conf"),
-                "-g",
-                "daemon off;",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            wait_for_port(self.port, self.process)
-        except Exception as exc:
-            raise RuntimeError(f"nginx did not start:\n{tail(self.log)}") from exc
+        conf = str(self.root / "nginx.conf")
+        args = [self.binary, "-p", str(self.root), "-c", conf, "-g", "daemon off;"]
+        self.process = launch(args, self.port, self.log, "nginx")
         return self
 
     def stop(self) -> None:

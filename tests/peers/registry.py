@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.peers.tools import free_port, stop, tail, wait_for_port
+from tests.peers.tools import free_port, launch, stop
 
 REGISTRY = str(Path(sys.executable).parent / "registry")
 
@@ -42,14 +42,7 @@ class RegistryProcess:
         return f"http://{self.host}"
 
     def start(self) -> RegistryProcess:
-        with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(
-                [REGISTRY, "serve"], env=self.env, stdout=log, stderr=subprocess.STDOUT
-            )
-        try:
-            wait_for_port(self.port, self.process)
-        except Exception as exc:
-            raise RuntimeError(f"registry did not start:\n{tail(self.log)}") from exc
+        self.process = launch([REGISTRY, "serve"], self.port, self.log, "registry", self.env)
         return self
 
     def stop(self) -> None:

@@ -52,6 +52,21 @@ def wait_for_port(
     raise TimeoutError(f"nothing listens on port {port} after {timeout}s")
 
 
+def launch(
+    args: list[str], port: int, log: Path, what: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start a server with its output appended to `log`; return once it listens on
+    `port`, or raise with the end of its log."""
+    with open(log, "ab") as out:
+        process = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(port, process)
+    except Exception as exc:
+        stop(process)
+        raise RuntimeError(f"{what} did not start:\n{tail(log)}") from exc
+    return process
+
+
 def stop(process: subprocess.Popen[bytes], timeout: float = 15) -> None:
     if process.poll() is None:
         process.terminate()
