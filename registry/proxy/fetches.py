@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 import httpx
 
@@ -166,20 +167,37 @@ class BlobFetches:
     async def _download(self, digest: Digest, fetch: _Fetch, source: Source) -> int:
         hasher = hashlib.new(digest.algorithm)
         unit = self.store.append_unit
-        async with source() as response:
-            length = response.headers.get("content-length")
-            fetch.size = int(length) if length and length.isdigit() else None
-            fetch.notify()
-            batch = bytearray()
-            async for piece in response.aiter_bytes():
-                hasher.update(piece)
-                batch += piece
-                if fetch.size is not None and fetch.written + len(batch) > fetch.size:
-                    raise FetchFailed(message=f"upstream sent more than {fetch.size} bytes")
-                if len(batch) >= unit:
-                    await self._append(fetch, batch)
-                    batch = bytearray()
-            await self._append(fetch, batch)
+        received = 0
+        # One append in flight while the next batch arrives: the network, the disk and
+        # the hash (done by the store's writer thread) work at the same time.
+        writing: asyncio.Task[None] | None = None
+        try:
+            async with source() as response:
+                length = response.headers.get("content-length")
+                fetch.size = int(length) if length and length.isdigit() else None
+                fetch.notify()
+                batch: list[bytes] = []
+                batched = 0
+                # Raw: a blob's bytes as sent, with no content decoding.
+                async for piece in response.aiter_raw():
+                    received += len(piece)
+                    if fetch.size is not None and received > fetch.size:
+                        raise FetchFailed(message=f"upstream sent more than {fetch.size} bytes")
+                    batch.append(piece)
+                    batched += len(piece)
+                    if batched >= unit:
+                        if writing is not None:
+                            await writing
+                        writing = asyncio.create_task(self._append(fetch, batch, hasher))
+                        batch, batched = [], 0
+                if writing is not None:
+                    await writing
+                await self._append(fetch, batch, hasher)
+        finally:
+            if writing is not None and not writing.done():
+                writing.cancel()
+                with contextlib.suppress(BaseException):
+                    await writing
         if fetch.size is not None and fetch.written != fetch.size:
             raise FetchFailed(
                 message=f"upstream sent {fetch.written} of {fetch.size} bytes of {digest}"
@@ -193,14 +211,16 @@ class BlobFetches:
             )
         return fetch.written
 
-    async def _append(self, fetch: _Fetch, data: bytearray) -> None:
-        if not data:
+    async def _append(self, fetch: _Fetch, pieces: list[bytes], hasher: Any) -> None:
+        if not pieces:
             return
 
         async def once() -> AsyncIterator[bytes]:
-            yield bytes(data)
+            yield b"".join(pieces)
 
-        fetch.written = await self.store.upload_append(fetch.upload_id, fetch.written, once())
+        fetch.written = await self.store.upload_append(
+            fetch.upload_id, fetch.written, once(), hasher.update
+        )
         fetch.notify()
 
     async def _report(self, key: str, fetch: _Fetch) -> None:
