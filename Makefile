@@ -3,13 +3,19 @@
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint system-deps secrets clean
+.PHONY: run test bench lint system-deps secrets clean
 
 run: $(VENV)/.installed
 	$(BIN)/registry serve
 
 test: lint system-deps
 	$(BIN)/pytest
+
+# Every hot path next to Distribution 2.8 (Debian's docker-registry), with wrk and nginx.
+bench: $(VENV)/.installed
+	@command -v wrk >/dev/null && command -v ab >/dev/null && command -v docker-registry >/dev/null && command -v nginx >/dev/null \
+	  || apt-get install -y -qq --no-install-recommends wrk apache2-utils docker-registry nginx curl
+	$(BIN)/python benchmarks/compare.py
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

@@ -26,7 +26,15 @@ class Database:
         self.is_sqlite = url.startswith("sqlite")
         options: dict[str, Any] = {"echo": echo, "pool_pre_ping": not self.is_sqlite}
         if self.is_sqlite:
-            options["connect_args"] = {"timeout": 30}
+            # A fixed set of connections: past it, requests wait their turn rather than
+            # open (and close) a connection, a thread and its PRAGMAs each. Reads run in
+            # autocommit, so a returned connection needs no rollback.
+            options.update(
+                connect_args={"timeout": 30},
+                pool_size=pool_size,
+                max_overflow=0,
+                pool_reset_on_return=None,
+            )
         else:
             options.update(pool_size=pool_size, max_overflow=pool_size)
         self.engine = create_async_engine(url, **options)

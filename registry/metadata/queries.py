@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, delete, select, update
+from sqlalchemy import Table, bindparam, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
@@ -85,14 +85,19 @@ async def list_repositories(
 # Blobs
 
 
+# The hot-path lookups are built once: a statement made per request costs more Python
+# time than SQLite takes to answer it.
+_BLOB_SIZE = (
+    select(Blob.size)
+    .join(RepositoryBlob, RepositoryBlob.digest == Blob.digest)
+    .join(Repository, Repository.id == RepositoryBlob.repository_id)
+    .where(Repository.name == bindparam("repository"), Blob.digest == bindparam("digest"))
+)
+
+
 async def blob_size(conn: AsyncConnection, repository: str, digest: str) -> int | None:
     """The size of a blob the repository may serve, or None."""
-    return await conn.scalar(
-        select(Blob.size)
-        .join(RepositoryBlob, RepositoryBlob.digest == Blob.digest)
-        .join(Repository, Repository.id == RepositoryBlob.repository_id)
-        .where(Repository.name == repository, Blob.digest == digest)
-    )
+    return await conn.scalar(_BLOB_SIZE, {"repository": repository, "digest": digest})
 
 
 async def link_blob(conn: AsyncConnection, repository_id: int, digest: str, size: int) -> None:
@@ -139,30 +144,32 @@ async def missing_blobs(
 MANIFEST_COLUMNS = (Manifest.digest, Manifest.media_type, Manifest.content)
 
 
+_MANIFEST_BY_DIGEST = (
+    select(*MANIFEST_COLUMNS)
+    .join(Repository, Repository.id == Manifest.repository_id)
+    .where(Repository.name == bindparam("repository"), Manifest.digest == bindparam("digest"))
+)
+_MANIFEST_BY_TAG = (
+    select(*MANIFEST_COLUMNS)
+    .join(Tag, Tag.manifest_id == Manifest.id)
+    .join(Repository, Repository.id == Tag.repository_id)
+    .where(Repository.name == bindparam("repository"), Tag.name == bindparam("tag"))
+)
+
+
 async def manifest_by_digest(
     conn: AsyncConnection, repository: str, digest: str
 ) -> StoredManifest | None:
-    row = (
-        await conn.execute(
-            select(*MANIFEST_COLUMNS)
-            .join(Repository, Repository.id == Manifest.repository_id)
-            .where(Repository.name == repository, Manifest.digest == digest)
-        )
-    ).first()
+    params = {"repository": repository, "digest": digest}
+    row = (await conn.execute(_MANIFEST_BY_DIGEST, params)).first()
     return StoredManifest(*row) if row else None
 
 
 async def manifest_by_tag(
     conn: AsyncConnection, repository: str, tag: str
 ) -> StoredManifest | None:
-    row = (
-        await conn.execute(
-            select(*MANIFEST_COLUMNS)
-            .join(Tag, Tag.manifest_id == Manifest.id)
-            .join(Repository, Repository.id == Tag.repository_id)
-            .where(Repository.name == repository, Tag.name == tag)
-        )
-    ).first()
+    params = {"repository": repository, "tag": tag}
+    row = (await conn.execute(_MANIFEST_BY_TAG, params)).first()
     return StoredManifest(*row) if row else None
 
 

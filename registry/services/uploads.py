@@ -131,20 +131,22 @@ class UploadService:
         return len(stale)
 
     async def _write(self, upload_id: str, offset: int, chunks: AsyncIterable[bytes]) -> int:
-        """Stream chunks into the session at `offset`, hashing them on the way."""
-        hasher = await self._hasher_at(upload_id, offset)
+        """Stream chunks into the session at `offset`, hashing them on the way when this
+        process holds the hash of what came before. Otherwise (the earlier chunks went to
+        another worker or replica) the bytes are hashed once, when the upload is finished,
+        rather than all again at every chunk."""
+        cached = self._hashers.pop(upload_id, None)
+        hasher = cached[1] if cached is not None and cached[0] == offset else None
+        observe = hasher.update if hasher is not None else None
         try:
-            size = await self.store.upload_append(upload_id, offset, chunks, observe=hasher.update)
+            size = await self.store.upload_append(upload_id, offset, chunks, observe=observe)
         except OffsetMismatch as exc:
-            self._hashers.pop(upload_id, None)
             raise RangeInvalid(
                 {"offset": exc.expected}, message=str(exc), headers=_range_header(exc.expected)
             ) from exc
-        except BaseException:
-            # The bytes written so far are stored; the cached hash may not match them.
-            self._hashers.pop(upload_id, None)
-            raise
-        self._remember(upload_id, size, hasher)
+        # (On any failure the hash stays forgotten: the bytes stored may not match it.)
+        if hasher is not None:
+            self._remember(upload_id, size, hasher)
         return size
 
     async def _discard(self, upload_id: str) -> None:
