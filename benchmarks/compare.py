@@ -26,9 +26,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +36,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.memory import PeakRss  # noqa: E402
 from tests.peers.distribution import Distribution  # noqa: E402
 from tests.peers.nginx import RegistryNginx  # noqa: E402
 from tests.peers.registry import RegistryProcess  # noqa: E402
@@ -133,23 +133,6 @@ def _wrk(url: str, seconds: int, connections: int, accept: str) -> tuple[float, 
     amount, unit = re.search(r"Transfer/sec:\s+([\d.]+)(\w+)", out).groups()  # type: ignore[union-attr]
     scale = {"B": 1 / MIB, "KB": 1 / 1024, "MB": 1, "GB": 1024}[unit]
     return rate, float(amount) * scale
-
-
-def rss_kib(pid: int) -> int:
-    """Resident memory of a process and its children (uvicorn workers)."""
-    total = 0
-    pids = [pid]
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    if children.exists():
-        pids += [int(p) for p in children.read_text().split()]
-    for p in pids:
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            pass
-    return total
 
 
 # The servers
@@ -345,32 +328,17 @@ def upload(base: str, folder: Path, chunk: int | None) -> float:
 
 def peak_rss_during_upload(target: Target, gib: float = 1.0) -> float:
     """MiB of resident memory above idle while one `gib` GiB blob streams in."""
-    idle = rss_kib(target.pid)
-    peak = idle
-    done = threading.Event()
 
-    def sample() -> None:
-        nonlocal peak
-        while not done.is_set():
-            peak = max(peak, rss_kib(target.pid))
-            time.sleep(0.02)
-
-    def body() -> object:
+    def body() -> Iterator[bytes]:
         piece = os.urandom(MIB)
         for _ in range(int(gib * 1024)):
             yield piece
 
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    try:
-        with httpx.Client(timeout=600) as client:
-            r = client.post(f"{target.url}/v2/bench/rss/blobs/uploads/")
-            r = client.patch(location(target.url, r), content=body())  # type: ignore[arg-type]
-            assert r.status_code == 202, r.text
-    finally:
-        done.set()
-        sampler.join()
-    return (peak - idle) / 1024
+    with PeakRss(target.pid) as rss, httpx.Client(timeout=600) as client:
+        r = client.post(f"{target.url}/v2/bench/rss/blobs/uploads/")
+        r = client.patch(location(target.url, r), content=body())
+        assert r.status_code == 202, r.text
+    return rss.growth_mib
 
 
 def main() -> None:

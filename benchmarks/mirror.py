@@ -13,7 +13,6 @@ import os
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -22,15 +21,9 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.memory import PeakRss  # noqa: E402
 from tests.peers.distribution import Distribution  # noqa: E402
 from tests.peers.registry import RegistryProcess  # noqa: E402
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
 def timed_get(url: str) -> tuple[float, float, int]:
@@ -71,32 +64,18 @@ def main() -> None:
         assert r.status_code == 201, r.text
         del data
         assert mirror.process is not None
-        pid = mirror.process.pid
-        idle = rss_kib(pid)
-        peak = idle
-        done = threading.Event()
-
-        def sample() -> None:
-            nonlocal peak
-            while not done.is_set():
-                peak = max(peak, rss_kib(pid))
-                time.sleep(0.05)
-
-        sampler = threading.Thread(target=sample)
-        sampler.start()
         path = f"/v2/library/bench/blobs/{digest}"
-        rows = [
-            ("upstream alone", timed_get(hub.url + path)),
-            ("mirror, miss", timed_get(mirror.url + path)),
-            ("mirror, hit", timed_get(mirror.url + path)),
-        ]
-        done.set()
-        sampler.join()
+        with PeakRss(mirror.process.pid) as rss:
+            rows = [
+                ("upstream alone", timed_get(hub.url + path)),
+                ("mirror, miss", timed_get(mirror.url + path)),
+                ("mirror, hit", timed_get(mirror.url + path)),
+            ]
         print(f"{args.mib} MiB blob, Distribution 2.8 upstream, mirror on the filesystem store")
         for label, (first, total, size) in rows:
             rate = size / 2**20 / total
             print(f"  {label:16} first byte {first * 1000:7.1f} ms  {rate:7.1f} MiB/s")
-        print(f"  mirror RSS: {idle / 1024:.1f} MiB idle, {peak / 1024:.1f} MiB at peak")
+        print(f"  mirror RSS: {rss.idle / 1024:.1f} MiB idle, {rss.peak / 1024:.1f} MiB at peak")
         gets = hub.requests("GET", path)
         print(f"  upstream blob GETs: {gets} (1 from the upstream-alone row, 1 from the miss)")
     finally:
