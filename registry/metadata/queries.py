@@ -149,12 +149,6 @@ _MANIFEST_BY_DIGEST = (
     .join(Repository, Repository.id == Manifest.repository_id)
     .where(Repository.name == bindparam("repository"), Manifest.digest == bindparam("digest"))
 )
-_MANIFEST_BY_TAG = (
-    select(*MANIFEST_COLUMNS)
-    .join(Tag, Tag.manifest_id == Manifest.id)
-    .join(Repository, Repository.id == Tag.repository_id)
-    .where(Repository.name == bindparam("repository"), Tag.name == bindparam("tag"))
-)
 
 
 async def manifest_by_digest(
@@ -162,14 +156,6 @@ async def manifest_by_digest(
 ) -> StoredManifest | None:
     params = {"repository": repository, "digest": digest}
     row = (await conn.execute(_MANIFEST_BY_DIGEST, params)).first()
-    return StoredManifest(*row) if row else None
-
-
-async def manifest_by_tag(
-    conn: AsyncConnection, repository: str, tag: str
-) -> StoredManifest | None:
-    params = {"repository": repository, "tag": tag}
-    row = (await conn.execute(_MANIFEST_BY_TAG, params)).first()
     return StoredManifest(*row) if row else None
 
 
@@ -253,16 +239,6 @@ async def delete_tag(conn: AsyncConnection, repository: str, tag: str) -> bool:
         return False
     result = await conn.execute(delete(Tag).where(Tag.repository_id == repo, Tag.name == tag))
     return result.rowcount > 0
-
-
-async def list_tags(
-    conn: AsyncConnection, repository_id: int, last: str | None, limit: int
-) -> list[str]:
-    column = _lexical(conn, Tag.name)
-    query = select(Tag.name).where(Tag.repository_id == repository_id).order_by(column).limit(limit)
-    if last:
-        query = query.where(column > last)
-    return list((await conn.scalars(query)).all())
 
 
 async def referrers(

@@ -8,6 +8,7 @@ from registry.digest import Digest
 from registry.errors import BlobUnknown
 from registry.metadata import queries
 from registry.metadata.database import Database
+from registry.metadata.hot import HotQueries
 from registry.storage import BlobStore
 
 
@@ -15,13 +16,13 @@ class BlobService:
     def __init__(self, db: Database, store: BlobStore, accel_redirect: str = "") -> None:
         self.db = db
         self.store = store
+        self.hot = HotQueries(db)
         # nginx's internal location for blob files; empty when there is no nginx.
         self.accel_redirect = accel_redirect
 
     async def size(self, repository: str, digest: Digest) -> int:
         """The blob's size if the repository may serve it (one indexed query)."""
-        async with self.db.read() as conn:
-            size = await queries.blob_size(conn, repository, str(digest))
+        size = await self.hot.blob_size(repository, str(digest))
         if size is None:
             raise BlobUnknown({"digest": str(digest)})
         return size

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from registry.errors import NameUnknown
 from registry.metadata import queries
 from registry.metadata.database import Database
+from registry.metadata.hot import HotQueries
 
 # A list without `n` still stops here and offers the rest through a Link header.
 MAX_PAGE = 10_000
@@ -22,16 +23,16 @@ class Page:
 class ListingService:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self.hot = HotQueries(db)
 
     async def tags(self, repository: str, limit: int | None, last: str | None) -> Page:
         limit = MAX_PAGE if limit is None else min(limit, MAX_PAGE)
-        async with self.db.read() as conn:
-            repo_id = await queries.repository_id(conn, repository)
-            if repo_id is None:
-                raise NameUnknown({"name": repository})
-            if limit == 0:
-                return Page([], False)
-            items = await queries.list_tags(conn, repo_id, last, limit + 1)
+        repo_id = await self.hot.repository_id(repository)
+        if repo_id is None:
+            raise NameUnknown({"name": repository})
+        if limit == 0:
+            return Page([], False)
+        items = await self.hot.tags_after(repo_id, last, limit + 1)
         return Page(items[:limit], len(items) > limit)
 
     async def catalog(

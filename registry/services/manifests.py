@@ -10,6 +10,7 @@ from registry.errors import DigestInvalid, ManifestBlobUnknown, ManifestUnknown
 from registry.mediatypes import INDEX_TYPES, OCI_INDEX, ParsedManifest, accepts, parse_manifest
 from registry.metadata import queries
 from registry.metadata.database import Database
+from registry.metadata.hot import HotQueries
 from registry.metadata.queries import StoredManifest
 from registry.names import check_tag
 from registry.storage import BlobStore
@@ -30,6 +31,7 @@ class ManifestService:
     def __init__(self, db: Database, store: BlobStore) -> None:
         self.db = db
         self.store = store
+        self.hot = HotQueries(db)
 
     async def put(
         self,
@@ -113,23 +115,20 @@ class ManifestService:
     async def get(self, repository: str, reference: str, accept: list[str]) -> StoredManifest:
         """The manifest by tag or digest, in a media type the client accepts."""
         by_tag = not is_digest(reference)
-        async with self.db.read() as conn:
-            if by_tag:
-                found = await queries.manifest_by_tag(conn, repository, check_tag(reference))
-            else:
-                found = await queries.manifest_by_digest(
-                    conn, repository, str(Digest.parse(reference))
-                )
-            if found is None:
-                raise ManifestUnknown({"reference": reference})
-            if accepts(accept, found.media_type):
-                return found
-            if by_tag and found.media_type in INDEX_TYPES:
-                child = default_child(found.content)
-                if child is not None:
-                    fallback = await queries.manifest_by_digest(conn, repository, child)
-                    if fallback is not None and accepts(accept, fallback.media_type):
-                        return fallback
+        if by_tag:
+            found = await self.hot.manifest_by_tag(repository, check_tag(reference))
+        else:
+            found = await self.hot.manifest_by_digest(repository, str(Digest.parse(reference)))
+        if found is None:
+            raise ManifestUnknown({"reference": reference})
+        if accepts(accept, found.media_type):
+            return found
+        if by_tag and found.media_type in INDEX_TYPES:
+            child = default_child(found.content)
+            if child is not None:
+                fallback = await self.hot.manifest_by_digest(repository, child)
+                if fallback is not None and accepts(accept, fallback.media_type):
+                    return fallback
         raise ManifestUnknown(
             {"reference": reference, "mediaType": found.media_type},
             message=f"the manifest is a {found.media_type}, which the client's Accept header "
