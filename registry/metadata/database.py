@@ -7,6 +7,7 @@ read transaction tries to upgrade. Reads run in autocommit (no BEGIN round trip)
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -38,6 +39,7 @@ class Database:
         else:
             options.update(pool_size=pool_size, max_overflow=pool_size)
         self.engine = create_async_engine(url, **options)
+        self._writer = asyncio.Lock() if self.is_sqlite else None
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_connect)
             event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
@@ -55,6 +57,17 @@ class Database:
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
         """One transaction: committed when the block ends, rolled back on an error."""
+        if self._writer is None:
+            async with self._transaction() as conn:
+                yield conn
+            return
+        # SQLite takes one writer at a time. Queued here, this process's writers wait
+        # their turn without SQLite's busy handler, which sleeps in growing steps.
+        async with self._writer, self._transaction() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AsyncConnection]:
         conn = await self._connect()
         try:
             await conn.execution_options(registry_write=True)
