@@ -63,7 +63,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     name = f"registry_test_{os.getpid()}_{next(_counter)}"
     server.execute(f"CREATE DATABASE {name} TEMPLATE {server.template}")  # type: ignore[attr-defined]
     yield server.url_for(name)
-    server.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    server.drop_database(name)
 
 
 @pytest.fixture(scope="session")

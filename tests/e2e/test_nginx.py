@@ -70,7 +70,7 @@ def stack(postgres: PostgresServer, tmp_path_factory: pytest.TempPathFactory) ->
     nginx.stop()
     for replica in replicas:
         replica.stop()
-    postgres.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    postgres.drop_database(name)
 
 
 def test_docker_login_push_and_pull_of_a_200_mib_layer_through_nginx(

@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import asyncpg
@@ -79,6 +80,18 @@ class PostgresServer:
                 await conn.close()
 
         asyncio.run(run())
+
+    def drop_database(self, name: str, attempts: int = 20) -> None:
+        """Drop a test database and end its sessions. CI's account may not end an
+        autovacuum worker that happens to be in the database; it leaves within moments."""
+        for attempt in range(attempts):
+            try:
+                self.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+                return
+            except asyncpg.InsufficientPrivilegeError:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.25)
 
     def stop(self) -> None:
         if self._dir is None or self._bin is None:

@@ -54,4 +54,4 @@ def test_concurrent_upgrades_of_a_fresh_postgresql_database(
         _upgrade_together(url, tmp_path)
         command.check(alembic_config(url.replace("postgresql://", "postgresql+asyncpg://", 1)))
     finally:
-        postgres.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        postgres.drop_database(name)
