@@ -146,14 +146,14 @@ class BlobFetches:
             log.info("fetched %s (%d bytes) from the upstream", key, size)
         except BaseException as exc:
             # The mirror turns an UpstreamError into the spec's error for its status.
-            if isinstance(exc, RegistryError | UpstreamError):
-                fetch.error = exc
-            else:
-                fetch.error = _failure(key, exc)
-            log.warning("fetch of %s failed: %s", key, fetch.error)
+            error = exc if isinstance(exc, RegistryError | UpstreamError) else _failure(key, exc)
+            log.warning("fetch of %s failed: %s", key, error)
             self.ended(None)
+            # Clean up before readers learn of the failure: once a client sees the error,
+            # nothing of the fetch is left.
             with contextlib.suppress(StorageError):
                 await self.store.upload_cancel(fetch.upload_id)
+            fetch.error = error
             if not isinstance(exc, Exception):
                 raise  # cancelled: the registry is stopping
         finally:
