@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from registry.metadata.database import Database
@@ -24,12 +25,23 @@ _SQL = {
     "JOIN repository_blobs l ON l.digest = b.digest "
     "JOIN repositories r ON r.id = l.repository_id "
     "WHERE r.name = :repository AND b.digest = :digest",
+    # A blob held here, and whether this repository links it (the mirror links blobs that
+    # another repository brought in once the upstream confirms this one has them).
+    "cached_blob": "SELECT b.size, EXISTS (SELECT 1 FROM repository_blobs l "
+    "JOIN repositories r ON r.id = l.repository_id "
+    "WHERE r.name = :repository AND l.digest = b.digest) FROM blobs b WHERE b.digest = :digest",
     "repository_id": "SELECT id FROM repositories WHERE name = :repository",
     # Tags in byte order, as the spec asks (PostgreSQL's default collation would not).
     "tags_after": "SELECT name FROM tags WHERE repository_id = :repository_id AND name > :last "
     "ORDER BY name {collate} LIMIT :limit",
 }
 _PARAM = re.compile(r":(\w+)")
+
+
+@dataclass(frozen=True, slots=True)
+class CachedBlob:
+    size: int
+    linked: bool  # to the repository asked about
 
 
 class HotQueries:
@@ -72,6 +84,10 @@ class HotQueries:
     async def blob_size(self, repository: str, digest: str) -> int | None:
         rows = await self._rows("blob_size", repository=repository, digest=digest)
         return int(rows[0][0]) if rows else None
+
+    async def cached_blob(self, repository: str, digest: str) -> CachedBlob | None:
+        rows = await self._rows("cached_blob", repository=repository, digest=digest)
+        return CachedBlob(int(rows[0][0]), bool(rows[0][1])) if rows else None
 
     async def repository_id(self, repository: str) -> int | None:
         rows = await self._rows("repository_id", repository=repository)

@@ -144,21 +144,6 @@ async def missing_blobs(
 MANIFEST_COLUMNS = (Manifest.digest, Manifest.media_type, Manifest.content)
 
 
-_MANIFEST_BY_DIGEST = (
-    select(*MANIFEST_COLUMNS)
-    .join(Repository, Repository.id == Manifest.repository_id)
-    .where(Repository.name == bindparam("repository"), Manifest.digest == bindparam("digest"))
-)
-
-
-async def manifest_by_digest(
-    conn: AsyncConnection, repository: str, digest: str
-) -> StoredManifest | None:
-    params = {"repository": repository, "digest": digest}
-    row = (await conn.execute(_MANIFEST_BY_DIGEST, params)).first()
-    return StoredManifest(*row) if row else None
-
-
 async def missing_manifests(
     conn: AsyncConnection, repository_id: int, digests: Iterable[str]
 ) -> list[str]:

@@ -33,6 +33,7 @@ from registry.metadata import mirror as mq
 from registry.metadata import queries
 from registry.metadata.accounts import namespace_id
 from registry.metadata.database import Database
+from registry.metadata.hot import HotQueries
 from registry.metadata.models import now
 from registry.metadata.queries import StoredManifest
 from registry.names import check_tag, namespace_of
@@ -81,6 +82,7 @@ class Mirror:
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
         )
         self.upstreams = {u.prefix: _upstream(u, self.client) for u in settings.upstreams}
+        self.hot = HotQueries(db)
         self.counters = Counters(db)
         self.fetches = BlobFetches(db, store, self._fetch_ended)
         self.ttl = timedelta(seconds=settings.tag_ttl_seconds)
@@ -123,8 +125,7 @@ class Mirror:
         return await self.manifests.get(name, found.digest, accept)
 
     async def _by_digest(self, route: MirrorRoute, name: str, digest: str) -> StoredManifest:
-        async with self.db.read() as conn:
-            found = await queries.manifest_by_digest(conn, name, digest)
+        found = await self.hot.manifest_by_digest(name, digest)
         if found is not None:
             self.counters.add("manifest_hits")
             return found
@@ -194,30 +195,26 @@ class Mirror:
     async def blob_size(self, route: MirrorRoute, name: str, digest: Digest) -> int:
         """The size for a blob HEAD: from the cache, else from the upstream (a HEAD there,
         nothing fetched)."""
-        key = str(digest)
-        async with self.db.read() as conn:
-            size = await queries.blob_size(conn, name, key)
-        if size is not None:
-            return size
+        cached = await self.hot.cached_blob(name, str(digest))
+        if cached is not None and cached.linked:
+            return cached.size
         size = await self._upstream_blob_size(route, name, digest)
-        await self._link_if_stored(name, key)
+        if cached is not None:
+            await self._link(name, str(digest), cached.size)
         return size
 
     async def blob(self, route: MirrorRoute, name: str, digest: Digest) -> MirroredBlob:
         key = str(digest)
-        async with self.db.read() as conn:
-            size = await queries.blob_size(conn, name, key)
-            stored = None if size is not None else await mq.stored_blob_size(conn, key)
-        if size is None and stored is not None:
-            # Held for another repository: serve it once the upstream confirms this
-            # repository has it too, so no name reads a blob it could not read upstream.
-            await self._upstream_blob_size(route, name, digest)
-            await self._link(name, key, stored)
-            size = stored
-        if size is not None:
+        cached = await self.hot.cached_blob(name, key)
+        if cached is not None:
+            if not cached.linked:
+                # Held for another repository: serve it once the upstream confirms this
+                # repository has it too, so no name reads a blob it could not read upstream.
+                await self._upstream_blob_size(route, name, digest)
+                await self._link(name, key, cached.size)
             self.counters.add("blob_hits")
-            self.counters.add("cache_bytes", size)
-            return MirroredBlob(size, None)
+            self.counters.add("cache_bytes", cached.size)
+            return MirroredBlob(cached.size, None)
 
         async def keep(size: int) -> None:
             await self._link(name, key, size)
@@ -249,12 +246,6 @@ class Mirror:
         if size is None:
             raise BlobUnknown({"digest": str(digest)}, message=_absent(route, str(digest)))
         return size
-
-    async def _link_if_stored(self, name: str, digest: str) -> None:
-        async with self.db.read() as conn:
-            stored = await mq.stored_blob_size(conn, digest)
-        if stored is not None:
-            await self._link(name, digest, stored)
 
     async def _link(self, name: str, digest: str, size: int) -> None:
         async with self.db.write() as conn:

@@ -229,6 +229,32 @@ async def test_a_blob_miss_streams_from_the_upstream_and_is_cached(
     assert (await mirror.head(f"/v2/{repo}/blobs/{sha256(b'none')}")).status_code == 404
 
 
+async def test_a_blob_cached_for_one_repository_serves_another_only_if_upstream_has_it(
+    upstream: Upstream, mirror: httpx.AsyncClient
+) -> None:
+    layer = b"shared layer " * 10_000
+    digest = sha256(layer)
+    first, second, stranger = unique("first"), unique("second"), unique("stranger")
+    await push_upstream(upstream, first, "v1", [layer])
+    await push_upstream(upstream, second, "v1", [layer])
+    await push_upstream(upstream, stranger, "v1", [b"other layer"])
+    assert (await mirror.get(f"/v2/{first}/blobs/{digest}")).content == layer
+
+    # The upstream confirms with a HEAD; the bytes come from the cache.
+    r = await mirror.head(f"/v2/{second}/blobs/{digest}")
+    assert r.status_code == 200
+    assert r.headers["content-length"] == str(len(layer))
+    assert upstream.requests("HEAD", f"/v2/{second}/blobs/{digest}") == 1
+    r = await mirror.get(f"/v2/{second}/blobs/{digest}")
+    assert r.content == layer
+    assert upstream.requests("GET", f"/v2/{second}/blobs/{digest}") == 0
+    assert upstream.requests("HEAD", f"/v2/{second}/blobs/{digest}") == 1  # now linked
+
+    # A repository the upstream does not give the blob to does not read it here.
+    assert_error(await mirror.get(f"/v2/{stranger}/blobs/{digest}"), 404, "BLOB_UNKNOWN")
+    assert (await mirror.head(f"/v2/{stranger}/blobs/{digest}")).status_code == 404
+
+
 async def test_ten_clients_on_two_replicas_cause_one_upstream_fetch(
     upstream: Upstream, make_mirror: MirrorFactory
 ) -> None:
