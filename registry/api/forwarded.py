@@ -9,6 +9,7 @@ three, and it is off for every peer outside `http.trusted_proxies`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 from ipaddress import IPv4Network, IPv6Network, ip_address
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -16,12 +17,17 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 Network = IPv4Network | IPv6Network
 
 
+_FORWARDED = (b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-for")
+
+
 class ForwardedHeaders:
     def __init__(self, app: ASGIApp, trusted: Sequence[Network]) -> None:
         self.app = app
         self.trusted = tuple(trusted)
+        # Peers are few (the proxies), so their verdicts are kept.
+        self._trusts = lru_cache(maxsize=1024)(self._check)
 
-    def _trusts(self, address: str) -> bool:
+    def _check(self, address: str) -> bool:
         try:
             ip = ip_address(address)
         except ValueError:
@@ -33,16 +39,19 @@ class ForwardedHeaders:
         if scope["type"] != "http" or not client or not self._trusts(client[0]):
             await self.app(scope, receive, send)
             return
-        headers = dict(scope["headers"])
+        found = {k: v for k, v in scope["headers"] if k in _FORWARDED}
+        if not found:
+            await self.app(scope, receive, send)
+            return
         scope = dict(scope)
-        proto = _first(headers.get(b"x-forwarded-proto"))
+        proto = _first(found.get(b"x-forwarded-proto"))
         if proto in ("http", "https"):
             scope["scheme"] = proto
-        host = _first(headers.get(b"x-forwarded-host"))
+        host = _first(found.get(b"x-forwarded-host"))
         if host:
             scope["headers"] = [(k, v) for k, v in scope["headers"] if k != b"host"]
             scope["headers"].append((b"host", host.encode("latin-1")))
-        chain = headers.get(b"x-forwarded-for")
+        chain = found.get(b"x-forwarded-for")
         if chain:
             # The nearest address not a trusted proxy is the client; proxies append.
             hops = [hop.strip() for hop in chain.decode("latin-1").split(",") if hop.strip()]
