@@ -346,6 +346,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="1 repeat of 2 s")
+    parser.add_argument(
+        "--only", metavar="TEXT", help="only the workloads whose label contains TEXT"
+    )
     args = parser.parse_args()
     if args.quick:
         args.repeats, args.seconds = 1, 2
@@ -354,19 +357,24 @@ def main() -> None:
         sys.exit(f"benchmarks need {', '.join(missing)}: see `make bench`")
     bench = Bench(args.seconds)
     try:
-        rows = run(bench, args.repeats, args.seconds)
+        rows = run(bench, args.repeats, args.seconds, args.only)
     finally:
         bench.close()
     print(table(rows, args))
 
 
-def run(bench: Bench, repeats: int, seconds: int) -> list[Row]:
+def run(bench: Bench, repeats: int, seconds: int, only: str | None = None) -> list[Row]:
     ours, ref = bench.targets
+
+    def chosen(label: str) -> bool:
+        return only is None or only in label
+
     # First, on fresh processes: after the other workloads their heaps stay grown, and a
     # 1 GiB upload would show no growth at all.
     memory = Row("server RSS growth during a 1 GiB upload", "MiB", 100.0, [], [], lower=True)
-    memory.ours.append(peak_rss_during_upload(ours))
-    memory.reference.append(peak_rss_during_upload(ref))
+    if chosen(memory.label):
+        memory.ours.append(peak_rss_during_upload(ours))
+        memory.reference.append(peak_rss_during_upload(ref))
     urls = prepare(bench)
     s = seconds
     # label, unit, target ratio, measure(target name, url set) -> value
@@ -424,6 +432,8 @@ def run(bench: Bench, repeats: int, seconds: int) -> list[Row]:
     ]
     rows = []
     for label, unit, goal, measure in workloads:
+        if not chosen(label):
+            continue
         row = Row(label, unit, goal, [], [])
         for _ in range(repeats):
             row.ours.append(measure(ours))
@@ -438,12 +448,15 @@ def run(bench: Bench, repeats: int, seconds: int) -> list[Row]:
         ("nginx_big", "blob GET 256 MiB through nginx, 4 clients", 4, 0.95),
         ("nginx_medium", "32 concurrent pulls of 8 MiB through nginx", 32, 0.95),
     ):
+        if not chosen(label):
+            continue
         row = Row(label, "MiB/s", goal, [], [], against="nginx static")
         for _ in range(repeats):
             row.ours.append(wrk_mib(urls[name]["accel"], s, clients))
             row.reference.append(wrk_mib(urls[name]["static"], s, clients))
         rows.append(row)
-    rows.append(memory)
+    if memory.ours:
+        rows.append(memory)
     return rows
 
 

@@ -30,7 +30,7 @@ _SQL = {
     "cached_blob": "SELECT b.size, EXISTS (SELECT 1 FROM repository_blobs l "
     "JOIN repositories r ON r.id = l.repository_id "
     "WHERE r.name = :repository AND l.digest = b.digest) FROM blobs b WHERE b.digest = :digest",
-    "repository_id": "SELECT id FROM repositories WHERE name = :repository",
+    "tags_version": "SELECT id, tags_version FROM repositories WHERE name = :repository",
     # Tags in byte order, as the spec asks (PostgreSQL's default collation would not).
     "tags_after": "SELECT name FROM tags WHERE repository_id = :repository_id AND name > :last "
     "ORDER BY name {collate} LIMIT :limit",
@@ -89,9 +89,10 @@ class HotQueries:
         rows = await self._rows("cached_blob", repository=repository, digest=digest)
         return CachedBlob(int(rows[0][0]), bool(rows[0][1])) if rows else None
 
-    async def repository_id(self, repository: str) -> int | None:
-        rows = await self._rows("repository_id", repository=repository)
-        return int(rows[0][0]) if rows else None
+    async def tags_version(self, repository: str) -> tuple[int, int] | None:
+        """The repository's id and the version of its tag list."""
+        rows = await self._rows("tags_version", repository=repository)
+        return (int(rows[0][0]), int(rows[0][1])) if rows else None
 
     async def tags_after(self, repository_id: int, last: str | None, limit: int) -> list[str]:
         rows = await self._rows(

@@ -46,6 +46,9 @@ class Repository(Base):
     name: Mapped[str] = mapped_column(NAME, unique=True)
     namespace: Mapped[str] = mapped_column(NAME, index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    # Set to a new random value by triggers whenever a tag of the repository is added,
+    # renamed or removed (migration 0005); cached tag lists are checked against it.
+    tags_version: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class Blob(Base):

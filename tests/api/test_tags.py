@@ -1,6 +1,10 @@
 import httpx
 import pytest
 
+from registry.app import create_app
+from registry.config import Settings
+from registry.services import listing
+from registry.services.tag_cache import TagCache, TagList
 from tests.helpers import assert_error, push_image
 
 pytestmark = pytest.mark.anyio
@@ -84,3 +88,62 @@ async def test_catalog(client: httpx.AsyncClient) -> None:
     r = await client.get("/v2/_catalog", params={"n": 10, "last": "a/sub/app"})
     assert r.json()["repositories"] == ["b/app", "c", "library-x"]
     assert "Link" not in r.headers
+
+
+async def test_a_replica_sees_tags_changed_by_another(
+    client: httpx.AsyncClient, settings: Settings
+) -> None:
+    """Tag lists are cached per worker; a change made through another app on the same
+    database (a replica) is seen on the next request, whatever changed the tags."""
+    await tagged(client)
+    other_app = create_app(settings)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=other_app), base_url="http://replica.test"
+    ) as other:
+
+        async def listed() -> list[str]:
+            return (await client.get("/v2/team/app/tags/list")).json()["tags"]
+
+        assert await listed() == sorted(TAGS)  # now cached
+        _, body = await push_image(other, "team/app", "added")
+        assert await listed() == sorted([*TAGS, "added"])
+        assert (await other.delete("/v2/team/app/manifests/v1")).status_code == 202
+        assert await listed() == sorted([*TAGS[1:], "added"])
+        # Moving a tag to another manifest leaves the list as it was.
+        _, moved = await push_image(other, "team/app", "added", layers=[b"other layer"])
+        assert moved != body
+        assert await listed() == sorted([*TAGS[1:], "added"])
+        # Deleting a manifest takes its tags with it.
+        first = (await client.get("/v2/team/app/manifests/latest")).headers["docker-content-digest"]
+        assert (await other.delete(f"/v2/team/app/manifests/{first}")).status_code == 202
+        assert await listed() == ["added"]
+    await other_app.state.registry.close()
+
+
+async def test_repositories_too_large_to_cache_are_paged_from_the_database(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(listing, "LARGEST_CACHED", 3)
+    await tagged(client)
+    expected = sorted(TAGS)
+    r = await client.get("/v2/team/app/tags/list", params={"n": "4", "last": expected[0]})
+    assert r.json()["tags"] == expected[1:5]
+    assert "last=" + expected[4] in r.headers["Link"]
+    r = await client.get("/v2/team/app/tags/list")
+    assert r.json()["tags"] == expected
+    assert "Link" not in r.headers
+
+
+def test_the_tag_cache_evicts_the_least_recently_used_lists() -> None:
+    cache = TagCache(capacity=10)
+    cache.put(1, TagList(7, ["a", "b", "c", "d"]))
+    cache.put(2, TagList(8, ["e", "f", "g"]))
+    assert cache.get(1, 7) is not None  # 1 is now the most recently used
+    assert cache.get(1, 8) is None  # another version is a miss
+    cache.put(3, TagList(9, ["h", "i"]))  # 5 + 4 + 3 > 10: list 2 goes
+    assert cache.get(2, 8) is None
+    assert cache.get(1, 7) is not None
+    assert cache.get(3, 9) is not None
+    cache.put(1, TagList(10, None))  # replaced by a marker for a too-large repository
+    assert cache.get(1, 7) is None
+    assert cache.get(1, 10) == TagList(10, None)
