@@ -9,7 +9,8 @@ each registry in turn, `--repeats` times, and the table shows medians and the ra
 ours / Distribution (for the nginx rows: ours behind nginx with X-Accel-Redirect / nginx
 serving the same file statically). Request rates and transfers come from wrk (Debian's;
 C, two threads, not the bottleneck: nginx answers 60,000+ small requests/s with it here);
-pushes and uploads from a Python client that both registries share.
+small pushes from a bare asyncio HTTP/1.1 client (benchmarks/http1.py; httpx was the
+bottleneck there); uploads from curl.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.http1 import Connection  # noqa: E402
 from benchmarks.memory import PeakRss  # noqa: E402
 from tests.peers.distribution import Distribution  # noqa: E402
 from tests.peers.nginx import RegistryNginx  # noqa: E402
@@ -56,9 +58,10 @@ STATIC = """
 # Clients
 
 
-def location(base: str, response: httpx.Response) -> httpx.URL:
+def location(base: str, answer: httpx.Response | str) -> httpx.URL:
     """Distribution answers absolute Locations with state in the query; ours, relative."""
-    return httpx.URL(base).join(response.headers["location"])
+    found = answer if isinstance(answer, str) else answer.headers["location"]
+    return httpx.URL(base).join(found)
 
 
 def push_blob(client: httpx.Client, base: str, repo: str, data: bytes) -> str:
@@ -245,27 +248,28 @@ def prepare(bench: Bench) -> dict[str, dict[str, str]]:
 
 
 def small_pushes(base: str, count: int = 200, clients: int = 16) -> float:
-    """Blobs per second, `count` small blobs pushed (POST, then PUT) by `clients` at once."""
+    """Blobs per second, `count` small blobs pushed (POST, then PUT) by `clients` at once,
+    each on its own keep-alive connection."""
     blobs = [os.urandom(1024) + str(time.monotonic_ns()).encode() for _ in range(count)]
 
     async def run() -> float:
-        async with httpx.AsyncClient(
-            timeout=120, limits=httpx.Limits(max_connections=clients)
-        ) as c:
-            queue = list(blobs)
+        queue = list(blobs)
 
-            async def worker() -> None:
-                while queue:
-                    data = queue.pop()
-                    digest = "sha256:" + hashlib.sha256(data).hexdigest()
-                    r = await c.post(f"{base}/v2/bench/small/blobs/uploads/")
-                    url = location(base, r).copy_merge_params({"digest": digest})
-                    r = await c.put(url, content=data)
-                    assert r.status_code == 201, r.text
+        async def worker() -> None:
+            conn = await Connection.open(base)
+            while queue:
+                data = queue.pop()
+                digest = "sha256:" + hashlib.sha256(data).hexdigest()
+                status, headers, _ = await conn.request("POST", "/v2/bench/small/blobs/uploads/")
+                assert status == 202, status
+                url = location(base, headers["location"]).copy_merge_params({"digest": digest})
+                status, _, body = await conn.request("PUT", url.raw_path.decode(), data)
+                assert status == 201, body
+            await conn.close()
 
-            start = time.perf_counter()
-            await asyncio.gather(*(worker() for _ in range(clients)))
-            return count / (time.perf_counter() - start)
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(clients)))
+        return count / (time.perf_counter() - start)
 
     return asyncio.run(run())
 

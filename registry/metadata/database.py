@@ -8,17 +8,32 @@ read transaction tries to upgrade. Reads run in autocommit (no BEGIN round trip)
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from anyio import to_thread
 from sqlalchemy import event, text
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from registry.errors import Unavailable
 
+log = logging.getLogger("registry.database")
+
 _DB_ERRORS = (OperationalError, InterfaceError)
+# What the drivers themselves raise when the database is unreachable or busy, for
+# statements sent to them directly (hot.py).
+DRIVER_ERRORS: tuple[type[Exception], ...] = (sqlite3.OperationalError, OSError)
+with contextlib.suppress(ImportError):
+    import asyncpg
+
+    DRIVER_ERRORS += (asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
 
 
 class Database:
@@ -39,7 +54,7 @@ class Database:
         else:
             options.update(pool_size=pool_size, max_overflow=pool_size)
         self.engine = create_async_engine(url, **options)
-        self._writer = asyncio.Lock() if self.is_sqlite else None
+        self._writers = _SqliteWriters(self.engine.url.database) if self.is_sqlite else None
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_connect)
             event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
@@ -50,21 +65,24 @@ class Database:
         try:
             yield conn
         except _DB_ERRORS as exc:
-            raise _unavailable(exc) from exc
+            raise unavailable(exc) from exc
         finally:
             await conn.close()
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
         """One transaction: committed when the block ends, rolled back on an error."""
-        if self._writer is None:
-            async with self._transaction() as conn:
-                yield conn
-            return
-        # SQLite takes one writer at a time. Queued here, this process's writers wait
-        # their turn without SQLite's busy handler, which sleeps in growing steps.
-        async with self._writer, self._transaction() as conn:
+        async with self.writer_turn(), self._transaction() as conn:
             yield conn
+
+    @asynccontextmanager
+    async def writer_turn(self) -> AsyncIterator[None]:
+        """Wait for the turn to write: SQLite takes one writer at a time."""
+        if self._writers is None:
+            yield
+            return
+        async with self._writers.turn():
+            yield
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[AsyncConnection]:
@@ -74,7 +92,7 @@ class Database:
             async with conn.begin():
                 yield conn
         except _DB_ERRORS as exc:
-            raise _unavailable(exc) from exc
+            raise unavailable(exc) from exc
         finally:
             await conn.close()
 
@@ -89,13 +107,68 @@ class Database:
             return await conn.start()
         except (*_DB_ERRORS, OSError) as exc:
             # asyncpg lets a refused connection through as a bare OSError.
-            raise _unavailable(exc) from exc
+            raise unavailable(exc) from exc
 
     async def close(self) -> None:
         await self.engine.dispose()
+        if self._writers is not None:
+            self._writers.close()
 
 
-def _unavailable(exc: Exception) -> Unavailable:
+class _SqliteWriters:
+    """SQLite writers queue here: this process's tasks on an asyncio lock, and processes
+    (workers, the CLI) on a lock file beside the database. Left to SQLite, a writer that
+    finds the database locked waits in its busy handler, which sleeps in growing steps
+    (1 ms up to 100 ms) while the database may already be free: small pushes on two
+    workers went from 180-200 to 210-230 blobs/s with this lock."""
+
+    def __init__(self, database: str | None) -> None:
+        self._tasks = asyncio.Lock()
+        in_memory = not database or database == ":memory:" or database.startswith("file:")
+        self._path = None if in_memory else f"{database}-writer.lock"
+        self._fd: int | None = None
+
+    @asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        async with self._tasks:
+            fd = self._lock_file()
+            if fd is None:
+                yield
+                return
+            await _flock(fd)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _lock_file(self) -> int | None:
+        if self._fd is None and self._path is not None:
+            try:
+                self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError as exc:
+                log.warning(
+                    "no writer lock file %s (%s); SQLite's own locking applies", self._path, exc
+                )
+                self._path = None
+        return self._fd
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+async def _flock(fd: int) -> None:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        # Waits in a thread, woken as soon as the lock is free (polling with short sleeps
+        # gave 20% fewer small pushes). A cancelled waiter still waits for the lock and then
+        # gives it back: the holder is another process, busy for a few milliseconds.
+        await to_thread.run_sync(fcntl.flock, fd, fcntl.LOCK_EX)
+
+
+def unavailable(exc: Exception) -> Unavailable:
     reason = str(getattr(exc, "orig", exc)).splitlines()[0][:300]
     return Unavailable(
         message=f"metadata database unavailable ({reason}); check that it is running"

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, bindparam, delete, select, update
+from sqlalchemy import Table, bindparam, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
@@ -247,26 +247,6 @@ async def referrers(
 
 
 # Upload sessions
-
-
-async def create_upload(conn: AsyncConnection, upload_id: str, repository: str) -> None:
-    await conn.execute(
-        dialect_insert(conn, Upload).values(
-            id=upload_id, repository=repository, created_at=now(), updated_at=now()
-        )
-    )
-
-
-async def upload_repository(conn: AsyncConnection, upload_id: str) -> str | None:
-    return await conn.scalar(select(Upload.repository).where(Upload.id == upload_id))
-
-
-async def touch_upload(conn: AsyncConnection, upload_id: str) -> None:
-    await conn.execute(update(Upload).where(Upload.id == upload_id).values(updated_at=now()))
-
-
-async def delete_upload(conn: AsyncConnection, upload_id: str) -> None:
-    await conn.execute(delete(Upload).where(Upload.id == upload_id))
 
 
 async def uploads_idle_since(conn: AsyncConnection, cutoff: datetime) -> list[str]:

@@ -18,6 +18,8 @@ from registry.digest import DEFAULT_ALGORITHM, Digest
 from registry.errors import BlobUploadUnknown, DigestInvalid, RangeInvalid
 from registry.metadata import queries
 from registry.metadata.database import Database
+from registry.metadata.hot import HotQueries
+from registry.names import namespace_of
 from registry.storage import BlobStore
 from registry.storage.base import OffsetMismatch, UploadNotFound, check_upload_id
 
@@ -28,13 +30,13 @@ class UploadService:
     def __init__(self, db: Database, store: BlobStore) -> None:
         self.db = db
         self.store = store
+        self.hot = HotQueries(db)
         self._hashers: OrderedDict[str, tuple[int, Any]] = OrderedDict()
 
     async def start(self, repository: str) -> str:
         upload_id = str(uuid.uuid4())
         await self.store.upload_start(upload_id)
-        async with self.db.write() as conn:
-            await queries.create_upload(conn, upload_id, repository)
+        await self.hot.write(("create_upload", {"id": upload_id, "repository": repository}))
         return upload_id
 
     async def offset(self, repository: str, upload_id: str) -> int:
@@ -61,8 +63,7 @@ class UploadService:
                 headers=_range_header(offset),
             )
         size = await self._write(upload_id, offset, chunks)
-        async with self.db.write() as conn:
-            await queries.touch_upload(conn, upload_id)
+        await self.hot.write(("touch_upload", {"id": upload_id}))
         return size
 
     async def finish(
@@ -96,10 +97,12 @@ class UploadService:
         return size
 
     async def _link(self, repository: str, upload_id: str, digest: Digest, size: int) -> None:
-        async with self.db.write() as conn:
-            repo_id = await queries.ensure_repository(conn, repository)
-            await queries.link_blob(conn, repo_id, str(digest), size)
-            await queries.delete_upload(conn, upload_id)
+        await self.hot.write(
+            ("add_repository", {"repository": repository, "namespace": namespace_of(repository)}),
+            ("add_blob", {"digest": str(digest), "size": size}),
+            ("link_blob", {"repository": repository, "digest": str(digest)}),
+            ("delete_upload", {"id": upload_id}),
+        )
 
     async def _write_direct(
         self, upload_id: str, digest: Digest, chunks: AsyncIterable[bytes]
@@ -151,8 +154,7 @@ class UploadService:
 
     async def _discard(self, upload_id: str) -> None:
         self._hashers.pop(upload_id, None)
-        async with self.db.write() as conn:
-            await queries.delete_upload(conn, upload_id)
+        await self.hot.write(("delete_upload", {"id": upload_id}))
         await self.store.upload_cancel(upload_id)
 
     async def _check(self, repository: str, upload_id: str) -> None:
@@ -160,9 +162,7 @@ class UploadService:
             check_upload_id(upload_id)
         except UploadNotFound as exc:
             raise BlobUploadUnknown({"uuid": upload_id[:100]}) from exc
-        async with self.db.read() as conn:
-            owner = await queries.upload_repository(conn, upload_id)
-        if owner != repository:
+        if await self.hot.upload_repository(upload_id) != repository:
             raise BlobUploadUnknown({"uuid": upload_id})
 
     async def _hasher_at(self, upload_id: str, offset: int) -> Any:

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from datetime import datetime
 from pathlib import Path
+from typing import BinaryIO
 
 from anyio import to_thread
 
@@ -84,7 +85,8 @@ class FilesystemStore(BlobStore):
         accept: Callable[[], bool],
     ) -> int | None:
         temp = self.root / "uploads" / f"put-{uuid.uuid4()}"
-        f = await to_thread.run_sync(open, temp, "wb")
+        f: BinaryIO | None = None  # opened once there is a full piece to write
+        placed = False
         try:
             size = 0
             buffer = bytearray()
@@ -92,27 +94,31 @@ class FilesystemStore(BlobStore):
                 observe(chunk)
                 buffer += chunk
                 if len(buffer) >= IO_CHUNK:
+                    if f is None:
+                        f = await to_thread.run_sync(open, temp, "wb")
                     await to_thread.run_sync(f.write, bytes(buffer))
                     size += len(buffer)
                     buffer.clear()
-            await to_thread.run_sync(f.write, bytes(buffer))
             size += len(buffer)
-            await to_thread.run_sync(self._sync, f.fileno())
-            f.close()
             if not accept():
                 return None
-            target = self._blob(digest)
-            await to_thread.run_sync(self._place, temp, target)
+            # One trip to a worker thread finishes the blob; for a small blob, the only one.
+            await to_thread.run_sync(self._finish_blob, f, temp, bytes(buffer), self._blob(digest))
+            placed = True
             return size
         except OSError as exc:
             raise StorageError(f"writing blob {digest}: {exc}") from exc
         finally:
-            f.close()
-            with contextlib.suppress(FileNotFoundError):
-                await to_thread.run_sync(os.unlink, temp)
+            if f is not None:
+                f.close()
+            if not placed:
+                with contextlib.suppress(FileNotFoundError):
+                    await to_thread.run_sync(os.unlink, temp)
 
-    @staticmethod
-    def _place(temp: Path, target: Path) -> None:
+    def _finish_blob(self, f: BinaryIO | None, temp: Path, tail: bytes, target: Path) -> None:
+        with f or open(temp, "wb") as out:
+            out.write(tail)
+            self._sync(out.fileno())
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(temp, target)
 

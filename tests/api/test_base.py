@@ -60,6 +60,7 @@ async def test_database_down_is_a_clear_503(tmp_path: Path) -> None:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://registry.test") as c:
         error = assert_error(await c.get("/v2/team/app/manifests/v1"), 503, "UNAVAILABLE")
+        assert_error(await c.post("/v2/team/app/blobs/uploads/"), 503, "UNAVAILABLE")
         # Load balancers and container healthchecks see it too.
         assert_error(await c.get("/health"), 503, "UNAVAILABLE")
     assert "metadata database unavailable" in error["message"]
