@@ -21,26 +21,29 @@ class Connection:
         return cls(reader, writer)
 
     async def request(
-        self, method: str, target: str, body: bytes = b""
+        self, method: str, target: str, body: bytes = b"", headers: dict[str, str] | None = None
     ) -> tuple[int, dict[str, str], bytes]:
         """Send one request; the status, headers (lower-case names) and body of its answer."""
+        extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
         head = (
-            f"{method} {target} HTTP/1.1\r\nHost: bench\r\n"
+            f"{method} {target} HTTP/1.1\r\nHost: bench\r\n{extra}"
             f"Content-Length: {len(body)}\r\nContent-Type: application/octet-stream\r\n\r\n"
         )
-        self.writer.write(head.encode("latin-1") + body)
+        self.writer.write(head.encode("latin-1"))
+        self.writer.write(body)
+        await self.writer.drain()
         raw = await self.reader.readuntil(b"\r\n\r\n")
         status_line, *lines = raw.decode("latin-1").split("\r\n")
-        headers = {}
+        answer = {}
         for line in lines:
             if line:
                 name, _, value = line.partition(":")
-                headers[name.strip().lower()] = value.strip()
-        if "chunked" in headers.get("transfer-encoding", ""):
+                answer[name.strip().lower()] = value.strip()
+        if "chunked" in answer.get("transfer-encoding", ""):
             raise RuntimeError(f"{method} {target}: chunked answers are not supported here")
-        length = int(headers.get("content-length", "0"))
+        length = int(answer.get("content-length", "0"))
         content = await self.reader.readexactly(length) if length else b""
-        return int(status_line.split()[1]), headers, content
+        return int(status_line.split()[1]), answer, content
 
     async def close(self) -> None:
         self.writer.close()

@@ -140,6 +140,8 @@ class UploadService:
         rather than all again at every chunk."""
         cached = self._hashers.pop(upload_id, None)
         hasher = cached[1] if cached is not None and cached[0] == offset else None
+        if offset == 0:
+            hasher = hashlib.new(DEFAULT_ALGORITHM)
         observe = hasher.update if hasher is not None else None
         try:
             size = await self.store.upload_append(upload_id, offset, chunks, observe=observe)

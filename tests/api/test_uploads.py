@@ -214,3 +214,28 @@ async def test_pushing_existing_blob_again(client: httpx.AsyncClient) -> None:
     await push_blob(client, "team/app", DATA)
     await push_blob(client, "team/app", DATA)
     assert (await client.head(f"/v2/team/app/blobs/{sha256(DATA)}")).status_code == 200
+
+
+async def test_chunks_on_one_worker_are_hashed_as_they_arrive(
+    app: Starlette, client: httpx.AsyncClient
+) -> None:
+    """The PUT then needs no second reading of the stored bytes."""
+    location = await start(client)
+    upload_id = location.rsplit("/", 1)[1]
+    uploads = app.state.registry.uploads
+    for offset in range(0, len(DATA), 4000):
+        piece = DATA[offset : offset + 4000]
+        r = await client.patch(
+            location,
+            content=piece,
+            headers={"Content-Range": f"{offset}-{offset + len(piece) - 1}"},
+        )
+        assert r.status_code == 202
+        assert uploads._hashers[upload_id][0] == offset + len(piece)
+
+    async def no_rereading(*_: object) -> None:
+        raise AssertionError("the stored upload was hashed again")
+
+    uploads._hash_stored = no_rereading
+    r = await client.put(location, params={"digest": sha256(DATA)})
+    assert r.status_code == 201
