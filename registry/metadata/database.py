@@ -21,6 +21,7 @@ from anyio import to_thread
 from sqlalchemy import event, text
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+from sqlalchemy.util import greenlet_spawn
 
 from registry.errors import Unavailable
 
@@ -68,6 +69,24 @@ class Database:
             raise unavailable(exc) from exc
         finally:
             await conn.close()
+
+    @asynccontextmanager
+    async def driver(self) -> AsyncIterator[Any]:
+        """The driver's own connection (aiosqlite or asyncpg) from the pool, for statements
+        sent to it directly (hot.py): no SQLAlchemy Connection is built around it."""
+        try:
+            pooled = await self.engine.raw_connection()
+        except (*_DB_ERRORS, OSError) as exc:
+            raise unavailable(exc) from exc
+        try:
+            yield pooled.driver_connection
+        except DRIVER_ERRORS as exc:
+            raise unavailable(exc) from exc
+        finally:
+            if self.is_sqlite:
+                pooled.close()  # nothing to reset (pool_reset_on_return=None): no awaits
+            else:
+                await greenlet_spawn(pooled.close)  # the reset's rollback awaits the driver
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:

@@ -9,12 +9,10 @@ both on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from registry.metadata.database import DRIVER_ERRORS, Database, unavailable
+from registry.metadata.database import Database
 from registry.metadata.models import now as now_utc
 from registry.metadata.queries import StoredManifest
 
@@ -89,19 +87,10 @@ class HotQueries:
     async def _rows(self, name: str, **params: Any) -> list[Any]:
         text, order = self._sql[name]
         values = [params[key] for key in order]
-        async with self._driver() as driver:
+        async with self.db.driver() as driver:
             if self.db.is_sqlite:
                 return list(await driver.execute_fetchall(text, values))
             return list(await driver.fetch(text, *values))
-
-    @asynccontextmanager
-    async def _driver(self) -> AsyncIterator[Any]:
-        async with self.db.read() as conn:
-            raw = await conn.get_raw_connection()
-            try:
-                yield raw.driver_connection
-            except DRIVER_ERRORS as exc:
-                raise unavailable(exc) from exc
 
     async def write(self, *steps: tuple[str, dict[str, Any]]) -> None:
         """Run write statements, in order, in one transaction."""
@@ -111,7 +100,7 @@ class HotQueries:
         for name, params in steps:
             text, order = self._sql[name]
             statements.append((text, [moment if key == "now" else params[key] for key in order]))
-        async with self.db.writer_turn(), self._driver() as driver:
+        async with self.db.writer_turn(), self.db.driver() as driver:
             if not self.db.is_sqlite:
                 async with driver.transaction():
                     for text, values in statements:
