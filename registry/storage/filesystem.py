@@ -8,6 +8,7 @@ import contextlib
 import os
 import shutil
 import uuid
+from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from datetime import datetime
 from pathlib import Path
@@ -30,6 +31,9 @@ from registry.storage.base import (
 # the thread hop is cheap next to the I/O, small enough to keep memory bounded.
 IO_CHUNK = 1024 * 1024
 SYNC_EVERY = 16 * IO_CHUNK
+# Pieces a write may have in flight behind the network: enough to ride out its bursts,
+# few enough that memory stays bounded (IN_FLIGHT x IO_CHUNK per transfer).
+IN_FLIGHT = 4
 
 
 class FilesystemStore(BlobStore):
@@ -220,11 +224,11 @@ class FilesystemStore(BlobStore):
 
 
 class _PipelinedFile:
-    """Writes pieces to a file while the caller gathers the next one: the write and
-    `observe` (the hash, which releases the GIL) of one piece each run in a worker thread
-    of their own, so the network, the disk and the hash work at the same time. Pieces are
-    written, and observed, in order. Hashing in the event loop instead held back the
-    reading of the request."""
+    """Writes pieces to a file while the caller gathers the next ones: writing and
+    `observe` (the hash, which releases the GIL) run in worker threads, each in order, up
+    to IN_FLIGHT pieces behind the caller, so the network, the disk and the hash work at
+    the same time. Hashing in the event loop instead held back the reading of the
+    request."""
 
     def __init__(
         self,
@@ -237,19 +241,27 @@ class _PipelinedFile:
         self._sync = sync
         self._unsynced = 0
         self.file: BinaryIO | None = None
-        self._pending: list[asyncio.Task[None]] = []
+        self._latest: dict[Callable[[bytes], None], asyncio.Task[None]] = {}
+        self._pieces: deque[list[asyncio.Task[None]]] = deque()
 
     async def write(self, data: bytes) -> None:
-        await self.flush()
-        self._start(self._write, data)
+        while len(self._pieces) >= IN_FLIGHT:
+            await self._settle_oldest()
+        stages: list[Callable[[bytes], None]] = [self._write]
         if self._observe is not None:
-            self._start(self._observe, data)
+            stages.append(self._observe)
+        self._pieces.append([self._start(stage, data) for stage in stages])
 
-    def _start(self, work: Callable[[bytes], None], data: bytes) -> None:
-        task = asyncio.create_task(to_thread.run_sync(work, data))
+    def _start(self, stage: Callable[[bytes], None], data: bytes) -> asyncio.Task[None]:
+        task = asyncio.create_task(_after(self._latest.get(stage), stage, data))
         # Its error is raised by flush(); after a failure elsewhere no one asks for it.
         task.add_done_callback(lambda done: done.cancelled() or done.exception())
-        self._pending.append(task)
+        self._latest[stage] = task
+        return task
+
+    async def _settle_oldest(self) -> None:
+        for task in self._pieces.popleft():
+            await task
 
     def _write(self, data: bytes) -> None:
         if self.file is None:
@@ -264,19 +276,28 @@ class _PipelinedFile:
             self._unsynced = 0
 
     async def flush(self) -> None:
-        """Wait for the piece in flight; raises its error."""
-        pending, self._pending = self._pending, []
-        for task in pending:
-            await task
+        """Wait for the pieces in flight; raises the first error."""
+        while self._pieces:
+            await self._settle_oldest()
 
     async def close(self) -> None:
-        """Let the piece in flight end, whatever happened meanwhile, and close the file."""
+        """Let the pieces in flight end, whatever happened meanwhile, and close the file."""
         try:
-            if self._pending:
-                await asyncio.wait(self._pending)
+            tasks = [task for piece in self._pieces for task in piece]
+            if tasks:
+                await asyncio.wait(tasks)
         finally:
             if self.file is not None:
                 self.file.close()
+
+
+async def _after(
+    previous: asyncio.Task[None] | None, work: Callable[[bytes], None], data: bytes
+) -> None:
+    """`work` on `data` in a worker thread, once the previous piece's is done."""
+    if previous is not None:
+        await previous
+    await to_thread.run_sync(work, data)
 
 
 async def _read_file(
