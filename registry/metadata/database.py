@@ -29,12 +29,12 @@ log = logging.getLogger("registry.database")
 
 _DB_ERRORS = (OperationalError, InterfaceError)
 # What the drivers themselves raise when the database is unreachable or busy, for
-# statements sent to them directly (hot.py).
-DRIVER_ERRORS: tuple[type[Exception], ...] = (sqlite3.OperationalError, OSError)
+# statements sent to them directly (Database.driver).
+_DRIVER_ERRORS: tuple[type[Exception], ...] = (sqlite3.OperationalError, OSError)
 with contextlib.suppress(ImportError):
     import asyncpg
 
-    DRIVER_ERRORS += (asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
+    _DRIVER_ERRORS += (asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
 
 
 class Database:
@@ -66,7 +66,7 @@ class Database:
         try:
             yield conn
         except _DB_ERRORS as exc:
-            raise unavailable(exc) from exc
+            raise _unavailable(exc) from exc
         finally:
             await conn.close()
 
@@ -77,11 +77,11 @@ class Database:
         try:
             pooled = await self.engine.raw_connection()
         except (*_DB_ERRORS, OSError) as exc:
-            raise unavailable(exc) from exc
+            raise _unavailable(exc) from exc
         try:
             yield pooled.driver_connection
-        except DRIVER_ERRORS as exc:
-            raise unavailable(exc) from exc
+        except _DRIVER_ERRORS as exc:
+            raise _unavailable(exc) from exc
         finally:
             if self.is_sqlite:
                 pooled.close()  # nothing to reset (pool_reset_on_return=None): no awaits
@@ -111,7 +111,7 @@ class Database:
             async with conn.begin():
                 yield conn
         except _DB_ERRORS as exc:
-            raise unavailable(exc) from exc
+            raise _unavailable(exc) from exc
         finally:
             await conn.close()
 
@@ -126,7 +126,7 @@ class Database:
             return await conn.start()
         except (*_DB_ERRORS, OSError) as exc:
             # asyncpg lets a refused connection through as a bare OSError.
-            raise unavailable(exc) from exc
+            raise _unavailable(exc) from exc
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -187,7 +187,7 @@ async def _flock(fd: int) -> None:
         await to_thread.run_sync(fcntl.flock, fd, fcntl.LOCK_EX)
 
 
-def unavailable(exc: Exception) -> Unavailable:
+def _unavailable(exc: Exception) -> Unavailable:
     reason = str(getattr(exc, "orig", exc)).splitlines()[0][:300]
     return Unavailable(
         message=f"metadata database unavailable ({reason}); check that it is running"
