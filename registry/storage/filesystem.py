@@ -95,18 +95,10 @@ class FilesystemStore(BlobStore):
         writer = _PipelinedFile(lambda: open(temp, "wb"), observe, self._sync)  # noqa: SIM115
         placed = False
         try:
-            size = 0
-            buffer = bytearray()
-            async for chunk in chunks:
-                buffer += chunk
-                if len(buffer) >= IO_CHUNK:
-                    await writer.write(bytes(buffer))
-                    size += len(buffer)
-                    buffer.clear()
+            tail = await writer.write_pieces(chunks)
             await writer.flush()
-            tail = bytes(buffer)
             observe(tail)
-            size += len(tail)
+            size = writer.written + len(tail)
             if not accept():
                 return None
             # One trip to a worker thread finishes the blob; for a small blob, the only one.
@@ -163,14 +155,9 @@ class FilesystemStore(BlobStore):
             end = await to_thread.run_sync(f.seek, 0, os.SEEK_END)
             if end != offset:
                 raise OffsetMismatch(end, offset)
-            buffer = bytearray()
-            async for chunk in chunks:
-                buffer += chunk
-                if len(buffer) >= IO_CHUNK:
-                    await writer.write(bytes(buffer))
-                    buffer.clear()
-            if buffer:
-                await writer.write(bytes(buffer))
+            tail = await writer.write_pieces(chunks)
+            if tail:
+                await writer.write(tail)
             await writer.flush()
             return f.tell()
         except OSError as exc:
@@ -243,6 +230,17 @@ class _PipelinedFile:
         self.file: BinaryIO | None = None
         self._latest: dict[Callable[[bytes], None], asyncio.Task[None]] = {}
         self._pieces: deque[list[asyncio.Task[None]]] = deque()
+        self.written = 0  # bytes handed to write()
+
+    async def write_pieces(self, chunks: AsyncIterable[bytes]) -> bytes:
+        """Write `chunks` in pieces of IO_CHUNK; returns the rest, less than a piece."""
+        buffer = bytearray()
+        async for chunk in chunks:
+            buffer += chunk
+            if len(buffer) >= IO_CHUNK:
+                await self.write(bytes(buffer))
+                buffer.clear()
+        return bytes(buffer)
 
     async def write(self, data: bytes) -> None:
         while len(self._pieces) >= IN_FLIGHT:
@@ -251,6 +249,7 @@ class _PipelinedFile:
         if self._observe is not None:
             stages.append(self._observe)
         self._pieces.append([self._start(stage, data) for stage in stages])
+        self.written += len(data)
 
     def _start(self, stage: Callable[[bytes], None], data: bytes) -> asyncio.Task[None]:
         task = asyncio.create_task(_after(self._latest.get(stage), stage, data))
