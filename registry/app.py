@@ -10,6 +10,7 @@ from starlette.middleware import Middleware
 
 from registry.api.errors import HANDLERS
 from registry.api.forwarded import ForwardedHeaders
+from registry.api.limits import RequestLimits
 from registry.api.routes import ROUTES
 from registry.auth.accounts import Accounts
 from registry.auth.service import AuthService
@@ -37,7 +38,9 @@ class Registry:
         self.store: BlobStore = open_store(settings)
         self.blobs = BlobService(self.db, self.store, settings.storage.accel_redirect)
         self.uploads = UploadService(self.db, self.store)
-        self.manifests = ManifestService(self.db, self.store)
+        self.manifests = ManifestService(
+            self.db, self.store, sparse=settings.sparse_manifests, limits=settings.limits
+        )
         self.listing = ListingService(self.db)
         self.auth = _auth_service(settings, self.db) if settings.auth.enabled else None
         self.mirror = (
@@ -75,7 +78,10 @@ def create_app(settings: Settings) -> Starlette:
         routes=ROUTES,
         exception_handlers=HANDLERS,
         lifespan=lifespan,
-        middleware=[Middleware(ForwardedHeaders, trusted=trusted)],
+        middleware=[
+            Middleware(RequestLimits, query_bytes=settings.limits.query_bytes),
+            Middleware(ForwardedHeaders, trusted=trusted),
+        ],
     )
     app.state.registry = registry
     return app

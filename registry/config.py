@@ -138,10 +138,25 @@ class MirrorSettings:
 
 
 @dataclass(frozen=True)
+class LimitsSettings:
+    """Bounds on what one request may ask of the registry; past each, a clear 4xx."""
+
+    # Arrays and objects nested deeper than this in a manifest or an API body.
+    json_depth: int = 64
+    # Descriptors in one manifest (its config and layers, or an index's manifests).
+    manifest_descriptors: int = 10_000
+    # Bytes of a request's query string.
+    query_bytes: int = 8192
+
+
+@dataclass(frozen=True)
 class Settings:
     data_dir: str = "./data"
     log_level: str = "info"
     manifest_max_bytes: int = 4 * 1024 * 1024
+    # Accept manifests whose blobs, and indexes whose child manifests, are not here (as
+    # Quay's sparse indexes): pulls of what is missing fail later, at the client.
+    sparse_manifests: bool = False
     # The first admin's password (REGISTRY_ADMIN_PASSWORD); empty means generate one.
     admin_password: str = ""
     http: HttpSettings = field(default_factory=HttpSettings)
@@ -149,6 +164,7 @@ class Settings:
     storage: StorageSettings = field(default_factory=StorageSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     mirror: MirrorSettings = field(default_factory=MirrorSettings)
+    limits: LimitsSettings = field(default_factory=LimitsSettings)
 
     @property
     def database_url(self) -> str:
@@ -340,6 +356,11 @@ def _validate(s: Settings) -> None:
         raise ConfigError(
             f"config: auth.key_algorithm: must be ES256 or RS256, got {s.auth.key_algorithm!r}"
         )
+    for key, low in (("json_depth", 8), ("manifest_descriptors", 1), ("query_bytes", 1024)):
+        if getattr(s.limits, key) < low:
+            raise ConfigError(
+                f"config: limits.{key}: must be at least {low}, got {getattr(s.limits, key)}"
+            )
     for key in ("token_ttl_seconds", "refresh_ttl_seconds", "login_attempts"):
         if getattr(s.auth, key) < 1:
             raise ConfigError(f"config: auth.{key}: must be at least 1, got {getattr(s.auth, key)}")

@@ -27,17 +27,17 @@ class Digest:
         """Parse a digest, raising DigestInvalid for anything outside the grammar or an
         algorithm this registry does not verify (so it can never reach a storage path)."""
         if not _GRAMMAR.fullmatch(text):
-            raise DigestInvalid({"digest": text}, message=f"invalid digest {text[:200]!r}")
+            raise DigestInvalid({"digest": text[:200]}, message=f"invalid digest {text[:200]!r}")
         algorithm, encoded = text.split(":", 1)
         pattern = _ENCODED.get(algorithm)
         if pattern is None:
             raise DigestInvalid(
-                {"digest": text},
-                message=f"unsupported digest algorithm {algorithm!r}: use sha256 or sha512",
+                {"digest": text[:200]},
+                message=f"unsupported digest algorithm {algorithm[:50]!r}: use sha256 or sha512",
             )
         if not pattern.fullmatch(encoded):
             raise DigestInvalid(
-                {"digest": text}, message=f"malformed {algorithm} digest {text[:200]!r}"
+                {"digest": text[:200]}, message=f"malformed {algorithm} digest {text[:200]!r}"
             )
         return cls(algorithm, encoded)
 

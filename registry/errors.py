@@ -12,6 +12,7 @@
      +-- NameUnknown           NAME_UNKNOWN            404
      +-- SizeInvalid           SIZE_INVALID            400
      |    +-- ManifestTooLarge SIZE_INVALID            413
+     |    +-- QueryTooLong     SIZE_INVALID            414
      +-- TagInvalid            TAG_INVALID             400
      +-- RangeInvalid          RANGE_INVALID           416
      +-- PaginationInvalid     PAGINATION_NUMBER_INVALID 400
@@ -106,6 +107,10 @@ class SizeInvalid(RegistryError):
 
 class ManifestTooLarge(SizeInvalid):
     status, message = 413, "manifest too large"
+
+
+class QueryTooLong(SizeInvalid):
+    status, message = 414, "query string too long"
 
 
 class TagInvalid(RegistryError):

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from registry.digest import Digest
 from registry.errors import ManifestInvalid
+from registry.parse import DEFAULT_JSON_DEPTH, json_document
 
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
@@ -57,12 +57,18 @@ def base_type(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
 
 
-def parse_manifest(body: bytes, content_type: str | None) -> ParsedManifest:
+def parse_manifest(
+    body: bytes,
+    content_type: str | None,
+    *,
+    max_depth: int = DEFAULT_JSON_DEPTH,
+    max_descriptors: int = 10_000,
+) -> ParsedManifest:
     """Validate a pushed manifest and extract what it references."""
     try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ManifestInvalid(message=f"manifest is not valid JSON: {exc}") from None
+        doc = json_document(body, max_depth)
+    except ValueError as exc:
+        raise ManifestInvalid(message=f"manifest rejected: {exc}") from None
     if not isinstance(doc, dict):
         raise ManifestInvalid(message="manifest must be a JSON object")
 
@@ -98,6 +104,13 @@ def parse_manifest(body: bytes, content_type: str | None) -> ParsedManifest:
     if artifact_type is not None and not isinstance(artifact_type, str):
         raise ManifestInvalid(message="artifactType must be a string")
 
+    listed = doc.get("layers" if media_type in IMAGE_TYPES else "manifests")
+    if isinstance(listed, list) and len(listed) > max_descriptors:
+        raise ManifestInvalid(
+            {"descriptors": len(listed), "limit": max_descriptors},
+            message=f"the manifest lists {len(listed)} descriptors; this registry takes at "
+            f"most {max_descriptors} (limits.manifest_descriptors)",
+        )
     if media_type in IMAGE_TYPES:
         if "config" not in doc:
             raise ManifestInvalid(message="an image manifest needs a config descriptor")

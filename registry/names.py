@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-from registry.errors import NameInvalid, TagInvalid
+from registry.digest import Digest
+from registry.errors import DigestInvalid, NameInvalid, TagInvalid
 
 _COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
 NAME_COMPONENT = re.compile(_COMPONENT)
@@ -23,6 +24,17 @@ def check_tag(tag: str) -> str:
     if not _TAG.fullmatch(tag):
         raise TagInvalid({"tag": tag[:300]}, message=f"invalid tag {tag[:300]!r}")
     return tag
+
+
+def is_reference(reference: str) -> bool:
+    """Whether a manifest reference is a valid tag or digest, so that it can name one."""
+    if _TAG.fullmatch(reference):
+        return True
+    try:
+        Digest.parse(reference)
+    except DigestInvalid:
+        return False
+    return True
 
 
 def namespace_of(name: str) -> str:

@@ -6,7 +6,6 @@ Callers authenticate as on /v2/: a bearer token from /token, or HTTP Basic.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,8 +18,11 @@ from registry.api.common import registry_of, small_body
 from registry.auth.accounts import AccountError, AccountExists, Accounts, AccountUnknown
 from registry.auth.identity import ROBOT_PREFIX, Identity
 from registry.errors import Conflict, Denied, Invalid, NotFound, RouteUnknown, Unauthorized
+from registry.parse import json_document
 
 _MAX_BODY = 64 * 1024
+# A hundred years: longer is "never", which is no expiry at all.
+_MAX_ROBOT_DAYS = 36_500
 
 Handler = Callable[[Request, Accounts, Identity], Awaitable[Response]]
 
@@ -64,9 +66,9 @@ async def _body(request: Request) -> dict[str, Any]:
     if raw is None:
         raise Invalid(message=f"the request body is larger than {_MAX_BODY} bytes")
     try:
-        body = json.loads(raw or b"{}")
-    except ValueError:
-        raise Invalid(message="the request body is not valid JSON") from None
+        body = json_document(raw or b"{}", registry_of(request).settings.limits.json_depth)
+    except ValueError as exc:
+        raise Invalid(message=f"the request body is rejected: {exc}") from None
     if not isinstance(body, dict):
         raise Invalid(message="the request body must be a JSON object")
     return body
@@ -76,7 +78,8 @@ def _field(body: dict[str, Any], key: str, kind: type, default: Any = ...) -> An
     value = body.get(key, default)
     if value is ...:
         raise Invalid({"field": key}, message=f"{key!r} is required")
-    if value is not None and value is not default and not isinstance(value, kind):
+    wrong = not isinstance(value, kind) or (kind is int and isinstance(value, bool))
+    if value is not None and value is not default and wrong:
         raise Invalid({"field": key}, message=f"{key!r} must be a {kind.__name__}")
     return value
 
@@ -182,7 +185,14 @@ async def robots(request: Request, accounts: Accounts, identity: Identity) -> Re
     body = await _body(request)
     name = f"{namespace}+{_field(body, 'name', str)}"
     actions = _field(body, "actions", list)
+    if not all(isinstance(action, str) for action in actions):
+        raise Invalid({"field": "actions"}, message="'actions' must be a list of strings")
     days = _field(body, "expires_days", int, None)
+    if days is not None and not 0 <= days <= _MAX_ROBOT_DAYS:
+        raise Invalid(
+            {"field": "expires_days"},
+            message=f"'expires_days' must be between 0 and {_MAX_ROBOT_DAYS}",
+        )
     expires = datetime.now(UTC) + timedelta(days=days) if days is not None else None
     secret = await accounts.add_robot(name, {namespace: actions}, expires)
     return JSONResponse({"name": ROBOT_PREFIX + name, "secret": secret}, status_code=201)

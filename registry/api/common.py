@@ -11,6 +11,7 @@ from starlette.requests import Request
 from registry.digest import Digest
 from registry.errors import PaginationInvalid
 from registry.names import check_name
+from registry.parse import decimal
 
 if TYPE_CHECKING:
     from registry.app import Registry
@@ -52,8 +53,8 @@ async def body_chunks(request: Request) -> AsyncIterator[bytes]:
 async def small_body(request: Request, limit: int) -> bytes | None:
     """The whole body of a request that should be small (a form, a JSON document), or None
     if it is larger than `limit` bytes; reading stops there."""
-    length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > limit:
+    length = decimal(request.headers.get("content-length", "").strip())
+    if length is not None and length > limit:
         return None
     body = bytearray()
     async for chunk in request.stream():
@@ -67,11 +68,12 @@ def page_params(request: Request) -> tuple[int | None, str | None]:
     raw = request.query_params.get("n")
     limit = None
     if raw is not None:
-        if not raw.isdigit():
+        limit = decimal(raw)
+        if limit is None:
             raise PaginationInvalid(
-                {"n": raw[:50]}, message=f"n must be a whole number, got {raw[:50]!r}"
+                {"n": raw[:50]},
+                message=f"n must be a whole number of at most 20 digits, got {raw[:50]!r}",
             )
-        limit = int(raw)
     return limit, request.query_params.get("last") or None
 
 

@@ -12,7 +12,8 @@ from registry.api.common import (
     repository,
     small_body,
 )
-from registry.errors import ManifestTooLarge
+from registry.errors import ManifestTooLarge, ManifestUnknown
+from registry.names import is_reference
 
 
 async def manifest(request: Request) -> Response:
@@ -21,6 +22,13 @@ async def manifest(request: Request) -> Response:
     registry = registry_of(request)
     manifests = registry.manifests
     method = request.method
+    if method != "PUT" and not is_reference(reference):
+        # Neither a tag nor a digest names no manifest: not found, as Distribution answers
+        # (a PUT says TAG_INVALID or DIGEST_INVALID instead).
+        raise ManifestUnknown(
+            {"reference": reference[:200]},
+            message=f"{reference[:200]!r} is neither a tag nor a digest, so no manifest has it",
+        )
 
     if method in ("GET", "HEAD"):
         accept = request.headers.getlist("accept")

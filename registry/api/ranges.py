@@ -5,9 +5,13 @@ from __future__ import annotations
 import re
 
 from registry.errors import RangeInvalid
+from registry.parse import MAX_DIGITS
 
-_BYTES_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
-_CHUNK_RANGE = re.compile(r"(?:bytes )?(\d+)-(\d+)(?:/(?:\d+|\*))?")
+# ASCII digits, at most 20 of them: `\d` would admit other scripts' digits, and `int`
+# refuses more than 4,300 digits.
+_N = f"[0-9]{{1,{MAX_DIGITS}}}"
+_BYTES_RANGE = re.compile(rf"bytes=({_N})?-({_N})?", re.ASCII)
+_CHUNK_RANGE = re.compile(rf"(?:bytes )?({_N})-({_N})(?:/(?:{_N}|\*))?", re.ASCII)
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
@@ -21,9 +25,9 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
         message=f"range {header[:100]!r} cannot be served from a blob of {size} bytes",
         headers={"Content-Range": f"bytes */{size}"},
     )
-    if match is None or match.groups() == ("", ""):
+    if match is None or match.groups() == (None, None):
         raise unsatisfiable
-    first, last = match.groups()
+    first, last = (group or "" for group in match.groups())
     if first == "":
         suffix = int(last)
         if suffix == 0 or size == 0:

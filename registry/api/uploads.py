@@ -16,8 +16,10 @@ from registry.api.common import (
 from registry.api.ranges import parse_content_range
 from registry.auth.scopes import PULL, repository_scope
 from registry.digest import Digest
-from registry.errors import DigestInvalid
+from registry.errors import DigestInvalid, RangeInvalid
 from registry.names import check_name
+from registry.parse import decimal
+from registry.services.uploads import Span
 
 
 def _upload_headers(name: str, upload_id: str, offset: int) -> dict[str, str]:
@@ -26,7 +28,6 @@ def _upload_headers(name: str, upload_id: str, offset: int) -> dict[str, str]:
         "Location": f"/v2/{name}/blobs/uploads/{upload_id}",
         "Range": f"0-{max(offset - 1, 0)}",
         "Docker-Upload-UUID": upload_id,
-        "Content-Length": "0",
     }
 
 
@@ -66,27 +67,42 @@ async def start(request: Request) -> Response:
     return Response(status_code=202, headers=_upload_headers(name, upload_id, 0))
 
 
+def _span(request: Request) -> Span | None:
+    """Content-Range and Content-Length of a chunk, if the client sent a range."""
+    found = parse_content_range(request.headers.get("content-range"))
+    if found is None:
+        return None
+    length = request.headers.get("content-length")
+    return Span(*found, decimal(length.strip()) if length is not None else None)
+
+
 async def session(request: Request) -> Response:
     name = repository(request)
     upload_id = request.path_params["upload_id"]
     uploads = registry_of(request).uploads
     method = request.method
-    if method == "PATCH":
-        span = parse_content_range(request.headers.get("content-range"))
-        offset = await uploads.append(
-            name, upload_id, body_chunks(request), start=span[0] if span else None
-        )
-        return Response(status_code=202, headers=_upload_headers(name, upload_id, offset))
-    if method == "PUT":
-        raw = request.query_params.get("digest")
-        if raw is None:
-            raise DigestInvalid(message="PUT completing an upload needs a ?digest= parameter")
-        digest = Digest.parse(raw)
-        chunks = body_chunks(request) if has_body(request) else None
-        await uploads.finish(name, upload_id, digest, chunks)
-        return _created(name, digest)
+    try:
+        if method == "PATCH":
+            offset = await uploads.append(name, upload_id, body_chunks(request), _span(request))
+            return Response(status_code=202, headers=_upload_headers(name, upload_id, offset))
+        if method == "PUT":
+            raw = request.query_params.get("digest")
+            if raw is None:
+                raise DigestInvalid(message="PUT completing an upload needs a ?digest= parameter")
+            digest = Digest.parse(raw)
+            if has_body(request):
+                await uploads.finish(name, upload_id, digest, body_chunks(request), _span(request))
+            else:
+                await uploads.finish(name, upload_id, digest)
+            return _created(name, digest)
+    except RangeInvalid as exc:
+        # As the spec asks of an out-of-order chunk: 416 with where the session stands,
+        # read again, since a chunked body may have been stored in part.
+        exc.headers = _upload_headers(name, upload_id, await uploads.offset(name, upload_id))
+        raise
     if method == "DELETE":
         await uploads.cancel(name, upload_id)
         return Response(status_code=204, headers=API_VERSION_HEADER)
     offset = await uploads.offset(name, upload_id)
-    return Response(status_code=204, headers=_upload_headers(name, upload_id, offset))
+    headers = {**_upload_headers(name, upload_id, offset), "Content-Length": "0"}
+    return Response(status_code=204, headers=headers)

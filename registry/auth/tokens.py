@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import os
 import secrets
 import tempfile
@@ -29,6 +30,7 @@ from registry.config import ConfigError, Settings
 # Verified access tokens, so a client reusing its token costs a dict lookup, not a
 # signature check. Cleared whole when full: simple, and refilled at the clients' pace.
 _CACHE_SIZE = 10_000
+_TIME_CLAIMS = ("exp", "nbf", "iat")
 
 
 class TokenInvalid(Exception):
@@ -209,6 +211,14 @@ class TokenAuthority:
             raise TokenInvalid(str(exc)) from exc
         if not isinstance(claims["sub"], str):
             raise TokenInvalid("sub must be a string")
+        for claim in _TIME_CLAIMS:
+            value = claims[claim]
+            # PyJWT takes anything int() takes, "1e10" and true included; RFC 7519 says
+            # a NumericDate is a JSON number.
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise TokenInvalid(f"{claim} must be a number")
+            if not math.isfinite(value):
+                raise TokenInvalid(f"{claim} must be a finite number")
         return claims
 
 

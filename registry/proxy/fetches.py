@@ -32,6 +32,7 @@ from registry.errors import RegistryError, Unavailable
 from registry.metadata import mirror as q
 from registry.metadata.database import Database
 from registry.metadata.models import now
+from registry.parse import decimal
 from registry.proxy.upstream import UpstreamError
 from registry.storage import BlobStore
 from registry.storage.base import StorageError
@@ -173,8 +174,7 @@ class BlobFetches:
         writing: asyncio.Task[None] | None = None
         try:
             async with source() as response:
-                length = response.headers.get("content-length")
-                fetch.size = int(length) if length and length.isdigit() else None
+                fetch.size = decimal(response.headers.get("content-length", "").strip())
                 fetch.notify()
                 batch: list[bytes] = []
                 batched = 0

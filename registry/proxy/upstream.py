@@ -20,6 +20,7 @@ import httpx
 
 from registry.digest import Digest
 from registry.mediatypes import MANIFEST_TYPES
+from registry.parse import decimal, json_document
 
 DOCKER_HUB_HOSTS = frozenset({"registry-1.docker.io", "index.docker.io", "docker.io"})
 # Asked of every upstream: all the manifest kinds we serve, indexes first.
@@ -117,7 +118,10 @@ class Upstream:
         if response.status_code == 404:
             return None
         _raise_for(response, f"HEAD blob {name}@{digest}")
-        return int(response.headers.get("content-length", "0"))
+        size = decimal(response.headers.get("content-length", "").strip())
+        if size is None:
+            raise UpstreamError(502, f"HEAD blob {name}@{digest}: upstream sent no valid size")
+        return size
 
     @asynccontextmanager
     async def blob(self, name: str, digest: str) -> AsyncIterator[httpx.Response]:
@@ -179,11 +183,16 @@ class Upstream:
         except httpx.HTTPError as exc:
             raise UpstreamError(0, f"upstream token service unreachable: {exc}") from exc
         _raise_for(response, "upstream token request")
-        body = response.json()
-        token = body.get("token") or body.get("access_token")
-        if not token:
+        try:
+            body = json_document(response.content)
+        except ValueError as exc:
+            raise UpstreamError(502, f"upstream token response rejected: {exc}") from None
+        token = body.get("token") or body.get("access_token") if isinstance(body, dict) else None
+        if not token or not isinstance(token, str):
             raise UpstreamError(502, "upstream token response has no token")
-        lifetime = int(body.get("expires_in") or _DEFAULT_TOKEN_SECONDS)
+        expires_in = body.get("expires_in")
+        valid = isinstance(expires_in, int) and not isinstance(expires_in, bool)
+        lifetime = expires_in if valid and 0 < expires_in < 10**8 else _DEFAULT_TOKEN_SECONDS
         moment = time.monotonic()
         if len(self._tokens) >= _MAX_TOKENS:
             # One token per repository asked for: forget the expired ones.

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import partial
 
+from registry.config import LimitsSettings
 from registry.digest import Digest, is_digest
 from registry.errors import DigestInvalid, ManifestBlobUnknown, ManifestUnknown
 from registry.mediatypes import INDEX_TYPES, OCI_INDEX, ParsedManifest, accepts, parse_manifest
@@ -28,10 +30,25 @@ class PushedManifest:
 
 
 class ManifestService:
-    def __init__(self, db: Database, store: BlobStore) -> None:
+    def __init__(
+        self,
+        db: Database,
+        store: BlobStore,
+        *,
+        sparse: bool = False,
+        limits: LimitsSettings | None = None,
+    ) -> None:
         self.db = db
         self.store = store
         self.hot = HotQueries(db)
+        # Sparse: what a manifest references need not be here (settings.sparse_manifests).
+        self.sparse = sparse
+        limits = limits or LimitsSettings()
+        self.parse = partial(
+            parse_manifest,
+            max_depth=limits.json_depth,
+            max_descriptors=limits.manifest_descriptors,
+        )
 
     async def put(
         self,
@@ -53,8 +70,14 @@ class ManifestService:
         else:
             tags.insert(0, check_tag(reference))
             digest = Digest.of(body)
-        parsed = parse_manifest(body, content_type)
+        parsed = self.parse(body, content_type)
+        if not self.sparse:
+            await self._check_references(repository, parsed)
+        await self._save(repository, digest, body, parsed, tags)
+        return PushedManifest(digest, parsed.subject, list(dict.fromkeys(tags)))
 
+    async def _check_references(self, repository: str, parsed: ParsedManifest) -> None:
+        """Every blob and child manifest must be in the repository already."""
         async with self.db.read() as conn:
             repo_id = await queries.repository_id(conn, repository)
             children = [c.digest for c in parsed.children]
@@ -70,9 +93,6 @@ class ManifestService:
                 f"{repository}: push it first",
             )
 
-        await self._save(repository, digest, body, parsed, tags)
-        return PushedManifest(digest, parsed.subject, list(dict.fromkeys(tags)))
-
     async def cache(
         self, repository: str, digest: Digest, body: bytes, content_type: str, tag: str | None
     ) -> None:
@@ -80,7 +100,7 @@ class ManifestService:
         Unlike a push, what it references need not be here yet: the mirror fetches blobs
         when they are asked for."""
         await self._save(
-            repository, digest, body, parse_manifest(body, content_type), [tag] if tag else []
+            repository, digest, body, self.parse(body, content_type), [tag] if tag else []
         )
 
     async def _save(

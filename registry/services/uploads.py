@@ -10,7 +10,8 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,6 +25,16 @@ from registry.storage import BlobStore
 from registry.storage.base import OffsetMismatch, UploadNotFound, check_upload_id
 
 _HASHER_CACHE = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """Where a client says a chunk goes: Content-Range's first and last byte, and the
+    Content-Length it sent (None with a chunked body)."""
+
+    start: int
+    end: int
+    length: int | None = None
 
 
 class UploadService:
@@ -52,17 +63,11 @@ class UploadService:
         repository: str,
         upload_id: str,
         chunks: AsyncIterable[bytes],
-        start: int | None = None,
+        span: Span | None = None,
     ) -> int:
-        """Append a chunk; `start` (from Content-Range) must be the current offset."""
+        """Append a chunk; a `span` must start at the current offset and match its body."""
         offset = await self.offset(repository, upload_id)
-        if start is not None and start != offset:
-            raise RangeInvalid(
-                {"offset": offset, "start": start},
-                message=f"chunk starts at byte {start} but the upload has {offset} bytes",
-                headers=_range_header(offset),
-            )
-        size = await self._write(upload_id, offset, chunks)
+        size = await self._write(upload_id, offset, _fit(chunks, span, offset))
         await self.hot.write(("touch_upload", {"id": upload_id}))
         return size
 
@@ -72,10 +77,15 @@ class UploadService:
         upload_id: str,
         digest: Digest,
         chunks: AsyncIterable[bytes] | None = None,
+        span: Span | None = None,
     ) -> int:
         """Verify the whole upload against `digest` and make it a blob of the repository.
-        A mismatch ends the session and stores nothing."""
+        A digest mismatch ends the session and stores nothing; a last chunk whose `span`
+        disagrees with the session is refused before anything is written, and the session
+        stays as it was."""
         size = await self.offset(repository, upload_id)
+        if chunks is not None:
+            chunks = _fit(chunks, span, size)
         if size == 0 and chunks is not None:
             # All the content comes now, with its digest: straight to the blob's place.
             size = await self._write_direct(upload_id, digest, chunks)
@@ -195,3 +205,42 @@ def _mismatch(digest: Digest, actual: str) -> DigestInvalid:
 
 def _range_header(offset: int) -> dict[str, str]:
     return {"Range": f"0-{max(offset - 1, 0)}"}
+
+
+def _out_of_range(offset: int, message: str) -> RangeInvalid:
+    return RangeInvalid({"offset": offset}, message=message, headers=_range_header(offset))
+
+
+def _fit(chunks: AsyncIterable[bytes], span: Span | None, offset: int) -> AsyncIterable[bytes]:
+    """The chunk's bytes, after checking that `span` starts at `offset` and that its
+    Content-Length agrees; a body longer or shorter than the span fails as it streams
+    (only with a chunked body, which has no Content-Length to check first)."""
+    if span is None:
+        return chunks
+    expected = span.end - span.start + 1
+    if span.start != offset:
+        raise _out_of_range(
+            offset, f"the chunk starts at byte {span.start} but the upload has {offset} bytes"
+        )
+    if span.length is not None and span.length != expected:
+        raise _out_of_range(
+            offset,
+            f"Content-Range {span.start}-{span.end} is {expected} bytes but Content-Length "
+            f"is {span.length}",
+        )
+    return _exactly(chunks, expected, offset)
+
+
+async def _exactly(
+    chunks: AsyncIterable[bytes], expected: int, offset: int
+) -> AsyncIterator[bytes]:
+    received = 0
+    async for chunk in chunks:
+        received += len(chunk)
+        if received > expected:
+            raise _out_of_range(offset, f"the chunk is longer than its Content-Range ({expected})")
+        yield chunk
+    if received != expected:
+        raise _out_of_range(
+            offset, f"the chunk has {received} bytes, its Content-Range says {expected}"
+        )

@@ -62,7 +62,8 @@ async def test_bad_user_requests(
 
 
 async def test_bodies_that_are_not_json_objects(anon: httpx.AsyncClient, people: None) -> None:
-    for content in (b"{not json", b"x" * 70_000):
+    deep = b'{"name": ' + b"[" * 1000 + b"]" * 1000 + b"}"
+    for content in (b"{not json", b"x" * 70_000, deep, b'{"name": NaN}', b"\xff\xfe"):
         r = await anon.post("/api/v1/users", content=content, headers=as_("root"))
         assert_error(r, 400, "INVALID")
 
@@ -186,6 +187,10 @@ async def test_owner_manages_robots(anon: httpx.AsyncClient, people: None) -> No
         ({"name": "ci", "actions": []}, "INVALID"),
         ({"name": "C I", "actions": ["pull"]}, "INVALID"),
         ({"name": "ci", "actions": "pull"}, "INVALID"),
+        ({"name": "ci", "actions": [{"pull": 1}]}, "INVALID"),
+        ({"name": "ci", "actions": ["pull"], "expires_days": 10**30}, "INVALID"),
+        ({"name": "ci", "actions": ["pull"], "expires_days": -1}, "INVALID"),
+        ({"name": "ci", "actions": ["pull"], "expires_days": True}, "INVALID"),
     ],
 )
 async def test_bad_robot_requests(

@@ -431,6 +431,9 @@ async def test_a_good_token_opens_the_route(anon: httpx.AsyncClient, alice: str)
             id="hmac",
         ),
         pytest.param(lambda key: "not-a-jwt", id="garbage"),
+        pytest.param(lambda key: forge(key, exp=str(int(time.time()) + 600)), id="exp-string"),
+        pytest.param(lambda key: forge(key, iat=True), id="iat-bool"),
+        pytest.param(lambda key: forge(key, nbf="0"), id="nbf-string"),
     ],
 )
 async def test_bad_tokens_are_401(

@@ -1,8 +1,11 @@
 import json
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
 
+from registry.app import create_app
+from registry.config import Settings
 from registry.mediatypes import DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST
 from tests.helpers import (
     EMPTY_CONFIG,
@@ -280,7 +283,25 @@ async def test_unknown_manifest(client: httpx.AsyncClient) -> None:
         await client.get(f"/v2/team/app/manifests/{sha256(b'x')}"), 404, "MANIFEST_UNKNOWN"
     )
     assert (await client.head("/v2/team/app/manifests/nope")).status_code == 404
-    assert_error(await client.get("/v2/team/app/manifests/sha256:bad"), 400, "DIGEST_INVALID")
+
+
+@pytest.mark.parametrize(
+    "reference", [".INVALID_MANIFEST_NAME", "sha256:bad", "md5:" + "0" * 32, "-x", "a" * 129]
+)
+async def test_a_reference_that_is_neither_tag_nor_digest_names_nothing(
+    client: httpx.AsyncClient, reference: str
+) -> None:
+    """As Distribution and the conformance suite: 404 MANIFEST_UNKNOWN on reads and
+    deletes; a PUT still says what is wrong with the tag or digest."""
+    await push_image(client, "team/app", "v1")
+    path = f"/v2/team/app/manifests/{reference}"
+    assert_error(await client.get(path), 404, "MANIFEST_UNKNOWN")
+    head = await client.head(path)
+    assert head.status_code == 404 and head.content == b""
+    assert_error(await client.delete(path), 404, "MANIFEST_UNKNOWN")
+    r = await client.put(path, content=b"{}", headers={"Content-Type": OCI_MANIFEST})
+    assert r.status_code == 400
+    assert r.json()["errors"][0]["code"] in ("TAG_INVALID", "DIGEST_INVALID")
 
 
 async def test_delete_by_digest(client: httpx.AsyncClient) -> None:
@@ -313,3 +334,57 @@ async def test_retag_moves_the_tag(client: httpx.AsyncClient) -> None:
     r = await client.get("/v2/team/app/manifests/latest")
     assert r.headers["Docker-Content-Digest"] == second
     assert (await client.get(f"/v2/team/app/manifests/{first}")).status_code == 200
+
+
+@pytest.fixture
+async def sparse(make_settings: Callable[..., Settings]) -> AsyncIterator[httpx.AsyncClient]:
+    """A registry with sparse_manifests on."""
+    app = create_app(make_settings(sparse_manifests="true"))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://registry.test"
+    ) as c:
+        yield c
+    await app.state.registry.close()
+
+
+async def test_sparse_index_and_manifest_without_their_content(
+    sparse: httpx.AsyncClient,
+) -> None:
+    """As Quay's sparse indexes: children and blobs need not be here; what is stored
+    is served, and what is missing is unknown."""
+    layer = descriptor(b"never pushed", "application/vnd.oci.image.layer.v1.tar")
+    image = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": descriptor(b"{}", "application/vnd.oci.image.config.v1+json"),
+            "layers": [layer],
+        }
+    ).encode()
+    image_digest = await put_manifest(sparse, "team/app", "amd64", image, OCI_MANIFEST)
+    arm = b'{"schemaVersion":2,"mediaType":"' + OCI_MANIFEST.encode() + b'","not":"pushed"}'
+    index = index_of(
+        [
+            (OCI_MANIFEST, image, {"os": "linux", "architecture": "amd64"}),
+            (OCI_MANIFEST, arm, {"os": "linux", "architecture": "arm64"}),
+        ]
+    )
+    index_digest = await put_manifest(sparse, "team/app", "multi", index, OCI_INDEX)
+
+    r = await sparse.get("/v2/team/app/manifests/multi", headers={"Accept": OCI_INDEX})
+    assert r.status_code == 200 and r.content == index
+    assert (await sparse.head(f"/v2/team/app/manifests/{index_digest}")).status_code == 200
+    assert (await sparse.get(f"/v2/team/app/manifests/{image_digest}")).content == image
+    tags = (await sparse.get("/v2/team/app/tags/list")).json()["tags"]
+    assert tags == ["amd64", "multi"]
+    assert_error(await sparse.get(f"/v2/team/app/manifests/{sha256(arm)}"), 404, "MANIFEST_UNKNOWN")
+    assert_error(await sparse.get(f"/v2/team/app/blobs/{layer['digest']}"), 404, "BLOB_UNKNOWN")
+
+
+async def test_sparse_still_validates_the_manifest(sparse: httpx.AsyncClient) -> None:
+    r = await sparse.put(
+        "/v2/team/app/manifests/v1",
+        content=b'{"schemaVersion": 2, "mediaType": "' + OCI_INDEX.encode() + b'"}',
+        headers={"Content-Type": OCI_INDEX},
+    )
+    assert_error(r, 400, "MANIFEST_INVALID")

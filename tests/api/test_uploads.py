@@ -1,4 +1,5 @@
 import hashlib
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -84,6 +85,86 @@ async def test_out_of_order_chunk(client: httpx.AsyncClient) -> None:
     )
     assert r.status_code == 202
     assert (await client.put(location, params={"digest": sha256(DATA)})).status_code == 201
+
+
+def assert_session_at(r: httpx.Response, location: str, offset: int) -> None:
+    """A 416 that says where the session stands, as an out-of-order PATCH gets."""
+    assert_error(r, 416, "RANGE_INVALID")
+    assert r.headers["Range"] == f"0-{max(offset - 1, 0)}"
+    assert r.headers["Location"] == location
+    assert location.endswith(r.headers["Docker-Upload-UUID"])
+
+
+@pytest.mark.parametrize(
+    ("content_range", "body"),
+    [
+        ("200-299", DATA[200:300]),  # does not start at the session's offset
+        ("50-149", DATA[50:150]),  # starts inside what is stored
+        (f"100-{len(DATA)}", DATA[100:]),  # ends a byte past the body (Content-Length)
+        ("100-199", DATA[100:]),  # the body is longer than the range
+        ("bytes=100-", DATA[100:]),  # not a Content-Range
+    ],
+)
+async def test_closing_put_that_disagrees_with_the_session_keeps_it(
+    client: httpx.AsyncClient, content_range: str, body: bytes
+) -> None:
+    location = await start(client)
+    await client.patch(location, content=DATA[:100], headers={"Content-Range": "0-99"})
+    r = await client.put(
+        location,
+        params={"digest": sha256(DATA)},
+        content=body,
+        headers={"Content-Range": content_range},
+    )
+    assert_session_at(r, location, 100)
+    assert (await client.get(location)).headers["Range"] == "0-99"
+    assert (await client.head(f"/v2/team/app/blobs/{sha256(DATA)}")).status_code == 404
+    # Nothing was appended and nothing thrown away: the right last chunk completes it.
+    r = await client.put(
+        location,
+        params={"digest": sha256(DATA)},
+        content=DATA[100:],
+        headers={"Content-Range": f"100-{len(DATA) - 1}"},
+    )
+    assert r.status_code == 201, r.text
+    assert (await client.get(f"/v2/team/app/blobs/{sha256(DATA)}")).content == DATA
+
+
+async def test_closing_put_of_a_new_session_must_start_at_zero(
+    client: httpx.AsyncClient,
+) -> None:
+    location = await start(client)
+    r = await client.put(
+        location, params={"digest": sha256(DATA)}, content=DATA, headers={"Content-Range": "1-"}
+    )
+    assert_session_at(r, location, 0)
+    r = await client.put(
+        location,
+        params={"digest": sha256(DATA)},
+        content=DATA,
+        headers={"Content-Range": f"0-{len(DATA) - 1}"},
+    )
+    assert r.status_code == 201, r.text
+
+
+async def test_patch_whose_length_disagrees_with_its_range(client: httpx.AsyncClient) -> None:
+    location = await start(client)
+    r = await client.patch(location, content=DATA[:100], headers={"Content-Range": "0-199"})
+    assert_session_at(r, location, 0)
+    assert (await client.get(location)).headers["Range"] == "0-0"
+
+
+async def test_chunked_body_longer_than_its_range(client: httpx.AsyncClient) -> None:
+    """Without a Content-Length the range is checked as the bytes arrive; the 416 says
+    where the session stands after them."""
+
+    async def body() -> AsyncIterator[bytes]:
+        yield DATA[:100]
+
+    location = await start(client)
+    r = await client.patch(location, content=body(), headers={"Content-Range": "0-49"})
+    assert_error(r, 416, "RANGE_INVALID")
+    assert r.headers["Range"] == (await client.get(location)).headers["Range"]
 
 
 async def test_malformed_content_range(client: httpx.AsyncClient) -> None:
