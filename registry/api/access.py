@@ -9,7 +9,6 @@ depend on the namespace only, so they never reveal whether a repository exists.
 from __future__ import annotations
 
 import base64
-import binascii
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -172,7 +171,9 @@ def decode_basic(credentials: str) -> tuple[str, str] | None:
     """The name and password of HTTP Basic credentials, or None if they are malformed."""
     try:
         decoded = base64.b64decode(credentials.strip(), validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:
+        # binascii.Error and UnicodeDecodeError, and non-ASCII text (header bytes past
+        # 0x7f arrive as latin-1 characters).
         return None
     name, sep, password = decoded.partition(":")
     return (name, password) if sep and name else None
