@@ -18,10 +18,10 @@ from starlette.responses import Response
 from registry.api.common import registry_of
 from registry.auth.identity import ANONYMOUS, Identity
 from registry.auth.scopes import CATALOG, Scope, repository_scope
-from registry.auth.service import AuthService
+from registry.auth.service import AuthService, within
 from registry.auth.tokens import AccessToken, TokenInvalid
 from registry.errors import Denied, Unauthorized, Unsupported
-from registry.names import check_name
+from registry.names import check_name, namespace_of
 from registry.proxy.mirror import MirrorRoute
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -106,12 +106,13 @@ async def authorize(request: Request, scope: Scope | None) -> None:
         pair = decode_basic(credentials)
         if pair is None:
             raise _challenge(request, auth, scope, "malformed Basic credentials")
+        namespace = namespace_of(scope.name) if scope and scope.type == "repository" else None
         try:
-            account = await auth.login_cached(*pair, client_address(request))
+            identity, actions = await auth.basic(*pair, client_address(request), namespace)
         except Unauthorized as exc:
             raise _challenge(request, auth, scope, exc.text) from None
-        request.state.caller = Caller(identity=account.identity)
-        if scope is not None and not await auth.permits(account.identity, scope):
+        request.state.caller = Caller(identity=identity)
+        if scope is not None and not within(scope, actions):
             raise Denied(_detail(scope))
         return
     raise _challenge(request, auth, scope)

@@ -142,14 +142,36 @@ class Accounts:
 
     async def allowed(self, identity: Identity, namespace: str) -> frozenset[str]:
         """The repository actions `identity` may take in `namespace`."""
-        if identity.admin:
-            return EVERYTHING
-        if self.mirror is not None and self.mirror.mirror_only:
-            return self._mirrored(identity)
+        if identity.admin or (self.mirror is not None and self.mirror.mirror_only):
+            return self._actions(identity, None)
         user, robot = _names(identity)
         async with self.db.read() as conn:
             access = await q.namespace_access(conn, namespace, user, robot)
-        if access is None:
+        return self._actions(identity, access)
+
+    async def recheck(
+        self, account: Account, namespace: str | None
+    ) -> tuple[Identity, frozenset[str]] | None:
+        """The account as it stands in the database now, and what it may do in
+        `namespace`, in one query; None when it is gone, disabled or expired, or its
+        credential is no longer the one it proved. Asked on every request that comes
+        with a remembered login, so a revocation holds at once on every replica."""
+        user, robot = _names(account.identity)
+        async with self.db.read() as conn:
+            state = await q.account_state(conn, namespace or "", user, robot)
+        if state is None or state.disabled or credential_tag(state.secret) != account.credential:
+            return None
+        if robot is not None and not _unexpired(state.expires_at):
+            return None
+        identity = Identity(account.identity.name, account.identity.kind, state.admin)
+        return identity, self._actions(identity, state.access) if namespace else NOTHING
+
+    def _actions(self, identity: Identity, access: q.NamespaceAccess | None) -> frozenset[str]:
+        """The actions granted by an account's access to a namespace (None: it has no
+        row here, so it is mirrored, or nobody's)."""
+        if identity.admin:
+            return EVERYTHING
+        if access is None or (self.mirror is not None and self.mirror.mirror_only):
             return self._mirrored(identity)
         actions = set(ROLES.get(access.role or "", NOTHING))
         if access.robot_actions:
@@ -360,11 +382,12 @@ def _robot_account(robot: q.RobotRow | None) -> Account | None:
 
 
 def _robot_valid(robot: q.RobotRow) -> bool:
-    if robot.disabled:
-        return False
-    if robot.expires_at is None:
+    return not robot.disabled and _unexpired(robot.expires_at)
+
+
+def _unexpired(expires: datetime | None) -> bool:
+    if expires is None:
         return True
-    expires = robot.expires_at
     # SQLite hands back naive datetimes; everything is stored in UTC.
     if expires.tzinfo is None:
         expires = expires.replace(tzinfo=UTC)

@@ -7,7 +7,7 @@ import hmac
 import logging
 import time
 
-from registry.auth.accounts import Account, Accounts
+from registry.auth.accounts import NOTHING, Account, Accounts
 from registry.auth.identity import ANONYMOUS, Identity
 from registry.auth.ratelimit import LoginLimiter
 from registry.auth.scopes import CATALOG, REPOSITORY_ACTIONS, Scope
@@ -19,7 +19,8 @@ from registry.names import namespace_of
 log = logging.getLogger("registry.auth")
 
 # Basic credentials on /v2/ come with every request; a verified pair is remembered this
-# long so that each request does not pay for an argon2 check.
+# long so that each request does not pay for an argon2 check. Remembered, not trusted:
+# the account is checked in the database on every request all the same (basic()).
 _BASIC_CACHE_SECONDS = 60
 _BASIC_CACHE_SIZE = 1_000
 
@@ -52,16 +53,30 @@ class AuthService:
             await self.limiter.succeeded(name, client)
         return account
 
-    async def login_cached(self, name: str, password: str, client: str) -> Account:
+    async def basic(
+        self, name: str, password: str, client: str, namespace: str | None
+    ) -> tuple[Identity, frozenset[str]]:
+        """Log in with credentials that come with a request, and say what the account may
+        do in `namespace` (nothing when None). The password is checked once a minute per
+        process; whether the account still exists, is enabled, has that password and
+        is an admin is read on every request, in the query that reads its access."""
         key = (name, hashlib.sha256(password.encode()).digest())
         hit = self._basic.get(key)
         if hit is not None and hit[1] > time.monotonic():
-            return hit[0]
-        account = await self.login(name, password, client)
-        if len(self._basic) >= _BASIC_CACHE_SIZE:
-            self._basic.clear()
-        self._basic[key] = (account, time.monotonic() + _BASIC_CACHE_SECONDS)
-        return account
+            account = hit[0]
+        else:
+            account = await self.login(name, password, client)
+            if len(self._basic) >= _BASIC_CACHE_SIZE:
+                self._basic.clear()
+            self._basic[key] = (account, time.monotonic() + _BASIC_CACHE_SECONDS)
+        current = await self.accounts.recheck(account, namespace)
+        if current is None:
+            self._basic.pop(key, None)
+            raise Unauthorized(
+                message=f"account {name[:100]!r} was disabled or removed, or its password "
+                "or secret changed; log in again"
+            )
+        return current
 
     async def grant(self, identity: Identity, requested: list[Scope]) -> list[Scope]:
         """What to put in a token: each requested scope cut down to what `identity` may do.
@@ -80,10 +95,9 @@ class AuthService:
         return [Scope(kind, name, frozenset(actions)) for (kind, name), actions in granted.items()]
 
     async def permits(self, identity: Identity, scope: Scope) -> bool:
-        if scope.type == "repository":
-            allowed = await self.accounts.allowed(identity, namespace_of(scope.name))
-            return scope.actions <= allowed
-        return (scope.type, scope.name) == CATALOG
+        if scope.type != "repository":
+            return within(scope, NOTHING)
+        return within(scope, await self.accounts.allowed(identity, namespace_of(scope.name)))
 
     def issue(self, identity: Identity, granted: list[Scope]) -> Issued:
         return self.tokens.issue(identity.name, granted)
@@ -111,3 +125,11 @@ class AuthService:
             return ANONYMOUS
         account = await self.accounts.account(subject)
         return account.identity if account else ANONYMOUS
+
+
+def within(scope: Scope, actions: frozenset[str]) -> bool:
+    """Whether `actions` (held in the scope's namespace) cover `scope`; the catalog is
+    anyone's, since it lists only what the caller may pull."""
+    if scope.type == "repository":
+        return scope.actions <= actions
+    return (scope.type, scope.name) == CATALOG

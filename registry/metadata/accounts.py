@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, exists, func, select, union, update
+from sqlalchemy import delete, exists, false, func, null, select, union, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from registry.metadata.models import (
@@ -194,6 +194,54 @@ async def namespace_access(
         await conn.execute(select(Namespace.public, role, grant).where(Namespace.name == namespace))
     ).first()
     return NamespaceAccess(bool(row[0]), row[1], row[2]) if row else None
+
+
+@dataclass(frozen=True, slots=True)
+class AccountState:
+    """An account's row as it stands, and what it holds in one namespace (None when the
+    namespace has no row)."""
+
+    secret: str  # the password hash of a user, the secret digest of a robot
+    disabled: bool
+    admin: bool
+    expires_at: datetime | None
+    access: NamespaceAccess | None
+
+
+async def account_state(
+    conn: AsyncConnection, namespace: str, user: str | None, robot: str | None
+) -> AccountState | None:
+    """One round trip: the account's row (user or robot) and its access in `namespace`;
+    None when the account does not exist."""
+    public = select(Namespace.public).where(Namespace.name == namespace).scalar_subquery()
+    if user is not None:
+        role = (
+            select(Member.role)
+            .join(Namespace, Namespace.id == Member.namespace_id)
+            .where(Namespace.name == namespace, Member.user_id == User.id)
+            .scalar_subquery()
+        )
+        query = select(
+            User.password_hash, User.disabled, User.is_admin, null(), public, role, null()
+        ).where(User.name == user)
+    elif robot is not None:
+        grant = (
+            select(RobotGrant.actions)
+            .join(Namespace, Namespace.id == RobotGrant.namespace_id)
+            .where(Namespace.name == namespace, RobotGrant.robot_id == Robot.id)
+            .scalar_subquery()
+        )
+        query = select(
+            Robot.secret_digest, Robot.disabled, false(), Robot.expires_at, public, null(), grant
+        ).where(Robot.name == robot)
+    else:
+        return None
+    row = (await conn.execute(query)).first()
+    if row is None:
+        return None
+    secret, disabled, admin, expires_at, is_public, role, actions = row
+    access = None if is_public is None else NamespaceAccess(bool(is_public), role, actions)
+    return AccountState(secret, bool(disabled), bool(admin), expires_at, access)
 
 
 async def readable_namespaces(
