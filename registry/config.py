@@ -67,6 +67,10 @@ class S3Settings:
     presign_expiry_seconds: int = 1200
     # Worker threads (and HTTP connections) for S3 calls, per process.
     pool_size: int = 16
+    # Seconds to connect, and to wait for the next bytes of an answer, per attempt; a
+    # call is tried this many times before the client gets 503.
+    timeout_seconds: int = 20
+    max_attempts: int = 3
     # Uploads are kept in S3 as segments of this size, copied together at commit.
     part_size: int = 16 * 1024 * 1024
     # S3's limits; settings only so that tests can reach them with small data.
@@ -426,6 +430,8 @@ def _validate_s3(s3: S3Settings) -> None:
         )
     for key, low in (
         ("pool_size", 1),
+        ("timeout_seconds", 1),
+        ("max_attempts", 1),
         ("presign_expiry_seconds", 1),
         ("part_size", 1024),
         ("max_parts", 2),

@@ -18,6 +18,7 @@
      +-- PaginationInvalid     PAGINATION_NUMBER_INVALID 400
      +-- Unsupported           UNSUPPORTED             405 (404 for an unknown route)
      +-- Unavailable           UNAVAILABLE             503
+     +-- InsufficientStorage   INSUFFICIENT_STORAGE    507
      +-- Unauthorized          UNAUTHORIZED            401
      +-- Denied                DENIED                  403
      +-- TooManyRequests       TOOMANYREQUESTS         429
@@ -135,6 +136,10 @@ class RouteUnknown(Unsupported):
 
 class Unavailable(RegistryError):
     code, status, message = "UNAVAILABLE", 503, "service unavailable"
+
+
+class InsufficientStorage(RegistryError):
+    code, status, message = "INSUFFICIENT_STORAGE", 507, "the blob store is full"
 
 
 class Unauthorized(RegistryError):

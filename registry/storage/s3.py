@@ -77,9 +77,9 @@ class S3Store(BlobStore):
             config=Config(
                 s3={"addressing_style": settings.addressing_style},
                 max_pool_connections=settings.pool_size,
-                retries={"mode": "standard", "max_attempts": 3},
-                connect_timeout=10,
-                read_timeout=60,
+                retries={"mode": "standard", "max_attempts": settings.max_attempts},
+                connect_timeout=settings.timeout_seconds,
+                read_timeout=settings.timeout_seconds,
             ),
             **credentials,
         )

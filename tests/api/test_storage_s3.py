@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 
 import httpx
@@ -11,7 +13,7 @@ from starlette.applications import Starlette
 from registry.app import create_app
 from registry.config import Settings
 from tests.conftest import s3_environment
-from tests.helpers import assert_error, push_blob, push_image, sha256
+from tests.helpers import assert_error, push_blob, push_image, session_offset, sha256
 from tests.peers.s3 import MIN_PART, MotoServer
 
 pytestmark = pytest.mark.anyio
@@ -93,7 +95,7 @@ async def test_s3_down_mid_upload_then_the_retry_succeeds(
     # The session is intact: the client asks where it stands and carries on from there.
     status = await s3_client.get(location)
     assert status.status_code == 204
-    offset = int(status.headers["Range"].split("-")[1]) + 1
+    offset = session_offset(status)
     assert offset == len(first)
     r = await s3_client.patch(
         location,
@@ -147,3 +149,43 @@ async def test_manifest_get_and_blob_head_need_no_s3_call(
         assert (await s3_client.get("/v2/team/app/tags/list")).json()["tags"] == ["v1"]
     finally:
         s3_server.relay.restore()
+
+
+@pytest.mark.parametrize("storage_env", ["filesystem"], indirect=True)
+async def test_s3_that_hangs_gets_503_within_the_timeout_then_recovers(
+    s3_settings: Callable[..., Settings], s3_server: MotoServer
+) -> None:
+    """S3 accepts connections and never answers: each call gives up after
+    timeout_seconds x max_attempts, the client gets 503, and what needs no S3 call
+    (manifest GET) is answered meanwhile."""
+    app = create_app(s3_settings(storage_s3_timeout_seconds="1", storage_s3_max_attempts="2"))
+    async with _client(app) as client:
+        digest = await push_blob(client, "team/app", DATA)
+        await push_image(client, "team/app", "v1")
+        r = await client.post("/v2/team/app/blobs/uploads/")
+        location = r.headers["Location"]
+        s3_server.relay.stall()
+        try:
+            started = time.monotonic()
+            get, patch, manifest = await asyncio.gather(
+                client.get(f"/v2/team/app/blobs/{digest}"),
+                client.patch(location, content=DATA),
+                client.get("/v2/team/app/manifests/v1"),
+            )
+            elapsed = time.monotonic() - started
+            assert "blob storage failed" in assert_error(get, 503, "UNAVAILABLE")["message"]
+            assert_error(patch, 503, "UNAVAILABLE")
+            assert manifest.status_code == 200
+            assert elapsed < 8, f"S3 calls hung for {elapsed:.1f} s"
+        finally:
+            s3_server.relay.resume()
+        r = await client.get(f"/v2/team/app/blobs/{digest}")
+        assert r.status_code == 200 and r.content == DATA
+        status = await client.get(location)
+        offset = session_offset(status)
+        r = await client.patch(
+            location, content=DATA[offset:], headers={"Content-Range": f"{offset}-{len(DATA) - 1}"}
+        )
+        assert r.status_code == 202, r.text
+        assert (await client.put(location, params={"digest": digest})).status_code == 201
+    await app.state.registry.close()

@@ -74,7 +74,8 @@ class MotoServer:
 
 class Relay:
     """Forwards TCP connections from its own port to the target; `cut()` drops every
-    connection and refuses new ones until `restore()`."""
+    connection and refuses new ones until `restore()`; `stall()` accepts connections but
+    holds every byte back (a server that has hung) until `resume()`."""
 
     def __init__(self, target: int) -> None:
         self.target = target
@@ -82,7 +83,15 @@ class Relay:
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._listener: socket.socket | None = None
+        self._flowing = threading.Event()
+        self._flowing.set()
         self.restore()
+
+    def stall(self) -> None:
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        self._flowing.set()
 
     def restore(self) -> None:
         listener = socket.socket()
@@ -127,6 +136,7 @@ class Relay:
     def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
         try:
             while data := source.recv(65536):
+                self._flowing.wait()
                 sink.sendall(data)
         except OSError:
             pass
