@@ -34,6 +34,7 @@ class Registry:
             settings.database_url,
             pool_size=settings.database.pool_size,
             echo=settings.database.echo,
+            timeout_seconds=settings.database.timeout_seconds,
         )
         self.store: BlobStore = open_store(settings)
         self.blobs = BlobService(self.db, self.store, settings.storage.accel_redirect)

@@ -46,6 +46,9 @@ class DatabaseSettings:
     # (REGISTRY_DATABASE_PASSWORD_FILE).
     password: str = ""
     pool_size: int = 10
+    # PostgreSQL: seconds to connect or wait for a pooled connection; statements get
+    # three times as long. Past that, 503.
+    timeout_seconds: int = 10
     echo: bool = False
 
 
@@ -352,10 +355,11 @@ def _validate(s: Settings) -> None:
         raise ConfigError(
             f"config: manifest_max_bytes: must be at least 1024, got {s.manifest_max_bytes}"
         )
-    if s.database.pool_size < 1:
-        raise ConfigError(
-            f"config: database.pool_size: must be at least 1, got {s.database.pool_size}"
-        )
+    for key in ("pool_size", "timeout_seconds"):
+        if getattr(s.database, key) < 1:
+            raise ConfigError(
+                f"config: database.{key}: must be at least 1, got {getattr(s.database, key)}"
+            )
     if s.auth.key_algorithm not in {"ES256", "RS256"}:
         raise ConfigError(
             f"config: auth.key_algorithm: must be ES256 or RS256, got {s.auth.key_algorithm!r}"

@@ -13,13 +13,13 @@ import fcntl
 import logging
 import os
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from anyio import to_thread
 from sqlalchemy import event, text
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from sqlalchemy.util import greenlet_spawn
 
@@ -27,18 +27,49 @@ from registry.errors import Unavailable
 
 log = logging.getLogger("registry.database")
 
-_DB_ERRORS = (OperationalError, InterfaceError)
-# What the drivers themselves raise when the database is unreachable or busy, for
-# statements sent to them directly (Database.driver).
-_DRIVER_ERRORS: tuple[type[Exception], ...] = (sqlite3.OperationalError, OSError)
+# Errors that say the database is unreachable, busy or going away, rather than that a
+# statement is wrong: SQLAlchemy's, and the drivers' own for statements sent to them
+# directly (Database.driver). A timeout (connect, pool, statement) is one too.
+_OUTAGES: tuple[type[BaseException], ...] = (
+    OperationalError,
+    InterfaceError,
+    sqlite3.OperationalError,
+    OSError,
+    TimeoutError,
+)
 with contextlib.suppress(ImportError):
     import asyncpg
 
-    _DRIVER_ERRORS += (asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
+    _OUTAGES += (asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
+# PostgreSQL's SQLSTATE classes of the same: connection exception, insufficient resources
+# (too many connections, disk full), operator intervention (shutting down, starting up,
+# a statement cancelled by its timeout).
+_OUTAGE_STATES = ("08", "53", "57")
+
+
+def _outage(exc: BaseException) -> bool:
+    if isinstance(exc, _OUTAGES):
+        return True
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        exc = exc.orig  # type: ignore[assignment]
+    state = getattr(exc, "sqlstate", None)
+    return isinstance(state, str) and state[:2] in _OUTAGE_STATES
 
 
 class Database:
-    def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 10,
+        echo: bool = False,
+        timeout_seconds: float = 10,
+    ) -> None:
+        """`timeout_seconds` bounds, on PostgreSQL, connecting, waiting for a pooled
+        connection, and each statement (three times as long): a database that hangs
+        gives 503 in bounded time instead of holding requests."""
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         options: dict[str, Any] = {"echo": echo, "pool_pre_ping": not self.is_sqlite}
@@ -53,7 +84,12 @@ class Database:
                 pool_reset_on_return=None,
             )
         else:
-            options.update(pool_size=pool_size, max_overflow=pool_size)
+            options.update(
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                pool_timeout=timeout_seconds,
+                connect_args={"timeout": timeout_seconds, "command_timeout": 3 * timeout_seconds},
+            )
         self.engine = create_async_engine(url, **options)
         self._writers = _SqliteWriters(self.engine.url.database) if self.is_sqlite else None
         if self.is_sqlite:
@@ -64,29 +100,27 @@ class Database:
     async def read(self) -> AsyncIterator[AsyncConnection]:
         conn = await self._connect()
         try:
-            yield conn
-        except _DB_ERRORS as exc:
-            raise _unavailable(exc) from exc
+            with _outages():
+                yield conn
         finally:
-            await conn.close()
+            with _outages():  # returning a dead connection may fail too
+                await conn.close()
 
     @asynccontextmanager
     async def driver(self) -> AsyncIterator[Any]:
         """The driver's own connection (aiosqlite or asyncpg) from the pool, for statements
         sent to it directly (hot.py): no SQLAlchemy Connection is built around it."""
-        try:
+        with _outages():
             pooled = await self.engine.raw_connection()
-        except (*_DB_ERRORS, OSError) as exc:
-            raise _unavailable(exc) from exc
         try:
-            yield pooled.driver_connection
-        except _DRIVER_ERRORS as exc:
-            raise _unavailable(exc) from exc
+            with _outages():
+                yield pooled.driver_connection
         finally:
             if self.is_sqlite:
                 pooled.close()  # nothing to reset (pool_reset_on_return=None): no awaits
             else:
-                await greenlet_spawn(pooled.close)  # the reset's rollback awaits the driver
+                with _outages():
+                    await greenlet_spawn(pooled.close)  # the reset's rollback awaits the driver
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
@@ -107,13 +141,13 @@ class Database:
     async def _transaction(self) -> AsyncIterator[AsyncConnection]:
         conn = await self._connect()
         try:
-            await conn.execution_options(registry_write=True)
-            async with conn.begin():
-                yield conn
-        except _DB_ERRORS as exc:
-            raise _unavailable(exc) from exc
+            with _outages():
+                await conn.execution_options(registry_write=True)
+                async with conn.begin():
+                    yield conn
         finally:
-            await conn.close()
+            with _outages():  # returning a dead connection may fail too
+                await conn.close()
 
     async def ping(self) -> None:
         """Raise Unavailable unless the database answers a trivial query."""
@@ -122,11 +156,9 @@ class Database:
 
     async def _connect(self) -> AsyncConnection:
         conn = self.engine.connect()
-        try:
+        # (asyncpg lets a refused connection through as a bare OSError.)
+        with _outages():
             return await conn.start()
-        except (*_DB_ERRORS, OSError) as exc:
-            # asyncpg lets a refused connection through as a bare OSError.
-            raise _unavailable(exc) from exc
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -187,11 +219,19 @@ async def _flock(fd: int) -> None:
         await to_thread.run_sync(fcntl.flock, fd, fcntl.LOCK_EX)
 
 
-def _unavailable(exc: Exception) -> Unavailable:
-    reason = str(getattr(exc, "orig", exc)).splitlines()[0][:300]
-    return Unavailable(
-        message=f"metadata database unavailable ({reason}); check that it is running"
-    )
+@contextlib.contextmanager
+def _outages() -> Iterator[None]:
+    """An error that says the database is out becomes Unavailable (503), naming it."""
+    try:
+        yield
+    except Exception as exc:
+        if not _outage(exc):
+            raise
+        reason = str(getattr(exc, "orig", exc)) or type(exc).__name__
+        raise Unavailable(
+            message=f"metadata database unavailable ({reason.splitlines()[0][:300]}); "
+            "check that it is running"
+        ) from exc
 
 
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:

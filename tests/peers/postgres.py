@@ -4,6 +4,7 @@ create databases), or a private cluster started from Debian's binaries on a free
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import glob
 import os
 import shutil
@@ -18,10 +19,12 @@ from tests.peers.tools import free_port, unavailable
 
 
 class PostgresServer:
-    def __init__(self) -> None:
-        self.admin_url = os.environ.get("REGISTRY_TEST_POSTGRES_URL", "")
+    def __init__(self, *, private: bool = False) -> None:
+        """`private`: always a cluster of our own, which a test may stop and start."""
+        self.admin_url = "" if private else os.environ.get("REGISTRY_TEST_POSTGRES_URL", "")
         self._dir: Path | None = None
         self._bin: Path | None = None
+        self._port = 0
         if not self.admin_url:
             self._start_private()
 
@@ -32,40 +35,29 @@ class PostgresServer:
         self._bin = Path(found[-1]).parent
         self._dir = Path(tempfile.mkdtemp(prefix="registry-pg-"))
         shutil.chown(self._dir, "postgres")
-        port = free_port()
+        self._port = free_port()
+        self._pg("initdb", "-D", str(self._dir / "data"), "-A", "trust", "-U", "postgres")
+        self.start()
+        self.admin_url = f"postgresql://postgres@127.0.0.1:{self._port}/postgres"
+
+    def _pg(self, program: str, *args: str) -> subprocess.CompletedProcess[bytes]:
+        assert self._bin is not None
         as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        data = self._dir / "data"
-        subprocess.run(
-            [
-                *as_postgres,
-                str(self._bin / "initdb"),
-                "-D",
-                str(data),
-                "-A",
-                "trust",
-                "-U",
-                "postgres",
-            ],
-            check=True,
-            capture_output=True,
+        return subprocess.run(
+            [*as_postgres, str(self._bin / program), *args], check=True, capture_output=True
         )
-        subprocess.run(
-            [
-                *as_postgres,
-                str(self._bin / "pg_ctl"),
-                "-D",
-                str(data),
-                "-l",
-                str(self._dir / "log"),
-                "-w",
-                "-o",
-                f"-p {port} -k {self._dir} -c listen_addresses=127.0.0.1 -c fsync=off",
-                "start",
-            ],
-            check=True,
-            capture_output=True,
-        )
-        self.admin_url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+
+    def start(self) -> None:
+        """Start the private cluster (again), on the same port."""
+        assert self._dir is not None
+        options = f"-p {self._port} -k {self._dir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        data, log = str(self._dir / "data"), str(self._dir / "log")
+        self._pg("pg_ctl", "-D", data, "-l", log, "-w", "-o", options, "start")
+
+    def halt(self, mode: str = "fast") -> None:
+        """Stop the private cluster, ending every connection; its data stays."""
+        assert self._dir is not None
+        self._pg("pg_ctl", "-D", str(self._dir / "data"), "-m", mode, "-w", "stop")
 
     def url_for(self, database: str) -> str:
         base, _ = self.admin_url.rsplit("/", 1)
@@ -96,17 +88,6 @@ class PostgresServer:
     def stop(self) -> None:
         if self._dir is None or self._bin is None:
             return
-        as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        subprocess.run(
-            [
-                *as_postgres,
-                str(self._bin / "pg_ctl"),
-                "-D",
-                str(self._dir / "data"),
-                "-m",
-                "immediate",
-                "stop",
-            ],
-            capture_output=True,
-        )
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self.halt("immediate")
         shutil.rmtree(self._dir, ignore_errors=True)
