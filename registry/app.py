@@ -38,7 +38,7 @@ class Registry:
         )
         self.store: BlobStore = open_store(settings)
         self.blobs = BlobService(self.db, self.store, settings.storage.accel_redirect)
-        self.uploads = UploadService(self.db, self.store)
+        self.uploads = UploadService(self.db, self.store, settings.limits.upload_sessions)
         self.manifests = ManifestService(
             self.db, self.store, sparse=settings.sparse_manifests, limits=settings.limits
         )

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
+import resource
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -132,6 +134,16 @@ def _first_admin(settings: Settings) -> None:
     )
 
 
+def _raise_open_files_limit() -> None:
+    """Every connection is a file: take the hard limit (workers inherit it), so that
+    many idle clients cannot use up a soft limit of 1024 and lock the others out."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 1 << 20 if hard == resource.RLIM_INFINITY else hard
+    if soft < wanted:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
 def _serve(settings: Settings, config_path: str | None) -> int:
     import uvicorn
 
@@ -151,6 +163,7 @@ def _serve(settings: Settings, config_path: str | None) -> int:
     if config_path:
         # Worker processes rebuild the settings from the same file and environment.
         os.environ["REGISTRY_CONFIG"] = os.path.abspath(config_path)
+    _raise_open_files_limit()
     log.info(
         "registry %s listening on %s:%d (data in %s)",
         __version__,
@@ -167,7 +180,8 @@ def _serve(settings: Settings, config_path: str | None) -> int:
         log_level=settings.log_level,
         proxy_headers=False,
         server_header=False,
-        timeout_keep_alive=30,
+        timeout_keep_alive=settings.http.keepalive_seconds,
+        http="registry.server:GuardedProtocol",
     )
     return 0
 

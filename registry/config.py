@@ -36,6 +36,17 @@ class HttpSettings:
     # Addresses or networks (comma-separated) of proxies whose X-Forwarded-Proto, -Host and
     # -For are believed: they make the URLs in Location headers and token challenges.
     trusted_proxies: str = "127.0.0.1,::1"
+    # Bounds on every connection (registry/server.py): a request head must arrive within
+    # header_timeout_seconds and hold at most header_bytes; a body must come at
+    # body_min_rate bytes/s or more over each body_timeout_seconds; a response the client
+    # does not read for send_timeout_seconds, and a connection idle between requests for
+    # keepalive_seconds, are closed.
+    header_timeout_seconds: int = 20
+    header_bytes: int = 32 * 1024
+    body_timeout_seconds: int = 60
+    body_min_rate: int = 1024
+    send_timeout_seconds: int = 60
+    keepalive_seconds: int = 30
 
 
 @dataclass(frozen=True)
@@ -154,6 +165,8 @@ class LimitsSettings:
     manifest_descriptors: int = 10_000
     # Bytes of a request's query string.
     query_bytes: int = 8192
+    # Upload sessions one account (one client address, with auth off) may hold open.
+    upload_sessions: int = 1000
 
 
 @dataclass(frozen=True)
@@ -326,8 +339,19 @@ def _coerce(key: str, kind: Any, value: Any) -> Any:
 def _validate(s: Settings) -> None:
     if not 0 <= s.http.port <= 65535:
         raise ConfigError(f"config: http.port: must be between 0 and 65535, got {s.http.port}")
-    if s.http.workers < 1:
-        raise ConfigError(f"config: http.workers: must be at least 1, got {s.http.workers}")
+    for key, low in (
+        ("workers", 1),
+        ("header_timeout_seconds", 1),
+        ("header_bytes", 1024),
+        ("body_timeout_seconds", 1),
+        ("body_min_rate", 0),
+        ("send_timeout_seconds", 1),
+        ("keepalive_seconds", 1),
+    ):
+        if getattr(s.http, key) < low:
+            raise ConfigError(
+                f"config: http.{key}: must be at least {low}, got {getattr(s.http, key)}"
+            )
     if s.log_level not in _LOG_LEVELS:
         raise ConfigError(
             f"config: log_level: must be one of {', '.join(sorted(_LOG_LEVELS))}, "
@@ -364,7 +388,12 @@ def _validate(s: Settings) -> None:
         raise ConfigError(
             f"config: auth.key_algorithm: must be ES256 or RS256, got {s.auth.key_algorithm!r}"
         )
-    for key, low in (("json_depth", 8), ("manifest_descriptors", 1), ("query_bytes", 1024)):
+    for key, low in (
+        ("json_depth", 8),
+        ("manifest_descriptors", 1),
+        ("query_bytes", 1024),
+        ("upload_sessions", 1),
+    ):
         if getattr(s.limits, key) < low:
             raise ConfigError(
                 f"config: limits.{key}: must be at least {low}, got {getattr(s.limits, key)}"

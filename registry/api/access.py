@@ -128,6 +128,17 @@ async def caller_identity(request: Request) -> Identity:
     return await auth.identity(caller.token.subject)
 
 
+def caller_name(request: Request) -> str:
+    """Who is asking, for bounds kept per caller: the account's name, or the client's
+    address when it has none (anonymous, or auth off). No query."""
+    caller: Caller = request.state.caller
+    if caller.token is not None and caller.token.subject:
+        return caller.token.subject
+    if caller.identity is not None and caller.identity.name:
+        return caller.identity.name
+    return client_address(request)
+
+
 async def may(request: Request, scope: Scope) -> bool:
     """Whether the caller, already through the gate, may also do `scope` (say, pull from a
     mount's source)."""

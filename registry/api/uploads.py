@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from registry.api.access import may
+from registry.api.access import caller_name, may
 from registry.api.common import (
     API_VERSION_HEADER,
     body_chunks,
@@ -59,11 +59,11 @@ async def start(request: Request) -> Response:
             and await registry.blobs.mount(name, digest, source)
         ):
             return _created(name, digest)
-    upload_id = await registry.uploads.start(name)
     if "digest" in params and mount is None:
         digest = Digest.parse(params["digest"])
-        await registry.uploads.finish(name, upload_id, digest, body_chunks(request))
+        await registry.uploads.put_whole(name, digest, body_chunks(request))
         return _created(name, digest)
+    upload_id = await registry.uploads.start(name, caller_name(request))
     return Response(status_code=202, headers=_upload_headers(name, upload_id, 0))
 
 

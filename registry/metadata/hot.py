@@ -39,8 +39,12 @@ _SQL = {
 }
 # Writes; `:now` is the current time, in the form SQLAlchemy stores it.
 _WRITES = {
-    "create_upload": "INSERT INTO uploads (id, repository, created_at, updated_at) "
-    "VALUES (:id, :repository, :now, :now)",
+    # Unless the owner has `limit` sessions open already. Two at once may both pass the
+    # count, so an owner can exceed the limit by the requests it has in flight: the bound
+    # is on what is left open, which is what costs.
+    "create_upload": "INSERT INTO uploads (id, repository, owner, created_at, updated_at) "
+    "SELECT :id, :repository, :owner, :now, :now "
+    "WHERE (SELECT count(*) FROM uploads WHERE owner = :owner) < :limit",
     "touch_upload": "UPDATE uploads SET updated_at = :now WHERE id = :id",
     "delete_upload": "DELETE FROM uploads WHERE id = :id",
     "add_repository": "INSERT INTO repositories (name, namespace, created_at) "
@@ -92,8 +96,9 @@ class HotQueries:
                 return list(await driver.execute_fetchall(text, values))
             return list(await driver.fetch(text, *values))
 
-    async def write(self, *steps: tuple[str, dict[str, Any]]) -> None:
-        """Run write statements, in order, in one transaction."""
+    async def write(self, *steps: tuple[str, dict[str, Any]]) -> int:
+        """Run write statements, in order, in one transaction; returns the rows the last
+        one changed."""
         now = now_utc()
         moment = now.strftime(_SQLITE_TIME) if self.db.is_sqlite else now
         statements = []
@@ -104,16 +109,18 @@ class HotQueries:
             if not self.db.is_sqlite:
                 async with driver.transaction():
                     for text, values in statements:
-                        await driver.execute(text, *values)
-                return
+                        status = await driver.execute(text, *values)
+                # asyncpg answers with the command tag: "INSERT 0 1", "UPDATE 3".
+                return int(status.rsplit(" ", 1)[-1])
             await driver.execute("BEGIN IMMEDIATE")
             try:
                 for text, values in statements:
-                    await driver.execute(text, values)
+                    cursor = await driver.execute(text, values)
             except BaseException:
                 await driver.execute("ROLLBACK")
                 raise
             await driver.execute("COMMIT")
+            return int(cursor.rowcount)
 
     async def manifest_by_tag(self, repository: str, tag: str) -> StoredManifest | None:
         rows = await self._rows("manifest_by_tag", repository=repository, tag=tag)

@@ -123,6 +123,8 @@ class Upload(Base):
     __tablename__ = "uploads"
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     repository: Mapped[str] = mapped_column(NAME)
+    # The account that opened it (a client address with auth off): limits.upload_sessions.
+    owner: Mapped[str] = mapped_column(String(128), index=True, server_default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
 

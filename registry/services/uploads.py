@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from registry.digest import DEFAULT_ALGORITHM, Digest
-from registry.errors import BlobUploadUnknown, DigestInvalid, RangeInvalid
+from registry.errors import BlobUploadUnknown, DigestInvalid, RangeInvalid, TooManyRequests
 from registry.metadata import queries
 from registry.metadata.database import Database
 from registry.metadata.hot import HotQueries
@@ -38,17 +38,45 @@ class Span:
 
 
 class UploadService:
-    def __init__(self, db: Database, store: BlobStore) -> None:
+    def __init__(self, db: Database, store: BlobStore, max_sessions: int = 1000) -> None:
         self.db = db
         self.store = store
         self.hot = HotQueries(db)
+        self.max_sessions = max_sessions
         self._hashers: OrderedDict[str, tuple[int, Any]] = OrderedDict()
 
-    async def start(self, repository: str) -> str:
+    async def start(self, repository: str, owner: str) -> str:
+        """Open a session for `owner` (an account, or a client address), within its
+        limit of open sessions."""
         upload_id = str(uuid.uuid4())
         await self.store.upload_start(upload_id)
-        await self.hot.write(("create_upload", {"id": upload_id, "repository": repository}))
+        created = await self.hot.write(
+            (
+                "create_upload",
+                {
+                    "id": upload_id,
+                    "repository": repository,
+                    "owner": owner,
+                    "limit": self.max_sessions,
+                },
+            )
+        )
+        if not created:
+            await self.store.upload_cancel(upload_id)
+            raise TooManyRequests(
+                {"sessions": self.max_sessions},
+                message=f"{owner or 'this client'} has {self.max_sessions} upload sessions open "
+                "(limits.upload_sessions): finish or cancel some (DELETE on a session), or "
+                "wait until `registry purge-uploads` ends the idle ones",
+            )
         return upload_id
+
+    async def put_whole(self, repository: str, digest: Digest, chunks: AsyncIterable[bytes]) -> int:
+        """A blob whose digest comes with all its bytes (a monolithic POST): written to its
+        place as it streams, with no session, since no one could resume one."""
+        size = await self._write_direct(digest, chunks)
+        await self._link(repository, None, digest, size)
+        return size
 
     async def offset(self, repository: str, upload_id: str) -> int:
         """Bytes received so far in a session of this repository."""
@@ -88,7 +116,11 @@ class UploadService:
             chunks = _fit(chunks, span, size)
         if size == 0 and chunks is not None:
             # All the content comes now, with its digest: straight to the blob's place.
-            size = await self._write_direct(upload_id, digest, chunks)
+            try:
+                size = await self._write_direct(digest, chunks)
+            except DigestInvalid:
+                await self._discard(upload_id)
+                raise
             await self.store.upload_cancel(upload_id)
             await self._link(repository, upload_id, digest, size)
             return size
@@ -106,23 +138,24 @@ class UploadService:
         await self._link(repository, upload_id, digest, size)
         return size
 
-    async def _link(self, repository: str, upload_id: str, digest: Digest, size: int) -> None:
-        await self.hot.write(
+    async def _link(
+        self, repository: str, upload_id: str | None, digest: Digest, size: int
+    ) -> None:
+        steps: list[tuple[str, dict[str, Any]]] = [
             ("add_repository", {"repository": repository, "namespace": namespace_of(repository)}),
             ("add_blob", {"digest": str(digest), "size": size}),
             ("link_blob", {"repository": repository, "digest": str(digest)}),
-            ("delete_upload", {"id": upload_id}),
-        )
+        ]
+        if upload_id is not None:
+            steps.append(("delete_upload", {"id": upload_id}))
+        await self.hot.write(*steps)
 
-    async def _write_direct(
-        self, upload_id: str, digest: Digest, chunks: AsyncIterable[bytes]
-    ) -> int:
+    async def _write_direct(self, digest: Digest, chunks: AsyncIterable[bytes]) -> int:
         hasher = hashlib.new(digest.algorithm)
         size = await self.store.write_blob(
             digest, chunks, hasher.update, lambda: hasher.hexdigest() == digest.hex
         )
         if size is None:
-            await self._discard(upload_id)
             raise _mismatch(digest, hasher.hexdigest())
         return size
 

@@ -1,5 +1,5 @@
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
@@ -320,3 +320,27 @@ async def test_chunks_on_one_worker_are_hashed_as_they_arrive(
     uploads._hash_stored = no_rereading
     r = await client.put(location, params={"digest": sha256(DATA)})
     assert r.status_code == 201
+
+
+async def test_open_sessions_are_bounded_per_caller(
+    make_settings: Callable[..., Settings],
+) -> None:
+    app = create_app(make_settings(limits_upload_sessions="2"))
+
+    def client_from(address: str) -> httpx.AsyncClient:
+        transport = httpx.ASGITransport(app=app, client=(address, 5000))
+        return httpx.AsyncClient(transport=transport, base_url="http://r")
+
+    async with client_from("10.0.0.1") as one, client_from("10.0.0.2") as two:
+        # Monolithic uploads open no session at all.
+        for n in range(3):
+            await push_blob(one, "team/app", b"whole %d" % n)
+        first, _ = await start(one), await start(one)
+        r = await one.post("/v2/team/app/blobs/uploads/")
+        error = assert_error(r, 429, "TOOMANYREQUESTS")
+        assert "limits.upload_sessions" in error["message"]
+        assert (await two.post("/v2/team/app/blobs/uploads/")).status_code == 202
+        assert (await one.delete(first)).status_code == 204
+        await start(one)
+        await push_blob(one, "team/app", b"still fine")
+    await app.state.registry.close()

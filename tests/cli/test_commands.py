@@ -129,7 +129,7 @@ def test_purge_uploads_ends_idle_sessions(cli: Run, tmp_path: Path) -> None:
         settings = load_settings(None, {"REGISTRY_DATA_DIR": str(tmp_path / "data")})
         app = create_app(settings)
         uploads = app.state.registry.uploads
-        old, fresh = await uploads.start("team/app"), await uploads.start("team/app")
+        old, fresh = await uploads.start("team/app", "cli"), await uploads.start("team/app", "cli")
         async with app.state.registry.db.write() as conn:
             await conn.execute(
                 update(Upload)

@@ -1,0 +1,212 @@
+"""The HTTP protocol `registry serve` runs: uvicorn's httptools protocol with the bounds a
+server facing the internet needs and uvicorn does not have.
+
+uvicorn closes a connection idle between requests (keep-alive), and nothing else: a
+client may take forever to send a request head, send headers without end, trickle a
+body or claim a Content-Length it never sends, or stop reading a response, and hold a
+connection, its memory and a task for as long as it likes. Here each of those ends:
+
+- the request head must arrive whole within `http.header_timeout_seconds` of the
+  connection (or of the request's first byte, on a kept-alive connection): 408;
+- the head may hold at most `http.header_bytes` of URL and headers: 431;
+- while the app waits for body bytes, at least `http.body_min_rate` bytes a second must
+  come in every window of `http.body_timeout_seconds` (a window in which the app itself
+  was not reading does not count): the connection is closed;
+- a response the client does not read for `http.send_timeout_seconds`: closed.
+
+Refusals are written in the registry's error format and logged with the client address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import logging
+import socket
+import struct
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from registry.config import HttpSettings, load_settings
+
+log = logging.getLogger("registry.http")
+
+_REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
+_BODY_HEADERS = (b"content-length", b"transfer-encoding")
+
+
+@functools.cache
+def _settings() -> HttpSettings:
+    """This worker's HTTP settings, from the same file and environment as its app."""
+    return load_settings().http
+
+
+class _HeadTooLarge(Exception):
+    pass
+
+
+class GuardedProtocol(HttpToolsProtocol):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.bounds = _settings()
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._head_bytes = 0
+        self._body_timer: asyncio.TimerHandle | None = None
+        self._body_bytes = 0
+        self._send_timer: asyncio.TimerHandle | None = None
+        self._refused = False
+
+    # The request head
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_head()
+
+    def _arm_head(self) -> None:
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(
+                self.bounds.header_timeout_seconds, self._head_late
+            )
+
+    def _head_late(self) -> None:
+        self._head_timer = None
+        self._refuse(
+            408,
+            f"the request head did not arrive within {self.bounds.header_timeout_seconds} s "
+            "(http.header_timeout_seconds)",
+        )
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head_bytes = 0
+        self._arm_head()
+
+    def on_url(self, url: bytes) -> None:
+        self._count_head(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_head(len(name) + len(value) + 4)
+        super().on_header(name, value)
+
+    def _count_head(self, size: int) -> None:
+        self._head_bytes += size
+        if self._head_bytes > self.bounds.header_bytes:
+            self._refuse(
+                431,
+                f"the request head is larger than {self.bounds.header_bytes} bytes "
+                "(http.header_bytes)",
+            )
+            raise _HeadTooLarge  # stops the parser; data_received ends in send_400_response
+
+    def send_400_response(self, msg: str) -> None:
+        if not self._refused:  # a refusal of ours is already on its way
+            super().send_400_response(msg)
+
+    def data_received(self, data: bytes) -> None:
+        if not self._refused:
+            super().data_received(data)
+
+    def on_headers_complete(self) -> None:
+        self._cancel("_head_timer")
+        super().on_headers_complete()
+        if any(name in _BODY_HEADERS for name, _ in self.headers):
+            self._body_bytes = 0
+            self._body_timer = self.loop.call_later(
+                self.bounds.body_timeout_seconds, self._check_body
+            )
+
+    # The request body
+
+    def on_body(self, body: bytes) -> None:
+        self._body_bytes += len(body)
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        self._cancel("_body_timer")
+        super().on_message_complete()
+
+    def _check_body(self) -> None:
+        """Once a window: the body is complete (stop watching), the app is not reading
+        (not the client's fault), or enough came in."""
+        self._body_timer = None
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete or not cycle.more_body:
+            return
+        # Bytes the app has not taken, reading paused, or a client waiting for its
+        # 100 Continue: the app is the slow one.
+        waiting = not (cycle.body or self.flow.read_paused or cycle.waiting_for_100_continue)
+        window = self.bounds.body_timeout_seconds
+        if waiting and self._body_bytes < max(1, self.bounds.body_min_rate * window):
+            self._close(
+                f"the request body came at {self._body_bytes / window:.0f} bytes/s over "
+                f"{window} s, less than http.body_min_rate ({self.bounds.body_min_rate})"
+            )
+            return
+        self._body_bytes = 0
+        self._body_timer = self.loop.call_later(window, self._check_body)
+
+    # The response
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._send_timer is None:
+            self._send_timer = self.loop.call_later(
+                self.bounds.send_timeout_seconds, self._send_stalled
+            )
+
+    def resume_writing(self) -> None:
+        self._cancel("_send_timer")
+        super().resume_writing()
+
+    def _send_stalled(self) -> None:
+        self._send_timer = None
+        self._close(
+            f"the client read nothing of the response for {self.bounds.send_timeout_seconds} s "
+            "(http.send_timeout_seconds)"
+        )
+
+    # Ending
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for timer in ("_head_timer", "_body_timer", "_send_timer"):
+            self._cancel(timer)
+        super().connection_lost(exc)
+
+    def _cancel(self, name: str) -> None:
+        timer = getattr(self, name)
+        if timer is not None:
+            timer.cancel()
+            setattr(self, name, None)
+
+    def _refuse(self, status: int, message: str) -> None:
+        """Answer in the error format and close; nothing more of the request is read."""
+        if self._refused or self.transport.is_closing():
+            return
+        self._refused = True
+        code = "SIZE_INVALID" if status == 431 else "TIMEOUT"
+        body = json.dumps({"errors": [{"code": code, "message": message}]}).encode()
+        head = (
+            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+            b"connection: close\r\n\r\n" % (status, _REASONS[status], len(body))
+        )
+        self._log(message)
+        self.transport.write(head + body)
+        self.transport.close()
+
+    def _close(self, reason: str) -> None:
+        """Reset the connection: a plain close would leave the kernel holding what the
+        client never read, and the client waiting on it."""
+        self._refused = True
+        self._log(reason)
+        sock = self.transport.get_extra_info("socket")
+        with contextlib.suppress(AttributeError, OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.transport.abort()
+
+    def _log(self, reason: str) -> None:
+        client = f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
+        log.warning("closed the connection of %s: %s", client, reason)
