@@ -339,19 +339,17 @@ def _coerce(key: str, kind: Any, value: Any) -> Any:
 def _validate(s: Settings) -> None:
     if not 0 <= s.http.port <= 65535:
         raise ConfigError(f"config: http.port: must be between 0 and 65535, got {s.http.port}")
-    for key, low in (
-        ("workers", 1),
-        ("header_timeout_seconds", 1),
-        ("header_bytes", 1024),
-        ("body_timeout_seconds", 1),
-        ("body_min_rate", 0),
-        ("send_timeout_seconds", 1),
-        ("keepalive_seconds", 1),
-    ):
-        if getattr(s.http, key) < low:
-            raise ConfigError(
-                f"config: http.{key}: must be at least {low}, got {getattr(s.http, key)}"
-            )
+    _at_least(
+        "http",
+        s.http,
+        workers=1,
+        header_timeout_seconds=1,
+        header_bytes=1024,
+        body_timeout_seconds=1,
+        body_min_rate=0,
+        send_timeout_seconds=1,
+        keepalive_seconds=1,
+    )
     if s.log_level not in _LOG_LEVELS:
         raise ConfigError(
             f"config: log_level: must be one of {', '.join(sorted(_LOG_LEVELS))}, "
@@ -379,28 +377,20 @@ def _validate(s: Settings) -> None:
         raise ConfigError(
             f"config: manifest_max_bytes: must be at least 1024, got {s.manifest_max_bytes}"
         )
-    for key in ("pool_size", "timeout_seconds"):
-        if getattr(s.database, key) < 1:
-            raise ConfigError(
-                f"config: database.{key}: must be at least 1, got {getattr(s.database, key)}"
-            )
+    _at_least("database", s.database, pool_size=1, timeout_seconds=1)
     if s.auth.key_algorithm not in {"ES256", "RS256"}:
         raise ConfigError(
             f"config: auth.key_algorithm: must be ES256 or RS256, got {s.auth.key_algorithm!r}"
         )
-    for key, low in (
-        ("json_depth", 8),
-        ("manifest_descriptors", 1),
-        ("query_bytes", 1024),
-        ("upload_sessions", 1),
-    ):
-        if getattr(s.limits, key) < low:
-            raise ConfigError(
-                f"config: limits.{key}: must be at least {low}, got {getattr(s.limits, key)}"
-            )
-    for key in ("token_ttl_seconds", "refresh_ttl_seconds", "login_attempts"):
-        if getattr(s.auth, key) < 1:
-            raise ConfigError(f"config: auth.{key}: must be at least 1, got {getattr(s.auth, key)}")
+    _at_least(
+        "limits",
+        s.limits,
+        json_depth=8,
+        manifest_descriptors=1,
+        query_bytes=1024,
+        upload_sessions=1,
+    )
+    _at_least("auth", s.auth, token_ttl_seconds=1, refresh_ttl_seconds=1, login_attempts=1)
     if s.mirror.enabled:
         _validate_mirror(s.mirror)
     url = s.database_url
@@ -409,6 +399,14 @@ def _validate(s: Settings) -> None:
             "config: database.url: must be a sqlite:/// or postgresql:// URL, "
             f"got one starting {url.split(':', 1)[0]!r}"
         )
+
+
+def _at_least(section: str, values: object, **lows: int) -> None:
+    for key, low in lows.items():
+        if getattr(values, key) < low:
+            raise ConfigError(
+                f"config: {section}.{key}: must be at least {low}, got {getattr(values, key)}"
+            )
 
 
 def trusted_networks(text: str) -> tuple[IPv4Network | IPv6Network, ...]:
@@ -441,11 +439,7 @@ def _validate_mirror(mirror: MirrorSettings) -> None:
         prefixes.add(upstream.prefix)
         if upstream.password and not upstream.username:
             raise ConfigError(f"{key}.password: given without a username")
-    for name, low in (("tag_ttl_seconds", 0), ("timeout_seconds", 1)):
-        if getattr(mirror, name) < low:
-            raise ConfigError(
-                f"config: mirror.{name}: must be at least {low}, got {getattr(mirror, name)}"
-            )
+    _at_least("mirror", mirror, tag_ttl_seconds=0, timeout_seconds=1)
 
 
 def _validate_s3(s3: S3Settings) -> None:
@@ -461,17 +455,15 @@ def _validate_s3(s3: S3Settings) -> None:
             "config: storage.s3.access_key and secret_key: give both, or neither to use "
             "boto3's credential chain"
         )
-    for key, low in (
-        ("pool_size", 1),
-        ("timeout_seconds", 1),
-        ("max_attempts", 1),
-        ("presign_expiry_seconds", 1),
-        ("part_size", 1024),
-        ("max_parts", 2),
-    ):
-        if getattr(s3, key) < low:
-            raise ConfigError(
-                f"config: storage.s3.{key}: must be at least {low}, got {getattr(s3, key)}"
-            )
+    _at_least(
+        "storage.s3",
+        s3,
+        pool_size=1,
+        timeout_seconds=1,
+        max_attempts=1,
+        presign_expiry_seconds=1,
+        part_size=1024,
+        max_parts=2,
+    )
     if s3.max_copy_bytes < 2 * s3.part_size:
         raise ConfigError("config: storage.s3.max_copy_bytes: must be at least 2 x part_size")
