@@ -9,12 +9,15 @@ import contextlib
 import json
 import re
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from starlette.requests import Request
 
 from registry.api.access import decode_basic
+from registry.api.common import page_params
 from registry.api.ranges import parse_content_range, parse_range
 from registry.auth.scopes import parse_scope
 from registry.digest import Digest
@@ -214,3 +217,14 @@ def test_accept_headers_are_read_totally(accept: list[str], media_type: str) -> 
 def test_the_depths_that_once_escaped(depth: int) -> None:
     body = b'{"schemaVersion":2,"layers":' + b"[" * depth + b"]" * depth + b"}"
     assert _total(parse_manifest, body, None).status == 400
+
+
+@given(st.one_of(NASTY, st.text("0123456789", min_size=1, max_size=30)), NASTY)
+def test_page_parameters_are_total(n: str, last: str) -> None:
+    query = urlencode({"n": n, "last": last}).encode()
+    request = Request({"type": "http", "method": "GET", "path": "/", "query_string": query})
+    result = _total(page_params, request)
+    if not isinstance(result, RegistryError):
+        limit, after = result
+        assert limit is not None and 0 <= limit < 10**MAX_DIGITS
+        assert after == (last or None)
