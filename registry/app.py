@@ -19,6 +19,8 @@ from registry.config import Settings, load_settings, trusted_networks
 from registry.metadata.database import Database
 from registry.proxy.mirror import Mirror
 from registry.services.blobs import BlobService
+from registry.services.gc import GarbageCollector
+from registry.services.leases import Leases
 from registry.services.listing import ListingService
 from registry.services.manifests import ManifestService
 from registry.services.uploads import UploadService
@@ -37,16 +39,25 @@ class Registry:
             timeout_seconds=settings.database.timeout_seconds,
         )
         self.store: BlobStore = open_store(settings)
-        self.blobs = BlobService(self.db, self.store, settings.storage.accel_redirect)
-        self.uploads = UploadService(self.db, self.store, settings.limits.upload_sessions)
+        leases = Leases(settings.gc.blob_lease_seconds)
+        self.blobs = BlobService(self.db, self.store, leases, settings.storage.accel_redirect)
+        self.uploads = UploadService(
+            self.db, self.store, leases, max_sessions=settings.limits.upload_sessions
+        )
         self.manifests = ManifestService(
-            self.db, self.store, sparse=settings.sparse_manifests, limits=settings.limits
+            self.db, self.store, leases, sparse=settings.sparse_manifests, limits=settings.limits
         )
         self.listing = ListingService(self.db)
+        self.gc = GarbageCollector(self.db)
         self.auth = _auth_service(settings, self.db) if settings.auth.enabled else None
         self.mirror = (
             Mirror(
-                settings.mirror, self.db, self.store, self.manifests, settings.manifest_max_bytes
+                settings.mirror,
+                self.db,
+                self.store,
+                self.manifests,
+                leases,
+                settings.manifest_max_bytes,
             )
             if settings.mirror.enabled
             else None

@@ -18,6 +18,7 @@ from registry.auth.accounts import Accounts
 from registry.auth.tokens import authority_from_settings
 from registry.config import ConfigError, Settings, load_settings
 from registry.metadata.database import Database
+from registry.services.gc import Garbage
 
 log = logging.getLogger("registry")
 
@@ -39,6 +40,16 @@ def main(argv: list[str] | None = None) -> int:
         parents=[common],
     )
     purge.add_argument("--idle-hours", type=float, default=24.0)
+    gc = commands.add_parser(
+        "gc", help="garbage collection: list what nothing references any more", parents=[common]
+    )
+    gc.add_argument(
+        "--dry-run",
+        action="store_true",
+        required=True,
+        help="list the blobs a collection would delete now, and the bytes it would free "
+        "(deleting them comes with the collector itself)",
+    )
     cli_accounts.add_commands(commands, common)
     args = parser.parse_args(argv)
 
@@ -62,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "purge-uploads":
         _migrate(settings, quiet=True)
         return _purge_uploads(settings, args.idle_hours)
+    if args.command == "gc":
+        _migrate(settings, quiet=True)
+        return _gc_dry_run(settings)
     _migrate(settings, quiet=True)
     return cli_accounts.run(settings, args)
 
@@ -84,6 +98,25 @@ def _purge_uploads(settings: Settings, idle_hours: float) -> int:
 
     ended = asyncio.run(purge())
     print(f"ended {ended} upload sessions idle for more than {idle_hours:g} hours")
+    return 0
+
+
+def _gc_dry_run(settings: Settings) -> int:
+    async def find() -> Garbage:
+        registry = Registry(settings)
+        try:
+            return await registry.gc.find()
+        finally:
+            await registry.close()
+
+    garbage = asyncio.run(find())
+    for digest, size in garbage.blobs:
+        print(f"{digest}\t{size}")
+    print(
+        f"{len(garbage.blobs)} blobs ({garbage.bytes} bytes) would be deleted now; "
+        f"{garbage.queued} queued for a look in all",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -170,6 +170,14 @@ class LimitsSettings:
 
 
 @dataclass(frozen=True)
+class GcSettings:
+    # A blob is kept this long after an upload, a mount, or a push's check that it is
+    # there, referenced or not: a push has this long to PUT the manifest that uses it.
+    # It must exceed the longest time between an upload's last chunk and its commit.
+    blob_lease_seconds: int = 3600
+
+
+@dataclass(frozen=True)
 class Settings:
     data_dir: str = "./data"
     log_level: str = "info"
@@ -185,6 +193,7 @@ class Settings:
     auth: AuthSettings = field(default_factory=AuthSettings)
     mirror: MirrorSettings = field(default_factory=MirrorSettings)
     limits: LimitsSettings = field(default_factory=LimitsSettings)
+    gc: GcSettings = field(default_factory=GcSettings)
 
     @property
     def database_url(self) -> str:
@@ -390,6 +399,7 @@ def _validate(s: Settings) -> None:
         query_bytes=1024,
         upload_sessions=1,
     )
+    _at_least("gc", s.gc, blob_lease_seconds=1)
     _at_least("auth", s.auth, token_ttl_seconds=1, refresh_ttl_seconds=1, login_attempts=1)
     if s.mirror.enabled:
         _validate_mirror(s.mirror)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from registry.metadata.database import Database
@@ -37,7 +38,8 @@ _SQL = {
     "tags_after": "SELECT name FROM tags WHERE repository_id = :repository_id AND name > :last "
     "ORDER BY name {collate} LIMIT :limit",
 }
-# Writes; `:now` is the current time, in the form SQLAlchemy stores it.
+# Writes; `:now` is the current time. Timestamps are bound in the form SQLAlchemy
+# stores them.
 _WRITES = {
     # Unless the owner has `limit` sessions open already. Two at once may both pass the
     # count, so an owner can exceed the limit by the requests it has in flight: the bound
@@ -49,8 +51,11 @@ _WRITES = {
     "delete_upload": "DELETE FROM uploads WHERE id = :id",
     "add_repository": "INSERT INTO repositories (name, namespace, created_at) "
     "VALUES (:repository, :namespace, :now) ON CONFLICT DO NOTHING",
-    "add_blob": "INSERT INTO blobs (digest, size, created_at) VALUES (:digest, :size, :now) "
-    "ON CONFLICT DO NOTHING",
+    # A new blob is leased, and queued for garbage collection when its lease ends (if
+    # nothing references it by then); one stored again has its lease renewed.
+    "add_blob": "INSERT INTO blobs (digest, size, created_at, leased_until, gc_after) "
+    "VALUES (:digest, :size, :now, :lease_end, :lease_end) "
+    "ON CONFLICT (digest) DO UPDATE SET leased_until = excluded.leased_until",
     "link_blob": "INSERT INTO repository_blobs (repository_id, digest, created_at) "
     "VALUES ((SELECT id FROM repositories WHERE name = :repository), :digest, :now) "
     "ON CONFLICT DO NOTHING",
@@ -99,12 +104,12 @@ class HotQueries:
     async def write(self, *steps: tuple[str, dict[str, Any]]) -> int:
         """Run write statements, in order, in one transaction; returns the rows the last
         one changed."""
-        now = now_utc()
-        moment = now.strftime(_SQLITE_TIME) if self.db.is_sqlite else now
+        moment = now_utc()
         statements = []
         for name, params in steps:
             text, order = self._sql[name]
-            statements.append((text, [moment if key == "now" else params[key] for key in order]))
+            given = {"now": moment, **params}
+            statements.append((text, [self._bind(given[key]) for key in order]))
         async with self.db.writer_turn(), self.db.driver() as driver:
             if not self.db.is_sqlite:
                 async with driver.transaction():
@@ -121,6 +126,12 @@ class HotQueries:
                 raise
             await driver.execute("COMMIT")
             return int(cursor.rowcount)
+
+    def _bind(self, value: Any) -> Any:
+        """A timestamp in the form SQLAlchemy stores it: text on SQLite."""
+        if self.db.is_sqlite and isinstance(value, datetime):
+            return value.strftime(_SQLITE_TIME)
+        return value
 
     async def manifest_by_tag(self, repository: str, tag: str) -> StoredManifest | None:
         rows = await self._rows("manifest_by_tag", repository=repository, tag=tag)

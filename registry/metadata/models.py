@@ -58,6 +58,11 @@ class Blob(Base):
     digest: Mapped[str] = mapped_column(DIGEST, primary_key=True)
     size: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    # Kept until then whatever references it (an upload, a mount or a push's check renews
+    # it); and when garbage collection should look at it next, NULL for no need. Triggers
+    # set gc_after when a reference or a manifest stored as this blob goes (migration 0007).
+    leased_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    gc_after: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
 
 
 class RepositoryBlob(Base):
@@ -82,7 +87,8 @@ class Manifest(Base):
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     repository_id: Mapped[int] = mapped_column(ForeignKey("repositories.id", ondelete="CASCADE"))
-    digest: Mapped[str] = mapped_column(DIGEST)
+    # Indexed: garbage collection asks whether any repository holds a manifest as a blob.
+    digest: Mapped[str] = mapped_column(DIGEST, index=True)
     media_type: Mapped[str] = mapped_column(NAME)
     artifact_type: Mapped[str | None] = mapped_column(NAME)
     size: Mapped[int] = mapped_column(BigInteger)

@@ -100,11 +100,18 @@ async def blob_size(conn: AsyncConnection, repository: str, digest: str) -> int 
     return await conn.scalar(_BLOB_SIZE, {"repository": repository, "digest": digest})
 
 
-async def link_blob(conn: AsyncConnection, repository_id: int, digest: str, size: int) -> None:
+async def link_blob(
+    conn: AsyncConnection, repository_id: int, digest: str, size: int, lease_end: datetime
+) -> None:
+    """Link a blob into a repository, storing its row if it is new (queued for garbage
+    collection when the lease ends) and renewing its lease if not."""
+    insert = dialect_insert(conn, Blob).values(
+        digest=digest, size=size, created_at=now(), leased_until=lease_end, gc_after=lease_end
+    )
     await conn.execute(
-        dialect_insert(conn, Blob)
-        .values(digest=digest, size=size, created_at=now())
-        .on_conflict_do_nothing()
+        insert.on_conflict_do_update(
+            index_elements=[Blob.digest], set_={"leased_until": insert.excluded.leased_until}
+        )
     )
     await conn.execute(
         dialect_insert(conn, RepositoryBlob)

@@ -40,6 +40,7 @@ from registry.names import check_tag, namespace_of
 from registry.proxy.counters import Counters
 from registry.proxy.fetches import BlobFetches
 from registry.proxy.upstream import Upstream, UpstreamError
+from registry.services.leases import Leases
 from registry.services.manifests import ManifestService, default_child
 from registry.storage import BlobStore
 
@@ -70,12 +71,14 @@ class Mirror:
         db: Database,
         store: BlobStore,
         manifests: ManifestService,
+        leases: Leases,
         manifest_limit: int,
     ) -> None:
         self.settings = settings
         self.db = db
         self.store = store
         self.manifests = manifests
+        self.leases = leases
         self.manifest_limit = manifest_limit
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(settings.timeout_seconds),
@@ -250,7 +253,7 @@ class Mirror:
     async def _link(self, name: str, digest: str, size: int) -> None:
         async with self.db.write() as conn:
             repo_id = await queries.ensure_repository(conn, name)
-            await queries.link_blob(conn, repo_id, digest, size)
+            await queries.link_blob(conn, repo_id, digest, size, self.leases.end())
 
     def _error(self, exc: UpstreamError, what: str, counted: bool = False) -> RegistryError:
         """The spec's error for an upstream failure, with what to do about it."""

@@ -9,14 +9,18 @@ from registry.errors import BlobUnknown
 from registry.metadata import queries
 from registry.metadata.database import Database
 from registry.metadata.hot import HotQueries
+from registry.services.leases import Leases
 from registry.storage import BlobStore
 
 
 class BlobService:
-    def __init__(self, db: Database, store: BlobStore, accel_redirect: str = "") -> None:
+    def __init__(
+        self, db: Database, store: BlobStore, leases: Leases, accel_redirect: str = ""
+    ) -> None:
         self.db = db
         self.store = store
         self.hot = HotQueries(db)
+        self.leases = leases
         # nginx's internal location for blob files; empty when there is no nginx.
         self.accel_redirect = accel_redirect
 
@@ -48,11 +52,12 @@ class BlobService:
                 raise BlobUnknown({"digest": str(digest)})
 
     async def mount(self, repository: str, digest: Digest, source: str) -> bool:
-        """Link a blob of `source` into `repository`; False when `source` lacks it."""
+        """Link a blob of `source` into `repository` and renew its lease; False when
+        `source` lacks it."""
         async with self.db.write() as conn:
             size = await queries.blob_size(conn, source, str(digest))
             if size is None:
                 return False
             repo_id = await queries.ensure_repository(conn, repository)
-            await queries.link_blob(conn, repo_id, str(digest), size)
+            await queries.link_blob(conn, repo_id, str(digest), size, self.leases.end())
         return True

@@ -15,6 +15,7 @@ from registry.metadata.database import Database
 from registry.metadata.hot import HotQueries
 from registry.metadata.queries import StoredManifest
 from registry.names import check_tag
+from registry.services.leases import Leases
 from registry.storage import BlobStore
 
 # The platform served to a client that asked for a tag whose manifest is an index it
@@ -34,6 +35,7 @@ class ManifestService:
         self,
         db: Database,
         store: BlobStore,
+        leases: Leases,
         *,
         sparse: bool = False,
         limits: LimitsSettings | None = None,
@@ -41,6 +43,7 @@ class ManifestService:
         self.db = db
         self.store = store
         self.hot = HotQueries(db)
+        self.leases = leases
         # Sparse: what a manifest references need not be here (settings.sparse_manifests).
         self.sparse = sparse
         limits = limits or LimitsSettings()
@@ -127,7 +130,7 @@ class ManifestService:
         references += [(d, "manifest") for d in dict.fromkeys(c.digest for c in parsed.children)]
         async with self.db.write() as conn:
             repo_id = await queries.ensure_repository(conn, repository)
-            await queries.link_blob(conn, repo_id, str(digest), len(body))
+            await queries.link_blob(conn, repo_id, str(digest), len(body), self.leases.end())
             manifest_id = await queries.put_manifest(conn, repo_id, values, references)
             for tag in dict.fromkeys(tags):
                 await queries.set_tag(conn, repo_id, tag, manifest_id)

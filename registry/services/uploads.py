@@ -21,6 +21,7 @@ from registry.metadata import queries
 from registry.metadata.database import Database
 from registry.metadata.hot import HotQueries
 from registry.names import namespace_of
+from registry.services.leases import Leases
 from registry.storage import BlobStore
 from registry.storage.base import OffsetMismatch, UploadNotFound, check_upload_id
 
@@ -38,10 +39,13 @@ class Span:
 
 
 class UploadService:
-    def __init__(self, db: Database, store: BlobStore, max_sessions: int = 1000) -> None:
+    def __init__(
+        self, db: Database, store: BlobStore, leases: Leases, *, max_sessions: int = 1000
+    ) -> None:
         self.db = db
         self.store = store
         self.hot = HotQueries(db)
+        self.leases = leases
         self.max_sessions = max_sessions
         self._hashers: OrderedDict[str, tuple[int, Any]] = OrderedDict()
 
@@ -143,7 +147,7 @@ class UploadService:
     ) -> None:
         steps: list[tuple[str, dict[str, Any]]] = [
             ("add_repository", {"repository": repository, "namespace": namespace_of(repository)}),
-            ("add_blob", {"digest": str(digest), "size": size}),
+            ("add_blob", {"digest": str(digest), "size": size, "lease_end": self.leases.end()}),
             ("link_blob", {"repository": repository, "digest": str(digest)}),
         ]
         if upload_id is not None:

@@ -1,7 +1,9 @@
 """The models and the Alembic revisions agree (alembic check), on a fresh database."""
 
 import os
+import sqlite3
 import subprocess
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from alembic import command
@@ -55,3 +57,43 @@ def test_concurrent_upgrades_of_a_fresh_postgresql_database(
         command.check(alembic_config(url.replace("postgresql://", "postgresql+asyncpg://", 1)))
     finally:
         postgres.drop_database(name)
+
+
+def test_blobs_nothing_references_are_queued_on_upgrade_with_a_days_lease(
+    tmp_path: Path,
+) -> None:
+    """0007 queues what was garbage before garbage collection existed, and leaves a day
+    for pushes in flight during the upgrade."""
+    path = tmp_path / "old.db"
+    upgrade(f"sqlite+aiosqlite:///{path}", "0006")
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "INSERT INTO repositories (id, name, namespace, created_at) "
+            "VALUES (1, 'team/app', 'team', '2026-01-01 00:00:00.000000')"
+        )
+        for digest in ("sha256:used", "sha256:unused"):
+            db.execute(
+                "INSERT INTO blobs (digest, size, created_at) VALUES (?, 1, "
+                "'2026-01-01 00:00:00.000000')",
+                (digest,),
+            )
+        db.execute(
+            "INSERT INTO manifests (id, repository_id, digest, media_type, size, "
+            "content, created_at) VALUES (1, 1, 'sha256:m', 'x', 1, x'00', "
+            "'2026-01-01 00:00:00.000000')"
+        )
+        db.execute(
+            "INSERT INTO manifest_references (manifest_id, digest, kind) "
+            "VALUES (1, 'sha256:used', 'blob')"
+        )
+    upgrade(f"sqlite+aiosqlite:///{path}")
+    with sqlite3.connect(path) as db:
+        rows = dict(db.execute("SELECT digest, gc_after FROM blobs").fetchall())
+        lease = db.execute("SELECT leased_until FROM blobs WHERE digest = 'sha256:unused'")
+        leased_until = lease.fetchone()[0]
+    assert rows["sha256:used"] is None
+    queued = datetime.strptime(rows["sha256:unused"], "%Y-%m-%d %H:%M:%S.%f")
+    assert queued == datetime.strptime(leased_until, "%Y-%m-%d %H:%M:%S.%f")
+    assert (
+        timedelta(hours=23) < queued - datetime.now(UTC).replace(tzinfo=None) < timedelta(hours=25)
+    )
