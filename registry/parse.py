@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from typing import Any
 
 # 20 digits hold every 64-bit number: any byte count or offset a store can have.
@@ -22,6 +23,11 @@ DEFAULT_JSON_DEPTH = 64
 def decimal(text: str) -> int | None:
     """A non-negative ASCII decimal of at most 20 digits, or None for anything else."""
     return int(text) if _DECIMAL.fullmatch(text) else None
+
+
+def content_length(headers: Mapping[str, str]) -> int | None:
+    """A message's Content-Length, or None when it has none that `decimal` takes."""
+    return decimal(headers.get("content-length", "").strip())
 
 
 class JSONRejected(ValueError):

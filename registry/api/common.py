@@ -11,7 +11,7 @@ from starlette.requests import Request
 from registry.digest import Digest
 from registry.errors import PaginationInvalid
 from registry.names import check_name
-from registry.parse import decimal
+from registry.parse import content_length, decimal
 
 if TYPE_CHECKING:
     from registry.app import Registry
@@ -53,7 +53,7 @@ async def body_chunks(request: Request) -> AsyncIterator[bytes]:
 async def small_body(request: Request, limit: int) -> bytes | None:
     """The whole body of a request that should be small (a form, a JSON document), or None
     if it is larger than `limit` bytes; reading stops there."""
-    length = decimal(request.headers.get("content-length", "").strip())
+    length = content_length(request.headers)
     if length is not None and length > limit:
         return None
     body = bytearray()

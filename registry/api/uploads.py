@@ -18,7 +18,7 @@ from registry.auth.scopes import PULL, repository_scope
 from registry.digest import Digest
 from registry.errors import DigestInvalid, RangeInvalid
 from registry.names import check_name
-from registry.parse import decimal
+from registry.parse import content_length
 from registry.services.uploads import Span
 
 
@@ -72,8 +72,7 @@ def _span(request: Request) -> Span | None:
     found = parse_content_range(request.headers.get("content-range"))
     if found is None:
         return None
-    length = request.headers.get("content-length")
-    return Span(*found, decimal(length.strip()) if length is not None else None)
+    return Span(*found, content_length(request.headers))
 
 
 async def session(request: Request) -> Response:

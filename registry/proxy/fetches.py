@@ -32,7 +32,7 @@ from registry.errors import RegistryError, Unavailable
 from registry.metadata import mirror as q
 from registry.metadata.database import Database
 from registry.metadata.models import now
-from registry.parse import decimal
+from registry.parse import content_length
 from registry.proxy.upstream import UpstreamError
 from registry.storage import BlobStore
 from registry.storage.base import StorageError
@@ -174,7 +174,7 @@ class BlobFetches:
         writing: asyncio.Task[None] | None = None
         try:
             async with source() as response:
-                fetch.size = decimal(response.headers.get("content-length", "").strip())
+                fetch.size = content_length(response.headers)
                 fetch.notify()
                 batch: list[bytes] = []
                 batched = 0

@@ -20,7 +20,7 @@ import httpx
 
 from registry.digest import Digest
 from registry.mediatypes import MANIFEST_TYPES
-from registry.parse import decimal, json_document
+from registry.parse import content_length, json_document
 
 DOCKER_HUB_HOSTS = frozenset({"registry-1.docker.io", "index.docker.io", "docker.io"})
 # Asked of every upstream: all the manifest kinds we serve, indexes first.
@@ -118,7 +118,7 @@ class Upstream:
         if response.status_code == 404:
             return None
         _raise_for(response, f"HEAD blob {name}@{digest}")
-        size = decimal(response.headers.get("content-length", "").strip())
+        size = content_length(response.headers)
         if size is None:
             raise UpstreamError(502, f"HEAD blob {name}@{digest}: upstream sent no valid size")
         return size
