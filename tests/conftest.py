@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import httpx
+import hypothesis
 import pytest
 from starlette.applications import Starlette
 
@@ -20,6 +21,17 @@ from tests.peers.postgres import PostgresServer
 from tests.peers.s3 import MIN_PART, MotoServer
 
 _counter = itertools.count()
+
+# Property tests explore new inputs on every run here; in CI (strict) they replay the same
+# ones, so that a failure is one to look at rather than the luck of the draw.
+hypothesis.settings.register_profile(
+    "registry",
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[hypothesis.HealthCheck.too_slow],
+    derandomize=os.environ.get("REGISTRY_TEST_STRICT") == "1",
+)
+hypothesis.settings.load_profile("registry")
 
 
 @pytest.fixture

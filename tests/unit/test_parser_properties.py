@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from starlette.requests import Request
 
@@ -26,11 +26,6 @@ from registry.mediatypes import INDEX_TYPES, MANIFEST_TYPES, accepts, parse_mani
 from registry.names import MAX_NAME_LENGTH, check_name, check_tag, is_reference
 from registry.parse import MAX_DIGITS, decimal, json_document
 from registry.storage.base import blob_key
-
-settings.register_profile(
-    "registry", max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
-settings.load_profile("registry")
 
 COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
 NAMES = st.from_regex(rf"\A{COMPONENT}(?:/{COMPONENT}){{0,3}}\Z").filter(
@@ -219,7 +214,11 @@ def test_the_depths_that_once_escaped(depth: int) -> None:
     assert _total(parse_manifest, body, None).status == 400
 
 
-@given(st.one_of(NASTY, st.text("0123456789", min_size=1, max_size=30)), NASTY)
+# What a query string can carry once decoded: any text but lone surrogates.
+QUERY_TEXT = NASTY.filter(lambda text: not any("\ud800" <= c <= "\udfff" for c in text))
+
+
+@given(st.one_of(QUERY_TEXT, st.text("0123456789", min_size=1, max_size=30)), QUERY_TEXT)
 def test_page_parameters_are_total(n: str, last: str) -> None:
     query = urlencode({"n": n, "last": last}).encode()
     request = Request({"type": "http", "method": "GET", "path": "/", "query_string": query})
