@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -39,7 +40,7 @@ class Registry:
             timeout_seconds=settings.database.timeout_seconds,
         )
         self.store: BlobStore = open_store(settings)
-        leases = Leases(settings.gc.blob_lease_seconds)
+        leases = Leases(self.db, settings.gc.blob_lease_seconds)
         self.blobs = BlobService(self.db, self.store, leases, settings.storage.accel_redirect)
         self.uploads = UploadService(
             self.db, self.store, leases, max_sessions=settings.limits.upload_sessions
@@ -48,7 +49,7 @@ class Registry:
             self.db, self.store, leases, sparse=settings.sparse_manifests, limits=settings.limits
         )
         self.listing = ListingService(self.db)
-        self.gc = GarbageCollector(self.db)
+        self.gc = GarbageCollector(self.db, self.store, self.uploads, settings.gc)
         self.auth = _auth_service(settings, self.db) if settings.auth.enabled else None
         self.mirror = (
             Mirror(
@@ -80,9 +81,16 @@ def create_app(settings: Settings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # Background work of every process: garbage collection shares its queue with
+        # the other workers and replicas through the database.
+        worker = asyncio.create_task(registry.gc.run()) if settings.gc.interval_seconds else None
         try:
             yield
         finally:
+            if worker is not None:
+                worker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await worker
             await registry.close()
 
     trusted = trusted_networks(settings.http.trusted_proxies)

@@ -18,7 +18,7 @@ from registry.auth.accounts import Accounts
 from registry.auth.tokens import authority_from_settings
 from registry.config import ConfigError, Settings, load_settings
 from registry.metadata.database import Database
-from registry.services.gc import Garbage
+from registry.services.gc import Garbage, Pass
 
 log = logging.getLogger("registry")
 
@@ -41,14 +41,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     purge.add_argument("--idle-hours", type=float, default=24.0)
     gc = commands.add_parser(
-        "gc", help="garbage collection: list what nothing references any more", parents=[common]
+        "gc",
+        help="garbage collection: delete what nothing references and no lease holds (the "
+        "worker of `registry serve` does the same every gc.interval_seconds)",
+        parents=[common],
     )
     gc.add_argument(
         "--dry-run",
         action="store_true",
-        required=True,
-        help="list the blobs a collection would delete now, and the bytes it would free "
-        "(deleting them comes with the collector itself)",
+        help="only list the blobs a collection would delete now, and the bytes it would free",
     )
     cli_accounts.add_commands(commands, common)
     args = parser.parse_args(argv)
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         return _purge_uploads(settings, args.idle_hours)
     if args.command == "gc":
         _migrate(settings, quiet=True)
-        return _gc_dry_run(settings)
+        return _gc_dry_run(settings) if args.dry_run else _gc(settings)
     _migrate(settings, quiet=True)
     return cli_accounts.run(settings, args)
 
@@ -117,6 +118,25 @@ def _gc_dry_run(settings: Settings) -> int:
         f"{garbage.queued} queued for a look in all",
         file=sys.stderr,
     )
+    return 0
+
+
+def _gc(settings: Settings) -> int:
+    async def collect() -> Pass:
+        registry = Registry(settings)
+        try:
+            return await registry.gc.collect()
+        finally:
+            await registry.close()
+
+    done = asyncio.run(collect())
+    print(
+        f"deleted {done.blobs_deleted} blobs ({done.bytes_freed} bytes); {done.postponed} "
+        f"postponed by their lease; ended {done.uploads_ended} abandoned uploads"
+    )
+    if done.error is not None:
+        print(f"registry: garbage collection failed: {done.error}", file=sys.stderr)
+        return 1
     return 0
 
 

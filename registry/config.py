@@ -8,6 +8,7 @@ with one line that names the key and says what is wrong.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -171,10 +172,15 @@ class LimitsSettings:
 
 @dataclass(frozen=True)
 class GcSettings:
-    # A blob is kept this long after an upload, a mount, or a push's check that it is
-    # there, referenced or not: a push has this long to PUT the manifest that uses it.
-    # It must exceed the longest time between an upload's last chunk and its commit.
-    blob_lease_seconds: int = 3600
+    # A blob is kept at least this long after an upload, a mount, or a push's check that
+    # it is there (a HEAD), referenced or not: a push has this long to PUT the manifest
+    # that uses it. Renewals last twice as long, so one write covers a whole lease.
+    blob_lease_seconds: float = 3600
+    # How often each `registry serve` process runs a collection pass; 0: never (run
+    # `registry gc` from cron instead).
+    interval_seconds: float = 60
+    # Upload sessions idle for longer are ended by the same worker.
+    upload_ttl_hours: float = 24
 
 
 @dataclass(frozen=True)
@@ -333,13 +339,17 @@ def _coerce(key: str, kind: Any, value: Any) -> Any:
         if text in {"0", "false", "no", "off"}:
             return False
         raise ConfigError(f"config: {key}: expected true or false, got {value!r}")
-    if kind is int:
+    if kind is int or kind is float:
+        what = "an integer" if kind is int else "a number"
         if isinstance(value, bool):
-            raise ConfigError(f"config: {key}: expected an integer, got {value!r}")
+            raise ConfigError(f"config: {key}: expected {what}, got {value!r}")
         try:
-            return int(value)
+            number = kind(value)
         except (TypeError, ValueError):
-            raise ConfigError(f"config: {key}: expected an integer, got {value!r}") from None
+            raise ConfigError(f"config: {key}: expected {what}, got {value!r}") from None
+        if not math.isfinite(number):
+            raise ConfigError(f"config: {key}: expected a finite number, got {value!r}")
+        return number
     if isinstance(value, dict | list):
         raise ConfigError(f"config: {key}: expected a string, got a {type(value).__name__}")
     return str(value)
@@ -399,7 +409,7 @@ def _validate(s: Settings) -> None:
         query_bytes=1024,
         upload_sessions=1,
     )
-    _at_least("gc", s.gc, blob_lease_seconds=1)
+    _at_least("gc", s.gc, blob_lease_seconds=0.1, interval_seconds=0, upload_ttl_hours=0.0001)
     _at_least("auth", s.auth, token_ttl_seconds=1, refresh_ttl_seconds=1, login_attempts=1)
     if s.mirror.enabled:
         _validate_mirror(s.mirror)
@@ -411,7 +421,7 @@ def _validate(s: Settings) -> None:
         )
 
 
-def _at_least(section: str, values: object, **lows: int) -> None:
+def _at_least(section: str, values: object, **lows: float) -> None:
     for key, low in lows.items():
         if getattr(values, key) < low:
             raise ConfigError(

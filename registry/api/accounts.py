@@ -79,7 +79,8 @@ def _field(body: dict[str, Any], key: str, kind: type, default: Any = ...) -> An
     if value is ...:
         raise Invalid({"field": key}, message=f"{key!r} is required")
     wrong = not isinstance(value, kind) or (kind is int and isinstance(value, bool))
-    if value is not None and value is not default and wrong:
+    # null stands for "not given" only where that is what the default says.
+    if wrong and not (value is None and default is None) and value is not default:
         raise Invalid({"field": key}, message=f"{key!r} must be a {kind.__name__}")
     return value
 

@@ -38,7 +38,7 @@ async def blob(request: Request) -> Response:
                 return StreamingResponse(fetched.stream, headers=headers)
             size = fetched.size
     else:
-        size = await blobs.size(name, digest)
+        size = await blobs.size(name, digest, renew=request.method == "HEAD")
     if request.method == "GET":
         url = blobs.redirect_url(digest)
         if url is not None:

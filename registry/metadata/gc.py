@@ -1,18 +1,44 @@
 """Queries of garbage collection. As in queries.py, each takes an open connection and the
-caller owns the transaction."""
+caller owns the transaction.
+
+Locks on PostgreSQL (READ COMMITTED): the collector locks the blob rows it looks at
+(FOR UPDATE SKIP LOCKED, so replicas take disjoint batches and never wait on a push);
+everything that makes a blob live again takes the same row first: a lease renewal is an
+UPDATE of it, a manifest push reads its blobs FOR SHARE. Each then re-reads the other's
+committed work in its next statement. On SQLite every write transaction holds the one
+writer lock, which orders them all.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from registry.metadata.models import Blob, Manifest, ManifestReference
+from registry.metadata.models import (
+    Blob,
+    BlobTombstone,
+    GcRun,
+    Manifest,
+    ManifestReference,
+    RepositoryBlob,
+)
 
 _REFERENCED = select(ManifestReference.digest).where(ManifestReference.digest == Blob.digest)
 # Manifests are blobs too: one stored as this blob in any repository keeps it.
 _STORED = select(Manifest.id).where(Manifest.digest == Blob.digest)
+
+
+@dataclass(frozen=True, slots=True)
+class Due:
+    """A blob garbage collection should look at now, as its locked row says."""
+
+    digest: str
+    size: int
+    leased: bool  # a lease still holds it
 
 
 async def collectable(conn: AsyncConnection, now: datetime, limit: int) -> list[tuple[str, int]]:
@@ -35,3 +61,95 @@ async def collectable(conn: AsyncConnection, now: datetime, limit: int) -> list[
 async def queued(conn: AsyncConnection) -> int:
     """Blobs waiting for garbage collection to look at them, due or not."""
     return int(await conn.scalar(select(func.count()).where(Blob.gc_after.is_not(None))) or 0)
+
+
+async def lock_due(conn: AsyncConnection, now: datetime, limit: int) -> list[Due]:
+    """Lock up to `limit` blobs due for a look, skipping rows another transaction holds
+    (a push using them, another replica's pass): those are looked at next time."""
+    rows = await conn.execute(
+        select(Blob.digest, Blob.size, Blob.leased_until > now)
+        .where(Blob.gc_after <= now)
+        .order_by(Blob.gc_after)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return [Due(digest, int(size), bool(leased)) for digest, size, leased in rows]
+
+
+async def referenced(conn: AsyncConnection, digests: Sequence[str]) -> set[str]:
+    """Which of `digests` a manifest references, or is stored as, in any repository."""
+    if not digests:
+        return set()
+    found = set(
+        await conn.scalars(
+            select(ManifestReference.digest).where(ManifestReference.digest.in_(digests))
+        )
+    )
+    found.update(await conn.scalars(select(Manifest.digest).where(Manifest.digest.in_(digests))))
+    return found
+
+
+async def requeue(conn: AsyncConnection, digests: Sequence[str], when: datetime | None) -> None:
+    """Look at these blobs again at `when` (None: not until a reference goes)."""
+    if digests:
+        await conn.execute(update(Blob).where(Blob.digest.in_(digests)).values(gc_after=when))
+
+
+async def requeue_at_lease_end(conn: AsyncConnection, digests: Sequence[str]) -> None:
+    if digests:
+        await conn.execute(
+            update(Blob).where(Blob.digest.in_(digests)).values(gc_after=Blob.leased_until)
+        )
+
+
+async def bury(conn: AsyncConnection, garbage: Sequence[Due], token: str, now: datetime) -> None:
+    """Remove the rows of blobs to delete, and leave their tombstones."""
+    digests = [blob.digest for blob in garbage]
+    await conn.execute(delete(RepositoryBlob).where(RepositoryBlob.digest.in_(digests)))
+    await conn.execute(delete(Blob).where(Blob.digest.in_(digests)))
+    await conn.execute(
+        insert(BlobTombstone),
+        [{"digest": b.digest, "size": b.size, "token": token, "created_at": now} for b in garbage],
+    )
+
+
+async def lock_tombstones(
+    conn: AsyncConnection, *, token: str | None = None, before: datetime | None = None
+) -> list[tuple[str, int]]:
+    """Lock the tombstones of one pass (`token`), or those left since `before` by a pass
+    that did not finish, skipping any a running pass holds. (digest, size) each."""
+    query = select(BlobTombstone.digest, BlobTombstone.size).with_for_update(skip_locked=True)
+    if token is not None:
+        query = query.where(BlobTombstone.token == token)
+    if before is not None:
+        query = query.where(BlobTombstone.created_at < before)
+    return [(digest, int(size)) for digest, size in await conn.execute(query)]
+
+
+async def forget_tombstones(conn: AsyncConnection, digests: Sequence[str]) -> None:
+    if digests:
+        await conn.execute(delete(BlobTombstone).where(BlobTombstone.digest.in_(digests)))
+
+
+async def tombstoned(conn: AsyncConnection, digest: str) -> bool:
+    found = await conn.scalar(select(BlobTombstone.digest).where(BlobTombstone.digest == digest))
+    return found is not None
+
+
+async def renew_lease(conn: AsyncConnection, digest: str, until: datetime) -> None:
+    """Extend the blob's lease to `until`; on PostgreSQL this waits for a collection pass
+    holding the row, after which the row is either gone (with a tombstone) or kept."""
+    await conn.execute(
+        update(Blob)
+        .where(Blob.digest == digest, or_(Blob.leased_until.is_(None), Blob.leased_until < until))
+        .values(leased_until=until)
+    )
+
+
+async def record_run(conn: AsyncConnection, **values: object) -> None:
+    await conn.execute(insert(GcRun).values(**values))
+
+
+async def recent_runs(conn: AsyncConnection, limit: int) -> list[GcRun]:
+    rows = await conn.execute(select(GcRun).order_by(GcRun.started_at.desc()).limit(limit))
+    return [row[0] for row in rows]

@@ -23,7 +23,8 @@ _SQL = {
     "JOIN repositories r ON r.id = t.repository_id WHERE r.name = :repository AND t.name = :tag",
     "manifest_by_digest": _MANIFEST + "JOIN repositories r ON r.id = m.repository_id "
     "WHERE r.name = :repository AND m.digest = :digest",
-    "blob_size": "SELECT b.size FROM blobs b "
+    # With whether the blob's lease lasts past `:fresh`: a HEAD renews it if not.
+    "blob_size": "SELECT b.size, b.leased_until >= :fresh FROM blobs b "
     "JOIN repository_blobs l ON l.digest = b.digest "
     "JOIN repositories r ON r.id = l.repository_id "
     "WHERE r.name = :repository AND b.digest = :digest",
@@ -32,6 +33,10 @@ _SQL = {
     "cached_blob": "SELECT b.size, EXISTS (SELECT 1 FROM repository_blobs l "
     "JOIN repositories r ON r.id = l.repository_id "
     "WHERE r.name = :repository AND l.digest = b.digest) FROM blobs b WHERE b.digest = :digest",
+    # Before bytes are placed at a digest's path: whether its row's lease lasts past
+    # `:fresh` (NULL: no row), and whether garbage collection is deleting its bytes.
+    "blob_lease": "SELECT (SELECT leased_until >= :fresh FROM blobs WHERE digest = :digest), "
+    "EXISTS (SELECT 1 FROM blob_tombstones WHERE digest = :digest)",
     "upload_repository": "SELECT repository FROM uploads WHERE id = :id",
     "tags_version": "SELECT id, tags_version FROM repositories WHERE name = :repository",
     # Tags in byte order, as the spec asks (PostgreSQL's default collation would not).
@@ -56,6 +61,11 @@ _WRITES = {
     "add_blob": "INSERT INTO blobs (digest, size, created_at, leased_until, gc_after) "
     "VALUES (:digest, :size, :now, :lease_end, :lease_end) "
     "ON CONFLICT (digest) DO UPDATE SET leased_until = excluded.leased_until",
+    # A lease renewed for a client that was told the repository has the blob; no row
+    # changed means it has not (any more).
+    "renew_linked": "UPDATE blobs SET leased_until = :lease_end WHERE digest = :digest "
+    "AND EXISTS (SELECT 1 FROM repository_blobs l JOIN repositories r ON r.id = l.repository_id "
+    "WHERE r.name = :repository AND l.digest = :digest)",
     "link_blob": "INSERT INTO repository_blobs (repository_id, digest, created_at) "
     "VALUES ((SELECT id FROM repositories WHERE name = :repository), :digest, :now) "
     "ON CONFLICT DO NOTHING",
@@ -95,7 +105,7 @@ class HotQueries:
 
     async def _rows(self, name: str, **params: Any) -> list[Any]:
         text, order = self._sql[name]
-        values = [params[key] for key in order]
+        values = [self._bind(params[key]) for key in order]
         async with self.db.driver() as driver:
             if self.db.is_sqlite:
                 return list(await driver.execute_fetchall(text, values))
@@ -141,9 +151,20 @@ class HotQueries:
         rows = await self._rows("manifest_by_digest", repository=repository, digest=digest)
         return StoredManifest(rows[0][0], rows[0][1], bytes(rows[0][2])) if rows else None
 
-    async def blob_size(self, repository: str, digest: str) -> int | None:
-        rows = await self._rows("blob_size", repository=repository, digest=digest)
-        return int(rows[0][0]) if rows else None
+    async def blob_size(
+        self, repository: str, digest: str, fresh: datetime
+    ) -> tuple[int, bool] | None:
+        """The size of a blob the repository may serve, and whether its lease lasts past
+        `fresh`."""
+        rows = await self._rows("blob_size", repository=repository, digest=digest, fresh=fresh)
+        return (int(rows[0][0]), bool(rows[0][1])) if rows else None
+
+    async def blob_lease(self, digest: str, fresh: datetime) -> tuple[bool | None, bool]:
+        """Whether the blob's lease lasts past `fresh` (None: no such blob), and whether
+        it has a tombstone."""
+        rows = await self._rows("blob_lease", digest=digest, fresh=fresh)
+        leased, tombstoned = rows[0]
+        return (None if leased is None else bool(leased)), bool(tombstoned)
 
     async def cached_blob(self, repository: str, digest: str) -> CachedBlob | None:
         rows = await self._rows("cached_blob", repository=repository, digest=digest)

@@ -3,7 +3,6 @@ replicas, and counters. Each takes an open connection; the caller owns the trans
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -14,7 +13,6 @@ from registry.metadata.models import (
     Blob,
     BlobFetch,
     Manifest,
-    MirrorCounter,
     Repository,
     RepositoryBlob,
     Tag,
@@ -124,25 +122,6 @@ async def end_fetch(conn: AsyncConnection, digest: str, upload_id: str) -> None:
     await conn.execute(
         delete(BlobFetch).where(BlobFetch.digest == digest, BlobFetch.upload_id == upload_id)
     )
-
-
-# Counters
-
-
-async def add_counters(conn: AsyncConnection, increments: Mapping[str, int]) -> None:
-    for name, amount in sorted(increments.items()):
-        stmt = dialect_insert(conn, MirrorCounter).values(name=name, value=amount)
-        await conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[MirrorCounter.name],
-                set_={"value": MirrorCounter.value + stmt.excluded.value},
-            )
-        )
-
-
-async def counters(conn: AsyncConnection) -> dict[str, int]:
-    rows = await conn.execute(select(MirrorCounter.name, MirrorCounter.value))
-    return {name: value for name, value in rows.all()}
 
 
 async def cache_summary(conn: AsyncConnection) -> tuple[int, int, int]:

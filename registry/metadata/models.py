@@ -9,6 +9,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -220,9 +221,43 @@ class BlobFetch(Base):
     heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
 
 
-class MirrorCounter(Base):
-    """Mirror totals (hits, misses, upstream errors, bytes) summed over every replica."""
+class Counter(Base):
+    """Totals summed over every replica: the mirror's (hits, misses, upstream errors,
+    bytes) and garbage collection's (`gc_` names)."""
 
-    __tablename__ = "mirror_counters"
+    __tablename__ = "counters"
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+# Garbage collection
+
+
+class BlobTombstone(Base):
+    """A blob whose row garbage collection removed and whose bytes it is deleting; a new
+    upload of the digest waits until it is gone (registry/services/leases.py)."""
+
+    __tablename__ = "blob_tombstones"
+    digest: Mapped[str] = mapped_column(DIGEST, primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    # The collection pass's, which deletes the bytes of its own tombstones only.
+    token: Mapped[str] = mapped_column(String(36), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class GcRun(Base):
+    """What one collection pass did (passes that found nothing to do are not kept)."""
+
+    __tablename__ = "gc_runs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    seconds: Mapped[float] = mapped_column(Float)
+    # host:pid of the process, or "cli".
+    worker: Mapped[str] = mapped_column(String(128))
+    blobs_deleted: Mapped[int] = mapped_column(Integer)
+    bytes_freed: Mapped[int] = mapped_column(BigInteger)
+    manifests_deleted: Mapped[int] = mapped_column(Integer)
+    uploads_ended: Mapped[int] = mapped_column(Integer)
+    # Blobs due for a look that a lease still held.
+    postponed: Mapped[int] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, bindparam, delete, select
+from sqlalchemy import Table, bindparam, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
@@ -100,11 +100,41 @@ async def blob_size(conn: AsyncConnection, repository: str, digest: str) -> int 
     return await conn.scalar(_BLOB_SIZE, {"repository": repository, "digest": digest})
 
 
+async def renew_lease(
+    conn: AsyncConnection, digest: str, lease_end: datetime, repository: str | None = None
+) -> int | None:
+    """Renew the lease of a stored blob (one `repository` links, if given), taking its
+    row; its size, or None if there is no such blob (or a collection just removed it)."""
+    query = update(Blob).where(Blob.digest == digest)
+    if repository is not None:
+        linked = (
+            select(RepositoryBlob.digest)
+            .join(Repository, Repository.id == RepositoryBlob.repository_id)
+            .where(Repository.name == repository, RepositoryBlob.digest == digest)
+        )
+        query = query.where(linked.exists())
+    size = (await conn.execute(query.values(leased_until=lease_end).returning(Blob.size))).scalar()
+    return None if size is None else int(size)
+
+
 async def link_blob(
     conn: AsyncConnection, repository_id: int, digest: str, size: int, lease_end: datetime
 ) -> None:
     """Link a blob into a repository, storing its row if it is new (queued for garbage
-    collection when the lease ends) and renewing its lease if not."""
+    collection when the lease ends) and renewing its lease if not. Only for bytes the
+    caller has just placed after `Leases.keep()`, or a row whose lease it renewed: a row
+    inserted for bytes a collection deleted would be a blob without bytes."""
+    await add_blob(conn, digest, size, lease_end)
+    await conn.execute(
+        dialect_insert(conn, RepositoryBlob)
+        .values(repository_id=repository_id, digest=digest, created_at=now())
+        .on_conflict_do_nothing()
+    )
+
+
+async def add_blob(conn: AsyncConnection, digest: str, size: int, lease_end: datetime) -> None:
+    """Store a blob's row, queued for garbage collection when its lease ends, or renew the
+    lease of the row there is (the same caveat as link_blob)."""
     insert = dialect_insert(conn, Blob).values(
         digest=digest, size=size, created_at=now(), leased_until=lease_end, gc_after=lease_end
     )
@@ -112,11 +142,6 @@ async def link_blob(
         insert.on_conflict_do_update(
             index_elements=[Blob.digest], set_={"leased_until": insert.excluded.leased_until}
         )
-    )
-    await conn.execute(
-        dialect_insert(conn, RepositoryBlob)
-        .values(repository_id=repository_id, digest=digest, created_at=now())
-        .on_conflict_do_nothing()
     )
 
 
@@ -135,15 +160,20 @@ async def unlink_blob(conn: AsyncConnection, repository: str, digest: str) -> bo
 async def missing_blobs(
     conn: AsyncConnection, repository_id: int, digests: Iterable[str]
 ) -> list[str]:
+    """Which of `digests` the repository does not link. The rows of those it links are
+    read FOR SHARE (on PostgreSQL), so no collection removes them before the transaction
+    ends."""
     wanted = set(digests)
     if not wanted:
         return []
-    found = await conn.scalars(
-        select(RepositoryBlob.digest).where(
-            RepositoryBlob.repository_id == repository_id, RepositoryBlob.digest.in_(wanted)
-        )
+    query = (
+        select(Blob.digest)
+        .join(RepositoryBlob, RepositoryBlob.digest == Blob.digest)
+        .where(RepositoryBlob.repository_id == repository_id, Blob.digest.in_(wanted))
+        .order_by(Blob.digest)  # locked in digest order, as everything that locks blobs
+        .with_for_update(read=True, of=Blob)
     )
-    return sorted(wanted - set(found))
+    return sorted(wanted - set(await conn.scalars(query)))
 
 
 # Manifests and tags
@@ -154,15 +184,17 @@ MANIFEST_COLUMNS = (Manifest.digest, Manifest.media_type, Manifest.content)
 async def missing_manifests(
     conn: AsyncConnection, repository_id: int, digests: Iterable[str]
 ) -> list[str]:
+    """Which of `digests` the repository has no manifest of; locked as missing_blobs."""
     wanted = set(digests)
     if not wanted:
         return []
-    found = await conn.scalars(
-        select(Manifest.digest).where(
-            Manifest.repository_id == repository_id, Manifest.digest.in_(wanted)
-        )
+    query = (
+        select(Manifest.digest)
+        .where(Manifest.repository_id == repository_id, Manifest.digest.in_(wanted))
+        .order_by(Manifest.digest)
+        .with_for_update(read=True)
     )
-    return sorted(wanted - set(found))
+    return sorted(wanted - set(await conn.scalars(query)))
 
 
 async def put_manifest(
@@ -216,11 +248,13 @@ async def delete_manifest(conn: AsyncConnection, repository: str, digest: str) -
     if manifest_id is None:
         return False
     # Explicit rather than relying on ON DELETE CASCADE, which SQLite only honours
-    # with its foreign_keys pragma on.
-    await conn.execute(delete(Tag).where(Tag.manifest_id == manifest_id))
+    # with its foreign_keys pragma on. References first: their triggers take the blob
+    # rows (in digest order, the index's), as a manifest push does before it takes its
+    # tags, so the two cannot deadlock on PostgreSQL.
     await conn.execute(
         delete(ManifestReference).where(ManifestReference.manifest_id == manifest_id)
     )
+    await conn.execute(delete(Tag).where(Tag.manifest_id == manifest_id))
     await conn.execute(delete(Manifest).where(Manifest.id == manifest_id))
     return True
 

@@ -10,7 +10,7 @@ import logging
 from collections import Counter
 
 from registry.errors import Unavailable
-from registry.metadata import mirror as q
+from registry.metadata import counters as q
 from registry.metadata.database import Database
 
 log = logging.getLogger("registry.mirror")

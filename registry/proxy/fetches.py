@@ -30,17 +30,20 @@ import httpx
 from registry.digest import Digest
 from registry.errors import RegistryError, Unavailable
 from registry.metadata import mirror as q
+from registry.metadata import queries
 from registry.metadata.database import Database
 from registry.metadata.models import now
 from registry.parse import content_length
 from registry.proxy.upstream import UpstreamError
+from registry.services.leases import Leases
 from registry.storage import BlobStore
 from registry.storage.base import StorageError
 
 log = logging.getLogger("registry.mirror")
 
 Source = Callable[[], AbstractAsyncContextManager[httpx.Response]]
-# Called once the blob is stored, with its size: records it in the index.
+# Called once the blob is stored, with its size: records it in the index (an upsert,
+# safe because the blob was just stored or its lease just renewed).
 Keep = Callable[[int], Awaitable[None]]
 
 # How often the fetcher writes its progress and heartbeat, and readers elsewhere poll it.
@@ -79,10 +82,15 @@ class _Snapshot:
 
 class BlobFetches:
     def __init__(
-        self, db: Database, store: BlobStore, ended: Callable[[int | None], None] = lambda _: None
+        self,
+        db: Database,
+        store: BlobStore,
+        leases: Leases,
+        ended: Callable[[int | None], None] = lambda _: None,
     ) -> None:
         self.db = db
         self.store = store
+        self.leases = leases
         # Told how each fetch of this process ended: the size, or None if it failed.
         self.ended = ended
         self._local: dict[str, _Fetch] = {}
@@ -99,8 +107,9 @@ class BlobFetches:
         if local is None:
             upload_id = str(uuid.uuid4())
             async with self.db.write() as conn:
-                # A fetch may have ended since the caller looked: then the blob is here.
-                stored = await q.stored_blob_size(conn, key)
+                # A fetch may have ended since the caller looked: then the blob is here,
+                # and renewing its lease (taking its row) keeps it for `keep` to link.
+                stored = await queries.renew_lease(conn, key, self.leases.end())
                 if stored is None:
                     stale = now() - timedelta(seconds=STALE_SECONDS)
                     current = await q.claim_fetch(conn, key, upload_id, stale)
@@ -139,6 +148,7 @@ class BlobFetches:
         try:
             await self.store.upload_start(fetch.upload_id)
             size = await self._download(digest, fetch, source)
+            await self.leases.keep(digest)
             await self.store.upload_commit(fetch.upload_id, digest)
             await keep(size)
             fetch.size = size

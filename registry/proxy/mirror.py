@@ -87,7 +87,7 @@ class Mirror:
         self.upstreams = {u.prefix: _upstream(u, self.client) for u in settings.upstreams}
         self.hot = HotQueries(db)
         self.counters = Counters(db)
-        self.fetches = BlobFetches(db, store, self._fetch_ended)
+        self.fetches = BlobFetches(db, store, leases, self._fetch_ended)
         self.ttl = timedelta(seconds=settings.tag_ttl_seconds)
 
     async def route(self, name: str) -> MirrorRoute | None:
@@ -203,18 +203,19 @@ class Mirror:
             return cached.size
         size = await self._upstream_blob_size(route, name, digest)
         if cached is not None:
-            await self._link(name, str(digest), cached.size)
+            await self._link_stored(name, str(digest))
         return size
 
     async def blob(self, route: MirrorRoute, name: str, digest: Digest) -> MirroredBlob:
         key = str(digest)
         cached = await self.hot.cached_blob(name, key)
+        if cached is not None and not cached.linked:
+            # Held for another repository: serve it once the upstream confirms this
+            # repository has it too, so no name reads a blob it could not read upstream.
+            await self._upstream_blob_size(route, name, digest)
+            if not await self._link_stored(name, key):
+                cached = None  # collected meanwhile: fetch it again
         if cached is not None:
-            if not cached.linked:
-                # Held for another repository: serve it once the upstream confirms this
-                # repository has it too, so no name reads a blob it could not read upstream.
-                await self._upstream_blob_size(route, name, digest)
-                await self._link(name, key, cached.size)
             self.counters.add("blob_hits")
             self.counters.add("cache_bytes", cached.size)
             return MirroredBlob(cached.size, None)
@@ -251,9 +252,20 @@ class Mirror:
         return size
 
     async def _link(self, name: str, digest: str, size: int) -> None:
+        """Link a blob just fetched (or whose lease was just renewed)."""
         async with self.db.write() as conn:
             repo_id = await queries.ensure_repository(conn, name)
             await queries.link_blob(conn, repo_id, digest, size, self.leases.end())
+
+    async def _link_stored(self, name: str, digest: str) -> bool:
+        """Link a blob stored for another repository; False if a collection removed it."""
+        async with self.db.write() as conn:
+            size = await queries.renew_lease(conn, digest, self.leases.end())
+            if size is None:
+                return False
+            repo_id = await queries.ensure_repository(conn, name)
+            await queries.link_blob(conn, repo_id, digest, size, self.leases.end())
+        return True
 
     def _error(self, exc: UpstreamError, what: str, counted: bool = False) -> RegistryError:
         """The spec's error for an upstream failure, with what to do about it."""

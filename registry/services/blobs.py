@@ -24,11 +24,22 @@ class BlobService:
         # nginx's internal location for blob files; empty when there is no nginx.
         self.accel_redirect = accel_redirect
 
-    async def size(self, repository: str, digest: Digest) -> int:
-        """The blob's size if the repository may serve it (one indexed query)."""
-        size = await self.hot.blob_size(repository, str(digest))
-        if size is None:
+    async def size(self, repository: str, digest: Digest, *, renew: bool = False) -> int:
+        """The blob's size if the repository may serve it (one indexed query). With
+        `renew` (a HEAD: a push checking the blob is there), the answer also promises a
+        lease (services/leases.py): renewed, in a write, when less than one is left."""
+        found = await self.hot.blob_size(repository, str(digest), self.leases.fresh())
+        if found is None:
             raise BlobUnknown({"digest": str(digest)})
+        size, fresh = found
+        if renew and not fresh:
+            params = {"repository": repository, "digest": str(digest)}
+            # The UPDATE waits for a collection holding the row: none changed means the
+            # collection removed it, so the repository has no such blob any more.
+            if not await self.hot.write(
+                ("renew_linked", {**params, "lease_end": self.leases.end()})
+            ):
+                raise BlobUnknown({"digest": str(digest)})
         return size
 
     def stream(self, digest: Digest, offset: int, length: int) -> AsyncIterator[bytes]:
@@ -53,9 +64,10 @@ class BlobService:
 
     async def mount(self, repository: str, digest: Digest, source: str) -> bool:
         """Link a blob of `source` into `repository` and renew its lease; False when
-        `source` lacks it."""
+        `source` lacks it (the client then uploads it)."""
         async with self.db.write() as conn:
-            size = await queries.blob_size(conn, source, str(digest))
+            # The renewal comes first and takes the row, as a HEAD's does.
+            size = await queries.renew_lease(conn, str(digest), self.leases.end(), source)
             if size is None:
                 return False
             repo_id = await queries.ensure_repository(conn, repository)

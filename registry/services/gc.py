@@ -1,18 +1,48 @@
 """Garbage collection, driven by the database alone: what nothing references is queued in
-the blobs table (migration 0007) the moment it becomes unreferenced, and found with one
-indexed query, with no walk of the storage.
+the blobs table (migrations 0007, 0008) the moment it becomes unreferenced, and found
+with one indexed range, with no walk of the storage.
 
-This first part finds garbage; deleting it (and the protocol that keeps concurrent
-pushes safe while it does) is the next.
+A pass takes the due blobs in batches. For each batch, one transaction locks their rows,
+re-checks references and leases, requeues what is live, removes the rows of the rest
+and leaves tombstones; a second transaction deletes their bytes and then the tombstones.
+Why pushes racing a pass are safe is told in services/leases.py. Every `registry serve`
+process runs passes (`gc.interval_seconds`); on PostgreSQL the row locks are taken with
+SKIP LOCKED, so replicas share the queue and never do one blob twice; on SQLite the
+writer lock takes them in turn.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
+import anyio
+
+from registry.config import GcSettings
+from registry.digest import Digest
+from registry.metadata import counters
 from registry.metadata import gc as q
 from registry.metadata.database import Database
 from registry.metadata.models import now
+from registry.services.uploads import UploadService
+from registry.storage import BlobStore
+
+log = logging.getLogger("registry.gc")
+
+# Blobs locked and decided in one transaction.
+BATCH = 500
+# Batches in one pass at most; the next pass goes on where it stopped.
+MAX_BATCHES = 200
+# Tombstones older than this belong to a pass that died between its two transactions:
+# the next pass deletes their bytes (again) and clears them.
+TOMBSTONE_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -25,11 +55,153 @@ class Garbage:
         return sum(size for _, size in self.blobs)
 
 
+@dataclass
+class Pass:
+    """What one collection pass did."""
+
+    blobs_deleted: int = 0
+    bytes_freed: int = 0
+    postponed: int = 0  # due, but a lease still held them
+    uploads_ended: int = 0
+    error: str | None = None
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.blobs_deleted or self.postponed or self.uploads_ended or self.error)
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 class GarbageCollector:
-    def __init__(self, db: Database) -> None:
+    def __init__(
+        self, db: Database, store: BlobStore, uploads: UploadService, settings: GcSettings
+    ) -> None:
         self.db = db
+        self.store = store
+        self.uploads = uploads
+        self.settings = settings
+        self._last_upload_sweep = float("-inf")
 
     async def find(self, limit: int = 10_000) -> Garbage:
-        """What a collection run would delete now, at most `limit` blobs."""
+        """What a collection pass would delete now, at most `limit` blobs."""
         async with self.db.read() as conn:
             return Garbage(await q.collectable(conn, now(), limit), await q.queued(conn))
+
+    async def collect(self, worker: str = "cli", *, sweep_uploads: bool = True) -> Pass:
+        """One pass: clear tombstones left by a pass that died, collect every due blob
+        (up to MAX_BATCHES batches), and end abandoned upload sessions."""
+        started, clock = now(), time.monotonic()
+        done = Pass()
+        try:
+            stale = now() - timedelta(seconds=TOMBSTONE_SECONDS)
+            self._deleted(done, await self._delete_bytes(before=stale))
+            for _ in range(MAX_BATCHES):
+                if await self._batch(done) < BATCH:
+                    break
+            if sweep_uploads:
+                done.uploads_ended = await self.uploads.purge(
+                    timedelta(hours=self.settings.upload_ttl_hours)
+                )
+        except Exception as exc:
+            done.error = f"{type(exc).__name__}: {exc}"
+            log.error(
+                "garbage collection pass failed after deleting %d blobs: %s; the next pass "
+                "goes on from there",
+                done.blobs_deleted,
+                done.error,
+            )
+        await self._record(done, started, time.monotonic() - clock, worker)
+        return done
+
+    async def _batch(self, done: Pass) -> int:
+        """Decide one batch of due blobs and delete the garbage among them; returns how
+        many were due."""
+        token, moment = str(uuid.uuid4()), now()
+        async with self.db.write() as conn:
+            due = await q.lock_due(conn, moment, BATCH)
+            # Locked rows are re-read here, after any push that held them committed: a
+            # reference stored by then is seen, a lease renewed by then too.
+            live = await q.referenced(conn, [blob.digest for blob in due])
+            leased = [b.digest for b in due if b.digest not in live and b.leased]
+            garbage = [b for b in due if b.digest not in live and not b.leased]
+            await q.requeue(conn, sorted(live), None)
+            await q.requeue_at_lease_end(conn, leased)
+            if garbage:
+                await q.bury(conn, garbage, token, moment)
+            await counters.add_counters(conn, {"gc_postponed": len(leased)})
+        done.postponed += len(leased)
+        if garbage:
+            self._deleted(done, await self._delete_bytes(token=token))
+        return len(due)
+
+    async def _delete_bytes(
+        self, *, token: str | None = None, before: datetime | None = None
+    ) -> list[tuple[str, int]]:
+        """Delete the bytes of one pass's tombstones (or stale ones), then the tombstones,
+        holding them locked meanwhile: a pass that resumes late finds none of its own
+        left, so it never deletes bytes stored again since. Shielded from cancellation:
+        a stopping process finishes the batch it started."""
+        rows: list[tuple[str, int]] = []
+        with anyio.CancelScope(shield=True):
+            async with self.db.write() as conn:
+                rows = await q.lock_tombstones(conn, token=token, before=before)
+                if rows:
+                    await self.store.delete([Digest.parse(digest) for digest, _ in rows])
+                    await q.forget_tombstones(conn, [digest for digest, _ in rows])
+                    freed = sum(size for _, size in rows)
+                    await counters.add_counters(
+                        conn, {"gc_blobs_deleted": len(rows), "gc_bytes_freed": freed}
+                    )
+        return rows
+
+    @staticmethod
+    def _deleted(done: Pass, rows: list[tuple[str, int]]) -> None:
+        done.blobs_deleted += len(rows)
+        done.bytes_freed += sum(size for _, size in rows)
+        for digest, size in rows:
+            log.debug("deleted blob %s (%d bytes)", digest, size)
+
+    async def _record(self, done: Pass, started: datetime, seconds: float, worker: str) -> None:
+        level = logging.INFO if done.busy else logging.DEBUG
+        log.log(
+            level,
+            "garbage collection: deleted %d blobs (%d bytes), %d postponed by their lease, "
+            "ended %d abandoned uploads, in %.2f s",
+            done.blobs_deleted,
+            done.bytes_freed,
+            done.postponed,
+            done.uploads_ended,
+            seconds,
+        )
+        totals = {"gc_runs": 1, "gc_errors": int(done.error is not None)}
+        with contextlib.suppress(Exception):  # the database may be why the pass failed
+            async with self.db.write() as conn:
+                await counters.add_counters(conn, totals)
+                if done.busy:
+                    await q.record_run(
+                        conn,
+                        started_at=started,
+                        seconds=seconds,
+                        worker=worker,
+                        blobs_deleted=done.blobs_deleted,
+                        bytes_freed=done.bytes_freed,
+                        manifests_deleted=0,
+                        uploads_ended=done.uploads_ended,
+                        postponed=done.postponed,
+                        error=done.error,
+                    )
+
+    async def run(self) -> None:
+        """Passes every `gc.interval_seconds` until cancelled (the app's lifespan). The
+        upload sweep lists the upload area, so it runs at most every hour (or every
+        quarter of the upload TTL, if that is shorter)."""
+        worker = worker_name()
+        sweep_every = min(3600.0, self.settings.upload_ttl_hours * 900)
+        while True:
+            sweep = time.monotonic() - self._last_upload_sweep >= sweep_every
+            if sweep:
+                self._last_upload_sweep = time.monotonic()
+            await self.collect(worker, sweep_uploads=sweep)
+            await asyncio.sleep(self.settings.interval_seconds)

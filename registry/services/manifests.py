@@ -6,6 +6,8 @@ import json
 from dataclasses import dataclass
 from functools import partial
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from registry.config import LimitsSettings
 from registry.digest import Digest, is_digest
 from registry.errors import DigestInvalid, ManifestBlobUnknown, ManifestUnknown
@@ -74,21 +76,20 @@ class ManifestService:
             tags.insert(0, check_tag(reference))
             digest = Digest.of(body)
         parsed = self.parse(body, content_type)
-        if not self.sparse:
-            await self._check_references(repository, parsed)
-        await self._save(repository, digest, body, parsed, tags)
+        await self._save(repository, digest, body, parsed, tags, check=not self.sparse)
         return PushedManifest(digest, parsed.subject, list(dict.fromkeys(tags)))
 
-    async def _check_references(self, repository: str, parsed: ParsedManifest) -> None:
-        """Every blob and child manifest must be in the repository already."""
-        async with self.db.read() as conn:
-            repo_id = await queries.repository_id(conn, repository)
-            children = [c.digest for c in parsed.children]
-            if repo_id is None:
-                missing = sorted(set(parsed.blobs)) + sorted(set(children))
-            else:
-                missing = await queries.missing_blobs(conn, repo_id, parsed.blobs)
-                missing += await queries.missing_manifests(conn, repo_id, children)
+    @staticmethod
+    async def _check_references(
+        conn: AsyncConnection, repository: str, repo_id: int, parsed: ParsedManifest
+    ) -> None:
+        """Every blob and child manifest must be in the repository already. Read in the
+        transaction that stores the references, FOR SHARE: garbage collection cannot
+        remove one of them in between (services/leases.py)."""
+        missing = await queries.missing_blobs(conn, repo_id, parsed.blobs)
+        missing += await queries.missing_manifests(
+            conn, repo_id, [c.digest for c in parsed.children]
+        )
         if missing:
             raise ManifestBlobUnknown(
                 {"digest": missing[0]},
@@ -113,8 +114,12 @@ class ManifestService:
         body: bytes,
         parsed: ParsedManifest,
         tags: list[str],
+        *,
+        check: bool = False,
     ) -> None:
-        """Bytes first, then every row in one transaction."""
+        """Bytes first, then every row in one transaction; with `check`, only if what the
+        manifest references is in the repository."""
+        await self.leases.keep(digest)
         await self.store.put_bytes(digest, body)
         values = {
             "digest": str(digest),
@@ -128,12 +133,21 @@ class ManifestService:
         }
         references = [(d, "blob") for d in dict.fromkeys(parsed.blobs)]
         references += [(d, "manifest") for d in dict.fromkeys(c.digest for c in parsed.children)]
-        async with self.db.write() as conn:
-            repo_id = await queries.ensure_repository(conn, repository)
-            await queries.link_blob(conn, repo_id, str(digest), len(body), self.leases.end())
-            manifest_id = await queries.put_manifest(conn, repo_id, values, references)
-            for tag in dict.fromkeys(tags):
-                await queries.set_tag(conn, repo_id, tag, manifest_id)
+        try:
+            async with self.db.write() as conn:
+                repo_id = await queries.ensure_repository(conn, repository)
+                if check:
+                    await self._check_references(conn, repository, repo_id, parsed)
+                await queries.link_blob(conn, repo_id, str(digest), len(body), self.leases.end())
+                manifest_id = await queries.put_manifest(conn, repo_id, values, references)
+                for tag in dict.fromkeys(tags):
+                    await queries.set_tag(conn, repo_id, tag, manifest_id)
+        except ManifestBlobUnknown:
+            # The bytes are stored already: give them a row, so that garbage collection
+            # removes them once the lease ends, unless a push of the same manifest uses them.
+            async with self.db.write() as conn:
+                await queries.add_blob(conn, str(digest), len(body), self.leases.end())
+            raise
 
     async def get(self, repository: str, reference: str, accept: list[str]) -> StoredManifest:
         """The manifest by tag or digest, in a media type the client accepts."""

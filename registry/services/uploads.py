@@ -137,6 +137,7 @@ class UploadService:
         if actual != digest.hex:
             await self._discard(upload_id)
             raise _mismatch(digest, actual)
+        await self.leases.keep(digest)
         await self.store.upload_commit(upload_id, digest)
         self._hashers.pop(upload_id, None)
         await self._link(repository, upload_id, digest, size)
@@ -156,9 +157,14 @@ class UploadService:
 
     async def _write_direct(self, digest: Digest, chunks: AsyncIterable[bytes]) -> int:
         hasher = hashlib.new(digest.algorithm)
-        size = await self.store.write_blob(
-            digest, chunks, hasher.update, lambda: hasher.hexdigest() == digest.hex
-        )
+
+        async def accept() -> bool:
+            if hasher.hexdigest() != digest.hex:
+                return False
+            await self.leases.keep(digest)  # the bytes are placed right after this
+            return True
+
+        size = await self.store.write_blob(digest, chunks, hasher.update, accept)
         if size is None:
             raise _mismatch(digest, hasher.hexdigest())
         return size

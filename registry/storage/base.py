@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 
 from registry.digest import Digest
+from registry.errors import DigestInvalid
 
 _UPLOAD_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
@@ -57,6 +58,18 @@ def blob_key(digest: Digest) -> str:
     return f"blobs/{digest.algorithm}/{digest.hex[:2]}/{digest.hex}"
 
 
+def digest_of_key(key: str) -> Digest | None:
+    """The digest a blob key (as blob_key makes them) stands for; None for anything else
+    found under blobs/ (a stray or temporary file)."""
+    parts = key.split("/")
+    if len(parts) != 4 or parts[0] != "blobs" or parts[2] != parts[3][:2]:
+        return None
+    try:
+        return Digest.parse(f"{parts[1]}:{parts[3]}")
+    except DigestInvalid:
+        return None
+
+
 class BlobStore(ABC):
     """Content-addressed blob bytes plus resumable upload sessions."""
 
@@ -87,15 +100,21 @@ class BlobStore(ABC):
         digest: Digest,
         chunks: AsyncIterable[bytes],
         observe: Callable[[bytes], None],
-        accept: Callable[[], bool],
+        accept: Callable[[], Awaitable[bool]],
     ) -> int | None:
         """Stream a blob whose digest is known in advance straight to its place. `observe`
         sees every piece; once the stream ends, `accept` says whether the bytes match.
         Only accepted bytes become visible. Returns the size, or None if not accepted."""
 
     @abstractmethod
-    async def delete(self, digest: Digest) -> None:
-        """Remove a blob; removing a missing blob is not an error."""
+    async def delete(self, digests: Sequence[Digest]) -> None:
+        """Remove blobs (garbage collection's batches); a missing blob is not an error,
+        any other failure raises, whatever was removed before it."""
+
+    @abstractmethod
+    def walk(self) -> AsyncIterator[tuple[Digest, int]]:
+        """Every blob stored, with its size, in no particular order: for `registry check`,
+        the one place that lists the storage (garbage is found from the database)."""
 
     def local_path(self, digest: Digest) -> Path | None:
         """Direct-serve hint: a local file that holds the blob, for sendfile or

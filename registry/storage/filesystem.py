@@ -11,7 +11,14 @@ import os
 import shutil
 import uuid
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Sequence,
+)
 from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, ParamSpec, TypeVar
@@ -28,6 +35,7 @@ from registry.storage.base import (
     UploadNotFound,
     blob_key,
     check_upload_id,
+    digest_of_key,
 )
 
 # Disk writes and reads happen in worker threads in pieces of this size: large enough that
@@ -119,7 +127,7 @@ class FilesystemStore(BlobStore):
         digest: Digest,
         chunks: AsyncIterable[bytes],
         observe: Callable[[bytes], None],
-        accept: Callable[[], bool],
+        accept: Callable[[], Awaitable[bool]],
     ) -> int | None:
         temp = self.root / "uploads" / f"put-{uuid.uuid4()}"
         # The file is opened with the first full piece; a small blob never needs it.
@@ -130,7 +138,7 @@ class FilesystemStore(BlobStore):
             await writer.flush()
             observe(tail)
             size = writer.written + len(tail)
-            if not accept():
+            if not await accept():
                 return None
             # One trip to a worker thread finishes the blob; for a small blob, the only one.
             await to_thread.run_sync(self._finish_blob, writer.file, temp, tail, self._blob(digest))
@@ -149,10 +157,31 @@ class FilesystemStore(BlobStore):
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(temp, target)
 
+    async def walk(self) -> AsyncIterator[tuple[Digest, int]]:
+        # One directory of 256 per trip to a thread: bounded memory, however many blobs.
+        for algorithm_dir in sorted((self.root / "blobs").iterdir()):
+            for shard in sorted(algorithm_dir.iterdir()) if algorithm_dir.is_dir() else []:
+                for digest, size in await to_thread.run_sync(self._list_shard, shard):
+                    yield digest, size
+
+    def _list_shard(self, shard: Path) -> list[tuple[Digest, int]]:
+        found = []
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            for entry in os.scandir(shard):
+                digest = digest_of_key(str(Path(entry.path).relative_to(self.root)))
+                if digest is not None and entry.is_file():
+                    found.append((digest, entry.stat().st_size))
+        return found
+
     @_disk_errors
-    async def delete(self, digest: Digest) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            await to_thread.run_sync(os.unlink, self._blob(digest))
+    async def delete(self, digests: Sequence[Digest]) -> None:
+        await to_thread.run_sync(self._delete, [self._blob(d) for d in digests])
+
+    @staticmethod
+    def _delete(paths: list[Path]) -> None:
+        for path in paths:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
 
     @_disk_errors
     async def upload_start(self, upload_id: str) -> None:

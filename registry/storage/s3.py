@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -42,6 +42,7 @@ from registry.storage.base import (
     UploadNotFound,
     blob_key,
     check_upload_id,
+    digest_of_key,
 )
 
 # Reads stream in pieces of this size: each piece is one hop to a worker thread.
@@ -162,13 +163,15 @@ class S3Store(BlobStore):
         digest: Digest,
         chunks: AsyncIterable[bytes],
         observe: Callable[[bytes], None],
-        accept: Callable[[], bool],
+        accept: Callable[[], Awaitable[bool]],
     ) -> int | None:
-        """A multipart upload at the blob's own key, completed only if the bytes match.
-        Parts start at `part_size` and double every eighth of `max_parts`, so the part
-        limit is never reached for any object S3 can hold."""
+        """A multipart upload at the blob's own key, completed only if the bytes match;
+        a blob smaller than one part is one PUT, once it is accepted. Parts start at
+        `part_size` and double every eighth of `max_parts`, so the part limit is never
+        reached for any object S3 can hold. The multipart upload begins with its first
+        part, so the upload sweep never sees one without parts for long."""
         target = self._blob(digest)
-        upload_id = (await self._call("create_multipart_upload", Key=target))["UploadId"]
+        upload_id: str | None = None
         try:
             parts: list[dict[str, Any]] = []
             size = 0
@@ -177,13 +180,21 @@ class S3Store(BlobStore):
                 observe(chunk)
                 buffer += chunk
                 while len(buffer) >= (wanted := self._part_size(len(parts) + 1)):
+                    if upload_id is None:
+                        created = await self._call("create_multipart_upload", Key=target)
+                        upload_id = created["UploadId"]
                     await self._put_part(target, upload_id, parts, bytes(buffer[:wanted]))
                     del buffer[:wanted]
                     size += wanted
-            if buffer or not parts:
+            if upload_id is None:
+                if not await accept():
+                    return None
+                await self._call("put_object", Key=target, Body=bytes(buffer))
+                return len(buffer)
+            if buffer:
                 await self._put_part(target, upload_id, parts, bytes(buffer))
                 size += len(buffer)
-            if not accept():
+            if not await accept():
                 await self._call("abort_multipart_upload", Key=target, UploadId=upload_id)
                 return None
             await self._call(
@@ -194,8 +205,9 @@ class S3Store(BlobStore):
             )
             return size
         except BaseException:
-            with anyio.CancelScope(shield=True), contextlib.suppress(StorageError):
-                await self._call("abort_multipart_upload", Key=target, UploadId=upload_id)
+            if upload_id is not None:
+                with anyio.CancelScope(shield=True), contextlib.suppress(StorageError):
+                    await self._call("abort_multipart_upload", Key=target, UploadId=upload_id)
             raise
 
     def _part_size(self, number: int) -> int:
@@ -213,8 +225,23 @@ class S3Store(BlobStore):
         )
         parts.append({"PartNumber": number, "ETag": result["ETag"]})
 
-    async def delete(self, digest: Digest) -> None:
-        await self._call("delete_object", Key=self._blob(digest))
+    async def walk(self) -> AsyncIterator[tuple[Digest, int]]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=f"{self.prefix}blobs/"
+        )
+        iterator = iter(pages)
+        while True:
+            # One page (up to 1,000 keys) per trip to a thread.
+            page = await self._run(lambda: next(iterator, None), "listing blobs")
+            if page is None:
+                return
+            for item in page.get("Contents", []):
+                digest = digest_of_key(item["Key"][len(self.prefix) :])
+                if digest is not None:
+                    yield digest, int(item["Size"])
+
+    async def delete(self, digests: Sequence[Digest]) -> None:
+        await self._delete_keys([self._blob(d) for d in digests])
 
     def presigned_url(self, digest: Digest) -> str | None:
         if not self.settings.redirect:
@@ -412,7 +439,15 @@ class S3Store(BlobStore):
     async def _delete_keys(self, keys: list[str]) -> None:
         for begin in range(0, len(keys), 1000):
             batch = [{"Key": key} for key in keys[begin : begin + 1000]]
-            await self._call("delete_objects", Delete={"Objects": batch, "Quiet": True})
+            result = await self._call("delete_objects", Delete={"Objects": batch, "Quiet": True})
+            # S3 answers 200 and lists in Errors what it could not delete.
+            failed = result.get("Errors") or []
+            if failed:
+                first = failed[0]
+                raise StorageError(
+                    f"S3 could not delete {len(failed)} of {len(batch)} objects, "
+                    f"{first.get('Key')} first: {first.get('Code')} {first.get('Message')}"
+                )
 
     async def sweep_uploads(self, before: datetime, keep: set[str]) -> None:
         def stale() -> tuple[list[str], list[tuple[str, str]]]:
@@ -438,7 +473,7 @@ class S3Store(BlobStore):
             )
             for page in pages:
                 for upload in page.get("Uploads", []):
-                    if upload["Initiated"] < before:
+                    if upload["Initiated"] < before and self._idle_since(upload, before):
                         multipart.append((upload["Key"], upload["UploadId"]))
             return doomed, multipart
 
@@ -447,6 +482,14 @@ class S3Store(BlobStore):
         for key, upload_id in multipart:
             with contextlib.suppress(_Missing):
                 await self._call("abort_multipart_upload", Key=key, UploadId=upload_id)
+
+    def _idle_since(self, upload: dict[str, Any], before: datetime) -> bool:
+        """Whether a multipart upload has had no part since `before`: one still writing
+        is alive, whenever it began (and some S3 servers misreport `Initiated`)."""
+        listed = self.client.list_parts(
+            Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+        )
+        return all(part["LastModified"] < before for part in listed.get("Parts", []))
 
     async def close(self) -> None:
         self.client.close()

@@ -51,6 +51,8 @@ async def test_admin_manages_users(anon: httpx.AsyncClient, people: None) -> Non
         ({"name": "dave", "password": "short"}, 400, "INVALID"),
         ({"name": "dave"}, 400, "INVALID"),
         ({"name": "dave", "password": 12345678}, 400, "INVALID"),
+        ({"name": None, "password": None}, 400, "INVALID"),
+        ({"name": "dave", "password": "long enough", "admin": None}, 400, "INVALID"),
         (["not", "an", "object"], 400, "INVALID"),
     ],
 )

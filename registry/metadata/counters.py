@@ -1,0 +1,34 @@
+"""Totals kept in the database, summed over every worker and replica: the mirror's and
+garbage collection's. The caller owns the transaction, so a count can commit with the
+change it counts."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from registry.metadata.models import Counter
+from registry.metadata.queries import dialect_insert
+
+
+async def add_counters(conn: AsyncConnection, increments: Mapping[str, int]) -> None:
+    # In name order, so that two transactions adding to the same counters cannot
+    # deadlock on PostgreSQL.
+    for name, amount in sorted(increments.items()):
+        if not amount:
+            continue
+        stmt = dialect_insert(conn, Counter).values(name=name, value=amount)
+        await conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[Counter.name], set_={"value": Counter.value + stmt.excluded.value}
+            )
+        )
+
+
+async def counters(conn: AsyncConnection, prefix: str = "") -> dict[str, int]:
+    rows = await conn.execute(
+        select(Counter.name, Counter.value).where(Counter.name.startswith(prefix))
+    )
+    return {name: int(value) for name, value in rows.all()}
