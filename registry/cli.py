@@ -9,8 +9,10 @@ import logging
 import os
 import resource
 import sys
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import TypeVar
 
 from registry import __version__, cli_accounts
 from registry.app import Registry
@@ -18,7 +20,8 @@ from registry.auth.accounts import Accounts
 from registry.auth.tokens import authority_from_settings
 from registry.config import ConfigError, Settings, load_settings
 from registry.metadata.database import Database
-from registry.services.gc import Garbage, Pass
+
+T = TypeVar("T")
 
 log = logging.getLogger("registry")
 
@@ -89,28 +92,27 @@ def _migrate(settings: Settings, quiet: bool = False) -> None:
     log.log(logging.DEBUG if quiet else logging.INFO, "database is at the latest schema")
 
 
-def _purge_uploads(settings: Settings, idle_hours: float) -> int:
-    async def purge() -> int:
+def _with_registry(settings: Settings, work: Callable[[Registry], Awaitable[T]]) -> T:
+    """Run `work` on a registry built for one command, and close it after."""
+
+    async def run() -> T:
         registry = Registry(settings)
         try:
-            return await registry.uploads.purge(timedelta(hours=idle_hours))
+            return await work(registry)
         finally:
             await registry.close()
 
-    ended = asyncio.run(purge())
+    return asyncio.run(run())
+
+
+def _purge_uploads(settings: Settings, idle_hours: float) -> int:
+    ended = _with_registry(settings, lambda r: r.uploads.purge(timedelta(hours=idle_hours)))
     print(f"ended {ended} upload sessions idle for more than {idle_hours:g} hours")
     return 0
 
 
 def _gc_dry_run(settings: Settings) -> int:
-    async def find() -> Garbage:
-        registry = Registry(settings)
-        try:
-            return await registry.gc.find()
-        finally:
-            await registry.close()
-
-    garbage = asyncio.run(find())
+    garbage = _with_registry(settings, lambda r: r.gc.find())
     for digest, size in garbage.blobs:
         print(f"{digest}\t{size}")
     print(
@@ -122,14 +124,7 @@ def _gc_dry_run(settings: Settings) -> int:
 
 
 def _gc(settings: Settings) -> int:
-    async def collect() -> Pass:
-        registry = Registry(settings)
-        try:
-            return await registry.gc.collect()
-        finally:
-            await registry.close()
-
-    done = asyncio.run(collect())
+    done = _with_registry(settings, lambda r: r.gc.collect())
     print(
         f"deleted {done.blobs_deleted} blobs ({done.bytes_freed} bytes); {done.postponed} "
         f"postponed by their lease; ended {done.uploads_ended} abandoned uploads"

@@ -314,14 +314,22 @@ def pause_byte_deletion(app: Starlette) -> tuple[asyncio.Event, asyncio.Event]:
     return deleting, release
 
 
+async def pass_paused_on(
+    app: Starlette, client: httpx.AsyncClient, repo: str, data: bytes, paused: asyncio.Event
+) -> tuple[str, asyncio.Task[Any]]:
+    """Push a blob, let its lease end, and start a pass; returns once the pass pauses."""
+    digest = await push_blob(client, repo, data)
+    await after(2)
+    collecting = asyncio.create_task(registry_of(app).gc.collect())
+    await paused.wait()
+    return digest, collecting
+
+
 async def test_a_head_during_a_pass_that_deletes_the_blob_answers_404(
     app: Starlette, client: httpx.AsyncClient, pause_after_lock: tuple[asyncio.Event, ...]
 ) -> None:
     locked, release = pause_after_lock
-    digest = await push_blob(client, "team/app", b"expired")
-    await after(2)
-    collecting = asyncio.create_task(registry_of(app).gc.collect())
-    await locked.wait()
+    digest, collecting = await pass_paused_on(app, client, "team/app", b"expired", locked)
     # The HEAD's renewal waits for the pass (its row lock, or SQLite's writer lock) ...
     head = asyncio.create_task(client.head(f"/v2/team/app/blobs/{digest}"))
     await asyncio.sleep(0.3)
@@ -337,10 +345,7 @@ async def test_an_upload_of_a_digest_being_deleted_waits_and_ends_whole(
 ) -> None:
     deleting, release = pause_byte_deletion
     data = b"deleted and pushed again at once"
-    digest = await push_blob(client, "team/app", data)
-    await after(2)
-    collecting = asyncio.create_task(registry_of(app).gc.collect())
-    await deleting.wait()
+    digest, collecting = await pass_paused_on(app, client, "team/app", data, deleting)
     pushing = asyncio.create_task(push_blob(client, "team/other", data))
     await asyncio.sleep(0.3)
     assert not pushing.done()  # the tombstone holds it before its bytes are placed
@@ -356,10 +361,9 @@ async def test_a_mount_during_a_pass_that_deletes_the_blob_falls_back_to_an_uplo
     app: Starlette, client: httpx.AsyncClient, pause_after_lock: tuple[asyncio.Event, ...]
 ) -> None:
     locked, release = pause_after_lock
-    digest = await push_blob(client, "team/source", b"mounted too late")
-    await after(2)
-    collecting = asyncio.create_task(registry_of(app).gc.collect())
-    await locked.wait()
+    digest, collecting = await pass_paused_on(
+        app, client, "team/source", b"mounted too late", locked
+    )
     mount = asyncio.create_task(
         client.post(
             "/v2/team/target/blobs/uploads/", params={"mount": digest, "from": "team/source"}
@@ -377,10 +381,7 @@ async def test_a_manifest_put_during_a_pass_either_wins_or_names_the_blob(
     app: Starlette, client: httpx.AsyncClient, pause_after_lock: tuple[asyncio.Event, ...]
 ) -> None:
     locked, release = pause_after_lock
-    await push_blob(client, "team/app", b"racing")
-    await after(2)
-    collecting = asyncio.create_task(registry_of(app).gc.collect())
-    await locked.wait()
+    _, collecting = await pass_paused_on(app, client, "team/app", b"racing", locked)
     putting = asyncio.create_task(put(client, "team/app", "v1", manifest_of(b"racing", [])))
     await asyncio.sleep(0.3)
     release.set()
