@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, bindparam, delete, select, update
+from sqlalchemy import Table, bindparam, delete, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
@@ -247,10 +247,20 @@ async def delete_manifest(conn: AsyncConnection, repository: str, digest: str) -
     )
     if manifest_id is None:
         return False
-    # Explicit rather than relying on ON DELETE CASCADE, which SQLite only honours
-    # with its foreign_keys pragma on. References first: their triggers take the blob
-    # rows (in digest order, the index's), as a manifest push does before it takes its
-    # tags, so the two cannot deadlock on PostgreSQL.
+    # The triggers of the deletes below write the rows of the blobs it references and
+    # of its own: lock those first, in digest order, as a manifest push locks its blobs
+    # (and before the tags, which a push takes last), so that the two cannot deadlock on
+    # PostgreSQL. Explicit deletes rather than ON DELETE CASCADE, which SQLite only
+    # honours with its foreign_keys pragma on.
+    referenced = select(ManifestReference.digest).where(
+        ManifestReference.manifest_id == manifest_id
+    )
+    await conn.execute(
+        select(Blob.digest)
+        .where(or_(Blob.digest.in_(referenced), Blob.digest == digest))
+        .order_by(Blob.digest)
+        .with_for_update(key_share=True)
+    )
     await conn.execute(
         delete(ManifestReference).where(ManifestReference.manifest_id == manifest_id)
     )
