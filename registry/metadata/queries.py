@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, bindparam, delete, or_, select, update
+from sqlalchemy import Table, and_, bindparam, delete, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
@@ -237,36 +237,55 @@ async def set_tag(conn: AsyncConnection, repository_id: int, tag: str, manifest_
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Deleted:
+    tags: int
+    manifests: int
+
+
+async def delete_manifests(conn: AsyncConnection, which: ColumnElement[bool]) -> Deleted:
+    """Delete the manifests `which` selects, with their tags and references (their
+    blobs are queued for garbage collection by the triggers)."""
+    ids = select(Manifest.id).where(which)
+    referenced = select(ManifestReference.digest).where(ManifestReference.manifest_id.in_(ids))
+    # The triggers of the deletes below write the rows of the blobs these manifests
+    # reference and of their own: lock those first, in digest order, as a manifest push
+    # locks its blobs (and before the tags, which a push takes last), so that the two
+    # cannot deadlock on PostgreSQL. Explicit deletes rather than ON DELETE CASCADE,
+    # which SQLite only honours with its foreign_keys pragma on.
+    await conn.execute(
+        select(Blob.digest)
+        .where(
+            or_(Blob.digest.in_(referenced), Blob.digest.in_(select(Manifest.digest).where(which)))
+        )
+        .order_by(Blob.digest)
+        .with_for_update(key_share=True)
+    )
+    await conn.execute(delete(ManifestReference).where(ManifestReference.manifest_id.in_(ids)))
+    tags = await conn.execute(delete(Tag).where(Tag.manifest_id.in_(ids)))
+    manifests = await conn.execute(delete(Manifest).where(which))
+    return Deleted(tags.rowcount, manifests.rowcount)
+
+
 async def delete_manifest(conn: AsyncConnection, repository: str, digest: str) -> bool:
     """Delete a manifest with its tags and references."""
     repo = await repository_id(conn, repository)
     if repo is None:
         return False
-    manifest_id = await conn.scalar(
-        select(Manifest.id).where(Manifest.repository_id == repo, Manifest.digest == digest)
-    )
-    if manifest_id is None:
-        return False
-    # The triggers of the deletes below write the rows of the blobs it references and
-    # of its own: lock those first, in digest order, as a manifest push locks its blobs
-    # (and before the tags, which a push takes last), so that the two cannot deadlock on
-    # PostgreSQL. Explicit deletes rather than ON DELETE CASCADE, which SQLite only
-    # honours with its foreign_keys pragma on.
-    referenced = select(ManifestReference.digest).where(
-        ManifestReference.manifest_id == manifest_id
-    )
-    await conn.execute(
-        select(Blob.digest)
-        .where(or_(Blob.digest.in_(referenced), Blob.digest == digest))
-        .order_by(Blob.digest)
-        .with_for_update(key_share=True)
-    )
-    await conn.execute(
-        delete(ManifestReference).where(ManifestReference.manifest_id == manifest_id)
-    )
-    await conn.execute(delete(Tag).where(Tag.manifest_id == manifest_id))
-    await conn.execute(delete(Manifest).where(Manifest.id == manifest_id))
-    return True
+    which = and_(Manifest.repository_id == repo, Manifest.digest == digest)
+    return (await delete_manifests(conn, which)).manifests > 0
+
+
+async def delete_repository(conn: AsyncConnection, repository: str) -> Deleted | None:
+    """Delete a repository: its tags, manifests and links (what nothing else references
+    is garbage collection's). None if there is no such repository."""
+    repo = await repository_id(conn, repository)
+    if repo is None:
+        return None
+    deleted = await delete_manifests(conn, Manifest.repository_id == repo)
+    await conn.execute(delete(RepositoryBlob).where(RepositoryBlob.repository_id == repo))
+    await conn.execute(delete(Repository).where(Repository.id == repo))
+    return deleted
 
 
 async def delete_tag(conn: AsyncConnection, repository: str, tag: str) -> bool:

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from registry.config import LimitsSettings
 from registry.digest import Digest, is_digest
-from registry.errors import DigestInvalid, ManifestBlobUnknown, ManifestUnknown
+from registry.errors import DigestInvalid, ManifestBlobUnknown, ManifestUnknown, NameUnknown
 from registry.mediatypes import INDEX_TYPES, OCI_INDEX, ParsedManifest, accepts, parse_manifest
 from registry.metadata import queries
 from registry.metadata.database import Database
@@ -183,6 +183,14 @@ class ManifestService:
                 deleted = await queries.delete_tag(conn, repository, check_tag(reference))
         if not deleted:
             raise ManifestUnknown({"reference": reference})
+
+    async def delete_repository(self, repository: str) -> queries.Deleted:
+        """Delete a repository's tags, manifests and links; NAME_UNKNOWN if none."""
+        async with self.db.write() as conn:
+            deleted = await queries.delete_repository(conn, repository)
+        if deleted is None:
+            raise NameUnknown({"name": repository})
+        return deleted
 
     async def referrers(
         self, repository: str, subject: Digest, artifact_type: str | None
