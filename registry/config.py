@@ -181,6 +181,9 @@ class GcSettings:
     interval_seconds: float = 60
     # Upload sessions idle for longer are ended by the same worker.
     upload_ttl_hours: float = 24
+    # Delete manifests no tag has pointed at for this long (0: keep them), unless an
+    # index lists them or a kept referrer has them as its subject.
+    untagged_hours: float = 0
 
 
 @dataclass(frozen=True)
@@ -409,7 +412,14 @@ def _validate(s: Settings) -> None:
         query_bytes=1024,
         upload_sessions=1,
     )
-    _at_least("gc", s.gc, blob_lease_seconds=0.1, interval_seconds=0, upload_ttl_hours=0.0001)
+    _at_least(
+        "gc",
+        s.gc,
+        blob_lease_seconds=0.1,
+        interval_seconds=0,
+        upload_ttl_hours=0.0001,
+        untagged_hours=0,
+    )
     _at_least("auth", s.auth, token_ttl_seconds=1, refresh_ttl_seconds=1, login_attempts=1)
     if s.mirror.enabled:
         _validate_mirror(s.mirror)

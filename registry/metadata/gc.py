@@ -25,6 +25,7 @@ from registry.metadata.models import (
     Manifest,
     ManifestReference,
     RepositoryBlob,
+    Tag,
 )
 
 _REFERENCED = select(ManifestReference.digest).where(ManifestReference.digest == Blob.digest)
@@ -144,6 +145,80 @@ async def renew_lease(conn: AsyncConnection, digest: str, until: datetime) -> No
         .where(Blob.digest == digest, or_(Blob.leased_until.is_(None), Blob.leased_until < until))
         .values(leased_until=until)
     )
+
+
+# Untagged manifests
+
+
+@dataclass(frozen=True, slots=True)
+class Untagged:
+    id: int
+    repository_id: int
+    digest: str
+
+
+async def lock_untagged(conn: AsyncConnection, cutoff: datetime, limit: int) -> list[Untagged]:
+    """Lock up to `limit` manifests untagged since before `cutoff` (one range of the
+    untagged_at index), skipping those a push holds."""
+    rows = await conn.execute(
+        select(Manifest.id, Manifest.repository_id, Manifest.digest)
+        .where(Manifest.untagged_at < cutoff)
+        .order_by(Manifest.untagged_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return [Untagged(int(i), int(r), d) for i, r, d in rows]
+
+
+async def needed(
+    conn: AsyncConnection, candidates: Sequence[Untagged]
+) -> tuple[set[int], set[int]]:
+    """Of the candidates, (tagged, kept): those a tag points at after all, and those that
+    stay because a manifest that stays needs them: an index lists them (in any
+    repository), or they are the subject of a referrer in theirs (signatures and SBOMs
+    stay with their image). A manifest that goes needs nothing, so the two rules are
+    applied until nothing changes."""
+    ids = [c.id for c in candidates]
+    digests = sorted({c.digest for c in candidates})
+    tagged = set(await conn.scalars(select(Tag.manifest_id).where(Tag.manifest_id.in_(ids))))
+    # (manifest that needs, candidates it needs)
+    needs: list[tuple[int, list[int]]] = []
+    listed = await conn.execute(
+        select(ManifestReference.manifest_id, ManifestReference.digest).where(
+            ManifestReference.digest.in_(digests), ManifestReference.kind == "manifest"
+        )
+    )
+    for source, digest in listed:
+        needs.append((int(source), [c.id for c in candidates if c.digest == digest]))
+    subjects = await conn.execute(
+        select(Manifest.id, Manifest.repository_id, Manifest.subject).where(
+            Manifest.subject.in_(digests)
+        )
+    )
+    for source, repository_id, subject in subjects:
+        targets = [
+            c.id for c in candidates if (c.repository_id, c.digest) == (repository_id, subject)
+        ]
+        needs.append((int(source), targets))
+    kept = set(tagged)
+    changed = True
+    while changed:
+        changed = False
+        for source, targets in needs:
+            if source in ids and source not in kept:
+                continue  # going, unless something keeps it
+            for target in targets:
+                if target not in kept:
+                    kept.add(target)
+                    changed = True
+    return tagged, kept - tagged
+
+
+async def requeue_untagged(
+    conn: AsyncConnection, ids: Sequence[int], when: datetime | None
+) -> None:
+    if ids:
+        await conn.execute(update(Manifest).where(Manifest.id.in_(ids)).values(untagged_at=when))
 
 
 async def record_run(conn: AsyncConnection, **values: object) -> None:

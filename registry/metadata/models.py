@@ -99,6 +99,9 @@ class Manifest(Base):
     annotations: Mapped[str | None] = mapped_column(Text)
     content: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    # Since when no tag points at it (NULL: tagged); kept by triggers on tags (migration
+    # 0009), for the untagged-manifest policy.
+    untagged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
 
 
 class ManifestReference(Base):

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, delete, or_, select, update
+from sqlalchemy import Table, and_, bindparam, case, delete, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
@@ -198,31 +198,39 @@ async def missing_manifests(
 
 
 async def put_manifest(
-    conn: AsyncConnection,
-    repository_id: int,
-    values: dict[str, Any],
-    references: Sequence[tuple[str, str]],
+    conn: AsyncConnection, repository_id: int, values: dict[str, Any], tagged: bool
 ) -> int:
-    """Insert a manifest (content-addressed, so an existing row is already right) and its
-    references; returns its id."""
-    await conn.execute(
-        dialect_insert(conn, Manifest)
-        .values(repository_id=repository_id, created_at=now(), **values)
-        .on_conflict_do_nothing()
+    """Insert a manifest (content-addressed, so an existing row is already right), or
+    take the row there is; returns its id. The row is locked either way, before the
+    blobs are (queries.missing_blobs): the order every transaction that locks both keeps,
+    and a collection pass skips a manifest a push holds. Pushed without a tag, it counts
+    as untagged from now (gc.untagged_hours)."""
+    stmt = dialect_insert(conn, Manifest).values(
+        repository_id=repository_id,
+        created_at=now(),
+        untagged_at=None if tagged else now(),
+        **values,
     )
+    keep_tagged = case((Manifest.untagged_at.is_(None), None), else_=stmt.excluded.untagged_at)
     manifest_id = await conn.scalar(
-        select(Manifest.id).where(
-            Manifest.repository_id == repository_id, Manifest.digest == values["digest"]
-        )
+        stmt.on_conflict_do_update(
+            index_elements=[Manifest.repository_id, Manifest.digest],
+            set_={"untagged_at": keep_tagged},
+        ).returning(Manifest.id)
     )
     assert manifest_id is not None
+    return int(manifest_id)
+
+
+async def add_references(
+    conn: AsyncConnection, manifest_id: int, references: Sequence[tuple[str, str]]
+) -> None:
     if references:
         await conn.execute(
             dialect_insert(conn, ManifestReference)
             .values([{"manifest_id": manifest_id, "digest": d, "kind": k} for d, k in references])
             .on_conflict_do_nothing()
         )
-    return manifest_id
 
 
 async def set_tag(conn: AsyncConnection, repository_id: int, tag: str, manifest_id: int) -> None:
@@ -248,11 +256,12 @@ async def delete_manifests(conn: AsyncConnection, which: ColumnElement[bool]) ->
     blobs are queued for garbage collection by the triggers)."""
     ids = select(Manifest.id).where(which)
     referenced = select(ManifestReference.digest).where(ManifestReference.manifest_id.in_(ids))
-    # The triggers of the deletes below write the rows of the blobs these manifests
-    # reference and of their own: lock those first, in digest order, as a manifest push
-    # locks its blobs (and before the tags, which a push takes last), so that the two
-    # cannot deadlock on PostgreSQL. Explicit deletes rather than ON DELETE CASCADE,
-    # which SQLite only honours with its foreign_keys pragma on.
+    # Locks in the order of a manifest push, so that the two cannot deadlock on
+    # PostgreSQL: the manifests' rows, then the blob rows the triggers of the deletes
+    # below write (what they reference, and their own) in digest order, the tags last.
+    # Explicit deletes rather than ON DELETE CASCADE, which SQLite only honours with its
+    # foreign_keys pragma on.
+    await conn.execute(ids.order_by(Manifest.id).with_for_update())
     await conn.execute(
         select(Blob.digest)
         .where(

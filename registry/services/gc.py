@@ -27,10 +27,10 @@ import anyio
 
 from registry.config import GcSettings
 from registry.digest import Digest
-from registry.metadata import counters
+from registry.metadata import counters, queries
 from registry.metadata import gc as q
 from registry.metadata.database import Database
-from registry.metadata.models import now
+from registry.metadata.models import Manifest, now
 from registry.services.uploads import UploadService
 from registry.storage import BlobStore
 
@@ -59,6 +59,7 @@ class Garbage:
 class Pass:
     """What one collection pass did."""
 
+    manifests_deleted: int = 0
     blobs_deleted: int = 0
     bytes_freed: int = 0
     postponed: int = 0  # due, but a lease still held them
@@ -67,7 +68,13 @@ class Pass:
 
     @property
     def busy(self) -> bool:
-        return bool(self.blobs_deleted or self.postponed or self.uploads_ended or self.error)
+        return bool(
+            self.manifests_deleted
+            or self.blobs_deleted
+            or self.postponed
+            or self.uploads_ended
+            or self.error
+        )
 
 
 def worker_name() -> str:
@@ -90,11 +97,16 @@ class GarbageCollector:
             return Garbage(await q.collectable(conn, now(), limit), await q.queued(conn))
 
     async def collect(self, worker: str = "cli", *, sweep_uploads: bool = True) -> Pass:
-        """One pass: clear tombstones left by a pass that died, collect every due blob
-        (up to MAX_BATCHES batches), and end abandoned upload sessions."""
+        """One pass: delete manifests untagged for long (if gc.untagged_hours says so),
+        clear tombstones left by a pass that died, collect every due blob (up to
+        MAX_BATCHES batches), and end abandoned upload sessions."""
         started, clock = now(), time.monotonic()
         done = Pass()
         try:
+            if self.settings.untagged_hours:
+                for _ in range(MAX_BATCHES):
+                    if await self._untagged_batch(done) < BATCH:
+                        break
             stale = now() - timedelta(seconds=TOMBSTONE_SECONDS)
             self._deleted(done, await self._delete_bytes(before=stale))
             for _ in range(MAX_BATCHES):
@@ -114,6 +126,33 @@ class GarbageCollector:
             )
         await self._record(done, started, time.monotonic() - clock, worker)
         return done
+
+    async def _untagged_batch(self, done: Pass) -> int:
+        """Delete one batch of manifests untagged for longer than gc.untagged_hours;
+        returns how many were due. Their blobs are queued by the triggers, for the blob
+        batches that follow."""
+        cutoff = now() - timedelta(hours=self.settings.untagged_hours)
+        async with self.db.write() as conn:
+            due = await q.lock_untagged(conn, cutoff, BATCH)
+            # Re-read after the lock: a push holding one of them (a tag, an index listing
+            # it) was skipped, or committed first and is seen here.
+            tagged, kept = await q.needed(conn, due)
+            doomed = [m.id for m in due if m.id not in tagged | kept]
+            await q.requeue_untagged(conn, sorted(tagged), None)
+            # Looked at again in untagged_hours, when what keeps them may be gone.
+            await q.requeue_untagged(conn, sorted(kept), now())
+            if doomed:
+                deleted = await queries.delete_manifests(conn, Manifest.id.in_(doomed))
+                done.manifests_deleted += deleted.manifests
+                await counters.add_counters(conn, {"gc_manifests_deleted": deleted.manifests})
+        for manifest in due:
+            if manifest.id in doomed:
+                log.debug(
+                    "deleted untagged manifest %s (repository id %d)",
+                    manifest.digest,
+                    manifest.repository_id,
+                )
+        return len(due)
 
     async def _batch(self, done: Pass) -> int:
         """Decide one batch of due blobs and delete the garbage among them; returns how
@@ -167,8 +206,9 @@ class GarbageCollector:
         level = logging.INFO if done.busy else logging.DEBUG
         log.log(
             level,
-            "garbage collection: deleted %d blobs (%d bytes), %d postponed by their lease, "
-            "ended %d abandoned uploads, in %.2f s",
+            "garbage collection: deleted %d untagged manifests, %d blobs (%d bytes), %d "
+            "postponed by their lease, ended %d abandoned uploads, in %.2f s",
+            done.manifests_deleted,
             done.blobs_deleted,
             done.bytes_freed,
             done.postponed,
@@ -187,7 +227,7 @@ class GarbageCollector:
                         worker=worker,
                         blobs_deleted=done.blobs_deleted,
                         bytes_freed=done.bytes_freed,
-                        manifests_deleted=0,
+                        manifests_deleted=done.manifests_deleted,
                         uploads_ended=done.uploads_ended,
                         postponed=done.postponed,
                         error=done.error,

@@ -136,10 +136,11 @@ class ManifestService:
         try:
             async with self.db.write() as conn:
                 repo_id = await queries.ensure_repository(conn, repository)
+                manifest_id = await queries.put_manifest(conn, repo_id, values, bool(tags))
                 if check:
                     await self._check_references(conn, repository, repo_id, parsed)
                 await queries.link_blob(conn, repo_id, str(digest), len(body), self.leases.end())
-                manifest_id = await queries.put_manifest(conn, repo_id, values, references)
+                await queries.add_references(conn, manifest_id, references)
                 for tag in dict.fromkeys(tags):
                     await queries.set_tag(conn, repo_id, tag, manifest_id)
         except ManifestBlobUnknown:
