@@ -128,6 +128,18 @@ async def caller_identity(request: Request) -> Identity:
     return await auth.identity(caller.token.subject)
 
 
+async def require_admin(request: Request, what: str) -> None:
+    """Only admins, when auth is on (an open registry has no accounts to ask)."""
+    if registry_of(request).auth is None:
+        return
+    await authorize(request, None)
+    identity = await caller_identity(request)
+    if identity.anonymous:
+        raise Unauthorized(message=f"log in as an admin to {what}")
+    if not identity.admin:
+        raise Denied(message=f"only an admin may {what}")
+
+
 def caller_name(request: Request) -> str:
     """Who is asking, for bounds kept per caller: the account's name, or the client's
     address when it has none (anonymous, or auth off). No query."""

@@ -1,16 +1,18 @@
-"""The mirror's state for operators: GET /api/v1/mirror (JSON) and GET /metrics
-(Prometheus text). Both are for admins when auth is on."""
+"""State for operators: GET /api/v1/mirror and /api/v1/gc (JSON), GET /metrics
+(Prometheus text: garbage collection's counters, and the mirror's if it is one). All are
+for admins when auth is on."""
 
 from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
-from registry.api.access import authorize, caller_identity
+from registry.api.access import require_admin
 from registry.api.common import registry_of
-from registry.errors import Denied, RouteUnknown, Unauthorized
+from registry.errors import RouteUnknown
 from registry.proxy.counters import COUNTERS
 from registry.proxy.mirror import Mirror
+from registry.services.gc import GC_COUNTERS
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -19,13 +21,7 @@ async def _admin_mirror(request: Request) -> Mirror:
     registry = registry_of(request)
     if registry.mirror is None:
         raise RouteUnknown(message="this registry is not a mirror (mirror.enabled is off)")
-    if registry.auth is not None:
-        await authorize(request, None)
-        identity = await caller_identity(request)
-        if identity.anonymous:
-            raise Unauthorized(message="log in as an admin to read the mirror's state")
-        if not identity.admin:
-            raise Denied(message="only an admin may read the mirror's state")
+    await require_admin(request, "read the mirror's state")
     return registry.mirror
 
 
@@ -49,12 +45,30 @@ async def status(request: Request) -> Response:
     )
 
 
+async def gc_status(request: Request) -> Response:
+    await require_admin(request, "read garbage collection's state")
+    return JSONResponse(await registry_of(request).gc.status())
+
+
 async def metrics(request: Request) -> Response:
-    mirror = await _admin_mirror(request)
-    totals = await mirror.counters.totals()
-    lines = []
-    for name, help_text in COUNTERS.items():
-        metric = f"registry_mirror_{name}_total"
-        lines += [f"# HELP {metric} {help_text}.", f"# TYPE {metric} counter"]
-        lines.append(f"{metric} {totals[name]}")
+    await require_admin(request, "read the metrics")
+    registry = registry_of(request)
+    lines: list[str] = []
+
+    def counter(metric: str, help_text: str, value: int) -> None:
+        lines.extend([f"# HELP {metric} {help_text}.", f"# TYPE {metric} counter"])
+        lines.append(f"{metric} {value}")
+
+    gc = await registry.gc.totals()
+    for name, help_text in GC_COUNTERS.items():
+        counter(f"registry_{name}_total", help_text, gc[name])
+    lines += [
+        "# HELP registry_gc_queue_blobs Blobs queued for garbage collection to look at.",
+        "# TYPE registry_gc_queue_blobs gauge",
+        f"registry_gc_queue_blobs {await registry.gc.queued()}",
+    ]
+    if registry.mirror is not None:
+        totals = await registry.mirror.counters.totals()
+        for name, help_text in COUNTERS.items():
+            counter(f"registry_mirror_{name}_total", help_text, totals[name])
     return PlainTextResponse("\n".join(lines) + "\n", media_type=PROMETHEUS_TEXT)

@@ -49,6 +49,7 @@ ROUTES = [
     Route("/health", base.health, methods=["GET"]),
     Route("/metrics", mirror.metrics, methods=["GET"]),
     Route("/api/v1/mirror", mirror.status, methods=["GET"]),
+    Route("/api/v1/gc", mirror.gc_status, methods=["GET"]),
     Route(
         "/api/v1/repositories/{name:path}",
         protect(repositories.delete_repository, DELETE=DELETE),

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -225,6 +225,35 @@ async def record_run(conn: AsyncConnection, **values: object) -> None:
     await conn.execute(insert(GcRun).values(**values))
 
 
-async def recent_runs(conn: AsyncConnection, limit: int) -> list[GcRun]:
-    rows = await conn.execute(select(GcRun).order_by(GcRun.started_at.desc()).limit(limit))
-    return [row[0] for row in rows]
+async def recent_runs(conn: AsyncConnection, limit: int) -> list[dict[str, object]]:
+    """The last runs that did something, newest first, as JSON-ready dicts."""
+    rows = await conn.execute(select(GcRun).order_by(GcRun.id.desc()).limit(limit))
+    runs = []
+    for row in rows.mappings():
+        run = {key: value for key, value in row.items() if key != "id"}
+        started = run["started_at"]
+        assert isinstance(started, datetime)
+        run["started_at"] = (started if started.tzinfo else started.replace(tzinfo=UTC)).isoformat()
+        runs.append(run)
+    return runs
+
+
+async def due_count(conn: AsyncConnection, now: datetime) -> int:
+    return int(await conn.scalar(select(func.count()).where(Blob.gc_after <= now)) or 0)
+
+
+async def reclaimable_bytes(conn: AsyncConnection, now: datetime) -> int:
+    """Bytes a pass would free now: the due blobs nothing references and no lease holds."""
+    total = await conn.scalar(
+        select(func.coalesce(func.sum(Blob.size), 0)).where(
+            Blob.gc_after <= now,
+            or_(Blob.leased_until.is_(None), Blob.leased_until <= now),
+            ~_REFERENCED.exists(),
+            ~_STORED.exists(),
+        )
+    )
+    return int(total or 0)  # PostgreSQL sums big integers as numeric
+
+
+async def tombstone_count(conn: AsyncConnection) -> int:
+    return int(await conn.scalar(select(func.count()).select_from(BlobTombstone)) or 0)

@@ -45,6 +45,19 @@ MAX_BATCHES = 200
 TOMBSTONE_SECONDS = 60
 
 
+# Totals in the counters table (gc_<name>), for /metrics: name -> what it counts.
+GC_COUNTERS = {
+    "gc_runs": "garbage collection passes, over every process",
+    "gc_errors": "garbage collection passes that failed (the log says why)",
+    "gc_manifests_deleted": "untagged manifests deleted by the untagged policy",
+    "gc_blobs_deleted": "blobs deleted by garbage collection",
+    "gc_bytes_freed": "bytes of the blobs garbage collection deleted",
+    "gc_postponed": "blobs due for deletion that a lease kept for later",
+}
+# Runs shown by GET /api/v1/gc.
+RECENT_RUNS = 20
+
+
 @dataclass(frozen=True)
 class Garbage:
     blobs: list[tuple[str, int]]  # (digest, size), collectable now
@@ -95,6 +108,39 @@ class GarbageCollector:
         """What a collection pass would delete now, at most `limit` blobs."""
         async with self.db.read() as conn:
             return Garbage(await q.collectable(conn, now(), limit), await q.queued(conn))
+
+    async def queued(self) -> int:
+        async with self.db.read() as conn:
+            return await q.queued(conn)
+
+    async def totals(self) -> dict[str, int]:
+        async with self.db.read() as conn:
+            stored = await counters.counters(conn, "gc_")
+        return {name: stored.get(name, 0) for name in GC_COUNTERS}
+
+    async def status(self) -> dict[str, object]:
+        """What GET /api/v1/gc shows: the settings, the queue, totals and recent runs."""
+        async with self.db.read() as conn:
+            moment = now()
+            queue = {
+                "blobs": await q.queued(conn),
+                "due": await q.due_count(conn, moment),
+                "reclaimable_bytes": await q.reclaimable_bytes(conn, moment),
+                "tombstones": await q.tombstone_count(conn),
+            }
+            runs = await q.recent_runs(conn, RECENT_RUNS)
+        settings = self.settings
+        return {
+            "settings": {
+                "blob_lease_seconds": settings.blob_lease_seconds,
+                "interval_seconds": settings.interval_seconds,
+                "untagged_hours": settings.untagged_hours,
+                "upload_ttl_hours": settings.upload_ttl_hours,
+            },
+            "queue": queue,
+            "totals": await self.totals(),
+            "runs": runs,
+        }
 
     async def collect(self, worker: str = "cli", *, sweep_uploads: bool = True) -> Pass:
         """One pass: delete manifests untagged for long (if gc.untagged_hours says so),

@@ -492,3 +492,32 @@ async def test_the_worker_collects_in_the_background_and_records_its_runs(
     assert totals["gc_blobs_deleted"] == 1
     assert totals["gc_runs"] >= 2
     assert totals["gc_bytes_freed"] == len(b"collected by the worker")
+
+
+async def test_the_gc_api_and_metrics_show_the_queue_runs_and_totals(
+    app: Starlette, client: httpx.AsyncClient
+) -> None:
+    data = b"reclaimable"
+    await push_blob(client, "team/app", data)
+    await after(2)
+    status = (await client.get("/api/v1/gc")).json()
+    assert status["settings"]["blob_lease_seconds"] == LEASE
+    assert status["queue"] == {
+        "blobs": 1,
+        "due": 1,
+        "reclaimable_bytes": len(data),
+        "tombstones": 0,
+    }
+    await registry_of(app).gc.collect()
+    status = (await client.get("/api/v1/gc")).json()
+    assert status["queue"]["blobs"] == 0 and status["queue"]["reclaimable_bytes"] == 0
+    assert status["totals"]["gc_blobs_deleted"] == 1
+    assert status["totals"]["gc_bytes_freed"] == len(data)
+    run = status["runs"][0]
+    assert (run["blobs_deleted"], run["bytes_freed"], run["worker"]) == (1, len(data), "cli")
+    assert datetime.fromisoformat(run["started_at"]) <= now()
+    metrics = (await client.get("/metrics")).text
+    assert "\nregistry_gc_blobs_deleted_total 1\n" in metrics
+    assert f"\nregistry_gc_bytes_freed_total {len(data)}\n" in metrics
+    assert "\nregistry_gc_queue_blobs 0\n" in metrics
+    assert "# TYPE registry_gc_runs_total counter" in metrics

@@ -92,3 +92,15 @@ async def test_maintainers_may_delete_a_repository_and_developers_may_not(
         assert_error(r, 401, "UNAUTHORIZED")
         r = await anon.delete("/api/v1/repositories/team/app", headers=basic("dev", PASSWORD))
         assert_error(r, 403, "DENIED")
+
+
+async def test_only_admins_read_the_gc_state_and_metrics(
+    auth_app: Starlette, accounts: Accounts, team: None
+) -> None:
+    await accounts.add_user("root", PASSWORD, admin=True)
+    transport = httpx.ASGITransport(app=auth_app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://r.test") as c:
+        for path in ("/api/v1/gc", "/metrics"):
+            assert_error(await c.get(path), 401, "UNAUTHORIZED")
+            assert_error(await c.get(path, headers=basic("owner", PASSWORD)), 403, "DENIED")
+            assert (await c.get(path, headers=basic("root", PASSWORD))).status_code == 200
