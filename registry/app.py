@@ -20,6 +20,7 @@ from registry.config import Settings, load_settings, trusted_networks
 from registry.metadata.database import Database
 from registry.proxy.mirror import Mirror
 from registry.services.blobs import BlobService
+from registry.services.check import StorageCheck
 from registry.services.gc import GarbageCollector
 from registry.services.leases import Leases
 from registry.services.listing import ListingService
@@ -50,6 +51,7 @@ class Registry:
         )
         self.listing = ListingService(self.db)
         self.gc = GarbageCollector(self.db, self.store, self.uploads, settings.gc)
+        self.check = StorageCheck(self.db, self.store, leases)
         self.auth = _auth_service(settings, self.db) if settings.auth.enabled else None
         self.mirror = (
             Mirror(

@@ -54,6 +54,18 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="only list the blobs a collection would delete now, and the bytes it would free",
     )
+    check = commands.add_parser(
+        "check",
+        help="walk the storage once and compare it with the index: bytes without a row, "
+        "rows without bytes, sizes that disagree (exit 1 if any is left)",
+        parents=[common],
+    )
+    check.add_argument(
+        "--repair",
+        action="store_true",
+        help="do the safe repairs: queue bytes without a row for garbage collection, "
+        "write a manifest's missing bytes again from the database",
+    )
     cli_accounts.add_commands(commands, common)
     args = parser.parse_args(argv)
 
@@ -80,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "gc":
         _migrate(settings, quiet=True)
         return _gc_dry_run(settings) if args.dry_run else _gc(settings)
+    if args.command == "check":
+        _migrate(settings, quiet=True)
+        return _check(settings, args.repair)
     _migrate(settings, quiet=True)
     return cli_accounts.run(settings, args)
 
@@ -134,6 +149,20 @@ def _gc(settings: Settings) -> int:
         print(f"registry: garbage collection failed: {done.error}", file=sys.stderr)
         return 1
     return 0
+
+
+def _check(settings: Settings, repair: bool) -> int:
+    report = _with_registry(settings, lambda r: r.check.run(repair=repair))
+    for finding in report.findings:
+        state = "\trepaired" if finding.repaired else ""
+        print(f"{finding.kind}\t{finding.digest}\t{finding.detail}{state}")
+    left = len(report.unrepaired)
+    print(
+        f"checked {report.blobs_stored} stored blobs against {report.rows} rows: "
+        f"{len(report.findings)} problems, {left} left",
+        file=sys.stderr,
+    )
+    return 1 if left else 0
 
 
 def _check_s3(settings: Settings) -> str | None:

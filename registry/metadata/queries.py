@@ -47,7 +47,7 @@ def dialect_insert(conn: AsyncConnection, model: Any) -> Any:
     return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
 
 
-def _lexical(conn: AsyncConnection, column: Any) -> ColumnElement[Any]:
+def lexical(conn: AsyncConnection, column: Any) -> ColumnElement[Any]:
     # The spec orders tags and names lexically (byte order); PostgreSQL's default
     # collation would order by locale rules instead.
     return column.collate("C") if conn.dialect.name == "postgresql" else column
@@ -74,11 +74,11 @@ async def ensure_repository(conn: AsyncConnection, name: str) -> int:
 async def list_repositories(
     conn: AsyncConnection, last: str | None, limit: int, namespaces: Collection[str] | None
 ) -> list[str]:
-    query = select(Repository.name).order_by(_lexical(conn, Repository.name)).limit(limit)
+    query = select(Repository.name).order_by(lexical(conn, Repository.name)).limit(limit)
     if namespaces is not None:
         query = query.where(Repository.namespace.in_(namespaces))
     if last:
-        query = query.where(_lexical(conn, Repository.name) > last)
+        query = query.where(lexical(conn, Repository.name) > last)
     return list((await conn.scalars(query)).all())
 
 

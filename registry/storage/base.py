@@ -113,8 +113,9 @@ class BlobStore(ABC):
 
     @abstractmethod
     def walk(self) -> AsyncIterator[tuple[Digest, int]]:
-        """Every blob stored, with its size, in no particular order: for `registry check`,
-        the one place that lists the storage (garbage is found from the database)."""
+        """Every blob stored, with its size, in digest order (as strings compare): for
+        `registry check`, the one place that lists the storage (garbage is found from
+        the database)."""
 
     def local_path(self, digest: Digest) -> Path | None:
         """Direct-serve hint: a local file that holds the blob, for sendfile or

@@ -171,7 +171,7 @@ class FilesystemStore(BlobStore):
                 digest = digest_of_key(str(Path(entry.path).relative_to(self.root)))
                 if digest is not None and entry.is_file():
                     found.append((digest, entry.stat().st_size))
-        return found
+        return sorted(found, key=lambda item: str(item[0]))
 
     @_disk_errors
     async def delete(self, digests: Sequence[Digest]) -> None:

@@ -193,3 +193,21 @@ def test_gc_lists_then_deletes_what_nothing_references(
     assert err.strip().endswith(
         "0 blobs (0 bytes) would be deleted now; 0 queued for a look in all"
     )
+
+
+def test_check_reports_and_repairs(cli: Run, tmp_path: Path) -> None:
+    ok(cli, "migrate")
+    code, out, err = cli("check")
+    assert (code, out) == (0, "")
+    assert err.strip().endswith("checked 0 stored blobs against 0 rows: 0 problems, 0 left")
+    stray = tmp_path / "data" / "storage" / "blobs" / "sha256" / "ab" / ("ab" + "0" * 62)
+    stray.parent.mkdir(parents=True, exist_ok=True)
+    stray.write_bytes(b"stray")
+    code, out, err = cli("check")
+    assert code == 1
+    assert out == f"bytes-without-row\tsha256:ab{'0' * 62}\t5 bytes no row accounts for\n"
+    code, out, err = cli("check", "--repair")
+    assert code == 0, err
+    assert out.endswith("queued for garbage collection after a lease\trepaired\n")
+    assert err.strip().endswith("1 problems, 0 left")
+    assert ok(cli, "check") == ""
