@@ -25,6 +25,7 @@ from registry.services.gc import GarbageCollector
 from registry.services.leases import Leases
 from registry.services.listing import ListingService
 from registry.services.manifests import ManifestService
+from registry.services.policies import Policies
 from registry.services.uploads import UploadService
 from registry.storage import BlobStore, open_store
 
@@ -46,6 +47,7 @@ class Registry:
         self.uploads = UploadService(
             self.db, self.store, leases, max_sessions=settings.limits.upload_sessions
         )
+        self.policies = Policies(self.db)
         self.manifests = ManifestService(
             self.db, self.store, leases, sparse=settings.sparse_manifests, limits=settings.limits
         )

@@ -21,6 +21,7 @@
      +-- InsufficientStorage   INSUFFICIENT_STORAGE    507
      +-- Unauthorized          UNAUTHORIZED            401
      +-- Denied                DENIED                  403
+     |    +-- TagImmutable     DENIED                  409 (an immutable-tag rule)
      +-- TooManyRequests       TOOMANYREQUESTS         429
      +-- Invalid               INVALID                 400  (account API only)
      +-- NotFound              NOT_FOUND               404  (account API only)
@@ -148,6 +149,13 @@ class Unauthorized(RegistryError):
 
 class Denied(RegistryError):
     code, status, message = "DENIED", 403, "requested access to the resource is denied"
+
+
+class TagImmutable(Denied):
+    """A push or delete that would move or remove a tag an immutable-tag rule covers:
+    the caller may, the rule does not (409, as the state of the tag is the conflict)."""
+
+    status, message = 409, "the tag is immutable"
 
 
 class TooManyRequests(RegistryError):

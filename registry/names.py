@@ -20,6 +20,15 @@ def check_name(name: str) -> str:
     return name
 
 
+def check_namespace(namespace: str) -> str:
+    """A namespace is one name component."""
+    if len(namespace) > MAX_NAME_LENGTH or not NAME_COMPONENT.fullmatch(namespace):
+        raise NameInvalid(
+            {"namespace": namespace[:300]}, message=f"invalid namespace {namespace[:300]!r}"
+        )
+    return namespace
+
+
 def check_tag(tag: str) -> str:
     if not _TAG.fullmatch(tag):
         raise TagInvalid({"tag": tag[:300]}, message=f"invalid tag {tag[:300]!r}")

@@ -14,11 +14,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from registry.api.access import authorize, caller_identity
-from registry.api.common import registry_of, small_body
+from registry.api.common import json_object, registry_of
 from registry.auth.accounts import AccountError, AccountExists, Accounts, AccountUnknown
 from registry.auth.identity import ROBOT_PREFIX, Identity
 from registry.errors import Conflict, Denied, Invalid, NotFound, RouteUnknown, Unauthorized
-from registry.parse import json_document
 
 _MAX_BODY = 64 * 1024
 # A hundred years: longer is "never", which is no expiry at all.
@@ -62,16 +61,7 @@ async def _require_owner(accounts: Accounts, identity: Identity, namespace: str)
 
 
 async def _body(request: Request) -> dict[str, Any]:
-    raw = await small_body(request, _MAX_BODY)
-    if raw is None:
-        raise Invalid(message=f"the request body is larger than {_MAX_BODY} bytes")
-    try:
-        body = json_document(raw or b"{}", registry_of(request).settings.limits.json_depth)
-    except ValueError as exc:
-        raise Invalid(message=f"the request body is rejected: {exc}") from None
-    if not isinstance(body, dict):
-        raise Invalid(message="the request body must be a JSON object")
-    return body
+    return await json_object(request, _MAX_BODY)
 
 
 def _field(body: dict[str, Any], key: str, kind: type, default: Any = ...) -> Any:

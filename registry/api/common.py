@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from starlette.requests import Request
 
 from registry.digest import Digest
-from registry.errors import PaginationInvalid
+from registry.errors import Invalid, PaginationInvalid
 from registry.names import check_name
-from registry.parse import content_length, decimal
+from registry.parse import content_length, decimal, json_document
 
 if TYPE_CHECKING:
     from registry.app import Registry
@@ -48,6 +48,21 @@ async def body_chunks(request: Request) -> AsyncIterator[bytes]:
     async for chunk in request.stream():
         if chunk:
             yield chunk
+
+
+async def json_object(request: Request, limit: int) -> dict[str, Any]:
+    """A small JSON object body (the /api/v1/ requests), or 400 INVALID saying why not;
+    an empty body is an empty object."""
+    raw = await small_body(request, limit)
+    if raw is None:
+        raise Invalid(message=f"the request body is larger than {limit} bytes")
+    try:
+        body = json_document(raw or b"{}", registry_of(request).settings.limits.json_depth)
+    except ValueError as exc:
+        raise Invalid(message=f"the request body is rejected: {exc}") from None
+    if not isinstance(body, dict):
+        raise Invalid(message="the request body must be a JSON object")
+    return body
 
 
 async def small_body(request: Request, limit: int) -> bytes | None:

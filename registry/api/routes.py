@@ -10,6 +10,7 @@ from registry.api import (
     blobs,
     manifests,
     mirror,
+    policies,
     referrers,
     repositories,
     tags,
@@ -60,6 +61,7 @@ ROUTES = [
     Route("/api/v1/namespaces", accounts.namespaces, methods=["GET", "POST"]),
     Route("/api/v1/namespaces/{namespace}", accounts.namespace, methods=["PATCH", "DELETE"]),
     Route("/api/v1/namespaces/{namespace}/members", accounts.members, methods=["GET"]),
+    Route("/api/v1/namespaces/{namespace}/policy", policies.policy, methods=["GET", "PATCH"]),
     Route(
         "/api/v1/namespaces/{namespace}/members/{user}",
         accounts.member,

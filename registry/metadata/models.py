@@ -264,3 +264,16 @@ class GcRun(Base):
     # Blobs due for a look that a lease still held.
     postponed: Mapped[int] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class NamespacePolicy(Base):
+    """A namespace's storage-lifecycle rules (services/policies.py), by namespace name."""
+
+    __tablename__ = "namespace_policies"
+    namespace: Mapped[str] = mapped_column(NAME, primary_key=True)
+    # JSON: a list of glob patterns of tags that may be neither moved nor deleted.
+    immutable_tags: Mapped[str] = mapped_column(Text, default="[]", server_default="[]")
+    # JSON: the retention policy (services/policies.py Retention), or NULL for none.
+    retention: Mapped[str | None] = mapped_column(Text)
+    quota_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)

@@ -251,6 +251,44 @@ class Deleted:
     manifests: int
 
 
+async def set_tag_once(
+    conn: AsyncConnection, repository_id: int, tag: str, manifest_id: int
+) -> int:
+    """Point a tag at a manifest only if it points nowhere yet (an immutable tag); returns
+    the manifest it points at afterwards. The insert waits for a concurrent one of the same
+    tag, so of two pushes racing to create it, the second sees the first's."""
+    await conn.execute(
+        dialect_insert(conn, Tag)
+        .values(repository_id=repository_id, name=tag, manifest_id=manifest_id, updated_at=now())
+        .on_conflict_do_nothing()
+    )
+    current = await conn.scalar(
+        select(Tag.manifest_id).where(Tag.repository_id == repository_id, Tag.name == tag)
+    )
+    assert current is not None
+    return int(current)
+
+
+async def tags_of(conn: AsyncConnection, which: ColumnElement[bool]) -> list[str]:
+    """The tags of the manifests `which` selects (it may name Manifest and Repository)."""
+    rows = await conn.scalars(
+        select(Tag.name)
+        .join(Manifest, Manifest.id == Tag.manifest_id)
+        .join(Repository, Repository.id == Manifest.repository_id)
+        .where(which)
+    )
+    return list(rows)
+
+
+async def tag_exists(conn: AsyncConnection, repository: str, tag: str) -> bool:
+    found = await conn.scalar(
+        select(Tag.name)
+        .join(Repository, Repository.id == Tag.repository_id)
+        .where(Repository.name == repository, Tag.name == tag)
+    )
+    return found is not None
+
+
 async def delete_manifests(conn: AsyncConnection, which: ColumnElement[bool]) -> Deleted:
     """Delete the manifests `which` selects, with their tags and references (their
     blobs are queued for garbage collection by the triggers)."""

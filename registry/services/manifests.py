@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from functools import partial
 
+from sqlalchemy import and_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from registry.config import LimitsSettings
@@ -15,9 +16,11 @@ from registry.mediatypes import INDEX_TYPES, OCI_INDEX, ParsedManifest, accepts,
 from registry.metadata import queries
 from registry.metadata.database import Database
 from registry.metadata.hot import HotQueries
+from registry.metadata.models import Manifest, Repository
 from registry.metadata.queries import StoredManifest
-from registry.names import check_tag
+from registry.names import check_tag, namespace_of
 from registry.services.leases import Leases
+from registry.services.policies import policy_in, refuse_immutable
 from registry.storage import BlobStore
 
 # The platform served to a client that asked for a tag whose manifest is an index it
@@ -76,7 +79,7 @@ class ManifestService:
             tags.insert(0, check_tag(reference))
             digest = Digest.of(body)
         parsed = self.parse(body, content_type)
-        await self._save(repository, digest, body, parsed, tags, check=not self.sparse)
+        await self._save(repository, digest, body, parsed, tags, pushed=True, check=not self.sparse)
         return PushedManifest(digest, parsed.subject, list(dict.fromkeys(tags)))
 
     @staticmethod
@@ -115,10 +118,12 @@ class ManifestService:
         parsed: ParsedManifest,
         tags: list[str],
         *,
+        pushed: bool = False,
         check: bool = False,
     ) -> None:
-        """Bytes first, then every row in one transaction; with `check`, only if what the
-        manifest references is in the repository."""
+        """Bytes first, then every row in one transaction. A client's push (`pushed`, not
+        the mirror's) keeps the namespace's immutable-tag rules; with `check`, it is
+        stored only if what the manifest references is in the repository."""
         await self.leases.keep(digest)
         await self.store.put_bytes(digest, body)
         values = {
@@ -141,8 +146,14 @@ class ManifestService:
                     await self._check_references(conn, repository, repo_id, parsed)
                 await queries.link_blob(conn, repo_id, str(digest), len(body), self.leases.end())
                 await queries.add_references(conn, manifest_id, references)
+                policy = await policy_in(conn, namespace_of(repository)) if pushed else None
                 for tag in dict.fromkeys(tags):
-                    await queries.set_tag(conn, repo_id, tag, manifest_id)
+                    if policy is not None and policy.immutable_rule(tag):
+                        current = await queries.set_tag_once(conn, repo_id, tag, manifest_id)
+                        if current != manifest_id:
+                            refuse_immutable(policy, [tag], f"moved to {digest}")
+                    else:
+                        await queries.set_tag(conn, repo_id, tag, manifest_id)
         except ManifestBlobUnknown:
             # The bytes are stored already: give them a row, so that garbage collection
             # removes them once the lease ends, unless a push of the same manifest uses them.
@@ -174,20 +185,34 @@ class ManifestService:
         )
 
     async def delete(self, repository: str, reference: str) -> None:
-        """Delete by digest (the manifest and its tags) or by tag (the tag only)."""
+        """Delete by digest (the manifest and its tags) or by tag (the tag only); never
+        an immutable tag."""
         async with self.db.write() as conn:
+            policy = await policy_in(conn, namespace_of(repository))
             if is_digest(reference):
-                deleted = await queries.delete_manifest(
-                    conn, repository, str(Digest.parse(reference))
-                )
+                digest = str(Digest.parse(reference))
+                if policy.immutable_tags:
+                    tags = await queries.tags_of(
+                        conn,
+                        and_(Manifest.digest == digest, Repository.name == repository),
+                    )
+                    refuse_immutable(policy, tags, f"deleted with manifest {digest}")
+                deleted = await queries.delete_manifest(conn, repository, digest)
             else:
-                deleted = await queries.delete_tag(conn, repository, check_tag(reference))
+                tag = check_tag(reference)
+                if policy.immutable_tags and await queries.tag_exists(conn, repository, tag):
+                    refuse_immutable(policy, [tag], "deleted")
+                deleted = await queries.delete_tag(conn, repository, tag)
         if not deleted:
             raise ManifestUnknown({"reference": reference})
 
     async def delete_repository(self, repository: str) -> queries.Deleted:
         """Delete a repository's tags, manifests and links; NAME_UNKNOWN if none."""
         async with self.db.write() as conn:
+            policy = await policy_in(conn, namespace_of(repository))
+            if policy.immutable_tags:
+                tags = await queries.tags_of(conn, Repository.name == repository)
+                refuse_immutable(policy, sorted(tags), "deleted with the repository")
             deleted = await queries.delete_repository(conn, repository)
         if deleted is None:
             raise NameUnknown({"name": repository})

@@ -1,0 +1,53 @@
+"""Queries of namespace policies. As in queries.py, each takes an open connection and the
+caller owns the transaction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from registry.metadata.models import NamespacePolicy, now
+from registry.metadata.queries import dialect_insert
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPolicy:
+    namespace: str
+    immutable_tags: str  # JSON
+    retention: str | None  # JSON
+    quota_bytes: int | None
+
+
+_COLUMNS = (
+    NamespacePolicy.namespace,
+    NamespacePolicy.immutable_tags,
+    NamespacePolicy.retention,
+    NamespacePolicy.quota_bytes,
+)
+
+
+async def policy(conn: AsyncConnection, namespace: str) -> StoredPolicy | None:
+    row = (
+        await conn.execute(select(*_COLUMNS).where(NamespacePolicy.namespace == namespace))
+    ).first()
+    return None if row is None else StoredPolicy(*row)
+
+
+async def policies_with_retention(conn: AsyncConnection) -> list[StoredPolicy]:
+    rows = await conn.execute(select(*_COLUMNS).where(NamespacePolicy.retention.is_not(None)))
+    return [StoredPolicy(*row) for row in rows]
+
+
+async def save_policy(conn: AsyncConnection, stored: StoredPolicy) -> None:
+    values = {
+        "immutable_tags": stored.immutable_tags,
+        "retention": stored.retention,
+        "quota_bytes": stored.quota_bytes,
+        "updated_at": now(),
+    }
+    stmt = dialect_insert(conn, NamespacePolicy).values(namespace=stored.namespace, **values)
+    await conn.execute(
+        stmt.on_conflict_do_update(index_elements=[NamespacePolicy.namespace], set_=values)
+    )
