@@ -26,6 +26,7 @@ from registry.services.leases import Leases
 from registry.services.listing import ListingService
 from registry.services.manifests import ManifestService
 from registry.services.policies import Policies
+from registry.services.retention import RetentionService
 from registry.services.uploads import UploadService
 from registry.storage import BlobStore, open_store
 
@@ -52,7 +53,8 @@ class Registry:
             self.db, self.store, leases, sparse=settings.sparse_manifests, limits=settings.limits
         )
         self.listing = ListingService(self.db)
-        self.gc = GarbageCollector(self.db, self.store, self.uploads, settings.gc)
+        self.retention = RetentionService(self.db)
+        self.gc = GarbageCollector(self.db, self.store, self.uploads, self.retention, settings.gc)
         self.check = StorageCheck(self.db, self.store, leases)
         self.auth = _auth_service(settings, self.db) if settings.auth.enabled else None
         self.mirror = (

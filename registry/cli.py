@@ -54,6 +54,16 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="only list the blobs a collection would delete now, and the bytes it would free",
     )
+    retention = commands.add_parser(
+        "retention",
+        help="apply the namespaces' retention policies now (the worker of `registry serve` "
+        "does every gc.retention_interval_seconds)",
+        parents=[common],
+    )
+    retention.add_argument(
+        "--dry-run", action="store_true", help="print what would go, and change nothing"
+    )
+    retention.add_argument("--namespace", help="only this namespace's policy")
     check = commands.add_parser(
         "check",
         help="walk the storage once and compare it with the index: bytes without a row, "
@@ -92,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "gc":
         _migrate(settings, quiet=True)
         return _gc_dry_run(settings) if args.dry_run else _gc(settings)
+    if args.command == "retention":
+        _migrate(settings, quiet=True)
+        return _retention(settings, args.dry_run, args.namespace)
     if args.command == "check":
         _migrate(settings, quiet=True)
         return _check(settings, args.repair)
@@ -148,6 +161,27 @@ def _gc(settings: Settings) -> int:
     if done.error is not None:
         print(f"registry: garbage collection failed: {done.error}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _retention(settings: Settings, dry_run: bool, namespace: str | None) -> int:
+    outcomes = _with_registry(
+        settings, lambda r: r.retention.run(dry_run=dry_run, namespace=namespace)
+    )
+    for outcome in outcomes:
+        for tag in outcome.tags:
+            print(f"{outcome.repository}\ttag\t{tag}")
+        for digest in outcome.manifests:
+            print(f"{outcome.repository}\tmanifest\t{digest}")
+    verb = "would delete" if dry_run else "deleted"
+    tags = sum(len(o.tags) for o in outcomes)
+    manifests = sum(len(o.manifests) for o in outcomes)
+    freed = sum(o.bytes_freed for o in outcomes)
+    print(
+        f"retention {verb} {tags} tags and {manifests} manifests in {len(outcomes)} "
+        f"repositories; {freed} bytes to free once garbage collection runs",
+        file=sys.stderr,
+    )
     return 0
 
 

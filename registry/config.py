@@ -184,6 +184,9 @@ class GcSettings:
     # Delete manifests no tag has pointed at for this long (0: keep them), unless an
     # index lists them or a kept referrer has them as its subject.
     untagged_hours: float = 0
+    # How often each process applies the namespaces' retention policies; 0: only
+    # `registry retention` does.
+    retention_interval_seconds: float = 3600
 
 
 @dataclass(frozen=True)

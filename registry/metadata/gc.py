@@ -171,16 +171,19 @@ async def lock_untagged(conn: AsyncConnection, cutoff: datetime, limit: int) -> 
 
 
 async def needed(
-    conn: AsyncConnection, candidates: Sequence[Untagged]
+    conn: AsyncConnection, candidates: Sequence[Untagged], tagged: set[int] | None = None
 ) -> tuple[set[int], set[int]]:
     """Of the candidates, (tagged, kept): those a tag points at after all, and those that
     stay because a manifest that stays needs them: an index lists them (in any
     repository), or they are the subject of a referrer in theirs (signatures and SBOMs
     stay with their image). A manifest that goes needs nothing, so the two rules are
-    applied until nothing changes."""
+    applied until nothing changes. `tagged`, if given, says which candidates keep a tag
+    (retention knows: it is deleting theirs)."""
     ids = [c.id for c in candidates]
     digests = sorted({c.digest for c in candidates})
-    tagged = set(await conn.scalars(select(Tag.manifest_id).where(Tag.manifest_id.in_(ids))))
+    if tagged is None:
+        found = await conn.scalars(select(Tag.manifest_id).where(Tag.manifest_id.in_(ids)))
+        tagged = set(found)
     # (manifest that needs, candidates it needs)
     needs: list[tuple[int, list[int]]] = []
     listed = await conn.execute(

@@ -31,6 +31,7 @@ from registry.metadata import counters, queries
 from registry.metadata import gc as q
 from registry.metadata.database import Database
 from registry.metadata.models import Manifest, now
+from registry.services.retention import RetentionService
 from registry.services.uploads import UploadService
 from registry.storage import BlobStore
 
@@ -49,7 +50,8 @@ TOMBSTONE_SECONDS = 60
 GC_COUNTERS = {
     "gc_runs": "garbage collection passes, over every process",
     "gc_errors": "garbage collection passes that failed (the log says why)",
-    "gc_manifests_deleted": "untagged manifests deleted by the untagged policy",
+    "gc_tags_deleted": "tags deleted by retention policies",
+    "gc_manifests_deleted": "manifests deleted by retention and the untagged policy",
     "gc_blobs_deleted": "blobs deleted by garbage collection",
     "gc_bytes_freed": "bytes of the blobs garbage collection deleted",
     "gc_postponed": "blobs due for deletion that a lease kept for later",
@@ -72,7 +74,8 @@ class Garbage:
 class Pass:
     """What one collection pass did."""
 
-    manifests_deleted: int = 0
+    tags_deleted: int = 0  # by retention
+    manifests_deleted: int = 0  # by retention and the untagged policy
     blobs_deleted: int = 0
     bytes_freed: int = 0
     postponed: int = 0  # due, but a lease still held them
@@ -82,7 +85,8 @@ class Pass:
     @property
     def busy(self) -> bool:
         return bool(
-            self.manifests_deleted
+            self.tags_deleted
+            or self.manifests_deleted
             or self.blobs_deleted
             or self.postponed
             or self.uploads_ended
@@ -96,13 +100,20 @@ def worker_name() -> str:
 
 class GarbageCollector:
     def __init__(
-        self, db: Database, store: BlobStore, uploads: UploadService, settings: GcSettings
+        self,
+        db: Database,
+        store: BlobStore,
+        uploads: UploadService,
+        retention: RetentionService,
+        settings: GcSettings,
     ) -> None:
         self.db = db
         self.store = store
         self.uploads = uploads
+        self.retention = retention
         self.settings = settings
         self._last_upload_sweep = float("-inf")
+        self._last_retention = float("-inf")
 
     async def find(self, limit: int = 10_000) -> Garbage:
         """What a collection pass would delete now, at most `limit` blobs."""
@@ -136,19 +147,35 @@ class GarbageCollector:
                 "interval_seconds": settings.interval_seconds,
                 "untagged_hours": settings.untagged_hours,
                 "upload_ttl_hours": settings.upload_ttl_hours,
+                "retention_interval_seconds": settings.retention_interval_seconds,
             },
             "queue": queue,
             "totals": await self.totals(),
             "runs": runs,
         }
 
-    async def collect(self, worker: str = "cli", *, sweep_uploads: bool = True) -> Pass:
-        """One pass: delete manifests untagged for long (if gc.untagged_hours says so),
-        clear tombstones left by a pass that died, collect every due blob (up to
-        MAX_BATCHES batches), and end abandoned upload sessions."""
+    async def collect(
+        self, worker: str = "cli", *, sweep_uploads: bool = True, retention: bool = False
+    ) -> Pass:
+        """One pass: apply retention policies (with `retention`), delete manifests
+        untagged for long (if gc.untagged_hours says so), clear tombstones left by a pass
+        that died, collect every due blob (up to MAX_BATCHES batches), and end abandoned
+        upload sessions."""
         started, clock = now(), time.monotonic()
         done = Pass()
         try:
+            if retention:
+                for outcome in await self.retention.run():
+                    done.tags_deleted += len(outcome.tags)
+                    done.manifests_deleted += len(outcome.manifests)
+                async with self.db.write() as conn:
+                    await counters.add_counters(
+                        conn,
+                        {
+                            "gc_tags_deleted": done.tags_deleted,
+                            "gc_manifests_deleted": done.manifests_deleted,
+                        },
+                    )
             if self.settings.untagged_hours:
                 for _ in range(MAX_BATCHES):
                     if await self._untagged_batch(done) < BATCH:
@@ -252,8 +279,9 @@ class GarbageCollector:
         level = logging.INFO if done.busy else logging.DEBUG
         log.log(
             level,
-            "garbage collection: deleted %d untagged manifests, %d blobs (%d bytes), %d "
-            "postponed by their lease, ended %d abandoned uploads, in %.2f s",
+            "garbage collection: deleted %d tags by retention, %d manifests, %d blobs (%d "
+            "bytes), %d postponed by their lease, ended %d abandoned uploads, in %.2f s",
+            done.tags_deleted,
             done.manifests_deleted,
             done.blobs_deleted,
             done.bytes_freed,
@@ -285,9 +313,14 @@ class GarbageCollector:
         quarter of the upload TTL, if that is shorter)."""
         worker = worker_name()
         sweep_every = min(3600.0, self.settings.upload_ttl_hours * 900)
+        retention_every = self.settings.retention_interval_seconds
         while True:
-            sweep = time.monotonic() - self._last_upload_sweep >= sweep_every
+            clock = time.monotonic()
+            sweep = clock - self._last_upload_sweep >= sweep_every
             if sweep:
-                self._last_upload_sweep = time.monotonic()
-            await self.collect(worker, sweep_uploads=sweep)
+                self._last_upload_sweep = clock
+            retention = bool(retention_every) and clock - self._last_retention >= retention_every
+            if retention:
+                self._last_retention = clock
+            await self.collect(worker, sweep_uploads=sweep, retention=retention)
             await asyncio.sleep(self.settings.interval_seconds)

@@ -124,7 +124,7 @@ def parse_retention(value: Any) -> Retention | None:
         keep_last=_number(value.get("keep_last"), "keep_last", integer=True, low=0),
         keep_tags=_patterns(value.get("keep_tags", []), "keep_tags"),
         older_than_days=_number(
-            value.get("older_than_days"), "older_than_days", integer=False, low=0.0001
+            value.get("older_than_days"), "older_than_days", integer=False, low=0.000001
         ),
     )
     if retention.keep_last is None and retention.older_than_days is None:

@@ -20,6 +20,7 @@ from registry.app import create_app
 from registry.cli import main
 from registry.config import load_settings
 from registry.metadata.models import Upload
+from tests.helpers import push_image
 
 Run = Callable[..., tuple[int, str, str]]
 
@@ -211,3 +212,32 @@ def test_check_reports_and_repairs(cli: Run, tmp_path: Path) -> None:
     assert out.endswith("queued for garbage collection after a lease\trepaired\n")
     assert err.strip().endswith("1 problems, 0 left")
     assert ok(cli, "check") == ""
+
+
+def test_retention_dry_run_then_run(cli: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REGISTRY_AUTH_ENABLED", "false")
+
+    async def push() -> None:
+        app = create_app(load_settings(None, dict(os.environ)))
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://r") as c:
+            for tag in ("v1", "v2"):
+                await push_image(c, "team/app", tag)
+            r = await c.patch(
+                "/api/v1/namespaces/team/policy", json={"retention": {"keep_last": 1}}
+            )
+            assert r.status_code == 200
+        await app.state.registry.close()
+
+    ok(cli, "migrate")
+    anyio.run(push)
+    code, out, err = cli("retention", "--dry-run")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "team/app\ttag\tv1"
+    assert lines[1].startswith("team/app\tmanifest\tsha256:")
+    assert "retention would delete 1 tags and 1 manifests in 1 repositories" in err
+    code, out2, err = cli("retention", "--namespace", "team")
+    assert (code, out2) == (0, out)
+    assert "retention deleted 1 tags" in err
+    assert ok(cli, "retention", "--dry-run") == ""
