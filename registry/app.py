@@ -28,6 +28,7 @@ from registry.services.manifests import ManifestService
 from registry.services.policies import Policies
 from registry.services.retention import RetentionService
 from registry.services.uploads import UploadService
+from registry.services.usage import Quotas, Usage
 from registry.storage import BlobStore, open_store
 
 
@@ -44,9 +45,13 @@ class Registry:
         )
         self.store: BlobStore = open_store(settings)
         leases = Leases(self.db, settings.gc.blob_lease_seconds)
-        self.blobs = BlobService(self.db, self.store, leases, settings.storage.accel_redirect)
+        quotas = Quotas(self.db)
+        self.usage = Usage(self.db)
+        self.blobs = BlobService(
+            self.db, self.store, leases, quotas, settings.storage.accel_redirect
+        )
         self.uploads = UploadService(
-            self.db, self.store, leases, max_sessions=settings.limits.upload_sessions
+            self.db, self.store, leases, quotas, max_sessions=settings.limits.upload_sessions
         )
         self.policies = Policies(self.db)
         self.manifests = ManifestService(

@@ -64,6 +64,12 @@ def main(argv: list[str] | None = None) -> int:
         "--dry-run", action="store_true", help="print what would go, and change nothing"
     )
     retention.add_argument("--namespace", help="only this namespace's policy")
+    usage = commands.add_parser(
+        "usage",
+        help="storage used, like `docker system df`: per namespace, or per repository of one",
+        parents=[common],
+    )
+    usage.add_argument("--namespace", help="each repository of this namespace")
     check = commands.add_parser(
         "check",
         help="walk the storage once and compare it with the index: bytes without a row, "
@@ -105,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "retention":
         _migrate(settings, quiet=True)
         return _retention(settings, args.dry_run, args.namespace)
+    if args.command == "usage":
+        _migrate(settings, quiet=True)
+        return _usage(settings, args.namespace)
     if args.command == "check":
         _migrate(settings, quiet=True)
         return _check(settings, args.repair)
@@ -180,6 +189,31 @@ def _retention(settings: Settings, dry_run: bool, namespace: str | None) -> int:
     print(
         f"retention {verb} {tags} tags and {manifests} manifests in {len(outcomes)} "
         f"repositories; {freed} bytes to free once garbage collection runs",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _usage(settings: Settings, namespace: str | None) -> int:
+    if namespace is None:
+        overall = _with_registry(settings, lambda r: r.usage.overall())
+        print("NAMESPACE\tREPOSITORIES\tBYTES")
+        for row in overall["namespaces"]:
+            print(f"{row['namespace']}\t{row['repositories']}\t{row['bytes']}")
+        print(
+            f"stored {overall['stored_bytes']} bytes; {overall['reclaimable_bytes']} "
+            f"reclaimable now; {overall['uploads']} uploads in progress",
+            file=sys.stderr,
+        )
+        return 0
+    one = _with_registry(settings, lambda r: r.usage.namespace(namespace))
+    print("REPOSITORY\tBYTES\tSHARED")
+    for repo in one["repositories"]:
+        print(f"{repo['name']}\t{repo['bytes']}\t{repo['shared_bytes']}")
+    quota = "no quota" if one["quota_bytes"] is None else f"quota {one['quota_bytes']}"
+    print(
+        f"{namespace}: {one['bytes']} bytes ({quota}); {one['reclaimable_bytes']} reclaimable "
+        f"now; {one['uploads']} uploads in progress",
         file=sys.stderr,
     )
     return 0

@@ -140,6 +140,23 @@ async def require_admin(request: Request, what: str) -> None:
         raise Denied(message=f"only an admin may {what}")
 
 
+async def require_owner(request: Request, namespace: str) -> bool:
+    """Only the namespace's owners and admins, when auth is on; returns whether the caller
+    is an admin (on an open registry, everyone is)."""
+    registry = registry_of(request)
+    if registry.auth is None:
+        return True
+    await authorize(request, None)
+    identity = await caller_identity(request)
+    if identity.anonymous:
+        raise Unauthorized(message=f"log in as an owner of {namespace!r} or an admin")
+    if identity.admin:
+        return True
+    if await registry.auth.accounts.role(identity, namespace) != "owner":
+        raise Denied(message=f"only an owner of {namespace!r} or an admin may do this")
+    return False
+
+
 def caller_name(request: Request) -> str:
     """Who is asking, for bounds kept per caller: the account's name, or the client's
     address when it has none (anonymous, or auth off). No query."""

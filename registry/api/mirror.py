@@ -1,4 +1,4 @@
-"""State for operators: GET /api/v1/mirror and /api/v1/gc (JSON), GET /metrics
+"""State for operators: GET /api/v1/mirror (JSON), GET /metrics
 (Prometheus text: garbage collection's counters, and the mirror's if it is one). All are
 for admins when auth is on."""
 
@@ -43,11 +43,6 @@ async def status(request: Request) -> Response:
             "counters": await mirror.counters.totals(),
         }
     )
-
-
-async def gc_status(request: Request) -> Response:
-    await require_admin(request, "read garbage collection's state")
-    return JSONResponse(await registry_of(request).gc.status())
 
 
 async def metrics(request: Request) -> Response:

@@ -24,13 +24,16 @@ from registry.metadata.models import (
     GcRun,
     Manifest,
     ManifestReference,
+    NamespaceUsage,
+    Repository,
     RepositoryBlob,
     Tag,
 )
 
-_REFERENCED = select(ManifestReference.digest).where(ManifestReference.digest == Blob.digest)
+# Whether anything references a blob (in a query over Blob rows).
+REFERENCED = select(ManifestReference.digest).where(ManifestReference.digest == Blob.digest)
 # Manifests are blobs too: one stored as this blob in any repository keeps it.
-_STORED = select(Manifest.id).where(Manifest.digest == Blob.digest)
+STORED = select(Manifest.id).where(Manifest.digest == Blob.digest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,8 +53,8 @@ async def collectable(conn: AsyncConnection, now: datetime, limit: int) -> list[
         .where(
             Blob.gc_after <= now,
             or_(Blob.leased_until.is_(None), Blob.leased_until <= now),
-            ~_REFERENCED.exists(),
-            ~_STORED.exists(),
+            ~REFERENCED.exists(),
+            ~STORED.exists(),
         )
         .order_by(Blob.gc_after)
         .limit(limit)
@@ -106,6 +109,19 @@ async def requeue_at_lease_end(conn: AsyncConnection, digests: Sequence[str]) ->
 async def bury(conn: AsyncConnection, garbage: Sequence[Due], token: str, now: datetime) -> None:
     """Remove the rows of blobs to delete, and leave their tombstones."""
     digests = [blob.digest for blob in garbage]
+    # The links' triggers take their namespaces' usage rows (migration 0011): take them
+    # first, in name order, so that two replicas' passes cannot deadlock on them.
+    namespaces = (
+        select(Repository.namespace)
+        .join(RepositoryBlob, RepositoryBlob.repository_id == Repository.id)
+        .where(RepositoryBlob.digest.in_(digests))
+    )
+    await conn.execute(
+        select(NamespaceUsage.namespace)
+        .where(NamespaceUsage.namespace.in_(namespaces))
+        .order_by(NamespaceUsage.namespace)
+        .with_for_update()
+    )
     await conn.execute(delete(RepositoryBlob).where(RepositoryBlob.digest.in_(digests)))
     await conn.execute(delete(Blob).where(Blob.digest.in_(digests)))
     await conn.execute(
@@ -251,8 +267,8 @@ async def reclaimable_bytes(conn: AsyncConnection, now: datetime) -> int:
         select(func.coalesce(func.sum(Blob.size), 0)).where(
             Blob.gc_after <= now,
             or_(Blob.leased_until.is_(None), Blob.leased_until <= now),
-            ~_REFERENCED.exists(),
-            ~_STORED.exists(),
+            ~REFERENCED.exists(),
+            ~STORED.exists(),
         )
     )
     return int(total or 0)  # PostgreSQL sums big integers as numeric

@@ -43,6 +43,14 @@ _SQL = {
     "tags_after": "SELECT name FROM tags WHERE repository_id = :repository_id AND name > :last "
     "ORDER BY name {collate} LIMIT :limit",
 }
+# A namespace's quota allows a blob of :size more, or it holds the blob already.
+_WITHIN_QUOTA = (
+    "(SELECT quota_bytes FROM namespace_policies WHERE namespace = :namespace) IS NULL "
+    "OR EXISTS (SELECT 1 FROM repository_blobs l JOIN repositories r ON r.id = l.repository_id "
+    "WHERE r.namespace = :namespace AND l.digest = :digest) "
+    "OR (SELECT bytes FROM namespace_usage WHERE namespace = :namespace) + :size "
+    "<= (SELECT quota_bytes FROM namespace_policies WHERE namespace = :namespace)"
+)
 # Writes; `:now` is the current time. Timestamps are bound in the form SQLAlchemy
 # stores them.
 _WRITES = {
@@ -66,9 +74,15 @@ _WRITES = {
     "renew_linked": "UPDATE blobs SET leased_until = :lease_end WHERE digest = :digest "
     "AND EXISTS (SELECT 1 FROM repository_blobs l JOIN repositories r ON r.id = l.repository_id "
     "WHERE r.name = :repository AND l.digest = :digest)",
+    # Takes the namespace's usage row (after the blob's, the order garbage collection
+    # keeps), so that links in one namespace take turns and the quota check below is exact.
+    "lock_namespace": "INSERT INTO namespace_usage (namespace, bytes) VALUES (:namespace, 0) "
+    "ON CONFLICT (namespace) DO UPDATE SET bytes = namespace_usage.bytes",
+    # Unless it would take the namespace past its quota (a blob it holds already costs
+    # nothing); no row changed: over the quota, or linked already.
     "link_blob": "INSERT INTO repository_blobs (repository_id, digest, created_at) "
-    "VALUES ((SELECT id FROM repositories WHERE name = :repository), :digest, :now) "
-    "ON CONFLICT DO NOTHING",
+    "SELECT (SELECT id FROM repositories WHERE name = :repository), :digest, :now "
+    "WHERE " + _WITHIN_QUOTA + " ON CONFLICT DO NOTHING",
 }
 _SQL.update(_WRITES)
 _PARAM = re.compile(r":(\w+)")

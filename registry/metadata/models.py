@@ -50,6 +50,8 @@ class Repository(Base):
     # Set to a new random value by triggers whenever a tag of the repository is added,
     # renamed or removed (migration 0005); cached tag lists are checked against it.
     tags_version: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # Sizes of the blobs it links, each once; kept by triggers (migration 0011).
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class Blob(Base):
@@ -277,3 +279,12 @@ class NamespacePolicy(Base):
     retention: Mapped[str | None] = mapped_column(Text)
     quota_bytes: Mapped[int | None] = mapped_column(BigInteger)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+
+class NamespaceUsage(Base):
+    """Bytes a namespace holds, each blob once however many of its repositories link it;
+    kept by triggers on repository_blobs (migration 0011)."""
+
+    __tablename__ = "namespace_usage"
+    namespace: Mapped[str] = mapped_column(NAME, primary_key=True)
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")

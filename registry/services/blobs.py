@@ -9,15 +9,23 @@ from registry.errors import BlobUnknown
 from registry.metadata import queries
 from registry.metadata.database import Database
 from registry.metadata.hot import HotQueries
+from registry.names import namespace_of
 from registry.services.leases import Leases
+from registry.services.usage import Quotas
 from registry.storage import BlobStore
 
 
 class BlobService:
     def __init__(
-        self, db: Database, store: BlobStore, leases: Leases, accel_redirect: str = ""
+        self,
+        db: Database,
+        store: BlobStore,
+        leases: Leases,
+        quotas: Quotas,
+        accel_redirect: str = "",
     ) -> None:
         self.db = db
+        self.quotas = quotas
         self.store = store
         self.hot = HotQueries(db)
         self.leases = leases
@@ -69,6 +77,9 @@ class BlobService:
             # The renewal comes first and takes the row, as a HEAD's does.
             size = await queries.renew_lease(conn, str(digest), self.leases.end(), source)
             if size is None:
+                return False
+            # Over the quota: the client uploads instead, and that upload is refused.
+            if not await self.quotas.allows(conn, namespace_of(repository), str(digest), size):
                 return False
             repo_id = await queries.ensure_repository(conn, repository)
             await queries.link_blob(conn, repo_id, str(digest), size, self.leases.end())

@@ -22,6 +22,7 @@ from registry.metadata.database import Database
 from registry.metadata.hot import HotQueries
 from registry.names import namespace_of
 from registry.services.leases import Leases
+from registry.services.usage import Quotas
 from registry.storage import BlobStore
 from registry.storage.base import OffsetMismatch, UploadNotFound, check_upload_id
 
@@ -40,12 +41,19 @@ class Span:
 
 class UploadService:
     def __init__(
-        self, db: Database, store: BlobStore, leases: Leases, *, max_sessions: int = 1000
+        self,
+        db: Database,
+        store: BlobStore,
+        leases: Leases,
+        quotas: Quotas,
+        *,
+        max_sessions: int = 1000,
     ) -> None:
         self.db = db
         self.store = store
         self.hot = HotQueries(db)
         self.leases = leases
+        self.quotas = quotas
         self.max_sessions = max_sessions
         self._hashers: OrderedDict[str, tuple[int, Any]] = OrderedDict()
 
@@ -146,14 +154,18 @@ class UploadService:
     async def _link(
         self, repository: str, upload_id: str | None, digest: Digest, size: int
     ) -> None:
+        namespace = namespace_of(repository)
         steps: list[tuple[str, dict[str, Any]]] = [
-            ("add_repository", {"repository": repository, "namespace": namespace_of(repository)}),
+            ("add_repository", {"repository": repository, "namespace": namespace}),
             ("add_blob", {"digest": str(digest), "size": size, "lease_end": self.leases.end()}),
-            ("link_blob", {"repository": repository, "digest": str(digest)}),
+            ("lock_namespace", {"namespace": namespace}),
         ]
         if upload_id is not None:
             steps.append(("delete_upload", {"id": upload_id}))
-        await self.hot.write(*steps)
+        link = {"repository": repository, "namespace": namespace, "digest": str(digest)}
+        steps.append(("link_blob", {**link, "size": size}))
+        if not await self.hot.write(*steps):
+            await self.quotas.refuse_unless_linked(repository, digest, size)
 
     async def _write_direct(self, digest: Digest, chunks: AsyncIterable[bytes]) -> int:
         hasher = hashlib.new(digest.algorithm)

@@ -94,13 +94,18 @@ async def test_maintainers_may_delete_a_repository_and_developers_may_not(
         assert_error(r, 403, "DENIED")
 
 
-async def test_only_admins_read_the_gc_state_and_metrics(
+async def test_only_admins_read_the_gc_state_metrics_and_usage_and_owners_theirs(
     auth_app: Starlette, accounts: Accounts, team: None
 ) -> None:
     await accounts.add_user("root", PASSWORD, admin=True)
     transport = httpx.ASGITransport(app=auth_app)
     async with httpx.AsyncClient(transport=transport, base_url="http://r.test") as c:
-        for path in ("/api/v1/gc", "/metrics"):
+        for path in ("/api/v1/gc", "/metrics", "/api/v1/usage"):
             assert_error(await c.get(path), 401, "UNAUTHORIZED")
             assert_error(await c.get(path, headers=basic("owner", PASSWORD)), 403, "DENIED")
             assert (await c.get(path, headers=basic("root", PASSWORD))).status_code == 200
+        path = "/api/v1/namespaces/team/usage"
+        assert_error(await c.get(path), 401, "UNAUTHORIZED")
+        assert_error(await c.get(path, headers=basic("dev", PASSWORD)), 403, "DENIED")
+        for user in ("owner", "root"):
+            assert (await c.get(path, headers=basic(user, PASSWORD))).status_code == 200

@@ -241,3 +241,29 @@ def test_retention_dry_run_then_run(cli: Run, monkeypatch: pytest.MonkeyPatch) -
     assert (code, out2) == (0, out)
     assert "retention deleted 1 tags" in err
     assert ok(cli, "retention", "--dry-run") == ""
+
+
+def test_usage_prints_namespaces_and_repositories(
+    cli: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REGISTRY_AUTH_ENABLED", "false")
+
+    async def push() -> None:
+        app = create_app(load_settings(None, dict(os.environ)))
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://r") as c:
+            await push_image(c, "team/app", "v1", layers=[b"x" * 100])
+        await app.state.registry.close()
+
+    ok(cli, "migrate")
+    anyio.run(push)
+    code, out, err = cli("usage")
+    assert code == 0, err
+    header, row = out.splitlines()
+    assert header == "NAMESPACE\tREPOSITORIES\tBYTES"
+    name, repositories, size = row.split("\t")
+    assert (name, repositories) == ("team", "1") and int(size) > 100
+    assert err.startswith(f"stored {size} bytes; 0 reclaimable now; 0 uploads in progress")
+    code, out, err = cli("usage", "--namespace", "team")
+    assert out.splitlines()[1] == f"team/app\t{size}\t0"
+    assert err.startswith(f"team: {size} bytes (no quota)")
