@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -10,6 +11,7 @@ from collections.abc import Generator
 from typing import Any
 
 import httpx
+import pytest
 
 from registry.mediatypes import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
 
@@ -181,3 +183,22 @@ class TokenAuth(httpx.Auth):
         if answer.status_code == 200:
             request.headers["Authorization"] = f"Bearer {answer.json()['token']}"
         yield request
+
+
+def pause_after(
+    monkeypatch: pytest.MonkeyPatch, module: Any, name: str
+) -> tuple[asyncio.Event, asyncio.Event]:
+    """Make `module.name(conn, items)` pause after it ran on some items, until released:
+    a collection pass stopped at its most dangerous point. Returns (paused, release)."""
+    paused, release = asyncio.Event(), asyncio.Event()
+    original = getattr(module, name)
+
+    async def pausing(conn: Any, items: Any, *args: Any, **kwargs: Any) -> Any:
+        found = await original(conn, items, *args, **kwargs)
+        if items:
+            paused.set()
+            await release.wait()
+        return found
+
+    monkeypatch.setattr(module, name, pausing)
+    return paused, release

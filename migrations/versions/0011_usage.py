@@ -1,17 +1,20 @@
-"""Storage usage kept exact by triggers: repositories.bytes and namespace_usage
+"""Storage usage kept exact by triggers: namespace_blobs, usage_deltas, namespace_usage
 
 Revision ID: 0011
 Revises: 0010
 Create Date: 2026-12-01 14:00:00
 
-- repositories.bytes: the sizes of the blobs the repository links (its layers, configs
-  and manifests), each once.
-- namespace_usage.bytes: the same over a namespace's repositories, each blob counted
-  once however many of them link it: what a quota (namespace_policies.quota_bytes)
-  limits.
-Triggers on repository_blobs keep both, whichever code path or replica links or unlinks.
-On PostgreSQL a link first takes its namespace's row, so that of two links of one blob in
-one namespace at once, the second sees the first and does not count the blob twice.
+A namespace's usage counts each blob once, however many of its repositories link it: what
+a quota (namespace_policies.quota_bytes) limits.
+- namespace_blobs: how many of a namespace's repositories link each blob. Triggers on
+  repository_blobs keep it, whichever code path or replica links or unlinks; a blob's
+  first link into a namespace, or its last going, adds its size (or takes it away) as a
+  row of usage_deltas.
+- usage_deltas is only ever inserted into, so concurrent pushes never wait on one another
+  for the accounting; garbage collection folds it into namespace_usage. A namespace's
+  usage is its namespace_usage row plus its deltas not folded yet.
+The only rows the triggers write are the (namespace, blob) counts, taken after the blob's
+own row, the order every transaction keeps.
 """
 
 import sqlalchemy as sa
@@ -22,29 +25,27 @@ down_revision = "0010"
 branch_labels = None
 depends_on = None
 
-_OTHERS = (
-    "EXISTS (SELECT 1 FROM repository_blobs l JOIN repositories o ON o.id = l.repository_id "
-    "WHERE l.digest = {row}.digest AND o.namespace = r.namespace "
-    "AND l.repository_id <> {row}.repository_id)"
-)
+_NS = "(SELECT namespace FROM repositories WHERE id = {row}.repository_id)"
 _SIZE = "(SELECT size FROM blobs WHERE digest = {row}.digest)"
+_COUNT = "(SELECT links FROM namespace_blobs WHERE namespace = {ns} AND digest = {row}.digest)"
 _SQLITE = {
     "usage_on_link_insert": (
         "INSERT",
-        f"UPDATE repositories SET bytes = bytes + {_SIZE.format(row='NEW')} "
-        "WHERE id = NEW.repository_id; "
-        f"INSERT INTO namespace_usage (namespace, bytes) SELECT r.namespace, "
-        f"{_SIZE.format(row='NEW')} FROM repositories r WHERE r.id = NEW.repository_id "
-        f"AND NOT {_OTHERS.format(row='NEW')} "
-        "ON CONFLICT (namespace) DO UPDATE SET bytes = bytes + excluded.bytes;",
+        "INSERT INTO usage_deltas (namespace, bytes) SELECT {ns}, {size} "
+        "WHERE {ns} IS NOT NULL AND {count} IS NULL; "
+        "INSERT INTO namespace_blobs (namespace, digest, links) SELECT {ns}, NEW.digest, 1 "
+        "WHERE {ns} IS NOT NULL "
+        "ON CONFLICT (namespace, digest) DO UPDATE SET links = links + 1;",
+        "NEW",
     ),
     "usage_on_link_delete": (
         "DELETE",
-        f"UPDATE repositories SET bytes = bytes - {_SIZE.format(row='OLD')} "
-        "WHERE id = OLD.repository_id; "
-        f"UPDATE namespace_usage SET bytes = bytes - {_SIZE.format(row='OLD')} "
-        "WHERE namespace = (SELECT r.namespace FROM repositories r "
-        f"WHERE r.id = OLD.repository_id AND NOT {_OTHERS.format(row='OLD')});",
+        "UPDATE namespace_blobs SET links = links - 1 "
+        "WHERE namespace = {ns} AND digest = OLD.digest; "
+        "INSERT INTO usage_deltas (namespace, bytes) SELECT {ns}, -{size} WHERE {count} = 0; "
+        "DELETE FROM namespace_blobs WHERE namespace = {ns} AND digest = OLD.digest "
+        "AND links <= 0;",
+        "OLD",
     ),
 }
 
@@ -53,32 +54,28 @@ CREATE FUNCTION track_usage() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     ns varchar;
     sz bigint;
-    repo integer;
-    blob varchar;
+    n integer;
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        repo := NEW.repository_id; blob := NEW.digest;
+        SELECT namespace INTO ns FROM repositories WHERE id = NEW.repository_id;
+        SELECT size INTO sz FROM blobs WHERE digest = NEW.digest;
+        IF ns IS NULL OR sz IS NULL THEN RETURN NULL; END IF;
+        INSERT INTO namespace_blobs AS c (namespace, digest, links) VALUES (ns, NEW.digest, 1)
+            ON CONFLICT (namespace, digest) DO UPDATE SET links = c.links + 1
+            RETURNING links INTO n;
+        IF n = 1 THEN
+            INSERT INTO usage_deltas (namespace, bytes) VALUES (ns, sz);
+        END IF;
     ELSE
-        repo := OLD.repository_id; blob := OLD.digest;
-    END IF;
-    SELECT namespace INTO ns FROM repositories WHERE id = repo;
-    SELECT size INTO sz FROM blobs WHERE digest = blob;
-    IF ns IS NULL OR sz IS NULL THEN
-        RETURN NULL;
-    END IF;
-    IF TG_OP = 'DELETE' THEN
-        sz := -sz;
-    END IF;
-    -- The namespace's row first: links in one namespace take turns here, so the check
-    -- below sees what the others committed.
-    INSERT INTO namespace_usage AS u (namespace, bytes) VALUES (ns, 0)
-        ON CONFLICT (namespace) DO UPDATE SET bytes = u.bytes;
-    UPDATE repositories SET bytes = bytes + sz WHERE id = repo;
-    IF NOT EXISTS (
-        SELECT 1 FROM repository_blobs l JOIN repositories o ON o.id = l.repository_id
-        WHERE l.digest = blob AND o.namespace = ns AND l.repository_id <> repo
-    ) THEN
-        UPDATE namespace_usage SET bytes = bytes + sz WHERE namespace = ns;
+        SELECT namespace INTO ns FROM repositories WHERE id = OLD.repository_id;
+        SELECT size INTO sz FROM blobs WHERE digest = OLD.digest;
+        IF ns IS NULL OR sz IS NULL THEN RETURN NULL; END IF;
+        UPDATE namespace_blobs SET links = links - 1
+            WHERE namespace = ns AND digest = OLD.digest RETURNING links INTO n;
+        IF n = 0 THEN
+            DELETE FROM namespace_blobs WHERE namespace = ns AND digest = OLD.digest;
+            INSERT INTO usage_deltas (namespace, bytes) VALUES (ns, -sz);
+        END IF;
     END IF;
     RETURN NULL;
 END $$
@@ -90,9 +87,26 @@ def _postgres() -> bool:
 
 
 def upgrade() -> None:
-    op.add_column(
-        "repositories", sa.Column("bytes", sa.BigInteger(), server_default="0", nullable=False)
+    op.create_table(
+        "namespace_blobs",
+        sa.Column("namespace", sa.String(255), nullable=False),
+        sa.Column("digest", sa.String(160), nullable=False),
+        sa.Column("links", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("namespace", "digest", name="pk_namespace_blobs"),
     )
+    op.create_table(
+        "usage_deltas",
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.Column("namespace", sa.String(255), nullable=False),
+        sa.Column("bytes", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name="pk_usage_deltas"),
+    )
+    op.create_index("ix_usage_deltas_namespace", "usage_deltas", ["namespace"])
     op.create_table(
         "namespace_usage",
         sa.Column("namespace", sa.String(255), nullable=False),
@@ -101,26 +115,29 @@ def upgrade() -> None:
     )
     if _postgres():
         op.execute(_POSTGRES_FUNCTION)
-    for name, (event, body) in _SQLITE.items():
+    for name, (event, body, row) in _SQLITE.items():
         if _postgres():
             op.execute(
                 f"CREATE TRIGGER {name} AFTER {event} ON repository_blobs FOR EACH ROW "
                 "EXECUTE FUNCTION track_usage()"
             )
         else:
+            ns = _NS.format(row=row)
+            sql = body.format(
+                ns=ns, size=_SIZE.format(row=row), count=_COUNT.format(ns=ns, row=row)
+            )
             op.execute(
                 f"CREATE TRIGGER {name} AFTER {event} ON repository_blobs FOR EACH ROW "
-                f"BEGIN {body} END"
+                f"BEGIN {sql} END"
             )
     op.execute(
-        "UPDATE repositories SET bytes = COALESCE((SELECT SUM(b.size) FROM repository_blobs l "
-        "JOIN blobs b ON b.digest = l.digest WHERE l.repository_id = repositories.id), 0)"
+        "INSERT INTO namespace_blobs (namespace, digest, links) "
+        "SELECT r.namespace, l.digest, count(*) FROM repository_blobs l "
+        "JOIN repositories r ON r.id = l.repository_id GROUP BY r.namespace, l.digest"
     )
     op.execute(
-        "INSERT INTO namespace_usage (namespace, bytes) "
-        "SELECT ns, SUM(size) FROM (SELECT DISTINCT r.namespace AS ns, b.digest, b.size "
-        "FROM repository_blobs l JOIN repositories r ON r.id = l.repository_id "
-        "JOIN blobs b ON b.digest = l.digest) AS linked GROUP BY ns"
+        "INSERT INTO namespace_usage (namespace, bytes) SELECT c.namespace, SUM(b.size) "
+        "FROM namespace_blobs c JOIN blobs b ON b.digest = c.digest GROUP BY c.namespace"
     )
 
 
@@ -130,4 +147,6 @@ def downgrade() -> None:
     if _postgres():
         op.execute("DROP FUNCTION track_usage()")
     op.drop_table("namespace_usage")
-    op.execute("ALTER TABLE repositories DROP COLUMN bytes")
+    op.drop_index("ix_usage_deltas_namespace", "usage_deltas")
+    op.drop_table("usage_deltas")
+    op.drop_table("namespace_blobs")

@@ -12,10 +12,11 @@ import contextlib
 import fcntl
 import logging
 import os
+import random
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from anyio import to_thread
 from sqlalchemy import event, text
@@ -45,6 +46,16 @@ with contextlib.suppress(ImportError):
 # (too many connections, disk full), operator intervention (shutting down, starting up,
 # a statement cancelled by its timeout).
 _OUTAGE_STATES = ("08", "53", "57")
+# A transaction PostgreSQL aborted to break a deadlock, or for a serialization failure:
+# running it again is the remedy its manual gives.
+_CONFLICT_STATES = ("40P01", "40001")
+T = TypeVar("T")
+
+
+def _conflict(exc: BaseException) -> bool:
+    """Whether PostgreSQL aborted the transaction to break a deadlock (SQLAlchemy's error
+    wraps the driver's; statements sent to the driver directly raise its own)."""
+    return getattr(getattr(exc, "orig", exc), "sqlstate", None) in _CONFLICT_STATES
 
 
 def _outage(exc: BaseException) -> bool:
@@ -127,6 +138,34 @@ class Database:
         """One transaction: committed when the block ends, rolled back on an error."""
         async with self.writer_turn(), self._transaction() as conn:
             yield conn
+
+    async def transact(
+        self, work: Callable[[AsyncConnection], Awaitable[T]], attempts: int = 3
+    ) -> T:
+        """`work` in one write transaction, run again if PostgreSQL aborts it to break a
+        deadlock (see retrying)."""
+
+        async def once() -> T:
+            async with self.write() as conn:
+                return await work(conn)
+
+        return await self.retrying(once, attempts)
+
+    async def retrying(self, run: Callable[[], Awaitable[T]], attempts: int = 3) -> T:
+        """`run` (one whole transaction), again, up to `attempts` times in all, if
+        PostgreSQL aborts it to break a deadlock. The lock orders of services/ make those
+        rare, but PostgreSQL queues waiters for one row behind one another, so even a
+        one-statement transaction can be the one it picks; running it again is the remedy
+        its manual gives, and cheaper than a 500 for the client."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return await run()
+            except Exception as exc:
+                if attempt == attempts or not _conflict(exc):
+                    raise
+                log.info("transaction aborted by PostgreSQL to break a deadlock; running it again")
+                await asyncio.sleep(random.uniform(0.005, 0.05) * attempt)
+        raise AssertionError("unreachable")
 
     @asynccontextmanager
     async def writer_turn(self) -> AsyncIterator[None]:

@@ -24,11 +24,10 @@ from registry.metadata.models import (
     GcRun,
     Manifest,
     ManifestReference,
-    NamespaceUsage,
-    Repository,
     RepositoryBlob,
     Tag,
 )
+from registry.metadata.queries import lock_namespace_counts
 
 # Whether anything references a blob (in a query over Blob rows).
 REFERENCED = select(ManifestReference.digest).where(ManifestReference.digest == Blob.digest)
@@ -109,19 +108,7 @@ async def requeue_at_lease_end(conn: AsyncConnection, digests: Sequence[str]) ->
 async def bury(conn: AsyncConnection, garbage: Sequence[Due], token: str, now: datetime) -> None:
     """Remove the rows of blobs to delete, and leave their tombstones."""
     digests = [blob.digest for blob in garbage]
-    # The links' triggers take their namespaces' usage rows (migration 0011): take them
-    # first, in name order, so that two replicas' passes cannot deadlock on them.
-    namespaces = (
-        select(Repository.namespace)
-        .join(RepositoryBlob, RepositoryBlob.repository_id == Repository.id)
-        .where(RepositoryBlob.digest.in_(digests))
-    )
-    await conn.execute(
-        select(NamespaceUsage.namespace)
-        .where(NamespaceUsage.namespace.in_(namespaces))
-        .order_by(NamespaceUsage.namespace)
-        .with_for_update()
-    )
+    await lock_namespace_counts(conn, digests)
     await conn.execute(delete(RepositoryBlob).where(RepositoryBlob.digest.in_(digests)))
     await conn.execute(delete(Blob).where(Blob.digest.in_(digests)))
     await conn.execute(

@@ -43,13 +43,15 @@ _SQL = {
     "tags_after": "SELECT name FROM tags WHERE repository_id = :repository_id AND name > :last "
     "ORDER BY name {collate} LIMIT :limit",
 }
-# A namespace's quota allows a blob of :size more, or it holds the blob already.
+# A namespace's quota allows a blob of :size more, or it holds the blob already. Its
+# usage is its folded total plus the deltas not folded yet (migration 0011).
 _WITHIN_QUOTA = (
     "(SELECT quota_bytes FROM namespace_policies WHERE namespace = :namespace) IS NULL "
-    "OR EXISTS (SELECT 1 FROM repository_blobs l JOIN repositories r ON r.id = l.repository_id "
-    "WHERE r.namespace = :namespace AND l.digest = :digest) "
-    "OR (SELECT bytes FROM namespace_usage WHERE namespace = :namespace) + :size "
-    "<= (SELECT quota_bytes FROM namespace_policies WHERE namespace = :namespace)"
+    "OR EXISTS (SELECT 1 FROM namespace_blobs WHERE namespace = :namespace "
+    "AND digest = :digest) "
+    "OR COALESCE((SELECT bytes FROM namespace_usage WHERE namespace = :namespace), 0) "
+    "+ COALESCE((SELECT SUM(bytes) FROM usage_deltas WHERE namespace = :namespace), 0) "
+    "+ :size <= (SELECT quota_bytes FROM namespace_policies WHERE namespace = :namespace)"
 )
 # Writes; `:now` is the current time. Timestamps are bound in the form SQLAlchemy
 # stores them.
@@ -74,10 +76,10 @@ _WRITES = {
     "renew_linked": "UPDATE blobs SET leased_until = :lease_end WHERE digest = :digest "
     "AND EXISTS (SELECT 1 FROM repository_blobs l JOIN repositories r ON r.id = l.repository_id "
     "WHERE r.name = :repository AND l.digest = :digest)",
-    # Takes the namespace's usage row (after the blob's, the order garbage collection
-    # keeps), so that links in one namespace take turns and the quota check below is exact.
-    "lock_namespace": "INSERT INTO namespace_usage (namespace, bytes) VALUES (:namespace, 0) "
-    "ON CONFLICT (namespace) DO UPDATE SET bytes = namespace_usage.bytes",
+    # In a namespace with a quota, takes its policy row (after the blob's), so that its
+    # uploads take turns and the quota check below sees every link before it: exact.
+    "lock_quota": "UPDATE namespace_policies SET quota_bytes = quota_bytes "
+    "WHERE namespace = :namespace AND quota_bytes IS NOT NULL",
     # Unless it would take the namespace past its quota (a blob it holds already costs
     # nothing); no row changed: over the quota, or linked already.
     "link_blob": "INSERT INTO repository_blobs (repository_id, digest, created_at) "
@@ -134,13 +136,9 @@ class HotQueries:
             text, order = self._sql[name]
             given = {"now": moment, **params}
             statements.append((text, [self._bind(given[key]) for key in order]))
+        if not self.db.is_sqlite:
+            return await self.db.retrying(lambda: self._postgres_write(statements))
         async with self.db.writer_turn(), self.db.driver() as driver:
-            if not self.db.is_sqlite:
-                async with driver.transaction():
-                    for text, values in statements:
-                        status = await driver.execute(text, *values)
-                # asyncpg answers with the command tag: "INSERT 0 1", "UPDATE 3".
-                return int(status.rsplit(" ", 1)[-1])
             await driver.execute("BEGIN IMMEDIATE")
             try:
                 for text, values in statements:
@@ -150,6 +148,13 @@ class HotQueries:
                 raise
             await driver.execute("COMMIT")
             return int(cursor.rowcount)
+
+    async def _postgres_write(self, statements: list[tuple[str, list[Any]]]) -> int:
+        async with self.db.driver() as driver, driver.transaction():
+            for text, values in statements:
+                status = await driver.execute(text, *values)
+        # asyncpg answers with the command tag: "INSERT 0 1", "UPDATE 3".
+        return int(status.rsplit(" ", 1)[-1])
 
     def _bind(self, value: Any) -> Any:
         """A timestamp in the form SQLAlchemy stores it: text on SQLite."""

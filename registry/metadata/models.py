@@ -50,8 +50,6 @@ class Repository(Base):
     # Set to a new random value by triggers whenever a tag of the repository is added,
     # renamed or removed (migration 0005); cached tag lists are checked against it.
     tags_version: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
-    # Sizes of the blobs it links, each once; kept by triggers (migration 0011).
-    bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class Blob(Base):
@@ -281,9 +279,31 @@ class NamespacePolicy(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
 
 
+class NamespaceBlob(Base):
+    """How many of a namespace's repositories link a blob; kept by triggers on
+    repository_blobs (migration 0011), which add a UsageDelta when it goes from 0 or to 0."""
+
+    __tablename__ = "namespace_blobs"
+    namespace: Mapped[str] = mapped_column(NAME, primary_key=True)
+    digest: Mapped[str] = mapped_column(DIGEST, primary_key=True)
+    links: Mapped[int] = mapped_column(Integer)
+
+
+class UsageDelta(Base):
+    """A change of a namespace's bytes, appended by the triggers (never updated, so that
+    pushes do not wait on one another) until garbage collection folds it into
+    NamespaceUsage."""
+
+    __tablename__ = "usage_deltas"
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    namespace: Mapped[str] = mapped_column(NAME, index=True)
+    bytes: Mapped[int] = mapped_column(BigInteger)
+
+
 class NamespaceUsage(Base):
-    """Bytes a namespace holds, each blob once however many of its repositories link it;
-    kept by triggers on repository_blobs (migration 0011)."""
+    """Bytes a namespace holds, each blob once, as of the last fold of its deltas."""
 
     __tablename__ = "namespace_usage"
     namespace: Mapped[str] = mapped_column(NAME, primary_key=True)

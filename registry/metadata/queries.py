@@ -17,6 +17,7 @@ from registry.metadata.models import (
     Blob,
     Manifest,
     ManifestReference,
+    NamespaceBlob,
     Repository,
     RepositoryBlob,
     Tag,
@@ -145,6 +146,18 @@ async def add_blob(conn: AsyncConnection, digest: str, size: int, lease_end: dat
     )
 
 
+async def lock_namespace_counts(conn: AsyncConnection, digests: Any) -> None:
+    """Take the (namespace, blob) counts of these blobs (a list, or a subquery of
+    digests), in order, before unlinking them: the links' triggers write those rows
+    (migration 0011), and two transactions unlinking must not deadlock on them."""
+    await conn.execute(
+        select(NamespaceBlob.links)
+        .where(NamespaceBlob.digest.in_(digests))
+        .order_by(NamespaceBlob.namespace, NamespaceBlob.digest)
+        .with_for_update()
+    )
+
+
 async def unlink_blob(conn: AsyncConnection, repository: str, digest: str) -> bool:
     repo = await repository_id(conn, repository)
     if repo is None:
@@ -231,6 +244,25 @@ async def add_references(
             .values([{"manifest_id": manifest_id, "digest": d, "kind": k} for d, k in references])
             .on_conflict_do_nothing()
         )
+
+
+async def lock_tag_targets(
+    conn: AsyncConnection, repository_id: int, tags: Sequence[str], manifest_id: int
+) -> None:
+    """Lock the manifests these tags point at now (other than `manifest_id`), in id order:
+    moving a tag writes its old manifest (the untagged trigger), and a delete of that
+    manifest locks it before its blobs, as a push must too."""
+    if not tags:
+        return
+    targets = select(Tag.manifest_id).where(
+        Tag.repository_id == repository_id, Tag.name.in_(tags), Tag.manifest_id != manifest_id
+    )
+    await conn.execute(
+        select(Manifest.id)
+        .where(Manifest.id.in_(targets))
+        .order_by(Manifest.id)
+        .with_for_update(key_share=True)
+    )
 
 
 async def set_tag(conn: AsyncConnection, repository_id: int, tag: str, manifest_id: int) -> None:
@@ -330,6 +362,8 @@ async def delete_repository(conn: AsyncConnection, repository: str) -> Deleted |
     if repo is None:
         return None
     deleted = await delete_manifests(conn, Manifest.repository_id == repo)
+    linked = select(RepositoryBlob.digest).where(RepositoryBlob.repository_id == repo)
+    await lock_namespace_counts(conn, linked)
     await conn.execute(delete(RepositoryBlob).where(RepositoryBlob.repository_id == repo))
     await conn.execute(delete(Repository).where(Repository.id == repo))
     return deleted
@@ -339,6 +373,8 @@ async def delete_tag(conn: AsyncConnection, repository: str, tag: str) -> bool:
     repo = await repository_id(conn, repository)
     if repo is None:
         return False
+    # Its manifest's row before the tag, as a push moving the tag takes them.
+    await lock_tag_targets(conn, repo, [tag], manifest_id=0)
     result = await conn.execute(delete(Tag).where(Tag.repository_id == repo, Tag.name == tag))
     return result.rowcount > 0
 

@@ -1,75 +1,127 @@
 """Queries of storage usage and quotas. As in queries.py, each takes an open connection
-and the caller owns the transaction. The totals are kept by triggers (migration 0011);
-these read them, or sum over one namespace's or repository's rows."""
+and the caller owns the transaction. A namespace's usage is kept by triggers as blobs are
+linked and unlinked (migration 0011): its folded total plus its deltas not folded yet."""
 
 from __future__ import annotations
 
-from sqlalchemy import func, or_, select
+from collections import defaultdict
+
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from registry.metadata.gc import REFERENCED, STORED
 from registry.metadata.models import (
     Blob,
+    NamespaceBlob,
     NamespacePolicy,
     NamespaceUsage,
     Repository,
     RepositoryBlob,
     Upload,
+    UsageDelta,
 )
 from registry.metadata.models import now as now_utc
 from registry.metadata.queries import dialect_insert
 
 
-async def quota_state(conn: AsyncConnection, namespace: str) -> tuple[int, int | None]:
-    """(bytes used, quota or None) of a namespace."""
-    used = await conn.scalar(
+async def used(conn: AsyncConnection, namespace: str) -> int:
+    folded = await conn.scalar(
         select(NamespaceUsage.bytes).where(NamespaceUsage.namespace == namespace)
     )
+    pending = await conn.scalar(
+        select(func.coalesce(func.sum(UsageDelta.bytes), 0)).where(
+            UsageDelta.namespace == namespace
+        )
+    )
+    return int(folded or 0) + int(pending or 0)
+
+
+async def quota_state(conn: AsyncConnection, namespace: str) -> tuple[int, int | None]:
+    """(bytes used, quota or None) of a namespace."""
     quota = await conn.scalar(
         select(NamespacePolicy.quota_bytes).where(NamespacePolicy.namespace == namespace)
     )
-    return int(used or 0), None if quota is None else int(quota)
+    return await used(conn, namespace), None if quota is None else int(quota)
 
 
 async def in_namespace(conn: AsyncConnection, namespace: str, digest: str) -> bool:
     """Whether a repository of the namespace links the blob already."""
     found = await conn.scalar(
-        select(RepositoryBlob.digest)
-        .join(Repository, Repository.id == RepositoryBlob.repository_id)
-        .where(Repository.namespace == namespace, RepositoryBlob.digest == digest)
-        .limit(1)
+        select(NamespaceBlob.links).where(
+            NamespaceBlob.namespace == namespace, NamespaceBlob.digest == digest
+        )
     )
     return found is not None
 
 
-async def lock_namespace(conn: AsyncConnection, namespace: str) -> None:
-    """Take the namespace's usage row, as a blob upload's link does (hot.py)."""
-    stmt = dialect_insert(conn, NamespaceUsage).values(namespace=namespace, bytes=0)
+async def lock_quota(conn: AsyncConnection, namespace: str) -> None:
+    """Take the namespace's policy row if it has a quota, as a blob upload does (hot.py)."""
     await conn.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[NamespaceUsage.namespace], set_={"bytes": NamespaceUsage.bytes}
-        )
+        update(NamespacePolicy)
+        .where(NamespacePolicy.namespace == namespace, NamespacePolicy.quota_bytes.is_not(None))
+        .values(quota_bytes=NamespacePolicy.quota_bytes)
     )
+
+
+async def fold(conn: AsyncConnection) -> int:
+    """Fold the deltas into the namespaces' totals; returns how many. Only the rows this
+    DELETE removes are added, so a delta committed meanwhile waits for the next fold."""
+    removed = await conn.execute(
+        delete(UsageDelta).returning(UsageDelta.namespace, UsageDelta.bytes)
+    )
+    sums: dict[str, int] = defaultdict(int)
+    count = 0
+    for namespace, size in removed:
+        sums[namespace] += int(size)
+        count += 1
+    for namespace in sorted(sums):
+        stmt = dialect_insert(conn, NamespaceUsage).values(
+            namespace=namespace, bytes=sums[namespace]
+        )
+        await conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[NamespaceUsage.namespace],
+                set_={"bytes": NamespaceUsage.bytes + stmt.excluded.bytes},
+            )
+        )
+    return count
 
 
 async def namespaces(conn: AsyncConnection) -> list[tuple[str, int, int]]:
     """(namespace, bytes, repositories) of every namespace that holds something."""
-    counts = (
-        select(Repository.namespace, func.count().label("n"))
-        .group_by(Repository.namespace)
-        .subquery()
+    totals: dict[str, int] = defaultdict(int)
+    for namespace, size in await conn.execute(
+        select(NamespaceUsage.namespace, NamespaceUsage.bytes)
+    ):
+        totals[namespace] += int(size)
+    pending = select(UsageDelta.namespace, func.sum(UsageDelta.bytes)).group_by(
+        UsageDelta.namespace
     )
-    rows = await conn.execute(
-        select(NamespaceUsage.namespace, NamespaceUsage.bytes, func.coalesce(counts.c.n, 0))
-        .outerjoin(counts, counts.c.namespace == NamespaceUsage.namespace)
-        .order_by(NamespaceUsage.namespace)
+    for namespace, size in await conn.execute(pending):
+        totals[namespace] += int(size)
+    counts = dict(
+        (n, int(c))
+        for n, c in await conn.execute(
+            select(Repository.namespace, func.count()).group_by(Repository.namespace)
+        )
     )
-    return [(n, int(b), int(c)) for n, b, c in rows if b or c]
+    names = sorted(set(totals) | set(counts))
+    return [
+        (n, totals.get(n, 0), counts.get(n, 0)) for n in names if totals.get(n) or counts.get(n)
+    ]
 
 
 async def repositories(conn: AsyncConnection, namespace: str) -> list[tuple[int, str, int]]:
+    """(id, name, bytes of the blobs it links) of the namespace's repositories."""
+    sizes = (
+        select(RepositoryBlob.repository_id, func.sum(Blob.size).label("size"))
+        .join(Blob, Blob.digest == RepositoryBlob.digest)
+        .group_by(RepositoryBlob.repository_id)
+        .subquery()
+    )
     rows = await conn.execute(
-        select(Repository.id, Repository.name, Repository.bytes)
+        select(Repository.id, Repository.name, func.coalesce(sizes.c.size, 0))
+        .outerjoin(sizes, sizes.c.repository_id == Repository.id)
         .where(Repository.namespace == namespace)
         .order_by(Repository.name)
     )
@@ -98,10 +150,8 @@ async def reclaimable(conn: AsyncConnection, namespace: str | None = None) -> in
         ~STORED.exists(),
     )
     if namespace is not None:
-        linked = (
-            select(RepositoryBlob.digest)
-            .join(Repository, Repository.id == RepositoryBlob.repository_id)
-            .where(Repository.namespace == namespace, RepositoryBlob.digest == Blob.digest)
+        linked = select(NamespaceBlob.digest).where(
+            NamespaceBlob.namespace == namespace, NamespaceBlob.digest == Blob.digest
         )
         query = query.where(linked.exists())
     return int(await conn.scalar(query) or 0)

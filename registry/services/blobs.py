@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from registry.digest import Digest
 from registry.errors import BlobUnknown
 from registry.metadata import queries
@@ -73,7 +75,8 @@ class BlobService:
     async def mount(self, repository: str, digest: Digest, source: str) -> bool:
         """Link a blob of `source` into `repository` and renew its lease; False when
         `source` lacks it (the client then uploads it)."""
-        async with self.db.write() as conn:
+
+        async def link(conn: AsyncConnection) -> bool:
             # The renewal comes first and takes the row, as a HEAD's does.
             size = await queries.renew_lease(conn, str(digest), self.leases.end(), source)
             if size is None:
@@ -83,4 +86,6 @@ class BlobService:
                 return False
             repo_id = await queries.ensure_repository(conn, repository)
             await queries.link_blob(conn, repo_id, str(digest), size, self.leases.end())
-        return True
+            return True
+
+        return await self.db.transact(link)

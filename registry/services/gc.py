@@ -24,10 +24,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import anyio
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from registry.config import GcSettings
 from registry.digest import Digest
-from registry.metadata import counters, queries
+from registry.metadata import counters, queries, usage
 from registry.metadata import gc as q
 from registry.metadata.database import Database
 from registry.metadata.models import Manifest, now
@@ -160,7 +161,7 @@ class GarbageCollector:
         """One pass: apply retention policies (with `retention`), delete manifests
         untagged for long (if gc.untagged_hours says so), clear tombstones left by a pass
         that died, collect every due blob (up to MAX_BATCHES batches), and end abandoned
-        upload sessions."""
+        upload sessions; fold the usage deltas into the namespaces' totals."""
         started, clock = now(), time.monotonic()
         done = Pass()
         try:
@@ -185,6 +186,8 @@ class GarbageCollector:
             for _ in range(MAX_BATCHES):
                 if await self._batch(done) < BATCH:
                     break
+            async with self.db.write() as conn:
+                await usage.fold(conn)
             if sweep_uploads:
                 done.uploads_ended = await self.uploads.purge(
                     timedelta(hours=self.settings.upload_ttl_hours)
@@ -205,7 +208,8 @@ class GarbageCollector:
         returns how many were due. Their blobs are queued by the triggers, for the blob
         batches that follow."""
         cutoff = now() - timedelta(hours=self.settings.untagged_hours)
-        async with self.db.write() as conn:
+
+        async def decide(conn: AsyncConnection) -> tuple[list[q.Untagged], list[int], int]:
             due = await q.lock_untagged(conn, cutoff, BATCH)
             # Re-read after the lock: a push holding one of them (a tag, an index listing
             # it) was skipped, or committed first and is seen here.
@@ -214,10 +218,14 @@ class GarbageCollector:
             await q.requeue_untagged(conn, sorted(tagged), None)
             # Looked at again in untagged_hours, when what keeps them may be gone.
             await q.requeue_untagged(conn, sorted(kept), now())
+            deleted = 0
             if doomed:
-                deleted = await queries.delete_manifests(conn, Manifest.id.in_(doomed))
-                done.manifests_deleted += deleted.manifests
-                await counters.add_counters(conn, {"gc_manifests_deleted": deleted.manifests})
+                deleted = (await queries.delete_manifests(conn, Manifest.id.in_(doomed))).manifests
+                await counters.add_counters(conn, {"gc_manifests_deleted": deleted})
+            return due, doomed, deleted
+
+        due, doomed, deleted = await self.db.transact(decide)
+        done.manifests_deleted += deleted
         for manifest in due:
             if manifest.id in doomed:
                 log.debug(
@@ -231,7 +239,8 @@ class GarbageCollector:
         """Decide one batch of due blobs and delete the garbage among them; returns how
         many were due."""
         token, moment = str(uuid.uuid4()), now()
-        async with self.db.write() as conn:
+
+        async def decide(conn: AsyncConnection) -> tuple[int, list[str], list[q.Due]]:
             due = await q.lock_due(conn, moment, BATCH)
             # Locked rows are re-read here, after any push that held them committed: a
             # reference stored by then is seen, a lease renewed by then too.
@@ -243,10 +252,13 @@ class GarbageCollector:
             if garbage:
                 await q.bury(conn, garbage, token, moment)
             await counters.add_counters(conn, {"gc_postponed": len(leased)})
+            return len(due), leased, garbage
+
+        count, leased, garbage = await self.db.transact(decide)
         done.postponed += len(leased)
         if garbage:
             self._deleted(done, await self._delete_bytes(token=token))
-        return len(due)
+        return count
 
     async def _delete_bytes(
         self, *, token: str | None = None, before: datetime | None = None
@@ -255,17 +267,21 @@ class GarbageCollector:
         holding them locked meanwhile: a pass that resumes late finds none of its own
         left, so it never deletes bytes stored again since. Shielded from cancellation:
         a stopping process finishes the batch it started."""
+
+        async def delete(conn: AsyncConnection) -> list[tuple[str, int]]:
+            rows = await q.lock_tombstones(conn, token=token, before=before)
+            if rows:
+                await self.store.delete([Digest.parse(digest) for digest, _ in rows])
+                await q.forget_tombstones(conn, [digest for digest, _ in rows])
+                freed = sum(size for _, size in rows)
+                await counters.add_counters(
+                    conn, {"gc_blobs_deleted": len(rows), "gc_bytes_freed": freed}
+                )
+            return rows
+
         rows: list[tuple[str, int]] = []
         with anyio.CancelScope(shield=True):
-            async with self.db.write() as conn:
-                rows = await q.lock_tombstones(conn, token=token, before=before)
-                if rows:
-                    await self.store.delete([Digest.parse(digest) for digest, _ in rows])
-                    await q.forget_tombstones(conn, [digest for digest, _ in rows])
-                    freed = sum(size for _, size in rows)
-                    await counters.add_counters(
-                        conn, {"gc_blobs_deleted": len(rows), "gc_bytes_freed": freed}
-                    )
+            rows = await self.db.transact(delete)
         return rows
 
     @staticmethod

@@ -31,6 +31,8 @@ import logging
 import time
 from datetime import datetime, timedelta
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from registry.digest import Digest
 from registry.errors import Unavailable
 from registry.metadata import gc as q
@@ -73,12 +75,14 @@ class Leases:
             if not tombstoned and leased is not False:
                 return  # no row (nothing to collect), or one leased for long enough
             if not tombstoned:
-                async with self.db.write() as conn:
+
+                async def renew(conn: AsyncConnection) -> bool:
                     await q.renew_lease(conn, key, self.end())
                     # After the renewal, which waited for any pass holding the row: a
                     # tombstone means that pass removed it.
-                    tombstoned = await q.tombstoned(conn, key)
-                if not tombstoned:
+                    return await q.tombstoned(conn, key)
+
+                if not await self.db.transact(renew):
                     return
             if time.monotonic() > deadline:
                 raise Unavailable(

@@ -138,22 +138,30 @@ class ManifestService:
         }
         references = [(d, "blob") for d in dict.fromkeys(parsed.blobs)]
         references += [(d, "manifest") for d in dict.fromkeys(c.digest for c in parsed.children)]
+        unique_tags = list(dict.fromkeys(tags))
+
+        async def store(conn: AsyncConnection) -> None:
+            # Locks in the order every transaction keeps: this manifest's row and those
+            # its tags point at now (their untagged triggers write them), then the blobs
+            # (FOR SHARE, in digest order), then the tags.
+            repo_id = await queries.ensure_repository(conn, repository)
+            manifest_id = await queries.put_manifest(conn, repo_id, values, bool(tags))
+            await queries.lock_tag_targets(conn, repo_id, unique_tags, manifest_id)
+            if check:
+                await self._check_references(conn, repository, repo_id, parsed)
+            await queries.link_blob(conn, repo_id, str(digest), len(body), self.leases.end())
+            await queries.add_references(conn, manifest_id, references)
+            policy = await policy_in(conn, namespace_of(repository)) if pushed else None
+            for tag in unique_tags:
+                if policy is not None and policy.immutable_rule(tag):
+                    current = await queries.set_tag_once(conn, repo_id, tag, manifest_id)
+                    if current != manifest_id:
+                        refuse_immutable(policy, [tag], f"moved to {digest}")
+                else:
+                    await queries.set_tag(conn, repo_id, tag, manifest_id)
+
         try:
-            async with self.db.write() as conn:
-                repo_id = await queries.ensure_repository(conn, repository)
-                manifest_id = await queries.put_manifest(conn, repo_id, values, bool(tags))
-                if check:
-                    await self._check_references(conn, repository, repo_id, parsed)
-                await queries.link_blob(conn, repo_id, str(digest), len(body), self.leases.end())
-                await queries.add_references(conn, manifest_id, references)
-                policy = await policy_in(conn, namespace_of(repository)) if pushed else None
-                for tag in dict.fromkeys(tags):
-                    if policy is not None and policy.immutable_rule(tag):
-                        current = await queries.set_tag_once(conn, repo_id, tag, manifest_id)
-                        if current != manifest_id:
-                            refuse_immutable(policy, [tag], f"moved to {digest}")
-                    else:
-                        await queries.set_tag(conn, repo_id, tag, manifest_id)
+            await self.db.transact(store)
         except ManifestBlobUnknown:
             # The bytes are stored already: give them a row, so that garbage collection
             # removes them once the lease ends, unless a push of the same manifest uses them.
@@ -187,7 +195,8 @@ class ManifestService:
     async def delete(self, repository: str, reference: str) -> None:
         """Delete by digest (the manifest and its tags) or by tag (the tag only); never
         an immutable tag."""
-        async with self.db.write() as conn:
+
+        async def remove(conn: AsyncConnection) -> bool:
             policy = await policy_in(conn, namespace_of(repository))
             if is_digest(reference):
                 digest = str(Digest.parse(reference))
@@ -197,23 +206,27 @@ class ManifestService:
                         and_(Manifest.digest == digest, Repository.name == repository),
                     )
                     refuse_immutable(policy, tags, f"deleted with manifest {digest}")
-                deleted = await queries.delete_manifest(conn, repository, digest)
-            else:
-                tag = check_tag(reference)
-                if policy.immutable_tags and await queries.tag_exists(conn, repository, tag):
-                    refuse_immutable(policy, [tag], "deleted")
-                deleted = await queries.delete_tag(conn, repository, tag)
+                return await queries.delete_manifest(conn, repository, digest)
+            tag = check_tag(reference)
+            if policy.immutable_tags and await queries.tag_exists(conn, repository, tag):
+                refuse_immutable(policy, [tag], "deleted")
+            return await queries.delete_tag(conn, repository, tag)
+
+        deleted = await self.db.transact(remove)
         if not deleted:
             raise ManifestUnknown({"reference": reference})
 
     async def delete_repository(self, repository: str) -> queries.Deleted:
         """Delete a repository's tags, manifests and links; NAME_UNKNOWN if none."""
-        async with self.db.write() as conn:
+
+        async def remove(conn: AsyncConnection) -> queries.Deleted | None:
             policy = await policy_in(conn, namespace_of(repository))
             if policy.immutable_tags:
                 tags = await queries.tags_of(conn, Repository.name == repository)
                 refuse_immutable(policy, sorted(tags), "deleted with the repository")
-            deleted = await queries.delete_repository(conn, repository)
+            return await queries.delete_repository(conn, repository)
+
+        deleted = await self.db.transact(remove)
         if deleted is None:
             raise NameUnknown({"name": repository})
         return deleted

@@ -11,6 +11,7 @@ it prints is exactly what a run would do.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -94,13 +95,14 @@ class RetentionService:
         self, policy: Policy, repository_id: int, name: str, dry_run: bool
     ) -> Outcome:
         outcome = Outcome(name)
-        try:
-            async with self.db.write() as conn:
-                await self._apply(conn, policy, repository_id, outcome)
-                if dry_run:
-                    raise _DryRun
-        except _DryRun:
-            pass
+
+        async def apply(conn: AsyncConnection) -> None:
+            await self._apply(conn, policy, repository_id, outcome)
+            if dry_run:
+                raise _DryRun
+
+        with contextlib.suppress(_DryRun):  # rolled back: what it did is all in `outcome`
+            await self.db.transact(apply)
         return outcome
 
     async def _apply(

@@ -158,7 +158,7 @@ class UploadService:
         steps: list[tuple[str, dict[str, Any]]] = [
             ("add_repository", {"repository": repository, "namespace": namespace}),
             ("add_blob", {"digest": str(digest), "size": size, "lease_end": self.leases.end()}),
-            ("lock_namespace", {"namespace": namespace}),
+            ("lock_quota", {"namespace": namespace}),
         ]
         if upload_id is not None:
             steps.append(("delete_upload", {"id": upload_id}))

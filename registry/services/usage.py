@@ -1,13 +1,15 @@
 """Storage usage, like `docker system df`, and namespace quotas.
 
-Usage is kept exact by triggers as blobs are linked and unlinked (migration 0011): per
-repository, the bytes of the blobs it links; per namespace, each blob once however many
-of its repositories link it. A quota (services/policies.py) limits the latter. A blob
-upload is linked only if the namespace stays within its quota, decided in the upload's
-own transaction with the namespace's usage row taken first (metadata/hot.py), so
-parallel pushes take turns and cannot overshoot at all; a refused upload counts nothing
-(its bytes are garbage, collected after their lease). Manifests are small and are not
-refused; bytes still being uploaded count once they are committed.
+A namespace's usage counts each blob once, however many of its repositories link it; it
+is kept exact by triggers as blobs are linked and unlinked (migration 0011), as deltas
+that no push waits on, folded by garbage collection. A repository's bytes are those of the
+blobs it links, summed when asked. A quota (services/policies.py) limits a namespace's
+usage. A blob upload is linked only if the namespace stays within its quota, decided in
+the upload's own transaction after taking the namespace's policy row (metadata/hot.py),
+so parallel pushes into a namespace with a quota take turns and cannot overshoot at all.
+A refused upload counts nothing (its bytes are garbage, collected after their lease).
+Manifests are small and are not refused; bytes still being uploaded count once they are
+committed.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ class Quotas:
     async def allows(self, conn: Any, namespace: str, digest: str, size: int) -> bool:
         """In the caller's transaction (a mount's), with the namespace's row taken: may
         the namespace link this blob?"""
-        await q.lock_namespace(conn, namespace)
+        await q.lock_quota(conn, namespace)
         used, quota = await q.quota_state(conn, namespace)
         if quota is None or used + size <= quota:
             return True

@@ -16,6 +16,13 @@ PASSWORD = "correct horse battery"
 
 
 @pytest.fixture
+def settings(make_settings: Callable[..., Settings], request: pytest.FixtureRequest) -> Settings:
+    """The app's settings, with a test module's SETTINGS (for example short blob leases,
+    so that tests of garbage collection need not wait an hour)."""
+    return make_settings(**getattr(request.module, "SETTINGS", {}))
+
+
+@pytest.fixture
 async def auth_app(make_settings: Callable[..., Settings]) -> AsyncIterator[Starlette]:
     application = create_app(make_settings(auth_enabled="true", auth_login_attempts="3"))
     yield application

@@ -5,25 +5,19 @@ and PostgreSQL, filesystem and S3."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
 from starlette.applications import Starlette
 
-from registry.app import create_app
-from registry.config import Settings
 from registry.digest import Digest
 from tests.helpers import push_blob, push_image, sha256
 
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-async def app(make_settings: Callable[..., Settings]) -> AsyncIterator[Starlette]:
-    application = create_app(make_settings(gc_blob_lease_seconds="0.2"))
-    yield application
-    await application.state.registry.close()
+# Leases of 0.2 s (renewals 0.4 s), for tests/api/conftest.py's app.
+SETTINGS = {"gc_blob_lease_seconds": "0.2"}
 
 
 async def test_a_consistent_registry_checks_clean(

@@ -26,7 +26,7 @@ from registry.metadata.counters import counters
 from registry.metadata.models import Blob, BlobTombstone, GcRun, now
 from registry.services import leases
 from registry.services.gc import worker_name
-from tests.helpers import descriptor, push_blob, push_image, sha256
+from tests.helpers import descriptor, pause_after, push_blob, push_image, sha256
 
 pytestmark = pytest.mark.anyio
 
@@ -284,18 +284,7 @@ async def test_a_refused_manifest_leaves_bytes_the_collector_finds(
 @pytest.fixture
 def pause_after_lock(monkeypatch: pytest.MonkeyPatch) -> tuple[asyncio.Event, asyncio.Event]:
     """Pause collection passes once they hold the due rows locked, before they decide."""
-    locked, release = asyncio.Event(), asyncio.Event()
-    referenced = gc_queries.referenced
-
-    async def paused(conn: Any, digests: Any) -> set[str]:
-        found = await referenced(conn, digests)
-        if digests:
-            locked.set()
-            await release.wait()
-        return found
-
-    monkeypatch.setattr(gc_queries, "referenced", paused)
-    return locked, release
+    return pause_after(monkeypatch, gc_queries, "referenced")
 
 
 @pytest.fixture

@@ -6,15 +6,12 @@ PostgreSQL, filesystem and S3."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
 import pytest
 from starlette.applications import Starlette
 
-from registry.app import create_app
-from registry.config import Settings
 from registry.digest import Digest
 from registry.mediatypes import OCI_INDEX, OCI_MANIFEST
 from tests.helpers import config_only_manifest, index_of, push_image, put_manifest, sha256
@@ -22,11 +19,8 @@ from tests.helpers import config_only_manifest, index_of, push_image, put_manife
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-async def app(make_settings: Callable[..., Settings]) -> AsyncIterator[Starlette]:
-    application = create_app(make_settings(gc_blob_lease_seconds="0.2"))
-    yield application
-    await application.state.registry.close()
+# Leases of 0.2 s (renewals 0.4 s), for tests/api/conftest.py's app.
+SETTINGS = {"gc_blob_lease_seconds": "0.2"}
 
 
 async def policy(client: httpx.AsyncClient, namespace: str = "team", **changes: Any) -> None:

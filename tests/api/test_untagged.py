@@ -19,7 +19,14 @@ from registry.config import Settings
 from registry.digest import Digest
 from registry.mediatypes import OCI_INDEX, OCI_MANIFEST
 from registry.metadata import gc as gc_queries
-from tests.helpers import config_only_manifest, index_of, push_image, put_manifest, sha256
+from tests.helpers import (
+    config_only_manifest,
+    index_of,
+    pause_after,
+    push_image,
+    put_manifest,
+    sha256,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -178,17 +185,7 @@ async def test_a_tag_pushed_while_a_pass_deletes_the_manifest_wins(
     digest, body = await push_image(client, "team/app", "v1", layers=[b"racing layer"])
     assert (await client.delete("/v2/team/app/manifests/v1")).status_code == 202
     await asyncio.sleep(WAIT)
-    locked, release = asyncio.Event(), asyncio.Event()
-    needed = gc_queries.needed
-
-    async def paused(conn: Any, due: Any) -> Any:
-        found = await needed(conn, due)
-        if due:
-            locked.set()
-            await release.wait()
-        return found
-
-    monkeypatch.setattr(gc_queries, "needed", paused)
+    locked, release = pause_after(monkeypatch, gc_queries, "needed")
     # The push checks its blobs first, as docker does: the HEADs renew their leases.
     for item in [json.loads(body)["config"], *json.loads(body)["layers"]]:
         assert (await client.head(f"/v2/team/app/blobs/{item['digest']}")).status_code == 200

@@ -7,24 +7,18 @@ PostgreSQL, filesystem and S3."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
 from starlette.applications import Starlette
 
-from registry.app import create_app
-from registry.config import Settings
 from tests.helpers import assert_error, push_blob, push_image, sha256
 
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-async def app(make_settings: Callable[..., Settings]) -> AsyncIterator[Starlette]:
-    application = create_app(make_settings(gc_blob_lease_seconds="0.2"))
-    yield application
-    await application.state.registry.close()
+# Leases of 0.2 s (renewals 0.4 s), for tests/api/conftest.py's app.
+SETTINGS = {"gc_blob_lease_seconds": "0.2"}
 
 
 async def usage(client: httpx.AsyncClient, namespace: str) -> dict:
@@ -129,3 +123,24 @@ async def test_parallel_pushes_cannot_overshoot_the_quota(
     statuses = await asyncio.gather(*(push(b) for b in blobs))
     assert sorted(statuses) == [201] * 3 + [403] * 5
     assert (await usage(client, "team"))["bytes"] == 900
+
+
+async def test_a_pass_folds_the_deltas_and_the_usage_stays_the_same(
+    app: Starlette, client: httpx.AsyncClient
+) -> None:
+    from sqlalchemy import func, select
+
+    from registry.metadata.models import UsageDelta
+
+    await push_image(client, "team/app", "v1", layers=[b"x" * 300])
+    before = await usage(client, "team")
+    registry = app.state.registry
+
+    async def deltas() -> int:
+        async with registry.db.read() as conn:
+            return int(await conn.scalar(select(func.count()).select_from(UsageDelta)))
+
+    assert await deltas() == 3  # manifest, config, layer
+    await registry.gc.collect()
+    assert await deltas() == 0
+    assert await usage(client, "team") == before
