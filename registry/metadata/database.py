@@ -277,12 +277,15 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     # Let us issue BEGIN ourselves (see _sqlite_begin) instead of the driver's guesswork.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
-    for pragma in (
-        "journal_mode=WAL",
-        "busy_timeout=30000",
-        "foreign_keys=ON",
-        "synchronous=NORMAL",
-    ):
+    # The busy timeout first: a connection opened while another one writes or checkpoints
+    # must wait for the lock, not fail with "database is locked" (two replicas of one
+    # SQLite file did, one pull in ten). WAL is a property of the file, set once: asking
+    # for it on every connection takes a lock the busy handler does not cover.
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA journal_mode")
+    if str(cursor.fetchone()[0]).lower() != "wal":
+        cursor.execute("PRAGMA journal_mode=WAL")
+    for pragma in ("foreign_keys=ON", "synchronous=NORMAL"):
         cursor.execute(f"PRAGMA {pragma}")
     cursor.close()
 
