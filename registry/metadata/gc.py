@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from registry.metadata.models import (
@@ -35,6 +35,17 @@ REFERENCED = select(ManifestReference.digest).where(ManifestReference.digest == 
 STORED = select(Manifest.id).where(Manifest.digest == Blob.digest)
 
 
+def collectable_now(now: datetime) -> list[ColumnElement[bool]]:
+    """Conditions on a Blob row a pass would delete at `now`: due, no lease holds it,
+    nothing references it. The collector re-checks them on the rows it has locked."""
+    return [
+        Blob.gc_after <= now,
+        or_(Blob.leased_until.is_(None), Blob.leased_until <= now),
+        ~REFERENCED.exists(),
+        ~STORED.exists(),
+    ]
+
+
 @dataclass(frozen=True, slots=True)
 class Due:
     """A blob garbage collection should look at now, as its locked row says."""
@@ -49,12 +60,7 @@ async def collectable(conn: AsyncConnection, now: datetime, limit: int) -> list[
     longest queued first. One range of the gc_after index, however many blobs are live."""
     rows = await conn.execute(
         select(Blob.digest, Blob.size)
-        .where(
-            Blob.gc_after <= now,
-            or_(Blob.leased_until.is_(None), Blob.leased_until <= now),
-            ~REFERENCED.exists(),
-            ~STORED.exists(),
-        )
+        .where(*collectable_now(now))
         .order_by(Blob.gc_after)
         .limit(limit)
     )
@@ -246,19 +252,6 @@ async def recent_runs(conn: AsyncConnection, limit: int) -> list[dict[str, objec
 
 async def due_count(conn: AsyncConnection, now: datetime) -> int:
     return int(await conn.scalar(select(func.count()).where(Blob.gc_after <= now)) or 0)
-
-
-async def reclaimable_bytes(conn: AsyncConnection, now: datetime) -> int:
-    """Bytes a pass would free now: the due blobs nothing references and no lease holds."""
-    total = await conn.scalar(
-        select(func.coalesce(func.sum(Blob.size), 0)).where(
-            Blob.gc_after <= now,
-            or_(Blob.leased_until.is_(None), Blob.leased_until <= now),
-            ~REFERENCED.exists(),
-            ~STORED.exists(),
-        )
-    )
-    return int(total or 0)  # PostgreSQL sums big integers as numeric
 
 
 async def tombstone_count(conn: AsyncConnection) -> int:

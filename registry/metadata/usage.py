@@ -5,11 +5,12 @@ linked and unlinked (migration 0011): its folded total plus its deltas not folde
 from __future__ import annotations
 
 from collections import defaultdict
+from datetime import datetime
 
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from registry.metadata.gc import REFERENCED, STORED
+from registry.metadata.gc import collectable_now
 from registry.metadata.models import (
     Blob,
     NamespaceBlob,
@@ -20,7 +21,6 @@ from registry.metadata.models import (
     Upload,
     UsageDelta,
 )
-from registry.metadata.models import now as now_utc
 from registry.metadata.queries import dialect_insert
 
 
@@ -140,21 +140,16 @@ async def shared_bytes(conn: AsyncConnection, repository_id: int) -> int:
     return int(total or 0)
 
 
-async def reclaimable(conn: AsyncConnection, namespace: str | None = None) -> int:
-    """Bytes a collection pass would free now (of blobs the namespace links, if given)."""
-    moment = now_utc()
-    query = select(func.coalesce(func.sum(Blob.size), 0)).where(
-        Blob.gc_after <= moment,
-        or_(Blob.leased_until.is_(None), Blob.leased_until <= moment),
-        ~REFERENCED.exists(),
-        ~STORED.exists(),
-    )
+async def reclaimable(conn: AsyncConnection, moment: datetime, namespace: str | None = None) -> int:
+    """Bytes a collection pass would free at `moment` (of blobs the namespace links, if
+    given)."""
+    query = select(func.coalesce(func.sum(Blob.size), 0)).where(*collectable_now(moment))
     if namespace is not None:
         linked = select(NamespaceBlob.digest).where(
             NamespaceBlob.namespace == namespace, NamespaceBlob.digest == Blob.digest
         )
         query = query.where(linked.exists())
-    return int(await conn.scalar(query) or 0)
+    return int(await conn.scalar(query) or 0)  # PostgreSQL sums big integers as numeric
 
 
 async def total_bytes(conn: AsyncConnection) -> int:

@@ -137,7 +137,7 @@ class GarbageCollector:
             queue = {
                 "blobs": await q.queued(conn),
                 "due": await q.due_count(conn, moment),
-                "reclaimable_bytes": await q.reclaimable_bytes(conn, moment),
+                "reclaimable_bytes": await usage.reclaimable(conn, moment),
                 "tombstones": await q.tombstone_count(conn),
             }
             runs = await q.recent_runs(conn, RECENT_RUNS)

@@ -21,6 +21,7 @@ from registry.errors import Denied
 from registry.metadata import queries
 from registry.metadata import usage as q
 from registry.metadata.database import Database
+from registry.metadata.models import now
 from registry.names import check_namespace, namespace_of
 
 
@@ -79,7 +80,7 @@ class Usage:
             return {
                 "namespaces": [{"namespace": n, "bytes": b, "repositories": r} for n, b, r in rows],
                 "stored_bytes": await q.total_bytes(conn),
-                "reclaimable_bytes": await q.reclaimable(conn),
+                "reclaimable_bytes": await q.reclaimable(conn, now()),
                 "uploads": await q.uploads(conn),
             }
 
@@ -96,7 +97,7 @@ class Usage:
                 "namespace": namespace,
                 "bytes": used,
                 "quota_bytes": quota,
-                "reclaimable_bytes": await q.reclaimable(conn, namespace),
+                "reclaimable_bytes": await q.reclaimable(conn, now(), namespace),
                 "uploads": await q.uploads(conn, namespace),
                 "repositories": repositories,
             }
