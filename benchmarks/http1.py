@@ -21,13 +21,18 @@ class Connection:
         return cls(reader, writer)
 
     async def request(
-        self, method: str, target: str, body: bytes = b"", headers: dict[str, str] | None = None
+        self,
+        method: str,
+        target: str,
+        body: bytes = b"",
+        headers: dict[str, str] | None = None,
+        content_type: str = "application/octet-stream",
     ) -> tuple[int, dict[str, str], bytes]:
         """Send one request; the status, headers (lower-case names) and body of its answer."""
         extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
         head = (
             f"{method} {target} HTTP/1.1\r\nHost: bench\r\n{extra}"
-            f"Content-Length: {len(body)}\r\nContent-Type: application/octet-stream\r\n\r\n"
+            f"Content-Length: {len(body)}\r\nContent-Type: {content_type}\r\n\r\n"
         )
         self.writer.write(head.encode("latin-1"))
         self.writer.write(body)
