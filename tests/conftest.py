@@ -8,6 +8,7 @@ import os
 import shutil
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import hypothesis
@@ -17,6 +18,7 @@ from starlette.applications import Starlette
 from registry.app import create_app
 from registry.config import Settings, load_settings
 from registry.metadata.migrate import upgrade
+from tests import openapi_check
 from tests.peers.postgres import PostgresServer
 from tests.peers.s3 import MIN_PART, MotoServer
 
@@ -32,6 +34,28 @@ hypothesis.settings.register_profile(
     derandomize=os.environ.get("REGISTRY_TEST_STRICT") == "1",
 )
 hypothesis.settings.load_profile("registry")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def answers_fit_the_openapi_document() -> Iterator[None]:
+    """Every /api/v1/ answer any test gets is checked against the OpenAPI document."""
+    async_send, send = httpx.AsyncClient.send, httpx.Client.send
+
+    async def checked_async(self: httpx.AsyncClient, request: httpx.Request, **kw: Any) -> Any:
+        response = await async_send(self, request, **kw)
+        if not kw.get("stream"):
+            openapi_check.check(response)
+        return response
+
+    def checked(self: httpx.Client, request: httpx.Request, **kw: Any) -> Any:
+        response = send(self, request, **kw)
+        if not kw.get("stream"):
+            openapi_check.check(response)
+        return response
+
+    httpx.AsyncClient.send, httpx.Client.send = checked_async, checked  # type: ignore[method-assign]
+    yield
+    httpx.AsyncClient.send, httpx.Client.send = async_send, send  # type: ignore[method-assign]
 
 
 @pytest.fixture

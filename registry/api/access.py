@@ -17,7 +17,7 @@ from starlette.responses import Response
 
 from registry.api.common import registry_of
 from registry.auth.identity import ANONYMOUS, Identity
-from registry.auth.scopes import CATALOG, Scope, repository_scope
+from registry.auth.scopes import CATALOG, PULL, Scope, repository_scope
 from registry.auth.service import AuthService, within
 from registry.auth.tokens import AccessToken, TokenInvalid
 from registry.errors import Denied, Unauthorized, Unsupported
@@ -42,22 +42,29 @@ def protect(endpoint: Endpoint, **by_method: str) -> Endpoint:
 
     async def guarded(request: Request) -> Response:
         method = "GET" if request.method == "HEAD" else request.method
-        name = check_name(request.path_params["name"])
-        request.state.mirror = await _mirror_route(request, name, method)
-        await authorize(request, repository_scope(name, by_method[method]))
+        await require_repository(request, request.path_params["name"], by_method[method])
         return await endpoint(request)
 
     return guarded
 
 
-async def _mirror_route(request: Request, name: str, method: str) -> MirrorRoute | None:
+async def require_repository(request: Request, name: str, action: str) -> str:
+    """The gate of one repository (for /v2/ and the /api/v1/ handlers that act on one):
+    the caller may do `action` there; returns the name, checked."""
+    name = check_name(name)
+    request.state.mirror = await _mirror_route(request, name, write=action != PULL)
+    await authorize(request, repository_scope(name, action))
+    return name
+
+
+async def _mirror_route(request: Request, name: str, *, write: bool) -> MirrorRoute | None:
     """Where a mirrored repository comes from (None when it is hosted here). Mirrored
     repositories, and every repository of a mirror-only registry, refuse writes."""
     mirror = registry_of(request).mirror
     if mirror is None:
         return None
     route = await mirror.route(name)
-    if method != "GET" and (route is not None or mirror.settings.mirror_only):
+    if write and (route is not None or mirror.settings.mirror_only):
         source = f"a mirror of {route.upstream.url}" if route else "a mirror-only registry"
         raise Unsupported(
             {"name": name},

@@ -7,38 +7,132 @@ Callers authenticate as on /v2/: a bearer token from /token, or HTTP Basic.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import wraps
 from typing import Any
 
+from pydantic import Field
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
 
 from registry.api.access import authorize, caller_identity
-from registry.api.common import json_object, registry_of
+from registry.api.common import registry_of
+from registry.api.declare import API, Answer, Body, Page, PageQuery
 from registry.auth.accounts import AccountError, AccountExists, Accounts, AccountUnknown
 from registry.auth.identity import ROBOT_PREFIX, Identity
 from registry.errors import Conflict, Denied, Invalid, NotFound, RouteUnknown, Unauthorized
 
-_MAX_BODY = 64 * 1024
 # A hundred years: longer is "never", which is no expiry at all.
 _MAX_ROBOT_DAYS = 36_500
 
-Handler = Callable[[Request, Accounts, Identity], Awaitable[Response]]
+Handler = Callable[..., Awaitable[Any]]
 
 
-def endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
-    """Authenticate the caller and translate account errors into API errors."""
+class NewUser(Body):
+    name: str
+    password: str
+    admin: bool = False
 
-    async def run(request: Request) -> Response:
-        auth = registry_of(request).auth
-        if auth is None:
-            raise RouteUnknown(message="authentication is off in this registry; no accounts")
-        await authorize(request, None)
-        identity = await caller_identity(request)
-        if identity.anonymous:
-            raise Unauthorized(message="log in to manage accounts")
+
+class UserChange(Body):
+    password: str | None = None
+    admin: bool | None = None
+    disabled: bool | None = None
+
+
+class User(Answer):
+    name: str
+    admin: bool
+    disabled: bool
+
+
+class Created(Answer):
+    name: str
+
+
+class NewNamespace(Body):
+    name: str
+    public: bool = False
+    owner: str | None = Field(None, description="a user made its first owner")
+
+
+class NamespaceChange(Body):
+    public: bool
+
+
+class Namespace(Answer):
+    name: str
+    public: bool
+    members: int
+
+
+class Member(Answer):
+    user: str
+    role: str
+
+
+class MemberChange(Body):
+    role: str = Field(description="guest, developer, maintainer or owner")
+
+
+class NewRobot(Body):
+    name: str = Field(description="the robot is named robot$<namespace>+<name>")
+    actions: list[str] = Field(description="of pull, push, delete")
+    expires_days: int | None = Field(None, ge=0, le=_MAX_ROBOT_DAYS)
+
+
+class Robot(Answer):
+    name: str
+    actions: list[str]
+    expires_at: datetime | None
+
+
+class RobotCreated(Answer):
+    name: str
+    secret: str = Field(description="shown this once; store it now")
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    accounts: Accounts
+    identity: Identity
+
+
+async def _caller(request: Request) -> Caller:
+    auth = registry_of(request).auth
+    if auth is None:
+        raise RouteUnknown(message="authentication is off in this registry; no accounts")
+    await authorize(request, None)
+    identity = await caller_identity(request)
+    if identity.anonymous:
+        raise Unauthorized(message="log in to manage accounts")
+    return Caller(auth.accounts, identity)
+
+
+async def admin(request: Request, **_: str) -> Caller:
+    """The access of the operations for admins only."""
+    caller = await _caller(request)
+    if not caller.identity.admin:
+        raise Denied(message="only an admin may do this")
+    return caller
+
+
+async def owner(request: Request, namespace: str, **_: str) -> Caller:
+    """The access of a namespace's operations: its owners, and admins."""
+    caller = await _caller(request)
+    identity = caller.identity
+    if identity.admin or await caller.accounts.role(identity, namespace) == "owner":
+        return caller
+    raise Denied(message=f"only an owner of {namespace!r} or an admin may do this")
+
+
+def translated(handler: Handler) -> Handler:
+    """Account errors as API errors."""
+
+    @wraps(handler)
+    async def run(request: Request, **kwargs: Any) -> Any:
         try:
-            return await handler(request, auth.accounts, identity)
+            return await handler(request, **kwargs)
         except AccountExists as exc:
             raise Conflict(message=str(exc)) from None
         except AccountUnknown as exc:
@@ -49,151 +143,239 @@ def endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     return run
 
 
-def _require_admin(identity: Identity) -> None:
-    if not identity.admin:
-        raise Denied(message="only an admin may do this")
+USERS = "/api/v1/users"
+USER = "/api/v1/users/{user}"
+NAMESPACES = "/api/v1/namespaces"
+NAMESPACE = "/api/v1/namespaces/{namespace}"
+MEMBERS = "/api/v1/namespaces/{namespace}/members"
+MEMBER = "/api/v1/namespaces/{namespace}/members/{user}"
+ROBOTS = "/api/v1/namespaces/{namespace}/robots"
+ROBOT = "/api/v1/namespaces/{namespace}/robots/{robot}"
 
 
-async def _require_owner(accounts: Accounts, identity: Identity, namespace: str) -> None:
-    if identity.admin or await accounts.role(identity, namespace) == "owner":
-        return
-    raise Denied(message=f"only an owner of {namespace!r} or an admin may do this")
-
-
-async def _body(request: Request) -> dict[str, Any]:
-    return await json_object(request, _MAX_BODY)
-
-
-def _field(body: dict[str, Any], key: str, kind: type, default: Any = ...) -> Any:
-    value = body.get(key, default)
-    if value is ...:
-        raise Invalid({"field": key}, message=f"{key!r} is required")
-    wrong = not isinstance(value, kind) or (kind is int and isinstance(value, bool))
-    # null stands for "not given" only where that is what the default says.
-    if wrong and not (value is None and default is None) and value is not default:
-        raise Invalid({"field": key}, message=f"{key!r} must be a {kind.__name__}")
-    return value
-
-
-@endpoint
-async def users(request: Request, accounts: Accounts, identity: Identity) -> Response:
-    _require_admin(identity)
-    if request.method == "POST":
-        body = await _body(request)
-        name = _field(body, "name", str)
-        await accounts.add_user(
-            name, _field(body, "password", str), admin=_field(body, "admin", bool, False)
-        )
-        return JSONResponse({"name": name}, status_code=201)
+@API.operation(
+    "GET",
+    USERS,
+    summary="List users (admins)",
+    tag="accounts",
+    access=admin,
+    response=User,
+    query=PageQuery,
+    paged="users",
+    errors=[404],
+)
+@translated
+async def list_users(request: Request, caller: Caller, query: PageQuery) -> Page[User]:
     listed = [
-        {"name": u.name, "admin": u.is_admin, "disabled": u.disabled}
-        for u in await accounts.list_users()
+        User(name=u.name, admin=u.is_admin, disabled=u.disabled)
+        for u in await caller.accounts.list_users()
     ]
-    return JSONResponse({"users": listed})
+    return Page.of(listed, lambda u: u.name, query)
 
 
-@endpoint
-async def user(request: Request, accounts: Accounts, identity: Identity) -> Response:
-    _require_admin(identity)
-    name = request.path_params["user"]
-    if request.method == "DELETE":
-        await accounts.remove_user(name)
-        return Response(status_code=204)
-    body = await _body(request)
-    if "password" in body:
-        await accounts.set_password(name, _field(body, "password", str))
-    await accounts.set_user(
-        name,
-        admin=_field(body, "admin", bool, None),
-        disabled=_field(body, "disabled", bool, None),
-    )
-    return Response(status_code=204)
+@API.operation(
+    "POST",
+    USERS,
+    summary="Add a user (admins)",
+    tag="accounts",
+    access=admin,
+    response=Created,
+    status=201,
+    body=NewUser,
+    errors=[404, 409],
+)
+@translated
+async def add_user(request: Request, caller: Caller, body: NewUser) -> Created:
+    await caller.accounts.add_user(body.name, body.password, admin=body.admin)
+    return Created(name=body.name)
 
 
-@endpoint
-async def namespaces(request: Request, accounts: Accounts, identity: Identity) -> Response:
-    _require_admin(identity)
-    if request.method == "POST":
-        body = await _body(request)
-        name = _field(body, "name", str)
-        await accounts.add_namespace(
-            name, public=_field(body, "public", bool, False), owner=_field(body, "owner", str, None)
-        )
-        return JSONResponse({"name": name}, status_code=201)
+@API.operation(
+    "PATCH",
+    USER,
+    summary="Change a user's password, admin or disabled flag (admins)",
+    tag="accounts",
+    access=admin,
+    body=UserChange,
+    errors=[404],
+)
+@translated
+async def change_user(request: Request, caller: Caller, user: str, body: UserChange) -> None:
+    if body.password is not None:
+        await caller.accounts.set_password(user, body.password)
+    await caller.accounts.set_user(user, admin=body.admin, disabled=body.disabled)
+
+
+@API.operation(
+    "DELETE", USER, summary="Remove a user (admins)", tag="accounts", access=admin, errors=[404]
+)
+@translated
+async def remove_user(request: Request, caller: Caller, user: str) -> None:
+    await caller.accounts.remove_user(user)
+
+
+@API.operation(
+    "GET",
+    NAMESPACES,
+    summary="List namespaces (admins)",
+    tag="accounts",
+    access=admin,
+    response=Namespace,
+    query=PageQuery,
+    paged="namespaces",
+    errors=[404],
+)
+@translated
+async def list_namespaces(request: Request, caller: Caller, query: PageQuery) -> Page[Namespace]:
     listed = [
-        {"name": name, "public": public, "members": count}
-        for name, public, count in await accounts.list_namespaces()
+        Namespace(name=name, public=public, members=count)
+        for name, public, count in await caller.accounts.list_namespaces()
     ]
-    return JSONResponse({"namespaces": listed})
+    return Page.of(listed, lambda n: n.name, query)
 
 
-@endpoint
-async def namespace(request: Request, accounts: Accounts, identity: Identity) -> Response:
-    _require_admin(identity)
-    name = request.path_params["namespace"]
-    if request.method == "DELETE":
-        await accounts.remove_namespace(name)
-    else:
-        await accounts.set_public(name, _field(await _body(request), "public", bool))
-    return Response(status_code=204)
+@API.operation(
+    "POST",
+    NAMESPACES,
+    summary="Add a namespace (admins)",
+    tag="accounts",
+    access=admin,
+    response=Created,
+    status=201,
+    body=NewNamespace,
+    errors=[404, 409],
+)
+@translated
+async def add_namespace(request: Request, caller: Caller, body: NewNamespace) -> Created:
+    await caller.accounts.add_namespace(body.name, public=body.public, owner=body.owner)
+    return Created(name=body.name)
 
 
-@endpoint
-async def members(request: Request, accounts: Accounts, identity: Identity) -> Response:
-    namespace = request.path_params["namespace"]
-    await _require_owner(accounts, identity, namespace)
-    listed = [{"user": u, "role": role} for u, role in await accounts.list_members(namespace)]
-    return JSONResponse({"members": listed})
+@API.operation(
+    "PATCH",
+    NAMESPACE,
+    summary="Make a namespace public or private (admins)",
+    tag="accounts",
+    access=admin,
+    body=NamespaceChange,
+    errors=[404],
+)
+@translated
+async def change_namespace(
+    request: Request, caller: Caller, namespace: str, body: NamespaceChange
+) -> None:
+    await caller.accounts.set_public(namespace, body.public)
 
 
-@endpoint
-async def member(request: Request, accounts: Accounts, identity: Identity) -> Response:
-    namespace, name = request.path_params["namespace"], request.path_params["user"]
-    await _require_owner(accounts, identity, namespace)
-    if request.method == "DELETE":
-        await accounts.remove_member(namespace, name)
-    else:
-        await accounts.set_member(namespace, name, _field(await _body(request), "role", str))
-    return Response(status_code=204)
+@API.operation(
+    "DELETE",
+    NAMESPACE,
+    summary="Remove a namespace (admins)",
+    tag="accounts",
+    access=admin,
+    errors=[404],
+)
+@translated
+async def remove_namespace(request: Request, caller: Caller, namespace: str) -> None:
+    await caller.accounts.remove_namespace(namespace)
 
 
-@endpoint
-async def robots(request: Request, accounts: Accounts, identity: Identity) -> Response:
+@API.operation(
+    "GET",
+    MEMBERS,
+    summary="List a namespace's members (owners)",
+    tag="accounts",
+    access=owner,
+    response=Member,
+    query=PageQuery,
+    paged="members",
+    errors=[404],
+)
+@translated
+async def list_members(
+    request: Request, caller: Caller, namespace: str, query: PageQuery
+) -> Page[Member]:
+    listed = [
+        Member(user=u, role=role) for u, role in await caller.accounts.list_members(namespace)
+    ]
+    return Page.of(listed, lambda m: m.user, query)
+
+
+@API.operation(
+    "PUT",
+    MEMBER,
+    summary="Add a member, or change their role (owners)",
+    tag="accounts",
+    access=owner,
+    body=MemberChange,
+    errors=[404],
+)
+@translated
+async def set_member(
+    request: Request, caller: Caller, namespace: str, user: str, body: MemberChange
+) -> None:
+    await caller.accounts.set_member(namespace, user, body.role)
+
+
+@API.operation(
+    "DELETE", MEMBER, summary="Remove a member (owners)", tag="accounts", access=owner, errors=[404]
+)
+@translated
+async def remove_member(request: Request, caller: Caller, namespace: str, user: str) -> None:
+    await caller.accounts.remove_member(namespace, user)
+
+
+@API.operation(
+    "GET",
+    ROBOTS,
+    summary="List a namespace's robots (owners)",
+    tag="accounts",
+    access=owner,
+    response=Robot,
+    query=PageQuery,
+    paged="robots",
+    errors=[404],
+)
+@translated
+async def list_robots(
+    request: Request, caller: Caller, namespace: str, query: PageQuery
+) -> Page[Robot]:
     """A namespace's robots are named `robot$<namespace>+<name>` and act only in it."""
-    namespace = request.path_params["namespace"]
-    await _require_owner(accounts, identity, namespace)
-    if request.method == "GET":
-        listed = [
-            {
-                "name": robot.name,
-                "actions": robot.grants.get(namespace, []),
-                "expires_at": robot.expires_at.isoformat() if robot.expires_at else None,
-            }
-            for robot in await accounts.list_robots(namespace)
-            if robot.name.startswith(f"{ROBOT_PREFIX}{namespace}+")
-        ]
-        return JSONResponse({"robots": listed})
-    body = await _body(request)
-    name = f"{namespace}+{_field(body, 'name', str)}"
-    actions = _field(body, "actions", list)
-    if not all(isinstance(action, str) for action in actions):
-        raise Invalid({"field": "actions"}, message="'actions' must be a list of strings")
-    days = _field(body, "expires_days", int, None)
-    if days is not None and not 0 <= days <= _MAX_ROBOT_DAYS:
-        raise Invalid(
-            {"field": "expires_days"},
-            message=f"'expires_days' must be between 0 and {_MAX_ROBOT_DAYS}",
-        )
+    listed = [
+        Robot(name=r.name, actions=r.grants.get(namespace, []), expires_at=r.expires_at)
+        for r in await caller.accounts.list_robots(namespace)
+        if r.name.startswith(f"{ROBOT_PREFIX}{namespace}+")
+    ]
+    return Page.of(listed, lambda r: r.name, query)
+
+
+@API.operation(
+    "POST",
+    ROBOTS,
+    summary="Add a robot; its secret is in this answer only (owners)",
+    tag="accounts",
+    access=owner,
+    response=RobotCreated,
+    status=201,
+    body=NewRobot,
+    errors=[404, 409],
+)
+@translated
+async def add_robot(
+    request: Request, caller: Caller, namespace: str, body: NewRobot
+) -> RobotCreated:
+    name = f"{namespace}+{body.name}"
+    days = body.expires_days
     expires = datetime.now(UTC) + timedelta(days=days) if days is not None else None
-    secret = await accounts.add_robot(name, {namespace: actions}, expires)
-    return JSONResponse({"name": ROBOT_PREFIX + name, "secret": secret}, status_code=201)
+    secret = await caller.accounts.add_robot(name, {namespace: body.actions}, expires)
+    return RobotCreated(name=ROBOT_PREFIX + name, secret=secret)
 
 
-@endpoint
-async def robot(request: Request, accounts: Accounts, identity: Identity) -> Response:
-    namespace, name = request.path_params["namespace"], request.path_params["robot"]
-    await _require_owner(accounts, identity, namespace)
-    if not name.startswith(f"{ROBOT_PREFIX}{namespace}+"):
-        raise NotFound(message=f"no robot named {name!r} in {namespace!r}")
-    await accounts.remove_robot(name)
-    return Response(status_code=204)
+@API.operation(
+    "DELETE", ROBOT, summary="Remove a robot (owners)", tag="accounts", access=owner, errors=[404]
+)
+@translated
+async def remove_robot(request: Request, caller: Caller, namespace: str, robot: str) -> None:
+    if not robot.startswith(f"{ROBOT_PREFIX}{namespace}+"):
+        raise NotFound(message=f"no robot named {robot!r} in {namespace!r}")
+    await caller.accounts.remove_robot(robot)

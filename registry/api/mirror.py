@@ -4,11 +4,13 @@ for admins when auth is on."""
 
 from __future__ import annotations
 
+from pydantic import Field
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import PlainTextResponse, Response
 
 from registry.api.access import require_admin
 from registry.api.common import registry_of
+from registry.api.declare import API, Answer
 from registry.errors import RouteUnknown
 from registry.proxy.counters import COUNTERS
 from registry.proxy.mirror import Mirror
@@ -25,23 +27,44 @@ async def _admin_mirror(request: Request) -> Mirror:
     return registry.mirror
 
 
-async def status(request: Request) -> Response:
+class MirrorUpstream(Answer):
+    url: str
+    prefix: str
+    authenticated: bool
+
+
+class MirrorStatus(Answer):
+    upstreams: list[MirrorUpstream]
+    tag_ttl_seconds: float
+    offline_fallback: bool
+    mirror_only: bool
+    open: bool
+    stored: dict[str, int] = Field(description="repositories, tags and bytes cached")
+    counters: dict[str, int] = Field(description="counters over every process")
+
+
+@API.operation(
+    "GET",
+    "/api/v1/mirror",
+    summary="The mirror's upstreams, cache and counters (admins)",
+    tag="operations",
+    response=MirrorStatus,
+    errors=[404],
+)
+async def status(request: Request) -> MirrorStatus:
     mirror = await _admin_mirror(request)
     settings = mirror.settings
-    cache = await mirror.cache_summary()
-    return JSONResponse(
-        {
-            "upstreams": [
-                {"url": u.url, "prefix": u.prefix, "authenticated": bool(u.username)}
-                for u in settings.upstreams
-            ],
-            "tag_ttl_seconds": settings.tag_ttl_seconds,
-            "offline_fallback": settings.offline_fallback,
-            "mirror_only": settings.mirror_only,
-            "open": settings.open,
-            "stored": cache,
-            "counters": await mirror.counters.totals(),
-        }
+    return MirrorStatus(
+        upstreams=[
+            MirrorUpstream(url=u.url, prefix=u.prefix, authenticated=bool(u.username))
+            for u in settings.upstreams
+        ],
+        tag_ttl_seconds=settings.tag_ttl_seconds,
+        offline_fallback=settings.offline_fallback,
+        mirror_only=settings.mirror_only,
+        open=settings.open,
+        stored=await mirror.cache_summary(),
+        counters=await mirror.counters.totals(),
     )
 
 

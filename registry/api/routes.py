@@ -4,20 +4,22 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from registry.api import (
-    accounts,
+from registry.api import (  # the /api/v1/ modules declare their operations on import
+    accounts,  # noqa: F401
     base,
     blobs,
-    lifecycle,
+    lifecycle,  # noqa: F401
     manifests,
+    me,  # noqa: F401
     mirror,
     referrers,
-    repositories,
+    repositories,  # noqa: F401
     tags,
     token,
     uploads,
 )
 from registry.api.access import CATALOG_SCOPE, protect, require
+from registry.api.declare import API, openapi
 from registry.auth.scopes import DELETE, PULL, PUSH
 
 # Order matters where patterns overlap: the uploads routes precede the blob route.
@@ -49,26 +51,6 @@ ROUTES = [
     Route("/token", token.token, methods=["GET", "POST"]),
     Route("/health", base.health, methods=["GET"]),
     Route("/metrics", mirror.metrics, methods=["GET"]),
-    Route("/api/v1/mirror", mirror.status, methods=["GET"]),
-    Route("/api/v1/gc", lifecycle.gc_status, methods=["GET"]),
-    Route("/api/v1/usage", lifecycle.usage, methods=["GET"]),
-    Route(
-        "/api/v1/repositories/{name:path}",
-        protect(repositories.delete_repository, DELETE=DELETE),
-        methods=["DELETE"],
-    ),
-    Route("/api/v1/users", accounts.users, methods=["GET", "POST"]),
-    Route("/api/v1/users/{user}", accounts.user, methods=["PATCH", "DELETE"]),
-    Route("/api/v1/namespaces", accounts.namespaces, methods=["GET", "POST"]),
-    Route("/api/v1/namespaces/{namespace}", accounts.namespace, methods=["PATCH", "DELETE"]),
-    Route("/api/v1/namespaces/{namespace}/members", accounts.members, methods=["GET"]),
-    Route("/api/v1/namespaces/{namespace}/policy", lifecycle.policy, methods=["GET", "PATCH"]),
-    Route("/api/v1/namespaces/{namespace}/usage", lifecycle.namespace_usage, methods=["GET"]),
-    Route(
-        "/api/v1/namespaces/{namespace}/members/{user}",
-        accounts.member,
-        methods=["PUT", "DELETE"],
-    ),
-    Route("/api/v1/namespaces/{namespace}/robots", accounts.robots, methods=["GET", "POST"]),
-    Route("/api/v1/namespaces/{namespace}/robots/{robot}", accounts.robot, methods=["DELETE"]),
+    Route("/api/v1/openapi.json", openapi, methods=["GET"]),
+    *API.routes(),
 ]
