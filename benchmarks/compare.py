@@ -37,7 +37,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.http1 import Connection  # noqa: E402
+from benchmarks.http1 import Connection, rate  # noqa: E402
 from benchmarks.memory import PeakRss  # noqa: E402
 from tests.peers.distribution import Distribution  # noqa: E402
 from tests.peers.nginx import RegistryNginx  # noqa: E402
@@ -252,26 +252,15 @@ def small_pushes(base: str, count: int = 200, clients: int = 16) -> float:
     each on its own keep-alive connection."""
     blobs = [os.urandom(1024) + str(time.monotonic_ns()).encode() for _ in range(count)]
 
-    async def run() -> float:
-        queue = list(blobs)
+    async def push(conn: Connection, data: bytes) -> None:
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        status, headers, _ = await conn.request("POST", "/v2/bench/small/blobs/uploads/")
+        assert status == 202, status
+        url = location(base, headers["location"]).copy_merge_params({"digest": digest})
+        status, _, body = await conn.request("PUT", url.raw_path.decode(), data)
+        assert status == 201, body
 
-        async def worker() -> None:
-            conn = await Connection.open(base)
-            while queue:
-                data = queue.pop()
-                digest = "sha256:" + hashlib.sha256(data).hexdigest()
-                status, headers, _ = await conn.request("POST", "/v2/bench/small/blobs/uploads/")
-                assert status == 202, status
-                url = location(base, headers["location"]).copy_merge_params({"digest": digest})
-                status, _, body = await conn.request("PUT", url.raw_path.decode(), data)
-                assert status == 201, body
-            await conn.close()
-
-        start = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(clients)))
-        return count / (time.perf_counter() - start)
-
-    return asyncio.run(run())
+    return rate(base, blobs, clients, push)
 
 
 def upload(base: str, folder: Path, chunk: int | None) -> float:

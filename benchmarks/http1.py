@@ -6,7 +6,12 @@ a body, and a response with Content-Length."""
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 from urllib.parse import urlsplit
+
+T = TypeVar("T")
 
 
 class Connection:
@@ -53,3 +58,25 @@ class Connection:
     async def close(self) -> None:
         self.writer.close()
         await self.writer.wait_closed()
+
+
+def rate(
+    base: str, items: list[T], clients: int, send: Callable[[Connection, T], Awaitable[None]]
+) -> float:
+    """Items per second: `send(connection, item)` for every item, by `clients` keep-alive
+    connections at once, each taking the next item when it is done with one."""
+
+    async def run() -> float:
+        queue = list(items)
+
+        async def worker() -> None:
+            conn = await Connection.open(base)
+            while queue:
+                await send(conn, queue.pop())
+            await conn.close()
+
+        begun = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(clients)))
+        return len(items) / (time.perf_counter() - begun)
+
+    return asyncio.run(run())

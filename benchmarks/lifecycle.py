@@ -20,7 +20,6 @@ for pushes.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import hashlib
 import os
 import platform
@@ -51,7 +50,7 @@ from benchmarks.compare import (  # noqa: E402
     wrk,
     wrk_mib,
 )
-from benchmarks.http1 import Connection  # noqa: E402
+from benchmarks.http1 import Connection, rate  # noqa: E402
 from tests.peers.registry import RegistryProcess  # noqa: E402
 
 
@@ -100,22 +99,14 @@ def tag_pushes(server: Server, count: int = 2000, clients: int = 16) -> float:
     stamp = time.monotonic_ns()
     tags = [f"t{stamp}-{i}" for i in range(count)]
 
-    async def run() -> float:
-        async def worker() -> None:
-            conn = await Connection.open(server.url)
-            while tags:
-                target = f"/v2/bench/app/manifests/{tags.pop()}"
-                status, _, body = await conn.request(
-                    "PUT", target, server.manifest, content_type=DOCKER_MANIFEST
-                )
-                assert status == 201, body
-            await conn.close()
+    async def put(conn: Connection, tag: str) -> None:
+        target = f"/v2/bench/app/manifests/{tag}"
+        status, _, body = await conn.request(
+            "PUT", target, server.manifest, content_type=DOCKER_MANIFEST
+        )
+        assert status == 201, body
 
-        begun = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(clients)))
-        return count / (time.perf_counter() - begun)
-
-    return asyncio.run(run())
+    return rate(server.url, tags, clients, put)
 
 
 class Feeder:
