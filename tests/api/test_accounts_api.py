@@ -215,3 +215,27 @@ async def test_an_expired_robot_cannot_log_in(anon: httpx.AsyncClient, people: N
 
 async def test_account_api_is_absent_with_auth_off(client: httpx.AsyncClient) -> None:
     assert_error(await client.get("/api/v1/users"), 404, "UNSUPPORTED")
+
+
+async def test_lists_are_paged_with_a_link_header(anon: httpx.AsyncClient, people: None) -> None:
+    admin = as_("root")
+    r = await anon.get("/api/v1/users", params={"n": 2}, headers=admin)
+    assert r.status_code == 200, r.text
+    assert [u["name"] for u in r.json()["users"]] == ["alice", "bob"]
+    assert r.headers["link"] == '</api/v1/users?n=2&last=bob>; rel="next"'
+    r = await anon.get("/api/v1/users", params={"n": 2, "last": "bob"}, headers=admin)
+    assert [u["name"] for u in r.json()["users"]] == ["root"]
+    assert "link" not in r.headers
+    r = await anon.get("/api/v1/users", params={"n": "0"}, headers=admin)
+    assert_error(r, 400, "INVALID")
+    assert r.json()["errors"][0]["detail"] == {"field": "n"}
+
+
+async def test_a_refused_caller_learns_nothing_of_the_body(
+    anon: httpx.AsyncClient, people: None
+) -> None:
+    """Access comes first: a malformed body from someone who may not add users is 403."""
+    r = await anon.post("/api/v1/users", content=b"{not json", headers=as_("alice"))
+    assert_error(r, 403, "DENIED")
+    r = await anon.post("/api/v1/users", content=b"{not json")
+    assert r.status_code == 401
