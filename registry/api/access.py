@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from registry.api.common import registry_of
+from registry.auth.accounts import Accounts
 from registry.auth.identity import ANONYMOUS, Identity
 from registry.auth.scopes import CATALOG, PULL, Scope, repository_scope
 from registry.auth.service import AuthService, within
@@ -157,11 +158,15 @@ async def require_owner(request: Request, namespace: str) -> bool:
     identity = await caller_identity(request)
     if identity.anonymous:
         raise Unauthorized(message=f"log in as an owner of {namespace!r} or an admin")
-    if identity.admin:
-        return True
-    if await registry.auth.accounts.role(identity, namespace) != "owner":
-        raise Denied(message=f"only an owner of {namespace!r} or an admin may do this")
-    return False
+    await deny_unless_owner(registry.auth.accounts, identity, namespace)
+    return identity.admin
+
+
+async def deny_unless_owner(accounts: Accounts, identity: Identity, namespace: str) -> None:
+    """DENIED unless `identity` is an admin or an owner of `namespace`."""
+    if identity.admin or await accounts.role(identity, namespace) == "owner":
+        return
+    raise Denied(message=f"only an owner of {namespace!r} or an admin may do this")
 
 
 def caller_name(request: Request) -> str:

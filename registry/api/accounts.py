@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import Field
 from starlette.requests import Request
 
-from registry.api.access import authorize, caller_identity
+from registry.api.access import authorize, caller_identity, deny_unless_owner
 from registry.api.common import registry_of
 from registry.api.declare import API, Answer, Body, Page, PageQuery
 from registry.auth.accounts import AccountError, AccountExists, Accounts, AccountUnknown
@@ -120,10 +120,8 @@ async def admin(request: Request, **_: str) -> Caller:
 async def owner(request: Request, namespace: str, **_: str) -> Caller:
     """The access of a namespace's operations: its owners, and admins."""
     caller = await _caller(request)
-    identity = caller.identity
-    if identity.admin or await caller.accounts.role(identity, namespace) == "owner":
-        return caller
-    raise Denied(message=f"only an owner of {namespace!r} or an admin may do this")
+    await deny_unless_owner(caller.accounts, caller.identity, namespace)
+    return caller
 
 
 def translated(handler: Handler) -> Handler:

@@ -14,6 +14,7 @@ field a model does not declare never leaves the server.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -139,8 +140,6 @@ class Operation:
             if result.last is not None:
                 answer.headers["Link"] = next_link(request.url.path, result.limit, result.last)
             return answer
-        if isinstance(result, Response):
-            return result
         return JSONResponse(result.model_dump(mode="json"), self.status)
 
 
@@ -323,9 +322,11 @@ def _describe(op: Operation) -> dict[str, Any]:
 API = Api(title="Registry admin API", version="1")
 
 
+@functools.cache
+def _document_body() -> bytes:
+    return bytes(JSONResponse(API.document()).body)
+
+
 async def openapi(request: Request) -> Response:
     """GET /api/v1/openapi.json: the document, made once per process."""
-    document = getattr(openapi, "document", None)
-    if document is None:
-        document = openapi.document = JSONResponse(API.document()).body  # type: ignore[attr-defined]
-    return Response(document, media_type="application/json")
+    return Response(_document_body(), media_type="application/json")
