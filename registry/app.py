@@ -20,12 +20,14 @@ from registry.config import Settings, load_settings, trusted_networks
 from registry.metadata.database import Database
 from registry.proxy.mirror import Mirror
 from registry.services.blobs import BlobService
+from registry.services.browse import Browse
 from registry.services.check import StorageCheck
 from registry.services.gc import GarbageCollector
 from registry.services.leases import Leases
 from registry.services.listing import ListingService
 from registry.services.manifests import ManifestService
 from registry.services.policies import Policies
+from registry.services.pulls import Pulls
 from registry.services.retention import RetentionService
 from registry.services.uploads import UploadService
 from registry.services.usage import Quotas, Usage
@@ -58,6 +60,8 @@ class Registry:
             self.db, self.store, leases, sparse=settings.sparse_manifests, limits=settings.limits
         )
         self.listing = ListingService(self.db)
+        self.pulls = Pulls(self.db)
+        self.browse = Browse(self.db, self.store)
         self.retention = RetentionService(self.db)
         self.gc = GarbageCollector(self.db, self.store, self.uploads, self.retention, settings.gc)
         self.check = StorageCheck(self.db, self.store, leases)
@@ -94,11 +98,14 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # Background work of every process: garbage collection shares its queue with
         # the other workers and replicas through the database.
-        worker = asyncio.create_task(registry.gc.run()) if settings.gc.interval_seconds else None
+        # Pull counts are flushed from memory by each process.
+        workers = [asyncio.create_task(registry.pulls.run())]
+        if settings.gc.interval_seconds:
+            workers.append(asyncio.create_task(registry.gc.run()))
         try:
             yield
         finally:
-            if worker is not None:
+            for worker in workers:
                 worker.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await worker

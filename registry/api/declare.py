@@ -19,6 +19,7 @@ import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
+from urllib.parse import urlencode
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.json_schema import models_json_schema
@@ -26,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from registry.api.common import json_object, next_link
+from registry.api.common import json_object
 from registry.errors import Invalid
 
 M = TypeVar("M", bound=BaseModel)
@@ -138,7 +139,12 @@ class Operation:
             items = [item.model_dump(mode="json") for item in result.items]
             answer = JSONResponse({self.paged: items}, self.status)
             if result.last is not None:
-                answer.headers["Link"] = next_link(request.url.path, result.limit, result.last)
+                # The same query (filters, order) but for the page after `last`.
+                query = {k: v for k, v in request.query_params.items() if k not in ("n", "last")}
+                query |= {"n": str(result.limit)} if result.limit is not None else {}
+                query["last"] = result.last
+                answer.headers["Link"] = f'<{request.url.path}?{urlencode(query)}>; rel="next"'
+
             return answer
         return JSONResponse(result.model_dump(mode="json"), self.status)
 

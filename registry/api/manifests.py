@@ -43,7 +43,11 @@ async def manifest(request: Request) -> Response:
             "ETag": f'"{found.digest}"',
             "Content-Length": str(len(found.content)),
         }
-        body = b"" if method == "HEAD" else found.content
+        if method == "HEAD":
+            body = b""
+        else:
+            body = found.content
+            registry.pulls.record(found.repository_id, found.manifest_id)
         return Response(body, headers=headers, media_type=found.media_type)
 
     if method == "DELETE":

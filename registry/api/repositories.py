@@ -1,20 +1,137 @@
-"""/api/v1/repositories/<name>: DELETE removes a repository's tags, manifests and links,
-with the permission a manifest DELETE on /v2/ needs; garbage collection frees what
-nothing else references."""
+"""/api/v1/repositories: browse what the registry holds, and delete it.
+
+- GET /api/v1/repositories lists those the caller may pull from, with sizes and pulls;
+- GET .../<name>/-/tags lists a repository's tags with sizes, platforms and build times,
+  by name or newest push first; GET .../<name>/-/manifests/<reference> shows one in full;
+- DELETE on a repository, a tag or a manifest needs what a /v2/ delete needs
+  (maintainers and up); garbage collection frees what nothing else references.
+
+`/-/` separates a repository's name from what follows: no name component can be `-`.
+Every operation on one repository is declared before the bare `{name:path}`, which
+would match the longer paths too.
+"""
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any, Literal, TypeVar
+
+from pydantic import Field
 from starlette.requests import Request
 
-from registry.api.access import require_repository
+from registry.api.access import authorize, caller_identity, require_repository
 from registry.api.common import registry_of
-from registry.api.declare import API, Answer
-from registry.auth.scopes import DELETE
+from registry.api.declare import API, Answer, Page, PageQuery
+from registry.auth.scopes import DELETE, PULL
+from registry.digest import Digest
+
+_PAGE = 100
+M = TypeVar("M", bound=Answer)
+REPOSITORY = "/api/v1/repositories/{name:path}"
+TAGS = REPOSITORY + "/-/tags"
+TAG = REPOSITORY + "/-/tags/{tag}"
+MANIFEST = REPOSITORY + "/-/manifests/{reference}"
 
 
-async def deleter(request: Request, name: str) -> str:
+async def puller(request: Request, name: str, **_: str) -> str:
+    """Who may pull from the repository (as on /v2/); the name, checked."""
+    return await require_repository(request, name, PULL)
+
+
+async def deleter(request: Request, name: str, **_: str) -> str:
     """Who may delete in the repository, as on /v2/ (maintainers and up)."""
     return await require_repository(request, name, DELETE)
+
+
+class PlatformModel(Answer):
+    os: str | None
+    architecture: str | None
+    variant: str | None
+
+
+class PlatformImageModel(Answer):
+    digest: str = Field(description="the platform's image (empty for an image's own)")
+    platform: PlatformModel | None
+    bytes: int
+
+
+def _from(model: type[M], found: object) -> M:
+    """An answer from a service's dataclass, field by field (nested ones too)."""
+    return model.model_validate(found, from_attributes=True)
+
+
+class RepositorySummary(Answer):
+    name: str
+    namespace: str
+    tags: int
+    bytes: int = Field(description="of the blobs it links, each once")
+    pushed_at: datetime | None
+    pulls: int = Field(description="manifest GETs, counted every few seconds")
+    pulled_at: datetime | None
+
+
+class RepositoriesQuery(PageQuery):
+    q: str | None = Field(None, max_length=255, description="names containing this")
+
+
+class TagSummary(Answer):
+    name: str
+    digest: str
+    media_type: str
+    artifact_type: str | None
+    bytes: int = Field(description="config and layers; for an index, of every platform")
+    platforms: list[PlatformImageModel]
+    created: str | None = Field(description="when the image was built, from its config")
+    pushed_at: datetime
+    pulled_at: datetime | None
+
+
+class TagsQuery(PageQuery):
+    sort: Literal["name", "pushed"] = Field("name", description="pushed: newest first")
+
+
+class LayerModel(Answer):
+    digest: str
+    media_type: str
+    size: int
+
+
+class HistoryModel(Answer):
+    created: str | None
+    created_by: str | None
+    empty_layer: bool
+
+
+class ConfigModel(Answer):
+    created: str | None
+    platform: PlatformModel | None
+    entrypoint: list[str] | None
+    cmd: list[str] | None
+    env: list[str] = Field(description="the names of the variables (values are not shown)")
+    labels: dict[str, str]
+    history: list[HistoryModel]
+
+
+class ReferrerModel(Answer):
+    digest: str
+    media_type: str
+    artifact_type: str | None
+    bytes: int
+
+
+class ManifestDetail(Answer):
+    digest: str
+    media_type: str
+    artifact_type: str | None
+    bytes: int = Field(description="of the manifest itself")
+    document: Any = Field(description="the manifest's JSON")
+    config_descriptor: LayerModel | None
+    config: ConfigModel | None
+    layers: list[LayerModel]
+    platforms: list[PlatformImageModel] = Field(description="an index's children")
+    referrers: list[ReferrerModel] = Field(description="signatures, SBOMs, attestations")
+    pushed_at: datetime | None
+    pulled_at: datetime | None
 
 
 class DeletedRepository(Answer):
@@ -24,8 +141,87 @@ class DeletedRepository(Answer):
 
 
 @API.operation(
+    "GET",
+    "/api/v1/repositories",
+    summary="Repositories the caller may pull from, by name",
+    tag="repositories",
+    response=RepositorySummary,
+    query=RepositoriesQuery,
+    paged="repositories",
+)
+async def list_repositories(request: Request, query: RepositoriesQuery) -> Page[RepositorySummary]:
+    registry = registry_of(request)
+    await authorize(request, None)
+    readable = None
+    if registry.auth is not None:
+        identity = await caller_identity(request)
+        readable = await registry.auth.accounts.readable_namespaces(identity)
+    limit = query.n or _PAGE
+    rows = await registry.browse.repositories(readable, query.q, query.last, limit + 1)
+    items = [_from(RepositorySummary, row) for row in rows[:limit]]
+    return Page(items, items[-1].name if len(rows) > limit else None, limit)
+
+
+@API.operation(
+    "GET",
+    TAGS,
+    summary="A repository's tags with sizes, platforms and build times",
+    tag="repositories",
+    access=puller,
+    response=TagSummary,
+    query=TagsQuery,
+    paged="tags",
+    errors=[404],
+)
+async def list_tags(request: Request, name: str, caller: str, query: TagsQuery) -> Page[TagSummary]:
+    limit = query.n or _PAGE
+    views = await registry_of(request).browse.tags(
+        caller, by_push=query.sort == "pushed", last=query.last, limit=limit + 1
+    )
+    items = [_from(TagSummary, view) for view in views[:limit]]
+    return Page(items, items[-1].name if len(views) > limit else None, limit)
+
+
+@API.operation(
+    "GET",
+    MANIFEST,
+    summary="One manifest: its JSON, layers, config, platforms and referrers",
+    tag="repositories",
+    access=puller,
+    response=ManifestDetail,
+    errors=[404],
+)
+async def get_manifest(request: Request, name: str, reference: str, caller: str) -> ManifestDetail:
+    return _from(ManifestDetail, await registry_of(request).browse.manifest(caller, reference))
+
+
+@API.operation(
     "DELETE",
-    "/api/v1/repositories/{name:path}",
+    TAG,
+    summary="Delete a tag (maintainers); its manifest stays",
+    tag="repositories",
+    access=deleter,
+    errors=[404, 409],
+)
+async def delete_tag(request: Request, name: str, tag: str, caller: str) -> None:
+    await registry_of(request).manifests.delete(caller, tag)
+
+
+@API.operation(
+    "DELETE",
+    MANIFEST,
+    summary="Delete a manifest by digest and the tags that point at it (maintainers)",
+    tag="repositories",
+    access=deleter,
+    errors=[404, 409],
+)
+async def delete_manifest(request: Request, name: str, reference: str, caller: str) -> None:
+    await registry_of(request).manifests.delete(caller, str(Digest.parse(reference)))
+
+
+@API.operation(
+    "DELETE",
+    REPOSITORY,
     summary="Delete a repository (maintainers); garbage collection frees its blobs",
     tag="repositories",
     access=deleter,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import ColumnElement, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -26,6 +26,7 @@ from registry.metadata.models import (
     ManifestReference,
     RepositoryBlob,
     Tag,
+    utc,
 )
 from registry.metadata.queries import lock_namespace_counts
 
@@ -245,7 +246,7 @@ async def recent_runs(conn: AsyncConnection, limit: int) -> list[dict[str, objec
         run = {key: value for key, value in row.items() if key != "id"}
         started = run["started_at"]
         assert isinstance(started, datetime)
-        run["started_at"] = (started if started.tzinfo else started.replace(tzinfo=UTC)).isoformat()
+        run["started_at"] = utc(started).isoformat()
         runs.append(run)
     return runs
 

@@ -17,7 +17,7 @@ from registry.metadata.database import Database
 from registry.metadata.models import now as now_utc
 from registry.metadata.queries import StoredManifest
 
-_MANIFEST = "SELECT m.digest, m.media_type, m.content FROM manifests m "
+_MANIFEST = "SELECT m.digest, m.media_type, m.content, m.repository_id, m.id FROM manifests m "
 _SQL = {
     "manifest_by_tag": _MANIFEST + "JOIN tags t ON t.manifest_id = m.id "
     "JOIN repositories r ON r.id = t.repository_id WHERE r.name = :repository AND t.name = :tag",
@@ -164,11 +164,11 @@ class HotQueries:
 
     async def manifest_by_tag(self, repository: str, tag: str) -> StoredManifest | None:
         rows = await self._rows("manifest_by_tag", repository=repository, tag=tag)
-        return StoredManifest(rows[0][0], rows[0][1], bytes(rows[0][2])) if rows else None
+        return _stored_manifest(rows[0]) if rows else None
 
     async def manifest_by_digest(self, repository: str, digest: str) -> StoredManifest | None:
         rows = await self._rows("manifest_by_digest", repository=repository, digest=digest)
-        return StoredManifest(rows[0][0], rows[0][1], bytes(rows[0][2])) if rows else None
+        return _stored_manifest(rows[0]) if rows else None
 
     async def blob_size(
         self, repository: str, digest: str, fresh: datetime
@@ -204,3 +204,7 @@ class HotQueries:
             "tags_after", repository_id=repository_id, last=last or "", limit=limit
         )
         return [row[0] for row in rows]
+
+
+def _stored_manifest(row: Any) -> StoredManifest:
+    return StoredManifest(row[0], row[1], bytes(row[2]), int(row[3]), int(row[4]))

@@ -17,6 +17,7 @@ from registry.metadata.models import (
     RepositoryBlob,
     Tag,
     now,
+    utc,
 )
 from registry.metadata.queries import MANIFEST_COLUMNS, StoredManifest, dialect_insert
 
@@ -47,7 +48,7 @@ async def cached_tag(conn: AsyncConnection, repository: str, tag: str) -> Cached
     ).first()
     if row is None:
         return None
-    return CachedTag(StoredManifest(row[0], row[1], row[2]), _aware(row[3]))
+    return CachedTag(StoredManifest(row[0], row[1], row[2]), utc(row[3]))
 
 
 async def touch_tag(conn: AsyncConnection, repository: str, tag: str) -> None:
@@ -103,7 +104,7 @@ async def fetch_row(conn: AsyncConnection, digest: str) -> FetchRow | None:
             ).where(BlobFetch.digest == digest)
         )
     ).first()
-    return FetchRow(row[0], row[1], row[2], _aware(row[3])) if row else None
+    return FetchRow(row[0], row[1], row[2], utc(row[3])) if row else None
 
 
 async def report_fetch(
@@ -131,8 +132,3 @@ async def cache_summary(conn: AsyncConnection) -> tuple[int, int, int]:
     size = await conn.scalar(select(func.coalesce(func.sum(Blob.size), 0)))
     # PostgreSQL sums big integers as numeric.
     return int(repositories or 0), int(tags or 0), int(size or 0)
-
-
-def _aware(moment: datetime) -> datetime:
-    # SQLite hands back naive datetimes; every stored time is UTC.
-    return moment if moment.tzinfo else moment.replace(tzinfo=now().tzinfo)

@@ -30,6 +30,11 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+def utc(moment: datetime) -> datetime:
+    """A timestamp as read back: SQLite returns them without their zone, which is UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(
         naming_convention={
@@ -125,6 +130,30 @@ class Tag(Base):
         ForeignKey("manifests.id", ondelete="CASCADE"), index=True
     )
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+    __table_args__ = (Index("ix_tags_repository_id_updated_at", "repository_id", "updated_at"),)
+
+
+class RepositoryPulls(Base):
+    """How often a repository's manifests were pulled (GET), and when last (services/pulls.py)."""
+
+    __tablename__ = "repository_pulls"
+    repository_id: Mapped[int] = mapped_column(
+        ForeignKey("repositories.id", ondelete="CASCADE"), primary_key=True
+    )
+    pulls: Mapped[int] = mapped_column(BigInteger)
+    last_pulled_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ManifestPulls(Base):
+    """The same per manifest: a tag's last pull is that of the manifest it points at."""
+
+    __tablename__ = "manifest_pulls"
+    manifest_id: Mapped[int] = mapped_column(
+        ForeignKey("manifests.id", ondelete="CASCADE"), primary_key=True
+    )
+    pulls: Mapped[int] = mapped_column(BigInteger)
+    last_pulled_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class Upload(Base):

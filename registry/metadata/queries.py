@@ -32,6 +32,9 @@ class StoredManifest:
     digest: str
     media_type: str
     content: bytes
+    # Where it is stored (0: not stored here, as a mirror's answer straight from upstream).
+    repository_id: int = 0
+    manifest_id: int = 0
 
 
 @dataclass(frozen=True, slots=True)

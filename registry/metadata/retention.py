@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from registry.metadata.models import Blob, Manifest, ManifestReference, Repository, Tag
+from registry.metadata.models import Blob, Manifest, ManifestReference, Repository, Tag, utc
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,10 +38,7 @@ async def tags_by_push(conn: AsyncConnection, repository_id: int) -> list[TagRow
         .where(Tag.repository_id == repository_id)
         .order_by(Tag.updated_at.desc(), Tag.name)
     )
-    return [
-        TagRow(name, int(mid), digest, at if at.tzinfo else at.replace(tzinfo=UTC))
-        for name, mid, digest, at in rows
-    ]
+    return [TagRow(name, int(mid), digest, utc(at)) for name, mid, digest, at in rows]
 
 
 async def delete_tags(conn: AsyncConnection, repository_id: int, names: Sequence[str]) -> None:

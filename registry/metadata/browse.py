@@ -1,0 +1,188 @@
+"""Queries of the browse API (/api/v1/repositories...): a page of repositories or tags
+with what a console shows of each, in one statement per page. As in queries.py, each
+takes an open connection and the caller owns the transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from registry.metadata.models import (
+    Blob,
+    Manifest,
+    ManifestPulls,
+    Repository,
+    RepositoryBlob,
+    RepositoryPulls,
+    Tag,
+    utc,
+)
+from registry.metadata.queries import lexical
+
+
+def aware(moment: datetime | None) -> datetime | None:
+    return None if moment is None else utc(moment)
+
+
+@dataclass(frozen=True, slots=True)
+class RepositoryRow:
+    name: str
+    namespace: str
+    tags: int
+    bytes: int
+    pushed_at: datetime | None
+    pulls: int
+    pulled_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class TagRow:
+    name: str
+    pushed_at: datetime
+    digest: str
+    media_type: str
+    artifact_type: str | None
+    content: bytes
+    pulled_at: datetime | None
+
+
+def _like(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+async def repositories(
+    conn: AsyncConnection,
+    namespaces: Collection[str] | None,
+    containing: str | None,
+    last: str | None,
+    limit: int,
+) -> list[RepositoryRow]:
+    """Repositories in name order after `last`, of `namespaces` (None: all), whose name
+    contains `containing`; each with its tag count, bytes linked, last push and pulls."""
+    tags = select(func.count()).where(Tag.repository_id == Repository.id).scalar_subquery()
+    size = (
+        select(func.coalesce(func.sum(Blob.size), 0))
+        .join(RepositoryBlob, RepositoryBlob.digest == Blob.digest)
+        .where(RepositoryBlob.repository_id == Repository.id)
+        .scalar_subquery()
+    )
+    pushed = func.coalesce(
+        select(func.max(Tag.updated_at))
+        .where(Tag.repository_id == Repository.id)
+        .scalar_subquery(),
+        select(func.max(Manifest.created_at))
+        .where(Manifest.repository_id == Repository.id)
+        .scalar_subquery(),
+    )
+    query = (
+        select(
+            Repository.name,
+            Repository.namespace,
+            tags,
+            size,
+            pushed,
+            func.coalesce(RepositoryPulls.pulls, 0),
+            RepositoryPulls.last_pulled_at,
+        )
+        .outerjoin(RepositoryPulls, RepositoryPulls.repository_id == Repository.id)
+        .order_by(lexical(conn, Repository.name))
+        .limit(limit)
+    )
+    if namespaces is not None:
+        query = query.where(Repository.namespace.in_(namespaces))
+    if containing:
+        query = query.where(Repository.name.like(_like(containing), escape="\\"))
+    if last:
+        query = query.where(lexical(conn, Repository.name) > last)
+    return [
+        RepositoryRow(n, ns, int(t), int(b), aware(p), int(c), aware(at))
+        for n, ns, t, b, p, c, at in await conn.execute(query)
+    ]
+
+
+async def repository_id(conn: AsyncConnection, name: str) -> int | None:
+    return await conn.scalar(select(Repository.id).where(Repository.name == name))
+
+
+_TAG_COLUMNS = (
+    Tag.name,
+    Tag.updated_at,
+    Manifest.digest,
+    Manifest.media_type,
+    Manifest.artifact_type,
+    Manifest.content,
+    ManifestPulls.last_pulled_at,
+)
+
+
+def _tag_rows(rows: Any) -> list[TagRow]:
+    return [TagRow(n, utc(p), d, m, a, bytes(c), aware(at)) for n, p, d, m, a, c, at in rows]
+
+
+async def tags(
+    conn: AsyncConnection, repository_id: int, by_push: bool, last: str | None, limit: int
+) -> list[TagRow]:
+    """A page of a repository's tags with their manifests: in name order, or newest push
+    first (`by_push`, ties by name), after the tag `last`. One range of an index either
+    way, however many tags the repository has."""
+    query = (
+        select(*_TAG_COLUMNS)
+        .join(Manifest, Manifest.id == Tag.manifest_id)
+        .outerjoin(ManifestPulls, ManifestPulls.manifest_id == Manifest.id)
+        .where(Tag.repository_id == repository_id)
+        .limit(limit)
+    )
+    name = lexical(conn, Tag.name)
+    if not by_push:
+        query = query.order_by(name)
+        if last:
+            query = query.where(name > last)
+        return _tag_rows(await conn.execute(query))
+    query = query.order_by(Tag.updated_at.desc(), name.desc())
+    if last:
+        after = await conn.scalar(
+            select(Tag.updated_at).where(Tag.repository_id == repository_id, Tag.name == last)
+        )
+        if after is None:
+            return []  # that tag is gone: start again from the top
+        query = query.where(
+            or_(
+                Tag.updated_at < after,
+                and_(Tag.updated_at == after, name < last),
+            )
+        )
+    return _tag_rows(await conn.execute(query))
+
+
+async def manifests(
+    conn: AsyncConnection, repository_id: int, digests: Collection[str]
+) -> dict[str, tuple[str, bytes]]:
+    """digest -> (media type, content) of those of `digests` the repository stores."""
+    if not digests:
+        return {}
+    rows = await conn.execute(
+        select(Manifest.digest, Manifest.media_type, Manifest.content).where(
+            Manifest.repository_id == repository_id, Manifest.digest.in_(digests)
+        )
+    )
+    return {d: (m, bytes(c)) for d, m, c in rows}
+
+
+async def manifest_facts(
+    conn: AsyncConnection, manifest_id: int
+) -> tuple[str | None, datetime | None, datetime | None]:
+    """(artifact type, pushed, last pulled) of one manifest."""
+    row = (
+        await conn.execute(
+            select(Manifest.artifact_type, Manifest.created_at, ManifestPulls.last_pulled_at)
+            .outerjoin(ManifestPulls, ManifestPulls.manifest_id == Manifest.id)
+            .where(Manifest.id == manifest_id)
+        )
+    ).first()
+    return (row[0], aware(row[1]), aware(row[2])) if row else (None, None, None)

@@ -1,0 +1,227 @@
+"""Browsing what the registry holds, for the admin API and the console: repositories
+with their sizes and pulls, tags with sizes, platforms and build times, one manifest in
+full. Each page is one query for the rows (metadata/browse.py) and one for the child
+manifests of the indexes on it; build times and run settings come from the image
+configs, read from the blob store once per process and digest (content-addressed, so a
+cached summary is never stale)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import OrderedDict
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from registry.digest import Digest, is_digest
+from registry.errors import DigestInvalid, ManifestUnknown, NameUnknown
+from registry.images import (
+    IMAGE_CONFIGS,
+    MAX_CONFIG_BYTES,
+    Config,
+    Contents,
+    Layer,
+    Platform,
+    config,
+    contents,
+)
+from registry.metadata import browse as q
+from registry.metadata import queries
+from registry.metadata.browse import RepositoryRow
+from registry.metadata.database import Database
+from registry.metadata.hot import HotQueries
+from registry.names import check_tag
+from registry.storage import BlobStore
+from registry.storage.base import BlobNotFound
+
+_CACHED_CONFIGS = 4096
+_PARALLEL_READS = 16
+
+
+@dataclass(frozen=True, slots=True)
+class PlatformImage:
+    """One platform of a tag: the image for it and its size."""
+
+    digest: str
+    platform: Platform | None
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class TagView:
+    name: str
+    digest: str
+    media_type: str
+    artifact_type: str | None
+    bytes: int  # config and layers; for an index, of every platform
+    platforms: list[PlatformImage]
+    created: str | None  # from the image config (an index's: its first platform's)
+    pushed_at: datetime
+    pulled_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReferrerView:
+    digest: str
+    media_type: str
+    artifact_type: str | None
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestView:
+    digest: str
+    media_type: str
+    artifact_type: str | None
+    document: Any
+    bytes: int
+    layers: list[Layer]
+    config_descriptor: Layer | None
+    config: Config | None
+    platforms: list[PlatformImage]
+    referrers: list[ReferrerView]
+    pushed_at: datetime | None
+    pulled_at: datetime | None
+
+
+class Browse:
+    def __init__(self, db: Database, store: BlobStore) -> None:
+        self.db = db
+        self.store = store
+        self.hot = HotQueries(db)
+        self._configs: OrderedDict[str, Config] = OrderedDict()
+        self._reads = asyncio.Semaphore(_PARALLEL_READS)
+
+    async def repositories(
+        self,
+        namespaces: Collection[str] | None,
+        containing: str | None,
+        last: str | None,
+        limit: int,
+    ) -> list[RepositoryRow]:
+        async with self.db.read() as conn:
+            return await q.repositories(conn, namespaces, containing, last, limit)
+
+    async def tags(
+        self, repository: str, *, by_push: bool, last: str | None, limit: int
+    ) -> list[TagView]:
+        async with self.db.read() as conn:
+            repository_id = await q.repository_id(conn, repository)
+            if repository_id is None:
+                raise NameUnknown({"name": repository})
+            rows = await q.tags(conn, repository_id, by_push, last, limit)
+            parsed = {row.digest: contents(row.content) for row in rows}
+            wanted = {c.digest for found in parsed.values() for c in found.children}
+            children = {
+                digest: contents(content)
+                for digest, (_, content) in (await q.manifests(conn, repository_id, wanted)).items()
+            }
+        configs = await self._configs_of([c.config for c in (*parsed.values(), *children.values())])
+        views = []
+        for row in rows:
+            found = parsed[row.digest]
+            platforms = _platforms(found, children, configs)
+            first = found if not found.children else children.get(found.children[0].digest)
+            created = None
+            if first is not None and first.config is not None:
+                summary = configs.get(first.config.digest)
+                created = summary.created if summary else None
+            views.append(
+                TagView(
+                    name=row.name,
+                    digest=row.digest,
+                    media_type=row.media_type,
+                    artifact_type=row.artifact_type,
+                    bytes=sum(p.bytes for p in platforms) if found.children else found.image_bytes,
+                    platforms=platforms,
+                    created=created,
+                    pushed_at=row.pushed_at,
+                    pulled_at=row.pulled_at,
+                )
+            )
+        return views
+
+    async def manifest(self, repository: str, reference: str) -> ManifestView:
+        if is_digest(reference):
+            found = await self.hot.manifest_by_digest(repository, str(Digest.parse(reference)))
+        else:
+            found = await self.hot.manifest_by_tag(repository, check_tag(reference))
+        if found is None:
+            raise ManifestUnknown({"reference": reference})
+        parsed = contents(found.content)
+        async with self.db.read() as conn:
+            wanted = {c.digest for c in parsed.children}
+            children = {
+                digest: contents(content)
+                for digest, (_, content) in (
+                    await q.manifests(conn, found.repository_id, wanted)
+                ).items()
+            }
+            referrers = await queries.referrers(conn, repository, found.digest, None)
+            artifact_type, pushed, pulled = await q.manifest_facts(conn, found.manifest_id)
+        configs = await self._configs_of([parsed.config, *(c.config for c in children.values())])
+        return ManifestView(
+            digest=found.digest,
+            media_type=found.media_type,
+            artifact_type=artifact_type,
+            document=json.loads(found.content),
+            bytes=len(found.content),
+            layers=parsed.layers,
+            config_descriptor=parsed.config,
+            config=configs.get(parsed.config.digest) if parsed.config else None,
+            platforms=_platforms(parsed, children, configs) if parsed.children else [],
+            referrers=[
+                ReferrerView(r.digest, r.media_type, r.artifact_type, r.size) for r in referrers
+            ],
+            pushed_at=pushed,
+            pulled_at=pulled,
+        )
+
+    async def _configs_of(self, descriptors: list[Layer | None]) -> dict[str, Config]:
+        """The summaries of these image configs that can be read, by digest."""
+        wanted = {
+            d.digest: d
+            for d in descriptors
+            if d is not None and d.media_type in IMAGE_CONFIGS and d.size <= MAX_CONFIG_BYTES
+        }
+        found = {digest: self._configs[digest] for digest in wanted if digest in self._configs}
+        missing = [d for digest, d in wanted.items() if digest not in found]
+        for descriptor, summary in zip(
+            missing, await asyncio.gather(*(self._read(d) for d in missing)), strict=True
+        ):
+            if summary is not None:
+                found[descriptor.digest] = summary
+        return found
+
+    async def _read(self, descriptor: Layer) -> Config | None:
+        try:
+            digest = Digest.parse(descriptor.digest)
+            async with self._reads:
+                raw = await self.store.read_bytes(digest)
+        except (BlobNotFound, DigestInvalid):
+            return None  # a mirror has not fetched it yet, or a digest we cannot read
+        summary = config(raw)
+        self._configs[descriptor.digest] = summary
+        while len(self._configs) > _CACHED_CONFIGS:
+            self._configs.popitem(last=False)
+        return summary
+
+
+def _platforms(
+    found: Contents, children: dict[str, Contents], configs: dict[str, Config]
+) -> list[PlatformImage]:
+    """An index's platforms with each image's size; an image's own platform."""
+    if not found.children:
+        summary = configs.get(found.config.digest) if found.config else None
+        platform = summary.platform if summary else None
+        return [PlatformImage("", platform, found.image_bytes)] if platform else []
+    return [
+        PlatformImage(
+            child.digest,
+            child.platform,
+            children[child.digest].image_bytes if child.digest in children else 0,
+        )
+        for child in found.children
+    ]
