@@ -257,8 +257,16 @@ def main() -> None:
         servers += [before, after]
         for server in servers:
             prepare(server)
-        # The old code must really be what answers: it has no collector to report on.
-        assert httpx.get(f"{before.url}/api/v1/gc").status_code == 404
+        # The old code must really be what the "before" server imports.
+        imported = subprocess.run(
+            [sys.executable, "-c", "import registry; print(registry.__file__)"],
+            env={**os.environ, "PYTHONPATH": str(tree)},
+            cwd=root,  # not this checkout, which `python -c` would put first on its path
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert imported.startswith(str(tree)), imported
         pair = (before, after)
         first = alternate(pair, args.repeats, args.seconds, only=args.only)
         for server in servers:
@@ -298,8 +306,8 @@ def main() -> None:
     print()
     print(table(f"With {args.rate:g} garbage blobs/s fed in:", (without, during), second))
     print(
-        f"\nDuring GC, the collector deleted {deleted:,} blobs: the {sent:,} fed to it and the "
-        "small pushes' blobs, which no manifest uses either."
+        f"\nDuring GC, the collector deleted {deleted:,} blobs; {sent:,} were fed to it (the "
+        "small pushes' blobs, which no manifest uses, are garbage too)."
     )
 
 
