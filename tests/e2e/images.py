@@ -43,8 +43,12 @@ class Image:
         return sha256(self.config)
 
 
+CREATED = "2026-11-30T12:00:00Z"
+
+
 def make_image(layers: list[bytes], architecture: str = "amd64") -> Image:
     config = {
+        "created": CREATED,
         "architecture": architecture,
         "os": "linux",
         "config": {"Cmd": ["/bin/busybox", "sh"]},

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from registry.mediatypes import DOCKER_MANIFEST as DOCKER
 from tests.e2e.conftest import Docker, RegistryProcess
-from tests.e2e.images import image_id, load_image
+from tests.e2e.images import CREATED, image_id, load_image
 
 pytestmark = pytest.mark.e2e
 
@@ -25,6 +26,17 @@ def test_push_pull_by_tag_and_digest(
 
     docker.run("pull", ref)
     assert image_id(docker, ref) == expected
+    # The browse API describes what the daemon pushed: its size, platform, build time.
+    document = registry_process.get("/v2/team/app/manifests/v1", headers={"Accept": DOCKER}).json()
+    [tag] = registry_process.get("/api/v1/repositories/team/app/-/tags").json()["tags"]
+    assert tag["digest"] == digest and tag["media_type"] == DOCKER
+    assert tag["bytes"] == document["config"]["size"] + sum(
+        layer["size"] for layer in document["layers"]
+    )
+    assert [p["platform"] for p in tag["platforms"]] == [
+        {"os": "linux", "architecture": "amd64", "variant": None}
+    ]
+    assert tag["created"] == CREATED
     # On S3 with redirects, the daemon fetched the layers from S3 itself.
     blob_gets = [
         line for line in registry_process.log.read_text().splitlines() if "/blobs/sha256" in line

@@ -12,7 +12,7 @@ import pytest
 
 from registry.mediatypes import OCI_INDEX
 from tests.e2e.conftest import RegistryProcess, store_environment
-from tests.e2e.images import layer_tar, make_image, write_oci_layout
+from tests.e2e.images import CREATED, layer_tar, make_image, write_oci_layout
 
 pytestmark = pytest.mark.e2e
 
@@ -50,6 +50,22 @@ def test_copy_all_inspect_list_delete(
         ]
     ]
     assert {m["platform"]["architecture"] for m in index["manifests"]} == {"amd64", "arm64"}
+    # The browse API: each platform with its own size, the build time from the configs.
+    children = {
+        m["digest"]: registry_process.get(
+            f"/v2/team/multi/manifests/{m['digest']}", headers={"Accept": m["mediaType"]}
+        ).json()
+        for m in index["manifests"]
+    }
+    tags = registry_process.get("/api/v1/repositories/team/multi/-/tags").json()["tags"]
+    v1 = next(t for t in tags if t["name"] == "v1")
+    sizes = {p["platform"]["architecture"]: (p["digest"], p["bytes"]) for p in v1["platforms"]}
+    for m in index["manifests"]:
+        child = children[m["digest"]]
+        size = child["config"]["size"] + sum(layer["size"] for layer in child["layers"])
+        assert sizes[m["platform"]["architecture"]] == (m["digest"], size)
+    assert v1["bytes"] == sum(size for _, size in sizes.values())
+    assert v1["created"] == CREATED
     inspected = json.loads(
         skopeo("inspect", "--tls-verify=false", "--override-arch", "arm64", f"{remote}:v1").stdout
     )
