@@ -32,6 +32,8 @@ from registry.services.retention import RetentionService
 from registry.services.uploads import UploadService
 from registry.services.usage import Quotas, Usage
 from registry.storage import BlobStore, open_store
+from registry.web.pages import ROUTES as CONSOLE_ROUTES
+from registry.web.sessions import ConsoleSessions
 
 
 class Registry:
@@ -66,6 +68,11 @@ class Registry:
         self.gc = GarbageCollector(self.db, self.store, self.uploads, self.retention, settings.gc)
         self.check = StorageCheck(self.db, self.store, leases)
         self.auth = _auth_service(settings, self.db) if settings.auth.enabled else None
+        self.console = (
+            ConsoleSessions(self.db, self.auth, settings.auth.console_session_hours)
+            if self.auth is not None
+            else None
+        )
         self.mirror = (
             Mirror(
                 settings.mirror,
@@ -113,7 +120,7 @@ def create_app(settings: Settings) -> Starlette:
 
     trusted = trusted_networks(settings.http.trusted_proxies)
     app = Starlette(
-        routes=ROUTES,
+        routes=[*ROUTES, *CONSOLE_ROUTES],
         exception_handlers=HANDLERS,
         lifespan=lifespan,
         middleware=[

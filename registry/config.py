@@ -124,6 +124,8 @@ class AuthSettings:
     basic: bool = True
     login_attempts: int = 5
     login_window_seconds: int = 300
+    # How long a login to the web console lasts.
+    console_session_hours: float = 12
 
 
 @dataclass(frozen=True)

@@ -337,3 +337,17 @@ class NamespaceUsage(Base):
     __tablename__ = "namespace_usage"
     namespace: Mapped[str] = mapped_column(NAME, primary_key=True)
     bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+
+class ConsoleSession(Base):
+    """A login to the web console (registry/web/sessions.py)."""
+
+    __tablename__ = "console_sessions"
+    # SHA-256 (hex) of the cookie's secret.
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account: Mapped[str] = mapped_column(NAME)
+    # The account's credential fingerprint at login: a change ends the session.
+    credential: Mapped[str] = mapped_column(Text)
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)

@@ -1,0 +1,303 @@
+"""The console's pages: Jinja2 templates (autoescaped: names, tags, labels and
+annotations are the pusher's text) over the services the admin API uses, with the same
+permission checks (auth.accounts.allowed, as on /v2/).
+
+Every answer forbids framing and inline scripts (Content-Security-Policy), every form
+carries a CSRF token (web/sessions.py), and a `next` after login may only lead back into
+the console.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, quote, urlencode
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from registry.api.access import OPEN, client_address
+from registry.api.common import registry_of, small_body
+from registry.auth.scopes import DELETE, PULL
+from registry.errors import RegistryError, TooManyRequests, Unauthorized
+from registry.names import check_name, namespace_of
+from registry.web.sessions import COOKIE, LOGIN_COOKIE, Session, same
+
+HERE = Path(__file__).parent
+_PAGE = 50
+_MAX_FORM = 16 * 1024
+HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; "
+    "img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
+
+
+def _when(moment: datetime | None) -> str:
+    return "" if moment is None else moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+TEMPLATES = Environment(
+    loader=FileSystemLoader(HERE / "templates"),
+    autoescape=select_autoescape(default=True),
+)
+TEMPLATES.filters["size"] = _size
+TEMPLATES.filters["when"] = _when
+
+
+def page(template: str, status: int = 200, **context: Any) -> HTMLResponse:
+    html = TEMPLATES.get_template(template).render(**context)
+    return HTMLResponse(html, status_code=status, headers=HEADERS)
+
+
+def _cookie(response: Response, request: Request, key: str, value: str, age: int) -> None:
+    response.set_cookie(
+        key,
+        value,
+        max_age=age,
+        path="/ui/",
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+
+
+async def _form(request: Request) -> dict[str, str]:
+    raw = await small_body(request, _MAX_FORM) or b""
+    fields = parse_qs(raw.decode("utf-8", "replace"), max_num_fields=20)
+    return {key: values[0] for key, values in fields.items()}
+
+
+def _safe_next(target: str | None) -> str:
+    """Where to go after login: a console path only, never another site."""
+    if target and target.startswith("/ui/") and "//" not in target and "\\" not in target:
+        return target
+    return "/ui/"
+
+
+Page = Callable[[Request, Session], Awaitable[Response]]
+
+
+def console(handler: Page) -> Callable[[Request], Awaitable[Response]]:
+    """A page for a logged-in caller (anyone, on an open registry): others go to the
+    login page; a refusal or an error of the services is an error page."""
+
+    async def run(request: Request) -> Response:
+        registry = registry_of(request)
+        fresh = None
+        if registry.auth is None or registry.console is None:
+            # An open registry has no logins; its forms carry a token from a cookie.
+            csrf = request.cookies.get(LOGIN_COOKIE)
+            if not csrf:
+                csrf = fresh = secrets.token_urlsafe(32)
+            session = Session(OPEN, csrf)
+        else:
+            found = await registry.console.find(request.cookies.get(COOKIE))
+            if found is None:
+                target = urlencode({"next": _safe_next(request.url.path)})
+                return RedirectResponse(f"/ui/login?{target}", status_code=303)
+            session = found
+        if request.method == "POST":
+            form = await _form(request)
+            if fresh is not None or not same(form.get("csrf"), session.csrf):
+                return page(
+                    "error.html",
+                    403,
+                    session=session,
+                    title="Refused",
+                    message="The form is out of date or came from another site; "
+                    "reload the page and try again.",
+                )
+        try:
+            response = await handler(request, session)
+        except RegistryError as exc:
+            return page(
+                "error.html", exc.status, session=session, title="Not done", message=exc.text
+            )
+        if fresh is not None:
+            _cookie(response, request, LOGIN_COOKIE, fresh, 12 * 3600)
+        return response
+
+    return run
+
+
+async def _allowed(request: Request, session: Session, name: str, action: str) -> bool:
+    auth = registry_of(request).auth
+    if auth is None:
+        return True
+    return action in await auth.accounts.allowed(session.identity, namespace_of(name))
+
+
+def _refused(session: Session, name: str) -> HTMLResponse:
+    # The same answer whether the repository exists or not, as on /v2/.
+    return page(
+        "error.html",
+        403,
+        session=session,
+        title="Refused",
+        message=f"You may not see {name}, or it does not exist.",
+    )
+
+
+async def login(request: Request) -> Response:
+    registry = registry_of(request)
+    if registry.console is None:
+        return RedirectResponse("/ui/", status_code=303)
+    csrf = request.cookies.get(LOGIN_COOKIE)
+    if request.method == "GET" or not csrf:
+        csrf = secrets.token_urlsafe(32)
+        answer = page(
+            "login.html",
+            session=None,
+            csrf=csrf,
+            error=None,
+            next=_safe_next(request.query_params.get("next")),
+        )
+        _cookie(answer, request, LOGIN_COOKIE, csrf, 3600)
+        return answer
+    form = await _form(request)
+    target = _safe_next(form.get("next"))
+    if not same(form.get("csrf"), csrf):
+        return page(
+            "login.html",
+            403,
+            session=None,
+            csrf=csrf,
+            next=target,
+            error="The form is out of date; try again.",
+        )
+    try:
+        secret = await registry.console.open(
+            form.get("username", ""), form.get("password", ""), client_address(request)
+        )
+    except (Unauthorized, TooManyRequests) as exc:
+        return page("login.html", exc.status, session=None, csrf=csrf, next=target, error=exc.text)
+    done = RedirectResponse(target, status_code=303)
+    done.delete_cookie(LOGIN_COOKIE, path="/ui/")
+    hours = registry.settings.auth.console_session_hours
+    _cookie(done, request, COOKIE, secret, int(hours * 3600))
+    return done
+
+
+@console
+async def logout(request: Request, session: Session) -> Response:
+    registry = registry_of(request)
+    if registry.console is not None:
+        await registry.console.close(request.cookies.get(COOKIE))
+    answer = RedirectResponse("/ui/login", status_code=303)
+    answer.delete_cookie(COOKIE, path="/ui/")
+    return answer
+
+
+@console
+async def repositories(request: Request, session: Session) -> Response:
+    registry = registry_of(request)
+    readable = None
+    if registry.auth is not None:
+        readable = await registry.auth.accounts.readable_namespaces(session.identity)
+    q = request.query_params.get("q", "")[:255]
+    last = request.query_params.get("last") or None
+    rows = await registry.browse.repositories(readable, q or None, last, _PAGE + 1)
+    next_url = None
+    if len(rows) > _PAGE:
+        next_url = "/ui/?" + urlencode({"q": q, "last": rows[_PAGE - 1].name})
+    return page(
+        "repositories.html", session=session, repositories=rows[:_PAGE], q=q, next_url=next_url
+    )
+
+
+@console
+async def tags(request: Request, session: Session) -> Response:
+    name = check_name(request.path_params["name"])
+    if not await _allowed(request, session, name, PULL):
+        return _refused(session, name)
+    sort = "pushed" if request.query_params.get("sort") == "pushed" else "name"
+    last = request.query_params.get("last") or None
+    views = await registry_of(request).browse.tags(
+        name, by_push=sort == "pushed", last=last, limit=_PAGE + 1
+    )
+    next_url = None
+    if len(views) > _PAGE:
+        next_url = "?" + urlencode({"sort": sort, "last": views[_PAGE - 1].name})
+    return page(
+        "tags.html",
+        session=session,
+        name=name,
+        tags=views[:_PAGE],
+        sort=sort,
+        host=request.url.netloc,
+        next_url=next_url,
+    )
+
+
+@console
+async def manifest(request: Request, session: Session) -> Response:
+    name = check_name(request.path_params["name"])
+    if not await _allowed(request, session, name, PULL):
+        return _refused(session, name)
+    found = await registry_of(request).browse.manifest(name, request.path_params["reference"])
+    document = json.dumps(found.document, indent=2)
+    return page("manifest.html", session=session, name=name, m=found, document=document)
+
+
+@console
+async def delete_tag(request: Request, session: Session) -> Response:
+    name = check_name(request.path_params["name"])
+    tag = request.path_params["tag"]
+    if not await _allowed(request, session, name, DELETE):
+        return page(
+            "error.html",
+            403,
+            session=session,
+            title="Refused",
+            message=f"You may not delete in {name}.",
+        )
+    back = f"/ui/r/{name}/-/tags"
+    if request.method == "GET":
+        return page(
+            "confirm.html",
+            session=session,
+            what=f"{name}:{tag}",
+            back=back,
+            action=f"/ui/r/{name}/-/tags/{quote(tag)}/delete",
+            consequence="The tag goes; its image stays under its digest and under "
+            "other tags, until nothing uses it.",
+        )
+    await registry_of(request).manifests.delete(name, tag)
+    return RedirectResponse(back, status_code=303)
+
+
+async def home(request: Request) -> Response:
+    return RedirectResponse("/ui/", status_code=307)
+
+
+ROUTES = [
+    Route("/", home, methods=["GET"]),
+    Route("/ui", home, methods=["GET"]),
+    Route("/ui/", repositories, methods=["GET"]),
+    Route("/ui/login", login, methods=["GET", "POST"]),
+    Route("/ui/logout", logout, methods=["POST"]),
+    Route("/ui/r/{name:path}/-/tags/{tag}/delete", delete_tag, methods=["GET", "POST"]),
+    Route("/ui/r/{name:path}/-/tags", tags, methods=["GET"]),
+    Route("/ui/r/{name:path}/-/manifests/{reference}", manifest, methods=["GET"]),
+    Mount("/ui/static", StaticFiles(directory=HERE / "static"), name="static"),
+]

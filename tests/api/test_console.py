@@ -1,0 +1,190 @@
+"""The web console in process (registry/web/): login and its cookies, CSRF, session
+fixation, permissions by URL, escaping, framing, open redirects. The same pages in a
+real browser: tests/e2e/test_console_browser.py."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+from registry.auth.accounts import Accounts
+from tests.api.conftest import PASSWORD
+from tests.helpers import basic, push_image
+
+pytestmark = pytest.mark.anyio
+
+EVIL = "<script>alert(1)</script>"
+
+
+@pytest.fixture
+async def web(auth_app: Starlette, accounts: Accounts) -> httpx.AsyncClient:
+    await accounts.add_user("root", PASSWORD, admin=True)
+    await accounts.add_user("alice", PASSWORD)
+    await accounts.add_user("eve", PASSWORD)
+    await accounts.add_namespace("team", public=False, owner="alice")
+    transport = httpx.ASGITransport(app=auth_app, client=("10.0.0.9", 5000))
+    client = httpx.AsyncClient(transport=transport, base_url="http://registry.test")
+    client.headers.update(basic("root", PASSWORD))
+    config = json.dumps(
+        {"os": "linux", "architecture": "amd64", "config": {"Labels": {"title": EVIL}}}
+    ).encode()
+    await push_image(client, "team/app", "v1", config=config, extra={"annotations": {"note": EVIL}})
+    await push_image(client, "alice/own", "v1")
+    del client.headers["authorization"]
+    return client
+
+
+def _csrf(html: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert found, html
+    return found[1]
+
+
+async def log_in(web: httpx.AsyncClient, user: str, next_: str = "/ui/") -> httpx.Response:
+    form = await web.get("/ui/login", params={"next": next_})
+    return await web.post(
+        "/ui/login",
+        data={"username": user, "password": PASSWORD, "csrf": _csrf(form.text), "next": next_},
+    )
+
+
+async def test_home_and_login_redirects(web: httpx.AsyncClient) -> None:
+    assert (await web.get("/")).headers["location"] == "/ui/"
+    r = await web.get("/ui/r/team/app/-/tags")
+    assert r.status_code == 303
+    assert r.headers["location"] == "/ui/login?next=%2Fui%2Fr%2Fteam%2Fapp%2F-%2Ftags"
+    r = await log_in(web, "alice", "/ui/r/team/app/-/tags")
+    assert r.status_code == 303 and r.headers["location"] == "/ui/r/team/app/-/tags"
+    cookie = r.headers["set-cookie"]
+    assert "registry_session=" in cookie
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Max-Age=43200" in cookie
+    assert "Secure" not in cookie  # plain HTTP here; behind TLS it is Secure
+    page = await web.get("/ui/r/team/app/-/tags")
+    assert page.status_code == 200 and "v1" in page.text
+
+
+async def test_the_cookie_is_secure_behind_tls(auth_app: Starlette, web: httpx.AsyncClient) -> None:
+    transport = httpx.ASGITransport(app=auth_app)
+    async with httpx.AsyncClient(transport=transport, base_url="https://registry.test") as c:
+        form = await c.get("/ui/login")
+        assert "Secure" in form.headers["set-cookie"]
+
+
+async def test_wrong_password_and_robots_are_refused(
+    web: httpx.AsyncClient, accounts: Accounts
+) -> None:
+    form = await web.get("/ui/login")
+    r = await web.post(
+        "/ui/login", data={"username": "alice", "password": "nope", "csrf": _csrf(form.text)}
+    )
+    assert r.status_code == 401 and "incorrect username or password" in r.text
+    assert "registry_session" not in r.headers.get("set-cookie", "")
+    secret = await accounts.add_robot("team+ci", {"team": ["pull"]}, None)
+    r = await web.post(
+        "/ui/login",
+        data={"username": "robot$team+ci", "password": secret, "csrf": _csrf(form.text)},
+    )
+    assert r.status_code == 401 and "robot" in r.text
+
+
+async def test_login_needs_its_csrf_cookie(web: httpx.AsyncClient) -> None:
+    form = await web.get("/ui/login")
+    token = _csrf(form.text)
+    web.cookies.clear()  # a form posted from another site carries no cookie of ours
+    r = await web.post("/ui/login", data={"username": "alice", "password": PASSWORD, "csrf": token})
+    assert r.status_code == 200 and "registry_session" not in r.headers.get("set-cookie", "")
+    await web.get("/ui/login")
+    r = await web.post(
+        "/ui/login", data={"username": "alice", "password": PASSWORD, "csrf": "forged"}
+    )
+    assert r.status_code == 403
+
+
+async def test_a_planted_session_cookie_is_never_adopted(web: httpx.AsyncClient) -> None:
+    web.cookies.set("registry_session", "chosen-by-the-attacker", path="/ui/")
+    r = await log_in(web, "alice")
+    issued = r.cookies.get("registry_session")
+    assert issued and issued != "chosen-by-the-attacker"
+    web.cookies.clear()
+    web.cookies.set("registry_session", "chosen-by-the-attacker", path="/ui/")
+    assert (await web.get("/ui/")).status_code == 303
+
+
+async def test_forms_without_the_token_are_refused(web: httpx.AsyncClient) -> None:
+    await log_in(web, "alice")
+    r = await web.post("/ui/r/team/app/-/tags/v1/delete", data={"csrf": "forged"})
+    assert r.status_code == 403 and "another site" in r.text
+    r = await web.post("/ui/r/team/app/-/tags/v1/delete")
+    assert r.status_code == 403
+    confirm = await web.get("/ui/r/team/app/-/tags/v1/delete")
+    assert "Delete team/app:v1?" in confirm.text
+    r = await web.post("/ui/r/team/app/-/tags/v1/delete", data={"csrf": _csrf(confirm.text)})
+    assert r.status_code == 303 and r.headers["location"] == "/ui/r/team/app/-/tags"
+    assert "v1" not in (await web.get("/ui/r/team/app/-/tags")).text.split("<tbody>")[-1]
+
+
+async def test_a_user_cannot_reach_another_namespace_by_url(web: httpx.AsyncClient) -> None:
+    await log_in(web, "eve")
+    listing = await web.get("/ui/")
+    assert "team/app" not in listing.text and "alice/own" not in listing.text
+    for path in (
+        "/ui/r/team/app/-/tags",
+        "/ui/r/team/none/-/tags",
+        "/ui/r/team/app/-/manifests/v1",
+        "/ui/r/team/app/-/tags/v1/delete",
+    ):
+        r = await web.get(path)
+        assert r.status_code == 403, path
+    confirm_token = _csrf(listing.text)  # eve's own token: still no right to delete
+    r = await web.post("/ui/r/team/app/-/tags/v1/delete", data={"csrf": confirm_token})
+    assert r.status_code == 403
+
+
+async def test_attacker_text_is_shown_as_text(web: httpx.AsyncClient) -> None:
+    await log_in(web, "root")
+    page = await web.get("/ui/r/team/app/-/manifests/v1")
+    assert page.status_code == 200
+    assert EVIL not in page.text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text
+    csp = page.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in csp and "script-src 'self'" in csp
+    assert page.headers["x-frame-options"] == "DENY"
+
+
+async def test_next_never_leads_off_the_console(web: httpx.AsyncClient) -> None:
+    for target in ("https://evil.example/", "//evil.example/", "/ui/..//evil", "/\\evil"):
+        r = await log_in(web, "alice", target)
+        assert r.headers["location"] == "/ui/", target
+        web.cookies.clear()
+
+
+async def test_logout_ends_the_session(web: httpx.AsyncClient) -> None:
+    await log_in(web, "alice")
+    page = await web.get("/ui/")
+    secret = web.cookies.get("registry_session")
+    r = await web.post("/ui/logout", data={"csrf": _csrf(page.text)})
+    assert r.status_code == 303 and r.headers["location"] == "/ui/login"
+    web.cookies.set("registry_session", secret or "", path="/ui/")
+    assert (await web.get("/ui/")).status_code == 303
+
+
+async def test_a_new_password_ends_the_session(web: httpx.AsyncClient, accounts: Accounts) -> None:
+    await log_in(web, "alice")
+    assert (await web.get("/ui/")).status_code == 200
+    await accounts.set_password("alice", "a brand new password")
+    assert (await web.get("/ui/")).status_code == 303
+
+
+async def test_an_open_registry_needs_no_login(client: httpx.AsyncClient) -> None:
+    await push_image(client, "team/app", "v1")
+    page = await client.get("/ui/")
+    assert page.status_code == 200 and "team/app" in page.text
+    confirm = await client.get("/ui/r/team/app/-/tags/v1/delete")
+    r = await client.post("/ui/r/team/app/-/tags/v1/delete", data={"csrf": _csrf(confirm.text)})
+    assert r.status_code == 303
+    r = await client.post("/ui/r/team/app/-/tags/v1/delete", data={"csrf": "forged"})
+    assert r.status_code == 403
