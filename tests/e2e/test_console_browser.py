@@ -1,0 +1,152 @@
+"""The web console in a real browser: Debian's headless Chromium, driven by Playwright,
+against `registry serve` with authentication on. It logs in, searches, sorts, copies a
+pull command, opens a manifest whose label is a script (shown as text, never run),
+deletes a tag after confirming, and logs out. Screenshots of the main pages go to
+`test-artifacts/console/` (REGISTRY_TEST_ARTIFACTS sets the folder)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from tests.e2e.conftest import RegistryProcess
+from tests.peers.tools import need
+
+pytestmark = pytest.mark.e2e
+
+PASSWORD = "console-admin-password"
+EVIL = "<script>window.pwned = 1</script>"
+ARTIFACTS = Path(os.environ.get("REGISTRY_TEST_ARTIFACTS", "test-artifacts")) / "console"
+
+
+def push(base: str, repo: str, tag: str, label: str = "") -> None:
+    """An image pushed over /v2/ as the admin, with a label in its config."""
+    auth = ("root", PASSWORD)
+    config = json.dumps(
+        {
+            "created": "2026-11-30T12:00:00Z",
+            "os": "linux",
+            "architecture": "amd64",
+            "config": {"Labels": {"title": label}} if label else {},
+        }
+    ).encode()
+    with httpx.Client(base_url=base, auth=auth, timeout=30) as client:
+        descriptors = []
+        for data in (config, f"layer of {repo}:{tag}".encode()):
+            digest = "sha256:" + hashlib.sha256(data).hexdigest()
+            r = client.post(f"/v2/{repo}/blobs/uploads/", params={"digest": digest}, content=data)
+            assert r.status_code == 201, r.text
+            descriptors.append({"digest": digest, "size": len(data)})
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **descriptors[0]},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", **descriptors[1]}],
+        }
+        r = client.put(
+            f"/v2/{repo}/manifests/{tag}",
+            content=json.dumps(manifest).encode(),
+            headers={"Content-Type": manifest["mediaType"]},
+        )
+        assert r.status_code == 201, r.text
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProcess]:
+    root = tmp_path_factory.mktemp("console")
+    process = RegistryProcess(root / "data", {"REGISTRY_AUTH_ENABLED": "true"}).start()
+    try:
+        process.cli("user", "add", "root", "--admin", "--password-stdin", stdin=PASSWORD + "\n")
+        process.cli("namespace", "add", "team", "--owner", "root")
+        push(process.url, "team/app", "v1", EVIL)
+        push(process.url, "team/app", "v2")
+        push(process.url, "team/web", "latest")
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    chromium = need("chromium")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=chromium,
+            args=[
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        yield launched
+        launched.close()
+
+
+def shot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def test_browse_copy_delete_and_log_out(browser: Browser, server: RegistryProcess) -> None:
+    context = browser.new_context(base_url=server.url)
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=server.url)
+    page = context.new_page()
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+
+    page.goto("/")
+    expect(page).to_have_url(f"{server.url}/ui/login?next=%2Fui%2F")
+    shot(page, "login")
+    page.get_by_label("User name").fill("root")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("heading", name="Repositories")).to_be_visible()
+    expect(page.get_by_role("link", name="team/app")).to_be_visible()
+    expect(page.get_by_role("link", name="team/web")).to_be_visible()
+    shot(page, "repositories")
+
+    page.get_by_label("Name contains").fill("web")
+    page.get_by_role("button", name="Search").click()
+    expect(page.get_by_role("link", name="team/web")).to_be_visible()
+    expect(page.get_by_role("link", name="team/app")).to_have_count(0)
+
+    page.goto("/ui/r/team/app/-/tags")
+    names = page.locator("tbody tr td:first-child").all_inner_texts()
+    assert names == ["v1", "v2"]
+    page.get_by_role("link", name="newest push").click()
+    assert page.locator("tbody tr td:first-child").all_inner_texts() == ["v2", "v1"]
+    expect(page.get_by_text("linux/amd64").first).to_be_visible()
+    shot(page, "tags")
+    page.get_by_role("button", name="Copy the pull command of v1").click()
+    copied = page.evaluate("navigator.clipboard.readText()")
+    host = server.url.removeprefix("http://")
+    assert copied == f"docker pull {host}/team/app:v1"
+
+    page.get_by_role("link", name="v1", exact=True).click()
+    expect(page.get_by_role("heading", name="Config")).to_be_visible()
+    expect(page.get_by_role("cell", name=EVIL)).to_be_visible()  # as text
+    assert page.evaluate("window.pwned") is None and dialogs == []
+    shot(page, "manifest")
+
+    page.goto("/ui/r/team/app/-/tags")
+    page.get_by_role("row", name="v1").get_by_role("link", name="Delete").click()
+    expect(page.get_by_role("heading", name="Delete team/app:v1?")).to_be_visible()
+    page.get_by_role("button", name="Delete").click()
+    assert page.locator("tbody tr td:first-child").all_inner_texts() == ["v2"]
+
+    page.get_by_role("button", name="Log out").click()
+    expect(page.get_by_role("heading", name="Log in")).to_be_visible()
+    page.goto("/ui/r/team/app/-/tags")
+    expect(page.get_by_role("heading", name="Log in")).to_be_visible()
+    context.close()
