@@ -32,7 +32,7 @@ from registry.services.retention import RetentionService
 from registry.services.uploads import UploadService
 from registry.services.usage import Quotas, Usage
 from registry.storage import BlobStore, open_store
-from registry.web.pages import ROUTES as CONSOLE_ROUTES
+from registry.web.routes import ROUTES as CONSOLE_ROUTES
 from registry.web.sessions import ConsoleSessions
 
 

@@ -20,11 +20,10 @@ from urllib.parse import parse_qs, quote, urlencode
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
-from starlette.routing import Mount, Route
-from starlette.staticfiles import StaticFiles
 
 from registry.api.access import OPEN, client_address
 from registry.api.common import registry_of, small_body
+from registry.auth.accounts import AccountError, AccountExists
 from registry.auth.scopes import DELETE, PULL
 from registry.errors import RegistryError, TooManyRequests, Unauthorized
 from registry.names import check_name, namespace_of
@@ -81,10 +80,20 @@ def _cookie(response: Response, request: Request, key: str, value: str, age: int
     )
 
 
-async def _form(request: Request) -> dict[str, str]:
+async def _form(request: Request) -> dict[str, list[str]]:
     raw = await small_body(request, _MAX_FORM) or b""
-    fields = parse_qs(raw.decode("utf-8", "replace"), max_num_fields=20)
-    return {key: values[0] for key, values in fields.items()}
+    return parse_qs(raw.decode("utf-8", "replace"), max_num_fields=50)
+
+
+def field(request: Request, name: str) -> str:
+    """A field of the form a console POST sent (checked for its CSRF token already)."""
+    values: list[str] = request.state.form.get(name) or [""]
+    return values[0]
+
+
+def fields(request: Request, name: str) -> list[str]:
+    """Every value of a field (checkboxes)."""
+    return list(request.state.form.get(name) or [])
 
 
 def _safe_next(target: str | None) -> str:
@@ -117,8 +126,8 @@ def console(handler: Page) -> Callable[[Request], Awaitable[Response]]:
                 return RedirectResponse(f"/ui/login?{target}", status_code=303)
             session = found
         if request.method == "POST":
-            form = await _form(request)
-            if fresh is not None or not same(form.get("csrf"), session.csrf):
+            request.state.form = await _form(request)
+            if fresh is not None or not same(field(request, "csrf"), session.csrf):
                 return page(
                     "error.html",
                     403,
@@ -133,6 +142,9 @@ def console(handler: Page) -> Callable[[Request], Awaitable[Response]]:
             return page(
                 "error.html", exc.status, session=session, title="Not done", message=exc.text
             )
+        except AccountError as exc:  # what the accounts refuse: a name taken, a bad role
+            status = 409 if isinstance(exc, AccountExists) else 400
+            return page("error.html", status, session=session, title="Not done", message=str(exc))
         if fresh is not None:
             _cookie(response, request, LOGIN_COOKIE, fresh, 12 * 3600)
         return response
@@ -174,9 +186,9 @@ async def login(request: Request) -> Response:
         )
         _cookie(answer, request, LOGIN_COOKIE, csrf, 3600)
         return answer
-    form = await _form(request)
-    target = _safe_next(form.get("next"))
-    if not same(form.get("csrf"), csrf):
+    request.state.form = await _form(request)
+    target = _safe_next(field(request, "next"))
+    if not same(field(request, "csrf"), csrf):
         return page(
             "login.html",
             403,
@@ -187,7 +199,7 @@ async def login(request: Request) -> Response:
         )
     try:
         secret = await registry.console.open(
-            form.get("username", ""), form.get("password", ""), client_address(request)
+            field(request, "username"), field(request, "password"), client_address(request)
         )
     except (Unauthorized, TooManyRequests) as exc:
         return page("login.html", exc.status, session=None, csrf=csrf, next=target, error=exc.text)
@@ -288,16 +300,3 @@ async def delete_tag(request: Request, session: Session) -> Response:
 
 async def home(request: Request) -> Response:
     return RedirectResponse("/ui/", status_code=307)
-
-
-ROUTES = [
-    Route("/", home, methods=["GET"]),
-    Route("/ui", home, methods=["GET"]),
-    Route("/ui/", repositories, methods=["GET"]),
-    Route("/ui/login", login, methods=["GET", "POST"]),
-    Route("/ui/logout", logout, methods=["POST"]),
-    Route("/ui/r/{name:path}/-/tags/{tag}/delete", delete_tag, methods=["GET", "POST"]),
-    Route("/ui/r/{name:path}/-/tags", tags, methods=["GET"]),
-    Route("/ui/r/{name:path}/-/manifests/{reference}", manifest, methods=["GET"]),
-    Mount("/ui/static", StaticFiles(directory=HERE / "static"), name="static"),
-]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -188,3 +189,91 @@ async def test_an_open_registry_needs_no_login(client: httpx.AsyncClient) -> Non
     assert r.status_code == 303
     r = await client.post("/ui/r/team/app/-/tags/v1/delete", data={"csrf": "forged"})
     assert r.status_code == 403
+
+
+async def test_an_owner_manages_members_and_robots(
+    web: httpx.AsyncClient, accounts: Accounts
+) -> None:
+    await log_in(web, "alice")
+    page = await web.get("/ui/namespaces/team")
+    assert page.status_code == 200 and "Namespace team" in page.text
+    token = _csrf(page.text)
+    r = await web.post(
+        "/ui/namespaces/team/members", data={"csrf": token, "user": "eve", "role": "developer"}
+    )
+    assert r.status_code == 303
+    assert ("eve", "developer") in await accounts.list_members("team")
+    r = await web.post(
+        "/ui/namespaces/team/members", data={"csrf": token, "user": "eve", "role": "king"}
+    )
+    assert r.status_code == 400
+    form = [("csrf", token), ("name", "ci"), ("actions", "pull"), ("actions", "push")]
+    r = await web.post(
+        "/ui/namespaces/team/robots",
+        content=urlencode([*form, ("expires_days", "30")]),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert r.status_code == 200
+    secret = re.search(r'<code id="robot-secret">([^<]+)</code>', r.text)
+    assert secret, r.text
+    token_answer = await web.get(
+        "/token",
+        params={"service": "registry", "scope": "repository:team/app:pull,push"},
+        headers=basic("robot$team+ci", secret[1]),
+    )
+    assert token_answer.status_code == 200
+    again = await web.get("/ui/namespaces/team")
+    assert secret[1] not in again.text and "robot$team+ci" in again.text
+    r = await web.post("/ui/namespaces/team/robots/robot$team+ci/remove", data={"csrf": token})
+    assert r.status_code == 303
+    assert [x.name for x in await accounts.list_robots("team")] == []
+    r = await web.post("/ui/namespaces/team/members/eve/remove", data={"csrf": token})
+    assert r.status_code == 303
+    assert ("eve", "developer") not in await accounts.list_members("team")
+
+
+async def test_others_cannot_manage_a_namespace(web: httpx.AsyncClient, accounts: Accounts) -> None:
+    await accounts.set_member("team", "eve", "maintainer")
+    await log_in(web, "eve")
+    assert (await web.get("/ui/namespaces/team")).status_code == 403
+    token = _csrf((await web.get("/ui/")).text)
+    r = await web.post(
+        "/ui/namespaces/team/members", data={"csrf": token, "user": "eve", "role": "owner"}
+    )
+    assert r.status_code == 403
+    assert ("eve", "maintainer") in await accounts.list_members("team")
+    for path in ("/ui/users", "/ui/status"):
+        assert (await web.get(path)).status_code == 403, path
+    r = await web.post("/ui/namespaces", data={"csrf": token, "name": "mine"})
+    assert r.status_code == 403
+    listed = (await web.get("/ui/namespaces")).text
+    assert "team" in listed and "New namespace" not in listed
+
+
+async def test_an_admin_manages_users_and_namespaces(
+    web: httpx.AsyncClient, accounts: Accounts
+) -> None:
+    await log_in(web, "root")
+    page = await web.get("/ui/users")
+    assert page.status_code == 200 and "alice" in page.text
+    token = _csrf(page.text)
+    r = await web.post(
+        "/ui/users", data={"csrf": token, "name": "carol", "password": "carols password"}
+    )
+    assert r.status_code == 303
+    r = await web.post(
+        "/ui/users", data={"csrf": token, "name": "carol", "password": "carols password"}
+    )
+    assert r.status_code == 409
+    assert (await web.post("/ui/users/carol/disable", data={"csrf": token})).status_code == 303
+    assert [u.disabled for u in await accounts.list_users() if u.name == "carol"] == [True]
+    assert (await web.post("/ui/users/carol/promote", data={"csrf": token})).status_code == 400
+    assert (await web.post("/ui/users/root/remove", data={"csrf": token})).status_code == 400
+    assert (await web.post("/ui/users/carol/remove", data={"csrf": token})).status_code == 303
+    r = await web.post(
+        "/ui/namespaces", data={"csrf": token, "name": "ops", "owner": "alice", "public": "on"}
+    )
+    assert r.status_code == 303 and r.headers["location"] == "/ui/namespaces/ops"
+    assert ("ops", True, 1) in await accounts.list_namespaces()
+    status = await web.get("/ui/status")
+    assert status.status_code == 200 and "Garbage collection" in status.text

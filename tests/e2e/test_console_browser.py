@@ -98,6 +98,14 @@ def shot(page: Page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
+def log_in(page: Page) -> None:
+    page.goto("/ui/login")
+    page.get_by_label("User name").fill("root")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("heading", name="Repositories")).to_be_visible()
+
+
 def test_browse_copy_delete_and_log_out(browser: Browser, server: RegistryProcess) -> None:
     context = browser.new_context(base_url=server.url)
     context.grant_permissions(["clipboard-read", "clipboard-write"], origin=server.url)
@@ -149,4 +157,48 @@ def test_browse_copy_delete_and_log_out(browser: Browser, server: RegistryProces
     expect(page.get_by_role("heading", name="Log in")).to_be_visible()
     page.goto("/ui/r/team/app/-/tags")
     expect(page.get_by_role("heading", name="Log in")).to_be_visible()
+    context.close()
+
+
+def test_namespace_member_robot_and_status(browser: Browser, server: RegistryProcess) -> None:
+    server.cli("user", "add", "dana", "--password-stdin", stdin="dana-password\n")
+    context = browser.new_context(base_url=server.url)
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=server.url)
+    page = context.new_page()
+    log_in(page)
+    page.get_by_role("link", name="Namespaces").click()
+    page.get_by_label("Name", exact=True).fill("ops")
+    page.get_by_label("Owner (a user; optional)").fill("root")
+    page.get_by_role("button", name="Create namespace").click()
+    expect(page.get_by_role("heading", name="Namespace ops")).to_be_visible()
+
+    page.get_by_label("User", exact=True).fill("dana")
+    page.get_by_label("Role", exact=True).select_option("developer")
+    page.get_by_role("button", name="Add member").click()
+    row = page.get_by_role("row", name="dana")
+    expect(row.get_by_role("combobox")).to_have_value("developer")
+    row.get_by_role("combobox").select_option("maintainer")
+    row.get_by_role("button", name="Change the role of dana").click()
+    expect(page.get_by_role("row", name="dana").get_by_role("combobox")).to_have_value("maintainer")
+
+    page.get_by_label("Name (the robot is robot$ops+name)").fill("deploy")
+    page.get_by_label("push").check()
+    page.get_by_role("button", name="Add robot").click()
+    secret = page.locator("#robot-secret").inner_text()
+    page.get_by_role("button", name="Copy the robot's secret").click()
+    assert page.evaluate("navigator.clipboard.readText()") == secret
+    shot(page, "namespace")
+    token = httpx.get(
+        f"{server.url}/token",
+        params={"service": "registry", "scope": "repository:ops/app:push"},
+        auth=("robot$ops+deploy", secret),
+    )
+    assert token.status_code == 200, token.text
+    page.goto("/ui/namespaces/ops")  # the secret was shown once
+    expect(page.get_by_role("cell", name="robot$ops+deploy", exact=True)).to_be_visible()
+    expect(page.locator("#robot-secret")).to_have_count(0)
+
+    page.get_by_role("link", name="Status").click()
+    expect(page.get_by_role("heading", name="Garbage collection")).to_be_visible()
+    shot(page, "status")
     context.close()

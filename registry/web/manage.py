@@ -1,0 +1,184 @@
+"""The console's management pages: namespaces with their members and robots (owners),
+users and the registry's state (admins). The same account service and the same checks
+as /api/v1/ (api/access.deny_unless_owner), so a page refuses what the API refuses."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from urllib.parse import quote
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from registry.api.access import deny_unless_owner
+from registry.api.common import registry_of
+from registry.auth.accounts import ROLES, Accounts
+from registry.auth.identity import ROBOT_PREFIX
+from registry.auth.scopes import REPOSITORY_ACTIONS
+from registry.errors import Denied, Invalid, RouteUnknown
+from registry.names import check_namespace
+from registry.web.pages import console, field, fields, page
+from registry.web.sessions import Session
+
+_MAX_ROBOT_DAYS = 36_500
+
+
+def _accounts(request: Request) -> Accounts:
+    auth = registry_of(request).auth
+    if auth is None:
+        raise RouteUnknown(message="authentication is off in this registry: it has no accounts")
+    return auth.accounts
+
+
+def _admin(session: Session) -> None:
+    if not session.identity.admin:
+        raise Denied(message="only an admin may do this")
+
+
+def _back(path: str) -> Response:
+    return RedirectResponse(path, status_code=303)
+
+
+@console
+async def namespaces(request: Request, session: Session) -> Response:
+    accounts = _accounts(request)
+    if request.method == "POST":
+        _admin(session)
+        owner = field(request, "owner") or None
+        name = field(request, "name")
+        await accounts.add_namespace(name, public=field(request, "public") == "on", owner=owner)
+        return _back(f"/ui/namespaces/{quote(name)}")
+    listed = await accounts.list_namespaces()
+    if not session.identity.admin:
+        readable = await accounts.readable_namespaces(session.identity) or set()
+        listed = [n for n in listed if n[0] in readable]
+    return page("namespaces.html", session=session, namespaces=listed)
+
+
+async def _namespace_page(
+    request: Request, session: Session, namespace: str, secret: tuple[str, str] | None = None
+) -> Response:
+    accounts = _accounts(request)
+    registry = registry_of(request)
+    robots = [
+        r
+        for r in await accounts.list_robots(namespace)
+        if r.name.startswith(f"{ROBOT_PREFIX}{namespace}+")
+    ]
+    return page(
+        "namespace.html",
+        session=session,
+        namespace=namespace,
+        members=await accounts.list_members(namespace),
+        robots=robots,
+        roles=list(ROLES),
+        actions=list(REPOSITORY_ACTIONS),
+        usage=await registry.usage.namespace(namespace),
+        policy=(await registry.policies.get(namespace)).to_json(),
+        secret=secret,
+    )
+
+
+@console
+async def namespace(request: Request, session: Session) -> Response:
+    name = check_namespace(request.path_params["namespace"])
+    await deny_unless_owner(_accounts(request), session.identity, name)
+    return await _namespace_page(request, session, name)
+
+
+@console
+async def set_member(request: Request, session: Session) -> Response:
+    name = check_namespace(request.path_params["namespace"])
+    accounts = _accounts(request)
+    await deny_unless_owner(accounts, session.identity, name)
+    await accounts.set_member(name, field(request, "user"), field(request, "role"))
+    return _back(f"/ui/namespaces/{name}")
+
+
+@console
+async def remove_member(request: Request, session: Session) -> Response:
+    name = check_namespace(request.path_params["namespace"])
+    accounts = _accounts(request)
+    await deny_unless_owner(accounts, session.identity, name)
+    await accounts.remove_member(name, request.path_params["user"])
+    return _back(f"/ui/namespaces/{name}")
+
+
+@console
+async def add_robot(request: Request, session: Session) -> Response:
+    """The robot's secret is on the page this answers, and nowhere ever again."""
+    name = check_namespace(request.path_params["namespace"])
+    accounts = _accounts(request)
+    await deny_unless_owner(accounts, session.identity, name)
+    days_text = field(request, "expires_days")
+    expires = None
+    if days_text:
+        if not days_text.isdigit() or int(days_text) > _MAX_ROBOT_DAYS:
+            raise Invalid(message=f"expiry: a number of days from 0 to {_MAX_ROBOT_DAYS}")
+        expires = datetime.now(UTC) + timedelta(days=int(days_text))
+    robot = f"{name}+{field(request, 'name')}"
+    secret = await accounts.add_robot(robot, {name: fields(request, "actions")}, expires)
+    return await _namespace_page(request, session, name, (ROBOT_PREFIX + robot, secret))
+
+
+@console
+async def remove_robot(request: Request, session: Session) -> Response:
+    name = check_namespace(request.path_params["namespace"])
+    accounts = _accounts(request)
+    await deny_unless_owner(accounts, session.identity, name)
+    robot = request.path_params["robot"]
+    if not robot.startswith(f"{ROBOT_PREFIX}{name}+"):
+        raise Invalid(message=f"{robot!r} is not a robot of {name!r}")
+    await accounts.remove_robot(robot)
+    return _back(f"/ui/namespaces/{name}")
+
+
+@console
+async def users(request: Request, session: Session) -> Response:
+    _admin(session)
+    accounts = _accounts(request)
+    if request.method == "POST":
+        await accounts.add_user(
+            field(request, "name"),
+            field(request, "password"),
+            admin=field(request, "admin") == "on",
+        )
+        return _back("/ui/users")
+    return page("users.html", session=session, users=await accounts.list_users())
+
+
+@console
+async def change_user(request: Request, session: Session) -> Response:
+    _admin(session)
+    accounts = _accounts(request)
+    user, action = request.path_params["user"], request.path_params["action"]
+    if action not in ("disable", "enable", "remove"):
+        raise Invalid(message=f"no such change of a user: {action[:50]!r}")
+    if user == session.identity.name:
+        raise Invalid(message="you cannot disable or remove yourself here")
+    if action == "remove":
+        await accounts.remove_user(user)
+    else:
+        await accounts.set_user(user, admin=None, disabled=action == "disable")
+    return _back("/ui/users")
+
+
+@console
+async def status(request: Request, session: Session) -> Response:
+    """Storage use, garbage collection and the mirror, for admins."""
+    _admin(session)
+    registry = registry_of(request)
+    mirror = None
+    if registry.mirror is not None:
+        mirror = {
+            "upstreams": registry.mirror.settings.upstreams,
+            "stored": await registry.mirror.cache_summary(),
+            "counters": await registry.mirror.counters.totals(),
+        }
+    return page(
+        "status.html",
+        session=session,
+        usage=await registry.usage.overall(),
+        gc=await registry.gc.status(),
+        mirror=mirror,
+    )
