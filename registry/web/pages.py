@@ -298,5 +298,30 @@ async def delete_tag(request: Request, session: Session) -> Response:
     return RedirectResponse(back, status_code=303)
 
 
+@console
+async def delete_repository(request: Request, session: Session) -> Response:
+    name = check_name(request.path_params["name"])
+    if not await _allowed(request, session, name, DELETE):
+        return page(
+            "error.html",
+            403,
+            session=session,
+            title="Refused",
+            message=f"You may not delete in {name}.",
+        )
+    if request.method == "GET":
+        return page(
+            "confirm.html",
+            session=session,
+            what=f"the repository {name}",
+            back=f"/ui/r/{name}/-/tags",
+            action=f"/ui/r/{name}/-/delete",
+            consequence="Every tag and manifest of it goes; garbage collection then "
+            "frees the blobs no other repository uses.",
+        )
+    await registry_of(request).manifests.delete_repository(name)
+    return RedirectResponse("/ui/", status_code=303)
+
+
 async def home(request: Request) -> Response:
     return RedirectResponse("/ui/", status_code=307)

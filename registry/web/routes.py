@@ -17,6 +17,7 @@ ROUTES = [
     Route("/ui/logout", pages.logout, methods=["POST"]),
     Route("/ui/r/{name:path}/-/tags/{tag}/delete", pages.delete_tag, methods=["GET", "POST"]),
     Route("/ui/r/{name:path}/-/tags", pages.tags, methods=["GET"]),
+    Route("/ui/r/{name:path}/-/delete", pages.delete_repository, methods=["GET", "POST"]),
     Route("/ui/r/{name:path}/-/manifests/{reference}", pages.manifest, methods=["GET"]),
     Route("/ui/namespaces", manage.namespaces, methods=["GET", "POST"]),
     Route(_NAMESPACE, manage.namespace, methods=["GET"]),

@@ -277,3 +277,17 @@ async def test_an_admin_manages_users_and_namespaces(
     assert ("ops", True, 1) in await accounts.list_namespaces()
     status = await web.get("/ui/status")
     assert status.status_code == 200 and "Garbage collection" in status.text
+
+
+async def test_delete_a_repository_after_confirming(web: httpx.AsyncClient) -> None:
+    await log_in(web, "alice")
+    confirm = await web.get("/ui/r/team/app/-/delete")
+    assert "Delete the repository team/app?" in confirm.text
+    r = await web.post("/ui/r/team/app/-/delete", data={"csrf": _csrf(confirm.text)})
+    assert r.status_code == 303 and r.headers["location"] == "/ui/"
+    assert "team/app" not in (await web.get("/ui/")).text
+    web.cookies.clear()
+    await log_in(web, "eve")
+    token = _csrf((await web.get("/ui/")).text)
+    r = await web.post("/ui/r/alice/own/-/delete", data={"csrf": token})
+    assert r.status_code == 403
