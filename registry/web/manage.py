@@ -35,6 +35,14 @@ def _admin(session: Session) -> None:
         raise Denied(message="only an admin may do this")
 
 
+async def _owned(request: Request, session: Session) -> tuple[str, Accounts]:
+    """The namespace of the path, if the caller owns it (or is an admin)."""
+    name = check_namespace(request.path_params["namespace"])
+    accounts = _accounts(request)
+    await deny_unless_owner(accounts, session.identity, name)
+    return name, accounts
+
+
 def _back(path: str) -> Response:
     return RedirectResponse(path, status_code=303)
 
@@ -81,25 +89,20 @@ async def _namespace_page(
 
 @console
 async def namespace(request: Request, session: Session) -> Response:
-    name = check_namespace(request.path_params["namespace"])
-    await deny_unless_owner(_accounts(request), session.identity, name)
+    name, _ = await _owned(request, session)
     return await _namespace_page(request, session, name)
 
 
 @console
 async def set_member(request: Request, session: Session) -> Response:
-    name = check_namespace(request.path_params["namespace"])
-    accounts = _accounts(request)
-    await deny_unless_owner(accounts, session.identity, name)
+    name, accounts = await _owned(request, session)
     await accounts.set_member(name, field(request, "user"), field(request, "role"))
     return _back(f"/ui/namespaces/{name}")
 
 
 @console
 async def remove_member(request: Request, session: Session) -> Response:
-    name = check_namespace(request.path_params["namespace"])
-    accounts = _accounts(request)
-    await deny_unless_owner(accounts, session.identity, name)
+    name, accounts = await _owned(request, session)
     await accounts.remove_member(name, request.path_params["user"])
     return _back(f"/ui/namespaces/{name}")
 
@@ -107,9 +110,7 @@ async def remove_member(request: Request, session: Session) -> Response:
 @console
 async def add_robot(request: Request, session: Session) -> Response:
     """The robot's secret is on the page this answers, and nowhere ever again."""
-    name = check_namespace(request.path_params["namespace"])
-    accounts = _accounts(request)
-    await deny_unless_owner(accounts, session.identity, name)
+    name, accounts = await _owned(request, session)
     days_text = field(request, "expires_days")
     expires = None
     if days_text:
@@ -123,9 +124,7 @@ async def add_robot(request: Request, session: Session) -> Response:
 
 @console
 async def remove_robot(request: Request, session: Session) -> Response:
-    name = check_namespace(request.path_params["namespace"])
-    accounts = _accounts(request)
-    await deny_unless_owner(accounts, session.identity, name)
+    name, accounts = await _owned(request, session)
     robot = request.path_params["robot"]
     if not robot.startswith(f"{ROBOT_PREFIX}{name}+"):
         raise Invalid(message=f"{robot!r} is not a robot of {name!r}")

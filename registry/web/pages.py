@@ -25,7 +25,7 @@ from registry.api.access import OPEN, client_address
 from registry.api.common import registry_of, small_body
 from registry.auth.accounts import AccountError, AccountExists
 from registry.auth.scopes import DELETE, PULL
-from registry.errors import RegistryError, TooManyRequests, Unauthorized
+from registry.errors import Denied, RegistryError, TooManyRequests, Unauthorized
 from registry.names import check_name, namespace_of
 from registry.web.sessions import COOKIE, LOGIN_COOKIE, Session, same
 
@@ -152,22 +152,16 @@ def console(handler: Page) -> Callable[[Request], Awaitable[Response]]:
     return run
 
 
-async def _allowed(request: Request, session: Session, name: str, action: str) -> bool:
+async def _repository(request: Request, session: Session, action: str) -> str:
+    """The repository of the path, if the caller may do `action` there; the refusal is
+    the same whether it exists or not, as on /v2/."""
+    name = check_name(request.path_params["name"])
     auth = registry_of(request).auth
-    if auth is None:
-        return True
-    return action in await auth.accounts.allowed(session.identity, namespace_of(name))
-
-
-def _refused(session: Session, name: str) -> HTMLResponse:
-    # The same answer whether the repository exists or not, as on /v2/.
-    return page(
-        "error.html",
-        403,
-        session=session,
-        title="Refused",
-        message=f"You may not see {name}, or it does not exist.",
-    )
+    if auth is None or action in await auth.accounts.allowed(session.identity, namespace_of(name)):
+        return name
+    if action == PULL:
+        raise Denied(message=f"You may not see {name}, or it does not exist.")
+    raise Denied(message=f"You may not delete in {name}.")
 
 
 async def login(request: Request) -> Response:
@@ -239,9 +233,7 @@ async def repositories(request: Request, session: Session) -> Response:
 
 @console
 async def tags(request: Request, session: Session) -> Response:
-    name = check_name(request.path_params["name"])
-    if not await _allowed(request, session, name, PULL):
-        return _refused(session, name)
+    name = await _repository(request, session, PULL)
     sort = "pushed" if request.query_params.get("sort") == "pushed" else "name"
     last = request.query_params.get("last") or None
     views = await registry_of(request).browse.tags(
@@ -263,9 +255,7 @@ async def tags(request: Request, session: Session) -> Response:
 
 @console
 async def manifest(request: Request, session: Session) -> Response:
-    name = check_name(request.path_params["name"])
-    if not await _allowed(request, session, name, PULL):
-        return _refused(session, name)
+    name = await _repository(request, session, PULL)
     found = await registry_of(request).browse.manifest(name, request.path_params["reference"])
     document = json.dumps(found.document, indent=2)
     return page("manifest.html", session=session, name=name, m=found, document=document)
@@ -273,16 +263,8 @@ async def manifest(request: Request, session: Session) -> Response:
 
 @console
 async def delete_tag(request: Request, session: Session) -> Response:
-    name = check_name(request.path_params["name"])
+    name = await _repository(request, session, DELETE)
     tag = request.path_params["tag"]
-    if not await _allowed(request, session, name, DELETE):
-        return page(
-            "error.html",
-            403,
-            session=session,
-            title="Refused",
-            message=f"You may not delete in {name}.",
-        )
     back = f"/ui/r/{name}/-/tags"
     if request.method == "GET":
         return page(
@@ -300,15 +282,7 @@ async def delete_tag(request: Request, session: Session) -> Response:
 
 @console
 async def delete_repository(request: Request, session: Session) -> Response:
-    name = check_name(request.path_params["name"])
-    if not await _allowed(request, session, name, DELETE):
-        return page(
-            "error.html",
-            403,
-            session=session,
-            title="Refused",
-            message=f"You may not delete in {name}.",
-        )
+    name = await _repository(request, session, DELETE)
     if request.method == "GET":
         return page(
             "confirm.html",
