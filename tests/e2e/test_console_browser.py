@@ -1,6 +1,7 @@
 """The web console in a real browser: Debian's headless Chromium, driven by Playwright,
 against `registry serve` with authentication on. It logs in, searches, sorts, copies a
-pull command, opens a manifest whose label is a script (shown as text, never run),
+pull command, opens a manifest whose label and annotation are a script (shown as text,
+never run),
 deletes a tag after confirming, and logs out. Screenshots of the main pages go to
 `test-artifacts/console/` (REGISTRY_TEST_ARTIFACTS sets the folder)."""
 
@@ -49,6 +50,7 @@ def push(base: str, repo: str, tag: str, label: str = "") -> None:
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
             "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **descriptors[0]},
             "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", **descriptors[1]}],
+            **({"annotations": {"org.example.note": label}} if label else {}),
         }
         r = client.put(
             f"/v2/{repo}/manifests/{tag}",
@@ -143,7 +145,8 @@ def test_browse_copy_delete_and_log_out(browser: Browser, server: RegistryProces
 
     page.get_by_role("link", name="v1", exact=True).click()
     expect(page.get_by_role("heading", name="Config")).to_be_visible()
-    expect(page.get_by_role("cell", name=EVIL)).to_be_visible()  # as text
+    expect(page.get_by_role("cell", name=EVIL)).to_be_visible()  # the label, as text
+    expect(page.locator("pre.json")).to_contain_text(f'"org.example.note": "{EVIL}"')
     assert page.evaluate("window.pwned") is None and dialogs == []
     shot(page, "manifest")
 
