@@ -1,9 +1,9 @@
 """The web console in a real browser: Debian's headless Chromium, driven by Playwright,
 against `registry serve` with authentication on. It logs in, searches, sorts, copies a
 pull command, opens a manifest whose label and annotation are a script (shown as text,
-never run),
-deletes a tag after confirming, and logs out. Screenshots of the main pages go to
-`test-artifacts/console/` (REGISTRY_TEST_ARTIFACTS sets the folder)."""
+never run), deletes a tag after confirming, manages a namespace's members and robots,
+and logs out. Screenshots of the main pages go to `test-artifacts/console/`
+(REGISTRY_TEST_ARTIFACTS sets the folder)."""
 
 from __future__ import annotations
 
