@@ -156,6 +156,13 @@ def test_browse_copy_delete_and_log_out(browser: Browser, server: RegistryProces
     page.get_by_role("button", name="Delete").click()
     assert page.locator("tbody tr td:first-child").all_inner_texts() == ["v2"]
 
+    # Readable on a phone: nothing wider than the screen but the tables, which scroll.
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.reload()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    expect(page.get_by_role("link", name="Namespaces")).to_be_visible()
+    shot(page, "tags-phone")
+
     page.get_by_role("button", name="Log out").click()
     expect(page.get_by_role("heading", name="Log in")).to_be_visible()
     page.goto("/ui/r/team/app/-/tags")
