@@ -72,6 +72,9 @@ class RepositorySummary(Answer):
 
 class RepositoriesQuery(PageQuery):
     q: str | None = Field(None, max_length=255, description="names containing this")
+    sort: Literal["name", "pushed", "pulls"] = Field(
+        "name", description="pushed: newest push first; pulls: most pulled first"
+    )
 
 
 class TagSummary(Answer):
@@ -143,7 +146,7 @@ class DeletedRepository(Answer):
 @API.operation(
     "GET",
     "/api/v1/repositories",
-    summary="Repositories the caller may pull from, by name",
+    summary="Repositories the caller may pull from, by name, newest push or pulls",
     tag="repositories",
     response=RepositorySummary,
     query=RepositoriesQuery,
@@ -157,7 +160,7 @@ async def list_repositories(request: Request, query: RepositoriesQuery) -> Page[
         identity = await caller_identity(request)
         readable = await registry.auth.accounts.readable_namespaces(identity)
     limit = query.n or _PAGE
-    rows = await registry.browse.repositories(readable, query.q, query.last, limit + 1)
+    rows = await registry.browse.repositories(readable, query.q, query.last, limit + 1, query.sort)
     items = [_from(RepositorySummary, row) for row in rows[:limit]]
     return Page(items, items[-1].name if len(rows) > limit else None, limit)
 

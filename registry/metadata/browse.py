@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import DateTime, and_, func, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from registry.metadata.models import (
@@ -51,6 +51,9 @@ class TagRow:
     pulled_at: datetime | None
 
 
+_EPOCH = literal(datetime(1970, 1, 1, tzinfo=UTC), DateTime(timezone=True))
+
+
 def _like(text: str) -> str:
     escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
@@ -62,9 +65,12 @@ async def repositories(
     containing: str | None,
     last: str | None,
     limit: int,
+    order: str = "name",
 ) -> list[RepositoryRow]:
-    """Repositories in name order after `last`, of `namespaces` (None: all), whose name
-    contains `containing`; each with its tag count, bytes linked, last push and pulls."""
+    """Repositories of `namespaces` (None: all) whose name contains `containing`, after
+    the repository `last`, each with its tag count, bytes linked, last push and pulls; in
+    name order, or newest push first (`order` "pushed"), or most pulled first ("pulls"),
+    ties in name order."""
     tags = select(func.count()).where(Tag.repository_id == Repository.id).scalar_subquery()
     size = (
         select(func.coalesce(func.sum(Blob.size), 0))
@@ -80,6 +86,7 @@ async def repositories(
         .where(Manifest.repository_id == Repository.id)
         .scalar_subquery(),
     )
+    pulls = func.coalesce(RepositoryPulls.pulls, 0)
     query = (
         select(
             Repository.name,
@@ -87,19 +94,36 @@ async def repositories(
             tags,
             size,
             pushed,
-            func.coalesce(RepositoryPulls.pulls, 0),
+            pulls,
             RepositoryPulls.last_pulled_at,
         )
         .outerjoin(RepositoryPulls, RepositoryPulls.repository_id == Repository.id)
-        .order_by(lexical(conn, Repository.name))
         .limit(limit)
     )
     if namespaces is not None:
         query = query.where(Repository.namespace.in_(namespaces))
     if containing:
         query = query.where(Repository.name.like(_like(containing), escape="\\"))
-    if last:
-        query = query.where(lexical(conn, Repository.name) > last)
+    name = lexical(conn, Repository.name)
+    if order == "name":
+        query = query.order_by(name)
+        if last:
+            query = query.where(name > last)
+    else:
+        # Never pushed (blobs only) sorts last; the key of `last` is read first, then
+        # the page is what comes after it, as for tags by push time.
+        key = pulls if order == "pulls" else func.coalesce(pushed, _EPOCH)
+        query = query.order_by(key.desc(), name)
+        if last:
+            after = await conn.scalar(
+                select(key)
+                .select_from(Repository)
+                .outerjoin(RepositoryPulls, RepositoryPulls.repository_id == Repository.id)
+                .where(Repository.name == last)
+            )
+            if after is None:
+                return []  # that repository is gone: start again from the top
+            query = query.where(or_(key < after, and_(key == after, name > last)))
     return [
         RepositoryRow(n, ns, int(t), int(b), aware(p), int(c), aware(at))
         for n, ns, t, b, p, c, at in await conn.execute(query)

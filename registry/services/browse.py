@@ -100,9 +100,10 @@ class Browse:
         containing: str | None,
         last: str | None,
         limit: int,
+        order: str = "name",
     ) -> list[RepositoryRow]:
         async with self.db.read() as conn:
-            return await q.repositories(conn, namespaces, containing, last, limit)
+            return await q.repositories(conn, namespaces, containing, last, limit, order)
 
     async def tags(
         self, repository: str, *, by_push: bool, last: str | None, limit: int

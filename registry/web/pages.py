@@ -221,13 +221,20 @@ async def repositories(request: Request, session: Session) -> Response:
     if registry.auth is not None:
         readable = await registry.auth.accounts.readable_namespaces(session.identity)
     q = request.query_params.get("q", "")[:255]
+    sort = request.query_params.get("sort", "name")
+    sort = sort if sort in ("pushed", "pulls") else "name"
     last = request.query_params.get("last") or None
-    rows = await registry.browse.repositories(readable, q or None, last, _PAGE + 1)
+    rows = await registry.browse.repositories(readable, q or None, last, _PAGE + 1, sort)
     next_url = None
     if len(rows) > _PAGE:
-        next_url = "/ui/?" + urlencode({"q": q, "last": rows[_PAGE - 1].name})
+        next_url = "/ui/?" + urlencode({"q": q, "sort": sort, "last": rows[_PAGE - 1].name})
     return page(
-        "repositories.html", session=session, repositories=rows[:_PAGE], q=q, next_url=next_url
+        "repositories.html",
+        session=session,
+        repositories=rows[:_PAGE],
+        q=q,
+        sort=sort,
+        next_url=next_url,
     )
 
 

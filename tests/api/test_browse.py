@@ -287,3 +287,30 @@ async def test_a_user_sees_only_what_they_may_pull(team: httpx.AsyncClient) -> N
         "/api/v1/repositories/team/app/-/tags/v1", headers=basic("alice", PASSWORD)
     )
     assert r.status_code == 204
+
+
+async def test_repositories_by_push_and_by_pulls(app: Starlette, client: httpx.AsyncClient) -> None:
+    for name in ("a/old", "b/mid", "c/new"):
+        await push_image(client, name, "v1")
+    await push_blob(client, "d/blobs-only", b"nothing pushed as an image")
+    for name, times in (("b/mid", 3), ("a/old", 1)):
+        for _ in range(times):
+            await client.get(f"/v2/{name}/manifests/v1")
+    await app.state.registry.pulls.flush()
+
+    async def page(**params: str | int) -> tuple[list[str], str | None]:
+        r = await client.get("/api/v1/repositories", params=params)
+        assert r.status_code == 200, r.text
+        return [x["name"] for x in r.json()["repositories"]], r.headers.get("link")
+
+    assert (await page(sort="pushed"))[0] == ["c/new", "b/mid", "a/old", "d/blobs-only"]
+    first, link = await page(sort="pushed", n=2)
+    assert first == ["c/new", "b/mid"] and link and "sort=pushed" in link
+    assert (await page(sort="pushed", n=2, last="b/mid"))[0] == ["a/old", "d/blobs-only"]
+    assert (await page(sort="pulls"))[0] == ["b/mid", "a/old", "c/new", "d/blobs-only"]
+    assert (await page(sort="pulls", n=2, last="a/old"))[0] == ["c/new", "d/blobs-only"]
+    assert (await page(sort="pulls", last="gone/away"))[0] == []
+    r = await client.get("/api/v1/repositories", params={"sort": "size"})
+    assert_error(r, 400, "INVALID")
+    html = (await client.get("/ui/", params={"sort": "pulls"})).text
+    assert html.index("b/mid") < html.index("a/old") < html.index("c/new")
