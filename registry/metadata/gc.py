@@ -73,11 +73,14 @@ async def queued(conn: AsyncConnection) -> int:
     return int(await conn.scalar(select(func.count()).where(Blob.gc_after.is_not(None))) or 0)
 
 
-async def lock_due(conn: AsyncConnection, now: datetime, limit: int) -> list[Due]:
+async def lock_due(
+    conn: AsyncConnection, now: datetime, limit: int, leases_at: datetime | None = None
+) -> list[Due]:
     """Lock up to `limit` blobs due for a look, skipping rows another transaction holds
-    (a push using them, another replica's pass): those are looked at next time."""
+    (a push using them, another replica's pass): those are looked at next time. A lease
+    counts as holding if it lasts past `leases_at` (default `now`)."""
     rows = await conn.execute(
-        select(Blob.digest, Blob.size, Blob.leased_until > now)
+        select(Blob.digest, Blob.size, Blob.leased_until > (leases_at or now))
         .where(Blob.gc_after <= now)
         .order_by(Blob.gc_after)
         .limit(limit)

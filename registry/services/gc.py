@@ -184,7 +184,7 @@ class GarbageCollector:
             stale = now() - timedelta(seconds=TOMBSTONE_SECONDS)
             self._deleted(done, await self._delete_bytes(before=stale))
             for _ in range(MAX_BATCHES):
-                if await self._batch(done) < BATCH:
+                if await self._batch(done, started) < BATCH:
                     break
             async with self.db.write() as conn:
                 await usage.fold(conn)
@@ -235,13 +235,16 @@ class GarbageCollector:
                 )
         return len(due)
 
-    async def _batch(self, done: Pass) -> int:
+    async def _batch(self, done: Pass, started: datetime) -> int:
         """Decide one batch of due blobs and delete the garbage among them; returns how
-        many were due."""
-        token, moment = str(uuid.uuid4()), now()
+        many were due. Leases are judged at the moment the pass `started`: a request
+        that came within its lease and then waited for this pass (on SQLite's writer
+        lock, or a row lock) may run only after that lease has ended, and this pass
+        must still keep its blobs. The next pass sees what that request committed."""
+        token = str(uuid.uuid4())
 
         async def decide(conn: AsyncConnection) -> tuple[int, list[str], list[q.Due]]:
-            due = await q.lock_due(conn, moment, BATCH)
+            due = await q.lock_due(conn, now(), BATCH, leases_at=started)
             # Locked rows are re-read here, after any push that held them committed: a
             # reference stored by then is seen, a lease renewed by then too.
             live = await q.referenced(conn, [blob.digest for blob in due])
@@ -250,7 +253,7 @@ class GarbageCollector:
             await q.requeue(conn, sorted(live), None)
             await q.requeue_at_lease_end(conn, leased)
             if garbage:
-                await q.bury(conn, garbage, token, moment)
+                await q.bury(conn, garbage, token, now())
             await counters.add_counters(conn, {"gc_postponed": len(leased)})
             return len(due), leased, garbage
 

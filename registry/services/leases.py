@@ -15,6 +15,9 @@ lease has ended. So:
 - the manifest PUT reads the rows of its blobs FOR SHARE in the transaction that stores
   its references (services/manifests.py), so a collection cannot remove a row between
   the check and the references: once they commit, the blob is referenced.
+- a pass judges leases at the moment it started, so a request that came within its
+  lease and then waited for the pass (SQLite's writer lock, a row lock) past the end of
+  that lease still finds its blobs; the next pass sees what the request committed.
 
 Bytes are shared by every upload of the same digest, so a client placing bytes must not
 race the deletion of the same path either: `keep()` comes first. A collection removes the

@@ -180,8 +180,9 @@ async def test_a_tag_pushed_while_a_pass_deletes_the_manifest_wins(
     app: Starlette, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The worst interleaving: the pass holds the untagged manifest and is about to
-    delete it when a push tags it again. The push waits for the pass, then stores the
-    manifest anew: it answers 201, and the image pulls."""
+    delete it when a push tags it again. The push waits for the pass, past the end of
+    its blobs' leases, then stores the manifest anew: it answers 201, and the image
+    pulls."""
     digest, body = await push_image(client, "team/app", "v1", layers=[b"racing layer"])
     assert (await client.delete("/v2/team/app/manifests/v1")).status_code == 202
     await asyncio.sleep(WAIT)
@@ -192,7 +193,9 @@ async def test_a_tag_pushed_while_a_pass_deletes_the_manifest_wins(
     collecting = asyncio.create_task(collect(app, wait=False))
     await locked.wait()
     pushing = asyncio.create_task(put_manifest(client, "team/app", "v2", body, OCI_MANIFEST))
-    await asyncio.sleep(0.3)
+    # The push came within the leases the HEADs renewed; the pass holds it up until
+    # those leases have ended, and must still keep the blobs.
+    await asyncio.sleep(0.5)
     release.set()
     await collecting
     r = await pushing
