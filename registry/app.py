@@ -9,9 +9,11 @@ from collections.abc import AsyncIterator
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
+from registry import logs
 from registry.api.errors import HANDLERS
 from registry.api.forwarded import ForwardedHeaders
 from registry.api.limits import RequestLimits
+from registry.api.observe import Observe
 from registry.api.routes import ROUTES
 from registry.auth.accounts import Accounts
 from registry.auth.service import AuthService
@@ -19,10 +21,11 @@ from registry.auth.tokens import authority_from_settings
 from registry.config import Settings, load_settings, trusted_networks
 from registry.metadata.database import Database
 from registry.proxy.mirror import Mirror
+from registry.services.audit import AuditLog
 from registry.services.blobs import BlobService
 from registry.services.browse import Browse
 from registry.services.check import StorageCheck
-from registry.services.gc import GarbageCollector
+from registry.services.gc import GarbageCollector, worker_name
 from registry.services.leases import Leases
 from registry.services.listing import ListingService
 from registry.services.manifests import ManifestService
@@ -31,6 +34,7 @@ from registry.services.pulls import Pulls
 from registry.services.retention import RetentionService
 from registry.services.uploads import UploadService
 from registry.services.usage import Quotas, Usage
+from registry.services.webhooks import Webhooks
 from registry.storage import BlobStore, open_store
 from registry.web.routes import ROUTES as CONSOLE_ROUTES
 from registry.web.sessions import ConsoleSessions
@@ -62,7 +66,9 @@ class Registry:
             self.db, self.store, leases, sparse=settings.sparse_manifests, limits=settings.limits
         )
         self.listing = ListingService(self.db)
-        self.pulls = Pulls(self.db)
+        self.audit = AuditLog(self.db)
+        self.webhooks = Webhooks(self.db, settings.webhooks, settings.audit, worker_name())
+        self.pulls = Pulls(self.db, self.webhooks, audit_pulls=settings.audit.pulls)
         self.browse = Browse(self.db, self.store)
         self.retention = RetentionService(self.db)
         self.gc = GarbageCollector(self.db, self.store, self.uploads, self.retention, settings.gc)
@@ -87,6 +93,7 @@ class Registry:
         )
 
     async def close(self) -> None:
+        await self.webhooks.close()
         if self.mirror is not None:
             await self.mirror.close()
         await self.store.close()
@@ -109,6 +116,9 @@ def create_app(settings: Settings) -> Starlette:
         workers = [asyncio.create_task(registry.pulls.run())]
         if settings.gc.interval_seconds:
             workers.append(asyncio.create_task(registry.gc.run()))
+        # Events of every process go out through the outbox (services/webhooks.py).
+        if settings.webhooks.poll_seconds:
+            workers.append(asyncio.create_task(registry.webhooks.run()))
         try:
             yield
         finally:
@@ -126,6 +136,7 @@ def create_app(settings: Settings) -> Starlette:
         middleware=[
             Middleware(RequestLimits, query_bytes=settings.limits.query_bytes),
             Middleware(ForwardedHeaders, trusted=trusted),
+            Middleware(Observe, access_log=settings.http.access_log),
         ],
     )
     app.state.registry = registry
@@ -134,4 +145,6 @@ def create_app(settings: Settings) -> Starlette:
 
 def app_from_environment() -> Starlette:
     """Factory for `uvicorn --factory` and worker processes: settings from REGISTRY_*."""
-    return create_app(load_settings())
+    settings = load_settings()
+    logs.configure(settings.log_level, settings.log_format)
+    return create_app(settings)

@@ -14,7 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TypeVar
 
-from registry import __version__, cli_accounts
+from registry import __version__, cli_accounts, logs
 from registry.app import Registry
 from registry.auth.accounts import Accounts
 from registry.auth.tokens import authority_from_settings
@@ -90,13 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"registry: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    # Alembic narrates every plugin it loads, and httpx every upstream request of the
-    # mirror, at INFO; the operator needs only our summary of what happened.
-    for chatty in ("alembic", "httpx"):
-        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.root.level))
+    logs.configure(settings.log_level, settings.log_format)
     if args.command == "migrate":
         _migrate(settings)
         return 0
@@ -324,6 +318,10 @@ def _serve(settings: Settings, config_path: str | None) -> int:
         port=settings.http.port,
         workers=settings.http.workers,
         log_level=settings.log_level,
+        # Logging is ours (registry/logs.py), in this process and in each worker; so
+        # is the access line (api/observe.py).
+        log_config=None,
+        access_log=False,
         proxy_headers=False,
         server_header=False,
         timeout_keep_alive=settings.http.keepalive_seconds,

@@ -48,6 +48,8 @@ class HttpSettings:
     body_min_rate: int = 1024
     send_timeout_seconds: int = 60
     keepalive_seconds: int = 30
+    # One line per request (method, route, status, bytes, duration, user, request ID).
+    access_log: bool = True
 
 
 @dataclass(frozen=True)
@@ -192,9 +194,37 @@ class GcSettings:
 
 
 @dataclass(frozen=True)
+class WebhookSettings:
+    # How often each `registry serve` process looks for events to deliver; 0: never
+    # (no process delivers webhooks).
+    poll_seconds: float = 1.0
+    # A delivery is retried, with exponential backoff and jitter from backoff_seconds up
+    # to max_backoff_seconds, for this long after its event; then it is marked failed.
+    retry_hours: float = 24
+    backoff_seconds: float = 1.0
+    max_backoff_seconds: float = 600
+    # One attempt's limit: connecting, sending and reading the answer.
+    timeout_seconds: float = 10
+    # Namespace owners' endpoints may not be loopback, private or link-local addresses
+    # (the registry's own network, a cloud's metadata service) unless this is on.
+    # Admins' global endpoints may be anywhere.
+    allow_private_targets: bool = False
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    # Audit rows (and delivered webhook events) older than this are deleted; 0: never.
+    retention_days: float = 90
+    # A row for every manifest pull, not only counts (pull webhooks get events anyway).
+    pulls: bool = False
+
+
+@dataclass(frozen=True)
 class Settings:
     data_dir: str = "./data"
     log_level: str = "info"
+    # text, or json: one JSON object per line.
+    log_format: str = "text"
     manifest_max_bytes: int = 4 * 1024 * 1024
     # Accept manifests whose blobs, and indexes whose child manifests, are not here (as
     # Quay's sparse indexes): pulls of what is missing fail later, at the client.
@@ -208,6 +238,8 @@ class Settings:
     mirror: MirrorSettings = field(default_factory=MirrorSettings)
     limits: LimitsSettings = field(default_factory=LimitsSettings)
     gc: GcSettings = field(default_factory=GcSettings)
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
 
     @property
     def database_url(self) -> str:
@@ -382,6 +414,8 @@ def _validate(s: Settings) -> None:
             f"config: log_level: must be one of {', '.join(sorted(_LOG_LEVELS))}, "
             f"got {s.log_level!r}"
         )
+    if s.log_format not in {"text", "json"}:
+        raise ConfigError(f"config: log_format: must be text or json, got {s.log_format!r}")
     if s.storage.driver not in _DRIVERS:
         raise ConfigError(
             f"config: storage.driver: must be one of {', '.join(sorted(_DRIVERS))}, "
@@ -426,6 +460,16 @@ def _validate(s: Settings) -> None:
         untagged_hours=0,
     )
     _at_least("auth", s.auth, token_ttl_seconds=1, refresh_ttl_seconds=1, login_attempts=1)
+    _at_least(
+        "webhooks",
+        s.webhooks,
+        poll_seconds=0,
+        retry_hours=0,
+        backoff_seconds=0.01,
+        max_backoff_seconds=0.01,
+        timeout_seconds=0.1,
+    )
+    _at_least("audit", s.audit, retention_days=0)
     if s.mirror.enabled:
         _validate_mirror(s.mirror)
     url = s.database_url

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from starlette.requests import Request
 from starlette.responses import Response
 
+from registry import context
 from registry.api.common import registry_of
 from registry.auth.accounts import Accounts
-from registry.auth.identity import ANONYMOUS, Identity
+from registry.auth.identity import ANONYMOUS, Identity, kind_of
 from registry.auth.scopes import CATALOG, PULL, Scope, repository_scope
 from registry.auth.service import AuthService, within
 from registry.auth.tokens import AccessToken, TokenInvalid
@@ -93,6 +94,7 @@ async def authorize(request: Request, scope: Scope | None) -> None:
     auth = registry_of(request).auth
     if auth is None:
         request.state.caller = Caller(identity=OPEN)
+        context.current().act_as("anonymous", "")
         return
     scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
     scheme = scheme.lower()
@@ -104,6 +106,7 @@ async def authorize(request: Request, scope: Scope | None) -> None:
                 request, auth, scope, f"invalid token: {exc}", invalid_token=True
             ) from None
         request.state.caller = Caller(token=token)
+        context.current().act_as(kind_of(token.subject), token.subject, token.jti)
         if scope is None or token.allows(scope):
             return
         identity = await auth.identity(token.subject)
@@ -120,6 +123,7 @@ async def authorize(request: Request, scope: Scope | None) -> None:
         except Unauthorized as exc:
             raise _challenge(request, auth, scope, exc.text) from None
         request.state.caller = Caller(identity=identity)
+        context.current().act_as(identity.kind, identity.name)
         if scope is not None and not within(scope, actions):
             raise Denied(_detail(scope))
         return
@@ -160,6 +164,19 @@ async def require_owner(request: Request, namespace: str) -> bool:
         raise Unauthorized(message=f"log in as an owner of {namespace!r} or an admin")
     await deny_unless_owner(registry.auth.accounts, identity, namespace)
     return identity.admin
+
+
+async def owned_by_caller(request: Request, what: str) -> set[str] | None:
+    """The namespaces the (logged-in) caller owns; None for an admin, or anyone on an
+    open registry: all of them."""
+    registry = registry_of(request)
+    if registry.auth is None:
+        return None
+    await authorize(request, None)
+    identity = await caller_identity(request)
+    if identity.anonymous:
+        raise Unauthorized(message=f"log in as a namespace owner or an admin to {what}")
+    return await registry.auth.accounts.owned_namespaces(identity)
 
 
 async def deny_unless_owner(accounts: Accounts, identity: Identity, namespace: str) -> None:

@@ -117,6 +117,7 @@ class Operation:
     access: Callable[..., Awaitable[Any]] | None = None
     description: str = ""
     paged: str = ""  # a list answer: the key its items are under
+    streams: str = ""  # the media type of an answer the handler streams itself
 
     @property
     def openapi_path(self) -> str:
@@ -132,6 +133,8 @@ class Operation:
             raw = await json_object(request, _MAX_BODY)
             kwargs["body"] = _validated(self.body, raw, "body")
         result = await self.handler(request, **kwargs)
+        if isinstance(result, Response):
+            return result  # streamed (`streams`)
         if result is None:
             return Response(status_code=self.status)
         if isinstance(result, Page):
@@ -181,6 +184,7 @@ class Api:
         query: type[BaseModel] | None = None,
         errors: Sequence[int] = (),
         paged: str = "",
+        streams: str = "",
         access: Callable[..., Awaitable[Any]] | None = None,
     ) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
         def register(handler: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
@@ -192,13 +196,14 @@ class Api:
                     summary=summary,
                     tag=tag,
                     response=response,
-                    status=status or (200 if response is not None else 204),
+                    status=status or (200 if response is not None or streams else 204),
                     body=body,
                     query=query,
                     errors=tuple(sorted({*COMMON_ERRORS, *errors})),
                     access=access,
                     description=(handler.__doc__ or "").strip(),
                     paged=paged,
+                    streams=streams,
                 )
             )
             return handler
@@ -296,7 +301,12 @@ def _describe(op: Operation) -> dict[str, Any]:
             "required": False,
             "content": {"application/json": {"schema": _ref(op.body)}},
         }
-    if op.response is None:
+    if op.streams:
+        described["responses"][str(op.status)] = {
+            "description": op.summary,
+            "content": {op.streams: {"schema": {"type": "string"}}},
+        }
+    elif op.response is None:
         described["responses"][str(op.status)] = {"description": "done"}
     else:
         answer: dict[str, Any] = _ref(op.response)

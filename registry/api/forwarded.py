@@ -18,6 +18,9 @@ Network = IPv4Network | IPv6Network
 
 
 _FORWARDED = (b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-for")
+# Set in the scope of a request that came through a trusted proxy, whose other
+# headers (X-Request-ID) are believed too (api/observe.py).
+TRUSTED_PEER = "registry.trusted_peer"
 
 
 class ForwardedHeaders:
@@ -39,11 +42,11 @@ class ForwardedHeaders:
         if scope["type"] != "http" or not client or not self._trusts(client[0]):
             await self.app(scope, receive, send)
             return
+        scope = {**scope, TRUSTED_PEER: True}
         found = {k: v for k, v in scope["headers"] if k in _FORWARDED}
         if not found:
             await self.app(scope, receive, send)
             return
-        scope = dict(scope)
         proto = _first(found.get(b"x-forwarded-proto"))
         if proto in ("http", "https"):
             scope["scheme"] = proto

@@ -47,7 +47,7 @@ async def manifest(request: Request) -> Response:
             body = b""
         else:
             body = found.content
-            registry.pulls.record(found.repository_id, found.manifest_id)
+            registry.pulls.record(found, name, reference)
         return Response(body, headers=headers, media_type=found.media_type)
 
     if method == "DELETE":

@@ -6,6 +6,7 @@ from starlette.routing import Route
 
 from registry.api import (  # the /api/v1/ modules declare their operations on import
     accounts,  # noqa: F401
+    audit,  # noqa: F401
     base,
     blobs,
     lifecycle,  # noqa: F401
@@ -17,6 +18,7 @@ from registry.api import (  # the /api/v1/ modules declare their operations on i
     tags,
     token,
     uploads,
+    webhooks,  # noqa: F401
 )
 from registry.api.access import CATALOG_SCOPE, protect, require
 from registry.api.declare import API, openapi

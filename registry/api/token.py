@@ -9,6 +9,7 @@ from urllib.parse import parse_qs
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from registry import context
 from registry.api.access import client_address, decode_basic
 from registry.api.common import registry_of, small_body
 from registry.auth.accounts import Account
@@ -94,8 +95,9 @@ async def _answer(
 ) -> JSONResponse:
     """A token for what `identity` may have of `scopes`, and a refresh token for
     `refresh_for` if given. The OAuth2 form also names the scopes granted."""
+    context.current().act_as(identity.kind, identity.name)
     granted = await auth.grant(identity, scopes)
-    issued = auth.issue(identity, granted)
+    issued = await auth.issue(identity, scopes, granted)
     body: dict[str, object] = {
         "token": issued.token,
         "access_token": issued.token,

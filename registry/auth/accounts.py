@@ -30,6 +30,7 @@ from registry.auth.passwords import (
 from registry.auth.scopes import DELETE, PULL, PUSH, REPOSITORY_ACTIONS
 from registry.config import MirrorSettings
 from registry.metadata import accounts as q
+from registry.metadata import events
 from registry.metadata.database import Database
 
 # Each password check holds 19 MiB for ~40 ms; a few at once keep memory bounded under a
@@ -194,6 +195,15 @@ class Accounts:
                 readable |= await q.unowned_namespaces(conn)
         return readable
 
+    async def owned_namespaces(self, identity: Identity) -> set[str] | None:
+        """The namespaces `identity` owns; None (all of them) for an admin."""
+        if identity.admin:
+            return None
+        if identity.kind != "user":
+            return set()
+        async with self.db.read() as conn:
+            return await q.owned_namespaces(conn, identity.name)
+
     def _mirrored(self, identity: Identity) -> frozenset[str]:
         """What `identity` may do in a mirrored repository: pull, if it has an account or
         the mirror is open."""
@@ -225,11 +235,14 @@ class Accounts:
                     "personal namespace, so choose another name"
                 )
             await q.set_member(conn, namespace_id, user_id, "owner")
+            await events.record(
+                conn, "user.create", namespace=name, detail={"user": name, "admin": admin}
+            )
 
     async def set_password(self, name: str, password: str) -> None:
         check_password(password)
         hashed = await anyio.to_thread.run_sync(hash_password, password, limiter=self._hashing)
-        await self._update_user(name, password_hash=hashed)
+        await self._update_user(name, "user.password", password_hash=hashed)
 
     async def set_user(
         self, name: str, *, admin: bool | None = None, disabled: bool | None = None
@@ -240,7 +253,7 @@ class Accounts:
             if value is not None
         }
         if values:
-            await self._update_user(name, **values)
+            await self._update_user(name, "user.update", **values)
 
     async def remove_user(self, name: str) -> None:
         """Remove the account. Its personal namespace and repositories stay, for an admin
@@ -248,6 +261,7 @@ class Accounts:
         async with self.db.write() as conn:
             if not await q.delete_user(conn, name):
                 raise AccountUnknown(f"no user named {name!r}")
+            await events.record(conn, "user.delete", detail={"user": name})
 
     async def list_users(self) -> list[q.UserRow]:
         async with self.db.read() as conn:
@@ -267,10 +281,12 @@ class Accounts:
             return None
         return generated
 
-    async def _update_user(self, name: str, **values: object) -> None:
+    async def _update_user(self, name: str, action: str, **values: object) -> None:
         async with self.db.write() as conn:
             if not await q.update_user(conn, name, **values):
                 raise AccountUnknown(f"no user named {name!r}")
+            shown = {k: v for k, v in values.items() if k != "password_hash"}
+            await events.record(conn, action, detail={"user": name, **shown})
 
     # Namespaces and members
 
@@ -282,11 +298,18 @@ class Accounts:
                 raise AccountExists(f"namespace {name!r} already exists")
             if owner is not None:
                 await q.set_member(conn, namespace_id, await _user_id(conn, owner), "owner")
+            await events.record(
+                conn,
+                "namespace.create",
+                namespace=name,
+                detail={"public": public, "owner": owner},
+            )
 
     async def set_public(self, name: str, public: bool) -> None:
         async with self.db.write() as conn:
             if not await q.set_namespace_public(conn, name, public):
                 raise AccountUnknown(f"no namespace named {name!r}")
+            await events.record(conn, "namespace.update", namespace=name, detail={"public": public})
 
     async def remove_namespace(self, name: str) -> None:
         """Remove the namespace's members and robot grants. Its repositories stay; without
@@ -294,6 +317,7 @@ class Accounts:
         async with self.db.write() as conn:
             if not await q.delete_namespace(conn, name):
                 raise AccountUnknown(f"no namespace named {name!r}")
+            await events.record(conn, "namespace.delete", namespace=name)
 
     async def list_namespaces(self) -> list[tuple[str, bool, int]]:
         async with self.db.read() as conn:
@@ -306,12 +330,19 @@ class Accounts:
             await q.set_member(
                 conn, await _namespace_id(conn, namespace), await _user_id(conn, user), role
             )
+            await events.record(
+                conn, "member.set", namespace=namespace, detail={"user": user, "role": role}
+            )
 
     async def remove_member(self, namespace: str, user: str) -> None:
         async with self.db.write() as conn:
             removed = await q.remove_member(
                 conn, await _namespace_id(conn, namespace), await _user_id(conn, user)
             )
+            if removed:
+                await events.record(
+                    conn, "member.remove", namespace=namespace, detail={"user": user}
+                )
         if not removed:
             raise AccountUnknown(f"{user!r} is not a member of {namespace!r}")
 
@@ -343,12 +374,20 @@ class Accounts:
             digest = secret_digest(secret)
             if await q.insert_robot(conn, full_name, digest, expires_at, by_id) is None:
                 raise AccountExists(f"robot {full_name!r} already exists")
+            detail = {
+                "robot": full_name,
+                "grants": {ns: check_actions(a).split(",") for ns, a in grants.items()},
+                "expires_at": expires_at.isoformat() if expires_at else None,
+            }
+            for namespace in sorted(grants):
+                await events.record(conn, "robot.create", namespace=namespace, detail=detail)
         return secret
 
     async def remove_robot(self, name: str) -> None:
         async with self.db.write() as conn:
             if not await q.delete_robot(conn, name):
                 raise AccountUnknown(f"no robot named {name!r}")
+            await events.record(conn, "robot.delete", detail={"robot": name})
 
     async def list_robots(self, namespace: str | None = None) -> list[RobotInfo]:
         async with self.db.read() as conn:

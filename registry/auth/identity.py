@@ -21,3 +21,10 @@ class Identity:
 
 
 ANONYMOUS = Identity("", "anonymous")
+
+
+def kind_of(subject: str) -> Literal["user", "robot", "anonymous"]:
+    """The kind of account a token's `sub` names."""
+    if not subject:
+        return "anonymous"
+    return "robot" if subject.startswith(ROBOT_PREFIX) else "user"

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import logging
 import time
+from typing import Any
 
+from registry import context
 from registry.auth.accounts import NOTHING, Account, Accounts
-from registry.auth.identity import ANONYMOUS, Identity
+from registry.auth.identity import ANONYMOUS, Identity, kind_of
 from registry.auth.ratelimit import LoginLimiter
 from registry.auth.scopes import CATALOG, REPOSITORY_ACTIONS, Scope
 from registry.auth.tokens import Issued, TokenAuthority, TokenInvalid
 from registry.config import AuthSettings
 from registry.errors import TooManyRequests, Unauthorized
+from registry.metadata import events
 from registry.names import namespace_of
 
 log = logging.getLogger("registry.auth")
@@ -48,10 +52,20 @@ class AuthService:
         if account is None:
             await self.limiter.failed(name, client)
             log.warning("failed login for %r from %s", name, client)
+            tried = dataclasses.replace(
+                context.current(), actor=name[:255], actor_kind=kind_of(name), token=None
+            )
+            await self._audit("login", outcome="failure", by=tried)
             raise Unauthorized(message="incorrect username or password")
         if failures:
             await self.limiter.succeeded(name, client)
+        context.current().act_as(account.identity.kind, account.identity.name)
+        await self._audit("login")
         return account
+
+    async def _audit(self, action: str, **fields: Any) -> None:
+        async with self.accounts.db.write() as conn:
+            await events.record(conn, action, **fields)
 
     async def basic(
         self, name: str, password: str, client: str, namespace: str | None
@@ -99,8 +113,20 @@ class AuthService:
             return within(scope, NOTHING)
         return within(scope, await self.accounts.allowed(identity, namespace_of(scope.name)))
 
-    def issue(self, identity: Identity, granted: list[Scope]) -> Issued:
-        return self.tokens.issue(identity.name, granted)
+    async def issue(
+        self, identity: Identity, requested: list[Scope], granted: list[Scope]
+    ) -> Issued:
+        """A token; one that may push or delete is audited, as is a refusal of either."""
+        issued = self.tokens.issue(identity.name, granted)
+        wanted = _writes(requested)
+        if wanted:
+            given = _writes(granted)
+            await self._audit(
+                "token",
+                outcome="success" if given == wanted else "denied",
+                detail={"requested": wanted, "granted": given, "jti": issued.jti},
+            )
+        return issued
 
     def refresh_token(self, account: Account) -> str:
         return self.tokens.issue_refresh(account.identity.name, account.credential)
@@ -125,6 +151,17 @@ class AuthService:
             return ANONYMOUS
         account = await self.accounts.account(subject)
         return account.identity if account else ANONYMOUS
+
+
+def _writes(scopes: list[Scope]) -> list[str]:
+    """The push and delete parts of scopes, as text (repository:a/b:delete,push)."""
+    found = []
+    for scope in scopes:
+        actions = REPOSITORY_ACTIONS if "*" in scope.actions else scope.actions
+        writes = sorted(actions & {"push", "delete"})
+        if scope.type == "repository" and writes:
+            found.append(f"{scope.type}:{scope.name}:{','.join(writes)}")
+    return found
 
 
 def within(scope: Scope, actions: frozenset[str]) -> bool:

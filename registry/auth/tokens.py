@@ -42,6 +42,8 @@ class AccessToken:
     subject: str
     access: tuple[Scope, ...]
     expires_at: float
+    # The token's id, which audit events name.
+    jti: str = ""
 
     def allows(self, scope: Scope) -> bool:
         for granted in self.access:
@@ -55,6 +57,7 @@ class Issued:
     token: str
     issued_at: int
     expires_in: int
+    jti: str = ""
 
 
 def load_or_create_key(path: Path, algorithm: str) -> bytes:
@@ -149,7 +152,7 @@ class TokenAuthority:
             **self._base_claims(subject, now, self.ttl),
             "access": [scope.claim() for scope in access],
         }
-        return Issued(self._sign(claims), now, self.ttl)
+        return Issued(self._sign(claims), now, self.ttl, claims["jti"])
 
     def issue_refresh(self, subject: str, credential: str) -> str:
         now = int(time.time())
@@ -169,7 +172,9 @@ class TokenAuthority:
         claims = self._decode(token)
         if "token_use" in claims or not isinstance(claims.get("access"), list):
             raise TokenInvalid("not an access token")
-        verified = AccessToken(claims["sub"], _access(claims["access"]), float(claims["exp"]))
+        verified = AccessToken(
+            claims["sub"], _access(claims["access"]), float(claims["exp"]), str(claims["jti"])
+        )
         if len(self._verified) >= _CACHE_SIZE:
             self._verified.clear()
         self._verified[token] = verified

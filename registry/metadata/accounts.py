@@ -267,6 +267,16 @@ async def readable_namespaces(
     return set((await conn.scalars(union(*parts))).all())
 
 
+async def owned_namespaces(conn: AsyncConnection, user: str) -> set[str]:
+    rows = await conn.scalars(
+        select(Namespace.name)
+        .join(Member, Member.namespace_id == Namespace.id)
+        .join(User, User.id == Member.user_id)
+        .where(User.name == user, Member.role == "owner")
+    )
+    return set(rows)
+
+
 async def unowned_namespaces(conn: AsyncConnection) -> set[str]:
     """Namespaces of repositories that have no namespace row (a mirror's, or pushed while
     auth was off)."""

@@ -24,6 +24,7 @@ from registry.metadata.models import (
     GcRun,
     Manifest,
     ManifestReference,
+    Repository,
     RepositoryBlob,
     Tag,
     utc,
@@ -228,6 +229,11 @@ async def needed(
                     kept.add(target)
                     changed = True
     return tagged, kept - tagged
+
+
+async def repository_names(conn: AsyncConnection, ids: set[int]) -> dict[int, str]:
+    rows = await conn.execute(select(Repository.id, Repository.name).where(Repository.id.in_(ids)))
+    return {int(ident): name for ident, name in rows}
 
 
 async def requeue_untagged(

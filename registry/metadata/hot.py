@@ -85,6 +85,14 @@ _WRITES = {
     "link_blob": "INSERT INTO repository_blobs (repository_id, digest, created_at) "
     "SELECT (SELECT id FROM repositories WHERE name = :repository), :digest, :now "
     "WHERE " + _WITHIN_QUOTA + " ON CONFLICT DO NOTHING",
+    # The event of a blob push (metadata/events.py), if the repository links the blob
+    # now: one row when the push stands, none when the quota refused the link.
+    "record_linked_event": "INSERT INTO events (uid, created_at, action, outcome, actor, "
+    "actor_kind, namespace, repository, address, body, dispatched) "
+    "SELECT :uid, :created_at, :action, :outcome, :actor, :actor_kind, :namespace, "
+    ":repository, :address, :body, :dispatched WHERE EXISTS (SELECT 1 FROM repository_blobs "
+    "WHERE repository_id = (SELECT id FROM repositories WHERE name = :repository) "
+    "AND digest = :digest)",
 }
 _SQL.update(_WRITES)
 _PARAM = re.compile(r":(\w+)")

@@ -18,12 +18,15 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # Digests are at most "sha512:" + 128 hex characters.
 DIGEST = String(160)
 NAME = String(255)
+# Ids of tables that grow without end (SQLite's INTEGER PRIMARY KEY is 64-bit already).
+ID = BigInteger().with_variant(Integer(), "sqlite")
 
 
 def now() -> datetime:
@@ -324,9 +327,7 @@ class UsageDelta(Base):
     NamespaceUsage."""
 
     __tablename__ = "usage_deltas"
-    id: Mapped[int] = mapped_column(
-        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
-    )
+    id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
     namespace: Mapped[str] = mapped_column(NAME, index=True)
     bytes: Mapped[int] = mapped_column(BigInteger)
 
@@ -351,3 +352,100 @@ class ConsoleSession(Base):
     csrf: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class Event(Base):
+    """A change of state, or an attempt at one: the audit log, and the outbox of webhook
+    deliveries (written in the transaction of the change; services/webhooks.py fans it
+    out to the endpoints that want it and sets `dispatched`)."""
+
+    __tablename__ = "events"
+    id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
+    # The event's id in payloads (a UUID), which receivers deduplicate by.
+    uid: Mapped[str] = mapped_column(String(36))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    action: Mapped[str] = mapped_column(String(40), index=True)
+    # success, failure or denied
+    outcome: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str] = mapped_column(NAME, index=True)
+    actor_kind: Mapped[str] = mapped_column(String(16))
+    namespace: Mapped[str | None] = mapped_column(NAME, index=True)
+    repository: Mapped[str | None] = mapped_column(NAME)
+    address: Mapped[str | None] = mapped_column(String(64))
+    # JSON: the event as webhooks send it (Distribution's notification event).
+    body: Mapped[str] = mapped_column(Text)
+    dispatched: Mapped[bool] = mapped_column(Boolean, default=False)
+    __table_args__ = (
+        Index(
+            "ix_events_undispatched",
+            "id",
+            sqlite_where=text("dispatched = 0"),
+            postgresql_where=text("dispatched = false"),
+        ),
+    )
+
+
+class Webhook(Base):
+    """An endpoint that receives events: a namespace's (its owners manage it) or, with
+    no namespace, a global one (admins)."""
+
+    __tablename__ = "webhooks"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    namespace: Mapped[str | None] = mapped_column(NAME, index=True)
+    url: Mapped[str] = mapped_column(Text)
+    # JSON: the actions it wants (push, pull, delete, ...).
+    events: Mapped[str] = mapped_column(Text)
+    # Glob patterns of repository names and tags; NULL: any.
+    repositories: Mapped[str | None] = mapped_column(String(255))
+    tags: Mapped[str | None] = mapped_column(String(255))
+    # The HMAC key of X-Registry-Signature; returned once, when made.
+    secret: Mapped[str] = mapped_column(Text)
+    # distribution (the notifications envelope) or cloudevents
+    format: Mapped[str] = mapped_column(String(16))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_by: Mapped[str] = mapped_column(NAME)
+
+
+class WebhookDelivery(Base):
+    """One event to send to one endpoint: sent in id order per endpoint, one at a time,
+    by whichever process holds its lease."""
+
+    __tablename__ = "webhook_deliveries"
+    id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
+    webhook_id: Mapped[int] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"))
+    event_uid: Mapped[str] = mapped_column(String(36))
+    action: Mapped[str] = mapped_column(String(40))
+    # The body as sent (and signed): the same bytes on every attempt.
+    body: Mapped[str] = mapped_column(Text)
+    # pending, delivered or failed
+    state: Mapped[str] = mapped_column(String(12))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    leased_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    leased_by: Mapped[str | None] = mapped_column(String(128))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    __table_args__ = (
+        Index("ix_webhook_deliveries_webhook_id_state_id", "webhook_id", "state", "id"),
+    )
+
+
+class WebhookAttempt(Base):
+    """The delivery log: one row per attempt to send a delivery."""
+
+    __tablename__ = "webhook_attempts"
+    id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[int] = mapped_column(
+        ForeignKey("webhook_deliveries.id", ondelete="CASCADE"), index=True
+    )
+    webhook_id: Mapped[int] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # The HTTP status, or NULL when none came (the error says why).
+    status: Mapped[int | None] = mapped_column(Integer)
+    seconds: Mapped[float] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)
+    # The first KiB of the answer.
+    response: Mapped[str | None] = mapped_column(Text)
+    worker: Mapped[str] = mapped_column(String(128))
+    __table_args__ = (Index("ix_webhook_attempts_webhook_id_id", "webhook_id", "id"),)

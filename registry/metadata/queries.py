@@ -251,21 +251,25 @@ async def add_references(
 
 async def lock_tag_targets(
     conn: AsyncConnection, repository_id: int, tags: Sequence[str], manifest_id: int
-) -> None:
+) -> dict[str, str]:
     """Lock the manifests these tags point at now (other than `manifest_id`), in id order:
     moving a tag writes its old manifest (the untagged trigger), and a delete of that
-    manifest locks it before its blobs, as a push must too."""
+    manifest locks it before its blobs, as a push must too. Returns tag -> the digest
+    it points at now, for those that point elsewhere."""
     if not tags:
-        return
-    targets = select(Tag.manifest_id).where(
-        Tag.repository_id == repository_id, Tag.name.in_(tags), Tag.manifest_id != manifest_id
-    )
-    await conn.execute(
-        select(Manifest.id)
-        .where(Manifest.id.in_(targets))
+        return {}
+    rows = await conn.execute(
+        select(Tag.name, Manifest.digest)
+        .join(Manifest, Manifest.id == Tag.manifest_id)
+        .where(
+            Tag.repository_id == repository_id,
+            Tag.name.in_(tags),
+            Tag.manifest_id != manifest_id,
+        )
         .order_by(Manifest.id)
-        .with_for_update(key_share=True)
+        .with_for_update(key_share=True, of=Manifest)
     )
+    return {name: digest for name, digest in rows}
 
 
 async def set_tag(conn: AsyncConnection, repository_id: int, tag: str, manifest_id: int) -> None:

@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from registry.digest import Digest
 from registry.errors import BlobUnknown
-from registry.metadata import queries
+from registry.metadata import events, queries
 from registry.metadata.database import Database
 from registry.metadata.hot import HotQueries
 from registry.names import namespace_of
@@ -71,6 +71,9 @@ class BlobService:
         async with self.db.write() as conn:
             if not await queries.unlink_blob(conn, repository, str(digest)):
                 raise BlobUnknown({"digest": str(digest)})
+            await events.record(
+                conn, "delete", repository=repository, target={"digest": str(digest)}
+            )
 
     async def mount(self, repository: str, digest: Digest, source: str) -> bool:
         """Link a blob of `source` into `repository` and renew its lease; False when
@@ -86,6 +89,10 @@ class BlobService:
                 return False
             repo_id = await queries.ensure_repository(conn, repository)
             await queries.link_blob(conn, repo_id, str(digest), size, self.leases.end())
+            target = events.descriptor(
+                repository, "blobs", str(digest), events.BLOB_TYPE, size, fromRepository=source
+            )
+            await events.record(conn, "mount", repository=repository, target=target)
             return True
 
         return await self.db.transact(link)

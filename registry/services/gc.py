@@ -26,9 +26,10 @@ from datetime import datetime, timedelta
 import anyio
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from registry import context
 from registry.config import GcSettings
 from registry.digest import Digest
-from registry.metadata import counters, queries, usage
+from registry.metadata import counters, events, queries, usage
 from registry.metadata import gc as q
 from registry.metadata.database import Database
 from registry.metadata.models import Manifest, now
@@ -222,6 +223,22 @@ class GarbageCollector:
             if doomed:
                 deleted = (await queries.delete_manifests(conn, Manifest.id.in_(doomed))).manifests
                 await counters.add_counters(conn, {"gc_manifests_deleted": deleted})
+                names = await q.repository_names(conn, {m.repository_id for m in due})
+                by = context.system("gc")
+                await events.record_all(
+                    conn,
+                    [
+                        events.event(
+                            "delete",
+                            repository=names[m.repository_id],
+                            target={"digest": m.digest},
+                            detail={"reason": "untagged"},
+                            by=by,
+                        )
+                        for m in due
+                        if m.id in doomed and m.repository_id in names
+                    ],
+                )
             return due, doomed, deleted
 
         due, doomed, deleted = await self.db.transact(decide)
@@ -312,6 +329,22 @@ class GarbageCollector:
         with contextlib.suppress(Exception):  # the database may be why the pass failed
             async with self.db.write() as conn:
                 await counters.add_counters(conn, totals)
+                if done.blobs_deleted or done.manifests_deleted or done.error:
+                    await events.record(
+                        conn,
+                        "gc",
+                        outcome="failure" if done.error else "success",
+                        detail={
+                            "worker": worker,
+                            "seconds": round(seconds, 3),
+                            "tags_deleted": done.tags_deleted,
+                            "manifests_deleted": done.manifests_deleted,
+                            "blobs_deleted": done.blobs_deleted,
+                            "bytes_freed": done.bytes_freed,
+                            "error": done.error,
+                        },
+                        by=context.system("gc"),
+                    )
                 if done.busy:
                     await q.record_run(
                         conn,

@@ -13,7 +13,7 @@ from registry.config import LimitsSettings
 from registry.digest import Digest, is_digest
 from registry.errors import DigestInvalid, ManifestBlobUnknown, ManifestUnknown, NameUnknown
 from registry.mediatypes import INDEX_TYPES, OCI_INDEX, ParsedManifest, accepts, parse_manifest
-from registry.metadata import queries
+from registry.metadata import events, queries
 from registry.metadata.database import Database
 from registry.metadata.hot import HotQueries
 from registry.metadata.models import Manifest, Repository
@@ -146,7 +146,7 @@ class ManifestService:
             # (FOR SHARE, in digest order), then the tags.
             repo_id = await queries.ensure_repository(conn, repository)
             manifest_id = await queries.put_manifest(conn, repo_id, values, bool(tags))
-            await queries.lock_tag_targets(conn, repo_id, unique_tags, manifest_id)
+            moved = await queries.lock_tag_targets(conn, repo_id, unique_tags, manifest_id)
             if check:
                 await self._check_references(conn, repository, repo_id, parsed)
             await queries.link_blob(conn, repo_id, str(digest), len(body), self.leases.end())
@@ -159,6 +159,9 @@ class ManifestService:
                         refuse_immutable(policy, [tag], f"moved to {digest}")
                 else:
                     await queries.set_tag(conn, repo_id, tag, manifest_id)
+            await self._record(
+                conn, repository, digest, parsed, len(body), unique_tags, moved, pushed
+            )
 
         try:
             await self.db.transact(store)
@@ -168,6 +171,38 @@ class ManifestService:
             async with self.db.write() as conn:
                 await queries.add_blob(conn, str(digest), len(body), self.leases.end())
             raise
+
+    @staticmethod
+    async def _record(
+        conn: AsyncConnection,
+        repository: str,
+        digest: Digest,
+        parsed: ParsedManifest,
+        size: int,
+        tags: list[str],
+        moved: dict[str, str],
+        pushed: bool,
+    ) -> None:
+        """The events of a stored manifest: a push (or a mirror fetch) for each tag, or
+        one by digest, and a tag event for each tag that pointed elsewhere before."""
+        action = "push" if pushed else "mirror"
+        rows = []
+        each: list[str | None] = [*tags] or [None]
+        for tag in each:
+            target = events.descriptor(
+                repository,
+                "manifests",
+                str(digest),
+                parsed.media_type,
+                size,
+                tag=tag,
+                artifactType=parsed.artifact_type,
+            )
+            rows.append(events.event(action, repository=repository, target=target))
+            if tag in moved:
+                target = {**target, "previousDigest": moved[tag]}
+                rows.append(events.event("tag", repository=repository, target=target))
+        await events.record_all(conn, rows)
 
     async def get(self, repository: str, reference: str, accept: list[str]) -> StoredManifest:
         """The manifest by tag or digest, in a media type the client accepts."""
@@ -206,11 +241,17 @@ class ManifestService:
                         and_(Manifest.digest == digest, Repository.name == repository),
                     )
                     refuse_immutable(policy, tags, f"deleted with manifest {digest}")
-                return await queries.delete_manifest(conn, repository, digest)
-            tag = check_tag(reference)
-            if policy.immutable_tags and await queries.tag_exists(conn, repository, tag):
-                refuse_immutable(policy, [tag], "deleted")
-            return await queries.delete_tag(conn, repository, tag)
+                deleted = await queries.delete_manifest(conn, repository, digest)
+                target: dict[str, str] = {"digest": digest}
+            else:
+                tag = check_tag(reference)
+                if policy.immutable_tags and await queries.tag_exists(conn, repository, tag):
+                    refuse_immutable(policy, [tag], "deleted")
+                deleted = await queries.delete_tag(conn, repository, tag)
+                target = {"tag": tag}
+            if deleted:
+                await events.record(conn, "delete", repository=repository, target=target)
+            return deleted
 
         deleted = await self.db.transact(remove)
         if not deleted:
@@ -224,7 +265,15 @@ class ManifestService:
             if policy.immutable_tags:
                 tags = await queries.tags_of(conn, Repository.name == repository)
                 refuse_immutable(policy, sorted(tags), "deleted with the repository")
-            return await queries.delete_repository(conn, repository)
+            deleted = await queries.delete_repository(conn, repository)
+            if deleted is not None:
+                await events.record(
+                    conn,
+                    "delete",
+                    repository=repository,
+                    detail={"tags": deleted.tags, "manifests": deleted.manifests},
+                )
+            return deleted
 
         deleted = await self.db.transact(remove)
         if deleted is None:

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from registry.errors import Denied, Invalid, TagImmutable
+from registry.metadata import events
 from registry.metadata import policies as q
 from registry.metadata.database import Database
 from registry.metadata.policies import StoredPolicy
@@ -199,5 +200,11 @@ class Policies:
                     None if updated.retention is None else json.dumps(document["retention"]),
                     updated.quota_bytes,
                 ),
+            )
+            await events.record(
+                conn,
+                "policy.update",
+                namespace=namespace,
+                detail={key: document.get(key) for key in changes},
             )
         return updated

@@ -14,13 +14,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from registry.digest import is_digest
+from registry.metadata import events
 from registry.metadata import pulls as q
 from registry.metadata.database import Database
 from registry.metadata.models import ManifestPulls, RepositoryPulls, now
+from registry.metadata.queries import StoredManifest
+from registry.services.webhooks import Webhooks
 
 log = logging.getLogger("registry.pulls")
 FLUSH_SECONDS = 5.0
@@ -34,28 +39,50 @@ def _add(counts: Counts, ident: int, moment: datetime) -> None:
 
 
 class Pulls:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, webhooks: Webhooks, *, audit_pulls: bool) -> None:
         self.db = db
+        self.webhooks = webhooks
+        self.audit_pulls = audit_pulls
+        # Whether pulls make events (a row each): pull auditing is on, or an endpoint
+        # wants them (looked up at each flush).
+        self.events_wanted = audit_pulls
         self.repositories: Counts = {}
         self.manifests: Counts = {}
+        self.events: list[dict[str, Any]] = []
 
-    def record(self, repository_id: int, manifest_id: int) -> None:
-        """One pull of a manifest (0: not stored here)."""
-        if repository_id and manifest_id:
-            moment = now()
-            _add(self.repositories, repository_id, moment)
-            _add(self.manifests, manifest_id, moment)
+    def record(self, found: StoredManifest, repository: str, reference: str) -> None:
+        """One pull of a manifest, counted if it is stored here; its event is kept for
+        the flush when events are wanted (they are written with the counts, so a
+        process that dies loses those of its last seconds too)."""
+        moment = now()
+        if found.repository_id and found.manifest_id:
+            _add(self.repositories, found.repository_id, moment)
+            _add(self.manifests, found.manifest_id, moment)
+        if self.events_wanted:
+            target = events.descriptor(
+                repository,
+                "manifests",
+                found.digest,
+                found.media_type,
+                len(found.content),
+                tag=None if is_digest(reference) else reference,
+            )
+            self.events.append(
+                events.event("pull", repository=repository, target=target, moment=moment)
+            )
 
     async def flush(self) -> int:
         """Write what was counted since the last flush; returns how many pulls."""
-        repositories, manifests = self.repositories, self.manifests
-        if not manifests:
+        repositories, manifests, pulled = self.repositories, self.manifests, self.events
+        self.repositories, self.manifests, self.events = {}, {}, []
+        self.events_wanted = self.audit_pulls or await self.webhooks.pull_wanted()
+        if not manifests and not pulled:
             return 0
-        self.repositories, self.manifests = {}, {}
 
         async def write(conn: AsyncConnection) -> None:
             await q.add(conn, RepositoryPulls, repositories)
             await q.add(conn, ManifestPulls, manifests)
+            await events.record_all(conn, pulled)
 
         for attempt in range(3):
             try:
@@ -66,7 +93,7 @@ class Pulls:
                 # check. Run again: the SELECT no longer finds it.
                 if attempt == 2:
                     raise
-        return sum(count for count, _ in manifests.values())
+        return sum(count for count, _ in manifests.values()) or len(pulled)
 
     async def run(self) -> None:
         """The flushing worker of `registry serve`; flushes once more when cancelled."""

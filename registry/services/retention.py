@@ -19,9 +19,10 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from registry import context
+from registry.metadata import events, queries
 from registry.metadata import gc as gc_queries
 from registry.metadata import policies as policy_queries
-from registry.metadata import queries
 from registry.metadata import retention as q
 from registry.metadata.database import Database
 from registry.metadata.models import Manifest, now
@@ -140,3 +141,13 @@ class RetentionService:
         outcome.tags = sorted(doomed)
         outcome.manifests = sorted(digest_of[m] for m in going)
         outcome.bytes_freed = await q.freed_bytes(conn, blobs)
+        by = context.system("retention")
+        rows = [
+            events.event("delete", repository=outcome.repository, target={"tag": tag}, by=by)
+            for tag in outcome.tags
+        ]
+        rows += [
+            events.event("delete", repository=outcome.repository, target={"digest": d}, by=by)
+            for d in outcome.manifests
+        ]
+        await events.record_all(conn, rows)

@@ -17,12 +17,12 @@ from typing import Any
 
 from registry.digest import DEFAULT_ALGORITHM, Digest
 from registry.errors import BlobUploadUnknown, DigestInvalid, RangeInvalid, TooManyRequests
-from registry.metadata import queries
+from registry.metadata import events, queries
 from registry.metadata.database import Database
 from registry.metadata.hot import HotQueries
 from registry.names import namespace_of
 from registry.services.leases import Leases
-from registry.services.usage import Quotas
+from registry.services.usage import OverQuota, Quotas
 from registry.storage import BlobStore
 from registry.storage.base import OffsetMismatch, UploadNotFound, check_upload_id
 
@@ -164,8 +164,15 @@ class UploadService:
             steps.append(("delete_upload", {"id": upload_id}))
         link = {"repository": repository, "namespace": namespace, "digest": str(digest)}
         steps.append(("link_blob", {**link, "size": size}))
+        target = events.descriptor(repository, "blobs", str(digest), events.BLOB_TYPE, size)
+        pushed = events.event("push", repository=repository, target=target)
+        steps.append(("record_linked_event", {**pushed, "digest": str(digest)}))
         if not await self.hot.write(*steps):
-            await self.quotas.refuse_unless_linked(repository, digest, size)
+            try:
+                await self.quotas.refuse_unless_linked(repository, digest, size)
+            except OverQuota as refused:
+                await self.quotas.record_refusal(repository, refused, target)
+                raise
 
     async def _write_direct(self, digest: Digest, chunks: AsyncIterable[bytes]) -> int:
         hasher = hashlib.new(digest.algorithm)

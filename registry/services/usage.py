@@ -18,7 +18,7 @@ from typing import Any
 
 from registry.digest import Digest
 from registry.errors import Denied
-from registry.metadata import queries
+from registry.metadata import events, queries
 from registry.metadata import usage as q
 from registry.metadata.database import Database
 from registry.metadata.models import now
@@ -49,6 +49,20 @@ class Quotas:
                 return
             used, quota = await q.quota_state(conn, namespace_of(repository))
         raise self.over(namespace_of(repository), used, quota or 0, size)
+
+    async def record_refusal(
+        self, repository: str, refused: OverQuota, target: dict[str, Any]
+    ) -> None:
+        """The quota event of a refused push (its own transaction: the push's is gone)."""
+        async with self.db.write() as conn:
+            await events.record(
+                conn,
+                "quota",
+                repository=repository,
+                target=target,
+                outcome="denied",
+                detail=refused.detail,
+            )
 
     async def allows(self, conn: Any, namespace: str, digest: str, size: int) -> bool:
         """In the caller's transaction (a mount's), with the namespace's row taken: may

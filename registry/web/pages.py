@@ -21,6 +21,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from registry import context
 from registry.api.access import OPEN, client_address
 from registry.api.common import registry_of, small_body
 from registry.auth.accounts import AccountError, AccountExists
@@ -125,6 +126,7 @@ def console(handler: Page) -> Callable[[Request], Awaitable[Response]]:
                 target = urlencode({"next": _safe_next(request.url.path)})
                 return RedirectResponse(f"/ui/login?{target}", status_code=303)
             session = found
+        context.current().act_as(session.identity.kind, session.identity.name)
         if request.method == "POST":
             request.state.form = await _form(request)
             if fresh is not None or not same(field(request, "csrf"), session.csrf):

@@ -1,0 +1,124 @@
+"""/api/v1/audit: the audit log, newest first, filtered by time, actor, namespace, action
+and outcome; admins see all of it, a namespace's owners that namespace's events.
+/api/v1/audit/export streams the same rows as JSON lines (for jq, or a SIEM)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import Field
+from starlette.requests import Request
+from starlette.responses import StreamingResponse
+
+from registry.api.access import owned_by_caller
+from registry.api.common import registry_of
+from registry.api.declare import API, Answer, Page, PageQuery
+from registry.errors import Denied, Invalid
+from registry.metadata.events import AuditFilter
+
+EXPORT_BATCH = 1000
+
+
+class AuditQuery(PageQuery):
+    since: datetime | None = Field(None, description="from this time (ISO 8601), inclusive")
+    until: datetime | None = Field(None, description="before this time")
+    actor: str | None = Field(None, description="a user or robot name, or gc, retention")
+    namespace: str | None = None
+    action: str | None = Field(
+        None, description="an action (push, login, ...), or a prefix ending in . (user.)"
+    )
+    outcome: Literal["success", "failure", "denied"] | None = None
+
+
+class Actor(Answer):
+    name: str
+    kind: str
+    token: str | None = Field(None, description="the id (jti) of the token used")
+
+
+class AuditEvent(Answer):
+    id: str = Field(description="the event's id, as webhooks send it")
+    timestamp: str
+    action: str
+    outcome: str
+    actor: Actor
+    namespace: str | None = None
+    target: dict[str, Any] | None = None
+    request: dict[str, Any] | None = Field(
+        None, description="id, addr (the client, as a trusted proxy forwards it), host, ..."
+    )
+    source: dict[str, Any]
+    detail: dict[str, Any] | None = None
+
+
+async def _filter(request: Request, query: AuditQuery) -> AuditFilter:
+    owned = await owned_by_caller(request, "read the audit log")
+    if owned is not None:
+        if query.namespace is None:
+            raise Denied(message="only admins read the whole audit log: ask for ?namespace=")
+        if query.namespace not in owned:
+            raise Denied(message=f"only owners of {query.namespace!r} read its audit log")
+    if query.since and query.until and query.since >= query.until:
+        raise Invalid(message="since must come before until")
+    return AuditFilter(
+        since=query.since,
+        until=query.until,
+        actor=query.actor,
+        action=query.action,
+        outcome=query.outcome,
+        namespace=query.namespace,
+    )
+
+
+def _before(last: str | None) -> int | None:
+    if last is None:
+        return None
+    if not last.isdigit():
+        raise Invalid({"last": last[:50]}, message="last: expected the key of a Link header")
+    return int(last)
+
+
+@API.operation(
+    "GET",
+    "/api/v1/audit",
+    summary="The audit log, newest first (admins; owners: ?namespace= theirs)",
+    tag="events",
+    query=AuditQuery,
+    response=AuditEvent,
+    paged="events",
+)
+async def audit(request: Request, query: AuditQuery) -> Page[AuditEvent]:
+    which = await _filter(request, query)
+    limit = query.n or 100
+    rows = await registry_of(request).audit.search(which, _before(query.last), limit + 1)
+    found = [AuditEvent.model_validate(body) for _, body in rows[:limit]]
+    more = len(rows) > limit
+    return Page(found, str(rows[limit - 1][0]) if more else None, limit)
+
+
+@API.operation(
+    "GET",
+    "/api/v1/audit/export",
+    summary="The audit log as JSON lines, newest first, with the same filters (no paging)",
+    tag="events",
+    query=AuditQuery,
+    streams="application/x-ndjson",
+)
+async def export(request: Request, query: AuditQuery) -> StreamingResponse:
+    which = await _filter(request, query)
+    registry = registry_of(request)
+
+    async def lines() -> AsyncIterator[bytes]:
+        before = _before(query.last)
+        while True:
+            rows = await registry.audit.search(which, before, EXPORT_BATCH)
+            for _, body in rows:
+                yield json.dumps(body, separators=(",", ":")).encode() + b"\n"
+            if len(rows) < EXPORT_BATCH:
+                return
+            before = rows[-1][0]
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")

@@ -1,0 +1,277 @@
+"""Queries of webhooks: endpoints, their deliveries and the delivery log (migration
+0014). As in queries.py, each takes an open connection and the caller owns the
+transaction.
+
+A delivery is sent only when it is its endpoint's oldest pending one, and only by the
+process whose lease it holds: `claim` leases heads in one UPDATE per row that re-checks
+the lease (and, on PostgreSQL, locks with SKIP LOCKED), so two processes never hold the
+same delivery, and an endpoint's next delivery waits while its head is pending.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.orm import aliased
+
+from registry.metadata.models import Webhook, WebhookAttempt, WebhookDelivery, utc
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    id: int
+    namespace: str | None
+    url: str
+    events: tuple[str, ...]
+    repositories: str | None
+    tags: str | None
+    secret: str
+    format: str
+    enabled: bool
+    created_at: datetime
+    created_by: str
+
+
+def _endpoint(row: Any) -> Endpoint:
+    return Endpoint(
+        id=int(row.id),
+        namespace=row.namespace,
+        url=row.url,
+        events=tuple(json.loads(row.events)),
+        repositories=row.repositories,
+        tags=row.tags,
+        secret=row.secret,
+        format=row.format,
+        enabled=bool(row.enabled),
+        created_at=utc(row.created_at),
+        created_by=row.created_by,
+    )
+
+
+async def add(conn: AsyncConnection, **values: Any) -> int:
+    values["events"] = json.dumps(sorted(values["events"]))
+    result = await conn.execute(insert(Webhook).values(**values).returning(Webhook.id))
+    return int(result.scalar_one())
+
+
+async def change(conn: AsyncConnection, ident: int, **values: Any) -> None:
+    if "events" in values:
+        values["events"] = json.dumps(sorted(values["events"]))
+    await conn.execute(update(Webhook).where(Webhook.id == ident).values(**values))
+
+
+async def remove(conn: AsyncConnection, ident: int) -> bool:
+    return bool((await conn.execute(delete(Webhook).where(Webhook.id == ident))).rowcount)
+
+
+async def endpoint(conn: AsyncConnection, ident: int) -> Endpoint | None:
+    row = (await conn.execute(select(Webhook).where(Webhook.id == ident))).first()
+    return None if row is None else _endpoint(row)
+
+
+async def endpoints(
+    conn: AsyncConnection, *, namespaces: Sequence[str] | None = None, enabled: bool = False
+) -> list[Endpoint]:
+    """Endpoints by id; of these namespaces only (None: all, global ones included)."""
+    query = select(Webhook).order_by(Webhook.id)
+    if namespaces is not None:
+        query = query.where(Webhook.namespace.in_(list(namespaces)))
+    if enabled:
+        query = query.where(Webhook.enabled.is_(True))
+    return [_endpoint(row) for row in await conn.execute(query)]
+
+
+async def pull_wanted(conn: AsyncConnection) -> bool:
+    """Whether an enabled endpoint wants pull events."""
+    found = await conn.scalar(
+        select(Webhook.id)
+        .where(Webhook.enabled.is_(True), Webhook.events.contains('"pull"'))
+        .limit(1)
+    )
+    return found is not None
+
+
+async def enqueue(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        await conn.execute(insert(WebhookDelivery), list(rows))
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    id: int
+    webhook_id: int
+    body: str
+    attempts: int
+    created_at: datetime
+
+
+async def claim(
+    conn: AsyncConnection, moment: datetime, until: datetime, worker: str, limit: int
+) -> list[Claimed]:
+    """Lease up to `limit` deliveries that are due and the oldest pending one of their
+    endpoint, to `worker` until `until`."""
+    older = aliased(WebhookDelivery)
+    head = ~(
+        select(older.id)
+        .where(
+            older.webhook_id == WebhookDelivery.webhook_id,
+            older.state == "pending",
+            older.id < WebhookDelivery.id,
+        )
+        .exists()
+    )
+    free = or_(WebhookDelivery.leased_until.is_(None), WebhookDelivery.leased_until <= moment)
+    rows = await conn.execute(
+        select(
+            WebhookDelivery.id,
+            WebhookDelivery.webhook_id,
+            WebhookDelivery.body,
+            WebhookDelivery.attempts,
+            WebhookDelivery.created_at,
+        )
+        .where(
+            WebhookDelivery.state == "pending",
+            WebhookDelivery.next_attempt_at <= moment,
+            free,
+            head,
+        )
+        .order_by(WebhookDelivery.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True, of=WebhookDelivery)
+    )
+    claimed = []
+    for ident, webhook_id, body, attempts, created_at in rows:
+        # The UPDATE re-checks the lease: on SQLite the writer lock orders claims, on
+        # PostgreSQL the row lock; a lease taken meanwhile leaves the row unchanged.
+        taken = await conn.execute(
+            update(WebhookDelivery)
+            .where(WebhookDelivery.id == ident, WebhookDelivery.state == "pending", free)
+            .values(leased_until=until, leased_by=worker)
+        )
+        if taken.rowcount:
+            claimed.append(
+                Claimed(int(ident), int(webhook_id), body, int(attempts), utc(created_at))
+            )
+    return claimed
+
+
+async def finish_attempt(
+    conn: AsyncConnection,
+    claimed: Claimed,
+    worker: str,
+    attempt: dict[str, Any],
+    state: str,
+    next_attempt_at: datetime,
+) -> None:
+    """Log an attempt and settle the delivery: delivered, failed, or pending again at
+    `next_attempt_at`. The lease is let go."""
+    await conn.execute(
+        insert(WebhookAttempt).values(
+            delivery_id=claimed.id, webhook_id=claimed.webhook_id, worker=worker, **attempt
+        )
+    )
+    values: dict[str, Any] = {
+        "state": state,
+        "attempts": WebhookDelivery.attempts + 1,
+        "next_attempt_at": next_attempt_at,
+        "leased_until": None,
+        "leased_by": None,
+    }
+    if state != "pending":
+        values["finished_at"] = attempt["at"]
+    await conn.execute(
+        update(WebhookDelivery)
+        .where(WebhookDelivery.id == claimed.id, WebhookDelivery.leased_by == worker)
+        .values(**values)
+    )
+
+
+async def deliveries(
+    conn: AsyncConnection,
+    webhook_id: int,
+    *,
+    state: str | None,
+    before: int | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """An endpoint's deliveries, newest first, each with its last attempt."""
+    query = select(WebhookDelivery).where(WebhookDelivery.webhook_id == webhook_id)
+    if state is not None:
+        query = query.where(WebhookDelivery.state == state)
+    if before is not None:
+        query = query.where(WebhookDelivery.id < before)
+    rows = list(
+        (await conn.execute(query.order_by(WebhookDelivery.id.desc()).limit(limit))).mappings()
+    )
+    last: dict[int, dict[str, Any]] = {}
+    if rows:
+        newest = (
+            select(func.max(WebhookAttempt.id))
+            .where(WebhookAttempt.delivery_id.in_([r["id"] for r in rows]))
+            .group_by(WebhookAttempt.delivery_id)
+        )
+        attempts = await conn.execute(select(WebhookAttempt).where(WebhookAttempt.id.in_(newest)))
+        last = {a["delivery_id"]: dict(a) for a in attempts.mappings()}
+    return [{**dict(row), "last_attempt": last.get(row["id"])} for row in rows]
+
+
+async def attempts(
+    conn: AsyncConnection, webhook_id: int, before: int | None, limit: int
+) -> list[dict[str, Any]]:
+    """An endpoint's delivery log, newest first."""
+    query = select(WebhookAttempt, WebhookDelivery.event_uid, WebhookDelivery.action).join(
+        WebhookDelivery, WebhookDelivery.id == WebhookAttempt.delivery_id
+    )
+    query = query.where(WebhookAttempt.webhook_id == webhook_id)
+    if before is not None:
+        query = query.where(WebhookAttempt.id < before)
+    rows = await conn.execute(query.order_by(WebhookAttempt.id.desc()).limit(limit))
+    return [dict(row) for row in rows.mappings()]
+
+
+async def redeliver(
+    conn: AsyncConnection, webhook_id: int, moment: datetime, delivery_id: int | None
+) -> int:
+    """Queue again, as new deliveries at the end of the endpoint's queue, one delivery
+    (any state) or every failed one; returns how many."""
+    query = select(WebhookDelivery.event_uid, WebhookDelivery.action, WebhookDelivery.body).where(
+        WebhookDelivery.webhook_id == webhook_id
+    )
+    if delivery_id is not None:
+        query = query.where(WebhookDelivery.id == delivery_id)
+    else:
+        query = query.where(WebhookDelivery.state == "failed")
+    rows = list(await conn.execute(query.order_by(WebhookDelivery.id)))
+    await enqueue(
+        conn,
+        [
+            {
+                "webhook_id": webhook_id,
+                "event_uid": uid,
+                "action": action,
+                "body": body,
+                "state": "pending",
+                "attempts": 0,
+                "created_at": moment,
+                "next_attempt_at": moment,
+            }
+            for uid, action, body in rows
+        ],
+    )
+    return len(rows)
+
+
+async def backlog(conn: AsyncConnection) -> dict[str, int]:
+    """Deliveries by state, over every endpoint."""
+    rows = await conn.execute(
+        select(WebhookDelivery.state, func.count()).group_by(WebhookDelivery.state)
+    )
+    found = {"pending": 0, "delivered": 0, "failed": 0}
+    found.update({state: int(count) for state, count in rows})
+    return found

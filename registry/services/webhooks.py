@@ -1,0 +1,497 @@
+"""Webhooks: endpoints that receive events, and the worker that delivers them.
+
+Durable: an event is a row written in the transaction of the change that caused it
+(metadata/events.py), so a change that committed has its event, whatever happens to
+the process next. A worker in every `registry serve` process then:
+
+1. dispatches: takes undispatched events in id order, adds a delivery for every enabled
+   endpoint that wants each one, and marks them dispatched, all in one transaction (on
+   PostgreSQL under a transaction-scoped advisory lock, so one process at a time fans
+   out and deliveries are queued in event order);
+2. claims: leases due deliveries that are the oldest pending one of their endpoint
+   (metadata/webhooks.py), so no two processes send the same delivery and an endpoint
+   gets its events in order, one at a time;
+3. sends, concurrently across endpoints, and logs the attempt: delivered on a 2xx,
+   else retried with exponential backoff and jitter until `webhooks.retry_hours` after
+   the event, then failed (the endpoint's next delivery goes on).
+
+A process killed while sending leaves its lease to expire; another process sends the
+delivery again. So delivery is at least once: receivers deduplicate by the event id,
+which the signed body carries (as do X-Registry-Event-Id and X-Registry-Delivery).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import ipaddress
+import json
+import logging
+import random
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from fnmatch import fnmatchcase
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from registry.config import AuditSettings, WebhookSettings
+from registry.errors import Invalid, NotFound
+from registry.metadata import events as event_queries
+from registry.metadata import webhooks as q
+from registry.metadata.database import Database
+from registry.metadata.models import now
+
+log = logging.getLogger("registry.webhooks")
+
+FORMATS = ("distribution", "cloudevents")
+DISTRIBUTION_TYPE = "application/vnd.docker.distribution.events.v2+json"
+CLOUDEVENTS_TYPE = "application/cloudevents+json"
+# Events fanned out, and deliveries claimed, in one transaction at most.
+BATCH = 200
+# Deliveries in flight from one process at once.
+CONCURRENCY = 16
+# Bytes of an answer kept in the delivery log.
+EXCERPT = 1024
+# The advisory lock key of dispatching on PostgreSQL (any constant of ours).
+DISPATCH_LOCK = 0x7265_6777_6862  # "regwhb"
+PRUNE_SECONDS = 3600.0
+
+
+def signature(secret: str, body: bytes) -> str:
+    """X-Registry-Signature: the HMAC-SHA256 of the body, keyed by the endpoint's secret."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def render(event: dict[str, Any], form: str) -> tuple[bytes, str]:
+    """The body of a delivery and its content type: Distribution's envelope of one
+    event, or a CloudEvents 1.0 structured event carrying it as data."""
+    if form == "cloudevents":
+        cloud: dict[str, Any] = {
+            "specversion": "1.0",
+            "id": event["id"],
+            "source": f"/registry/{event['source']['addr']}",
+            "type": f"io.registry.{event['action']}",
+            "time": event["timestamp"],
+            "datacontenttype": "application/json",
+            "data": event,
+        }
+        repository = event.get("target", {}).get("repository")
+        if repository:
+            cloud["subject"] = repository
+        return json.dumps(cloud, separators=(",", ":")).encode(), CLOUDEVENTS_TYPE
+    return json.dumps({"events": [event]}, separators=(",", ":")).encode(), DISTRIBUTION_TYPE
+
+
+def wants(endpoint: q.Endpoint, event: dict[str, Any]) -> bool:
+    if event["action"] not in endpoint.events:
+        return False
+    if endpoint.namespace is not None and event.get("namespace") != endpoint.namespace:
+        return False
+    target = event.get("target", {})
+    if endpoint.repositories is not None and not fnmatchcase(
+        target.get("repository", ""), endpoint.repositories
+    ):
+        return False
+    tag = target.get("tag")
+    return endpoint.tags is None or (tag is not None and fnmatchcase(tag, endpoint.tags))
+
+
+def private_address(host: str) -> bool:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return not address.is_global
+
+
+async def _resolves_private(host: str, port: int) -> str | None:
+    """The first address of `host` that is not public, if any."""
+    if private_address(host):
+        return host
+    try:
+        found = await asyncio.get_running_loop().getaddrinfo(host, port)
+    except OSError:
+        return None  # the attempt itself reports it
+    return next((str(a[4][0]) for a in found if private_address(str(a[4][0]))), None)
+
+
+def check_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise Invalid({"url": url}, message="url: expected an http:// or https:// URL")
+    if parts.username or parts.password:
+        raise Invalid({"url": url}, message="url: no credentials in the URL; use the secret")
+    return url
+
+
+def check_events(actions: Sequence[str]) -> list[str]:
+    unknown = sorted(set(actions) - set(event_queries.WEBHOOK_ACTIONS))
+    if unknown or not actions:
+        raise Invalid(
+            {"events": list(actions)},
+            message=f"events: expected some of {', '.join(event_queries.WEBHOOK_ACTIONS)}"
+            + (f"; unknown: {', '.join(unknown)}" if unknown else ""),
+        )
+    return sorted(set(actions))
+
+
+def check_format(form: str) -> str:
+    if form not in FORMATS:
+        raise Invalid({"format": form}, message=f"format: expected one of {', '.join(FORMATS)}")
+    return form
+
+
+@dataclass(frozen=True)
+class Sent:
+    status: int | None
+    seconds: float
+    error: str | None
+    response: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+
+class Webhooks:
+    def __init__(
+        self, db: Database, settings: WebhookSettings, audit: AuditSettings, worker: str
+    ) -> None:
+        self.db = db
+        self.settings = settings
+        self.audit = audit
+        self.worker = worker
+        self._client: httpx.AsyncClient | None = None
+        self._last_prune = float("-inf")
+
+    # Endpoints
+
+    async def add(
+        self,
+        *,
+        namespace: str | None,
+        url: str,
+        events: Sequence[str],
+        repositories: str | None,
+        tags: str | None,
+        secret: str | None,
+        form: str,
+        created_by: str,
+    ) -> tuple[q.Endpoint, str]:
+        """A new endpoint and its secret (generated unless given)."""
+        secret = secret or secrets.token_urlsafe(32)
+        values = {
+            "namespace": namespace,
+            "url": check_url(url),
+            "events": check_events(events),
+            "repositories": repositories,
+            "tags": tags,
+            "secret": secret,
+            "format": check_format(form),
+            "enabled": True,
+            "created_at": now(),
+            "created_by": created_by,
+        }
+
+        async def insert(conn: AsyncConnection) -> q.Endpoint:
+            ident = await q.add(conn, **values)
+            await event_queries.record(
+                conn,
+                "webhook.create",
+                namespace=namespace,
+                detail={"webhook": ident, "url": url, "events": values["events"]},
+            )
+            found = await q.endpoint(conn, ident)
+            assert found is not None
+            return found
+
+        return await self.db.transact(insert), secret
+
+    async def get(self, ident: int) -> q.Endpoint:
+        async with self.db.read() as conn:
+            found = await q.endpoint(conn, ident)
+        if found is None:
+            raise NotFound({"webhook": ident}, message=f"no webhook {ident}")
+        return found
+
+    async def endpoints(self, namespaces: Sequence[str] | None = None) -> list[q.Endpoint]:
+        async with self.db.read() as conn:
+            return await q.endpoints(conn, namespaces=namespaces)
+
+    async def change(self, ident: int, changes: dict[str, Any]) -> q.Endpoint:
+        if "url" in changes:
+            check_url(changes["url"])
+        if "events" in changes:
+            changes["events"] = check_events(changes["events"])
+        if "format" in changes:
+            check_format(changes["format"])
+
+        async def update(conn: AsyncConnection) -> q.Endpoint | None:
+            found = await q.endpoint(conn, ident)
+            if found is None:
+                return None
+            await q.change(conn, ident, **changes)
+            shown = {k: v for k, v in changes.items() if k != "secret"}
+            if "secret" in changes:
+                shown["secret"] = "changed"
+            await event_queries.record(
+                conn,
+                "webhook.update",
+                namespace=found.namespace,
+                detail={"webhook": ident, **shown},
+            )
+            return await q.endpoint(conn, ident)
+
+        changed = await self.db.transact(update)
+        if changed is None:
+            raise NotFound({"webhook": ident}, message=f"no webhook {ident}")
+        return changed
+
+    async def remove(self, ident: int) -> None:
+        async def delete(conn: AsyncConnection) -> bool:
+            found = await q.endpoint(conn, ident)
+            if found is None:
+                return False
+            await q.remove(conn, ident)
+            await event_queries.record(
+                conn,
+                "webhook.delete",
+                namespace=found.namespace,
+                detail={"webhook": ident, "url": found.url},
+            )
+            return True
+
+        if not await self.db.transact(delete):
+            raise NotFound({"webhook": ident}, message=f"no webhook {ident}")
+
+    async def deliveries(
+        self, ident: int, state: str | None, before: int | None, limit: int
+    ) -> list[dict[str, Any]]:
+        async with self.db.read() as conn:
+            return await q.deliveries(conn, ident, state=state, before=before, limit=limit)
+
+    async def attempts(self, ident: int, before: int | None, limit: int) -> list[dict[str, Any]]:
+        async with self.db.read() as conn:
+            return await q.attempts(conn, ident, before, limit)
+
+    async def redeliver(self, ident: int, delivery: int | None) -> int:
+        async def queue(conn: AsyncConnection) -> int:
+            return await q.redeliver(conn, ident, now(), delivery)
+
+        count = await self.db.transact(queue)
+        if delivery is not None and not count:
+            raise NotFound(
+                {"delivery": delivery}, message=f"webhook {ident} has no delivery {delivery}"
+            )
+        return count
+
+    async def backlog(self) -> dict[str, int]:
+        async with self.db.read() as conn:
+            return await q.backlog(conn)
+
+    async def pull_wanted(self) -> bool:
+        async with self.db.read() as conn:
+            return await q.pull_wanted(conn)
+
+    # Delivery
+
+    async def dispatch(self) -> int:
+        """Fan undispatched events out to the endpoints that want them; returns how many
+        events were dispatched."""
+
+        async def fan_out(conn: AsyncConnection) -> int:
+            if conn.dialect.name == "postgresql":
+                taken = await conn.scalar(
+                    text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": DISPATCH_LOCK}
+                )
+                if not taken:
+                    return 0  # another process is at it
+            found = await event_queries.undispatched(conn, BATCH)
+            if not found:
+                return 0
+            endpoints = await q.endpoints(conn, enabled=True)
+            moment = now()
+            rows = [
+                {
+                    "webhook_id": endpoint.id,
+                    "event_uid": event["id"],
+                    "action": event["action"],
+                    "body": json.dumps(event, separators=(",", ":")),
+                    "state": "pending",
+                    "attempts": 0,
+                    "created_at": moment,
+                    "next_attempt_at": moment,
+                }
+                for _, event in found
+                for endpoint in endpoints
+                if wants(endpoint, event)
+            ]
+            await q.enqueue(conn, rows)
+            await event_queries.mark_dispatched(conn, [ident for ident, _ in found])
+            return len(found)
+
+        return await self.db.transact(fan_out)
+
+    async def deliver(self) -> int:
+        """Claim due deliveries and send them; returns how many were sent."""
+        moment = now()
+        lease = timedelta(seconds=self.settings.timeout_seconds + 30)
+
+        async def take(conn: AsyncConnection) -> list[q.Claimed]:
+            return await q.claim(conn, moment, moment + lease, self.worker, BATCH)
+
+        claimed = await self.db.transact(take)
+        if not claimed:
+            return 0
+        endpoints = {e.id: e for e in await self.endpoints()}
+        limit = asyncio.Semaphore(CONCURRENCY)
+
+        async def one(delivery: q.Claimed) -> None:
+            async with limit:
+                endpoint = endpoints.get(delivery.webhook_id)
+                if endpoint is not None:
+                    await self._attempt(endpoint, delivery)
+
+        await asyncio.gather(*(one(d) for d in claimed))
+        return len(claimed)
+
+    async def _attempt(self, endpoint: q.Endpoint, delivery: q.Claimed) -> None:
+        event = json.loads(delivery.body)
+        body, content_type = render(event, endpoint.format)
+        sent = await self._send(endpoint, delivery, event, body, content_type)
+        moment = now()
+        give_up = delivery.created_at + timedelta(hours=self.settings.retry_hours)
+        delay = min(
+            self.settings.max_backoff_seconds,
+            self.settings.backoff_seconds * 2 ** min(delivery.attempts, 30),
+        ) * random.uniform(0.5, 1.0)
+        retry_at = moment + timedelta(seconds=delay)
+        state = "delivered" if sent.ok else "failed" if retry_at > give_up else "pending"
+        if state == "failed":
+            log.warning(
+                "webhook %d (%s): gave up on event %s after %d attempts over %.1f hours: %s",
+                endpoint.id,
+                endpoint.url,
+                event["id"],
+                delivery.attempts + 1,
+                self.settings.retry_hours,
+                sent.error or f"HTTP {sent.status}",
+            )
+        attempt = {
+            "at": moment,
+            "status": sent.status,
+            "seconds": sent.seconds,
+            "error": sent.error,
+            "response": sent.response,
+        }
+
+        async def settle(conn: AsyncConnection) -> None:
+            await q.finish_attempt(conn, delivery, self.worker, attempt, state, retry_at)
+
+        await self.db.transact(settle)
+
+    async def _send(
+        self,
+        endpoint: q.Endpoint,
+        delivery: q.Claimed,
+        event: dict[str, Any],
+        body: bytes,
+        content_type: str,
+    ) -> Sent:
+        clock = time.monotonic()
+        parts = urlsplit(endpoint.url)
+        if endpoint.namespace is not None and not self.settings.allow_private_targets:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            private = await _resolves_private(parts.hostname or "", port)
+            if private is not None:
+                return Sent(
+                    None,
+                    time.monotonic() - clock,
+                    f"refused: {parts.hostname} is the non-public address {private}; only "
+                    "an admin's global webhook may target one, or set "
+                    "webhooks.allow_private_targets",
+                    None,
+                )
+        headers = {
+            "Content-Type": content_type,
+            "User-Agent": "registry-webhooks/1",
+            "X-Registry-Event": event["action"],
+            "X-Registry-Event-Id": event["id"],
+            "X-Registry-Delivery": str(delivery.id),
+            "X-Registry-Timestamp": str(int(time.time())),
+            "X-Registry-Signature": signature(endpoint.secret, body),
+        }
+        try:
+            r = await self.client.post(endpoint.url, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            return Sent(None, time.monotonic() - clock, f"{type(exc).__name__}: {exc}", None)
+        excerpt = r.content[:EXCERPT].decode("utf-8", "replace")
+        return Sent(r.status_code, time.monotonic() - clock, None, excerpt)
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                timeout=self.settings.timeout_seconds,
+                follow_redirects=False,
+                limits=httpx.Limits(max_connections=CONCURRENCY),
+            )
+        return self._client
+
+    async def prune(self) -> tuple[int, int]:
+        """Delete audit rows and finished deliveries past `audit.retention_days`."""
+        if not self.audit.retention_days:
+            return 0, 0
+        cutoff = now() - timedelta(days=self.audit.retention_days)
+
+        async def delete(conn: AsyncConnection) -> tuple[int, int]:
+            return await event_queries.prune(conn, cutoff)
+
+        return await self.db.transact(delete)
+
+    async def step(self) -> int:
+        """Once: dispatch, deliver, and prune when due; returns the work done."""
+        done = await self.dispatch()
+        done += await self.deliver()
+        clock = time.monotonic()
+        if clock - self._last_prune >= PRUNE_SECONDS:
+            self._last_prune = clock
+            events, deliveries = await self.prune()
+            if events or deliveries:
+                log.info(
+                    "audit retention: deleted %d events and %d finished deliveries older "
+                    "than %g days",
+                    events,
+                    deliveries,
+                    self.audit.retention_days,
+                )
+        return done
+
+    async def run(self) -> None:
+        """The delivery worker of `registry serve`: steps until cancelled, at once again
+        while there is work, else every `webhooks.poll_seconds`."""
+        while True:
+            try:
+                busy = await self.step()
+            except Exception as exc:
+                log.error(
+                    "webhook delivery: a step failed (%s: %s); retrying in %g s",
+                    type(exc).__name__,
+                    exc,
+                    self.settings.poll_seconds,
+                )
+                busy = 0
+            if not busy:
+                await asyncio.sleep(self.settings.poll_seconds)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
