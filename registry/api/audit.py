@@ -116,7 +116,8 @@ async def export(request: Request, query: AuditQuery) -> StreamingResponse:
         while True:
             rows = await registry.audit.search(which, before, EXPORT_BATCH)
             for _, body in rows:
-                yield json.dumps(body, separators=(",", ":")).encode() + b"\n"
+                event = AuditEvent.model_validate(body).model_dump(mode="json")
+                yield json.dumps(event, separators=(",", ":")).encode() + b"\n"
             if len(rows) < EXPORT_BATCH:
                 return
             before = rows[-1][0]

@@ -10,7 +10,8 @@ from typing import Any, Literal
 from pydantic import Field
 from starlette.requests import Request
 
-from registry.api.access import caller_name, owned_by_caller, require_admin, require_owner
+from registry import context
+from registry.api.access import owned_by_caller, require_admin, require_owner
 from registry.api.common import registry_of
 from registry.api.declare import API, Answer, Body, Page, PageQuery
 from registry.errors import Invalid
@@ -182,7 +183,7 @@ async def add_webhook(request: Request, body: NewWebhook) -> CreatedWebhook:
         tags=body.tags,
         secret=body.secret,
         form=body.format,
-        created_by=caller_name(request) or "anonymous",
+        created_by=context.current().actor or "anonymous",
     )
     return CreatedWebhook(**_webhook(endpoint).model_dump(), secret=secret)
 

@@ -387,7 +387,9 @@ class Accounts:
         async with self.db.write() as conn:
             if not await q.delete_robot(conn, name):
                 raise AccountUnknown(f"no robot named {name!r}")
-            await events.record(conn, "robot.delete", detail={"robot": name})
+            # robot$<namespace>+<name>, as the API makes them
+            namespace = name.removeprefix(ROBOT_PREFIX).partition("+")[0] if "+" in name else None
+            await events.record(conn, "robot.delete", namespace=namespace, detail={"robot": name})
 
     async def list_robots(self, namespace: str | None = None) -> list[RobotInfo]:
         async with self.db.read() as conn:

@@ -377,7 +377,8 @@ class Webhooks:
         state = "delivered" if sent.ok else "failed" if retry_at > give_up else "pending"
         if state == "failed":
             log.warning(
-                "webhook %d (%s): gave up on event %s after %d attempts over %.1f hours: %s",
+                "webhook %d (%s): gave up on event %s after %d attempts in %g hours "
+                "(webhooks.retry_hours): %s; it can be sent again from its deliveries",
                 endpoint.id,
                 endpoint.url,
                 event["id"],

@@ -15,6 +15,7 @@ from starlette.applications import Starlette
 
 from registry.auth.accounts import Accounts
 from registry.mediatypes import OCI_MANIFEST
+from registry.metadata.events import AuditFilter
 from tests.api.conftest import PASSWORD
 from tests.helpers import (
     basic,
@@ -142,3 +143,44 @@ async def test_access_matrix(
         got["members"] = str(r.status_code)
         actual[(role, namespace)] = got
     assert actual == {key: value for key, value in TABLE.items() if key[0] == role}
+    await _audited(auth_app, role, creds.get("user", ""), actual, target)
+
+
+async def _audited(
+    app: Starlette,
+    role: str,
+    name: str,
+    actual: dict[tuple[str, str], dict[str, str]],
+    target: str,
+) -> None:
+    """Every change the matrix made is in the audit log, by the caller, from the
+    client's address, with the token it came with; nothing refused is there."""
+    rows = await app.state.registry.audit.search(AuditFilter(actor=name), None, 10_000)
+    mine = [body for _, body in rows if body["request"]["addr"] == "10.0.0.1"]
+
+    def did(action: str, repository: str) -> list[dict[str, object]]:
+        return [
+            e
+            for e in mine
+            if e["action"] == action and e.get("target", {}).get("repository") == repository
+        ]
+
+    for (_, namespace), got in actual.items():
+        deleted = did("delete", f"{namespace}/app")
+        assert len(deleted) == (got["delete"] == "202"), (role, namespace, deleted)
+        mounted = did("mount", f"{target}/copy")
+        assert len(mounted) >= (got["mount"] == "201")
+        members = [e for e in mine if e["action"] == "member.set" and e["namespace"] == namespace]
+        assert len(members) == (got["members"] == "204")
+        for event in deleted + members:
+            assert event["actor"]["name"] == name
+            assert event["actor"]["kind"] == ("robot" if role == "robot" else "user")
+            assert event["actor"]["token"], event  # which token: its jti
+        # The token asked for push: granted or refused, it is audited.
+        asked = f"repository:{namespace}/app:push"
+        tokens = [e for e in mine if e["action"] == "token" and asked in e["detail"]["requested"]]
+        assert [t["outcome"] for t in tokens] == [
+            "success" if got["push"] == "202" else "denied"
+        ], (role, namespace, tokens)
+    if role != "anonymous":
+        assert any(e["action"] == "login" and e["outcome"] == "success" for e in mine)
