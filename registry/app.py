@@ -106,6 +106,7 @@ def _auth_service(settings: Settings, db: Database) -> AuthService:
 
 
 def create_app(settings: Settings) -> Starlette:
+    logs.stamp_request_ids()
     registry = Registry(settings)
 
     @contextlib.asynccontextmanager

@@ -27,11 +27,19 @@ ACCESS_FIELDS = (
 )
 
 
-class _RequestId(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not hasattr(record, "request_id"):
-            record.request_id = context.current().request_id
-        return True
+_plain_records = logging.getLogRecordFactory()
+
+
+def _stamped(*args: Any, **kwargs: Any) -> logging.LogRecord:
+    record = _plain_records(*args, **kwargs)
+    record.request_id = context.current().request_id
+    return record
+
+
+def stamp_request_ids() -> None:
+    """Give every log record the ID of the request it was written for (any handler's:
+    ours, or a test's)."""
+    logging.setLogRecordFactory(_stamped)
 
 
 class TextFormatter(logging.Formatter):
@@ -70,7 +78,7 @@ def configure(level: str, form: str) -> None:
     formatter = JsonFormatter() if form == "json" else TextFormatter()
     formatter.converter = time.gmtime
     handler.setFormatter(formatter)
-    handler.addFilter(_RequestId())
+    stamp_request_ids()
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

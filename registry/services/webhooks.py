@@ -33,7 +33,7 @@ import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
 from typing import Any
 from urllib.parse import urlsplit
@@ -93,6 +93,8 @@ def render(event: dict[str, Any], form: str) -> tuple[bytes, str]:
 def wants(endpoint: q.Endpoint, event: dict[str, Any]) -> bool:
     if event["action"] not in endpoint.events:
         return False
+    if datetime.fromisoformat(event["timestamp"]) < endpoint.created_at:
+        return False  # it happened before the endpoint was added
     if endpoint.namespace is not None and event.get("namespace") != endpoint.namespace:
         return False
     target = event.get("target", {})

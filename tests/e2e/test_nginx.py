@@ -9,6 +9,7 @@ import hashlib
 import os
 import re
 import ssl
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from tests.e2e.images import image_id, layer_tar, make_image, write_docker_archi
 from tests.helpers import basic, parse_challenge
 from tests.peers.nginx import RegistryNginx
 from tests.peers.postgres import PostgresServer
+from tests.peers.receiver import Receiver
 from tests.peers.registry import RegistryProcess
 from tests.peers.tls import self_signed
 
@@ -162,3 +164,62 @@ def test_the_health_endpoint_answers_through_nginx(stack: Stack) -> None:
     r = httpx.get(f"{stack.nginx.url}/health")
     assert r.status_code == 200
     assert r.json() == {"status": "ok"}
+
+
+def test_audit_events_name_the_client_and_nginx_request_id(stack: Stack) -> None:
+    """Through nginx: the audit row has the client address nginx forwards (a hop in
+    front of nginx included) and nginx's request id, which the answer carries too."""
+    headers = {**basic("admin", ADMIN_PASSWORD), "X-Forwarded-For": "198.51.100.7"}
+    data = os.urandom(1000)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    with httpx.Client(base_url=stack.nginx.url, headers=headers) as client:
+        r = client.post(
+            "/v2/admin/audited/blobs/uploads/",
+            params={"digest": digest},
+            content=data,
+            headers={"X-Request-ID": "chosen-by-the-client"},
+        )
+        assert r.status_code == 201, r.text
+        request_id = r.headers["x-request-id"]
+        assert re.fullmatch(r"[0-9a-f]{32}", request_id), request_id  # nginx's, not ours
+        found = client.get("/api/v1/audit", params={"action": "push", "namespace": "admin"}).json()[
+            "events"
+        ]
+    (pushed,) = [e for e in found if e["target"]["digest"] == digest]
+    assert pushed["request"]["addr"] == "198.51.100.7"
+    assert pushed["request"]["id"] == request_id
+    assert pushed["actor"] == {"name": "admin", "kind": "user", "token": None}
+
+
+def test_two_replicas_deliver_each_webhook_event_once_in_order(stack: Stack) -> None:
+    receiver = Receiver()
+    auth = basic("admin", ADMIN_PASSWORD)
+    try:
+        with httpx.Client(base_url=stack.nginx.url, headers=auth) as client:
+            r = client.post("/api/v1/webhooks", json={"url": receiver.url, "events": ["push"]})
+            assert r.status_code == 201, r.text
+            hook = r.json()
+            pushed = []
+            for i in range(12):  # round-robin: every other request on each replica
+                data = f"replicated {i}".encode()
+                digest = "sha256:" + hashlib.sha256(data).hexdigest()
+                r = client.post(
+                    "/v2/admin/hooked/blobs/uploads/", params={"digest": digest}, content=data
+                )
+                assert r.status_code == 201
+                pushed.append(digest)
+            deadline = time.monotonic() + 30
+            while len(receiver.accepted()) < len(pushed) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            time.sleep(1.5)  # a second send would come within a poll
+            attempts = client.get(
+                f"/api/v1/webhooks/{hook['id']}/attempts", params={"n": 100}
+            ).json()["attempts"]
+            client.delete(f"/api/v1/webhooks/{hook['id']}")
+        events = [r.event for r in receiver.received]
+        assert [e["target"]["digest"] for e in events] == pushed
+        assert len({e["id"] for e in events}) == len(pushed)
+        assert all(r.signed_with(hook["secret"]) for r in receiver.received)
+        assert len(attempts) == len(pushed)
+    finally:
+        receiver.close()
