@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
-from registry import logs
+from registry import logs, metrics
 from registry.api.errors import HANDLERS
 from registry.api.forwarded import ForwardedHeaders
 from registry.api.limits import RequestLimits
@@ -114,6 +114,7 @@ def create_app(settings: Settings) -> Starlette:
         # Background work of every process: garbage collection shares its queue with
         # the other workers and replicas through the database.
         # Pull counts are flushed from memory by each process.
+        metrics.forget_dead_workers()
         workers = [asyncio.create_task(registry.pulls.run())]
         if settings.gc.interval_seconds:
             workers.append(asyncio.create_task(registry.gc.run()))

@@ -8,13 +8,15 @@ import contextlib
 import logging
 import os
 import resource
+import shutil
 import sys
-from collections.abc import Awaitable, Callable
+import tempfile
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import TypeVar
 
-from registry import __version__, cli_accounts, logs
+from registry import __version__, cli_accounts, logs, metrics
 from registry.app import Registry
 from registry.auth.accounts import Accounts
 from registry.auth.tokens import authority_from_settings
@@ -284,6 +286,27 @@ def _raise_open_files_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
+@contextlib.contextmanager
+def _metrics_folder(workers: int) -> Iterator[None]:
+    """With several workers, Prometheus metrics go through files in a folder they share
+    (registry/metrics.py): the operator's PROMETHEUS_MULTIPROC_DIR, emptied, or a
+    temporary one, removed at the end."""
+    if workers < 2:
+        yield
+        return
+    given = os.environ.get(metrics.MULTIPROC_ENV)
+    folder = Path(given) if given else Path(tempfile.mkdtemp(prefix="registry-metrics-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.db"):
+        stale.unlink()
+    os.environ[metrics.MULTIPROC_ENV] = str(folder)
+    try:
+        yield
+    finally:
+        if not given:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def _serve(settings: Settings, config_path: str | None) -> int:
     import uvicorn
 
@@ -311,22 +334,23 @@ def _serve(settings: Settings, config_path: str | None) -> int:
         settings.http.port,
         os.path.abspath(settings.data_dir),
     )
-    uvicorn.run(
-        "registry.app:app_from_environment",
-        factory=True,
-        host=settings.http.host,
-        port=settings.http.port,
-        workers=settings.http.workers,
-        log_level=settings.log_level,
-        # Logging is ours (registry/logs.py), in this process and in each worker; so
-        # is the access line (api/observe.py).
-        log_config=None,
-        access_log=False,
-        proxy_headers=False,
-        server_header=False,
-        timeout_keep_alive=settings.http.keepalive_seconds,
-        http="registry.server:GuardedProtocol",
-    )
+    with _metrics_folder(settings.http.workers):
+        uvicorn.run(
+            "registry.app:app_from_environment",
+            factory=True,
+            host=settings.http.host,
+            port=settings.http.port,
+            workers=settings.http.workers,
+            log_level=settings.log_level,
+            # Logging is ours (registry/logs.py), in this process and in each worker; so
+            # is the access line (api/observe.py).
+            log_config=None,
+            access_log=False,
+            proxy_headers=False,
+            server_header=False,
+            timeout_keep_alive=settings.http.keepalive_seconds,
+            http="registry.server:GuardedProtocol",
+        )
     return 0
 
 

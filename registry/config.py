@@ -212,6 +212,15 @@ class WebhookSettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    # Who may read /metrics: admin (an admin's credentials, as the API), token (a
+    # Bearer token equal to `token`, for Prometheus's `authorization`), or open (anyone:
+    # when only an internal network reaches the replicas; nginx does not pass /metrics).
+    access: str = "admin"
+    token: str = ""
+
+
+@dataclass(frozen=True)
 class AuditSettings:
     # Audit rows (and delivered webhook events) older than this are deleted; 0: never.
     retention_days: float = 90
@@ -240,6 +249,7 @@ class Settings:
     gc: GcSettings = field(default_factory=GcSettings)
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
     @property
     def database_url(self) -> str:
@@ -470,6 +480,15 @@ def _validate(s: Settings) -> None:
         timeout_seconds=0.1,
     )
     _at_least("audit", s.audit, retention_days=0)
+    if s.metrics.access not in {"admin", "token", "open"}:
+        raise ConfigError(
+            f"config: metrics.access: must be admin, token or open, got {s.metrics.access!r}"
+        )
+    if s.metrics.access == "token" and len(s.metrics.token) < 16:
+        raise ConfigError(
+            "config: metrics.token: metrics.access is token, so set a token of at least 16 "
+            "characters (REGISTRY_METRICS_TOKEN or REGISTRY_METRICS_TOKEN_FILE)"
+        )
     if s.mirror.enabled:
         _validate_mirror(s.mirror)
     url = s.database_url

@@ -202,3 +202,15 @@ def pause_after(
 
     monkeypatch.setattr(module, name, pausing)
     return paused, release
+
+
+def scraped(text: str) -> dict[str, float]:
+    """A Prometheus exposition as {'name{label="v",...}': value}, labels sorted."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            found[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return found

@@ -1,22 +1,15 @@
-"""State for operators: GET /api/v1/mirror (JSON), GET /metrics
-(Prometheus text: garbage collection's counters, and the mirror's if it is one). All are
-for admins when auth is on."""
+"""The mirror's state for operators: GET /api/v1/mirror (admins, when auth is on)."""
 
 from __future__ import annotations
 
 from pydantic import Field
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
 
 from registry.api.access import require_admin
 from registry.api.common import registry_of
 from registry.api.declare import API, Answer
 from registry.errors import RouteUnknown
-from registry.proxy.counters import COUNTERS
 from registry.proxy.mirror import Mirror
-from registry.services.gc import GC_COUNTERS
-
-PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
 
 async def _admin_mirror(request: Request) -> Mirror:
@@ -66,27 +59,3 @@ async def status(request: Request) -> MirrorStatus:
         stored=await mirror.cache_summary(),
         counters=await mirror.counters.totals(),
     )
-
-
-async def metrics(request: Request) -> Response:
-    await require_admin(request, "read the metrics")
-    registry = registry_of(request)
-    lines: list[str] = []
-
-    def counter(metric: str, help_text: str, value: int) -> None:
-        lines.extend([f"# HELP {metric} {help_text}.", f"# TYPE {metric} counter"])
-        lines.append(f"{metric} {value}")
-
-    gc = await registry.gc.totals()
-    for name, help_text in GC_COUNTERS.items():
-        counter(f"registry_{name}_total", help_text, gc[name])
-    lines += [
-        "# HELP registry_gc_queue_blobs Blobs queued for garbage collection to look at.",
-        "# TYPE registry_gc_queue_blobs gauge",
-        f"registry_gc_queue_blobs {await registry.gc.queued()}",
-    ]
-    if registry.mirror is not None:
-        totals = await registry.mirror.counters.totals()
-        for name, help_text in COUNTERS.items():
-            counter(f"registry_mirror_{name}_total", help_text, totals[name])
-    return PlainTextResponse("\n".join(lines) + "\n", media_type=PROMETHEUS_TEXT)

@@ -1,6 +1,6 @@
 """What every request passes through first: its context (registry.context: a request
 ID, the client's address, then who the caller is), an `X-Request-ID` on the answer, and
-one access log line when it ends.
+when it ends its metrics (registry.metrics) and one access log line.
 
 A request ID comes from the client only through a trusted proxy (api/forwarded.py marks
 those requests), which is how nginx's `$request_id` reaches our logs; otherwise one is
@@ -18,8 +18,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from registry.api.forwarded import TRUSTED_PEER
 from registry.context import Context, using
+from registry.metrics import (
+    HTTP_DURATION,
+    HTTP_IN_FLIGHT,
+    HTTP_REQUEST_BYTES,
+    HTTP_REQUESTS,
+    HTTP_RESPONSE_BYTES,
+)
 
 access = logging.getLogger("registry.access")
+# Methods are labels of the request metrics as they are; any other is "other".
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # What a request ID from a proxy may look like: nginx's are 32 hex digits.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
@@ -73,19 +82,34 @@ class Observe:
             await send(message)
 
         start = time.perf_counter()
+        HTTP_IN_FLIGHT.inc()
         with using(ctx):
             try:
                 await self.app(scope, counting_receive, stamping_send)
             finally:
+                HTTP_IN_FLIGHT.dec()
+                seconds = time.perf_counter() - start
+                route = getattr(scope.get("route"), "path", None) or "unmatched"
+                method = ctx.method if ctx.method in _METHODS else "other"
+                HTTP_REQUESTS.labels(method, route, str(status)).inc()
+                HTTP_DURATION.labels(method, route).observe(seconds)
+                if received:
+                    HTTP_REQUEST_BYTES.labels(route).inc(received)
+                if sent:
+                    HTTP_RESPONSE_BYTES.labels(route).inc(sent)
                 if self.access_log:
-                    self._log(scope, ctx, status, received, sent, time.perf_counter() - start)
+                    self._log(scope, ctx, route, status, received, sent, seconds)
 
     @staticmethod
     def _log(
-        scope: Scope, ctx: Context, status: int, received: int, sent: int, seconds: float
+        scope: Scope,
+        ctx: Context,
+        template: str,
+        status: int,
+        received: int,
+        sent: int,
+        seconds: float,
     ) -> None:
-        route = scope.get("route")
-        template = getattr(route, "path", None) or "unmatched"
         path = scope.get("raw_path", b"").decode("latin-1") or scope["path"]
         user = ctx.actor or "-"
         ms = round(seconds * 1000, 2)

@@ -12,7 +12,8 @@ from registry.api import (  # the /api/v1/ modules declare their operations on i
     lifecycle,  # noqa: F401
     manifests,
     me,  # noqa: F401
-    mirror,
+    metrics,
+    mirror,  # noqa: F401
     referrers,
     repositories,  # noqa: F401
     tags,
@@ -52,7 +53,7 @@ ROUTES = [
     ),
     Route("/token", token.token, methods=["GET", "POST"]),
     Route("/health", base.health, methods=["GET"]),
-    Route("/metrics", mirror.metrics, methods=["GET"]),
+    Route("/metrics", metrics.metrics, methods=["GET"]),
     Route("/api/v1/openapi.json", openapi, methods=["GET"]),
     *API.routes(),
 ]

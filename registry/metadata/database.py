@@ -14,8 +14,9 @@ import logging
 import os
 import random
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, TypeVar
 
 from anyio import to_thread
@@ -25,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from sqlalchemy.util import greenlet_spawn
 
 from registry.errors import Unavailable
+from registry.metrics import DB_DURATION, DB_IN_USE, DB_WAITING, statement_name
 
 log = logging.getLogger("registry.database")
 
@@ -69,6 +71,32 @@ def _outage(exc: BaseException) -> bool:
     return isinstance(state, str) and state[:2] in _OUTAGE_STATES
 
 
+@contextmanager
+def _waiting() -> Iterator[None]:
+    DB_WAITING.inc()
+    try:
+        yield
+    finally:
+        DB_WAITING.dec()
+
+
+def _before_execute(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+    conn.info.setdefault("registry_started", []).append(time.perf_counter())
+
+
+def _after_execute(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+    started = conn.info["registry_started"].pop()
+    DB_DURATION.labels(statement_name(statement)).observe(time.perf_counter() - started)
+
+
+def _checked_out(*args: Any) -> None:
+    DB_IN_USE.inc()
+
+
+def _checked_in(*args: Any) -> None:
+    DB_IN_USE.dec()
+
+
 class Database:
     def __init__(
         self,
@@ -106,6 +134,10 @@ class Database:
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_connect)
             event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
+        event.listen(self.engine.sync_engine, "before_cursor_execute", _before_execute)
+        event.listen(self.engine.sync_engine, "after_cursor_execute", _after_execute)
+        event.listen(self.engine.sync_engine.pool, "checkout", _checked_out)
+        event.listen(self.engine.sync_engine.pool, "checkin", _checked_in)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -121,7 +153,7 @@ class Database:
     async def driver(self) -> AsyncIterator[Any]:
         """The driver's own connection (aiosqlite or asyncpg) from the pool, for statements
         sent to it directly (hot.py): no SQLAlchemy Connection is built around it."""
-        with _outages():
+        with _outages(), _waiting():
             pooled = await self.engine.raw_connection()
         try:
             with _outages():
@@ -173,8 +205,16 @@ class Database:
         if self._writers is None:
             yield
             return
-        async with self._writers.turn():
-            yield
+        DB_WAITING.inc()
+        waiting = True
+        try:
+            async with self._writers.turn():
+                DB_WAITING.dec()
+                waiting = False
+                yield
+        finally:
+            if waiting:
+                DB_WAITING.dec()
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[AsyncConnection]:
@@ -196,7 +236,7 @@ class Database:
     async def _connect(self) -> AsyncConnection:
         conn = self.engine.connect()
         # (asyncpg lets a refused connection through as a bare OSError.)
-        with _outages():
+        with _outages(), _waiting():
             return await conn.start()
 
     async def close(self) -> None:

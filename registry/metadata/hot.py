@@ -16,6 +16,7 @@ from typing import Any
 from registry.metadata.database import Database
 from registry.metadata.models import now as now_utc
 from registry.metadata.queries import StoredManifest
+from registry.metrics import DB_DURATION, timed
 
 _MANIFEST = "SELECT m.digest, m.media_type, m.content, m.repository_id, m.id FROM manifests m "
 _SQL = {
@@ -131,9 +132,10 @@ class HotQueries:
         text, order = self._sql[name]
         values = [self._bind(params[key]) for key in order]
         async with self.db.driver() as driver:
-            if self.db.is_sqlite:
-                return list(await driver.execute_fetchall(text, values))
-            return list(await driver.fetch(text, *values))
+            with timed(DB_DURATION, name):
+                if self.db.is_sqlite:
+                    return list(await driver.execute_fetchall(text, values))
+                return list(await driver.fetch(text, *values))
 
     async def write(self, *steps: tuple[str, dict[str, Any]]) -> int:
         """Run write statements, in order, in one transaction; returns the rows the last
@@ -144,18 +146,21 @@ class HotQueries:
             text, order = self._sql[name]
             given = {"now": moment, **params}
             statements.append((text, [self._bind(given[key]) for key in order]))
+        label = "+".join(name for name, _ in steps)
         if not self.db.is_sqlite:
-            return await self.db.retrying(lambda: self._postgres_write(statements))
+            with timed(DB_DURATION, label):
+                return await self.db.retrying(lambda: self._postgres_write(statements))
         async with self.db.writer_turn(), self.db.driver() as driver:
-            await driver.execute("BEGIN IMMEDIATE")
-            try:
-                for text, values in statements:
-                    cursor = await driver.execute(text, values)
-            except BaseException:
-                await driver.execute("ROLLBACK")
-                raise
-            await driver.execute("COMMIT")
-            return int(cursor.rowcount)
+            with timed(DB_DURATION, label):
+                await driver.execute("BEGIN IMMEDIATE")
+                try:
+                    for text, values in statements:
+                        cursor = await driver.execute(text, values)
+                except BaseException:
+                    await driver.execute("ROLLBACK")
+                    raise
+                await driver.execute("COMMIT")
+                return int(cursor.rowcount)
 
     async def _postgres_write(self, statements: list[tuple[str, list[Any]]]) -> int:
         async with self.db.driver() as driver, driver.transaction():

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, case, delete, or_, select, update
+from sqlalchemy import Table, and_, bindparam, case, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
@@ -412,6 +412,10 @@ async def referrers(
 async def uploads_idle_since(conn: AsyncConnection, cutoff: datetime) -> list[str]:
     """Sessions that have not moved since `cutoff`."""
     return list((await conn.scalars(select(Upload.id).where(Upload.updated_at < cutoff))).all())
+
+
+async def upload_count(conn: AsyncConnection) -> int:
+    return int(await conn.scalar(select(func.count()).select_from(Upload)) or 0)
 
 
 async def upload_ids(conn: AsyncConnection) -> set[str]:

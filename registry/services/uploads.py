@@ -192,6 +192,11 @@ class UploadService:
         await self._check(repository, upload_id)
         await self._discard(upload_id)
 
+    async def in_progress(self) -> int:
+        """Upload sessions open, over every process."""
+        async with self.db.read() as conn:
+            return await queries.upload_count(conn)
+
     async def purge(self, idle: timedelta) -> int:
         """End sessions idle for longer than `idle`, and remove upload bytes that belong
         to no session (left by a crash) once they are that old. Returns sessions ended."""

@@ -48,6 +48,7 @@ from registry.metadata import events as event_queries
 from registry.metadata import webhooks as q
 from registry.metadata.database import Database
 from registry.metadata.models import now
+from registry.metrics import WEBHOOK_ATTEMPTS, WEBHOOK_DURATION
 
 log = logging.getLogger("registry.webhooks")
 
@@ -377,6 +378,9 @@ class Webhooks:
         ) * random.uniform(0.5, 1.0)
         retry_at = moment + timedelta(seconds=delay)
         state = "delivered" if sent.ok else "failed" if retry_at > give_up else "pending"
+        outcome = {"delivered": "delivered", "failed": "failed"}.get(state, "retried")
+        WEBHOOK_ATTEMPTS.labels(outcome).inc()
+        WEBHOOK_DURATION.observe(sent.seconds)
         if state == "failed":
             log.warning(
                 "webhook %d (%s): gave up on event %s after %d attempts in %g hours "

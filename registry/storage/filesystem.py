@@ -26,6 +26,7 @@ from typing import Any, BinaryIO, ParamSpec, TypeVar
 from anyio import to_thread
 
 from registry.digest import Digest
+from registry.metrics import measured_store
 from registry.storage.base import (
     BlobNotFound,
     BlobStore,
@@ -73,6 +74,7 @@ def _disk_errors(
     return run
 
 
+@measured_store("filesystem")
 class FilesystemStore(BlobStore):
     def __init__(self, root: Path, *, fsync: bool = True) -> None:
         self.root = root

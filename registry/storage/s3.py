@@ -34,6 +34,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from registry.config import S3Settings
 from registry.digest import Digest
+from registry.metrics import measured_store
 from registry.storage.base import (
     BlobNotFound,
     BlobStore,
@@ -59,6 +60,7 @@ class _Segment:
     key: str
 
 
+@measured_store("s3")
 class S3Store(BlobStore):
     def __init__(self, settings: S3Settings) -> None:
         self.settings = settings

@@ -41,7 +41,7 @@ def test_push_pull_by_tag_and_digest(
     blob_gets = [
         line for line in registry_process.log.read_text().splitlines() if "/blobs/sha256" in line
     ]
-    redirected = [line for line in blob_gets if '"GET ' in line and " 307 " in line]
+    redirected = [line for line in blob_gets if "access: GET " in line and " 307 " in line]
     assert bool(redirected) == registry_process.redirects, blob_gets
     docker.run("rmi", ref)
     by_digest = f"{registry_process.host}/team/app@{digest}"

@@ -54,6 +54,11 @@ class RegistryProcess:
         self.stop()
         self.start()
 
+    def answered(self, method: str, path: str, status: int | None = None) -> int:
+        """Requests its access log shows (`path` as sent, query left out), of a status."""
+        line = f"registry.access: {method} {path} " + (f"{status} " if status else "")
+        return sum(line in entry for entry in self.log.read_text().splitlines())
+
     def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         """Run a `registry` command against this server's settings."""
         result = subprocess.run(

@@ -1,0 +1,261 @@
+"""Prometheus metrics of this process, with prometheus_client.
+
+With several uvicorn workers, `registry serve` points PROMETHEUS_MULTIPROC_DIR at a fresh
+folder before the workers start (cli.py), so each worker writes its values to files
+there and a scrape, whichever worker takes it, adds them all up (multiprocess mode).
+Each replica answers for its own processes: Prometheus scrapes every replica. What the
+database knows for the whole registry (garbage collection's and the mirror's totals,
+webhook backlogs, upload sessions) is read at scrape time (api/metrics.py) and is the
+same from every replica: aggregate it with max(), not sum().
+
+Labels are bounded: routes are templates (`/v2/{name:path}/manifests/{reference}`),
+statements are names or `verb table`, never a repository, tag or digest.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import contextmanager
+from functools import lru_cache, wraps
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+if os.environ.get(MULTIPROC_ENV):
+    # Values live in files there from the first metric made below.
+    os.makedirs(os.environ[MULTIPROC_ENV], exist_ok=True)
+# Request latencies: from a cached manifest (a millisecond) to a layer (minutes).
+_HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+_FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5)
+
+HTTP_REQUESTS = Counter(
+    "registry_http_requests_total",
+    "HTTP requests answered, by method, route template and status code.",
+    ["method", "route", "code"],
+)
+HTTP_DURATION = Histogram(
+    "registry_http_request_duration_seconds",
+    "Time from a request's arrival to the end of its answer, by method and route.",
+    ["method", "route"],
+    buckets=_HTTP_BUCKETS,
+)
+HTTP_IN_FLIGHT = Gauge(
+    "registry_http_in_flight_requests",
+    "Requests being served now.",
+    multiprocess_mode="livesum",
+)
+HTTP_REQUEST_BYTES = Counter(
+    "registry_http_request_bytes_total", "Bytes of request bodies, by route.", ["route"]
+)
+HTTP_RESPONSE_BYTES = Counter(
+    "registry_http_response_bytes_total",
+    "Bytes of response bodies sent by the registry itself (not by nginx or S3), by route.",
+    ["route"],
+)
+STORAGE_DURATION = Histogram(
+    "registry_storage_operation_duration_seconds",
+    "Blob store operations, by driver and operation (reads: to the last byte).",
+    ["driver", "operation"],
+    buckets=_FAST_BUCKETS,
+)
+STORAGE_ERRORS = Counter(
+    "registry_storage_operation_errors_total",
+    "Blob store operations that failed, by driver and operation.",
+    ["driver", "operation"],
+)
+STORAGE_UPLOADED = Counter(
+    "registry_storage_uploaded_bytes_total", "Bytes written to the blob store.", ["driver"]
+)
+STORAGE_DOWNLOADED = Counter(
+    "registry_storage_downloaded_bytes_total", "Bytes read from the blob store.", ["driver"]
+)
+DB_DURATION = Histogram(
+    "registry_db_query_duration_seconds",
+    "Database statements, by name (the hot queries) or verb and table.",
+    ["statement"],
+    buckets=_FAST_BUCKETS,
+)
+DB_IN_USE = Gauge(
+    "registry_db_connections_in_use",
+    "Database connections checked out of the pools.",
+    multiprocess_mode="livesum",
+)
+DB_WAITING = Gauge(
+    "registry_db_connections_waiting",
+    "Tasks waiting for a database connection (or, on SQLite, the writer's turn).",
+    multiprocess_mode="livesum",
+)
+WEBHOOK_ATTEMPTS = Counter(
+    "registry_webhook_attempts_total",
+    "Webhook delivery attempts, by outcome (delivered, retried, failed, refused).",
+    ["outcome"],
+)
+WEBHOOK_DURATION = Histogram(
+    "registry_webhook_attempt_duration_seconds",
+    "Time of a webhook delivery attempt, to the end of the receiver's answer.",
+    buckets=_HTTP_BUCKETS,
+)
+
+
+def exposition(extra: CollectorRegistry | None = None) -> bytes:
+    """This process's metrics (every worker's, in multiprocess mode), then `extra`."""
+    if os.environ.get(MULTIPROC_ENV):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        text = generate_latest(registry)
+    else:
+        from prometheus_client import REGISTRY
+
+        text = generate_latest(REGISTRY)
+    return text + (generate_latest(extra) if extra is not None else b"")
+
+
+def forget_dead_workers() -> None:
+    """Drop the live gauges of worker processes that are gone (a worker uvicorn
+    restarted after a crash), so in-flight counts do not keep theirs."""
+    folder = os.environ.get(MULTIPROC_ENV)
+    if not folder:
+        return
+    for path in Path(folder).glob("gauge_livesum_*.db"):
+        pid = int(path.stem.rsplit("_", 1)[1])
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            multiprocess.mark_process_dead(pid, folder)
+        except PermissionError:
+            pass
+
+
+_VERB_TABLE = re.compile(
+    r"^\s*(SELECT|INSERT|UPDATE|DELETE|WITH|BEGIN|COMMIT|ROLLBACK|PRAGMA)\b"
+    r"(?:.*?\b(?:FROM|INTO|UPDATE)\s+\"?(\w+))?",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+@lru_cache(maxsize=4096)
+def statement_name(sql: str) -> str:
+    """`select blobs`, `insert events`: a bounded label for a SQL statement."""
+    found = _VERB_TABLE.match(sql)
+    if found is None:
+        return "other"
+    verb, table = found.group(1).lower(), found.group(2)
+    return f"{verb} {table.lower()}" if table else verb
+
+
+@contextmanager
+def timed(histogram: Histogram, *labels: str) -> Any:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        histogram.labels(*labels).observe(time.perf_counter() - start)
+
+
+def measured_store(driver: str) -> Callable[[type], type]:
+    """A class decorator for a BlobStore: time its operations, count their failures,
+    and count the bytes that go in and out."""
+
+    def wrap_call(name: str, method: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+        duration = STORAGE_DURATION.labels(driver, name)
+        errors = STORAGE_ERRORS.labels(driver, name)
+
+        @wraps(method)
+        async def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                result = await method(self, *args, **kwargs)
+            except Exception:
+                errors.inc()
+                raise
+            finally:
+                duration.observe(time.perf_counter() - start)
+            return result
+
+        return call
+
+    def wrap_stream(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+        duration = STORAGE_DURATION.labels(driver, name)
+        errors = STORAGE_ERRORS.labels(driver, name)
+        downloaded = STORAGE_DOWNLOADED.labels(driver)
+
+        @wraps(method)
+        async def stream(self: Any, *args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                async for piece in method(self, *args, **kwargs):
+                    downloaded.inc(len(piece))
+                    yield piece
+            except Exception:
+                errors.inc()
+                raise
+            finally:
+                duration.observe(time.perf_counter() - start)
+
+        return stream
+
+    def wrap_writes(method: Callable[..., Awaitable[Any]], chunks_at: int) -> Callable[..., Any]:
+        uploaded = STORAGE_UPLOADED.labels(driver)
+
+        @wraps(method)
+        async def write(self: Any, *args: Any, **kwargs: Any) -> Any:
+            args = list(args)  # type: ignore[assignment]
+            if len(args) > chunks_at:
+                args[chunks_at] = _counting(args[chunks_at], uploaded)  # type: ignore[index]
+            elif "chunks" in kwargs:
+                kwargs["chunks"] = _counting(kwargs["chunks"], uploaded)
+            return await method(self, *args, **kwargs)
+
+        return write
+
+    def wrap_put(method: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+        uploaded = STORAGE_UPLOADED.labels(driver)
+
+        @wraps(method)
+        async def put(self: Any, digest: Any, data: bytes) -> Any:
+            await method(self, digest, data)
+            uploaded.inc(len(data))
+
+        return put
+
+    def decorate(cls: type) -> type:
+        # The byte counters wrap the chunks first; the timers wrap the whole call.
+        cls.write_blob = wrap_writes(cls.write_blob, 1)  # type: ignore[attr-defined]
+        cls.upload_append = wrap_writes(cls.upload_append, 2)  # type: ignore[attr-defined]
+        cls.put_bytes = wrap_put(cls.put_bytes)  # type: ignore[attr-defined]
+        for name in (
+            "stat",
+            "read_bytes",
+            "put_bytes",
+            "write_blob",
+            "delete",
+            "upload_start",
+            "upload_size",
+            "upload_append",
+            "upload_commit",
+            "upload_cancel",
+        ):
+            setattr(cls, name, wrap_call(name, getattr(cls, name)))
+        for name in ("read", "upload_read"):
+            setattr(cls, name, wrap_stream(name, getattr(cls, name)))
+        return cls
+
+    return decorate
+
+
+async def _counting(chunks: Any, counter: Counter) -> Any:
+    async for piece in chunks:
+        counter.inc(len(piece))
+        yield piece
