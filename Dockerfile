@@ -23,6 +23,6 @@ WORKDIR /data
 VOLUME /data
 EXPOSE 5000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
-  CMD ["python", "-c", "import os, sys, urllib.request; port = os.environ.get('REGISTRY_HTTP_PORT', '5000'); sys.exit(urllib.request.urlopen(f'http://127.0.0.1:{port}/health', timeout=2).status != 200)"]
+  CMD ["python", "-c", "import os, sys, urllib.request; port = os.environ.get('REGISTRY_HTTP_PORT', '5000'); sys.exit(urllib.request.urlopen(f'http://127.0.0.1:{port}/ready', timeout=2).status != 200)"]
 ENTRYPOINT ["registry"]
 CMD ["serve"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import getpass
 import logging
 import os
 import resource
@@ -16,7 +17,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TypeVar
 
-from registry import __version__, cli_accounts, logs, metrics
+from registry import __version__, cli_accounts, cli_webhooks, context, logs, metrics
 from registry.app import Registry
 from registry.auth.accounts import Accounts
 from registry.auth.tokens import authority_from_settings
@@ -85,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         "write a manifest's missing bytes again from the database",
     )
     cli_accounts.add_commands(commands, common)
+    cli_webhooks.add_commands(commands, common)
     args = parser.parse_args(argv)
 
     try:
@@ -114,7 +116,11 @@ def main(argv: list[str] | None = None) -> int:
         _migrate(settings, quiet=True)
         return _check(settings, args.repair)
     _migrate(settings, quiet=True)
-    return cli_accounts.run(settings, args)
+    # What the commands change is audited as done by the operator at this shell.
+    with context.using(context.Context(actor=f"cli:{_operator()}")):
+        if getattr(args, "webhooks", False):
+            return cli_webhooks.run(settings, args)
+        return cli_accounts.run(settings, args)
 
 
 def _migrate(settings: Settings, quiet: bool = False) -> None:
@@ -284,6 +290,14 @@ def _raise_open_files_limit() -> None:
     if soft < wanted:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
+def _operator() -> str:
+    """Who runs the command, as the system names them."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a container's uid with no passwd entry
+        return str(os.getuid())
 
 
 @contextlib.contextmanager

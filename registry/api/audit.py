@@ -15,7 +15,7 @@ from starlette.responses import StreamingResponse
 
 from registry.api.access import owned_by_caller
 from registry.api.common import registry_of
-from registry.api.declare import API, Answer, Page, PageQuery
+from registry.api.declare import API, Answer, Page, PageQuery, id_key
 from registry.errors import Denied, Invalid
 from registry.metadata.events import AuditFilter
 
@@ -73,14 +73,6 @@ async def _filter(request: Request, query: AuditQuery) -> AuditFilter:
     )
 
 
-def _before(last: str | None) -> int | None:
-    if last is None:
-        return None
-    if not last.isdigit():
-        raise Invalid({"last": last[:50]}, message="last: expected the key of a Link header")
-    return int(last)
-
-
 @API.operation(
     "GET",
     "/api/v1/audit",
@@ -93,7 +85,7 @@ def _before(last: str | None) -> int | None:
 async def audit(request: Request, query: AuditQuery) -> Page[AuditEvent]:
     which = await _filter(request, query)
     limit = query.n or 100
-    rows = await registry_of(request).audit.search(which, _before(query.last), limit + 1)
+    rows = await registry_of(request).audit.search(which, id_key(query.last), limit + 1)
     found = [AuditEvent.model_validate(body) for _, body in rows[:limit]]
     more = len(rows) > limit
     return Page(found, str(rows[limit - 1][0]) if more else None, limit)
@@ -112,7 +104,7 @@ async def export(request: Request, query: AuditQuery) -> StreamingResponse:
     registry = registry_of(request)
 
     async def lines() -> AsyncIterator[bytes]:
-        before = _before(query.last)
+        before = id_key(query.last)
         while True:
             rows = await registry.audit.search(which, before, EXPORT_BATCH)
             for _, body in rows:

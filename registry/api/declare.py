@@ -82,6 +82,15 @@ class PageQuery(Query):
     last: str | None = Field(None, description="the last item of the page before")
 
 
+def id_key(last: str | None) -> int | None:
+    """The `last` of a list keyed by row ids (newest first): the id to go below."""
+    if last is None:
+        return None
+    if not last.isdigit():
+        raise Invalid({"last": last[:50]}, message="last: expected the key of a Link header")
+    return min(int(last), 2**63 - 1)  # past every id column, and within its type
+
+
 @dataclass(frozen=True)
 class Page(Generic[M]):
     """One page of a list: `last` is the key to ask for the next page with, or None

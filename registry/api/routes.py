@@ -53,6 +53,7 @@ ROUTES = [
     ),
     Route("/token", token.token, methods=["GET", "POST"]),
     Route("/health", base.health, methods=["GET"]),
+    Route("/ready", base.ready, methods=["GET"]),
     Route("/metrics", metrics.metrics, methods=["GET"]),
     Route("/api/v1/openapi.json", openapi, methods=["GET"]),
     *API.routes(),

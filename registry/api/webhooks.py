@@ -13,7 +13,7 @@ from starlette.requests import Request
 from registry import context
 from registry.api.access import owned_by_caller, require_admin, require_owner
 from registry.api.common import registry_of
-from registry.api.declare import API, Answer, Body, Page, PageQuery
+from registry.api.declare import API, Answer, Body, Page, PageQuery, id_key
 from registry.errors import Invalid
 from registry.metadata.events import WEBHOOK_ACTIONS
 from registry.metadata.models import utc
@@ -106,14 +106,6 @@ class DeliveryQuery(PageQuery):
 def _webhook(endpoint: Endpoint) -> Webhook:
     fields = {k: getattr(endpoint, k) for k in Webhook.model_fields if k != "events"}
     return Webhook(**fields, events=list(endpoint.events))
-
-
-def _before(query: PageQuery) -> int | None:
-    if query.last is None:
-        return None
-    if not query.last.isdigit():
-        raise Invalid({"last": query.last[:50]}, message="last: expected an id from a Link")
-    return int(query.last)
 
 
 def _page(items: list[Any], limit: int) -> Page[Any]:
@@ -249,7 +241,7 @@ async def deliveries(
 ) -> Page[Delivery]:
     limit = query.n or 100
     rows = await registry_of(request).webhooks.deliveries(
-        ident, query.state, _before(query), limit + 1
+        ident, query.state, id_key(query.last), limit + 1
     )
     found = [
         Delivery(
@@ -289,7 +281,7 @@ async def attempts(
     request: Request, ident: int, caller: Endpoint, query: PageQuery
 ) -> Page[LoggedAttempt]:
     limit = query.n or 100
-    rows = await registry_of(request).webhooks.attempts(ident, _before(query), limit + 1)
+    rows = await registry_of(request).webhooks.attempts(ident, id_key(query.last), limit + 1)
     found = [
         LoggedAttempt(
             **_attempt(row).model_dump(),

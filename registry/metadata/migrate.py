@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import fcntl
+from functools import cache
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 
@@ -31,3 +35,20 @@ def upgrade(url: str, revision: str = "head") -> None:
     with open(f"{database}.migrate-lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         command.upgrade(alembic_config(url), revision)
+
+
+@cache
+def head() -> str:
+    """The newest revision this code knows."""
+    found = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+    assert found is not None
+    return found
+
+
+async def revision(conn: AsyncConnection) -> str | None:
+    """The revision the database is at (None: never migrated)."""
+    try:
+        found = await conn.scalar(text("SELECT version_num FROM alembic_version"))
+    except Exception:
+        return None  # no such table yet
+    return None if found is None else str(found)

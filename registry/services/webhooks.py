@@ -219,8 +219,10 @@ class Webhooks:
         return await self.db.transact(insert), secret
 
     async def get(self, ident: int) -> q.Endpoint:
-        async with self.db.read() as conn:
-            found = await q.endpoint(conn, ident)
+        found = None
+        if 0 < ident < 2**31:  # an id past the column's range names nothing
+            async with self.db.read() as conn:
+                found = await q.endpoint(conn, ident)
         if found is None:
             raise NotFound({"webhook": ident}, message=f"no webhook {ident}")
         return found
@@ -289,7 +291,10 @@ class Webhooks:
         async def queue(conn: AsyncConnection) -> int:
             return await q.redeliver(conn, ident, now(), delivery)
 
-        count = await self.db.transact(queue)
+        if delivery is not None and not 0 < delivery < 2**63:
+            count = 0
+        else:
+            count = await self.db.transact(queue)
         if delivery is not None and not count:
             raise NotFound(
                 {"delivery": delivery}, message=f"webhook {ident} has no delivery {delivery}"

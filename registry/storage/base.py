@@ -165,5 +165,9 @@ class BlobStore(ABC):
         """Remove upload bytes last written before `before` whose id is not in `keep`,
         and any other leftovers of interrupted work from before then."""
 
+    @abstractmethod
+    async def check(self) -> None:
+        """Raise StorageError unless the store is reachable and writable (for /ready)."""
+
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release clients and pools."""

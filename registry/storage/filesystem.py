@@ -82,6 +82,14 @@ class FilesystemStore(BlobStore):
         (root / "blobs").mkdir(parents=True, exist_ok=True)
         (root / "uploads").mkdir(parents=True, exist_ok=True)
 
+    async def check(self) -> None:
+        def writable() -> None:
+            for folder in (self.root / "blobs", self.root / "uploads"):
+                if not os.access(folder, os.W_OK | os.X_OK):
+                    raise StorageError(f"{folder} is missing or not writable by this user")
+
+        await to_thread.run_sync(writable)
+
     def _blob(self, digest: Digest) -> Path:
         return self.root / blob_key(digest)
 

@@ -2,9 +2,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import text
+from starlette.applications import Starlette
 
 from registry.app import create_app
 from registry.config import load_settings
+from registry.metadata import migrate
 from tests.helpers import assert_error
 from tests.peers.tools import free_port
 
@@ -61,8 +64,9 @@ async def test_database_down_is_a_clear_503(tmp_path: Path) -> None:
     async with httpx.AsyncClient(transport=transport, base_url="http://registry.test") as c:
         error = assert_error(await c.get("/v2/team/app/manifests/v1"), 503, "UNAVAILABLE")
         assert_error(await c.post("/v2/team/app/blobs/uploads/"), 503, "UNAVAILABLE")
-        # Load balancers and container healthchecks see it too.
-        assert_error(await c.get("/health"), 503, "UNAVAILABLE")
+        # Load balancers and container healthchecks see it too; the process is alive.
+        assert_error(await c.get("/ready"), 503, "UNAVAILABLE")
+        assert (await c.get("/health")).status_code == 200
     assert "metadata database unavailable" in error["message"]
     await app.state.registry.close()
 
@@ -71,3 +75,27 @@ async def test_health(client: httpx.AsyncClient) -> None:
     r = await client.get("/health")
     assert r.status_code == 200
     assert r.json() == {"status": "ok"}
+
+
+async def test_ready_checks_the_schema_and_the_store(
+    app: Starlette, client: httpx.AsyncClient
+) -> None:
+    r = await client.get("/ready")
+    assert r.status_code == 200, r.text
+    assert r.json() == {"status": "ready", "schema": migrate.head()}
+    registry = app.state.registry
+    async with registry.db.write() as conn:
+        await conn.execute(text("UPDATE alembic_version SET version_num = '0001'"))
+    error = assert_error(await client.get("/ready"), 503, "UNAVAILABLE")
+    assert "registry migrate" in error["message"] and error["detail"]["database"] == "0001"
+    async with registry.db.write() as conn:
+        await conn.execute(text(f"UPDATE alembic_version SET version_num = '{migrate.head()}'"))
+    assert (await client.get("/ready")).status_code == 200
+    if registry.settings.storage.driver == "filesystem":
+        uploads = registry.settings.storage_root / "uploads"
+        uploads.rename(uploads.with_name("moved"))  # a volume that did not mount
+        try:
+            error = assert_error(await client.get("/ready"), 503, "UNAVAILABLE")
+            assert "missing or not writable" in error["message"]
+        finally:
+            uploads.with_name("moved").rename(uploads)

@@ -244,6 +244,7 @@ def _templates(seeded: Seeded) -> list[Call]:
             body=f"grant_type=password&username=fuzzer&password={PASSWORD}&service=registry".encode(),
         ),
         Call("GET", "/health"),
+        Call("GET", "/ready"),
         Call("GET", "/metrics"),
         Call("GET", "/api/v1/mirror"),
         Call("GET", "/api/v1/users"),

@@ -353,6 +353,18 @@ async def test_webhook_bodies_and_changes(app: Starlette, client: httpx.AsyncCli
     assert (await client.delete(f"/api/v1/webhooks/{ident}")).status_code == 204
     assert_error(await client.get(f"/api/v1/webhooks/{ident}"), 404, "NOT_FOUND")
     assert_error(await client.delete(f"/api/v1/webhooks/{ident}"), 404, "NOT_FOUND")
+    huge = 10**30  # past every integer column: still a plain 404
+    assert_error(await client.get(f"/api/v1/webhooks/{huge}"), 404, "NOT_FOUND")
+    other = await add_hook(client, "http://example.com/other", events=["push"])
+    r = await client.post(f"/api/v1/webhooks/{other['id']}/deliveries/{huge}/redeliver")
+    assert_error(r, 404, "NOT_FOUND")
+    r = await client.get(f"/api/v1/webhooks/{other['id']}/deliveries", params={"last": "x"})
+    assert_error(r, 400, "INVALID")
     changes = (await client.get("/api/v1/audit", params={"action": "webhook."})).json()["events"]
-    assert [e["action"] for e in changes] == ["webhook.delete", "webhook.update", "webhook.create"]
-    assert changes[1]["detail"] == {"webhook": ident, "enabled": False, "tags": "v*"}
+    assert [e["action"] for e in changes] == [
+        "webhook.create",
+        "webhook.delete",
+        "webhook.update",
+        "webhook.create",
+    ]
+    assert changes[2]["detail"] == {"webhook": ident, "enabled": False, "tags": "v*"}

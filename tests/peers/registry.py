@@ -59,11 +59,15 @@ class RegistryProcess:
         line = f"registry.access: {method} {path} " + (f"{status} " if status else "")
         return sum(line in entry for entry in self.log.read_text().splitlines())
 
-    def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        """Run a `registry` command against this server's settings."""
-        result = subprocess.run(
+    def cli_result(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run a `registry` command against this server's settings, whatever its end."""
+        return subprocess.run(
             [REGISTRY, *args], env=self.env, input=stdin, capture_output=True, text=True, timeout=60
         )
+
+    def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run a `registry` command against this server's settings; it must succeed."""
+        result = self.cli_result(*args, stdin=stdin)
         if result.returncode != 0:
             raise AssertionError(f"registry {' '.join(args)} failed:\n{result.stderr}")
         return result
