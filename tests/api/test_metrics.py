@@ -4,19 +4,25 @@ name, storage operations, webhook attempts and deliveries."""
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 
 from registry.app import create_app
 from registry.config import ConfigError, Settings, load_settings
+from registry.proxy.counters import COUNTERS
 from tests.helpers import assert_error, push_blob, push_image, scraped
 from tests.peers.receiver import Receiver
 
 pytestmark = pytest.mark.anyio
 
 TOKEN = "a-metrics-token-of-some-length"
+DASHBOARD = Path(__file__).resolve().parents[2] / "docs/grafana/registry-dashboard.json"
 
 
 @pytest.fixture
@@ -88,3 +94,46 @@ async def test_one_process_counts_routes_statements_storage_and_webhooks(
     assert after['registry_webhook_deliveries{state="pending"}'] == 0
     assert after["registry_uploads_in_progress"] == 0
     assert after["registry_db_connections_in_use"] >= 0
+
+
+async def test_the_grafana_dashboard_asks_only_for_metrics_the_registry_has(
+    make_settings: Callable[..., Settings],
+) -> None:
+    app = create_app(make_settings(metrics_access="open"))
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://r.test") as c:
+            await push_blob(c, "team/app", b"so that every family has a sample")
+            exposed = set(scraped((await c.get("/metrics")).text))
+    finally:
+        await app.state.registry.close()
+    names = {key.split("{", 1)[0] for key in exposed}
+    names |= {f"registry_mirror_{name}_total" for name in COUNTERS}  # with a mirror only
+    # Those of this process that have no sample yet (labelled, and not used here).
+    suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_count", "_sum"]}
+    for family in REGISTRY.collect():
+        names |= {family.name + end for end in suffixes.get(family.type, [""])}
+    dashboard = json.loads(DASHBOARD.read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    assert len(exprs) >= 20
+    for expr in exprs:
+        assert expr.count("(") == expr.count(")"), expr
+        for metric in re.findall(r"registry_\w+", expr):
+            assert metric in names, (metric, expr)
+    used = {m for e in exprs for m in re.findall(r"registry_\w+", e)}
+    families = {
+        re.sub(r"_(bucket|count|sum)$", "", n)
+        for n in names
+        if n.startswith("registry_") and not n.endswith("_created")
+    }
+    # Every family of the registry is on the dashboard, in one form or another.
+    assert {re.sub(r"_(bucket|count|sum)$", "", m) for m in used} >= families - {
+        "registry_gc_runs_total",
+        "registry_gc_tags_deleted_total",
+        "registry_gc_manifests_deleted_total",
+        "registry_gc_postponed_total",
+        "registry_mirror_manifest_revalidations_total",
+        "registry_mirror_offline_served_total",
+        "registry_mirror_upstream_bytes_total",
+        "registry_mirror_cache_bytes_total",
+    }

@@ -1,0 +1,130 @@
+"""What events, metrics and access logs cost the hot paths, measured side by side.
+
+    .venv/bin/python benchmarks/observability.py [--before f90eff0] [--repeats 3] [--seconds 5]
+
+`registry serve` at --before (a commit without events, webhooks, metrics or access lines
+of its own: uvicorn's access log instead) and at the working tree with all of them on:
+an access line per request (log_level info, both), a webhook for every push and pull
+delivered to a local receiver, and Prometheus scraping /metrics every second. Two
+workers each (metrics in multiprocess mode), SQLite and the filesystem. The workloads
+alternate between the two servers, as in lifecycle.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.lifecycle import (  # noqa: E402
+    Server,
+    alternate,
+    prepare,
+    start,
+    table,
+    worktree,
+)
+from tests.peers.receiver import Receiver  # noqa: E402
+
+WORKLOADS = ("manifest GET", "blob HEAD", "small blobs", "tags pushed")
+
+
+class Scraper:
+    """GET /metrics every second while a measurement runs, as Prometheus would."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.scrapes = 0
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def __enter__(self) -> Scraper:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
+        self.thread.join()
+
+    def run(self) -> None:
+        with httpx.Client(timeout=30) as client:
+            while not self.stopping.wait(1.0):
+                assert client.get(f"{self.base}/metrics").status_code == 200
+                self.scrapes += 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--before", default="f90eff0", help="a commit before issue 16")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=5)
+    args = parser.parse_args()
+    if missing := [tool for tool in ("wrk", "ab") if not shutil.which(tool)]:
+        sys.exit(f"benchmarks need {', '.join(missing)}: see `make bench`")
+    root = Path(tempfile.mkdtemp(prefix="bench-observability-"))
+    receiver = Receiver()
+    servers: list[Server] = []
+    tree = None
+    common = {"REGISTRY_HTTP_WORKERS": "2", "REGISTRY_LOG_LEVEL": "info"}
+    try:
+        tree = worktree(root, args.before)
+        before = start("all off", root, {**common, "PYTHONPATH": str(tree)})
+        after = start(
+            "all on",
+            root,
+            {**common, "REGISTRY_METRICS_ACCESS": "open", "REGISTRY_WEBHOOKS_POLL_SECONDS": "0.5"},
+        )
+        servers += [before, after]
+        hook = {"url": receiver.url, "events": ["push", "pull"]}
+        assert httpx.post(f"{after.url}/api/v1/webhooks", json=hook).status_code == 201
+        for server in servers:
+            prepare(server)
+        scrapers: list[Scraper] = []
+
+        def scraping(server: Server) -> AbstractContextManager[object]:
+            if server is not after:
+                return nullcontext()
+            scrapers.append(Scraper(server.url))
+            return scrapers[-1]
+
+        rows = []
+        for only in WORKLOADS:
+            rows += alternate(
+                (before, after), args.repeats, args.seconds, around=scraping, only=only
+            )
+        time.sleep(2)  # the last deliveries
+        delivered = len(receiver.accepted())
+        scrapes = sum(s.scrapes for s in scrapers)
+    finally:
+        for server in servers:
+            server.process.stop()
+        receiver.close()
+        if tree is not None:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)])
+        shutil.rmtree(root, ignore_errors=True)
+    head = (
+        f"{time.strftime('%Y-%m-%d')}, {platform.node()}: {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, median of {args.repeats} x {args.seconds} s"
+    )
+    print(head + "\n")
+    print(
+        table(f"At {args.before} (all off) and the working tree (all on):", (before, after), rows)
+    )
+    print(f"\nAll on: {delivered:,} webhook deliveries received, {scrapes:,} scrapes of /metrics.")
+
+
+if __name__ == "__main__":
+    main()
