@@ -109,23 +109,35 @@ def tag_pushes(server: Server, count: int = 2000, clients: int = 16) -> float:
     return rate(server.url, tags, clients, put)
 
 
-class Feeder:
-    """Uploads a 64 KiB blob nothing will reference `rate` times a second, from a thread,
-    while a measurement runs: garbage for the collector."""
+class Background:
+    """Work in a thread for as long as a measurement runs (a `with` block): `run` until
+    `stopping` is set."""
 
-    def __init__(self, base: str, rate: float) -> None:
-        self.base, self.rate = base, rate
-        self.sent = 0
+    def __init__(self, base: str) -> None:
+        self.base = base
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True)
 
-    def __enter__(self) -> Feeder:
+    def __enter__(self) -> Background:
         self.thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stopping.set()
         self.thread.join()
+
+    def run(self) -> None:
+        raise NotImplementedError
+
+
+class Feeder(Background):
+    """Uploads a 64 KiB blob nothing will reference `rate` times a second: garbage for
+    the collector."""
+
+    def __init__(self, base: str, rate: float) -> None:
+        super().__init__(base)
+        self.rate = rate
+        self.sent = 0
 
     def run(self) -> None:
         with httpx.Client(timeout=60) as client:

@@ -19,7 +19,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
@@ -30,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.lifecycle import (  # noqa: E402
+    Background,
     Server,
     alternate,
     prepare,
@@ -42,22 +42,10 @@ from tests.peers.receiver import Receiver  # noqa: E402
 WORKLOADS = ("manifest GET", "blob HEAD", "small blobs", "tags pushed")
 
 
-class Scraper:
-    """GET /metrics every second while a measurement runs, as Prometheus would."""
+class Scraper(Background):
+    """GET /metrics every second, as Prometheus would."""
 
-    def __init__(self, base: str) -> None:
-        self.base = base
-        self.scrapes = 0
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
-
-    def __enter__(self) -> Scraper:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stopping.set()
-        self.thread.join()
+    scrapes = 0
 
     def run(self) -> None:
         with httpx.Client(timeout=30) as client:

@@ -140,43 +140,45 @@ async def caller_identity(request: Request) -> Identity:
     return await auth.identity(caller.token.subject)
 
 
-async def require_admin(request: Request, what: str) -> None:
-    """Only admins, when auth is on (an open registry has no accounts to ask)."""
+async def _logged_in(request: Request, who: str) -> Identity | None:
+    """The caller, who must have logged in (`who` says as whom, for the 401); None on an
+    open registry, which has no accounts to ask."""
     if registry_of(request).auth is None:
-        return
+        return None
     await authorize(request, None)
     identity = await caller_identity(request)
     if identity.anonymous:
-        raise Unauthorized(message=f"log in as an admin to {what}")
-    if not identity.admin:
+        raise Unauthorized(message=f"log in as {who}")
+    return identity
+
+
+async def require_admin(request: Request, what: str) -> None:
+    """Only admins, when auth is on."""
+    identity = await _logged_in(request, f"an admin to {what}")
+    if identity is not None and not identity.admin:
         raise Denied(message=f"only an admin may {what}")
 
 
 async def require_owner(request: Request, namespace: str) -> bool:
     """Only the namespace's owners and admins, when auth is on; returns whether the caller
     is an admin (on an open registry, everyone is)."""
-    registry = registry_of(request)
-    if registry.auth is None:
+    identity = await _logged_in(request, f"an owner of {namespace!r} or an admin")
+    if identity is None:
         return True
-    await authorize(request, None)
-    identity = await caller_identity(request)
-    if identity.anonymous:
-        raise Unauthorized(message=f"log in as an owner of {namespace!r} or an admin")
-    await deny_unless_owner(registry.auth.accounts, identity, namespace)
+    auth = registry_of(request).auth
+    assert auth is not None
+    await deny_unless_owner(auth.accounts, identity, namespace)
     return identity.admin
 
 
 async def owned_by_caller(request: Request, what: str) -> set[str] | None:
     """The namespaces the (logged-in) caller owns; None for an admin, or anyone on an
     open registry: all of them."""
-    registry = registry_of(request)
-    if registry.auth is None:
+    identity = await _logged_in(request, f"a namespace owner or an admin to {what}")
+    auth = registry_of(request).auth
+    if identity is None or auth is None:
         return None
-    await authorize(request, None)
-    identity = await caller_identity(request)
-    if identity.anonymous:
-        raise Unauthorized(message=f"log in as a namespace owner or an admin to {what}")
-    return await registry.auth.accounts.owned_namespaces(identity)
+    return await auth.accounts.owned_namespaces(identity)
 
 
 async def deny_unless_owner(accounts: Accounts, identity: Identity, namespace: str) -> None:

@@ -46,6 +46,11 @@ def test_environment_overrides_file(tmp_path: Path) -> None:
         ("", {"REGISTRY_AUTH_TOKEN_TTL_SECONDS": "0"}, "config: auth.token_ttl_seconds: must be"),
         ("", {"REGISTRY_AUTH_LOGIN_ATTEMPTS": "-1"}, "config: auth.login_attempts: must be"),
         ("", {"REGISTRY_AUTH_ENABLED": "sometimes"}, "config: auth.enabled: expected true"),
+        ("log_format: xml\n", {}, "config: log_format: must be text or json, got 'xml'"),
+        ("", {"REGISTRY_WEBHOOKS_TIMEOUT_SECONDS": "0"}, "config: webhooks.timeout_seconds"),
+        ("", {"REGISTRY_WEBHOOKS_RETRY_HOURS": "-1"}, "config: webhooks.retry_hours: must be"),
+        ("", {"REGISTRY_AUDIT_RETENTION_DAYS": "-2"}, "config: audit.retention_days: must be"),
+        ("", {"REGISTRY_AUDIT_PULLS": "often"}, "config: audit.pulls: expected true"),
     ],
 )
 def test_bad_values_name_the_key(
