@@ -62,6 +62,13 @@ async def test_keep_last_deletes_the_oldest_and_a_dry_run_says_so_first(
     )
     assert await tags(client, "team/app") == ["v3", "v4"]
     assert not await present(client, "team/app", pushed["v1"])
+    # Audited as retention's, the dry run not at all.
+    r = await client.get("/api/v1/audit", params={"action": "delete", "actor": "retention"})
+    deleted = [e["target"] for e in r.json()["events"]]
+    assert sorted(t.get("tag") or t["digest"] for t in deleted) == sorted(
+        ["v1", "v2", pushed["v1"], pushed["v2"]]
+    )
+    assert all(t["repository"] == "team/app" for t in deleted)
     assert await registry.retention.run() == []  # nothing more to do
     await asyncio.sleep(0.6)
     collected = await registry.gc.collect()

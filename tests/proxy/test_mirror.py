@@ -11,7 +11,6 @@ import asyncio
 import hashlib
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from urllib.parse import quote
 
 import httpx
 import pytest
@@ -36,7 +35,7 @@ MIRROR_ADMIN_PASSWORD = "mirror-admin-password"
 class Upstream(RegistryProcess):
     def requests(self, method: str, path: str) -> int:
         """Requests answered with success (not the 401s of the token dance)."""
-        return self.answered(method, quote(path, safe="/"), 200)
+        return self.answered(method, path, 200)
 
     def client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(
@@ -133,6 +132,10 @@ async def test_manifest_by_tag_is_fetched_once_then_served_from_the_cache(
     assert r.headers["content-type"] == OCI_MANIFEST
     fetched = upstream.requests("GET", f"/v2/{repo}/manifests/{digest}")
     assert fetched == 1
+    # The fetch is an event (webhooks may want `mirror`), and a pull is not a push.
+    r = await mirror.get("/api/v1/audit", params={"namespace": "library"})
+    assert [(e["action"], e["target"]["tag"]) for e in r.json()["events"]] == [("mirror", "v1")]
+    assert r.json()["events"][0]["target"]["digest"] == digest
 
     # Fresh: no request reaches the upstream, by tag or by digest, GET or HEAD.
     heads = upstream.requests("HEAD", f"/v2/{repo}/manifests/v1")
