@@ -102,9 +102,10 @@ async def audit(request: Request, query: AuditQuery) -> Page[AuditEvent]:
 async def export(request: Request, query: AuditQuery) -> StreamingResponse:
     which = await _filter(request, query)
     registry = registry_of(request)
+    start = id_key(query.last)  # refused now, not after the answer has begun
 
     async def lines() -> AsyncIterator[bytes]:
-        before = id_key(query.last)
+        before = start
         while True:
             rows = await registry.audit.search(which, before, EXPORT_BATCH)
             for _, body in rows:

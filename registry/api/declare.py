@@ -84,7 +84,7 @@ class PageQuery(Query):
 
 def id_key(last: str | None) -> int | None:
     """The `last` of a list keyed by row ids (newest first): the id to go below."""
-    if last is None:
+    if not last:
         return None
     if not last.isdigit():
         raise Invalid({"last": last[:50]}, message="last: expected the key of a Link header")

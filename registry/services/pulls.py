@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from registry.digest import is_digest
+from registry.errors import Unavailable
 from registry.metadata import events
 from registry.metadata import pulls as q
 from registry.metadata.database import Database
@@ -75,7 +76,7 @@ class Pulls:
         """Write what was counted since the last flush; returns how many pulls."""
         repositories, manifests, pulled = self.repositories, self.manifests, self.events
         self.repositories, self.manifests, self.events = {}, {}, []
-        self.events_wanted = self.audit_pulls or await self.webhooks.pull_wanted()
+        await self._refresh_wanted()
         if not manifests and not pulled:
             return 0
 
@@ -94,6 +95,14 @@ class Pulls:
                 if attempt == 2:
                     raise
         return sum(count for count, _ in manifests.values()) or len(pulled)
+
+    async def _refresh_wanted(self) -> None:
+        if self.audit_pulls:
+            return
+        try:
+            self.events_wanted = await self.webhooks.pull_wanted()
+        except Unavailable:
+            pass  # the database is away: keep what was known; the write below says so
 
     async def run(self) -> None:
         """The flushing worker of `registry serve`; flushes once more when cancelled."""

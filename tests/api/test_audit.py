@@ -174,6 +174,8 @@ async def test_pages_owners_and_the_export(
     assert_error(r, 403, "DENIED")
     assert_error(await anon.get("/api/v1/audit"), 401, "UNAUTHORIZED")
 
+    # A bad key is refused before the stream begins, with the error format.
+    assert_error(await admin.get("/api/v1/audit/export", params={"last": "x"}), 400, "INVALID")
     r = await admin.get("/api/v1/audit/export", params={"action": "user."})
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("application/x-ndjson")
