@@ -249,7 +249,8 @@ def test_usage_prints_namespaces_and_repositories(
     monkeypatch.setenv("REGISTRY_AUTH_ENABLED", "false")
 
     async def push() -> None:
-        app = create_app(load_settings(None, dict(os.environ)))
+        # (No access lines: the earlier command set up logging to this standard error.)
+        app = create_app(load_settings(None, {**os.environ, "REGISTRY_HTTP_ACCESS_LOG": "0"}))
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://r") as c:
             await push_image(c, "team/app", "v1", layers=[b"x" * 100])
