@@ -59,6 +59,7 @@ def main() -> None:
     parser.add_argument("--before", default="f90eff0", help="a commit before issue 16")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--only", metavar="TEXT", help="only workloads whose label has TEXT")
     args = parser.parse_args()
     if missing := [tool for tool in ("wrk", "ab") if not shutil.which(tool)]:
         sys.exit(f"benchmarks need {', '.join(missing)}: see `make bench`")
@@ -89,7 +90,7 @@ def main() -> None:
             return scrapers[-1]
 
         rows = []
-        for only in WORKLOADS:
+        for only in [args.only] if args.only else WORKLOADS:
             rows += alternate(
                 (before, after), args.repeats, args.seconds, around=scraping, only=only
             )

@@ -112,10 +112,17 @@ class Claimed:
 
 
 async def claim(
-    conn: AsyncConnection, moment: datetime, until: datetime, worker: str, limit: int
+    conn: AsyncConnection,
+    moment: datetime,
+    until: datetime,
+    worker: str,
+    endpoints: int,
+    each: int,
 ) -> list[Claimed]:
-    """Lease up to `limit` deliveries that are due and the oldest pending one of their
-    endpoint, to `worker` until `until`."""
+    """Lease to `worker`, until `until`, for up to `endpoints` endpoints whose oldest
+    pending delivery is due and free, that delivery and up to `each - 1` pending ones
+    after it (never tried, so due), in id order: one worker sends an endpoint's
+    deliveries in order while the others skip it."""
     older = aliased(WebhookDelivery)
     head = ~(
         select(older.id)
@@ -127,14 +134,8 @@ async def claim(
         .exists()
     )
     free = or_(WebhookDelivery.leased_until.is_(None), WebhookDelivery.leased_until <= moment)
-    rows = await conn.execute(
-        select(
-            WebhookDelivery.id,
-            WebhookDelivery.webhook_id,
-            WebhookDelivery.body,
-            WebhookDelivery.attempts,
-            WebhookDelivery.created_at,
-        )
+    heads = await conn.execute(
+        select(WebhookDelivery.id, WebhookDelivery.webhook_id)
         .where(
             WebhookDelivery.state == "pending",
             WebhookDelivery.next_attempt_at <= moment,
@@ -142,54 +143,94 @@ async def claim(
             head,
         )
         .order_by(WebhookDelivery.id)
-        .limit(limit)
+        .limit(endpoints)
         .with_for_update(skip_locked=True, of=WebhookDelivery)
     )
     claimed = []
-    for ident, webhook_id, body, attempts, created_at in rows:
+    for head_id, webhook_id in list(heads):
+        batch = (
+            select(WebhookDelivery.id)
+            .where(
+                WebhookDelivery.webhook_id == webhook_id,
+                WebhookDelivery.state == "pending",
+                WebhookDelivery.id >= head_id,
+            )
+            .order_by(WebhookDelivery.id)
+            .limit(each)
+        )
         # The UPDATE re-checks the lease: on SQLite the writer lock orders claims, on
-        # PostgreSQL the row lock; a lease taken meanwhile leaves the row unchanged.
+        # PostgreSQL the row locks; a lease taken meanwhile leaves a row out.
         taken = await conn.execute(
             update(WebhookDelivery)
-            .where(WebhookDelivery.id == ident, WebhookDelivery.state == "pending", free)
-            .values(leased_until=until, leased_by=worker)
-        )
-        if taken.rowcount:
-            claimed.append(
-                Claimed(int(ident), int(webhook_id), body, int(attempts), utc(created_at))
+            .where(
+                WebhookDelivery.id.in_(batch.scalar_subquery()),
+                WebhookDelivery.state == "pending",
+                free,
             )
+            .values(leased_until=until, leased_by=worker)
+            .returning(
+                WebhookDelivery.id,
+                WebhookDelivery.webhook_id,
+                WebhookDelivery.body,
+                WebhookDelivery.attempts,
+                WebhookDelivery.created_at,
+            )
+        )
+        rows = sorted(taken, key=lambda row: int(row[0]))
+        claimed += [Claimed(int(i), int(w), b, int(a), utc(c)) for i, w, b, a, c in rows]
     return claimed
 
 
-async def finish_attempt(
-    conn: AsyncConnection,
-    claimed: Claimed,
-    worker: str,
-    attempt: dict[str, Any],
-    state: str,
-    next_attempt_at: datetime,
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """An attempt of a claimed delivery, and what the delivery becomes: delivered,
+    failed, or pending again at `next_attempt_at`."""
+
+    claimed: Claimed
+    attempt: dict[str, Any]
+    state: str
+    next_attempt_at: datetime
+
+
+async def settle(
+    conn: AsyncConnection, worker: str, done: Sequence[Settled], unsent: Sequence[int]
 ) -> None:
-    """Log an attempt and settle the delivery: delivered, failed, or pending again at
-    `next_attempt_at`. The lease is let go."""
-    await conn.execute(
-        insert(WebhookAttempt).values(
-            delivery_id=claimed.id, webhook_id=claimed.webhook_id, worker=worker, **attempt
+    """Log the attempts and settle their deliveries; let go of the leases of those not
+    sent (after an endpoint's failure, its later ones wait for the next claim)."""
+    if done:
+        await conn.execute(
+            insert(WebhookAttempt),
+            [
+                {
+                    "delivery_id": d.claimed.id,
+                    "webhook_id": d.claimed.webhook_id,
+                    "worker": worker,
+                    **d.attempt,
+                }
+                for d in done
+            ],
         )
-    )
-    values: dict[str, Any] = {
-        "state": state,
-        "attempts": WebhookDelivery.attempts + 1,
-        "next_attempt_at": next_attempt_at,
-        "leased_until": None,
-        "leased_by": None,
-    }
-    if state != "pending":
-        values["finished_at"] = attempt["at"]
-    await conn.execute(
-        update(WebhookDelivery)
-        .where(WebhookDelivery.id == claimed.id, WebhookDelivery.leased_by == worker)
-        .values(**values)
-    )
+    for d in done:
+        values: dict[str, Any] = {
+            "state": d.state,
+            "attempts": WebhookDelivery.attempts + 1,
+            "next_attempt_at": d.next_attempt_at,
+            "leased_until": None,
+            "leased_by": None,
+        }
+        if d.state != "pending":
+            values["finished_at"] = d.attempt["at"]
+        await conn.execute(
+            update(WebhookDelivery)
+            .where(WebhookDelivery.id == d.claimed.id, WebhookDelivery.leased_by == worker)
+            .values(**values)
+        )
+    if unsent:
+        await conn.execute(
+            update(WebhookDelivery)
+            .where(WebhookDelivery.id.in_(list(unsent)), WebhookDelivery.leased_by == worker)
+            .values(leased_until=None, leased_by=None)
+        )
 
 
 async def deliveries(

@@ -12,6 +12,7 @@ the flush are dropped with them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from datetime import datetime
 from typing import Any
@@ -99,10 +100,9 @@ class Pulls:
     async def _refresh_wanted(self) -> None:
         if self.audit_pulls:
             return
-        try:
+        # The database away: keep what was known; the write below says so.
+        with contextlib.suppress(Unavailable):
             self.events_wanted = await self.webhooks.pull_wanted()
-        except Unavailable:
-            pass  # the database is away: keep what was known; the write below says so
 
     async def run(self) -> None:
         """The flushing worker of `registry serve`; flushes once more when cancelled."""

@@ -55,8 +55,10 @@ log = logging.getLogger("registry.webhooks")
 FORMATS = ("distribution", "cloudevents")
 DISTRIBUTION_TYPE = "application/vnd.docker.distribution.events.v2+json"
 CLOUDEVENTS_TYPE = "application/cloudevents+json"
-# Events fanned out, and deliveries claimed, in one transaction at most.
+# Events fanned out, and endpoints whose deliveries are claimed, in one transaction.
 BATCH = 200
+# Deliveries of one endpoint claimed at once, and sent one after the other.
+EACH = 50
 # Deliveries in flight from one process at once.
 CONCURRENCY = 16
 # Bytes of an answer kept in the delivery log.
@@ -349,29 +351,51 @@ class Webhooks:
         return await self.db.transact(fan_out)
 
     async def deliver(self) -> int:
-        """Claim due deliveries and send them; returns how many were sent."""
+        """Claim due deliveries and send them, each endpoint's in order, concurrently
+        across endpoints; settle them all in one transaction. Returns how many were sent."""
         moment = now()
-        lease = timedelta(seconds=self.settings.timeout_seconds + 30)
+        # An endpoint's batch stops starting sends once one timeout has gone by, so the
+        # last send of a batch ends within two; the lease covers that.
+        lease = timedelta(seconds=2 * self.settings.timeout_seconds + 30)
 
         async def take(conn: AsyncConnection) -> list[q.Claimed]:
-            return await q.claim(conn, moment, moment + lease, self.worker, BATCH)
+            return await q.claim(conn, moment, moment + lease, self.worker, BATCH, EACH)
 
         claimed = await self.db.transact(take)
         if not claimed:
             return 0
         endpoints = {e.id: e for e in await self.endpoints()}
+        queues: dict[int, list[q.Claimed]] = {}
+        for delivery in claimed:
+            queues.setdefault(delivery.webhook_id, []).append(delivery)
         limit = asyncio.Semaphore(CONCURRENCY)
+        done: list[q.Settled] = []
+        unsent: list[int] = []
 
-        async def one(delivery: q.Claimed) -> None:
+        async def one(endpoint: q.Endpoint | None, queue: list[q.Claimed]) -> None:
             async with limit:
-                endpoint = endpoints.get(delivery.webhook_id)
-                if endpoint is not None:
-                    await self._attempt(endpoint, delivery)
+                started = time.monotonic()
+                for n, delivery in enumerate(queue):
+                    late = time.monotonic() - started > self.settings.timeout_seconds
+                    if endpoint is None or late:
+                        unsent.extend(d.id for d in queue[n:])
+                        return
+                    settled = await self._attempt(endpoint, delivery)
+                    done.append(settled)
+                    if settled.state != "delivered":
+                        # Order: the next ones wait until this one is through.
+                        unsent.extend(d.id for d in queue[n + 1 :])
+                        return
 
-        await asyncio.gather(*(one(d) for d in claimed))
-        return len(claimed)
+        await asyncio.gather(*(one(endpoints.get(i), queue) for i, queue in queues.items()))
 
-    async def _attempt(self, endpoint: q.Endpoint, delivery: q.Claimed) -> None:
+        async def settle(conn: AsyncConnection) -> None:
+            await q.settle(conn, self.worker, done, unsent)
+
+        await self.db.transact(settle)
+        return len(done)
+
+    async def _attempt(self, endpoint: q.Endpoint, delivery: q.Claimed) -> q.Settled:
         event = json.loads(delivery.body)
         body, content_type = render(event, endpoint.format)
         sent = await self._send(endpoint, delivery, event, body, content_type)
@@ -404,11 +428,7 @@ class Webhooks:
             "error": sent.error,
             "response": sent.response,
         }
-
-        async def settle(conn: AsyncConnection) -> None:
-            await q.finish_attempt(conn, delivery, self.worker, attempt, state, retry_at)
-
-        await self.db.transact(settle)
+        return q.Settled(delivery, attempt, state, retry_at)
 
     async def _send(
         self,
