@@ -95,6 +95,13 @@ def upgrade() -> None:
         ["webhook_id", "state", "id"],
     )
     op.create_index("ix_webhook_deliveries_created_at", "webhook_deliveries", ["created_at"])
+    op.create_index(
+        "ix_webhook_deliveries_pending",
+        "webhook_deliveries",
+        ["next_attempt_at"],
+        sqlite_where=sa.text("state = 'pending'"),
+        postgresql_where=sa.text("state = 'pending'"),
+    )
     op.create_table(
         "webhook_attempts",
         sa.Column("id", ID, autoincrement=True, nullable=False),

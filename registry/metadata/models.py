@@ -428,6 +428,13 @@ class WebhookDelivery(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     __table_args__ = (
         Index("ix_webhook_deliveries_webhook_id_state_id", "webhook_id", "state", "id"),
+        # What the worker looks for: the pending ones, a few among many delivered.
+        Index(
+            "ix_webhook_deliveries_pending",
+            "next_attempt_at",
+            sqlite_where=text("state = 'pending'"),
+            postgresql_where=text("state = 'pending'"),
+        ),
     )
 
 

@@ -20,7 +20,7 @@ from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import aliased
 
-from registry.metadata.models import Webhook, WebhookAttempt, WebhookDelivery, utc
+from registry.metadata.models import Event, Webhook, WebhookAttempt, WebhookDelivery, utc
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +100,17 @@ async def pull_wanted(conn: AsyncConnection) -> bool:
 async def enqueue(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
     if rows:
         await conn.execute(insert(WebhookDelivery), list(rows))
+
+
+async def work(conn: AsyncConnection, moment: datetime) -> tuple[bool, bool]:
+    """(any event waits to be dispatched, any delivery is due): two index probes."""
+    undispatched = await conn.scalar(select(Event.id).where(Event.dispatched.is_(False)).limit(1))
+    due = await conn.scalar(
+        select(WebhookDelivery.id)
+        .where(WebhookDelivery.state == "pending", WebhookDelivery.next_attempt_at <= moment)
+        .limit(1)
+    )
+    return undispatched is not None, due is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,7 +221,22 @@ async def settle(
                 for d in done
             ],
         )
+    delivered = [d.claimed.id for d in done if d.state == "delivered"]
+    if delivered:  # the common case, in one statement
+        await conn.execute(
+            update(WebhookDelivery)
+            .where(WebhookDelivery.id.in_(delivered), WebhookDelivery.leased_by == worker)
+            .values(
+                state="delivered",
+                attempts=WebhookDelivery.attempts + 1,
+                finished_at=max(d.attempt["at"] for d in done),
+                leased_until=None,
+                leased_by=None,
+            )
+        )
     for d in done:
+        if d.state == "delivered":
+            continue
         values: dict[str, Any] = {
             "state": d.state,
             "attempts": WebhookDelivery.attempts + 1,
@@ -218,7 +244,7 @@ async def settle(
             "leased_until": None,
             "leased_by": None,
         }
-        if d.state != "pending":
+        if d.state == "failed":
             values["finished_at"] = d.attempt["at"]
         await conn.execute(
             update(WebhookDelivery)

@@ -66,6 +66,8 @@ EXCERPT = 1024
 # The advisory lock key of dispatching on PostgreSQL (any constant of ours).
 DISPATCH_LOCK = 0x7265_6777_6862  # "regwhb"
 PRUNE_SECONDS = 3600.0
+# The worker's pause between steps while there is work (a delivery waits this long more).
+BUSY_PAUSE = 0.2
 
 
 def signature(secret: str, body: bytes) -> str:
@@ -316,50 +318,52 @@ class Webhooks:
     async def dispatch(self) -> int:
         """Fan undispatched events out to the endpoints that want them; returns how many
         events were dispatched."""
+        return await self.db.transact(self._fan_out)
 
-        async def fan_out(conn: AsyncConnection) -> int:
-            if conn.dialect.name == "postgresql":
-                taken = await conn.scalar(
-                    text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": DISPATCH_LOCK}
-                )
-                if not taken:
-                    return 0  # another process is at it
-            found = await event_queries.undispatched(conn, BATCH)
-            if not found:
-                return 0
-            endpoints = await q.endpoints(conn, enabled=True)
-            moment = now()
-            rows = [
-                {
-                    "webhook_id": endpoint.id,
-                    "event_uid": event["id"],
-                    "action": event["action"],
-                    "body": json.dumps(event, separators=(",", ":")),
-                    "state": "pending",
-                    "attempts": 0,
-                    "created_at": moment,
-                    "next_attempt_at": moment,
-                }
-                for _, event in found
-                for endpoint in endpoints
-                if wants(endpoint, event)
-            ]
-            await q.enqueue(conn, rows)
-            await event_queries.mark_dispatched(conn, [ident for ident, _ in found])
-            return len(found)
+    async def _fan_out(self, conn: AsyncConnection) -> int:
+        if conn.dialect.name == "postgresql":
+            taken = await conn.scalar(
+                text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": DISPATCH_LOCK}
+            )
+            if not taken:
+                return 0  # another process is at it
+        found = await event_queries.undispatched(conn, BATCH)
+        if not found:
+            return 0
+        endpoints = await q.endpoints(conn, enabled=True)
+        moment = now()
+        rows = [
+            {
+                "webhook_id": endpoint.id,
+                "event_uid": event["id"],
+                "action": event["action"],
+                "body": json.dumps(event, separators=(",", ":")),
+                "state": "pending",
+                "attempts": 0,
+                "created_at": moment,
+                "next_attempt_at": moment,
+            }
+            for _, event in found
+            for endpoint in endpoints
+            if wants(endpoint, event)
+        ]
+        await q.enqueue(conn, rows)
+        await event_queries.mark_dispatched(conn, [ident for ident, _ in found])
+        return len(found)
 
-        return await self.db.transact(fan_out)
-
-    async def deliver(self) -> int:
-        """Claim due deliveries and send them, each endpoint's in order, concurrently
-        across endpoints; settle them all in one transaction. Returns how many were sent."""
+    async def deliver(self, *, fan_out: bool = False) -> int:
+        """Claim due deliveries (after fanning out new events, with `fan_out`, in the
+        same transaction) and send them, each endpoint's in order, concurrently across
+        endpoints; settle them all in one transaction. Returns how many were sent."""
         moment = now()
         # An endpoint's batch stops starting sends once one timeout has gone by, so the
         # last send of a batch ends within two; the lease covers that.
         lease = timedelta(seconds=2 * self.settings.timeout_seconds + 30)
 
         async def take(conn: AsyncConnection) -> list[q.Claimed]:
-            return await q.claim(conn, moment, moment + lease, self.worker, BATCH, EACH)
+            if fan_out:
+                await self._fan_out(conn)
+            return await q.claim(conn, now(), moment + lease, self.worker, BATCH, EACH)
 
         claimed = await self.db.transact(take)
         if not claimed:
@@ -490,9 +494,14 @@ class Webhooks:
         return await self.db.transact(delete)
 
     async def step(self) -> int:
-        """Once: dispatch, deliver, and prune when due; returns the work done."""
-        done = await self.dispatch()
-        done += await self.deliver()
+        """Once: dispatch, deliver, and prune when due; returns the work done. Whether
+        there is anything to do is read first, so an idle worker takes no write turn
+        (SQLite has one writer for everything)."""
+        done = 0
+        async with self.db.read() as conn:
+            undispatched, due = await q.work(conn, now())
+        if due or undispatched:
+            done += await self.deliver(fan_out=undispatched) + undispatched
         clock = time.monotonic()
         if clock - self._last_prune >= PRUNE_SECONDS:
             self._last_prune = clock
@@ -508,8 +517,8 @@ class Webhooks:
         return done
 
     async def run(self) -> None:
-        """The delivery worker of `registry serve`: steps until cancelled, at once again
-        while there is work, else every `webhooks.poll_seconds`."""
+        """The delivery worker of `registry serve`: steps until cancelled, every
+        BUSY_PAUSE while there is work, else every `webhooks.poll_seconds`."""
         while True:
             try:
                 busy = await self.step()
@@ -521,8 +530,11 @@ class Webhooks:
                     self.settings.poll_seconds,
                 )
                 busy = 0
-            if not busy:
-                await asyncio.sleep(self.settings.poll_seconds)
+            # Busy: again soon, once more events have come, so that a steady stream of
+            # them goes out in batches rather than a few write transactions each.
+            await asyncio.sleep(
+                min(BUSY_PAUSE, self.settings.poll_seconds) if busy else self.settings.poll_seconds
+            )
 
     async def close(self) -> None:
         if self._client is not None:
