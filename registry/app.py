@@ -115,7 +115,10 @@ def create_app(settings: Settings) -> Starlette:
         # the other workers and replicas through the database.
         # Pull counts are flushed from memory by each process.
         metrics.forget_dead_workers()
-        workers = [asyncio.create_task(registry.pulls.run())]
+        workers = [
+            asyncio.create_task(registry.pulls.run()),
+            asyncio.create_task(metrics.publish_levels_forever()),
+        ]
         if settings.gc.interval_seconds:
             workers.append(asyncio.create_task(registry.gc.run()))
         # Events of every process go out through the outbox (services/webhooks.py).

@@ -14,6 +14,7 @@ statements are names or `verb table`, never a repository, tag or digest.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import time
@@ -113,8 +114,44 @@ WEBHOOK_DURATION = Histogram(
 )
 
 
+class Level:
+    """A gauge that changes on every request (in flight, connections in use): kept as a
+    plain number, which costs nothing to move, and published to its gauge by
+    `publish_levels` every second and before each scrape."""
+
+    def __init__(self, gauge: Gauge) -> None:
+        self.gauge = gauge
+        self.value = 0
+
+
+IN_FLIGHT = Level(HTTP_IN_FLIGHT)
+CONNECTIONS_IN_USE = Level(DB_IN_USE)
+CONNECTIONS_WAITING = Level(DB_WAITING)
+LEVELS = (IN_FLIGHT, CONNECTIONS_IN_USE, CONNECTIONS_WAITING)
+PUBLISH_SECONDS = 1.0
+
+
+def publish_levels() -> None:
+    for level in LEVELS:
+        level.gauge.set(level.value)
+
+
+async def publish_levels_forever() -> None:
+    """A worker of every `registry serve` process (the app's lifespan)."""
+    while True:
+        publish_levels()
+        await asyncio.sleep(PUBLISH_SECONDS)
+
+
+@lru_cache(maxsize=1024)
+def query_duration(statement: str) -> Any:
+    """The histogram child of one statement (labels() is a lookup under a lock)."""
+    return DB_DURATION.labels(statement)
+
+
 def exposition(extra: CollectorRegistry | None = None) -> bytes:
     """This process's metrics (every worker's, in multiprocess mode), then `extra`."""
+    publish_levels()
     if os.environ.get(MULTIPROC_ENV):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
@@ -160,12 +197,13 @@ def statement_name(sql: str) -> str:
 
 
 @contextmanager
-def timed(histogram: Histogram, *labels: str) -> Any:
+def timed(child: Any) -> Any:
+    """Observe the time the block takes in a histogram's child."""
     start = time.perf_counter()
     try:
         yield
     finally:
-        histogram.labels(*labels).observe(time.perf_counter() - start)
+        child.observe(time.perf_counter() - start)
 
 
 def measured_store(driver: str) -> Callable[[type], type]:

@@ -26,7 +26,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from sqlalchemy.util import greenlet_spawn
 
 from registry.errors import Unavailable
-from registry.metrics import DB_DURATION, DB_IN_USE, DB_WAITING, statement_name
+from registry.metrics import (
+    CONNECTIONS_IN_USE,
+    CONNECTIONS_WAITING,
+    query_duration,
+    statement_name,
+)
 
 log = logging.getLogger("registry.database")
 
@@ -73,11 +78,11 @@ def _outage(exc: BaseException) -> bool:
 
 @contextmanager
 def _waiting() -> Iterator[None]:
-    DB_WAITING.inc()
+    CONNECTIONS_WAITING.value += 1
     try:
         yield
     finally:
-        DB_WAITING.dec()
+        CONNECTIONS_WAITING.value -= 1
 
 
 def _before_execute(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
@@ -86,15 +91,15 @@ def _before_execute(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
 
 def _after_execute(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
     started = conn.info["registry_started"].pop()
-    DB_DURATION.labels(statement_name(statement)).observe(time.perf_counter() - started)
+    query_duration(statement_name(statement)).observe(time.perf_counter() - started)
 
 
 def _checked_out(*args: Any) -> None:
-    DB_IN_USE.inc()
+    CONNECTIONS_IN_USE.value += 1
 
 
 def _checked_in(*args: Any) -> None:
-    DB_IN_USE.dec()
+    CONNECTIONS_IN_USE.value -= 1
 
 
 class Database:
@@ -205,16 +210,16 @@ class Database:
         if self._writers is None:
             yield
             return
-        DB_WAITING.inc()
+        CONNECTIONS_WAITING.value += 1
         waiting = True
         try:
             async with self._writers.turn():
-                DB_WAITING.dec()
+                CONNECTIONS_WAITING.value -= 1
                 waiting = False
                 yield
         finally:
             if waiting:
-                DB_WAITING.dec()
+                CONNECTIONS_WAITING.value -= 1
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[AsyncConnection]:

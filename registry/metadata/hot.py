@@ -9,6 +9,7 @@ both on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 from registry.metadata.database import Database
 from registry.metadata.models import now as now_utc
 from registry.metadata.queries import StoredManifest
-from registry.metrics import DB_DURATION, timed
+from registry.metrics import query_duration, timed
 
 _MANIFEST = "SELECT m.digest, m.media_type, m.content, m.repository_id, m.id FROM manifests m "
 _SQL = {
@@ -132,10 +133,13 @@ class HotQueries:
         text, order = self._sql[name]
         values = [self._bind(params[key]) for key in order]
         async with self.db.driver() as driver:
-            with timed(DB_DURATION, name):
-                if self.db.is_sqlite:
-                    return list(await driver.execute_fetchall(text, values))
-                return list(await driver.fetch(text, *values))
+            start = time.perf_counter()
+            if self.db.is_sqlite:
+                rows = list(await driver.execute_fetchall(text, values))
+            else:
+                rows = list(await driver.fetch(text, *values))
+            query_duration(name).observe(time.perf_counter() - start)
+            return rows
 
     async def write(self, *steps: tuple[str, dict[str, Any]]) -> int:
         """Run write statements, in order, in one transaction; returns the rows the last
@@ -148,10 +152,10 @@ class HotQueries:
             statements.append((text, [self._bind(given[key]) for key in order]))
         label = "+".join(name for name, _ in steps)
         if not self.db.is_sqlite:
-            with timed(DB_DURATION, label):
+            with timed(query_duration(label)):
                 return await self.db.retrying(lambda: self._postgres_write(statements))
         async with self.db.writer_turn(), self.db.driver() as driver:
-            with timed(DB_DURATION, label):
+            with timed(query_duration(label)):
                 await driver.execute("BEGIN IMMEDIATE")
                 try:
                     for text, values in statements:
