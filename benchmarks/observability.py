@@ -5,7 +5,8 @@
 `registry serve` at --before (a commit without events, webhooks, metrics or access lines
 of its own: uvicorn's access log instead) and at the working tree with all of them on:
 an access line per request (log_level info, both), a webhook for every push and pull
-delivered to a local receiver, and Prometheus scraping /metrics every second. Two
+(`--events`) delivered to a receiver in its own process, and Prometheus scraping
+/metrics every second. Two
 workers each (metrics in multiprocess mode), SQLite and the filesystem. The workloads
 alternate between the two servers, as in lifecycle.py.
 """
@@ -37,7 +38,6 @@ from benchmarks.lifecycle import (  # noqa: E402
     table,
     worktree,
 )
-from tests.peers.receiver import Receiver  # noqa: E402
 
 WORKLOADS = ("manifest GET", "blob HEAD", "small blobs", "tags pushed")
 
@@ -60,11 +60,19 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--only", metavar="TEXT", help="only workloads whose label has TEXT")
+    parser.add_argument(
+        "--events", default="push,pull", help="what the webhook wants (push,pull: every GET)"
+    )
     args = parser.parse_args()
     if missing := [tool for tool in ("wrk", "ab") if not shutil.which(tool)]:
         sys.exit(f"benchmarks need {', '.join(missing)}: see `make bench`")
     root = Path(tempfile.mkdtemp(prefix="bench-observability-"))
-    receiver = Receiver()
+    # The receiver in a process of its own, as it would be on another host.
+    receiver = subprocess.Popen(
+        [sys.executable, "-m", "tests.peers.receiver"], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    assert receiver.stdout is not None
+    receiver_url = receiver.stdout.readline().strip()
     servers: list[Server] = []
     tree = None
     common = {"REGISTRY_HTTP_WORKERS": "2", "REGISTRY_LOG_LEVEL": "info"}
@@ -77,7 +85,7 @@ def main() -> None:
             {**common, "REGISTRY_METRICS_ACCESS": "open", "REGISTRY_WEBHOOKS_POLL_SECONDS": "0.5"},
         )
         servers += [before, after]
-        hook = {"url": receiver.url, "events": ["push", "pull"]}
+        hook = {"url": receiver_url, "events": args.events.split(",")}
         assert httpx.post(f"{after.url}/api/v1/webhooks", json=hook).status_code == 201
         for server in servers:
             prepare(server)
@@ -95,12 +103,12 @@ def main() -> None:
                 (before, after), args.repeats, args.seconds, around=scraping, only=only
             )
         time.sleep(2)  # the last deliveries
-        delivered = len(receiver.accepted())
+        delivered = int(httpx.get(receiver_url).text)
         scrapes = sum(s.scrapes for s in scrapers)
     finally:
         for server in servers:
             server.process.stop()
-        receiver.close()
+        receiver.kill()
         if tree is not None:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)])
         shutil.rmtree(root, ignore_errors=True)

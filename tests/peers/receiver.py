@@ -71,6 +71,13 @@ class Receiver:
                 self.end_headers()
                 self.wfile.write(reply)
 
+            def do_GET(self) -> None:  # how many it accepted, for a receiver in a process
+                reply = str(len(receiver.accepted())).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
             def log_message(self, *args: Any) -> None:
                 pass
 
@@ -90,3 +97,11 @@ class Receiver:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+if __name__ == "__main__":
+    # A receiver in its own process (benchmarks: not sharing the load generator's GIL);
+    # prints its URL, then serves until killed.
+    running = Receiver()
+    print(running.url, flush=True)
+    running.thread.join()
