@@ -5,8 +5,9 @@
 `registry serve` at --before (a commit without events, webhooks, metrics or access lines
 of its own: uvicorn's access log instead) and at the working tree with all of them on:
 an access line per request (log_level info, both), a webhook for every push and pull
-(`--events`) delivered to a receiver in its own process, and Prometheus scraping
-/metrics every second. Two
+(`--events`) delivered to a receiver (nginx answering 204, the least a receiver on
+this machine can take from it; or `--receiver python`, the tests' own, in a process),
+and Prometheus scraping /metrics every second. Two
 workers each (metrics in multiprocess mode), SQLite and the filesystem. The workloads
 alternate between the two servers, as in lifecycle.py.
 """
@@ -38,8 +39,22 @@ from benchmarks.lifecycle import (  # noqa: E402
     table,
     worktree,
 )
+from tests.helpers import scraped  # noqa: E402
+from tests.peers.nginx import NginxProcess  # noqa: E402
 
 WORKLOADS = ("manifest GET", "blob HEAD", "small blobs", "tags pushed")
+
+
+class Sink(NginxProcess):
+    """nginx answering 204 to every request, logging none."""
+
+    def start(self) -> Sink:
+        self._write_conf(
+            f"  server {{ listen 127.0.0.1:{self.port}; access_log off; "
+            "location / { return 204; } }"
+        )
+        super().start()
+        return self
 
 
 class Scraper(Background):
@@ -63,16 +78,31 @@ def main() -> None:
     parser.add_argument(
         "--events", default="push,pull", help="what the webhook wants (push,pull: every GET)"
     )
+    parser.add_argument(
+        "--receiver",
+        choices=("nginx", "python"),
+        default="nginx",
+        help="nginx answering 204 (as cheap as a receiver on this machine can be), or the "
+        "tests' Python receiver in a process of its own",
+    )
     args = parser.parse_args()
     if missing := [tool for tool in ("wrk", "ab") if not shutil.which(tool)]:
         sys.exit(f"benchmarks need {', '.join(missing)}: see `make bench`")
     root = Path(tempfile.mkdtemp(prefix="bench-observability-"))
     # The receiver in a process of its own, as it would be on another host.
-    receiver = subprocess.Popen(
-        [sys.executable, "-m", "tests.peers.receiver"], cwd=ROOT, stdout=subprocess.PIPE, text=True
-    )
-    assert receiver.stdout is not None
-    receiver_url = receiver.stdout.readline().strip()
+    receiver: Sink | subprocess.Popen[str]
+    if args.receiver == "nginx":
+        receiver = Sink(root / "sink").start()
+        receiver_url = receiver.url + "/hook"
+    else:
+        receiver = subprocess.Popen(
+            [sys.executable, "-m", "tests.peers.receiver"],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert receiver.stdout is not None
+        receiver_url = receiver.stdout.readline().strip()
     servers: list[Server] = []
     tree = None
     common = {"REGISTRY_HTTP_WORKERS": "2", "REGISTRY_LOG_LEVEL": "info"}
@@ -103,12 +133,19 @@ def main() -> None:
                 (before, after), args.repeats, args.seconds, around=scraping, only=only
             )
         time.sleep(2)  # the last deliveries
-        delivered = int(httpx.get(receiver_url).text)
+        delivered = int(
+            scraped(httpx.get(f"{after.url}/metrics").text)[
+                'registry_webhook_deliveries{state="delivered"}'
+            ]
+        )
         scrapes = sum(s.scrapes for s in scrapers)
     finally:
         for server in servers:
             server.process.stop()
-        receiver.kill()
+        if isinstance(receiver, Sink):
+            receiver.stop()
+        else:
+            receiver.kill()
         if tree is not None:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)])
         shutil.rmtree(root, ignore_errors=True)

@@ -249,7 +249,7 @@ def test_the_database_goes_away_and_comes_back(tmp_path: Path) -> None:
                             content=data,
                         )
                     else:
-                        r = client.get("/health")
+                        r = client.get("/ready")  # readiness: the database answers
                     ended = time.monotonic()
                     results.append((began - started, kind, r.status_code, ended - began))
                     if r.status_code >= 500 and kind != "blob":
@@ -258,7 +258,7 @@ def test_the_database_goes_away_and_comes_back(tmp_path: Path) -> None:
 
         threads = [
             threading.Thread(target=load, args=(kind,))
-            for kind in ("manifest", "blob", "push", "health")
+            for kind in ("manifest", "blob", "push", "ready")
         ]
         for thread in threads:
             thread.start()
@@ -283,6 +283,6 @@ def test_the_database_goes_away_and_comes_back(tmp_path: Path) -> None:
     # Recovered by itself within a few seconds of the restart, on every kind of request.
     after = [(kind, s) for t, kind, s, _ in results if t > up_at + 3]
     assert after and all(s < 300 for _, s in after), after
-    assert {kind for kind, _ in after} == {"manifest", "blob", "push", "health"}
+    assert {kind for kind, _ in after} == {"manifest", "blob", "push", "ready"}
     slowest = max(duration for *_, duration in results)
     assert slowest < 10, f"a request took {slowest:.1f} s during the outage"
