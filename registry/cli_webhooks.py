@@ -12,7 +12,7 @@ from typing import Any
 from registry.config import Settings
 from registry.errors import RegistryError
 from registry.metadata.database import Database
-from registry.metadata.events import WEBHOOK_ACTIONS
+from registry.metadata.events import WEBHOOK_KINDS
 from registry.services.webhooks import FORMATS, Webhooks
 
 Command = Callable[[Webhooks, argparse.Namespace], Awaitable[None]]
@@ -29,7 +29,7 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
 
     add = command("add", _add, "add a webhook; prints its secret once")
     add.add_argument("url")
-    add.add_argument("--events", default="push,delete", help=f"some of {','.join(WEBHOOK_ACTIONS)}")
+    add.add_argument("--events", default="push,delete", help=f"some of {','.join(WEBHOOK_KINDS)}")
     add.add_argument("--namespace", help="only this namespace's events (default: all)")
     add.add_argument("--repositories", help="a glob of repository names, e.g. team/*")
     add.add_argument("--tags", help="a glob of tags, e.g. release-*")

@@ -15,13 +15,13 @@ from registry.api.access import owned_by_caller, require_admin, require_owner
 from registry.api.common import registry_of
 from registry.api.declare import API, Answer, Body, Page, PageQuery, id_key
 from registry.errors import Invalid
-from registry.metadata.events import WEBHOOK_ACTIONS
+from registry.metadata.events import WEBHOOK_KINDS
 from registry.metadata.models import utc
 from registry.metadata.webhooks import Endpoint
 from registry.names import check_namespace
 
-Action = Literal["push", "pull", "mount", "delete", "tag", "mirror", "quota", "gc"]
-assert set(Action.__args__) == set(WEBHOOK_ACTIONS)  # type: ignore[attr-defined]
+Kind = Literal["push", "blob", "pull", "mount", "delete", "tag", "mirror", "quota", "gc"]
+assert set(Kind.__args__) == set(WEBHOOK_KINDS)  # type: ignore[attr-defined]
 Format = Literal["distribution", "cloudevents"]
 State = Literal["pending", "delivered", "failed"]
 
@@ -29,7 +29,7 @@ State = Literal["pending", "delivered", "failed"]
 class NewWebhook(Body):
     namespace: str | None = Field(None, description="none: a global webhook (admins)")
     url: str
-    events: list[Action] = Field(min_length=1)
+    events: list[Kind] = Field(min_length=1)
     repositories: str | None = Field(None, description="a glob of repository names")
     tags: str | None = Field(None, description="a glob of tags; events without a tag skip")
     secret: str | None = Field(None, min_length=16, description="made for you if left out")
@@ -38,7 +38,7 @@ class NewWebhook(Body):
 
 class WebhookChange(Body):
     url: str | None = None
-    events: list[Action] | None = Field(None, min_length=1)
+    events: list[Kind] | None = Field(None, min_length=1)
     repositories: str | None = None
     tags: str | None = None
     secret: str | None = Field(None, min_length=16)

@@ -23,11 +23,23 @@ from registry import context
 from registry.metadata.models import Event, WebhookDelivery, now
 from registry.names import namespace_of
 
-# What webhooks may subscribe to; the other actions (logins, tokens, account and
+# The actions whose events webhooks may get; the others (logins, tokens, account and
 # setting changes) are for the audit log only.
 WEBHOOK_ACTIONS = ("push", "pull", "mount", "delete", "tag", "mirror", "quota", "gc")
+# What a webhook subscribes to: those actions, with a blob's push apart from a
+# manifest's (`push` is an image, index or artifact arriving, as Harbor and Quay
+# notify; `blob` is each layer and config, as Distribution sends them too).
+WEBHOOK_KINDS = ("push", "blob", *WEBHOOK_ACTIONS[1:])
 # The media type of a blob in events: a registry does not know what a blob holds.
 BLOB_TYPE = "application/octet-stream"
+
+
+def kind(event: Mapping[str, Any]) -> str:
+    """What a webhook subscribes to for `event`: one of WEBHOOK_KINDS."""
+    action = str(event["action"])
+    if action == "push" and event.get("target", {}).get("mediaType") == BLOB_TYPE:
+        return "blob"
+    return action
 # Identifies this process in events' `source`, as Distribution's instanceID does.
 INSTANCE = str(uuid.uuid4())
 _HOST = socket.gethostname()
@@ -186,6 +198,13 @@ async def undispatched(conn: AsyncConnection, limit: int) -> list[tuple[int, dic
         .limit(limit)
     )
     return [(int(ident), json.loads(body)) for ident, body in rows]
+
+
+async def mark_all_dispatched(conn: AsyncConnection) -> int:
+    result = await conn.execute(
+        update(Event).where(Event.dispatched.is_(False)).values(dispatched=True)
+    )
+    return result.rowcount
 
 
 async def mark_dispatched(conn: AsyncConnection, ids: Sequence[int]) -> None:

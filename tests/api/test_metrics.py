@@ -61,7 +61,9 @@ async def test_one_process_counts_routes_statements_storage_and_webhooks(
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://r.test") as c:
             before = scraped((await c.get("/metrics")).text)
-            r = await c.post("/api/v1/webhooks", json={"url": receiver.url, "events": ["push"]})
+            r = await c.post(
+                "/api/v1/webhooks", json={"url": receiver.url, "events": ["push", "blob"]}
+            )
             assert r.status_code == 201
             await push_image(c, "team/app", "v1", layers=[b"counted"])
             for _ in range(3):

@@ -51,7 +51,8 @@ async def app(make_settings: Callable[..., Settings]) -> AsyncIterator[Starlette
 
 
 async def add_hook(client: httpx.AsyncClient, url: str, **fields: Any) -> dict[str, Any]:
-    body = {"url": url, "events": ["push", "pull", "mount", "delete", "tag", "gc", "quota"]}
+    events = ["push", "blob", "pull", "mount", "delete", "tag", "gc", "quota"]
+    body = {"url": url, "events": events}
     r = await client.post("/api/v1/webhooks", json={**body, **fields})
     assert r.status_code == 201, r.text
     return dict(r.json())
@@ -174,12 +175,33 @@ async def test_cloudevents_and_filters(
     assert document["data"]["target"]["tag"] == "release-1"
 
 
+async def test_push_is_manifests_and_blob_is_blobs(
+    app: Starlette, client: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    images = Receiver()
+    try:
+        await add_hook(client, images.url, events=["push"])
+        await add_hook(client, receiver.url, events=["blob"])
+        digest, _ = await push_image(client, "team/app", "v1", layers=[b"layer"])
+        await deliver_all(app)
+        (image,) = images.accepted()
+        assert image.event["target"]["digest"] == digest
+        blobs = [r.event for r in receiver.accepted()]
+        # Distribution's form: action push, a blob's media type.
+        assert {e["action"] for e in blobs} == {"push"}
+        assert {e["target"]["mediaType"] for e in blobs} == {"application/octet-stream"}
+        assert sha256(b"layer") in {e["target"]["digest"] for e in blobs}
+        assert len(blobs) == 2  # the layer and the config
+    finally:
+        images.close()
+
+
 async def test_a_receiver_that_fails_for_a_while_gets_everything_once_in_order(
     app: Starlette, client: httpx.AsyncClient, receiver: Receiver
 ) -> None:
     # Down from the fourth request on, for six: in the middle of a claimed batch.
     receiver.answer = lambda n: 503 if 3 <= n < 9 else 200
-    hook = await add_hook(client, receiver.url, events=["push"])
+    hook = await add_hook(client, receiver.url, events=["push", "blob"])
     tags = [f"v{i}" for i in range(8)]
     for tag in tags:
         await push_image(client, "team/app", tag, layers=[tag.encode()])
@@ -219,7 +241,7 @@ async def test_retries_end_as_failed_and_failed_deliveries_can_be_sent_again(
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://r.test") as client:
             receiver.answer = lambda n: 500
-            hook = await add_hook(client, receiver.url, events=["push"])
+            hook = await add_hook(client, receiver.url, events=["blob"])
             await push_blob(client, "team/app", b"one")
             await push_blob(client, "team/app", b"two")
             await deliver_all(app)  # pending until given up
@@ -273,7 +295,7 @@ async def test_two_processes_never_send_an_event_twice(
 
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://r.test") as client:
-            await add_hook(client, receiver.url, events=["push"])
+            await add_hook(client, receiver.url, events=["push", "blob"])
             workers = [asyncio.create_task(work(app)) for app in (one, two)]
             tags = [f"t{i}" for i in range(12)]
             for tag in tags:
@@ -302,7 +324,7 @@ async def test_a_namespace_webhook_may_not_reach_private_addresses(
         try:
             async with httpx.AsyncClient(transport=transport, base_url="http://r.test") as c:
                 hook = await add_hook(
-                    c, receiver.url, namespace="team", events=["push"], secret="s" * 20
+                    c, receiver.url, namespace="team", events=["blob"], secret="s" * 20
                 )
                 assert hook["namespace"] == "team"
                 await push_blob(c, "team/app", f"{allowed}".encode())

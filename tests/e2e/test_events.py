@@ -55,7 +55,7 @@ def test_an_event_committed_before_a_kill_9_is_delivered_after_the_restart(
         wait_healthy(server)
         time.sleep(1)  # past the workers' first look
         with httpx.Client(base_url=server.url, timeout=30) as client:
-            r = client.post("/api/v1/webhooks", json={"url": receiver.url, "events": ["push"]})
+            r = client.post("/api/v1/webhooks", json={"url": receiver.url, "events": ["blob"]})
             assert r.status_code == 201
             pushed = [push(client, "kill/app", os.urandom(100)) for _ in range(5)]
         assert server.process is not None

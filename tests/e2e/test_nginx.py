@@ -196,7 +196,7 @@ def test_two_replicas_deliver_each_webhook_event_once_in_order(stack: Stack) -> 
     auth = basic("admin", ADMIN_PASSWORD)
     try:
         with httpx.Client(base_url=stack.nginx.url, headers=auth) as client:
-            r = client.post("/api/v1/webhooks", json={"url": receiver.url, "events": ["push"]})
+            r = client.post("/api/v1/webhooks", json={"url": receiver.url, "events": ["blob"]})
             assert r.status_code == 201, r.text
             hook = r.json()
             pushed = []

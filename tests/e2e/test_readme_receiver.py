@@ -48,7 +48,7 @@ def test_the_readme_receiver_checks_signatures(tmp_path: Path) -> None:
         wait_for_port(port)
         wait_healthy(server)
         url = f"http://127.0.0.1:{port}/hook"
-        hook = {"url": url, "events": ["push"], "secret": SECRET}
+        hook = {"url": url, "events": ["blob"], "secret": SECRET}
         assert httpx.post(f"{server.url}/api/v1/webhooks", json=hook).status_code == 201
         data = b"for the readme"
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
