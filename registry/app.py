@@ -117,7 +117,7 @@ def create_app(settings: Settings) -> Starlette:
         metrics.forget_dead_workers()
         workers = [
             asyncio.create_task(registry.pulls.run()),
-            asyncio.create_task(metrics.publish_levels_forever()),
+            asyncio.create_task(metrics.publish_forever()),
         ]
         if settings.gc.interval_seconds:
             workers.append(asyncio.create_task(registry.gc.run()))

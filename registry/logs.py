@@ -74,6 +74,12 @@ class JsonFormatter(logging.Formatter):
 
 def configure(level: str, form: str) -> None:
     """One handler on the root logger (standard error), for us and for uvicorn."""
+    # No line names its caller, thread or process: leave out what finding them costs
+    # (a walk up the stack for every record; a deep one while a request is served).
+    logging._srcfile = None  # the logging HOWTO's advice
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     formatter = JsonFormatter() if form == "json" else TextFormatter()
     formatter.converter = time.gmtime

@@ -18,6 +18,7 @@ import asyncio
 import os
 import re
 import time
+from bisect import bisect_left
 from collections.abc import Awaitable, Callable
 from contextlib import contextmanager
 from functools import lru_cache, wraps
@@ -114,44 +115,121 @@ WEBHOOK_DURATION = Histogram(
 )
 
 
+# What changes on every request is counted in plain numbers first, and moved into
+# prometheus_client's values by `publish`, every PUBLISH_SECONDS and before each scrape:
+# in multiprocess mode a value's change is a lock, a getpid and a write to a
+# memory-mapped file, and several per request came to a few per cent of a worker's CPU.
+# A scrape by one worker sees the others' numbers as of their last publish (a second).
+# They are changed and published on the event loop's thread only (every caller is a
+# coroutine), so a publish never interleaves with a change.
+PUBLISH_SECONDS = 1.0
+
+
 class Level:
-    """A gauge that changes on every request (in flight, connections in use): kept as a
-    plain number, which costs nothing to move, and published to its gauge by
-    `publish_levels` every second and before each scrape."""
+    """A gauge's value (in flight, connections in use)."""
+
+    __slots__ = ("gauge", "value")
 
     def __init__(self, gauge: Gauge) -> None:
         self.gauge = gauge
         self.value = 0
+
+    def publish(self) -> None:
+        self.gauge.set(self.value)
+
+
+class Tally:
+    """A counter child's increments since the last publish."""
+
+    __slots__ = ("child", "pending")
+
+    def __init__(self, child: Any) -> None:
+        self.child = child
+        self.pending = 0.0
+
+    def inc(self, amount: float = 1) -> None:
+        self.pending += amount
+
+    def publish(self) -> None:
+        if self.pending:
+            pending, self.pending = self.pending, 0.0
+            self.child.inc(pending)
+
+
+class Timings:
+    """A histogram child's observations since the last publish, by bucket. It adds them
+    to the child's own bucket and sum values (prometheus_client has no batch observe;
+    tests/api/test_metrics.py holds the result to the child's own observe)."""
+
+    __slots__ = ("bounds", "child", "counts", "seen", "total")
+
+    def __init__(self, child: Any) -> None:
+        self.child = child
+        self.bounds = list(child._upper_bounds)  # ends with +Inf: every value has one
+        self.counts = [0] * len(self.bounds)
+        self.total = 0.0
+        self.seen = False
+
+    def observe(self, amount: float) -> None:
+        # The first bucket whose bound is >= amount, as Histogram.observe picks it.
+        self.counts[bisect_left(self.bounds, amount)] += 1
+        self.total += amount
+        self.seen = True
+
+    def publish(self) -> None:
+        if not self.seen:
+            return
+        for i, count in enumerate(self.counts):
+            if count:
+                self.child._buckets[i].inc(count)
+                self.counts[i] = 0
+        self.child._sum.inc(self.total)
+        self.total, self.seen = 0.0, False
 
 
 IN_FLIGHT = Level(HTTP_IN_FLIGHT)
 CONNECTIONS_IN_USE = Level(DB_IN_USE)
 CONNECTIONS_WAITING = Level(DB_WAITING)
 LEVELS = (IN_FLIGHT, CONNECTIONS_IN_USE, CONNECTIONS_WAITING)
-PUBLISH_SECONDS = 1.0
+# One buffer per child (prometheus_client keeps the children, so their ids hold).
+_BUFFERS: dict[int, Tally | Timings] = {}
 
 
-def publish_levels() -> None:
+def tally(child: Any) -> Tally:
+    found = _BUFFERS.setdefault(id(child), Tally(child))
+    assert isinstance(found, Tally)
+    return found
+
+
+def timings(child: Any) -> Timings:
+    found = _BUFFERS.setdefault(id(child), Timings(child))
+    assert isinstance(found, Timings)
+    return found
+
+
+def publish() -> None:
     for level in LEVELS:
-        level.gauge.set(level.value)
+        level.publish()
+    for buffer in list(_BUFFERS.values()):
+        buffer.publish()
 
 
-async def publish_levels_forever() -> None:
+async def publish_forever() -> None:
     """A worker of every `registry serve` process (the app's lifespan)."""
     while True:
-        publish_levels()
+        publish()
         await asyncio.sleep(PUBLISH_SECONDS)
 
 
 @lru_cache(maxsize=1024)
-def query_duration(statement: str) -> Any:
-    """The histogram child of one statement (labels() is a lookup under a lock)."""
-    return DB_DURATION.labels(statement)
+def query_duration(statement: str) -> Timings:
+    """The timings of one statement (labels() is a lookup under a lock)."""
+    return timings(DB_DURATION.labels(statement))
 
 
 def exposition(extra: CollectorRegistry | None = None) -> bytes:
     """This process's metrics (every worker's, in multiprocess mode), then `extra`."""
-    publish_levels()
+    publish()
     if os.environ.get(MULTIPROC_ENV):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
@@ -211,8 +289,8 @@ def measured_store(driver: str) -> Callable[[type], type]:
     and count the bytes that go in and out."""
 
     def wrap_call(name: str, method: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
-        duration = STORAGE_DURATION.labels(driver, name)
-        errors = STORAGE_ERRORS.labels(driver, name)
+        duration = timings(STORAGE_DURATION.labels(driver, name))
+        errors = tally(STORAGE_ERRORS.labels(driver, name))
 
         @wraps(method)
         async def call(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -229,9 +307,9 @@ def measured_store(driver: str) -> Callable[[type], type]:
         return call
 
     def wrap_stream(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
-        duration = STORAGE_DURATION.labels(driver, name)
-        errors = STORAGE_ERRORS.labels(driver, name)
-        downloaded = STORAGE_DOWNLOADED.labels(driver)
+        duration = timings(STORAGE_DURATION.labels(driver, name))
+        errors = tally(STORAGE_ERRORS.labels(driver, name))
+        downloaded = tally(STORAGE_DOWNLOADED.labels(driver))
 
         @wraps(method)
         async def stream(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -249,7 +327,7 @@ def measured_store(driver: str) -> Callable[[type], type]:
         return stream
 
     def wrap_writes(method: Callable[..., Awaitable[Any]], chunks_at: int) -> Callable[..., Any]:
-        uploaded = STORAGE_UPLOADED.labels(driver)
+        uploaded = tally(STORAGE_UPLOADED.labels(driver))
 
         @wraps(method)
         async def write(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -263,7 +341,7 @@ def measured_store(driver: str) -> Callable[[type], type]:
         return write
 
     def wrap_put(method: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
-        uploaded = STORAGE_UPLOADED.labels(driver)
+        uploaded = tally(STORAGE_UPLOADED.labels(driver))
 
         @wraps(method)
         async def put(self: Any, digest: Any, data: bytes) -> Any:
@@ -297,7 +375,7 @@ def measured_store(driver: str) -> Callable[[type], type]:
     return decorate
 
 
-async def _counting(chunks: Any, counter: Counter) -> Any:
+async def _counting(chunks: Any, counter: Tally) -> Any:
     async for piece in chunks:
         counter.inc(len(piece))
         yield piece

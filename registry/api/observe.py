@@ -27,6 +27,8 @@ from registry.metrics import (
     HTTP_REQUESTS,
     HTTP_RESPONSE_BYTES,
     IN_FLIGHT,
+    tally,
+    timings,
 )
 
 access = logging.getLogger("registry.access")
@@ -52,10 +54,10 @@ def _headers(scope: Scope) -> dict[bytes, str]:
 def _series(method: str, route: str, status: int) -> tuple[Any, Any, Any, Any]:
     """A request kind's metric children (labels() costs a lookup under a lock each)."""
     return (
-        HTTP_REQUESTS.labels(method, route, str(status)),
-        HTTP_DURATION.labels(method, route),
-        HTTP_REQUEST_BYTES.labels(route),
-        HTTP_RESPONSE_BYTES.labels(route),
+        tally(HTTP_REQUESTS.labels(method, route, str(status))),
+        timings(HTTP_DURATION.labels(method, route)),
+        tally(HTTP_REQUEST_BYTES.labels(route)),
+        tally(HTTP_RESPONSE_BYTES.labels(route)),
     )
 
 

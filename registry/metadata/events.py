@@ -40,6 +40,8 @@ def kind(event: Mapping[str, Any]) -> str:
     if action == "push" and event.get("target", {}).get("mediaType") == BLOB_TYPE:
         return "blob"
     return action
+
+
 # Identifies this process in events' `source`, as Distribution's instanceID does.
 INSTANCE = str(uuid.uuid4())
 _HOST = socket.gethostname()

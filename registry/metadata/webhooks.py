@@ -103,14 +103,16 @@ async def enqueue(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None
 
 
 async def work(conn: AsyncConnection, moment: datetime) -> tuple[bool, bool]:
-    """(any event waits to be dispatched, any delivery is due): two index probes."""
-    undispatched = await conn.scalar(select(Event.id).where(Event.dispatched.is_(False)).limit(1))
-    due = await conn.scalar(
+    """(any event waits to be dispatched, any delivery is due): two index probes, in
+    one statement (the worker asks several times a second)."""
+    undispatched = select(Event.id).where(Event.dispatched.is_(False)).exists()
+    due = (
         select(WebhookDelivery.id)
         .where(WebhookDelivery.state == "pending", WebhookDelivery.next_attempt_at <= moment)
-        .limit(1)
+        .exists()
     )
-    return undispatched is not None, due is not None
+    row = (await conn.execute(select(undispatched, due))).one()
+    return bool(row[0]), bool(row[1])
 
 
 @dataclass(frozen=True, slots=True)

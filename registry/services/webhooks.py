@@ -324,24 +324,26 @@ class Webhooks:
     async def dispatch(self) -> int:
         """Fan undispatched events out to the endpoints that want them; returns how many
         events were dispatched."""
-        return await self.db.transact(self._fan_out)
+        events, _ = await self.db.transact(self._fan_out)
+        return events
 
-    async def _fan_out(self, conn: AsyncConnection) -> int:
+    async def _fan_out(self, conn: AsyncConnection) -> tuple[int, int]:
+        """(events dispatched, deliveries queued)."""
         if conn.dialect.name == "postgresql":
             taken = await conn.scalar(
                 text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": DISPATCH_LOCK}
             )
             if not taken:
-                return 0  # another process is at it
+                return 0, 0  # another process is at it
         endpoints = await q.endpoints(conn, enabled=True)
         if not endpoints:
             # Nothing wants them, and an endpoint added after this read wants only
             # events newer than any seen here (see add): mark them dispatched without
             # reading their bodies.
-            return await event_queries.mark_all_dispatched(conn)
+            return await event_queries.mark_all_dispatched(conn), 0
         found = await event_queries.undispatched(conn, BATCH)
         if not found:
-            return 0
+            return 0, 0
         moment = now()
         rows = [
             {
@@ -360,12 +362,14 @@ class Webhooks:
         ]
         await q.enqueue(conn, rows)
         await event_queries.mark_dispatched(conn, [ident for ident, _ in found])
-        return len(found)
+        return len(found), len(rows)
 
-    async def deliver(self, *, fan_out: bool = False) -> int:
+    async def deliver(self, *, fan_out: bool = False, due: bool = True) -> int:
         """Claim due deliveries (after fanning out new events, with `fan_out`, in the
         same transaction) and send them, each endpoint's in order, concurrently across
-        endpoints; settle them all in one transaction. Returns how many were sent."""
+        endpoints; settle them all in one transaction. Returns how many were sent.
+        `due`: whether a delivery was due before the fan-out; if none was and the fan-out
+        queued none, there is nothing to claim (the claim is the dearest statement)."""
         moment = now()
         # An endpoint's batch stops starting sends once one timeout has gone by, so the
         # last send of a batch ends within two; the lease covers that.
@@ -373,7 +377,9 @@ class Webhooks:
 
         async def take(conn: AsyncConnection) -> list[q.Claimed]:
             if fan_out:
-                await self._fan_out(conn)
+                _, queued = await self._fan_out(conn)
+                if not queued and not due:
+                    return []
             return await q.claim(conn, now(), moment + lease, self.worker, BATCH, EACH)
 
         claimed = await self.db.transact(take)
@@ -525,7 +531,7 @@ class Webhooks:
         async with self.db.read() as conn:
             undispatched, due = await q.work(conn, now())
         if due or undispatched:
-            done += await self.deliver(fan_out=undispatched) + undispatched
+            done += await self.deliver(fan_out=undispatched, due=due) + undispatched
         clock = time.monotonic()
         if clock - self._last_prune >= PRUNE_SECONDS:
             self._last_prune = clock

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
 
 from registry.app import create_app
 from registry.config import ConfigError, Settings, load_settings
+from registry.metrics import publish, tally, timings
 from registry.proxy.counters import COUNTERS
 from tests.helpers import assert_error, push_blob, push_image, scraped
 from tests.peers.receiver import Receiver
@@ -139,3 +140,30 @@ async def test_the_grafana_dashboard_asks_only_for_metrics_the_registry_has(
         "registry_mirror_upstream_bytes_total",
         "registry_mirror_cache_bytes_total",
     }
+
+
+def test_buffered_observations_publish_what_direct_ones_would() -> None:
+    """Timings and Tally add to prometheus_client's own values (its bucket and sum values
+    among them): the exposition is the one direct observations give, bounds included."""
+    direct, buffered = CollectorRegistry(), CollectorRegistry()
+    buckets = (0.001, 0.01, 0.1, 1)
+    plain = Histogram("t_seconds", "t", ["k"], buckets=buckets, registry=direct)
+    held = Histogram("t_seconds", "t", ["k"], buckets=buckets, registry=buffered)
+    plain_count = Counter("c", "c", registry=direct)
+    held_count = Counter("c", "c", registry=buffered)
+    timed, counted = timings(held.labels("a")), tally(held_count)
+    values = [0.0, 0.001, 0.0010001, 0.01, 0.5, 1.0, 7.0, 0.0005]
+    for _ in range(2):  # twice: what a publish moved is not moved again
+        for value in values:
+            plain.labels("a").observe(value)
+            timed.observe(value)
+            plain_count.inc(value)
+            counted.inc(value)
+        assert generate_latest(buffered) != generate_latest(direct)
+        publish()
+        want, got = (scraped(generate_latest(r).decode()) for r in (direct, buffered))
+        assert got.keys() == want.keys()
+        for name, value in want.items():
+            # Sums of the same values, added in another order: equal but for rounding.
+            exact = "_bucket" in name or "_count" in name
+            assert got[name] == (value if exact else pytest.approx(value)), name

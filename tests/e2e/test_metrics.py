@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from registry.api.routes import ROUTES
+from registry.metrics import PUBLISH_SECONDS
 from tests.e2e.test_faults import wait_healthy
 from tests.helpers import scraped
 from tests.peers.registry import RegistryProcess
@@ -43,6 +45,9 @@ def test_a_scrape_counts_the_requests_of_both_workers(tmp_path: Path) -> None:
             f"{server.url}/v2/team/app/blobs/uploads/", params={"digest": digest}, content=data
         )
         assert r.status_code == 201
+        # The worker that does not take the scrape has published its counts within
+        # a second (registry/metrics.py keeps them in memory until then).
+        time.sleep(PUBLISH_SECONDS + 0.5)
         after = scraped(server.get("/metrics").text)
     finally:
         server.stop()
