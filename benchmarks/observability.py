@@ -139,7 +139,7 @@ def main() -> None:
         time.sleep(2)  # the last deliveries
         delivered = int(
             scraped(httpx.get(f"{after.url}/metrics").text)[
-                'registry_webhook_deliveries{state="delivered"}'
+                'registry_webhook_attempts_total{outcome="delivered"}'
             ]
         )
         scrapes = sum(s.scrapes for s in scrapers)

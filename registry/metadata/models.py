@@ -435,6 +435,13 @@ class WebhookDelivery(Base):
             sqlite_where=text("state = 'pending'"),
             postgresql_where=text("state = 'pending'"),
         ),
+        # What every scrape of /metrics counts, with the pending ones.
+        Index(
+            "ix_webhook_deliveries_failed",
+            "webhook_id",
+            sqlite_where=text("state = 'failed'"),
+            postgresql_where=text("state = 'failed'"),
+        ),
     )
 
 
