@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import logging
 import re
 import time
 import uuid
@@ -19,6 +18,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from registry import logs
 from registry.api.forwarded import TRUSTED_PEER
 from registry.context import Context, using
 from registry.metrics import (
@@ -31,7 +31,6 @@ from registry.metrics import (
     timings,
 )
 
-access = logging.getLogger("registry.access")
 # Methods are labels of the request metrics as they are; any other is "other".
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # What a request ID from a proxy may look like: nginx's are 32 hex digits.
@@ -139,25 +138,16 @@ class Observe:
         path = scope.get("raw_path", b"").decode("latin-1") or scope["path"]
         user = ctx.actor or "-"
         ms = round(seconds * 1000, 2)
-        access.info(
-            "%s %s %d %d B in, %d B out, %.2f ms, user %s from %s",
-            ctx.method,
-            path,
-            status,
-            received,
-            sent,
-            ms,
-            user,
-            ctx.address or "-",
-            extra={
-                "method": ctx.method,
-                "route": template,
-                "path": path,
-                "status": status,
-                "bytes_in": received,
-                "bytes_out": sent,
-                "duration_ms": ms,
-                "user": ctx.actor,
-                "address": ctx.address,
-            },
-        )
+        fields = {
+            "method": ctx.method,
+            "route": template,
+            "path": path,
+            "status": status,
+            "bytes_in": received,
+            "bytes_out": sent,
+            "duration_ms": ms,
+            "user": ctx.actor,
+            "address": ctx.address,
+        }
+        args = (ctx.method, path, status, received, sent, ms, user, ctx.address or "-")
+        logs.access(fields, args)
