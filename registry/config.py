@@ -33,7 +33,9 @@ class ConfigError(Exception):
 class HttpSettings:
     host: str = "0.0.0.0"
     port: int = 5000
-    workers: int = 1
+    # uvicorn worker processes; 0: one per CPU core this process may run on (its
+    # affinity, as a container's cpuset sets it), as Go's GOMAXPROCS sizes Distribution.
+    workers: int = 0
     # Addresses or networks (comma-separated) of proxies whose X-Forwarded-Proto, -Host and
     # -For are believed: they make the URLs in Location headers and token challenges.
     trusted_proxies: str = "127.0.0.1,::1"
@@ -305,8 +307,19 @@ def load_settings(
             raise ConfigError(f"config file {path}: expected a mapping of keys at the top")
         raw = loaded
     settings = _build(Settings, raw, environ, prefix="")
+    if settings.http.workers == 0:
+        http = dataclasses.replace(settings.http, workers=usable_cores())
+        settings = dataclasses.replace(settings, http=http)
     _validate(settings)
     return settings
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on, at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def _build(cls: type, raw: Any, environ: Mapping[str, str], prefix: str) -> Any:

@@ -26,6 +26,8 @@ class RegistryProcess:
             "REGISTRY_HTTP_HOST": "127.0.0.1",
             "REGISTRY_HTTP_PORT": str(self.port),
             "REGISTRY_AUTH_ENABLED": "false",
+            # One process unless a test asks for more (the default is one per core).
+            "REGISTRY_HTTP_WORKERS": "1",
             **(env or {}),
         }
         self.log = data_dir.parent / f"registry-{self.port}.log"

@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,15 @@ def test_defaults_need_no_file() -> None:
     assert s.database_url.startswith("sqlite+aiosqlite:///")
     assert s.database_url.endswith("/data/registry.db")
     assert s.storage_root == (Path("data") / "storage").resolve()
+
+
+def test_workers_default_to_the_cores_the_process_may_use(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert load_settings(None, {}).http.workers == len(os.sched_getaffinity(0))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {5})  # taskset -c 5
+    assert load_settings(None, {}).http.workers == 1
+    assert load_settings(None, {"REGISTRY_HTTP_WORKERS": "3"}).http.workers == 3
 
 
 def test_environment_overrides_file(tmp_path: Path) -> None:
@@ -51,6 +61,7 @@ def test_environment_overrides_file(tmp_path: Path) -> None:
         ("", {"REGISTRY_WEBHOOKS_RETRY_HOURS": "-1"}, "config: webhooks.retry_hours: must be"),
         ("", {"REGISTRY_AUDIT_RETENTION_DAYS": "-2"}, "config: audit.retention_days: must be"),
         ("", {"REGISTRY_AUDIT_PULLS": "often"}, "config: audit.pulls: expected true"),
+        ("", {"REGISTRY_HTTP_WORKERS": "-1"}, "config: http.workers: must be"),
     ],
 )
 def test_bad_values_name_the_key(
