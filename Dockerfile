@@ -1,16 +1,19 @@
 # The registry as an image: slim, runs as an unprivileged user, checks its own health.
 # Built by docker-compose.yml; `docker build -t registry .` works on its own too.
-FROM python:3.11-slim AS build
+# PYTHON_IMAGE: any Debian-based image with Python 3.11 and venv (the tests build one
+# from Debian's packages, as Docker Hub is out of their reach).
+ARG PYTHON_IMAGE=python:3.11-slim
+FROM ${PYTHON_IMAGE} AS build
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY registry ./registry
 COPY migrations ./migrations
 # Installed in place: the Alembic revisions in /app/migrations ship with the code.
-RUN python -m venv /opt/venv \
+RUN python3 -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir --upgrade pip \
  && /opt/venv/bin/pip install --no-cache-dir -e /app
 
-FROM python:3.11-slim
+FROM ${PYTHON_IMAGE}
 RUN useradd --system --uid 10001 --home-dir /data --shell /usr/sbin/nologin registry \
  && mkdir /data && chown registry /data
 COPY --from=build /opt/venv /opt/venv

@@ -79,6 +79,7 @@ class Docker:
         check: bool = True,
         config: Path | None = None,
         stdin: str | None = None,
+        timeout: float = 300,
     ) -> subprocess.CompletedProcess[str]:
         """Run the docker client; `config` is its DOCKER_CONFIG folder (where logins are
         kept), so each test identity has its own."""
@@ -91,7 +92,7 @@ class Docker:
             input=stdin,
             capture_output=True,
             text=True,
-            timeout=300,
+            timeout=timeout,
         )
         if check and result.returncode != 0:
             raise AssertionError(

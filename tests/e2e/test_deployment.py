@@ -1,13 +1,14 @@
 """docker-compose.yml and the Dockerfile stay in step with the code: the compose file is
 valid (`docker-compose config`), every REGISTRY_* variable in it is a real setting and the
 settings load, nginx gets every variable its template uses, and the image's healthcheck
-command works against a running registry. (Images cannot be built or run here: there is
-no container runtime, only a daemon that pulls and pushes.)"""
+command works against a running registry, and the images come from variables whose
+defaults are Docker Hub's (test_image.py builds and runs the registry's image)."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import subprocess
 import typing
@@ -42,15 +43,42 @@ def setting_variables(cls: type = Settings, prefix: str = "REGISTRY_") -> set[st
     return names
 
 
-@pytest.fixture(scope="module")
-def compose() -> dict[str, Any]:
-    """The file as docker-compose resolves it."""
+def resolved(env: dict[str, str] | None = None) -> dict[str, Any]:
+    """The file as docker-compose resolves it, with `env` for its variables."""
     binary = need("docker-compose")
     result = subprocess.run(
-        [binary, "-f", str(COMPOSE), "config"], capture_output=True, text=True, cwd=ROOT
+        [binary, "-f", str(COMPOSE), "config"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={"PATH": os.environ["PATH"], **(env or {})},
     )
     assert result.returncode == 0, result.stderr
     return dict(yaml.safe_load(result.stdout))
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return resolved()
+
+
+def test_images_are_docker_hubs_unless_named(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert services["nginx"]["image"] == "nginx:1.27-alpine"
+    assert services["postgres"]["image"] == "postgres:16-alpine"
+    assert services["minio"]["image"].startswith("minio/minio:RELEASE.")
+    assert services["registry"]["build"]["args"] == {"PYTHON_IMAGE": "python:3.11-slim"}
+    names = ("NGINX", "POSTGRES", "MINIO", "MC", "PYTHON")
+    local = resolved({f"{name}_IMAGE": f"local/{name.lower()}" for name in names})["services"]
+    assert local["nginx"]["image"] == "local/nginx"
+    assert local["postgres"]["image"] == "local/postgres"
+    assert local["minio"]["image"] == "local/minio"
+    assert local["minio-bucket"]["image"] == "local/mc"
+    assert local["registry"]["build"]["args"] == {"PYTHON_IMAGE": "local/python"}
+    # The Dockerfile builds on whichever it is given.
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "ARG PYTHON_IMAGE=python:3.11-slim" in dockerfile
+    assert dockerfile.count("FROM ${PYTHON_IMAGE}") == 2
 
 
 def test_the_stack_has_its_parts(compose: dict[str, Any]) -> None:
