@@ -51,29 +51,42 @@ class TextFormatter(logging.Formatter):
         super().__init__(_TEXT_FORMAT)
 
     def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
-        request_id = getattr(record, "request_id", None)
-        return f"{line} [request {request_id}]" if request_id else line
+        return _text_line(super().format(record), getattr(record, "request_id", None))
+
+
+def _text_line(line: str, request_id: str | None) -> str:
+    return f"{line} [request {request_id}]" if request_id else line
 
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, Any] = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        request_id = getattr(record, "request_id", None)
-        if request_id:
-            line["request_id"] = request_id
-        for key in ACCESS_FIELDS:
-            value = getattr(record, key, None)
-            if value is not None:
-                line[key] = value
-        if record.exc_info:
-            line["error"] = self.formatException(record.exc_info)
-        return json.dumps(line, separators=(",", ":"), default=str)
+        return _json_line(
+            self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            record.levelname.lower(),
+            record.name,
+            record.getMessage(),
+            getattr(record, "request_id", None),
+            {key: getattr(record, key, None) for key in ACCESS_FIELDS},
+            self.formatException(record.exc_info) if record.exc_info else None,
+        )
+
+
+def _json_line(
+    stamp: str,
+    level: str,
+    logger: str,
+    message: str,
+    request_id: str | None,
+    fields: dict[str, Any],
+    error: str | None = None,
+) -> str:
+    line: dict[str, Any] = {"time": stamp, "level": level, "logger": logger, "message": message}
+    if request_id:
+        line["request_id"] = request_id
+    line.update((key, value) for key, value in fields.items() if value is not None)
+    if error:
+        line["error"] = error
+    return json.dumps(line, separators=(",", ":"), default=str)
 
 
 class _Direct:
@@ -123,34 +136,26 @@ def access(fields: dict[str, Any], args: tuple[Any, ...]) -> None:
     if not ACCESS.isEnabledFor(logging.INFO):
         return
     handler = _Direct.handler
-    if handler is None or not _passes_only_through(handler):
-        ACCESS.info(ACCESS_FORMAT, *args, extra=fields)
-        return
-    created = time.time()
-    request_id = context.current().request_id
-    if _Direct.json:
-        stamp, ms = _utc_time(created, "T")
-        line: dict[str, Any] = {
-            "time": f"{stamp}.{ms:03d}Z",
-            "level": "info",
-            "logger": ACCESS.name,
-            "message": ACCESS_FORMAT % args,
-        }
-        if request_id:
-            line["request_id"] = request_id
-        line.update((key, value) for key, value in fields.items() if value is not None)
-        text = json.dumps(line, separators=(",", ":"), default=str)
-    else:
-        stamp, ms = _utc_time(created, " ")
-        text = f"{stamp},{ms:03d} INFO {ACCESS.name}: {ACCESS_FORMAT % args}"
-        if request_id:
-            text += f" [request {request_id}]"
-    try:
-        with handler.lock or contextlib.nullcontext():
-            handler.stream.write(text + handler.terminator)
-            handler.flush()
-    except Exception:  # a closed or broken stream: logging reports it its own way
-        ACCESS.info(ACCESS_FORMAT, *args, extra=fields)
+    if handler is not None and _passes_only_through(handler):
+        created = time.time()
+        request_id = context.current().request_id
+        message = ACCESS_FORMAT % args
+        if _Direct.json:
+            stamp, ms = _utc_time(created, "T")
+            text = _json_line(
+                f"{stamp}.{ms:03d}Z", "info", ACCESS.name, message, request_id, fields
+            )
+        else:
+            stamp, ms = _utc_time(created, " ")
+            text = _text_line(f"{stamp},{ms:03d} INFO {ACCESS.name}: {message}", request_id)
+        try:
+            with handler.lock or contextlib.nullcontext():
+                handler.stream.write(text + handler.terminator)
+                handler.flush()
+            return
+        except Exception:  # a closed or broken stream: logging reports it its own way
+            pass
+    ACCESS.info(ACCESS_FORMAT, *args, extra=fields)
 
 
 def configure(level: str, form: str) -> None:
