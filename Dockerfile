@@ -14,8 +14,9 @@ RUN python3 -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir -e /app
 
 FROM ${PYTHON_IMAGE}
+# /data/storage is where compose mounts the blob volume: a new volume takes its owner.
 RUN useradd --system --uid 10001 --home-dir /data --shell /usr/sbin/nologin registry \
- && mkdir /data && chown registry /data
+ && mkdir -p /data/storage && chown -R registry /data
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build /app /app
 ENV PATH=/opt/venv/bin:$PATH \

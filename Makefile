@@ -3,7 +3,7 @@
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test bench lint system-deps secrets clean
+.PHONY: run test bench lint system-deps secrets backup restore clean
 
 run: $(VENV)/.installed
 	$(BIN)/registry serve
@@ -32,14 +32,49 @@ secrets:
 	  [ -s secrets/$$name ] || openssl rand -hex 24 > secrets/$$name; done
 	@[ -s secrets/token_key ] || openssl genpkey -algorithm EC \
 	  -pkeyopt ec_paramgen_curve:P-256 -out secrets/token_key 2>/dev/null
-	@[ -s secrets/tls_cert ] || openssl req -x509 -newkey ec \
-	  -pkeyopt ec_paramgen_curve:P-256 -nodes -days 365 -subj "/CN=$${REGISTRY_HOSTNAME:-localhost}" \
-	  -addext "subjectAltName=DNS:$${REGISTRY_HOSTNAME:-localhost}" \
+	@# The name clients use: a DNS name, or an address (IP: in the certificate).
+	@host=$${REGISTRY_HOSTNAME:-localhost}; case $$host in *[!0-9.]*) kind=DNS;; *) kind=IP;; esac; \
+	  case $$host in *:*) kind=IP;; esac; \
+	  [ -s secrets/tls_cert ] || openssl req -x509 -newkey ec \
+	  -pkeyopt ec_paramgen_curve:P-256 -nodes -days 365 -subj "/CN=$$host" \
+	  -addext "subjectAltName=$$kind:$$host" \
 	  -keyout secrets/tls_key -out secrets/tls_cert 2>/dev/null
 	@# Readable inside the containers (compose mounts them as they are); the folder keeps
 	@# other users of this host out.
 	@chmod 644 secrets/*
 	@echo "secrets/ is ready; the admin password is in secrets/admin_password"
+
+# Backups of the compose stack, into $(BACKUP) (default backup/): garbage collection holds
+# its deletions on every replica, the database is dumped, then the blobs are copied, so
+# every blob the dump references is in the copy; then the hold ends (or runs out, should
+# this stop halfway). `make restore` puts a backup into a stack with empty volumes.
+COMPOSE ?= docker compose
+BACKUP ?= backup
+backup:
+	@mkdir -p $(BACKUP)
+	@set -e; \
+	  $(COMPOSE) exec -T registry registry gc hold --hours 6; \
+	  trap '$(COMPOSE) exec -T registry registry gc release' EXIT; \
+	  $(COMPOSE) exec -T postgres pg_dump -U registry --format=custom registry > $(BACKUP)/registry.dump; \
+	  $(COMPOSE) run --rm --no-deps -u root -v "$(abspath $(BACKUP)):/backup" --entrypoint tar \
+	    registry -C /data/storage -cf /backup/blobs.tar .
+	@echo "$(BACKUP)/ holds registry.dump and blobs.tar; keep secrets/ with them"
+
+restore:
+	@[ -s $(BACKUP)/registry.dump ] && [ -s $(BACKUP)/blobs.tar ] \
+	  || { echo "no backup in $(BACKUP)/ (registry.dump, blobs.tar)" >&2; exit 1; }
+	$(COMPOSE) up -d postgres
+	@# Over TCP: while the image makes a new cluster, a server of its own answers on the
+	@# socket only, and then stops.
+	@until $(COMPOSE) exec -T postgres pg_isready -h 127.0.0.1 -U registry -d registry >/dev/null; do sleep 1; done
+	$(COMPOSE) exec -T postgres pg_restore -U registry -d registry --no-owner --exit-on-error < $(BACKUP)/registry.dump
+	$(COMPOSE) run --rm --no-deps -u root -v "$(abspath $(BACKUP)):/backup" --entrypoint sh \
+	  registry -c 'tar -C /data/storage -xf /backup/blobs.tar && chown -R registry /data/storage'
+	$(COMPOSE) up -d
+	@# The dump was taken under the backup's hold, which ends here.
+	$(COMPOSE) exec -T registry registry gc release
+	@# Blobs pushed after the dump have no row: queued for garbage collection.
+	$(COMPOSE) exec -T registry registry check --repair
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)

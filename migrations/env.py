@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from alembic import context
+from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -28,7 +30,23 @@ def _run(connection: Connection) -> None:
             # Replicas starting together: one migrates while the others wait here, then
             # find the schema current. The lock ends with the migration's transaction.
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
+        at = context.get_context().get_current_revision()
+        if at is not None and _newer(at):
+            logging.getLogger("registry.migrate").warning(
+                "the database schema is at %s, a revision this code does not have: a newer "
+                "release migrated it. Left as it is; this replica serves on it until it is "
+                "upgraded too",
+                at,
+            )
+            return
         context.run_migrations()
+
+
+def _newer(revision: str) -> bool:
+    """Whether `revision` is none of this code's: a newer release's."""
+    return revision not in {
+        s.revision for s in ScriptDirectory.from_config(context.config).walk_revisions()
+    }
 
 
 async def _online() -> None:

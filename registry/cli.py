@@ -10,6 +10,7 @@ import logging
 import os
 import resource
 import shutil
+import socket
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable, Iterator
@@ -23,6 +24,7 @@ from registry.auth.accounts import Accounts
 from registry.auth.tokens import authority_from_settings
 from registry.config import ConfigError, Settings, load_settings
 from registry.metadata.database import Database
+from registry.metadata.models import now
 
 T = TypeVar("T")
 
@@ -53,10 +55,19 @@ def main(argv: list[str] | None = None) -> int:
         parents=[common],
     )
     gc.add_argument(
+        "action",
+        nargs="?",
+        choices=("run", "hold", "release"),
+        default="run",
+        help="run a pass (the default); hold every replica's deletions for --hours, as a "
+        "backup must while it copies the blobs; release the hold",
+    )
+    gc.add_argument(
         "--dry-run",
         action="store_true",
         help="only list the blobs a collection would delete now, and the bytes it would free",
     )
+    gc.add_argument("--hours", type=float, default=6.0, help="how long a hold lasts at most")
     retention = commands.add_parser(
         "retention",
         help="apply the namespaces' retention policies now (the worker of `registry serve` "
@@ -105,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         return _purge_uploads(settings, args.idle_hours)
     if args.command == "gc":
         _migrate(settings, quiet=True)
+        if args.action != "run":
+            return _gc_hold(settings, args.hours if args.action == "hold" else None)
         return _gc_dry_run(settings) if args.dry_run else _gc(settings)
     if args.command == "retention":
         _migrate(settings, quiet=True)
@@ -172,6 +185,21 @@ def _gc(settings: Settings) -> int:
     if done.error is not None:
         print(f"registry: garbage collection failed: {done.error}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _gc_hold(settings: Settings, hours: float | None) -> int:
+    """Hold deletions for `hours` (None: release the hold)."""
+    until = now() + timedelta(hours=hours) if hours is not None else None
+    holder = f"cli:{_operator()}@{socket.gethostname()}"
+    held = _with_registry(settings, lambda r: r.gc.hold(until, holder))
+    if held is None:
+        print("garbage collection deletes again (no hold)")
+    else:
+        print(
+            f"garbage collection deletes nothing until {held:%Y-%m-%d %H:%M:%S} UTC "
+            "(`registry gc release` ends the hold sooner)"
+        )
     return 0
 
 

@@ -27,7 +27,7 @@ async def ready(request: Request) -> JSONResponse:
     registry = registry_of(request)
     async with registry.db.read() as conn:  # 503 from the database layer when it is down
         at = await migrate.revision(conn)
-    if at != migrate.head():
+    if migrate.behind(at):
         raise Unavailable(
             {"database": at, "expected": migrate.head()},
             message=f"the database schema is at {at or 'nothing'}, this registry needs "

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from registry.metadata.models import (
     Blob,
     BlobTombstone,
+    GcHold,
     GcRun,
     Manifest,
     ManifestReference,
@@ -266,3 +267,19 @@ async def due_count(conn: AsyncConnection, now: datetime) -> int:
 
 async def tombstone_count(conn: AsyncConnection) -> int:
     return int(await conn.scalar(select(func.count()).select_from(BlobTombstone)) or 0)
+
+
+# The hold (migration 0016). A pass reads the row FOR SHARE in the transaction that
+# decides its batch; a hold is an UPDATE of it, so it waits for deciding passes to commit,
+# and every pass that decides after it sees it. On SQLite the writer lock orders them.
+
+
+async def held_until(conn: AsyncConnection, now: datetime) -> datetime | None:
+    """Until when deletions are held, if they are at `now`."""
+    until = await conn.scalar(select(GcHold.until).where(GcHold.id == 1).with_for_update(read=True))
+    return utc(until) if until is not None and utc(until) > now else None
+
+
+async def hold(conn: AsyncConnection, until: datetime | None, holder: str) -> None:
+    """Hold deletions until `until` (None: release the hold)."""
+    await conn.execute(update(GcHold).where(GcHold.id == 1).values(until=until, holder=holder))

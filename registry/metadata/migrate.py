@@ -38,11 +38,31 @@ def upgrade(url: str, revision: str = "head") -> None:
 
 
 @cache
+def _scripts() -> ScriptDirectory:
+    return ScriptDirectory.from_config(alembic_config("sqlite://"))
+
+
+@cache
 def head() -> str:
     """The newest revision this code knows."""
-    found = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+    found = _scripts().get_current_head()
     assert found is not None
     return found
+
+
+@cache
+def known() -> frozenset[str]:
+    """Every revision this code has."""
+    return frozenset(script.revision for script in _scripts().walk_revisions())
+
+
+def behind(at: str | None) -> bool:
+    """Whether a database at `at` needs this code's migrations before it can serve.
+
+    A revision this code does not know is a newer release's, which a replica of this
+    one meets while an upgrade replaces it: migrations only add (README, "Upgrades"),
+    so it serves on as before (migrations/env.py leaves such a database alone)."""
+    return at is None or (at != head() and at in known())
 
 
 async def revision(conn: AsyncConnection) -> str | None:

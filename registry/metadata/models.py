@@ -280,6 +280,17 @@ class BlobTombstone(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
 
 
+class GcHold(Base):
+    """The one row (id 1) that holds garbage collection's deletions while `until` is
+    ahead: a backup's, between the database dump and the copy of the blobs."""
+
+    __tablename__ = "gc_hold"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Who holds it (cli:user@host), for the operator who wonders why nothing is freed.
+    holder: Mapped[str] = mapped_column(String(255), server_default="")
+
+
 class GcRun(Base):
     """What one collection pass did (passes that found nothing to do are not kept)."""
 

@@ -122,6 +122,13 @@ class GarbageCollector:
         async with self.db.read() as conn:
             return Garbage(await q.collectable(conn, now(), limit), await q.queued(conn))
 
+    async def hold(self, until: datetime | None, holder: str = "") -> datetime | None:
+        """Hold deletions until `until` (None: release); returns the hold now in force.
+        Passes deciding a batch when the hold is taken finish first (metadata/gc.py)."""
+        async with self.db.write() as conn:
+            await q.hold(conn, until, holder)
+            return await q.held_until(conn, now())
+
     async def queued(self) -> int:
         async with self.db.read() as conn:
             return await q.queued(conn)
@@ -261,6 +268,8 @@ class GarbageCollector:
         token = str(uuid.uuid4())
 
         async def decide(conn: AsyncConnection) -> tuple[int, list[str], list[q.Due]]:
+            if await q.held_until(conn, now()):
+                return 0, [], []  # a backup is copying the blobs: nothing goes meanwhile
             due = await q.lock_due(conn, now(), BATCH, leases_at=started)
             # Locked rows are re-read here, after any push that held them committed: a
             # reference stored by then is seen, a lease renewed by then too.

@@ -88,6 +88,11 @@ async def test_ready_checks_the_schema_and_the_store(
         await conn.execute(text("UPDATE alembic_version SET version_num = '0001'"))
     error = assert_error(await client.get("/ready"), 503, "UNAVAILABLE")
     assert "registry migrate" in error["message"] and error["detail"]["database"] == "0001"
+    # A newer release's revision: this replica serves on while an upgrade replaces it.
+    async with registry.db.write() as conn:
+        await conn.execute(text("UPDATE alembic_version SET version_num = '9999_newer'"))
+    r = await client.get("/ready")
+    assert r.status_code == 200 and r.json()["schema"] == "9999_newer"
     async with registry.db.write() as conn:
         await conn.execute(text(f"UPDATE alembic_version SET version_num = '{migrate.head()}'"))
     assert (await client.get("/ready")).status_code == 200

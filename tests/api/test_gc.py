@@ -383,6 +383,48 @@ async def test_a_manifest_put_during_a_pass_either_wins_or_names_the_blob(
         assert not await stored(app, sha256(b"racing"))
 
 
+async def test_a_hold_keeps_every_blob_until_it_is_released(
+    app: Starlette, client: httpx.AsyncClient
+) -> None:
+    gc = registry_of(app).gc
+    digest = await push_blob(client, "team/app", b"garbage, held for a backup")
+    await after(2)
+    until = await gc.hold(now() + timedelta(hours=1), "test")
+    assert until is not None and until > now()
+    held = await gc.collect()
+    assert held.blobs_deleted == 0 and await stored(app, digest)
+    assert digest in await collectable(app)  # still due: the hold only postpones it
+    assert await gc.hold(None) is None
+    assert (await gc.collect()).blobs_deleted == 1
+    assert not await stored(app, digest)
+    # A hold whose time has passed holds nothing (a backup that died does not stop GC).
+    await push_blob(client, "team/app", b"more garbage")
+    await after(2)
+    assert await gc.hold(now() - timedelta(seconds=1), "test") is None
+    assert (await gc.collect()).blobs_deleted == 1
+
+
+async def test_a_hold_taken_while_a_pass_decides_waits_for_it_and_holds_the_next(
+    app: Starlette, client: httpx.AsyncClient, pause_after_lock: tuple[asyncio.Event, ...]
+) -> None:
+    """The worst moment for a backup: its hold lands while a pass is deciding. The hold
+    waits for that pass to commit (the pass read the hold row FOR SHARE, or holds
+    SQLite's writer lock), so once the hold is taken no pass deletes what a database
+    dump taken after it references."""
+    locked, release = pause_after_lock
+    _, collecting = await pass_paused_on(app, client, "team/app", b"decided", locked)
+    holding = asyncio.create_task(registry_of(app).gc.hold(now() + timedelta(hours=1), "t"))
+    await asyncio.sleep(0.3)
+    assert not holding.done()
+    release.set()
+    assert (await collecting).blobs_deleted == 1  # decided before the hold: it may go
+    assert await holding is not None
+    later = await push_blob(client, "team/app", b"queued after the hold")
+    await after(2)
+    assert (await registry_of(app).gc.collect()).blobs_deleted == 0
+    assert await stored(app, later)
+
+
 async def test_a_pass_that_died_midway_is_finished_by_the_next(app: Starlette) -> None:
     """Tombstones left by a pass that died after removing rows: the next pass deletes the
     bytes, and a pass resuming late finds none of its own, so never deletes bytes stored

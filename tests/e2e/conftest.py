@@ -9,15 +9,21 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Protocol, TypeVar
 
 import pytest
 
 from tests.conftest import s3_environment
+from tests.peers.images import PYTHON
 from tests.peers.registry import RegistryProcess
 from tests.peers.s3 import MotoServer
-from tests.peers.tools import need, stop, tail
+from tests.peers.tools import need, run_tool, stop, tail
+
+ROOT = Path(__file__).resolve().parents[2]
+# The name docker-compose.yml gives the image it builds.
+REGISTRY_IMAGE = "registry:local"
 
 
 def store_environment(request: pytest.FixtureRequest, store: str) -> dict[str, str]:
@@ -40,7 +46,13 @@ def registry_process(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator
 
 
 class Docker:
-    def __init__(self, root: Path, daemon_json: dict[str, object] | None = None) -> None:
+    """A private dockerd. `bridges` gives it bridge networks and published ports (its
+    own iptables rules, as compose needs); without, containers run on the host's network
+    or none, and the daemon leaves the host's firewall alone."""
+
+    def __init__(
+        self, root: Path, daemon_json: dict[str, object] | None = None, bridges: bool = False
+    ) -> None:
         need("dockerd")
         self.client = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else need("docker")
         self.root = root
@@ -51,9 +63,11 @@ class Docker:
                 [
                     "dockerd",
                     "--storage-driver=vfs",
-                    "--iptables=false",
-                    "--ip6tables=false",
-                    "--bridge=none",
+                    *(
+                        ()
+                        if bridges
+                        else ("--iptables=false", "--ip6tables=false", "--bridge=none")
+                    ),
                     "--data-root",
                     str(root / "root"),
                     "--exec-root",
@@ -86,19 +100,7 @@ class Docker:
         env = {**os.environ, "DOCKER_HOST": f"unix://{self.socket}"}
         if config is not None:
             env["DOCKER_CONFIG"] = str(config)
-        result = subprocess.run(
-            [self.client, *args],
-            env=env,
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(
-                f"docker {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
-            )
-        return result
+        return run_tool([self.client, *args], check=check, env=env, input=stdin, timeout=timeout)
 
     def stop(self) -> None:
         stop(self.process, timeout=30)
@@ -134,6 +136,25 @@ def docker() -> Iterator[Docker]:
     yield from _session_daemon(Docker, "registry-docker-")
 
 
+@pytest.fixture(scope="session")
+def stack_docker() -> Iterator[Docker]:
+    """The daemon that runs the registry's image and the compose stack; `docker` is the
+    client outside them."""
+    yield from _session_daemon(partial(Docker, bridges=True), "registry-stack-")
+
+
+@pytest.fixture(scope="session")
+def registry_image(stack_docker: Docker) -> str:
+    """The Dockerfile built on the Python stand-in, under the name compose gives it."""
+    base = PYTHON.load(stack_docker)
+    # pip reaches PyPI through the host's network (and its pip.conf, in the base).
+    stack_docker.run(
+        "build", "--network", "host", "--build-arg", f"PYTHON_IMAGE={base}",
+        "-t", REGISTRY_IMAGE, str(ROOT), timeout=1200,
+    )  # fmt: skip
+    return REGISTRY_IMAGE
+
+
 class Containerd:
     """A private containerd (no CRI), driven with `ctr`; it pulls and pushes with the
     OAuth2 POST /token flow, where docker uses GET."""
@@ -162,15 +183,7 @@ class Containerd:
             time.sleep(0.5)
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [self.ctr, "--address", str(self.socket), *args],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(f"ctr {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-        return result
+        return run_tool([self.ctr, "--address", str(self.socket), *args], check=check)
 
     def stop(self) -> None:
         stop(self.process, timeout=30)
@@ -186,12 +199,7 @@ def skopeo() -> Callable[..., subprocess.CompletedProcess[str]]:
     binary = need("skopeo")
 
     def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([binary, *args], capture_output=True, text=True, timeout=300)
-        if check and result.returncode != 0:
-            raise AssertionError(
-                f"skopeo {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
-            )
-        return result
+        return run_tool([binary, *args], check=check)
 
     return run
 

@@ -145,13 +145,16 @@ def write_oci_layout(images: dict[str, Image], tag: str, root: Path) -> str:
     return index_digest
 
 
-def load_image(docker: Docker, tmp_path: Path, busybox: bytes, tag: str, salt: str) -> str:
-    """Load a three-layer image under `tag` into the daemon; returns its image ID."""
+def load_image(
+    docker: Docker, tmp_path: Path, busybox: bytes, tag: str, salt: str, size: int = 2 * 1024**2
+) -> str:
+    """Load a three-layer image under `tag` into the daemon, the last layer `size` bytes
+    of random data; returns its image ID."""
     image = make_image(
         [
             layer_tar({"bin/busybox": busybox}),
             layer_tar({"etc/motd": f"hello {salt}\n".encode()}),
-            layer_tar({"data/blob": os.urandom(2 * 1024 * 1024)}),
+            layer_tar({"data/blob": os.urandom(size)}),
         ]
     )
     archive = write_docker_archive(image, tag, tmp_path / f"{salt}.tar")

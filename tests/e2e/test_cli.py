@@ -77,3 +77,16 @@ def test_missing_s3_bucket_stops_the_start_with_one_line(
         "registry: storage.s3: bucket 'no-such-bucket' does not exist; "
         "check the bucket, endpoint_url and credentials\n"
     )
+
+
+def test_gc_hold_and_release(tmp_path: Path) -> None:
+    env = {"REGISTRY_DATA_DIR": str(tmp_path / "d")}
+    held = run("gc", "hold", "--hours", "2", env=env)
+    assert held.returncode == 0, held.stderr
+    assert "garbage collection deletes nothing until" in held.stdout
+    passed = run("gc", env=env)
+    assert passed.returncode == 0 and "deleted 0 untagged manifests, 0 blobs" in passed.stdout
+    released = run("gc", "release", env=env)
+    assert released.returncode == 0, released.stderr
+    assert released.stdout.strip() == "garbage collection deletes again (no hold)"
+    assert run("gc", "hold", "--hours", "lots", env=env).returncode == 2

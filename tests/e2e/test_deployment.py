@@ -1,8 +1,9 @@
-"""docker-compose.yml and the Dockerfile stay in step with the code: the compose file is
-valid (`docker-compose config`), every REGISTRY_* variable in it is a real setting and the
-settings load, nginx gets every variable its template uses, and the image's healthcheck
-command works against a running registry, and the images come from variables whose
-defaults are Docker Hub's (test_image.py builds and runs the registry's image)."""
+"""docker-compose.yml (with and without docker-compose.s3.yml) and the Dockerfile stay in
+step with the code: the files are valid (`docker-compose config`), every REGISTRY_*
+variable in them is a real setting and the settings load, nginx gets every variable its
+template uses, the image's healthcheck command works against a running registry, and the
+images come from variables whose defaults are Docker Hub's. test_image.py builds and runs
+the image; test_compose.py runs the stack."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from tests.peers.tools import need
 
 ROOT = Path(__file__).parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
+S3 = ROOT / "docker-compose.s3.yml"
 TEMPLATE = ROOT / "nginx" / "registry.conf.template"
 
 pytestmark = pytest.mark.e2e
@@ -43,11 +45,12 @@ def setting_variables(cls: type = Settings, prefix: str = "REGISTRY_") -> set[st
     return names
 
 
-def resolved(env: dict[str, str] | None = None) -> dict[str, Any]:
-    """The file as docker-compose resolves it, with `env` for its variables."""
+def resolved(env: dict[str, str] | None = None, *extra: Path) -> dict[str, Any]:
+    """The files as docker-compose resolves them, with `env` for their variables."""
     binary = need("docker-compose")
+    files = [arg for path in (COMPOSE, *extra) for arg in ("-f", str(path))]
     result = subprocess.run(
-        [binary, "-f", str(COMPOSE), "config"],
+        [binary, *files, "config"],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -62,14 +65,20 @@ def compose() -> dict[str, Any]:
     return resolved()
 
 
-def test_images_are_docker_hubs_unless_named(compose: dict[str, Any]) -> None:
-    services = compose["services"]
+@pytest.fixture(scope="module")
+def compose_s3() -> dict[str, Any]:
+    return resolved(None, S3)
+
+
+def test_images_are_docker_hubs_unless_named(compose_s3: dict[str, Any]) -> None:
+    services = compose_s3["services"]
     assert services["nginx"]["image"] == "nginx:1.27-alpine"
     assert services["postgres"]["image"] == "postgres:16-alpine"
     assert services["minio"]["image"].startswith("minio/minio:RELEASE.")
     assert services["registry"]["build"]["args"] == {"PYTHON_IMAGE": "python:3.11-slim"}
     names = ("NGINX", "POSTGRES", "MINIO", "MC", "PYTHON")
-    local = resolved({f"{name}_IMAGE": f"local/{name.lower()}" for name in names})["services"]
+    env = {f"{name}_IMAGE": f"local/{name.lower()}" for name in names}
+    local = resolved(env, S3)["services"]
     assert local["nginx"]["image"] == "local/nginx"
     assert local["postgres"]["image"] == "local/postgres"
     assert local["minio"]["image"] == "local/minio"
@@ -81,20 +90,20 @@ def test_images_are_docker_hubs_unless_named(compose: dict[str, Any]) -> None:
     assert dockerfile.count("FROM ${PYTHON_IMAGE}") == 2
 
 
-def test_the_stack_has_its_parts(compose: dict[str, Any]) -> None:
+def test_the_stack_has_its_parts(compose: dict[str, Any], compose_s3: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"nginx", "registry", "postgres", "minio", "minio-bucket"}
+    assert set(services) == {"nginx", "registry", "postgres"}
     assert services["registry"]["deploy"]["replicas"] == 2
-    assert services["registry"]["depends_on"] == {
+    assert set(compose["volumes"]) == {"postgres", "blobs"}
+    # The S3 file adds MinIO and its bucket, and the registry waits for the bucket.
+    assert set(compose_s3["services"]) == set(services) | {"minio", "minio-bucket"}
+    assert compose_s3["services"]["registry"]["depends_on"] == {
         "postgres": {"condition": "service_healthy"},
         "minio-bucket": {"condition": "service_completed_successfully"},
     }
-    assert services["nginx"]["depends_on"] == {"registry": {"condition": "service_healthy"}}
-    for name in ("postgres", "minio"):
-        assert services[name]["healthcheck"]["test"], name
-    assert set(compose["volumes"]) == {"postgres", "minio"}
+    assert set(compose_s3["volumes"]) == {"postgres", "blobs", "minio"}
     # Secrets are files, never values in the compose file.
-    assert set(compose["secrets"]) == {
+    assert set(compose_s3["secrets"]) == {
         "postgres_password",
         "minio_password",
         "token_key",
@@ -102,14 +111,18 @@ def test_the_stack_has_its_parts(compose: dict[str, Any]) -> None:
         "tls_cert",
         "tls_key",
     }
-    for service in services.values():
+    for service in compose_s3["services"].values():
         for name in service.get("environment", {}):
             if "PASSWORD" in name or "SECRET" in name:
                 assert name.endswith("_FILE"), name
 
 
-def test_registry_environment_is_real_settings(compose: dict[str, Any], tmp_path: Path) -> None:
-    environment = compose["services"]["registry"]["environment"]
+@pytest.mark.parametrize("store", ["filesystem", "s3"])
+def test_registry_environment_is_real_settings(
+    store: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    stack = request.getfixturevalue("compose" if store == "filesystem" else "compose_s3")
+    environment = stack["services"]["registry"]["environment"]
     known = setting_variables()
     for name in environment:
         assert name in known or name.removesuffix("_FILE") in known, f"{name} is not a setting"
@@ -122,8 +135,11 @@ def test_registry_environment_is_real_settings(compose: dict[str, Any], tmp_path
             value = str(secret)
         environ[name] = value
     settings = load_settings(None, environ)
-    assert settings.storage.driver == "s3"
-    assert settings.storage.s3.secret_key == "secret-of-minio_password"
+    assert settings.storage.driver == store
+    if store == "s3":
+        assert settings.storage.s3.secret_key == "secret-of-minio_password"
+    else:
+        assert settings.storage.accel_redirect == "/_blobs/"
     assert settings.admin_password == "secret-of-admin_password"
     assert ":secret-of-postgres_password@postgres:5432/" in settings.database_url
 

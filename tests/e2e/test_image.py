@@ -15,27 +15,13 @@ import pytest
 
 from tests.e2e.conftest import Docker
 from tests.e2e.images import image_id, load_image
-from tests.peers.images import PYTHON
 from tests.peers.postgres import PostgresServer
 from tests.peers.tools import free_port
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[2]
-IMAGE = "registry:e2e"
 # The image's user (Dockerfile), not root.
 REGISTRY_UID = "10001"
-
-
-@pytest.fixture(scope="module")
-def image(docker: Docker) -> str:
-    base = PYTHON.load(docker)
-    # The build's pip reaches PyPI through the host's network (the daemon has no bridge).
-    docker.run(
-        "build", "--network", "host", "--build-arg", f"PYTHON_IMAGE={base}",
-        "-t", IMAGE, str(ROOT), timeout=1200,
-    )  # fmt: skip
-    return IMAGE
 
 
 @pytest.fixture
@@ -60,11 +46,16 @@ def wait_health(docker: Docker, name: str, wanted: str, timeout: float = 60) -> 
 
 
 def test_the_image_serves_as_its_user_and_its_healthcheck_follows_the_database(
-    docker: Docker, image: str, postgres: PostgresServer, tmp_path: Path, busybox: bytes
+    stack_docker: Docker,
+    docker: Docker,
+    registry_image: str,
+    postgres: PostgresServer,
+    tmp_path: Path,
+    busybox: bytes,
 ) -> None:
     port = free_port()
     name = f"registry-e2e-{port}"
-    docker.run(
+    stack_docker.run(
         "run", "-d", "--name", name, "--network", "host",
         # The image's own check, on a faster clock than its defaults (10 s, 3 retries).
         "--health-interval", "1s", "--health-retries", "2", "--health-start-period", "0s",
@@ -73,11 +64,11 @@ def test_the_image_serves_as_its_user_and_its_healthcheck_follows_the_database(
         "-e", "REGISTRY_AUTH_ENABLED=false",
         "-e", f"REGISTRY_DATABASE_URL={postgres.url_for('registry')}",
         "-e", "REGISTRY_DATABASE_TIMEOUT_SECONDS=2",
-        image,
+        registry_image,
     )  # fmt: skip
     try:
-        wait_health(docker, name, "healthy")
-        status = docker.run("exec", name, "cat", "/proc/1/status").stdout
+        wait_health(stack_docker, name, "healthy")
+        status = stack_docker.run("exec", name, "cat", "/proc/1/status").stdout
         uid = next(line.split()[1] for line in status.splitlines() if line.startswith("Uid:"))
         assert uid == REGISTRY_UID
         # Workers sized to the cores the container may use (all of this machine's).
@@ -85,7 +76,7 @@ def test_the_image_serves_as_its_user_and_its_healthcheck_follows_the_database(
             "import glob, os; print(sum(b'spawn_main' in open(p, 'rb').read() "
             "for p in glob.glob('/proc/[0-9]*/cmdline') if p != f'/proc/{os.getpid()}/cmdline'))"
         )
-        workers = int(docker.run("exec", name, "python", "-c", count).stdout)
+        workers = int(stack_docker.run("exec", name, "python", "-c", count).stdout)
         cores = len(os.sched_getaffinity(0))
         assert workers == (cores if cores > 1 else 0)
         assert httpx.get(f"http://127.0.0.1:{port}/ready").status_code == 200
@@ -98,11 +89,11 @@ def test_the_image_serves_as_its_user_and_its_healthcheck_follows_the_database(
         assert image_id(docker, ref) == expected
 
         postgres.halt()
-        wait_health(docker, name, "unhealthy")
+        wait_health(stack_docker, name, "unhealthy")
         assert httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200  # alive
         postgres.start()
-        wait_health(docker, name, "healthy")
+        wait_health(stack_docker, name, "healthy")
         docker.run("rmi", ref)
         docker.run("pull", ref)  # its data came through
     finally:
-        docker.run("rm", "-f", name, check=False)
+        stack_docker.run("rm", "-f", name, check=False)

@@ -1,6 +1,7 @@
 """The shipped nginx/registry.conf.template in front of two `registry serve` replicas that
 share one PostgreSQL database, one blob folder and one token key: a real Docker daemon
-logs in, pushes and pulls through nginx, uploads cross replicas, and nginx sends blob
+logs in, pushes and pulls through nginx (plain HTTP, and HTTPS with the CA trusted in
+certs.d, refusing the certificate without), uploads cross replicas, and nginx sends blob
 files itself (X-Accel-Redirect)."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import ssl
 import time
 from collections.abc import Iterator
@@ -18,17 +20,20 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import Docker
-from tests.e2e.images import image_id, layer_tar, make_image, write_docker_archive
+from tests.e2e.images import image_id, layer_tar, load_image, make_image, write_docker_archive
 from tests.helpers import basic, parse_challenge
 from tests.peers.nginx import RegistryNginx
 from tests.peers.postgres import PostgresServer
 from tests.peers.receiver import Receiver
 from tests.peers.registry import RegistryProcess
 from tests.peers.tls import self_signed
+from tests.peers.tools import host_address
 
 pytestmark = pytest.mark.e2e
 
 ADMIN_PASSWORD = "nginx-admin-password"
+# Where dockerd looks for the CAs it trusts, per registry host:port.
+CERTS = Path("/etc/docker/certs.d")
 BIG = 200 * 1024 * 1024
 
 
@@ -41,6 +46,11 @@ class Stack:
     @property
     def host(self) -> str:
         return f"127.0.0.1:{self.nginx.port}"
+
+    @property
+    def tls_host(self) -> str:
+        """Where nginx serves TLS: off the loopback, so Docker verifies the certificate."""
+        return f"{self.nginx.tls_address}:{self.nginx.tls_port}"
 
     def access_log(self) -> list[str]:
         return self.nginx.access_log.read_text().splitlines()
@@ -64,9 +74,10 @@ def stack(postgres: PostgresServer, tmp_path_factory: pytest.TempPathFactory) ->
     replicas = [RegistryProcess(root / f"replica{i}", shared) for i in range(2)]
     for replica in replicas:
         replica.start()
-    cert, key = self_signed(root / "tls")
+    address = host_address()
+    cert, key = self_signed(root / "tls", address)
     nginx = RegistryNginx(
-        root / "nginx", [r.port for r in replicas], root / "storage", cert, key
+        root / "nginx", [r.port for r in replicas], root / "storage", cert, key, address
     ).start()
     yield Stack(nginx, replicas, cert)
     nginx.stop()
@@ -106,6 +117,30 @@ def test_docker_login_push_and_pull_of_a_200_mib_layer_through_nginx(
     assert all(line.endswith("upstream_bytes=0") for line in big_gets), big_gets
 
 
+def test_docker_over_https_trusts_the_ca_in_certs_d_and_refuses_others(
+    docker: Docker, stack: Stack, tmp_path: Path, busybox: bytes
+) -> None:
+    config = tmp_path / "docker-config"
+    login = ("login", stack.tls_host, "-u", "admin", "--password-stdin")
+    refused = docker.run(*login, config=config, stdin=ADMIN_PASSWORD, check=False)
+    assert refused.returncode != 0
+    assert "x509: certificate signed by unknown authority" in refused.stderr
+    trusted = CERTS / stack.tls_host
+    trusted.mkdir(parents=True)
+    try:
+        shutil.copy(stack.cert, trusted / "ca.crt")
+        assert "Login Succeeded" in docker.run(*login, config=config, stdin=ADMIN_PASSWORD).stdout
+        ref = f"{stack.tls_host}/admin/https:v1"
+        expected = load_image(docker, tmp_path, busybox, ref, "https")
+        docker.run("push", ref, config=config)
+        docker.run("rmi", ref)
+        docker.run("pull", ref, config=config)
+        assert image_id(docker, ref) == expected
+        docker.run("rmi", ref)
+    finally:
+        shutil.rmtree(trusted)
+
+
 def test_a_chunked_upload_crosses_replicas(stack: Stack) -> None:
     first, second = (
         httpx.Client(base_url=r.url, headers=basic("admin", ADMIN_PASSWORD)) for r in stack.replicas
@@ -143,7 +178,7 @@ def test_challenges_and_locations_carry_nginx_address(stack: Stack) -> None:
     r = httpx.get(f"{stack.nginx.url}/v2/")
     assert r.status_code == 401
     assert parse_challenge(r.headers["www-authenticate"])["realm"] == f"http://{stack.host}/token"
-    tls = f"https://localhost:{stack.nginx.tls_port}"
+    tls = f"https://{stack.tls_host}"
     trust = ssl.create_default_context(cafile=str(stack.cert))
     with httpx.Client(base_url=tls, verify=trust) as client:
         r = client.get("/v2/")

@@ -43,11 +43,18 @@ class StandIn:
     uploads: tuple[str, ...] = ()
     # `docker import --change` instructions (CMD, ENV, ...).
     changes: tuple[str, ...] = ()
+    # Executable files written into the image: (path, text).
+    scripts: tuple[tuple[str, str], ...] = ()
+    # Shell commands run last, with the root file system in $1 (mmdebstrap's
+    # customize hooks), e.g. `chroot "$1" pip install ...`.
+    hooks: tuple[str, ...] = ()
 
     def key(self) -> str:
         present = [p for p in self.uploads if Path(p).exists()]
         contents = [hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in present]
-        spec = json.dumps([self.packages, present, contents, self.changes])
+        spec = json.dumps(
+            [self.packages, present, contents, self.changes, self.scripts, self.hooks]
+        )
         return hashlib.sha256(spec.encode()).hexdigest()[:16]
 
     def tarball(self) -> Path:
@@ -61,6 +68,15 @@ class StandIn:
         # mmdebstrap reads the format from the name's end.
         with tempfile.NamedTemporaryFile(dir=CACHE, suffix=".part.tar", delete=False) as part:
             pass
+        scripts = tempfile.TemporaryDirectory(dir=CACHE)
+        for number, (target, text) in enumerate(self.scripts):
+            source = Path(scripts.name) / str(number)
+            source.write_text(text)
+            hooks += [
+                f"--customize-hook=upload {source} {target}",
+                f'--customize-hook=chmod 755 "$1{target}"',
+            ]
+        hooks += [f"--customize-hook={hook}" for hook in self.hooks]
         try:
             made = subprocess.run(
                 [
@@ -81,6 +97,7 @@ class StandIn:
             os.replace(part.name, path)  # whole or not at all, for runs side by side
         finally:
             Path(part.name).unlink(missing_ok=True)
+            scripts.cleanup()
         return path
 
     def load(self, docker: DockerClient) -> str:
@@ -97,4 +114,98 @@ PYTHON = StandIn(
     ("python3", "python3-venv", "ca-certificates"),
     uploads=HOST_PIP_FILES,
     changes=('CMD ["python3"]',),
+)
+
+
+_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+# nginx as Docker Hub's nginx image runs it: files in /etc/nginx/templates/ rendered with
+# envsubst into conf.d/ at start (only the variables set, so nginx's own stay), logs to
+# the container's output, in the foreground.
+_NGINX_ENTRYPOINT = r"""#!/bin/sh
+set -eu
+names=$(env | sed -n 's/^\([A-Za-z_][A-Za-z0-9_]*\)=.*/${\1}/p' | tr '\n' ' ')
+for template in /etc/nginx/templates/*.template; do
+  [ -e "$template" ] || continue
+  target=/etc/nginx/conf.d/$(basename "$template" .template)
+  envsubst "$names" < "$template" > "$target"
+done
+exec "$@"
+"""
+
+NGINX = StandIn(
+    "local/nginx:1.22",
+    ("nginx", "gettext-base"),
+    changes=(
+        'ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]',
+        'CMD ["nginx", "-g", "daemon off;"]',
+    ),
+    scripts=(("/usr/local/bin/docker-entrypoint.sh", _NGINX_ENTRYPOINT),),
+    hooks=(
+        'rm -f "$1/etc/nginx/sites-enabled/default"',
+        'ln -sf /dev/stdout "$1/var/log/nginx/access.log"',
+        'ln -sf /dev/stderr "$1/var/log/nginx/error.log"',
+    ),
+)
+
+# PostgreSQL as Docker Hub's postgres image runs it: a cluster made on first start in
+# PGDATA for POSTGRES_USER (its password from POSTGRES_PASSWORD_FILE) with POSTGRES_DB,
+# reached over the network with a password, run as the postgres user.
+_POSTGRES_ENTRYPOINT = r"""#!/bin/sh
+set -eu
+export PGDATA="${PGDATA:-/var/lib/postgresql/data}"
+if [ "$(id -u)" = 0 ]; then
+  mkdir -p "$PGDATA" /var/run/postgresql
+  chown postgres:postgres "$PGDATA" /var/run/postgresql
+  chmod 700 "$PGDATA"
+  exec setpriv --reuid=postgres --regid=postgres --init-groups "$0" "$@"
+fi
+if [ ! -s "$PGDATA/PG_VERSION" ]; then
+  user="${POSTGRES_USER:-postgres}"
+  password="${POSTGRES_PASSWORD:-}"
+  if [ -n "${POSTGRES_PASSWORD_FILE:-}" ]; then password=$(cat "$POSTGRES_PASSWORD_FILE"); fi
+  printf '%s\n' "$password" > /tmp/password
+  initdb --username="$user" --pwfile=/tmp/password --auth-local=trust \
+    --auth-host=scram-sha-256 -D "$PGDATA" >/dev/null
+  rm /tmp/password
+  echo "host all all all scram-sha-256" >> "$PGDATA/pg_hba.conf"
+  echo "listen_addresses = '*'" >> "$PGDATA/postgresql.conf"
+  database="${POSTGRES_DB:-$user}"
+  if [ "$database" != postgres ]; then
+    postgres --single -D "$PGDATA" postgres <<SQL >/dev/null
+CREATE DATABASE "$database" OWNER "$user";
+SQL
+  fi
+fi
+exec "$@"
+"""
+
+POSTGRES = StandIn(
+    "local/postgres:15",
+    ("postgresql-15",),
+    changes=(
+        f"ENV PATH=/usr/lib/postgresql/15/bin:{_PATH}",
+        'ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]',
+        'CMD ["postgres"]',
+    ),
+    scripts=(("/usr/local/bin/docker-entrypoint.sh", _POSTGRES_ENTRYPOINT),),
+    # The cluster Debian's package makes on installing: the entrypoint makes its own.
+    hooks=('chroot "$1" pg_dropcluster 15 main',),
+)
+
+# An S3 server in place of MinIO (which has no Debian package): moto's, from PyPI, the
+# version the tests install; it keeps objects in memory only.
+MOTO_VERSION = "5.2.5"
+S3 = StandIn(
+    "local/moto:" + MOTO_VERSION,
+    ("python3", "python3-venv", "ca-certificates"),
+    uploads=HOST_PIP_FILES,
+    changes=(
+        f"ENV PATH=/opt/moto/bin:{_PATH}",
+        'CMD ["moto_server", "-H", "0.0.0.0", "-p", "9000"]',
+    ),
+    hooks=(
+        'chroot "$1" python3 -m venv /opt/moto',
+        f'chroot "$1" /opt/moto/bin/pip install -q "moto[server]=={MOTO_VERSION}"',
+    ),
 )

@@ -107,18 +107,25 @@ class Nginx(NginxProcess):
 
 class RegistryNginx(NginxProcess):
     """The shipped template, rendered for registry processes on local ports, serving
-    plain HTTP on `port` and TLS on `tls_port` with a given certificate."""
+    plain HTTP on `port` and TLS on `tls_address`:`tls_port` with a given certificate."""
 
     def __init__(
-        self, root: Path, registry_ports: list[int], blob_root: Path, cert: Path, key: Path
+        self,
+        root: Path,
+        registry_ports: list[int],
+        blob_root: Path,
+        cert: Path,
+        key: Path,
+        tls_address: str = "127.0.0.1",
     ) -> None:
         super().__init__(root)
+        self.tls_address = tls_address
         self.tls_port = free_port()
         values = {
             "REGISTRY_SERVERS": " ".join(f"server 127.0.0.1:{p};" for p in registry_ports),
             "REGISTRY_BLOB_ROOT": str(blob_root),
             "NGINX_HTTP_PORT": f"127.0.0.1:{self.port}",
-            "NGINX_HTTPS_PORT": f"127.0.0.1:{self.tls_port}",
+            "NGINX_HTTPS_PORT": f"{tls_address}:{self.tls_port}",
             "NGINX_SERVER_NAME": "localhost",
             "NGINX_TLS_CERT": str(cert),
             "NGINX_TLS_KEY": str(key),

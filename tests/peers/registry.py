@@ -15,10 +15,20 @@ REGISTRY = str(Path(sys.executable).parent / "registry")
 
 
 class RegistryProcess:
-    """`registry serve` on a free port with its own data folder."""
+    """`registry serve` on a free port with its own data folder; `code` is a folder with
+    another version's `registry` package (and its migrations) to run instead of ours."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, env: dict[str, str] | None = None, code: Path | None = None
+    ) -> None:
         self.data_dir = data_dir
+        self.command = [REGISTRY]
+        if code is not None:
+            self.command = [
+                sys.executable,
+                "-c",
+                "import sys, registry.cli; sys.exit(registry.cli.main())",
+            ]
         self.port = free_port()
         self.env = {
             **os.environ,
@@ -29,6 +39,7 @@ class RegistryProcess:
             # One process unless a test asks for more (the default is one per core).
             "REGISTRY_HTTP_WORKERS": "1",
             **(env or {}),
+            **({"PYTHONPATH": str(code)} if code else {}),
         }
         self.log = data_dir.parent / f"registry-{self.port}.log"
         # Blob GETs answer 307 to S3 rather than stream.
@@ -44,7 +55,7 @@ class RegistryProcess:
         return f"http://{self.host}"
 
     def start(self) -> RegistryProcess:
-        self.process = launch([REGISTRY, "serve"], self.port, self.log, "registry", self.env)
+        self.process = launch([*self.command, "serve"], self.port, self.log, "registry", self.env)
         return self
 
     def stop(self) -> None:
@@ -64,7 +75,12 @@ class RegistryProcess:
     def cli_result(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         """Run a `registry` command against this server's settings, whatever its end."""
         return subprocess.run(
-            [REGISTRY, *args], env=self.env, input=stdin, capture_output=True, text=True, timeout=60
+            [*self.command, *args],
+            env=self.env,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
 
     def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:

@@ -1,4 +1,5 @@
-"""A self-signed certificate for `localhost` and 127.0.0.1, for TLS tests."""
+"""A self-signed certificate for `localhost`, 127.0.0.1 and any other addresses, for TLS
+tests."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 
-def self_signed(folder: Path) -> tuple[Path, Path]:
+def self_signed(folder: Path, *addresses: str) -> tuple[Path, Path]:
     """Write cert.pem and key.pem into `folder`; returns their paths."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
@@ -27,7 +28,10 @@ def self_signed(folder: Path) -> tuple[Path, Path]:
         .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(
             x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                [
+                    x509.DNSName("localhost"),
+                    *(x509.IPAddress(ipaddress.ip_address(a)) for a in {"127.0.0.1", *addresses}),
+                ]
             ),
             critical=False,
         )

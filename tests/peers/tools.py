@@ -8,6 +8,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,6 +28,30 @@ def need(tool: str) -> str:
         unavailable(f"{tool} is not installed (.ci/run installs it)")
     assert path is not None
     return path
+
+
+def host_address() -> str:
+    """This host's address on its default route (a UDP connect sends nothing): for a
+    server that Docker must not treat as insecure, as it does 127.0.0.0/8. Not a Docker
+    bridge's: on these machines traffic to 172.17.0.1 leaves through the sandbox's proxy."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(("192.0.2.1", 9))
+        address: str = probe.getsockname()[0]
+    if address.startswith("127."):
+        unavailable("this host has no address off the loopback")
+    return address
+
+
+def run_tool(
+    args: list[str], *, check: bool = True, timeout: float = 300, **options: Any
+) -> subprocess.CompletedProcess[str]:
+    """Run a client tool (docker, ctr, skopeo, compose) to its end, its output captured as
+    text; with `check`, a failure is an AssertionError showing what it printed."""
+    result = subprocess.run(args, capture_output=True, text=True, timeout=timeout, **options)
+    if check and result.returncode != 0:
+        command = " ".join([Path(args[0]).name, *args[1:]])
+        raise AssertionError(f"{command} failed:\n{result.stdout}\n{result.stderr}")
+    return result
 
 
 def free_port() -> int:

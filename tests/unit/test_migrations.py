@@ -97,3 +97,39 @@ def test_blobs_nothing_references_are_queued_on_upgrade_with_a_days_lease(
     assert (
         timedelta(hours=23) < queued - datetime.now(UTC).replace(tzinfo=None) < timedelta(hours=25)
     )
+
+
+def test_a_database_a_newer_release_migrated_is_left_as_it_is(tmp_path: Path) -> None:
+    """A replica of this code restarting while an upgrade replaces it: the schema is at a
+    revision it does not have, and it must start and serve on it, not fail to find it."""
+    path = tmp_path / "newer.db"
+    upgrade(f"sqlite+aiosqlite:///{path}")
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE alembic_version SET version_num = '9999_from_a_newer_release'")
+    env = {
+        **os.environ,
+        "REGISTRY_DATABASE_URL": f"sqlite:///{path}",
+        "REGISTRY_DATA_DIR": str(tmp_path),
+    }
+    result = subprocess.run([REGISTRY, "migrate"], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "9999_from_a_newer_release, a revision this code does not have" in result.stderr
+    with sqlite3.connect(path) as db:
+        at = db.execute("SELECT version_num FROM alembic_version").fetchone()[0]
+    assert at == "9999_from_a_newer_release"
+
+
+# Schema changes that break the code of the release before: a migration may not make them
+# in its upgrade (README, "Upgrades": they take two releases).
+_CONTRACTING = ("op.drop_table(", "drop_column(", "op.rename_table(", "op.alter_column(")
+# Revisions made before this rule, each released together with the code it needed.
+_BEFORE_THE_RULE = {"0008"}
+
+
+def test_migrations_only_add() -> None:
+    for path in sorted((Path(__file__).parents[2] / "migrations" / "versions").glob("*.py")):
+        source = path.read_text()
+        upgrade_part = source.split("def upgrade", 1)[1].split("def downgrade", 1)[0]
+        found = [call for call in _CONTRACTING if call in upgrade_part]
+        if path.name[:4] not in _BEFORE_THE_RULE:
+            assert not found, f"{path.name}'s upgrade contracts the schema: {found}"
