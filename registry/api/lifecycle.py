@@ -113,6 +113,9 @@ class GcRun(Answer):
 
 
 class GcStatus(Answer):
+    held_until: str | None = Field(
+        description="no pass deletes a blob until then (`registry gc hold`, for a backup)"
+    )
     settings: GcSettings
     queue: GcQueue
     totals: dict[str, int] = Field(description="counters over every process")

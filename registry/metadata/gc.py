@@ -274,9 +274,10 @@ async def tombstone_count(conn: AsyncConnection) -> int:
 # and every pass that decides after it sees it. On SQLite the writer lock orders them.
 
 
-async def held_until(conn: AsyncConnection, now: datetime) -> datetime | None:
-    """Until when deletions are held, if they are at `now`."""
-    until = await conn.scalar(select(GcHold.until).where(GcHold.id == 1).with_for_update(read=True))
+async def held_until(conn: AsyncConnection, now: datetime, lock: bool = True) -> datetime | None:
+    """Until when deletions are held, if they are at `now`; `lock` for a pass deciding."""
+    query = select(GcHold.until).where(GcHold.id == 1)
+    until = await conn.scalar(query.with_for_update(read=True) if lock else query)
     return utc(until) if until is not None and utc(until) > now else None
 
 

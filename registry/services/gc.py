@@ -149,8 +149,10 @@ class GarbageCollector:
                 "tombstones": await q.tombstone_count(conn),
             }
             runs = await q.recent_runs(conn, RECENT_RUNS)
+            held_until = await q.held_until(conn, moment, lock=False)
         settings = self.settings
         return {
+            "held_until": held_until.isoformat() if held_until else None,
             "settings": {
                 "blob_lease_seconds": settings.blob_lease_seconds,
                 "interval_seconds": settings.interval_seconds,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import timedelta
 from urllib.parse import urlencode
 
 import httpx
@@ -13,6 +14,7 @@ import pytest
 from starlette.applications import Starlette
 
 from registry.auth.accounts import Accounts
+from registry.metadata.models import now
 from tests.api.conftest import PASSWORD
 from tests.helpers import basic, push_image
 
@@ -248,6 +250,18 @@ async def test_others_cannot_manage_a_namespace(web: httpx.AsyncClient, accounts
     assert r.status_code == 403
     listed = (await web.get("/ui/namespaces")).text
     assert "team" in listed and "New namespace" not in listed
+
+
+async def test_a_hold_on_garbage_collection_shows_on_the_status_page(
+    web: httpx.AsyncClient, auth_app: Starlette
+) -> None:
+    await log_in(web, "root")
+    gc = auth_app.state.registry.gc
+    assert "Deletions are held" not in (await web.get("/ui/status")).text
+    until = await gc.hold(now() + timedelta(hours=2), "cli:ops@host")
+    assert f"Deletions are held until {until.isoformat()}" in (await web.get("/ui/status")).text
+    await gc.hold(None)
+    assert "Deletions are held" not in (await web.get("/ui/status")).text
 
 
 async def test_an_admin_manages_users_and_namespaces(

@@ -391,10 +391,13 @@ async def test_a_hold_keeps_every_blob_until_it_is_released(
     await after(2)
     until = await gc.hold(now() + timedelta(hours=1), "test")
     assert until is not None and until > now()
+    shown = (await client.get("/api/v1/gc")).json()["held_until"]
+    assert abs(datetime.fromisoformat(shown) - until) < timedelta(seconds=1)
     held = await gc.collect()
     assert held.blobs_deleted == 0 and await stored(app, digest)
     assert digest in await collectable(app)  # still due: the hold only postpones it
     assert await gc.hold(None) is None
+    assert (await client.get("/api/v1/gc")).json()["held_until"] is None
     assert (await gc.collect()).blobs_deleted == 1
     assert not await stored(app, digest)
     # A hold whose time has passed holds nothing (a backup that died does not stop GC).
