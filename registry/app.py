@@ -15,6 +15,7 @@ from registry.api.forwarded import ForwardedHeaders
 from registry.api.limits import RequestLimits
 from registry.api.observe import Observe
 from registry.api.routes import ROUTES
+from registry.api.upstream_ns import UpstreamNamespace, hosts_of
 from registry.auth.accounts import Accounts
 from registry.auth.service import AuthService
 from registry.auth.tokens import authority_from_settings
@@ -134,15 +135,19 @@ def create_app(settings: Settings) -> Starlette:
             await registry.close()
 
     trusted = trusted_networks(settings.http.trusted_proxies)
+    middleware = [
+        Middleware(RequestLimits, query_bytes=settings.limits.query_bytes),
+        Middleware(ForwardedHeaders, trusted=trusted),
+        Middleware(Observe, access_log=settings.http.access_log),
+    ]
+    if settings.mirror.enabled:  # inside Observe: the access line has the name as asked
+        hosts = hosts_of(settings.mirror.upstreams)
+        middleware.append(Middleware(UpstreamNamespace, hosts=hosts))
     app = Starlette(
         routes=[*ROUTES, *CONSOLE_ROUTES],
         exception_handlers=HANDLERS,
         lifespan=lifespan,
-        middleware=[
-            Middleware(RequestLimits, query_bytes=settings.limits.query_bytes),
-            Middleware(ForwardedHeaders, trusted=trusted),
-            Middleware(Observe, access_log=settings.http.access_log),
-        ],
+        middleware=middleware,
     )
     app.state.registry = registry
     return app

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 
@@ -16,8 +17,9 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
+from registry.api.upstream_ns import hosts_of
 from registry.app import create_app
-from registry.config import Settings
+from registry.config import Settings, UpstreamSettings
 from registry.digest import Digest
 from registry.mediatypes import OCI_MANIFEST
 from registry.proxy import fetches
@@ -455,6 +457,74 @@ async def test_upstreams_chosen_by_prefix_and_counted(
         assert status["stored"]["repositories"] == 2
         text = (await mirror.get("/metrics")).text
         assert scraped(text)["registry_mirror_blob_misses_total"] == 1
+
+
+async def test_containerds_ns_parameter_picks_the_upstream_and_keeps_caches_apart(
+    upstream: Upstream, nginx: Nginx, make_mirror: MirrorFactory
+) -> None:
+    """hosts.toml's mirror requests: the repository's name as on its own registry, and
+    `?ns=` that registry's host. Each upstream's cache is its own repository here."""
+    repo = unique("ns")
+    layer = b"ns layer"
+    digest, body = await push_upstream(upstream, repo, "v1", [layer])
+    upstreams = f'[{{url: "{nginx.url}", prefix: "via-nginx"}}, {{url: "{upstream.url}"}}]'
+    via_nginx = {"ns": f"127.0.0.1:{nginx.port}"}
+    direct = {"ns": upstream.host}
+    async with client_of(make_mirror(mirror_upstreams=upstreams)) as mirror:
+        r = await mirror.get(f"/v2/{repo}/manifests/v1", params=via_nginx)
+        assert r.status_code == 200 and r.content == body
+        assert f"/v2/{repo}/manifests/{digest}" in nginx.access_log.read_text()
+        r = await mirror.get(f"/v2/{repo}/blobs/{sha256(layer)}", params=via_nginx)
+        assert r.content == layer
+        r = await mirror.get(f"/v2/{repo}/tags/list", params=via_nginx)
+        assert r.json() == {"name": f"via-nginx/{repo}", "tags": ["v1"]}
+        r = await mirror.get(f"/v2/{repo}/referrers/{digest}", params=via_nginx)
+        assert r.status_code == 200 and r.json()["manifests"] == []
+        # The other upstream's host: fetched from it, into a cache of its own.
+        fetched = upstream.requests("GET", f"/v2/{repo}/manifests/{digest}")
+        r = await mirror.get(f"/v2/{repo}/manifests/v1", params=direct)
+        assert r.content == body
+        assert upstream.requests("GET", f"/v2/{repo}/manifests/{digest}") == fetched + 1
+        catalog = (await mirror.get("/v2/_catalog", params={"ns": upstream.host})).json()
+        assert {repo, f"via-nginx/{repo}"} <= set(catalog["repositories"])
+        # Without ns, names route by prefix as before.
+        assert (await mirror.get(f"/v2/via-nginx/{repo}/manifests/v1")).content == body
+
+
+async def test_an_unknown_ns_is_refused_without_dialling_it(make_mirror: MirrorFactory) -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.setblocking(False)
+        stranger = f"127.0.0.1:{listener.getsockname()[1]}"
+        async with client_of(make_mirror()) as mirror:
+            for path in (
+                "/v2/library/app/manifests/v1",
+                "/v2/library/app/blobs/sha256:" + "0" * 64,
+            ):
+                r = await mirror.get(path, params={"ns": stranger})
+                error = assert_error(r, 404, "NAME_UNKNOWN")
+                assert error["detail"]["ns"] == stranger
+                assert stranger in error["message"] and "mirror.upstreams" in error["message"]
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # nobody came
+
+
+def test_docker_hubs_aliases_all_name_it() -> None:
+    hosts = hosts_of(
+        [
+            UpstreamSettings(url="https://registry-1.docker.io"),
+            UpstreamSettings(url="https://user@ghcr.io", prefix="ghcr.io"),
+            UpstreamSettings(url="http://10.0.0.5:5000", prefix="local"),
+        ]
+    )
+    assert hosts == {
+        "docker.io": "",
+        "index.docker.io": "",
+        "registry-1.docker.io": "",
+        "ghcr.io": "ghcr.io",
+        "10.0.0.5:5000": "local",
+    }
 
 
 async def test_a_dead_fetchers_claim_is_taken_over(
