@@ -50,9 +50,12 @@ class UpstreamNamespace:
                 if prefix is None:
                     await render(self._unknown(ns))(scope, receive, send)
                     return
+                # In place: the router notes the route in this scope for Observe, and
+                # the access line shows the path as asked, with the ns that routed it.
+                asked = scope.get("raw_path") or path.encode("latin-1")
+                scope["raw_path"] = asked + b"?ns=" + ns.encode("latin-1")
                 if prefix:
-                    renamed = f"/v2/{prefix}/{name}"
-                    scope = {**scope, "path": renamed, "raw_path": renamed.encode()}
+                    scope["path"] = f"/v2/{prefix}/{name}"
         await self.app(scope, receive, send)
 
     def _unknown(self, ns: str) -> NameUnknown:
