@@ -6,11 +6,11 @@ import asyncio
 import logging
 
 from alembic import context
-from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from registry.metadata.migrate import known
 from registry.metadata.models import Base
 
 target_metadata = Base.metadata
@@ -31,7 +31,7 @@ def _run(connection: Connection) -> None:
             # find the schema current. The lock ends with the migration's transaction.
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
         at = context.get_context().get_current_revision()
-        if at is not None and _newer(at):
+        if at is not None and at not in known():  # a newer release's revision
             logging.getLogger("registry.migrate").warning(
                 "the database schema is at %s, a revision this code does not have: a newer "
                 "release migrated it. Left as it is; this replica serves on it until it is "
@@ -40,13 +40,6 @@ def _run(connection: Connection) -> None:
             )
             return
         context.run_migrations()
-
-
-def _newer(revision: str) -> bool:
-    """Whether `revision` is none of this code's: a newer release's."""
-    return revision not in {
-        s.revision for s in ScriptDirectory.from_config(context.config).walk_revisions()
-    }
 
 
 async def _online() -> None:
