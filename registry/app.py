@@ -26,6 +26,7 @@ from registry.services.audit import AuditLog
 from registry.services.blobs import BlobService
 from registry.services.browse import Browse
 from registry.services.check import StorageCheck
+from registry.services.expiry import CacheExpiry
 from registry.services.gc import GarbageCollector, worker_name
 from registry.services.leases import Leases
 from registry.services.listing import ListingService
@@ -72,7 +73,14 @@ class Registry:
         self.pulls = Pulls(self.db, self.webhooks, audit_pulls=settings.audit.pulls)
         self.browse = Browse(self.db, self.store)
         self.retention = RetentionService(self.db)
-        self.gc = GarbageCollector(self.db, self.store, self.uploads, self.retention, settings.gc)
+        self.gc = GarbageCollector(
+            self.db,
+            self.store,
+            self.uploads,
+            self.retention,
+            settings.gc,
+            CacheExpiry(self.db, settings.mirror) if settings.mirror.enabled else None,
+        )
         self.check = StorageCheck(self.db, self.store, leases)
         self.auth = _auth_service(settings, self.db) if settings.auth.enabled else None
         self.console = (
@@ -85,6 +93,7 @@ class Registry:
                 settings.mirror,
                 self.db,
                 self.store,
+                self.blobs,
                 self.manifests,
                 leases,
                 settings.manifest_max_bytes,

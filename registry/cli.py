@@ -178,7 +178,7 @@ def _gc_dry_run(settings: Settings) -> int:
 def _gc(settings: Settings) -> int:
     done = _with_registry(settings, lambda r: r.gc.collect())
     print(
-        f"deleted {done.manifests_deleted} untagged manifests, {done.blobs_deleted} blobs "
+        f"deleted {done.manifests_deleted} manifests, {done.blobs_deleted} blobs "
         f"({done.bytes_freed} bytes); {done.postponed} "
         f"postponed by their lease; ended {done.uploads_ended} abandoned uploads"
     )

@@ -142,6 +142,9 @@ class UpstreamSettings:
     # Empty means anonymous (the token dance without credentials).
     username: str = ""
     password: str = ""
+    # This upstream's own expiry and size limit; unset: mirror.keep_days and max_bytes.
+    keep_days: float | None = None
+    max_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -160,6 +163,15 @@ class MirrorSettings:
     open: bool = False
     # Seconds to wait for an upstream to connect or to send the next bytes.
     timeout_seconds: int = 30
+    # Each upstream's cached manifests (with their tags, and then the blobs nothing else
+    # references) go once no one has pulled them for this long; 0: kept forever.
+    keep_days: float = 7
+    # Each upstream's cache is kept under this many bytes by evicting the least recently
+    # pulled manifests first; 0: no limit.
+    max_bytes: int = 0
+    # An upstream's 404 (no such tag, manifest or blob) is remembered this long, so a
+    # storm of pulls for something missing asks the upstream once; 0: not remembered.
+    negative_ttl_seconds: float = 30
 
 
 @dataclass(frozen=True)
@@ -550,7 +562,18 @@ def _validate_mirror(mirror: MirrorSettings) -> None:
         prefixes.add(upstream.prefix)
         if upstream.password and not upstream.username:
             raise ConfigError(f"{key}.password: given without a username")
-    _at_least("mirror", mirror, tag_ttl_seconds=0, timeout_seconds=1)
+        for name in ("keep_days", "max_bytes"):
+            if (getattr(upstream, name) or 0) < 0:
+                raise ConfigError(f"{key}.{name}: must be at least 0")
+    _at_least(
+        "mirror",
+        mirror,
+        tag_ttl_seconds=0,
+        timeout_seconds=1,
+        keep_days=0,
+        max_bytes=0,
+        negative_ttl_seconds=0,
+    )
 
 
 def _validate_s3(s3: S3Settings) -> None:

@@ -24,6 +24,9 @@ class MirrorUpstream(Answer):
     url: str
     prefix: str
     authenticated: bool
+    keep_days: float = Field(description="cached content not pulled for this long goes; 0: never")
+    max_bytes: int = Field(description="the cache is kept under this size; 0: no limit")
+    bytes: int = Field(description="what the cache's manifests use, each blob counted once")
 
 
 class MirrorStatus(Answer):
@@ -47,10 +50,20 @@ class MirrorStatus(Answer):
 async def status(request: Request) -> MirrorStatus:
     mirror = await _admin_mirror(request)
     settings = mirror.settings
+    expiry = registry_of(request).gc.expiry
+    assert expiry is not None  # made with the mirror
+    usage = await expiry.usage()
     return MirrorStatus(
         upstreams=[
-            MirrorUpstream(url=u.url, prefix=u.prefix, authenticated=bool(u.username))
-            for u in settings.upstreams
+            MirrorUpstream(
+                url=cache.url,
+                prefix=cache.prefix,
+                authenticated=bool(upstream.username),
+                keep_days=cache.keep_days,
+                max_bytes=cache.max_bytes,
+                bytes=usage[cache.prefix],
+            )
+            for upstream, cache in zip(settings.upstreams, expiry.caches, strict=True)
         ],
         tag_ttl_seconds=settings.tag_ttl_seconds,
         offline_fallback=settings.offline_fallback,

@@ -32,3 +32,13 @@ async def counters(conn: AsyncConnection, prefix: str = "") -> dict[str, int]:
         select(Counter.name, Counter.value).where(Counter.name.startswith(prefix))
     )
     return {name: int(value) for name, value in rows.all()}
+
+
+async def lock_counter(conn: AsyncConnection, name: str) -> None:
+    """Hold the counter's row until the transaction ends: work that must not run in two
+    replicas at once takes it first, and the next one waits, then sees what the first
+    committed. (On SQLite the writer lock orders them anyway.)"""
+    await conn.execute(
+        dialect_insert(conn, Counter).values(name=name, value=0).on_conflict_do_nothing()
+    )
+    await conn.execute(select(Counter.value).where(Counter.name == name).with_for_update())

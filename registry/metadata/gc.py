@@ -162,17 +162,17 @@ async def renew_lease(conn: AsyncConnection, digest: str, until: datetime) -> No
     )
 
 
-# Untagged manifests
+# Candidate manifests
 
 
 @dataclass(frozen=True, slots=True)
-class Untagged:
+class Candidate:
     id: int
     repository_id: int
     digest: str
 
 
-async def lock_untagged(conn: AsyncConnection, cutoff: datetime, limit: int) -> list[Untagged]:
+async def lock_untagged(conn: AsyncConnection, cutoff: datetime, limit: int) -> list[Candidate]:
     """Lock up to `limit` manifests untagged since before `cutoff` (one range of the
     untagged_at index), skipping those a push holds."""
     rows = await conn.execute(
@@ -182,11 +182,11 @@ async def lock_untagged(conn: AsyncConnection, cutoff: datetime, limit: int) -> 
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-    return [Untagged(int(i), int(r), d) for i, r, d in rows]
+    return [Candidate(int(i), int(r), d) for i, r, d in rows]
 
 
 async def needed(
-    conn: AsyncConnection, candidates: Sequence[Untagged], tagged: set[int] | None = None
+    conn: AsyncConnection, candidates: Sequence[Candidate], tagged: set[int] | None = None
 ) -> tuple[set[int], set[int]]:
     """Of the candidates, (tagged, kept): those a tag points at after all, and those that
     stay because a manifest that stays needs them: an index lists them (in any

@@ -40,7 +40,7 @@ class FetchRow:
 async def cached_tag(conn: AsyncConnection, repository: str, tag: str) -> CachedTag | None:
     row = (
         await conn.execute(
-            select(*MANIFEST_COLUMNS, Tag.updated_at)
+            select(*MANIFEST_COLUMNS, Tag.updated_at, Manifest.repository_id, Manifest.id)
             .join(Tag, Tag.manifest_id == Manifest.id)
             .join(Repository, Repository.id == Tag.repository_id)
             .where(Repository.name == repository, Tag.name == tag)
@@ -48,7 +48,8 @@ async def cached_tag(conn: AsyncConnection, repository: str, tag: str) -> Cached
     ).first()
     if row is None:
         return None
-    return CachedTag(StoredManifest(row[0], row[1], row[2]), utc(row[3]))
+    # With its ids, so that the pull is counted (and keeps it from expiring).
+    return CachedTag(StoredManifest(row[0], row[1], row[2], row[4], row[5]), utc(row[3]))
 
 
 async def touch_tag(conn: AsyncConnection, repository: str, tag: str) -> None:

@@ -12,6 +12,7 @@ from collections import Counter
 from registry.errors import Unavailable
 from registry.metadata import counters as q
 from registry.metadata.database import Database
+from registry.services.expiry import EXPIRY_COUNTERS
 
 log = logging.getLogger("registry.mirror")
 
@@ -28,6 +29,7 @@ COUNTERS = {
     "offline_served": "stale manifests served because the upstream failed",
     "upstream_bytes": "blob bytes fetched from the upstream",
     "cache_bytes": "blob bytes served from the cache",
+    **EXPIRY_COUNTERS,
 }
 
 

@@ -40,6 +40,7 @@ from registry.names import check_tag, namespace_of
 from registry.proxy.counters import Counters
 from registry.proxy.fetches import BlobFetches
 from registry.proxy.upstream import Upstream, UpstreamError
+from registry.services.blobs import BlobService
 from registry.services.leases import Leases
 from registry.services.manifests import ManifestService, default_child
 from registry.storage import BlobStore
@@ -70,6 +71,7 @@ class Mirror:
         settings: MirrorSettings,
         db: Database,
         store: BlobStore,
+        blobs: BlobService,
         manifests: ManifestService,
         leases: Leases,
         manifest_limit: int,
@@ -77,6 +79,7 @@ class Mirror:
         self.settings = settings
         self.db = db
         self.store = store
+        self.blobs = blobs
         self.manifests = manifests
         self.leases = leases
         self.manifest_limit = manifest_limit
@@ -198,9 +201,10 @@ class Mirror:
     async def blob_size(self, route: MirrorRoute, name: str, digest: Digest) -> int:
         """The size for a blob HEAD: from the cache, else from the upstream (a HEAD there,
         nothing fetched)."""
+        served = await self._served(name, digest)
+        if served is not None:
+            return served
         cached = await self.hot.cached_blob(name, str(digest))
-        if cached is not None and cached.linked:
-            return cached.size
         size = await self._upstream_blob_size(route, name, digest)
         if cached is not None:
             await self._link_stored(name, str(digest))
@@ -208,17 +212,20 @@ class Mirror:
 
     async def blob(self, route: MirrorRoute, name: str, digest: Digest) -> MirroredBlob:
         key = str(digest)
-        cached = await self.hot.cached_blob(name, key)
-        if cached is not None and not cached.linked:
-            # Held for another repository: serve it once the upstream confirms this
-            # repository has it too, so no name reads a blob it could not read upstream.
-            await self._upstream_blob_size(route, name, digest)
-            if not await self._link_stored(name, key):
-                cached = None  # collected meanwhile: fetch it again
-        if cached is not None:
+        size = await self._served(name, digest)
+        if size is None:
+            cached = await self.hot.cached_blob(name, key)
+            if cached is not None:
+                # Held for another repository: serve it once the upstream confirms this
+                # repository has it too, so no name reads a blob it could not read
+                # upstream.
+                await self._upstream_blob_size(route, name, digest)
+                if await self._link_stored(name, key):
+                    size = cached.size  # else collected meanwhile: fetch it again
+        if size is not None:
             self.counters.add("blob_hits")
-            self.counters.add("cache_bytes", cached.size)
-            return MirroredBlob(cached.size, None)
+            self.counters.add("cache_bytes", size)
+            return MirroredBlob(size, None)
 
         async def keep(size: int) -> None:
             await self._link(name, key, size)
@@ -234,6 +241,15 @@ class Mirror:
             # The failed fetch counted itself.
             raise self._error(exc, f"blob {key} of {name}", counted=True) from None
         return MirroredBlob(size, stream)
+
+    async def _served(self, name: str, digest: Digest) -> int | None:
+        """The size of a blob this repository's cache has, its lease renewed as for a
+        push's HEAD (services/leases.py): a blob served within a lease is not collected
+        under its client, even once its manifest has expired. None if not linked here."""
+        try:
+            return await self.blobs.size(name, digest, renew=True)
+        except BlobUnknown:
+            return None
 
     def _fetch_ended(self, size: int | None) -> None:
         if size is None:

@@ -33,6 +33,7 @@ from registry.metadata import counters, events, queries, usage
 from registry.metadata import gc as q
 from registry.metadata.database import Database
 from registry.metadata.models import Manifest, now
+from registry.services.expiry import CacheExpiry
 from registry.services.retention import RetentionService
 from registry.services.uploads import UploadService
 from registry.storage import BlobStore
@@ -108,12 +109,15 @@ class GarbageCollector:
         uploads: UploadService,
         retention: RetentionService,
         settings: GcSettings,
+        expiry: CacheExpiry | None = None,
     ) -> None:
         self.db = db
         self.store = store
         self.uploads = uploads
         self.retention = retention
         self.settings = settings
+        # The mirror's cache expiry, when this registry is a mirror.
+        self.expiry = expiry
         self._last_upload_sweep = float("-inf")
         self._last_retention = float("-inf")
 
@@ -168,7 +172,8 @@ class GarbageCollector:
     async def collect(
         self, worker: str = "cli", *, sweep_uploads: bool = True, retention: bool = False
     ) -> Pass:
-        """One pass: apply retention policies (with `retention`), delete manifests
+        """One pass: apply retention policies (with `retention`), expire and evict the
+        mirror's cache, delete manifests
         untagged for long (if gc.untagged_hours says so), clear tombstones left by a pass
         that died, collect every due blob (up to MAX_BATCHES batches), and end abandoned
         upload sessions; fold the usage deltas into the namespaces' totals."""
@@ -187,6 +192,9 @@ class GarbageCollector:
                             "gc_manifests_deleted": done.manifests_deleted,
                         },
                     )
+            if self.expiry is not None:
+                expired = await self.expiry.run()
+                done.manifests_deleted += expired.expired + expired.evicted
             if self.settings.untagged_hours:
                 for _ in range(MAX_BATCHES):
                     if await self._untagged_batch(done) < BATCH:
@@ -219,7 +227,7 @@ class GarbageCollector:
         batches that follow."""
         cutoff = now() - timedelta(hours=self.settings.untagged_hours)
 
-        async def decide(conn: AsyncConnection) -> tuple[list[q.Untagged], list[int], int]:
+        async def decide(conn: AsyncConnection) -> tuple[list[q.Candidate], list[int], int]:
             due = await q.lock_untagged(conn, cutoff, BATCH)
             # Re-read after the lock: a push holding one of them (a tag, an index listing
             # it) was skipped, or committed first and is seen here.

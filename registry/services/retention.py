@@ -131,7 +131,7 @@ class RetentionService:
             frontier = [d for _, d in new]
         # Locks in a push's order: manifests, then (in delete_manifests) blobs, then tags.
         await q.lock_manifests(conn, sorted(candidates))
-        due = [gc_queries.Untagged(m, repository_id, digest_of[m]) for m in sorted(candidates)]
+        due = [gc_queries.Candidate(m, repository_id, digest_of[m]) for m in sorted(candidates)]
         _, kept = await gc_queries.needed(conn, due, tagged=set())
         going = [m for m in sorted(candidates) if m not in kept]
         blobs = await q.blobs_of(conn, going)

@@ -176,7 +176,7 @@ def test_gc_lists_then_deletes_what_nothing_references(
     code, out, err = cli("gc")
     assert (code, out) == (
         0,
-        "deleted 0 untagged manifests, 0 blobs (0 bytes); 0 postponed by their lease; "
+        "deleted 0 manifests, 0 blobs (0 bytes); 0 postponed by their lease; "
         "ended 0 abandoned uploads\n",
     ), err
     time.sleep(2.2)  # a renewal lasts two leases
@@ -188,7 +188,7 @@ def test_gc_lists_then_deletes_what_nothing_references(
     )
     code, out, err = cli("gc")
     assert code == 0, err
-    assert out.startswith("deleted 0 untagged manifests, 1 blobs (16 bytes);")
+    assert out.startswith("deleted 0 manifests, 1 blobs (16 bytes);")
     code, out, err = cli("gc", "--dry-run")
     assert (code, out) == (0, "")
     assert err.strip().endswith(

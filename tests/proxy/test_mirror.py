@@ -10,115 +10,28 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import socket
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
 
 import httpx
 import pytest
-from starlette.applications import Starlette
 
 from registry.api.upstream_ns import hosts_of
-from registry.app import create_app
-from registry.config import Settings, UpstreamSettings
-from registry.digest import Digest
+from registry.config import UpstreamSettings
 from registry.mediatypes import OCI_MANIFEST
 from registry.proxy import fetches
-from tests.helpers import TokenAuth, assert_error, basic, push_blob, push_image, scraped, sha256
+from tests.helpers import TokenAuth, assert_error, basic, push_blob, scraped, sha256
 from tests.peers.nginx import RETRY_AFTER, Nginx
-from tests.peers.registry import RegistryProcess
 from tests.peers.tools import free_port
+from tests.proxy.conftest import (
+    MIRROR_ADMIN_PASSWORD,
+    MirrorFactory,
+    Upstream,
+    blob_digest,
+    client_of,
+    push_upstream,
+    unique,
+)
 
 pytestmark = pytest.mark.anyio
-
-ADMIN_PASSWORD = "upstream-admin-password"
-MIRROR_ADMIN_PASSWORD = "mirror-admin-password"
-
-
-class Upstream(RegistryProcess):
-    def requests(self, method: str, path: str) -> int:
-        """Requests answered with success (not the 401s of the token dance)."""
-        return self.answered(method, path, 200)
-
-    def client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(
-            base_url=self.url, headers=basic("admin", ADMIN_PASSWORD), timeout=30
-        )
-
-
-@pytest.fixture(scope="module")
-def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
-    root = tmp_path_factory.mktemp("upstream")
-    server = Upstream(
-        root / "data",
-        {
-            "REGISTRY_AUTH_ENABLED": "true",
-            "REGISTRY_ADMIN_PASSWORD": ADMIN_PASSWORD,
-            "REGISTRY_LOG_LEVEL": "info",
-        },
-    )
-    server.start()
-    server.cli("namespace", "add", "library", "--public")
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def nginx(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nginx]:
-    proxy = Nginx(tmp_path_factory.mktemp("nginx"), upstream.port).start()
-    yield proxy
-    proxy.stop()
-
-
-MirrorFactory = Callable[..., Starlette]
-
-
-@pytest.fixture
-async def make_mirror(
-    make_settings: Callable[..., Settings], upstream: Upstream
-) -> AsyncIterator[MirrorFactory]:
-    """Mirror apps; apps made by one test share its database and store, like replicas."""
-    apps: list[Starlette] = []
-
-    def make(**env: str) -> Starlette:
-        settings = {
-            "mirror_enabled": "true",
-            "mirror_upstreams": upstream.url,
-            "mirror_tag_ttl_seconds": "300",
-            **env,
-        }
-        app = create_app(make_settings(**settings))
-        apps.append(app)
-        return app
-
-    yield make
-    for app in apps:
-        await app.state.registry.close()
-
-
-def client_of(app: Starlette, **kwargs: object) -> httpx.AsyncClient:
-    transport = httpx.ASGITransport(app=app)
-    return httpx.AsyncClient(transport=transport, base_url="http://mirror.test", **kwargs)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-async def mirror(make_mirror: MirrorFactory) -> AsyncIterator[httpx.AsyncClient]:
-    async with client_of(make_mirror()) as client:
-        yield client
-
-
-def unique(prefix: str) -> str:
-    return f"library/{prefix}-{time.monotonic_ns()}"
-
-
-async def push_upstream(
-    upstream: Upstream, repo: str, tag: str, layers: list[bytes]
-) -> tuple[str, bytes]:
-    async with upstream.client() as client:
-        return await push_image(client, repo, tag, layers=layers)
-
-
-def blob_digest(data: bytes) -> Digest:
-    return Digest.parse(sha256(data))
 
 
 async def test_manifest_by_tag_is_fetched_once_then_served_from_the_cache(

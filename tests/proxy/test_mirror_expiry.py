@@ -1,0 +1,244 @@
+"""The mirror's cache expiry and size limit (mirror.keep_days, mirror.max_bytes), through
+the collection pass: the least recently pulled content goes first, what a hosted
+repository also uses stays, every image pulled since still pulls, and a blob being
+streamed while eviction deletes it arrives whole."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+from tests.helpers import basic, push_image, sha256
+from tests.peers.registry import RegistryProcess
+from tests.proxy.conftest import (
+    MIRROR_ADMIN_PASSWORD,
+    MirrorFactory,
+    Upstream,
+    blob_digest,
+    client_of,
+    push_upstream,
+    unique,
+)
+
+pytestmark = pytest.mark.anyio
+
+LEASE = "0.2"  # blob leases; a renewal lasts twice as long
+PAST_LEASES = 0.5
+
+
+def layer_of(seed: str, size: int) -> bytes:
+    block = hashlib.sha512(seed.encode()).digest()
+    return (block * (size // len(block) + 1))[:size]
+
+
+async def pull(mirror: httpx.AsyncClient, repo: str, tag: str = "v1") -> dict[str, Any]:
+    """A client's pull: the manifest by tag, then its config and layers, each checked."""
+    r = await mirror.get(f"/v2/{repo}/manifests/{tag}")
+    assert r.status_code == 200, r.text
+    manifest: dict[str, Any] = r.json()
+    for descriptor in [manifest["config"], *manifest["layers"]]:
+        r = await mirror.get(f"/v2/{repo}/blobs/{descriptor['digest']}")
+        assert r.status_code == 200, r.text
+        assert sha256(r.content) == descriptor["digest"]
+    return manifest
+
+
+async def pulled(app: Starlette, mirror: httpx.AsyncClient, repo: str) -> None:
+    """Pull, and flush the pull counts as the worker does every few seconds."""
+    await pull(mirror, repo)
+    await app.state.registry.pulls.flush()
+
+
+async def collect(app: Starlette) -> Any:
+    await asyncio.sleep(PAST_LEASES)
+    done = await app.state.registry.gc.collect(sweep_uploads=False)
+    assert done.error is None
+    return done
+
+
+async def cache_status(mirror: httpx.AsyncClient) -> dict[str, Any]:
+    r = await mirror.get("/api/v1/mirror")
+    assert r.status_code == 200, r.text
+    status: dict[str, Any] = r.json()
+    return status
+
+
+async def test_the_size_limit_evicts_the_least_recently_pulled_first(
+    upstream: Upstream, make_mirror: MirrorFactory
+) -> None:
+    names = "abc"
+    repos = {n: unique(f"lru-{n}") for n in names}
+    layers = {n: layer_of(repos[n], 200_000) for n in names}
+    for n in names:
+        await push_upstream(upstream, repos[n], "v1", [layers[n]])
+    limit = 450_000  # two images and their manifests and configs, not three
+    app = make_mirror(mirror_max_bytes=str(limit), gc_blob_lease_seconds=LEASE)
+    store = app.state.registry.store
+
+    async def stored(n: str) -> bool:
+        return await store.stat(blob_digest(layers[n])) is not None
+
+    async def fetched(n: str) -> int:
+        return upstream.requests("GET", f"/v2/{repos[n]}/blobs/{sha256(layers[n])}")
+
+    async with client_of(app) as mirror:
+        for n in names:
+            await pulled(app, mirror, repos[n])
+        status = await cache_status(mirror)
+        assert status["upstreams"][0]["max_bytes"] == limit
+        assert status["upstreams"][0]["bytes"] > 600_000
+
+        done = await collect(app)
+        assert done.manifests_deleted == 1
+        assert [await stored(n) for n in names] == [False, True, True]
+        status = await cache_status(mirror)
+        assert status["upstreams"][0]["bytes"] <= limit
+        assert status["counters"]["manifests_evicted"] == 1
+        assert (await mirror.get(f"/v2/{repos['a']}/tags/list")).json()["tags"] == []
+
+        # `a` again: fetched anew, and now `b` is the least recently pulled.
+        await pulled(app, mirror, repos["a"])
+        assert await fetched("a") == 2
+        await collect(app)
+        assert [await stored(n) for n in names] == [True, False, True]
+        assert (await cache_status(mirror))["upstreams"][0]["bytes"] <= limit
+        # Everything pulled since still pulls, from the cache.
+        for n in "ca":
+            await pull(mirror, repos[n])
+        assert [await fetched(n) for n in names] == [2, 1, 1]
+        # Deletions by the mirror are events, with their reason.
+        r = await mirror.get("/api/v1/audit", params={"action": "delete"})
+        events = r.json()["events"]
+        assert [(e["detail"], e["actor"]["name"]) for e in events] == [
+            ({"reason": "evicted"}, "mirror")
+        ] * 2
+
+
+async def test_content_not_pulled_for_keep_days_expires_but_what_a_hosted_image_uses_stays(
+    upstream: Upstream, make_mirror: MirrorFactory
+) -> None:
+    old, recent = unique("old"), unique("recent")
+    shared, own = layer_of(old + "shared", 50_000), layer_of(old + "own", 50_000)
+    await push_upstream(upstream, old, "v1", [shared, own])
+    await push_upstream(upstream, recent, "v1", [layer_of(recent, 50_000)])
+    app = make_mirror(
+        mirror_keep_days=str(1.5 / 86_400),  # 1.5 s
+        gc_blob_lease_seconds=LEASE,
+        mirror_mirror_only="false",
+        auth_enabled="true",
+        admin_password=MIRROR_ADMIN_PASSWORD,
+        mirror_open="true",
+    )
+    registry = app.state.registry
+    await registry.auth.accounts.ensure_admin(MIRROR_ADMIN_PASSWORD)
+    await registry.auth.accounts.add_namespace("team", public=True)
+    async with client_of(app, headers=basic("admin", MIRROR_ADMIN_PASSWORD)) as mirror:
+        await pulled(app, mirror, old)
+        await pulled(app, mirror, recent)
+        # A hosted image with one of the old image's layers.
+        await push_image(mirror, "team/app", "v1", layers=[shared])
+        await asyncio.sleep(1.0)
+        await pulled(app, mirror, recent)  # keeps it from expiring
+        await asyncio.sleep(0.6)
+
+        done = await collect(app)
+        assert done.manifests_deleted == 1
+        assert (await mirror.get(f"/v2/{old}/tags/list")).json()["tags"] == []
+        assert await registry.store.stat(blob_digest(own)) is None
+        assert await registry.store.stat(blob_digest(shared)) is not None
+        assert (await mirror.get(f"/v2/{recent}/tags/list")).json()["tags"] == ["v1"]
+        assert (await mirror.get("/v2/team/app/blobs/" + sha256(shared))).content == shared
+        status = await cache_status(mirror)
+        assert status["counters"]["manifests_expired"] == 1
+        assert status["upstreams"][0]["keep_days"] == pytest.approx(1.5 / 86_400)
+        # The hosted namespace is no upstream's cache: nothing of it expires.
+        await asyncio.sleep(1.6)
+        await collect(app)
+        assert (await mirror.get("/v2/team/app/tags/list")).json()["tags"] == ["v1"]
+        # The expired image pulls again, from the upstream.
+        await pull(mirror, old)
+        assert upstream.requests("GET", f"/v2/{old}/blobs/{sha256(own)}") == 2
+
+
+async def test_two_replicas_evicting_at_once_evict_for_the_excess_once(
+    upstream: Upstream, make_mirror: MirrorFactory
+) -> None:
+    names = "abcd"
+    repos = {n: unique(f"pair-{n}") for n in names}
+    layers = {n: layer_of(repos[n], 100_000) for n in names}
+    for n in names:
+        await push_upstream(upstream, repos[n], "v1", [layers[n]])
+    env = {"mirror_max_bytes": "350000", "gc_blob_lease_seconds": LEASE}
+    first, second = make_mirror(**env), make_mirror(**env)
+    async with client_of(first) as mirror:
+        for n in names:
+            await pulled(first, mirror, repos[n])
+        await asyncio.sleep(PAST_LEASES)
+        passes = await asyncio.gather(
+            first.state.registry.gc.collect(sweep_uploads=False),
+            second.state.registry.gc.collect(sweep_uploads=False),
+        )
+        # 4 images of about 100 kB over a limit of 350 kB: one goes, not one per replica.
+        assert sum(p.manifests_deleted for p in passes) == 1
+        store = first.state.registry.store
+        kept = [await store.stat(blob_digest(layers[n])) is not None for n in names]
+        assert kept == [False, True, True, True]
+
+
+def test_a_blob_streamed_while_eviction_deletes_it_arrives_whole(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    """Through a real server: the client reads a 32 MiB blob slowly while passes evict
+    its image. Within its lease the blob is kept; past it, the pass deletes the file
+    while the stream still has it open, and the client still gets every byte."""
+    repo = unique("streamed")
+    layer = layer_of(repo, 32 * 1024 * 1024)
+    anyio.run(push_upstream, upstream, repo, "v1", [layer])
+    mirror = RegistryProcess(
+        tmp_path / "mirror",
+        {
+            "REGISTRY_MIRROR_ENABLED": "true",
+            "REGISTRY_MIRROR_UPSTREAMS": upstream.url,
+            "REGISTRY_MIRROR_MAX_BYTES": "1000",
+            "REGISTRY_GC_BLOB_LEASE_SECONDS": "4",  # the fetch leases it for 8 s
+            "REGISTRY_GC_INTERVAL_SECONDS": "0",
+        },
+    ).start()
+    try:
+        digest = sha256(layer)
+        blob = mirror.data_dir / "storage/blobs/sha256" / digest[7:9] / digest[7:]
+        with httpx.Client(base_url=mirror.url, timeout=60) as client:
+            assert client.get(f"/v2/{repo}/manifests/v1").status_code == 200
+            assert client.get(f"/v2/{repo}/blobs/{digest}").content == layer  # fetched
+            lease_end = time.monotonic() + 8
+            assert blob.exists()
+            with client.stream("GET", f"/v2/{repo}/blobs/{digest}") as response:
+                assert response.status_code == 200
+                pieces = response.iter_bytes(64 * 1024)
+                received = bytearray(next(pieces))
+                # Within the lease the GET renewed: the image goes, its blob waits.
+                out = mirror.cli("gc").stdout
+                assert out.startswith("deleted 1 manifests, 0 blobs"), out
+                assert blob.exists()
+                # Past it: the pass deletes the file under the open stream.
+                time.sleep(max(0.0, lease_end - time.monotonic()) + 0.5)
+                out = mirror.cli("gc").stdout
+                # The layer, and the manifest's own bytes.
+                assert out.startswith("deleted 0 manifests, 2 blobs"), out
+                assert not blob.exists()
+                for piece in pieces:
+                    received += piece
+            assert hashlib.sha256(received).hexdigest() == digest[7:]
+            # Pulled again, it is fetched again.
+            assert client.get(f"/v2/{repo}/manifests/v1").status_code == 200
+            assert client.get(f"/v2/{repo}/blobs/{digest}").content == layer
+    finally:
+        mirror.stop()
