@@ -82,6 +82,16 @@ async def metrics(request: Request) -> Response:
             families.append(
                 CounterMetricFamily(f"registry_mirror_{name}", help_text, value=totals[name])
             )
+        remaining = GaugeMetricFamily(
+            "registry_mirror_upstream_ratelimit_remaining",
+            "Pulls the upstream's RateLimit-Remaining said were left, when it last said so "
+            "(Docker Hub sends it), by the upstream's prefix.",
+            labels=["prefix"],
+        )
+        for prefix, upstream in (await registry.mirror.upstream_states()).items():
+            if upstream.ratelimit_remaining is not None:
+                remaining.add_metric([prefix], upstream.ratelimit_remaining)
+        families.append(remaining)
     snapshot = CollectorRegistry(auto_describe=False)
     snapshot.register(_Snapshot(families))
     return Response(exposition(snapshot), media_type=PROMETHEUS_TEXT)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field
 from starlette.requests import Request
 
@@ -9,6 +11,8 @@ from registry.api.access import require_admin
 from registry.api.common import registry_of
 from registry.api.declare import API, Answer
 from registry.errors import RouteUnknown
+from registry.metadata import mirror as mq
+from registry.metadata.models import now
 from registry.proxy.mirror import Mirror
 
 
@@ -27,6 +31,16 @@ class MirrorUpstream(Answer):
     keep_days: float = Field(description="cached content not pulled for this long goes; 0: never")
     max_bytes: int = Field(description="the cache is kept under this size; 0: no limit")
     bytes: int = Field(description="what the cache's manifests use, each blob counted once")
+    ratelimit_limit: int | None = Field(
+        None, description="the upstream's RateLimit-Limit, as it said last (Docker Hub's pulls)"
+    )
+    ratelimit_remaining: int | None = Field(
+        None, description="the upstream's RateLimit-Remaining, as it said last"
+    )
+    ratelimit_seen_at: str | None = Field(None, description="when it said so")
+    backoff_until: str | None = Field(
+        None, description="after a 429, nothing is sent to it until then; the cache serves"
+    )
 
 
 class MirrorStatus(Answer):
@@ -53,6 +67,7 @@ async def status(request: Request) -> MirrorStatus:
     expiry = registry_of(request).gc.expiry
     assert expiry is not None  # made with the mirror
     usage = await expiry.usage()
+    states = await mirror.upstream_states()
     return MirrorStatus(
         upstreams=[
             MirrorUpstream(
@@ -62,6 +77,7 @@ async def status(request: Request) -> MirrorStatus:
                 keep_days=cache.keep_days,
                 max_bytes=cache.max_bytes,
                 bytes=usage[cache.prefix],
+                **_rate_limit(states.get(cache.prefix)),
             )
             for upstream, cache in zip(settings.upstreams, expiry.caches, strict=True)
         ],
@@ -72,3 +88,15 @@ async def status(request: Request) -> MirrorStatus:
         stored=await mirror.cache_summary(),
         counters=await mirror.counters.totals(),
     )
+
+
+def _rate_limit(state: mq.UpstreamState | None) -> dict[str, Any]:
+    if state is None:
+        return {}
+    backoff = state.backoff_until
+    return {
+        "ratelimit_limit": state.ratelimit_limit,
+        "ratelimit_remaining": state.ratelimit_remaining,
+        "ratelimit_seen_at": state.seen_at.isoformat() if state.seen_at else None,
+        "backoff_until": backoff.isoformat() if backoff and backoff > now() else None,
+    }

@@ -18,6 +18,8 @@ from datetime import datetime
 from sqlalchemy import ColumnElement, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from registry import context
+from registry.metadata import events, queries
 from registry.metadata.models import (
     Blob,
     BlobTombstone,
@@ -230,6 +232,31 @@ async def needed(
                     kept.add(target)
                     changed = True
     return tagged, kept - tagged
+
+
+async def delete_candidates(
+    conn: AsyncConnection, doomed: Sequence[Candidate], reason: str, by: context.Context
+) -> int:
+    """Delete these manifests (with their tags and references), each with a `delete`
+    event that gives the reason; returns how many went."""
+    if not doomed:
+        return 0
+    names = await repository_names(conn, {m.repository_id for m in doomed})
+    which = Manifest.id.in_([m.id for m in doomed])
+    deleted = (await queries.delete_manifests(conn, which)).manifests
+    rows = [
+        events.event(
+            "delete",
+            repository=names[m.repository_id],
+            target={"digest": m.digest},
+            detail={"reason": reason},
+            by=by,
+        )
+        for m in doomed
+        if m.repository_id in names
+    ]
+    await events.record_all(conn, rows)
+    return deleted
 
 
 async def repository_names(conn: AsyncConnection, ids: set[int]) -> dict[int, str]:

@@ -13,6 +13,7 @@ from registry.metadata.models import (
     Blob,
     BlobFetch,
     Manifest,
+    MirrorUpstream,
     Repository,
     RepositoryBlob,
     Tag,
@@ -133,3 +134,43 @@ async def cache_summary(conn: AsyncConnection) -> tuple[int, int, int]:
     size = await conn.scalar(select(func.coalesce(func.sum(Blob.size), 0)))
     # PostgreSQL sums big integers as numeric.
     return int(repositories or 0), int(tags or 0), int(size or 0)
+
+
+# What upstreams said of their rate limits (migration 0017)
+
+
+async def save_upstreams(conn: AsyncConnection, rows: list[dict[str, object]]) -> None:
+    """Upsert the rows (prefix, ratelimit_limit, ratelimit_remaining, seen_at,
+    backoff_until) of upstreams whose state changed, in prefix order."""
+    for row in sorted(rows, key=lambda r: str(r["prefix"])):
+        stmt = dialect_insert(conn, MirrorUpstream).values(**row)
+        changed = {key: getattr(stmt.excluded, key) for key in row if key != "prefix"}
+        await conn.execute(
+            stmt.on_conflict_do_update(index_elements=[MirrorUpstream.prefix], set_=changed)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamState:
+    ratelimit_limit: int | None
+    ratelimit_remaining: int | None
+    seen_at: datetime | None
+    backoff_until: datetime | None
+
+
+async def upstream_states(conn: AsyncConnection) -> dict[str, UpstreamState]:
+    rows = await conn.execute(
+        select(
+            MirrorUpstream.prefix,
+            MirrorUpstream.ratelimit_limit,
+            MirrorUpstream.ratelimit_remaining,
+            MirrorUpstream.seen_at,
+            MirrorUpstream.backoff_until,
+        )
+    )
+    return {
+        prefix: UpstreamState(
+            limit, remaining, utc(seen) if seen else None, utc(until) if until else None
+        )
+        for prefix, limit, remaining, seen, until in rows
+    }

@@ -291,6 +291,18 @@ class GcHold(Base):
     holder: Mapped[str] = mapped_column(String(255), server_default="")
 
 
+class MirrorUpstream(Base):
+    """What an upstream (by its prefix) last said of its rate limit, and until when the
+    mirror leaves it alone after a 429 (migration 0017)."""
+
+    __tablename__ = "mirror_upstreams"
+    prefix: Mapped[str] = mapped_column(String(255), primary_key=True)
+    ratelimit_limit: Mapped[int | None] = mapped_column(BigInteger)
+    ratelimit_remaining: Mapped[int | None] = mapped_column(BigInteger)
+    seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    backoff_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
 class GcRun(Base):
     """What one collection pass did (passes that found nothing to do are not kept)."""
 

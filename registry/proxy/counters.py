@@ -8,10 +8,15 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from functools import partial
 
 from registry.errors import Unavailable
 from registry.metadata import counters as q
+from registry.metadata import mirror as mq
 from registry.metadata.database import Database
+from registry.proxy.upstream import Upstream
 from registry.services.expiry import EXPIRY_COUNTERS
 
 log = logging.getLogger("registry.mirror")
@@ -29,18 +34,34 @@ COUNTERS = {
     "offline_served": "stale manifests served because the upstream failed",
     "upstream_bytes": "blob bytes fetched from the upstream",
     "cache_bytes": "blob bytes served from the cache",
+    "negative_hits": "requests answered from the memory of an upstream's recent 404",
+    "backoff_refusals": "requests not sent to an upstream backing off after a 429",
     **EXPIRY_COUNTERS,
 }
 
 
 class Counters:
-    def __init__(self, db: Database) -> None:
+    """The counters, and what the upstreams said of their rate limits (written with
+    them: the upstream with the prefix `p` calls `changed`)."""
+
+    def __init__(self, db: Database, upstreams: Mapping[str, Upstream]) -> None:
         self.db = db
+        self.upstreams = upstreams
         self._pending: Counter[str] = Counter()
+        self._changed: set[str] = set()
         self._flusher: asyncio.Task[None] | None = None
+        for prefix, upstream in upstreams.items():
+            upstream.changed = partial(self._upstream_changed, prefix)
 
     def add(self, name: str, amount: int = 1) -> None:
         self._pending[name] += amount
+        self._flush_soon()
+
+    def _upstream_changed(self, prefix: str) -> None:
+        self._changed.add(prefix)
+        self._flush_soon()
+
+    def _flush_soon(self) -> None:
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_later())
 
@@ -50,15 +71,30 @@ class Counters:
 
     async def flush(self) -> None:
         pending, self._pending = self._pending, Counter()
-        if not pending:
+        changed, self._changed = self._changed, set()
+        if not pending and not changed:
             return
         try:
             async with self.db.write() as conn:
                 await q.add_counters(conn, pending)
+                await mq.save_upstreams(conn, [self._state(p) for p in changed])
         except Unavailable as exc:
             # Counts are worth less than requests: keep them for the next flush.
             self._pending.update(pending)
+            self._changed.update(changed)
             log.warning("could not save mirror counters: %s", exc.text)
+
+    def _state(self, prefix: str) -> dict[str, object]:
+        upstream = self.upstreams[prefix]
+        limit = upstream.rate_limit
+        backoff = upstream.backoff_until
+        return {
+            "prefix": prefix,
+            "ratelimit_limit": limit.limit if limit else None,
+            "ratelimit_remaining": limit.remaining if limit else None,
+            "seen_at": limit.seen_at if limit else None,
+            "backoff_until": datetime.fromtimestamp(backoff, UTC) if backoff else None,
+        }
 
     async def totals(self) -> dict[str, int]:
         await self.flush()

@@ -86,12 +86,12 @@ class BlobFetches:
         db: Database,
         store: BlobStore,
         leases: Leases,
-        ended: Callable[[int | None], None] = lambda _: None,
+        ended: Callable[[int | Exception], None] = lambda _: None,
     ) -> None:
         self.db = db
         self.store = store
         self.leases = leases
-        # Told how each fetch of this process ended: the size, or None if it failed.
+        # Told how each fetch of this process ended: the size, or why it failed.
         self.ended = ended
         self._local: dict[str, _Fetch] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -159,7 +159,7 @@ class BlobFetches:
             # The mirror turns an UpstreamError into the spec's error for its status.
             error = exc if isinstance(exc, RegistryError | UpstreamError) else _failure(key, exc)
             log.warning("fetch of %s failed: %s", key, error)
-            self.ended(None)
+            self.ended(error)
             # Clean up before readers learn of the failure: once a client sees the error,
             # nothing of the fetch is left.
             with contextlib.suppress(StorageError):

@@ -11,7 +11,7 @@ arrive, and kept once their digest is verified.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Hashable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -39,6 +39,7 @@ from registry.metadata.queries import StoredManifest
 from registry.names import check_tag, namespace_of
 from registry.proxy.counters import Counters
 from registry.proxy.fetches import BlobFetches
+from registry.proxy.flights import Flights
 from registry.proxy.upstream import Upstream, UpstreamError
 from registry.services.blobs import BlobService
 from registry.services.leases import Leases
@@ -89,9 +90,10 @@ class Mirror:
         )
         self.upstreams = {u.prefix: _upstream(u, self.client) for u in settings.upstreams}
         self.hot = HotQueries(db)
-        self.counters = Counters(db)
+        self.counters = Counters(db, self.upstreams)
         self.fetches = BlobFetches(db, store, leases, self._fetch_ended)
         self.ttl = timedelta(seconds=settings.tag_ttl_seconds)
+        self.flights = Flights(settings.negative_ttl_seconds)
 
     async def route(self, name: str) -> MirrorRoute | None:
         """The upstream a repository mirrors, or None for a repository hosted here."""
@@ -143,8 +145,14 @@ class Mirror:
         if cached is not None and now() - cached.checked_at < self.ttl:
             self.counters.add("manifest_hits")
             return cached.manifest
+        key = (route.upstream.url, "tag", route.remote, tag)
         try:
-            digest = await route.upstream.manifest_digest(route.remote, tag)
+            if self._known_missing(key):
+                digest = None
+            else:
+                digest = await self.flights.run(
+                    key, lambda: route.upstream.manifest_digest(route.remote, tag)
+                )
             if digest is None:
                 await self._forget_tag(name, tag, cached is not None)
                 raise ManifestUnknown({"reference": tag}, message=_absent(route, f"tag {tag}"))
@@ -171,23 +179,32 @@ class Mirror:
     async def _fetch_manifest(
         self, route: MirrorRoute, name: str, digest: str, tag: str | None
     ) -> StoredManifest:
-        try:
+        """Fetch and cache a manifest: once, however many ask for it at the same time."""
+
+        async def fetch() -> StoredManifest | None:
             remote = await route.upstream.manifest(route.remote, digest, self.manifest_limit)
+            if remote is None:
+                return None
+            try:
+                await self.manifests.cache(
+                    name, Digest.parse(remote.digest), remote.content, remote.media_type, tag
+                )
+            except ManifestInvalid as exc:
+                raise Unavailable(
+                    {"reference": digest},
+                    message=f"the upstream's manifest {digest} cannot be served: {exc.text}",
+                ) from None
+            self.counters.add("manifest_misses")
+            return StoredManifest(remote.digest, remote.media_type, remote.content)
+
+        key = (route.upstream.url, "manifest", route.remote, digest, tag)
+        try:
+            found = None if self._known_missing(key) else await self.flights.run(key, fetch)
         except UpstreamError as exc:
             raise self._error(exc, f"manifest {digest} of {name}") from None
-        if remote is None:
+        if found is None:
             raise ManifestUnknown({"reference": digest}, message=_absent(route, digest))
-        try:
-            await self.manifests.cache(
-                name, Digest.parse(remote.digest), remote.content, remote.media_type, tag
-            )
-        except ManifestInvalid as exc:
-            raise Unavailable(
-                {"reference": digest},
-                message=f"the upstream's manifest {digest} cannot be served: {exc.text}",
-            ) from None
-        self.counters.add("manifest_misses")
-        return StoredManifest(remote.digest, remote.media_type, remote.content)
+        return found
 
     async def _forget_tag(self, name: str, tag: str, cached: bool) -> None:
         """The upstream no longer has the tag: neither does the cache."""
@@ -233,10 +250,14 @@ class Mirror:
         def source() -> AbstractAsyncContextManager[httpx.Response]:
             return route.upstream.blob(route.remote, key)
 
+        missing = (route.upstream.url, "blob", route.remote, key)
+        if self._known_missing(missing):
+            raise BlobUnknown({"digest": key}, message=_absent(route, key))
         try:
             size, stream = await self.fetches.open(digest, source, keep)
         except UpstreamError as exc:
             if exc.status == 404:
+                self.flights.miss(missing)
                 raise BlobUnknown({"digest": key}, message=_absent(route, key)) from None
             # The failed fetch counted itself.
             raise self._error(exc, f"blob {key} of {name}", counted=True) from None
@@ -251,16 +272,30 @@ class Mirror:
         except BlobUnknown:
             return None
 
-    def _fetch_ended(self, size: int | None) -> None:
-        if size is None:
-            self.counters.add("upstream_errors")
+    def _known_missing(self, key: Hashable) -> bool:
+        """Whether the upstream said lately it has no such thing: then it is not asked."""
+        if self.flights.missing(key):
+            self.counters.add("negative_hits")
+            return True
+        return False
+
+    def _fetch_ended(self, size: int | Exception) -> None:
+        if isinstance(size, Exception):
+            unsent = isinstance(size, UpstreamError) and size.unsent
+            self.counters.add("backoff_refusals" if unsent else "upstream_errors")
             return
         self.counters.add("blob_misses")
         self.counters.add("upstream_bytes", size)
 
     async def _upstream_blob_size(self, route: MirrorRoute, name: str, digest: Digest) -> int:
+        key = (route.upstream.url, "blob", route.remote, str(digest))
         try:
-            size = await route.upstream.blob_size(route.remote, str(digest))
+            if self._known_missing(key):
+                size = None
+            else:
+                size = await self.flights.run(
+                    key, lambda: route.upstream.blob_size(route.remote, str(digest))
+                )
         except UpstreamError as exc:
             raise self._error(exc, f"blob {digest} of {name}") from None
         if size is None:
@@ -286,12 +321,13 @@ class Mirror:
     def _error(self, exc: UpstreamError, what: str, counted: bool = False) -> RegistryError:
         """The spec's error for an upstream failure, with what to do about it."""
         if not counted:
-            self.counters.add("upstream_errors")
+            self.counters.add("backoff_refusals" if exc.unsent else "upstream_errors")
         if exc.status == 429:
             headers = {"Retry-After": exc.retry_after} if exc.retry_after else None
+            said = str(exc) if exc.unsent else "the upstream rate-limits this mirror"
             return TooManyRequests(
-                message=f"the upstream rate-limits this mirror and has no cached copy of {what}; "
-                "retry later, or give the mirror upstream credentials",
+                message=f"{said}, and the cache has no copy of {what}; retry later, or give "
+                "the mirror upstream credentials",
                 headers=headers,
             )
         if exc.status in (401, 403):
@@ -306,7 +342,15 @@ class Mirror:
             repositories, tags, size = await mq.cache_summary(conn)
         return {"repositories": repositories, "tags": tags, "bytes": size}
 
+    async def upstream_states(self) -> dict[str, mq.UpstreamState]:
+        """What each upstream (by prefix) said last of its rate limit, whichever process
+        heard it; and its backoff."""
+        await self.counters.flush()
+        async with self.db.read() as conn:
+            return await mq.upstream_states(conn)
+
     async def close(self) -> None:
+        await self.flights.close()
         await self.fetches.close()
         await self.counters.close()
         await self.client.aclose()

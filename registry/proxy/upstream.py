@@ -9,11 +9,14 @@ not be reached), so the mirror can tell "not there" (404) from "down" or "limite
 from __future__ import annotations
 
 import base64
+import math
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
 import httpx
@@ -30,15 +33,33 @@ _DEFAULT_TOKEN_SECONDS = 60
 _RENEW_EARLY_SECONDS = 10
 _MAX_TOKENS = 1_000
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
+# After a 429 without a usable Retry-After, the upstream is left alone this long; and
+# never longer than the cap, whatever it asks.
+BACKOFF_SECONDS = 60
+MAX_BACKOFF_SECONDS = 6 * 3600
 
 
 class UpstreamError(Exception):
     """The upstream failed or refused; `status` is its HTTP status, 0 if unreachable."""
 
-    def __init__(self, status: int, message: str, retry_after: str | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, retry_after: str | None = None, unsent: bool = False
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
+        # Not sent at all: the upstream is being left alone after a 429.
+        self.unsent = unsent
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """What the upstream's RateLimit-Limit and RateLimit-Remaining said last (Docker Hub:
+    pulls per window, `100;w=21600`), and when."""
+
+    limit: int | None
+    remaining: int
+    seen_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +85,12 @@ class Upstream:
         self._tokens: dict[str, tuple[str, float]] = {}
         # Set when the upstream asks for HTTP Basic instead of tokens.
         self._basic: str | None = None
+        self.rate_limit: RateLimit | None = None
+        # Until when (epoch seconds) nothing is sent, after a 429: the mirror serves what
+        # it has cached meanwhile, and refuses the rest with the time left.
+        self.backoff_until = 0.0
+        # Called when either of those changes (proxy/counters.py writes them down).
+        self.changed: Callable[[], None] = lambda: None
 
     def remote_name(self, name: str) -> str:
         """Docker Hub keeps official images under `library/`: `busybox` is
@@ -140,6 +167,15 @@ class Upstream:
         url = f"{self.url}/v2/{remote}/{path}"
         scope = f"repository:{remote}:pull"
         headers = {"Accept": ACCEPT}
+        wait = self.backoff_until - time.time()
+        if wait > 0:
+            seconds = math.ceil(wait)
+            raise UpstreamError(
+                429,
+                f"upstream {self.url} rate-limited this mirror; it is asked again in {seconds} s",
+                str(seconds),
+                unsent=True,
+            )
         for attempt in range(2):
             authorization = self._authorization(scope)
             if authorization:
@@ -149,12 +185,25 @@ class Upstream:
                 response = await self.client.send(request, stream=stream, follow_redirects=True)
             except httpx.HTTPError as exc:
                 raise UpstreamError(0, f"upstream {self.url} unreachable: {exc}") from exc
+            self._observe(response)
             if response.status_code != 401 or attempt:
                 return response
             challenge = response.headers.get("www-authenticate", "")
             await response.aclose()
             await self._authenticate(challenge, scope)
         raise AssertionError("unreachable")
+
+    def _observe(self, response: httpx.Response) -> None:
+        """Note the rate limit the upstream announces, and back off after a 429."""
+        remaining = _count(response.headers.get("ratelimit-remaining"))
+        if remaining is not None:
+            limit = _count(response.headers.get("ratelimit-limit"))
+            self.rate_limit = RateLimit(limit, remaining, datetime.now(UTC))
+            self.changed()
+        if response.status_code == 429:
+            seconds = retry_after_seconds(response.headers.get("retry-after"))
+            self.backoff_until = time.time() + seconds
+            self.changed()
 
     def _authorization(self, scope: str) -> str | None:
         if self._basic is not None:
@@ -208,3 +257,28 @@ def _raise_for(response: httpx.Response, what: str) -> None:
         f"{what}: upstream answered {response.status_code}",
         response.headers.get("retry-after"),
     )
+
+
+def _count(header: str | None) -> int | None:
+    """The number of a RateLimit header (`76;w=21600`: 76), or None."""
+    if header is None:
+        return None
+    number = header.split(";", 1)[0].strip()
+    return int(number) if number.isdigit() and len(number) < 19 else None
+
+
+def retry_after_seconds(header: str | None, moment: datetime | None = None) -> float:
+    """How long a 429's Retry-After (seconds, or an HTTP date) asks to wait, within
+    bounds; BACKOFF_SECONDS when it says nothing usable."""
+    if header is not None:
+        text = header.strip()
+        if text.isdigit():
+            return float(min(int(text[:9]), MAX_BACKOFF_SECONDS))
+        try:
+            when = parsedate_to_datetime(text)
+        except (TypeError, ValueError):
+            when = None
+        if when is not None and when.tzinfo is not None:
+            left = (when - (moment or datetime.now(UTC))).total_seconds()
+            return min(max(left, 0.0), MAX_BACKOFF_SECONDS)
+    return BACKOFF_SECONDS

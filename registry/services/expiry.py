@@ -29,11 +29,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from registry import context
 from registry.config import MirrorSettings
-from registry.metadata import counters, events, queries
+from registry.metadata import counters
 from registry.metadata import expiry as q
 from registry.metadata.database import Database
-from registry.metadata.gc import Candidate, needed, repository_names
-from registry.metadata.models import Manifest, now
+from registry.metadata.gc import Candidate, delete_candidates, needed
+from registry.metadata.models import now
 
 log = logging.getLogger("registry.mirror")
 
@@ -139,25 +139,8 @@ class CacheExpiry:
         _, stay = await needed(conn, due, tagged=set())
         doomed = [m for m in due if m.id not in stay]
         reason = "expired" if cutoff else "evicted"
-        if doomed:
-            names = await repository_names(conn, {m.repository_id for m in doomed})
-            await queries.delete_manifests(conn, Manifest.id.in_([m.id for m in doomed]))
-            await counters.add_counters(conn, {f"manifests_{reason}": len(doomed)})
-            by = context.system("mirror")
-            await events.record_all(
-                conn,
-                [
-                    events.event(
-                        "delete",
-                        repository=names[m.repository_id],
-                        target={"digest": m.digest},
-                        detail={"reason": reason},
-                        by=by,
-                    )
-                    for m in doomed
-                    if m.repository_id in names
-                ],
-            )
+        deleted = await delete_candidates(conn, doomed, reason, context.system("mirror"))
+        await counters.add_counters(conn, {f"manifests_{reason}": deleted})
         return [m.digest for m in doomed], sorted(stay)
 
 

@@ -29,10 +29,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from registry import context
 from registry.config import GcSettings
 from registry.digest import Digest
-from registry.metadata import counters, events, queries, usage
+from registry.metadata import counters, events, usage
 from registry.metadata import gc as q
 from registry.metadata.database import Database
-from registry.metadata.models import Manifest, now
+from registry.metadata.models import now
 from registry.services.expiry import CacheExpiry
 from registry.services.retention import RetentionService
 from registry.services.uploads import UploadService
@@ -236,26 +236,9 @@ class GarbageCollector:
             await q.requeue_untagged(conn, sorted(tagged), None)
             # Looked at again in untagged_hours, when what keeps them may be gone.
             await q.requeue_untagged(conn, sorted(kept), now())
-            deleted = 0
-            if doomed:
-                deleted = (await queries.delete_manifests(conn, Manifest.id.in_(doomed))).manifests
-                await counters.add_counters(conn, {"gc_manifests_deleted": deleted})
-                names = await q.repository_names(conn, {m.repository_id for m in due})
-                by = context.system("gc")
-                await events.record_all(
-                    conn,
-                    [
-                        events.event(
-                            "delete",
-                            repository=names[m.repository_id],
-                            target={"digest": m.digest},
-                            detail={"reason": "untagged"},
-                            by=by,
-                        )
-                        for m in due
-                        if m.id in doomed and m.repository_id in names
-                    ],
-                )
+            candidates = [m for m in due if m.id in doomed]
+            deleted = await q.delete_candidates(conn, candidates, "untagged", context.system("gc"))
+            await counters.add_counters(conn, {"gc_manifests_deleted": deleted})
             return due, doomed, deleted
 
         due, doomed, deleted = await self.db.transact(decide)

@@ -112,7 +112,9 @@ async def test_the_grafana_dashboard_asks_only_for_metrics_the_registry_has(
     finally:
         await app.state.registry.close()
     names = {key.split("{", 1)[0] for key in exposed}
-    names |= {f"registry_mirror_{name}_total" for name in COUNTERS}  # with a mirror only
+    # With a mirror only:
+    names |= {f"registry_mirror_{name}_total" for name in COUNTERS}
+    names.add("registry_mirror_upstream_ratelimit_remaining")
     # Those of this process that have no sample yet (labelled, and not used here).
     suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_count", "_sum"]}
     for family in REGISTRY.collect():

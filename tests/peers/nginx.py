@@ -10,7 +10,9 @@ from typing import Self
 
 from tests.peers.tools import free_port, launch, need, stop
 
-RETRY_AFTER = "7"
+RETRY_AFTER = "3"
+# What Docker Hub announces on its answers: a limit of pulls per window, and what is left.
+RATELIMIT_LIMIT, RATELIMIT_REMAINING = 100, 76
 TEMPLATE = Path(__file__).parents[2] / "nginx" / "registry.conf.template"
 
 
@@ -85,6 +87,8 @@ class Nginx(NginxProcess):
             "  server {\n"
             f"    listen 127.0.0.1:{self.port};\n"
             "    client_max_body_size 0;\n"
+            f'    add_header RateLimit-Limit "{RATELIMIT_LIMIT};w=21600" always;\n'
+            f'    add_header RateLimit-Remaining "{RATELIMIT_REMAINING};w=21600" always;\n'
             "    location / {\n"
             f"      if (-f {self.flag}) {{\n"
             f"        add_header Retry-After {RETRY_AFTER} always;\n"
@@ -103,6 +107,10 @@ class Nginx(NginxProcess):
 
     def unlimit(self) -> None:
         self.flag.unlink(missing_ok=True)
+
+    def answered(self, status: int) -> int:
+        """Requests its access log shows answered with `status`."""
+        return sum(f'" {status} ' in line for line in self.access_log.read_text().splitlines())
 
 
 class RegistryNginx(NginxProcess):

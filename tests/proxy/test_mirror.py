@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import socket
+from typing import Any
 
 import httpx
 import pytest
@@ -19,7 +20,7 @@ from registry.config import UpstreamSettings
 from registry.mediatypes import OCI_MANIFEST
 from registry.proxy import fetches
 from tests.helpers import TokenAuth, assert_error, basic, push_blob, scraped, sha256
-from tests.peers.nginx import RETRY_AFTER, Nginx
+from tests.peers.nginx import RATELIMIT_LIMIT, RATELIMIT_REMAINING, RETRY_AFTER, Nginx
 from tests.peers.tools import free_port
 from tests.proxy.conftest import (
     MIRROR_ADMIN_PASSWORD,
@@ -252,28 +253,89 @@ async def test_an_unreachable_upstream_serves_cached_tags_and_errors_otherwise(
         assert_error(await strict.get(f"/v2/{repo}/manifests/v1"), 503, "UNAVAILABLE")
 
 
-async def test_a_rate_limited_upstream_serves_the_cached_copy(
+async def test_a_rate_limited_upstream_is_left_alone_until_retry_after(
     upstream: Upstream, nginx: Nginx, make_mirror: MirrorFactory
 ) -> None:
     repo = unique("limited")
-    digest, _ = await push_upstream(upstream, repo, "v1", [b"limited layer"])
+    layer = b"limited layer"
+    digest, _ = await push_upstream(upstream, repo, "v1", [layer])
     app = make_mirror(mirror_upstreams=nginx.url, mirror_tag_ttl_seconds="0")
     async with client_of(app) as mirror:
+
+        async def state() -> dict[str, Any]:
+            found: dict[str, Any] = (await mirror.get("/api/v1/mirror")).json()["upstreams"][0]
+            return found
+
         assert (await mirror.get(f"/v2/{repo}/manifests/v1")).status_code == 200
+        # What the upstream announced of its limit is shown, from whichever process.
+        shown = await state()
+        assert (shown["ratelimit_limit"], shown["ratelimit_remaining"]) == (
+            RATELIMIT_LIMIT,
+            RATELIMIT_REMAINING,
+        )
+        assert shown["backoff_until"] is None
+        metrics = scraped((await mirror.get("/metrics")).text)
+        assert metrics['registry_mirror_upstream_ratelimit_remaining{prefix=""}'] == 76
+        before = nginx.answered(429)  # by the other tests' mirrors
         nginx.limit()
         try:
+            # The stale tag's HEAD gets the 429: the cached copy is served.
             r = await mirror.get(f"/v2/{repo}/manifests/v1")
             assert r.status_code == 200
             assert r.headers["docker-content-digest"] == digest
+            refused = nginx.answered(429)
+            assert refused == before + 1
+            # Then nothing reaches the upstream until its Retry-After is up: the cache
+            # serves, and what it lacks is refused with the time left.
+            r = await mirror.get(f"/v2/{repo}/manifests/v1")
+            assert r.headers["docker-content-digest"] == digest
             r = await mirror.get(f"/v2/{repo}/manifests/other")
+            error = assert_error(r, 429, "TOOMANYREQUESTS")
+            assert 1 <= int(r.headers["retry-after"]) <= int(RETRY_AFTER)
+            assert "asked again in" in error["message"]
+            r = await mirror.get(f"/v2/{repo}/blobs/{sha256(layer)}")
             assert_error(r, 429, "TOOMANYREQUESTS")
-            assert r.headers["retry-after"] == RETRY_AFTER
-            r = await mirror.get(f"/v2/{repo}/blobs/{sha256(b'limited layer')}")
-            assert_error(r, 429, "TOOMANYREQUESTS")
+            assert nginx.answered(429) == refused
+            assert (await state())["backoff_until"] is not None
+            counters = (await mirror.get("/api/v1/mirror")).json()["counters"]
+            assert (counters["backoff_refusals"], counters["offline_served"]) == (2, 2)
         finally:
             nginx.unlimit()
-        r = await mirror.get(f"/v2/{repo}/blobs/{sha256(b'limited layer')}")
-        assert r.content == b"limited layer"
+        await asyncio.sleep(int(RETRY_AFTER) + 0.2)
+        r = await mirror.get(f"/v2/{repo}/blobs/{sha256(layer)}")
+        assert r.content == layer
+        assert (await state())["backoff_until"] is None
+
+
+async def test_fifty_pulls_of_a_missing_tag_ask_the_upstream_once(
+    upstream: Upstream, make_mirror: MirrorFactory
+) -> None:
+    repo = unique("missing")
+    await push_upstream(upstream, repo, "v1", [b"present layer"])
+    app = make_mirror(mirror_negative_ttl_seconds="1")
+    async with client_of(app) as mirror:
+        answers = await asyncio.gather(
+            *(mirror.get(f"/v2/{repo}/manifests/nosuch") for _ in range(50))
+        )
+        for r in answers:
+            assert_error(r, 404, "MANIFEST_UNKNOWN")
+        assert upstream.answered("HEAD", f"/v2/{repo}/manifests/nosuch", 404) == 1
+        # Remembered for negative_ttl_seconds: a blob the upstream lacks, too.
+        missing = sha256(b"no such blob")
+        for _ in range(3):
+            assert_error(await mirror.get(f"/v2/{repo}/blobs/{missing}"), 404, "BLOB_UNKNOWN")
+            assert (await mirror.head(f"/v2/{repo}/blobs/{missing}")).status_code == 404
+        assert upstream.answered("GET", f"/v2/{repo}/blobs/{missing}", 404) == 1
+        assert upstream.answered("HEAD", f"/v2/{repo}/blobs/{missing}", 404) == 0
+        counters = (await mirror.get("/api/v1/mirror")).json()["counters"]
+        # The 5 above, and those of the 50 that came once the miss was known.
+        assert 5 <= counters["negative_hits"] <= 54
+        # Then asked again: what was missing may have been pushed since.
+        await asyncio.sleep(1.1)
+        assert_error(await mirror.get(f"/v2/{repo}/manifests/nosuch"), 404, "MANIFEST_UNKNOWN")
+        assert upstream.answered("HEAD", f"/v2/{repo}/manifests/nosuch", 404) == 2
+        await push_upstream(upstream, repo, "late", [b"late layer"])
+        assert (await mirror.get(f"/v2/{repo}/manifests/late")).status_code == 200
 
 
 async def test_pushes_are_refused_by_a_mirror(mirror: httpx.AsyncClient) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -13,7 +14,13 @@ from starlette.applications import Starlette
 
 from registry.app import create_app
 from registry.config import load_settings
-from registry.proxy.upstream import Upstream, UpstreamError
+from registry.proxy.upstream import (
+    BACKOFF_SECONDS,
+    MAX_BACKOFF_SECONDS,
+    Upstream,
+    UpstreamError,
+    retry_after_seconds,
+)
 from tests.helpers import basic, push_image, sha256
 
 pytestmark = pytest.mark.anyio
@@ -148,3 +155,13 @@ def test_docker_hub_official_images_live_under_library() -> None:
     assert hub.remote_name("team/app") == "team/app"
     other = Upstream("https://mirror.example", httpx.AsyncClient())
     assert other.remote_name("busybox") == "busybox"
+
+
+def test_retry_after_is_read_as_seconds_or_a_date_within_bounds() -> None:
+    moment = datetime(2026, 12, 2, 8, 0, 0, tzinfo=UTC)
+    assert retry_after_seconds("7", moment) == 7
+    assert retry_after_seconds("Wed, 02 Dec 2026 08:01:30 GMT", moment) == 90
+    assert retry_after_seconds("Wed, 02 Dec 2026 07:59:00 GMT", moment) == 0  # past
+    assert retry_after_seconds("999999999999", moment) == MAX_BACKOFF_SECONDS
+    for useless in (None, "", "soon", "-5", "1.5"):
+        assert retry_after_seconds(useless, moment) == BACKOFF_SECONDS

@@ -118,10 +118,17 @@ def test_mirror_upstreams_from_yaml_and_environment(tmp_path: Path) -> None:
     assert [u.url for u in load_settings(config, env).mirror.upstreams] == ["http://127.0.0.1:5001"]
     env = {"REGISTRY_MIRROR_UPSTREAMS": '[{"url": "http://a.test", "prefix": "a"}]'}
     assert load_settings(config, env).mirror.upstreams[0].prefix == "a"
-    # Off by default, with Docker Hub as the upstream.
+    # Off by default, with Docker Hub as the upstream; content kept 7 days, no size limit.
     default = load_settings(None, {}).mirror
     assert not default.enabled
     assert default.upstreams[0].url == "https://registry-1.docker.io"
+    assert (default.keep_days, default.max_bytes, default.negative_ttl_seconds) == (7, 0, 30)
+    assert (default.upstreams[0].keep_days, default.upstreams[0].max_bytes) == (None, None)
+    # An upstream's own limits.
+    env = {"REGISTRY_MIRROR_UPSTREAMS": '[{"url": "http://a.test", "max_bytes": 1000}]'}
+    assert load_settings(config, env).mirror.upstreams[0].max_bytes == 1000
+    with pytest.raises(ConfigError, match=r"mirror\.max_bytes: must be at least 0"):
+        load_settings(None, {"REGISTRY_MIRROR_ENABLED": "true", "REGISTRY_MIRROR_MAX_BYTES": "-1"})
 
 
 @pytest.mark.parametrize(
@@ -134,6 +141,8 @@ def test_mirror_upstreams_from_yaml_and_environment(tmp_path: Path) -> None:
         ("[]", "mirror.upstreams: expected a non-empty list"),
         ('[{"url": "http://a.test", "colour": "red"}]', "mirror.upstreams[0].colour: unknown key"),
         ("[not: valid", "expected a YAML or JSON list"),
+        ('[{"url": "http://a.test", "keep_days": -1}]', "[0].keep_days: must be at least 0"),
+        ('[{"url": "http://a.test", "max_bytes": "lots"}]', "[0].max_bytes: expected an integer"),
     ],
 )
 def test_bad_mirror_upstreams(upstreams: str, message: str) -> None:
