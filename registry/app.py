@@ -15,13 +15,14 @@ from registry.api.forwarded import ForwardedHeaders
 from registry.api.limits import RequestLimits
 from registry.api.observe import Observe
 from registry.api.routes import ROUTES
-from registry.api.upstream_ns import UpstreamNamespace, hosts_of
+from registry.api.upstream_ns import UpstreamNamespace
 from registry.auth.accounts import Accounts
 from registry.auth.service import AuthService
 from registry.auth.tokens import authority_from_settings
-from registry.config import Settings, load_settings, trusted_networks
+from registry.config import Settings, host_patterns, load_settings, trusted_networks
 from registry.metadata.database import Database
 from registry.proxy.mirror import Mirror
+from registry.proxy.upstream import hosts_of
 from registry.services.audit import AuditLog
 from registry.services.blobs import BlobService
 from registry.services.browse import Browse
@@ -151,7 +152,8 @@ def create_app(settings: Settings) -> Starlette:
     ]
     if settings.mirror.enabled:  # inside Observe: the access line has the name as asked
         hosts = hosts_of(settings.mirror.upstreams)
-        middleware.append(Middleware(UpstreamNamespace, hosts=hosts))
+        allowed = host_patterns(settings.mirror.allow_hosts)
+        middleware.append(Middleware(UpstreamNamespace, hosts=hosts, allowed=allowed))
     app = Starlette(
         routes=[*ROUTES, *CONSOLE_ROUTES],
         exception_handlers=HANDLERS,

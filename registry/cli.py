@@ -23,6 +23,7 @@ from registry.app import Registry
 from registry.auth.accounts import Accounts
 from registry.auth.tokens import authority_from_settings
 from registry.config import ConfigError, Settings, load_settings
+from registry.errors import RegistryError
 from registry.metadata.database import Database
 from registry.metadata.models import now
 
@@ -96,6 +97,22 @@ def main(argv: list[str] | None = None) -> int:
         help="do the safe repairs: queue bytes without a row for garbage collection, "
         "write a manifest's missing bytes again from the database",
     )
+    mirror = commands.add_parser(
+        "mirror", help="the pull-through mirror's cache", parents=[common]
+    ).add_subparsers(dest="mirror_command", required=True)
+    prefetch = mirror.add_parser(
+        "prefetch",
+        help="fetch images into the cache ahead of a rollout (ghcr.io/org/app:v1, nginx, ...)",
+        parents=[common],
+    )
+    prefetch.add_argument("references", nargs="+", metavar="REF")
+    prefetch.add_argument(
+        "--platform",
+        action="append",
+        default=[],
+        help="only this platform of an index (os/arch or os/arch/variant; repeatable); "
+        "default: all of them",
+    )
     cli_accounts.add_commands(commands, common)
     cli_webhooks.add_commands(commands, common)
     args = parser.parse_args(argv)
@@ -128,6 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check":
         _migrate(settings, quiet=True)
         return _check(settings, args.repair)
+    if args.command == "mirror":
+        _migrate(settings, quiet=True)
+        with context.using(context.Context(actor=f"cli:{_operator()}")):
+            return _prefetch(settings, args.references, args.platform)
     _migrate(settings, quiet=True)
     # What the commands change is audited as done by the operator at this shell.
     with context.using(context.Context(actor=f"cli:{_operator()}")):
@@ -161,6 +182,35 @@ def _purge_uploads(settings: Settings, idle_hours: float) -> int:
     ended = _with_registry(settings, lambda r: r.uploads.purge(timedelta(hours=idle_hours)))
     print(f"ended {ended} upload sessions idle for more than {idle_hours:g} hours")
     return 0
+
+
+def _prefetch(settings: Settings, references: list[str], platforms: list[str]) -> int:
+    """Fetch each reference into the mirror's cache, with a line per manifest and blob."""
+    if not settings.mirror.enabled:
+        print("registry: this registry is not a mirror (mirror.enabled is off)", file=sys.stderr)
+        return 2
+    from registry.proxy.prefetch import Prefetcher, check_platform
+
+    async def work(registry: Registry) -> int:
+        assert registry.mirror is not None
+        prefetcher = Prefetcher(registry.mirror, registry.pulls)
+        failed = 0
+        try:
+            wanted = [check_platform(p) for p in platforms]
+            for reference in references:
+                try:
+                    await prefetcher.run(reference, wanted, lambda line: print(line, flush=True))
+                except RegistryError as exc:
+                    failed += 1
+                    print(f"registry: {reference}: {exc.text}", file=sys.stderr)
+        except RegistryError as exc:
+            print(f"registry: {exc.text}", file=sys.stderr)
+            return 2
+        finally:
+            await registry.pulls.flush()
+        return 1 if failed else 0
+
+    return _with_registry(settings, work)
 
 
 def _gc_dry_run(settings: Settings) -> int:

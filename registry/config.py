@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -172,6 +173,11 @@ class MirrorSettings:
     # An upstream's 404 (no such tag, manifest or blob) is remembered this long, so a
     # storm of pulls for something missing asks the upstream once; 0: not remembered.
     negative_ttl_seconds: float = 30
+    # Host patterns (`*.example.com, registry.k8s.io`) a client may name, by containerd's
+    # `?ns=` or as the first name component, without an entry in `upstreams`: each host
+    # is mirrored over HTTPS, anonymously, under itself as the prefix. Empty: only the
+    # upstreams listed. Any host matched can be made to receive requests: see README.
+    allow_hosts: str = ""
 
 
 @dataclass(frozen=True)
@@ -545,6 +551,14 @@ def trusted_networks(text: str) -> tuple[IPv4Network | IPv6Network, ...]:
     return tuple(networks)
 
 
+HOST_PATTERN = re.compile(r"[a-z0-9*]([a-z0-9*.-]*[a-z0-9*])?")
+
+
+def host_patterns(text: str) -> list[str]:
+    """The patterns of `mirror.allow_hosts`, lowercase."""
+    return [part.strip().lower() for part in text.split(",") if part.strip()]
+
+
 def _validate_mirror(mirror: MirrorSettings) -> None:
     prefixes: set[str] = set()
     for i, upstream in enumerate(mirror.upstreams):
@@ -565,6 +579,12 @@ def _validate_mirror(mirror: MirrorSettings) -> None:
         for name in ("keep_days", "max_bytes"):
             if (getattr(upstream, name) or 0) < 0:
                 raise ConfigError(f"{key}.{name}: must be at least 0")
+    for pattern in host_patterns(mirror.allow_hosts):
+        if not HOST_PATTERN.fullmatch(pattern):
+            raise ConfigError(
+                f"config: mirror.allow_hosts: {pattern!r} is not a host pattern (letters, "
+                "digits, dots, dashes and *; no scheme, no port)"
+            )
     _at_least(
         "mirror",
         mirror,

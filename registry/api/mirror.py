@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from pydantic import Field
@@ -9,11 +10,12 @@ from starlette.requests import Request
 
 from registry.api.access import require_admin
 from registry.api.common import registry_of
-from registry.api.declare import API, Answer
-from registry.errors import RouteUnknown
+from registry.api.declare import API, Answer, Body
+from registry.errors import RegistryError, RouteUnknown
 from registry.metadata import mirror as mq
 from registry.metadata.models import now
 from registry.proxy.mirror import Mirror
+from registry.proxy.prefetch import Prefetcher, check_platform
 
 
 async def _admin_mirror(request: Request) -> Mirror:
@@ -25,8 +27,8 @@ async def _admin_mirror(request: Request) -> Mirror:
 
 
 class MirrorUpstream(Answer):
-    url: str
-    prefix: str
+    url: str = Field(description="for a pattern of mirror.allow_hosts, https:// and it")
+    prefix: str = Field(description="the cache's first name component, or the pattern")
     authenticated: bool
     keep_days: float = Field(description="cached content not pulled for this long goes; 0: never")
     max_bytes: int = Field(description="the cache is kept under this size; 0: no limit")
@@ -49,6 +51,9 @@ class MirrorStatus(Answer):
     offline_fallback: bool
     mirror_only: bool
     open: bool
+    allow_hosts: list[str] = Field(
+        description="host patterns clients may name (mirror.allow_hosts)"
+    )
     stored: dict[str, int] = Field(description="repositories, tags and bytes cached")
     counters: dict[str, int] = Field(description="counters over every process")
 
@@ -68,22 +73,24 @@ async def status(request: Request) -> MirrorStatus:
     assert expiry is not None  # made with the mirror
     usage = await expiry.usage()
     states = await mirror.upstream_states()
+    credentials = {u.prefix: u.username for u in settings.upstreams}
     return MirrorStatus(
         upstreams=[
             MirrorUpstream(
                 url=cache.url,
                 prefix=cache.prefix,
-                authenticated=bool(upstream.username),
+                authenticated=bool(credentials.get(cache.prefix)),
                 keep_days=cache.keep_days,
                 max_bytes=cache.max_bytes,
                 bytes=usage[cache.prefix],
                 **_rate_limit(states.get(cache.prefix)),
             )
-            for upstream, cache in zip(settings.upstreams, expiry.caches, strict=True)
+            for cache in expiry.caches
         ],
         tag_ttl_seconds=settings.tag_ttl_seconds,
         offline_fallback=settings.offline_fallback,
         mirror_only=settings.mirror_only,
+        allow_hosts=mirror.allowed,
         open=settings.open,
         stored=await mirror.cache_summary(),
         counters=await mirror.counters.totals(),
@@ -100,3 +107,58 @@ def _rate_limit(state: mq.UpstreamState | None) -> dict[str, Any]:
         "ratelimit_seen_at": state.seen_at.isoformat() if state.seen_at else None,
         "backoff_until": backoff.isoformat() if backoff and backoff > now() else None,
     }
+
+
+class PrefetchRequest(Body):
+    references: list[str] = Field(
+        min_length=1, max_length=100, description="as a node pulls them: ghcr.io/org/app:v1"
+    )
+    platforms: list[str] = Field(
+        default_factory=list, max_length=32, description="os/arch[/variant]; none: every one"
+    )
+
+
+class PrefetchedImage(Answer):
+    reference: str
+    repository: str = Field(description="the cache's name for it")
+    digest: str = ""
+    manifests: int = 0
+    blobs: int = 0
+    fetched_bytes: int = Field(default=0, description="fetched from the upstream now")
+    cached_bytes: int = Field(default=0, description="in the cache already")
+    platforms: list[str] = Field(default_factory=list, description="of an index, those fetched")
+    error: dict[str, Any] | None = Field(
+        None, description="why this one failed (the spec's error), if it did"
+    )
+
+
+class PrefetchResult(Answer):
+    images: list[PrefetchedImage]
+
+
+@API.operation(
+    "POST",
+    "/api/v1/mirror/prefetch",
+    summary="Fetch images into the cache ahead of a rollout (admins)",
+    tag="operations",
+    response=PrefetchResult,
+    body=PrefetchRequest,
+    errors=[400, 404],
+)
+async def prefetch(request: Request, body: PrefetchRequest) -> PrefetchResult:
+    """Each reference is fetched in turn, with every platform of an index or those given,
+    and counted as pulled; the answer comes once all are in the cache. One that fails
+    (unknown upstream, no such tag) is reported with its error and the others go on."""
+    mirror = await _admin_mirror(request)
+    platforms = [check_platform(p) for p in body.platforms]
+    prefetcher = Prefetcher(mirror, registry_of(request).pulls)
+    images = []
+    for reference in body.references:
+        try:
+            done = await prefetcher.run(reference, platforms)
+        except RegistryError as exc:
+            error = {"code": exc.code, "message": exc.text}
+            images.append(PrefetchedImage(reference=reference, repository="", error=error))
+            continue
+        images.append(PrefetchedImage.model_validate(dataclasses.asdict(done)))
+    return PrefetchResult(images=images)

@@ -11,33 +11,21 @@ never an address to dial: an unknown one is refused here.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from registry.api.errors import render
-from registry.config import UpstreamSettings
 from registry.errors import NameUnknown
-
-# The names Docker Hub goes by: clients send any of them as its `ns`.
-DOCKER_HUB = ("docker.io", "index.docker.io", "registry-1.docker.io")
-
-
-def hosts_of(upstreams: Sequence[UpstreamSettings]) -> dict[str, str]:
-    """Each upstream's host (with its port, if any) and aliases, to its prefix here."""
-    found: dict[str, str] = {}
-    for upstream in upstreams:
-        host = (urlsplit(upstream.url).netloc.rpartition("@")[2]).lower()
-        for name in DOCKER_HUB if host in DOCKER_HUB else (host,):
-            found.setdefault(name, upstream.prefix)
-    return found
+from registry.proxy.upstream import allowed_host
 
 
 class UpstreamNamespace:
-    def __init__(self, app: ASGIApp, *, hosts: dict[str, str]) -> None:
+    def __init__(self, app: ASGIApp, *, hosts: dict[str, str], allowed: list[str]) -> None:
         self.app = app
         self.hosts = hosts
+        # mirror.allow_hosts: a host they match is its own cache's prefix.
+        self.allowed = allowed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # One bytes search on the requests of clients that are not containerd.
@@ -47,6 +35,8 @@ class UpstreamNamespace:
             ns = _ns(scope["query_string"])
             if ns is not None and name and not name.startswith("_catalog"):
                 prefix = self.hosts.get(ns.lower())
+                if prefix is None and allowed_host(ns, self.allowed):
+                    prefix = ns.lower()
                 if prefix is None:
                     await render(self._unknown(ns))(scope, receive, send)
                     return
@@ -63,7 +53,8 @@ class UpstreamNamespace:
         return NameUnknown(
             {"ns": ns, "upstreams": known},
             message=f"ns={ns}: this mirror has no upstream of that name; it mirrors "
-            f"{', '.join(known)} (mirror.upstreams)",
+            f"{', '.join(known)} (mirror.upstreams)"
+            + (f" and hosts matching {', '.join(self.allowed)}" if self.allowed else ""),
         )
 
 

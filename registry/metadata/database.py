@@ -94,12 +94,17 @@ def _after_execute(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
     query_duration(statement_name(statement)).observe(time.perf_counter() - started)
 
 
-def _checked_out(*args: Any) -> None:
+def _checked_out(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    record.record_info["registry_in_use"] = True
     CONNECTIONS_IN_USE.value += 1
 
 
-def _checked_in(*args: Any) -> None:
-    CONNECTIONS_IN_USE.value -= 1
+def _checked_in(dbapi_connection: Any, record: Any) -> None:
+    # Only what was counted out: a checkout that failed or was cancelled before its
+    # `checkout` event (a connect refused, a request cancelled mid-checkout) is still
+    # checked in, and the count would go below zero. record_info outlives invalidation.
+    if record is not None and record.record_info.pop("registry_in_use", False):
+        CONNECTIONS_IN_USE.value -= 1
 
 
 # Runs of a transaction PostgreSQL aborts to break a deadlock, in all. Under the

@@ -25,20 +25,41 @@ from registry.metadata.models import (
 last_pulled = func.coalesce(ManifestPulls.last_pulled_at, Manifest.created_at)
 
 
-def cache_of(prefix: str, prefixes: Sequence[str], hosted_apart: bool) -> ColumnElement[bool]:
+def cache_of(
+    prefix: str, prefixes: Sequence[str], patterns: Sequence[str], hosted_apart: bool
+) -> ColumnElement[bool]:
     """A condition on Repository rows: those in the cache of the upstream under `prefix`,
     by the mirror's routing (proxy/mirror.py): a name whose first component (its
-    namespace) is an upstream's prefix is that upstream's, every other name the
+    namespace) is an upstream's prefix is that upstream's, one whose first component
+    matches a pattern of mirror.allow_hosts is that pattern's, every other name the
     prefixless upstream's. With `hosted_apart` (mirror.mirror_only off), repositories
     of namespaces that exist here are hosted, in no cache."""
     if prefix:
         found: ColumnElement[bool] = Repository.namespace == prefix
     else:
         others = [p for p in prefixes if p]
-        found = Repository.namespace.not_in(others) if others else true()
+        found = and_(
+            Repository.namespace.not_in(others) if others else true(),
+            *(~_matching(pattern) for pattern in patterns),
+        )
     if hosted_apart:
         found = and_(found, Repository.namespace.not_in(select(Namespace.name)))
     return found
+
+
+def pattern_cache(pattern: str, prefixes: Sequence[str], hosted_apart: bool) -> ColumnElement[bool]:
+    """The repositories of the hosts a pattern of mirror.allow_hosts lets in (not those
+    an upstream is configured for)."""
+    found = and_(_matching(pattern), Repository.namespace.not_in([p for p in prefixes if p]))
+    if hosted_apart:
+        found = and_(found, Repository.namespace.not_in(select(Namespace.name)))
+    return found
+
+
+def _matching(pattern: str) -> ColumnElement[bool]:
+    """Repositories whose namespace matches a host pattern (`*` any run of characters;
+    config.HOST_PATTERN admits no other character LIKE reads as special)."""
+    return Repository.namespace.like(pattern.replace("*", "%"))
 
 
 async def least_recent(

@@ -51,7 +51,11 @@ class Counters:
         self._changed: set[str] = set()
         self._flusher: asyncio.Task[None] | None = None
         for prefix, upstream in upstreams.items():
-            upstream.changed = partial(self._upstream_changed, prefix)
+            self.watch(prefix, upstream)
+
+    def watch(self, prefix: str, upstream: Upstream) -> None:
+        """Write down what `upstream` says of its rate limit, as the one under `prefix`."""
+        upstream.changed = partial(self._upstream_changed, prefix)
 
     def add(self, name: str, amount: int = 1) -> None:
         self._pending[name] += amount

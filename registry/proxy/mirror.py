@@ -18,7 +18,7 @@ from datetime import timedelta
 
 import httpx
 
-from registry.config import MirrorSettings, UpstreamSettings
+from registry.config import MirrorSettings, UpstreamSettings, host_patterns
 from registry.digest import Digest, is_digest
 from registry.errors import (
     BlobUnknown,
@@ -40,7 +40,7 @@ from registry.names import check_tag, namespace_of
 from registry.proxy.counters import Counters
 from registry.proxy.fetches import BlobFetches
 from registry.proxy.flights import Flights
-from registry.proxy.upstream import Upstream, UpstreamError
+from registry.proxy.upstream import Upstream, UpstreamError, allowed_host
 from registry.services.blobs import BlobService
 from registry.services.leases import Leases
 from registry.services.manifests import ManifestService, default_child
@@ -89,6 +89,7 @@ class Mirror:
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
         )
         self.upstreams = {u.prefix: _upstream(u, self.client) for u in settings.upstreams}
+        self.allowed = host_patterns(settings.allow_hosts)
         self.hot = HotQueries(db)
         self.counters = Counters(db, self.upstreams)
         self.fetches = BlobFetches(db, store, leases, self._fetch_ended)
@@ -100,6 +101,8 @@ class Mirror:
         first, _, rest = name.partition("/")
         if rest and first in self.upstreams and first:
             route = MirrorRoute(self.upstreams[first], rest)
+        elif rest and allowed_host(first, self.allowed):
+            route = MirrorRoute(self._allowed_upstream(first), rest)
         elif "" in self.upstreams:
             route = MirrorRoute(self.upstreams[""], name)
         else:
@@ -109,6 +112,15 @@ class Mirror:
                 if await namespace_id(conn, namespace_of(name)) is not None:
                     return None
         return route
+
+    def _allowed_upstream(self, host: str) -> Upstream:
+        """The upstream of a host `mirror.allow_hosts` lets clients name: HTTPS on its
+        standard port, anonymous, made the first time it is asked for."""
+        upstream = Upstream(f"https://{host}", self.client)
+        self.upstreams[host] = upstream
+        self.counters.watch(host, upstream)
+        log.info("mirroring %s, which matches mirror.allow_hosts", upstream.url)
+        return upstream
 
     # Manifests
 

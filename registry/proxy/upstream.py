@@ -9,10 +9,12 @@ not be reached), so the mirror can tell "not there" (404) from "down" or "limite
 from __future__ import annotations
 
 import base64
+import fnmatch
+import ipaddress
 import math
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,11 +23,14 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from registry.config import UpstreamSettings
 from registry.digest import Digest
 from registry.mediatypes import MANIFEST_TYPES
+from registry.names import NAME_COMPONENT
 from registry.parse import content_length, json_document
 
-DOCKER_HUB_HOSTS = frozenset({"registry-1.docker.io", "index.docker.io", "docker.io"})
+# The names Docker Hub goes by: clients send any of them as its `ns`.
+DOCKER_HUB_HOSTS = ("docker.io", "index.docker.io", "registry-1.docker.io")
 # Asked of every upstream: all the manifest kinds we serve, indexes first.
 ACCEPT = ", ".join(sorted(MANIFEST_TYPES, reverse=True))
 # A token without expires_in lives 60 s (the token spec's default); renew a little early.
@@ -37,6 +42,30 @@ _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 # never longer than the cap, whatever it asks.
 BACKOFF_SECONDS = 60
 MAX_BACKOFF_SECONDS = 6 * 3600
+
+
+def hosts_of(upstreams: Sequence[UpstreamSettings]) -> dict[str, str]:
+    """Each upstream's host (with its port, if any) and aliases, to its prefix here."""
+    found: dict[str, str] = {}
+    for upstream in upstreams:
+        host = (urlsplit(upstream.url).netloc.rpartition("@")[2]).lower()
+        for name in DOCKER_HUB_HOSTS if host in DOCKER_HUB_HOSTS else (host,):
+            found.setdefault(name, upstream.prefix)
+    return found
+
+
+def allowed_host(host: str, patterns: Sequence[str]) -> bool:
+    """Whether a host a client named (no port) matches `mirror.allow_hosts`. Never an IP
+    address, nor a name without a dot: an operator lists such upstreams themselves."""
+    host = host.lower()
+    if not patterns or "." not in host or not NAME_COMPONENT.fullmatch(host):
+        return False
+    try:
+        ipaddress.ip_address(host)
+        return False
+    except ValueError:
+        pass
+    return any(fnmatch.fnmatchcase(host, pattern) for pattern in patterns)
 
 
 class UpstreamError(Exception):

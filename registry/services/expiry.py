@@ -28,7 +28,7 @@ from sqlalchemy import ColumnElement
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from registry import context
-from registry.config import MirrorSettings
+from registry.config import MirrorSettings, host_patterns
 from registry.metadata import counters
 from registry.metadata import expiry as q
 from registry.metadata.database import Database
@@ -68,6 +68,7 @@ class CacheExpiry:
     def __init__(self, db: Database, settings: MirrorSettings) -> None:
         self.db = db
         prefixes = [u.prefix for u in settings.upstreams]
+        patterns = host_patterns(settings.allow_hosts)
         hosted_apart = not settings.mirror_only
         self.caches = [
             Cache(
@@ -75,9 +76,20 @@ class CacheExpiry:
                 u.prefix,
                 settings.keep_days if u.keep_days is None else u.keep_days,
                 settings.max_bytes if u.max_bytes is None else u.max_bytes,
-                q.cache_of(u.prefix, prefixes, hosted_apart),
+                q.cache_of(u.prefix, prefixes, patterns, hosted_apart),
             )
             for u in settings.upstreams
+        ]
+        # The hosts a pattern lets in share its cache, with the mirror's limits.
+        self.caches += [
+            Cache(
+                f"https://{pattern}",
+                pattern,
+                settings.keep_days,
+                settings.max_bytes,
+                q.pattern_cache(pattern, prefixes, hosted_apart),
+            )
+            for pattern in patterns
         ]
 
     async def usage(self) -> dict[str, int]:

@@ -15,10 +15,10 @@ from typing import Any
 import httpx
 import pytest
 
-from registry.api.upstream_ns import hosts_of
 from registry.config import UpstreamSettings
 from registry.mediatypes import OCI_MANIFEST
 from registry.proxy import fetches
+from registry.proxy.upstream import hosts_of
 from tests.helpers import TokenAuth, assert_error, basic, push_blob, scraped, sha256
 from tests.peers.nginx import RATELIMIT_LIMIT, RATELIMIT_REMAINING, RETRY_AFTER, Nginx
 from tests.peers.tools import free_port
@@ -483,6 +483,43 @@ async def test_an_unknown_ns_is_refused_without_dialling_it(make_mirror: MirrorF
                 assert stranger in error["message"] and "mirror.upstreams" in error["message"]
         with pytest.raises(BlockingIOError):
             listener.accept()  # nobody came
+
+
+async def test_allow_hosts_lets_https_hosts_in_by_name_and_never_an_address(
+    make_mirror: MirrorFactory,
+) -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.setblocking(False)
+        stranger = f"127.0.0.1:{listener.getsockname()[1]}"
+        app = make_mirror(mirror_allow_hosts="*.invalid, *", mirror_timeout_seconds="5")
+        async with client_of(app) as mirror:
+            # A host a pattern matches is dialled over HTTPS, into a cache of its own
+            # name, by ns or by prefix (.invalid never resolves: the error says so).
+            for path, params in (
+                ("/v2/org/app/manifests/v1", {"ns": "registry.nosuch.invalid"}),
+                ("/v2/registry.nosuch.invalid/org/app/manifests/v1", {}),
+            ):
+                r = await mirror.get(path, params=params)
+                error = assert_error(r, 503, "UNAVAILABLE")
+                assert "https://registry.nosuch.invalid unreachable" in error["message"]
+            status = (await mirror.get("/api/v1/mirror")).json()
+            assert status["allow_hosts"] == ["*.invalid", "*"]
+            assert [(u["prefix"], u["url"]) for u in status["upstreams"]][-2:] == [
+                ("*.invalid", "https://*.invalid"),
+                ("*", "https://*"),
+            ]
+            # Never an address, a port or a name without a dot, whatever the patterns.
+            for ns in (stranger, "127.0.0.1", "10.0.0.5", "localhost", "a.invalid:8443"):
+                r = await mirror.get("/v2/org/app/manifests/v1", params={"ns": ns})
+                error = assert_error(r, 404, "NAME_UNKNOWN")
+                assert "hosts matching *.invalid, *" in error["message"]
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # nobody came
+    async with client_of(make_mirror(mirror_allow_hosts="*.invalid")) as mirror:
+        r = await mirror.get("/v2/org/app/manifests/v1", params={"ns": "registry.example.com"})
+        assert_error(r, 404, "NAME_UNKNOWN")
 
 
 def test_docker_hubs_aliases_all_name_it() -> None:

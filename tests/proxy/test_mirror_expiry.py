@@ -14,8 +14,11 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from sqlalchemy import select
 from starlette.applications import Starlette
 
+from registry.metadata import queries
+from registry.metadata.models import Repository
 from tests.helpers import basic, push_image, sha256
 from tests.peers.registry import RegistryProcess
 from tests.proxy.conftest import (
@@ -37,6 +40,18 @@ PAST_LEASES = 0.5
 def layer_of(seed: str, size: int) -> bytes:
     block = hashlib.sha512(seed.encode()).digest()
     return (block * (size // len(block) + 1))[:size]
+
+
+async def images_upstream(
+    upstream: Upstream, label: str, names: str, size: int
+) -> tuple[dict[str, str], dict[str, bytes]]:
+    """One image (tag v1, one layer of `size` bytes) per name, pushed upstream; returns
+    their repositories and layers by name."""
+    repos = {n: unique(f"{label}-{n}") for n in names}
+    layers = {n: layer_of(repos[n], size) for n in names}
+    for n in names:
+        await push_upstream(upstream, repos[n], "v1", [layers[n]])
+    return repos, layers
 
 
 async def pull(mirror: httpx.AsyncClient, repo: str, tag: str = "v1") -> dict[str, Any]:
@@ -75,10 +90,7 @@ async def test_the_size_limit_evicts_the_least_recently_pulled_first(
     upstream: Upstream, make_mirror: MirrorFactory
 ) -> None:
     names = "abc"
-    repos = {n: unique(f"lru-{n}") for n in names}
-    layers = {n: layer_of(repos[n], 200_000) for n in names}
-    for n in names:
-        await push_upstream(upstream, repos[n], "v1", [layers[n]])
+    repos, layers = await images_upstream(upstream, "lru", names, 200_000)
     limit = 450_000  # two images and their manifests and configs, not three
     app = make_mirror(mirror_max_bytes=str(limit), gc_blob_lease_seconds=LEASE)
     store = app.state.registry.store
@@ -172,10 +184,7 @@ async def test_two_replicas_evicting_at_once_evict_for_the_excess_once(
     upstream: Upstream, make_mirror: MirrorFactory
 ) -> None:
     names = "abcd"
-    repos = {n: unique(f"pair-{n}") for n in names}
-    layers = {n: layer_of(repos[n], 100_000) for n in names}
-    for n in names:
-        await push_upstream(upstream, repos[n], "v1", [layers[n]])
+    repos, layers = await images_upstream(upstream, "pair", names, 100_000)
     env = {"mirror_max_bytes": "350000", "gc_blob_lease_seconds": LEASE}
     first, second = make_mirror(**env), make_mirror(**env)
     async with client_of(first) as mirror:
@@ -242,3 +251,30 @@ def test_a_blob_streamed_while_eviction_deletes_it_arrives_whole(
             assert client.get(f"/v2/{repo}/blobs/{digest}").content == layer
     finally:
         mirror.stop()
+
+
+async def test_each_cache_is_the_repositories_its_upstream_serves(
+    make_mirror: MirrorFactory,
+) -> None:
+    upstreams = (
+        '[{url: "https://ghcr.io", prefix: "ghcr.io"}, {url: "https://registry-1.docker.io"}]'
+    )
+    app = make_mirror(mirror_upstreams=upstreams, mirror_allow_hosts="*.k8s.io")
+    registry = app.state.registry
+    names = {
+        "library/nginx": "",
+        "bitnami/redis": "",
+        "k8s.io/x": "",  # not *.k8s.io: Docker Hub's
+        "ghcr.io/org/app": "ghcr.io",
+        "registry.k8s.io/pause": "*.k8s.io",
+        "a.b.k8s.io/c": "*.k8s.io",
+    }
+    async with registry.db.write() as conn:
+        for name in names:
+            await queries.ensure_repository(conn, name)
+    found = {}
+    async with registry.db.read() as conn:
+        for cache in registry.gc.expiry.caches:
+            rows = await conn.scalars(select(Repository.name).where(cache.repositories))
+            found.update({name: cache.prefix for name in rows if name in names})
+    assert found == names

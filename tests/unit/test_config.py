@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from registry.auth.tokens import authority_from_settings
-from registry.config import ConfigError, load_settings
+from registry.config import ConfigError, host_patterns, load_settings
 
 
 def test_defaults_need_no_file() -> None:
@@ -127,6 +127,11 @@ def test_mirror_upstreams_from_yaml_and_environment(tmp_path: Path) -> None:
     # An upstream's own limits.
     env = {"REGISTRY_MIRROR_UPSTREAMS": '[{"url": "http://a.test", "max_bytes": 1000}]'}
     assert load_settings(config, env).mirror.upstreams[0].max_bytes == 1000
+    allowed = {"REGISTRY_MIRROR_ENABLED": "true", "REGISTRY_MIRROR_ALLOW_HOSTS": " *.Example.com,"}
+    assert host_patterns(load_settings(None, allowed).mirror.allow_hosts) == ["*.example.com"]
+    for bad in ("https://x.example.com", "x.example.com:443", "x y"):
+        with pytest.raises(ConfigError, match="is not a host pattern"):
+            load_settings(None, {**allowed, "REGISTRY_MIRROR_ALLOW_HOSTS": bad})
     with pytest.raises(ConfigError, match=r"mirror\.max_bytes: must be at least 0"):
         load_settings(None, {"REGISTRY_MIRROR_ENABLED": "true", "REGISTRY_MIRROR_MAX_BYTES": "-1"})
 
