@@ -11,6 +11,7 @@ import pytest
 
 from tests.e2e.conftest import Containerd, Docker, RegistryProcess, store_environment
 from tests.e2e.images import image_id, layer_tar, load_image, make_image, write_docker_archive
+from tests.peers.tools import logged
 
 pytestmark = pytest.mark.e2e
 
@@ -130,7 +131,7 @@ def test_containerd_pushes_and_pulls_with_the_oauth2_form(
     # The config blob, removed above, came back from the registry.
     assert image.id in containerd.run("content", "ls").stdout
     # containerd asked for its tokens with the OAuth2 form, not GET with Basic.
-    assert secured.answered("POST", "/token", 200)
+    assert logged(secured.answered, "POST", "/token", 200)
     assert not secured.answered("GET", "/token")
     # Without credentials, a private namespace stays shut.
     refused = containerd.run("images", "pull", "--plain-http", ref, check=False)

@@ -20,6 +20,7 @@ from tests.e2e.images import image_id, load_image
 from tests.helpers import TokenAuth
 from tests.peers.distribution import Distribution
 from tests.peers.registry import RegistryProcess
+from tests.peers.tools import logged
 
 pytestmark = pytest.mark.e2e
 
@@ -92,7 +93,7 @@ def test_docker_pulls_through_the_mirror_and_from_its_cache(
     first = publish(docker, hub, tmp_path, busybox, "busybox", "first")
     mirrored_docker.run("pull", "busybox")
     assert image_id(mirrored_docker, "busybox") == first
-    assert mirror.answered("HEAD", "/v2/library/busybox/manifests/latest", 200)
+    assert logged(mirror.answered, "HEAD", "/v2/library/busybox/manifests/latest", 200)
 
     # The upstream goes away; the cache serves the image, past the TTL.
     mirrored_docker.run("rmi", "busybox")

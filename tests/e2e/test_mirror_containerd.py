@@ -18,6 +18,7 @@ from tests.e2e.images import load_image
 from tests.helpers import TokenAuth
 from tests.peers.distribution import Distribution
 from tests.peers.registry import RegistryProcess
+from tests.peers.tools import logged
 
 pytestmark = pytest.mark.e2e
 
@@ -103,7 +104,7 @@ def test_containerd_pulls_two_registries_through_one_hosts_toml(
     # The access log has the names containerd asked for, and the ns of each.
     for upstream in upstreams:
         asked = f"/v2/library/app/manifests/v1?ns=127.0.0.1:{upstream.port}"
-        assert mirror.answered("HEAD", asked, 200) == 1
+        assert logged(mirror.answered, "HEAD", asked, 200) == 1
     # Cached apart: the second upstream's under its prefix.
     password = (mirror.data_dir / "admin-password").read_text().strip()
     with httpx.Client(base_url=mirror.url, auth=TokenAuth("admin", password)) as admin:

@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,16 @@ def unavailable(reason: str) -> None:
     if STRICT:
         pytest.fail(f"REGISTRY_TEST_STRICT=1 and {reason}")
     pytest.skip(reason)
+
+
+def logged(count: Callable[..., int], *args: object, least: int = 1, timeout: float = 10) -> int:
+    """`count(*args)` of access-log lines once it reaches `least`, or when `timeout` is up.
+    A server writes a request's access line after its response has gone, so a client
+    that reads the log straight after its answer can find the line not yet there."""
+    deadline = time.monotonic() + timeout
+    while (found := count(*args)) < least and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return found
 
 
 def need(tool: str) -> str:

@@ -21,7 +21,7 @@ from registry.proxy import fetches
 from registry.proxy.upstream import hosts_of
 from tests.helpers import TokenAuth, assert_error, basic, push_blob, scraped, sha256
 from tests.peers.nginx import RATELIMIT_LIMIT, RATELIMIT_REMAINING, RETRY_AFTER, Nginx
-from tests.peers.tools import free_port
+from tests.peers.tools import free_port, logged
 from tests.proxy.conftest import (
     MIRROR_ADMIN_PASSWORD,
     MirrorFactory,
@@ -283,7 +283,7 @@ async def test_a_rate_limited_upstream_is_left_alone_until_retry_after(
             r = await mirror.get(f"/v2/{repo}/manifests/v1")
             assert r.status_code == 200
             assert r.headers["docker-content-digest"] == digest
-            refused = nginx.answered(429)
+            refused = logged(nginx.answered, 429, least=before + 1)
             assert refused == before + 1
             # Then nothing reaches the upstream until its Retry-After is up: the cache
             # serves, and what it lacks is refused with the time left.
@@ -319,13 +319,13 @@ async def test_fifty_pulls_of_a_missing_tag_ask_the_upstream_once(
         )
         for r in answers:
             assert_error(r, 404, "MANIFEST_UNKNOWN")
-        assert upstream.answered("HEAD", f"/v2/{repo}/manifests/nosuch", 404) == 1
+        assert logged(upstream.answered, "HEAD", f"/v2/{repo}/manifests/nosuch", 404) == 1
         # Remembered for negative_ttl_seconds: a blob the upstream lacks, too.
         missing = sha256(b"no such blob")
         for _ in range(3):
             assert_error(await mirror.get(f"/v2/{repo}/blobs/{missing}"), 404, "BLOB_UNKNOWN")
             assert (await mirror.head(f"/v2/{repo}/blobs/{missing}")).status_code == 404
-        assert upstream.answered("GET", f"/v2/{repo}/blobs/{missing}", 404) == 1
+        assert logged(upstream.answered, "GET", f"/v2/{repo}/blobs/{missing}", 404) == 1
         assert upstream.answered("HEAD", f"/v2/{repo}/blobs/{missing}", 404) == 0
         counters = (await mirror.get("/api/v1/mirror")).json()["counters"]
         # The 5 above, and those of the 50 that came once the miss was known.
@@ -333,7 +333,7 @@ async def test_fifty_pulls_of_a_missing_tag_ask_the_upstream_once(
         # Then asked again: what was missing may have been pushed since.
         await asyncio.sleep(1.1)
         assert_error(await mirror.get(f"/v2/{repo}/manifests/nosuch"), 404, "MANIFEST_UNKNOWN")
-        assert upstream.answered("HEAD", f"/v2/{repo}/manifests/nosuch", 404) == 2
+        assert logged(upstream.answered, "HEAD", f"/v2/{repo}/manifests/nosuch", 404, least=2) == 2
         await push_upstream(upstream, repo, "late", [b"late layer"])
         assert (await mirror.get(f"/v2/{repo}/manifests/late")).status_code == 200
 
