@@ -12,6 +12,7 @@ from registry.errors import DigestInvalid
 _GRAMMAR = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
 _ENCODED = {"sha256": re.compile(r"[a-f0-9]{64}"), "sha512": re.compile(r"[a-f0-9]{128}")}
 DEFAULT_ALGORITHM = "sha256"
+ALGORITHMS = frozenset(_ENCODED)
 
 
 @dataclass(frozen=True, slots=True)

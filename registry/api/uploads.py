@@ -15,7 +15,7 @@ from registry.api.common import (
 )
 from registry.api.ranges import parse_content_range
 from registry.auth.scopes import PULL, repository_scope
-from registry.digest import Digest
+from registry.digest import ALGORITHMS, DEFAULT_ALGORITHM, Digest
 from registry.errors import DigestInvalid, RangeInvalid
 from registry.names import check_name
 from registry.parse import content_length
@@ -63,8 +63,23 @@ async def start(request: Request) -> Response:
         digest = Digest.parse(params["digest"])
         await registry.uploads.put_whole(name, digest, body_chunks(request))
         return _created(name, digest)
-    upload_id = await registry.uploads.start(name, caller_name(request))
+    algorithm = _digest_algorithm(params.get("digest-algorithm"))
+    upload_id = await registry.uploads.start(name, caller_name(request), algorithm)
     return Response(status_code=202, headers=_upload_headers(name, upload_id, 0))
+
+
+def _digest_algorithm(asked: str | None) -> str:
+    """The algorithm a chunked upload is hashed in as it comes: sha256, or what the POST's
+    `?digest-algorithm=` names (distribution-spec, for digests other than sha256)."""
+    if asked is None:
+        return DEFAULT_ALGORITHM
+    if asked not in ALGORITHMS:
+        raise DigestInvalid(
+            {"digest-algorithm": asked[:50]},
+            message=f"unsupported digest-algorithm {asked[:50]!r}: use "
+            + " or ".join(sorted(ALGORITHMS)),
+        )
+    return asked
 
 
 def _span(request: Request) -> Span | None:

@@ -62,10 +62,18 @@ _WRITES = {
     # Unless the owner has `limit` sessions open already. Two at once may both pass the
     # count, so an owner can exceed the limit by the requests it has in flight: the bound
     # is on what is left open, which is what costs.
-    "create_upload": "INSERT INTO uploads (id, repository, owner, created_at, updated_at) "
-    "SELECT :id, :repository, :owner, :now, :now "
+    "create_upload": "INSERT INTO uploads (id, repository, owner, algorithm, created_at, "
+    "updated_at) SELECT :id, :repository, :owner, :algorithm, :now, :now "
     "WHERE (SELECT count(*) FROM uploads WHERE owner = :owner) < :limit",
-    "touch_upload": "UPDATE uploads SET updated_at = :now WHERE id = :id",
+    # A request takes the session to write to it, unless another one holds it and showed
+    # it is alive since `:stale`; with the saved hash (services/uploads.py).
+    "claim_upload": "UPDATE uploads SET writer = :writer, writing_since = :now, "
+    "updated_at = :now WHERE id = :id AND repository = :repository "
+    "AND (writer IS NULL OR writing_since < :stale) RETURNING algorithm, hashed, hash_state",
+    "renew_upload": "UPDATE uploads SET writing_since = :now WHERE id = :id AND writer = :writer",
+    "release_upload": "UPDATE uploads SET writer = NULL, writing_since = NULL, "
+    "updated_at = :now, hashed = :hashed, hash_state = :hash_state "
+    "WHERE id = :id AND writer = :writer",
     "delete_upload": "DELETE FROM uploads WHERE id = :id",
     "add_repository": "INSERT INTO repositories (name, namespace, created_at) "
     "VALUES (:repository, :namespace, :now) ON CONFLICT DO NOTHING",
@@ -121,19 +129,22 @@ def _positional(text: str, postgres: bool) -> tuple[str, list[str]]:
     return _PARAM.sub(number, text), order
 
 
-def _sqlite_transaction(conn: sqlite3.Connection, statements: list[tuple[str, list[Any]]]) -> int:
+def _sqlite_transaction(
+    conn: sqlite3.Connection, statements: list[tuple[str, list[Any]]]
+) -> tuple[int, list[Any]]:
     """BEGIN IMMEDIATE, the statements, COMMIT (autocommit connection: database.py), on the
-    connection's own thread; the rows the last statement changed."""
+    connection's own thread; the rows the last statement changed, and those it returned."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         for text, values in statements:
             cursor = conn.execute(text, values)
+        returned = cursor.fetchall()
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:  # a failed COMMIT (disk full) leaves it open too
             conn.execute("ROLLBACK")
         raise
-    return int(cursor.rowcount)
+    return int(cursor.rowcount), returned
 
 
 class HotQueries:
@@ -160,6 +171,13 @@ class HotQueries:
     async def write(self, *steps: tuple[str, dict[str, Any]]) -> int:
         """Run write statements, in order, in one transaction; returns the rows the last
         one changed."""
+        return (await self._write(steps))[0]
+
+    async def write_returning(self, *steps: tuple[str, dict[str, Any]]) -> list[Any]:
+        """As `write`; returns the rows the last statement's RETURNING gave."""
+        return (await self._write(steps))[1]
+
+    async def _write(self, steps: tuple[tuple[str, dict[str, Any]], ...]) -> tuple[int, list[Any]]:
         moment = now_utc()
         statements = []
         for name, params in steps:
@@ -178,12 +196,19 @@ class HotQueries:
                 # public way to run a function there; _execute is how its own methods do.
                 return await driver._execute(_sqlite_transaction, driver._conn, statements)
 
-    async def _postgres_write(self, statements: list[tuple[str, list[Any]]]) -> int:
+    async def _postgres_write(
+        self, statements: list[tuple[str, list[Any]]]
+    ) -> tuple[int, list[Any]]:
+        *before, (last, last_values) = statements
         async with self.db.driver() as driver, driver.transaction():
-            for text, values in statements:
-                status = await driver.execute(text, *values)
+            for text, values in before:
+                await driver.execute(text, *values)
+            if " RETURNING " in last:
+                returned = list(await driver.fetch(last, *last_values))
+                return len(returned), returned
+            status = await driver.execute(last, *last_values)
         # asyncpg answers with the command tag: "INSERT 0 1", "UPDATE 3".
-        return int(status.rsplit(" ", 1)[-1])
+        return int(status.rsplit(" ", 1)[-1]), []
 
     def _bind(self, value: Any) -> Any:
         """A timestamp in the form SQLAlchemy stores it: text on SQLite."""

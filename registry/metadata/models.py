@@ -169,6 +169,16 @@ class Upload(Base):
     owner: Mapped[str] = mapped_column(String(128), index=True, server_default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    # The running hash (registry/hashstate.py) of the first `hashed` bytes, in the
+    # session's algorithm, saved after each chunk for whichever process takes the next
+    # (migration 0018). NULL: the bytes are hashed again at the closing PUT.
+    algorithm: Mapped[str] = mapped_column(String(16), server_default="sha256")
+    hashed: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    hash_state: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    # The request writing to the session now, and when it last showed it is alive: one
+    # at a time (services/uploads.py).
+    writer: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    writing_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 # Accounts and access

@@ -1,32 +1,59 @@
 """Blob upload sessions: start, append chunks, finish with a digest, cancel.
 
 A session's truth is its SQL row and its bytes in the blob store, so it survives a
-restart and may continue on another replica. The running hash lives in this process
-only as a cache; on a miss the stored bytes are hashed again.
+restart and may continue on any worker or replica. The running hash is saved in the row
+after each chunk (registry/hashstate.py, migration 0018) and taken up by whichever
+process gets the next one, so the closing PUT only finishes it; where it cannot be (no
+resumable hash here, another algorithm asked at the PUT, a chunk that failed halfway),
+the stored bytes are hashed again at the PUT.
+
+A saved hash must be the hash of exactly the stored bytes it says it covers. Two requests
+writing to one session at once could break that: both find the upload at the same
+offset, and the bytes stored may be the other's than those hashed, so a PUT could
+commit bytes under a digest they do not have. So a request that writes (a PATCH, or the
+closing PUT, which also moves the bytes) first takes the session in its row
+(`claim_upload`): only one at a time. A second one gets 416 while the first goes on.
+The claim is renewed as the chunk streams; a claim not renewed for `stale_claim_seconds`
+(its process died) may be taken over, and the old writer, if it wakes, stops at its next
+renewal. A taken-over claim saves no hash.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import time
 import uuid
-from collections import OrderedDict
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from registry.digest import DEFAULT_ALGORITHM, Digest
-from registry.errors import BlobUploadUnknown, DigestInvalid, RangeInvalid, TooManyRequests
+from registry.errors import (
+    BlobUploadInvalid,
+    BlobUploadUnknown,
+    DigestInvalid,
+    RangeInvalid,
+    TooManyRequests,
+)
+from registry.hashstate import Resumable, resumable
 from registry.metadata import events, queries
 from registry.metadata.database import Database
 from registry.metadata.hot import HotQueries
+from registry.metadata.models import now
 from registry.names import namespace_of
 from registry.services.leases import Leases
 from registry.services.usage import OverQuota, Quotas
 from registry.storage import BlobStore
 from registry.storage.base import OffsetMismatch, UploadNotFound, check_upload_id
 
-_HASHER_CACHE = 1024
+# A writer renews its claim at most this often, as its chunk arrives. The server ends a
+# body that sends too little for http.body_timeout_seconds, so a live writer renews at
+# least every max(CLAIM_RENEW_SECONDS, that) seconds: a claim is taken to be a dead
+# process's after twice that (app.py), and at least MIN_STALE_CLAIM_SECONDS.
+CLAIM_RENEW_SECONDS = 30.0
+MIN_STALE_CLAIM_SECONDS = 120.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +66,24 @@ class Span:
     length: int | None = None
 
 
+@dataclass(slots=True)
+class _Claim:
+    """A request's hold on a session, and the hash of its first `hashed` bytes."""
+
+    upload_id: str
+    writer: str
+    algorithm: str
+    hashed: int | None
+    hasher: Resumable | None
+    renewed: float
+    ended: bool = False  # the session is gone: nothing to release
+
+    def hasher_at(self, offset: int, algorithm: str) -> Resumable | None:
+        if self.hashed == offset and self.algorithm == algorithm:
+            return self.hasher
+        return None
+
+
 class UploadService:
     def __init__(
         self,
@@ -48,6 +93,7 @@ class UploadService:
         quotas: Quotas,
         *,
         max_sessions: int = 1000,
+        stale_claim_seconds: float = MIN_STALE_CLAIM_SECONDS,
     ) -> None:
         self.db = db
         self.store = store
@@ -55,11 +101,11 @@ class UploadService:
         self.leases = leases
         self.quotas = quotas
         self.max_sessions = max_sessions
-        self._hashers: OrderedDict[str, tuple[int, Any]] = OrderedDict()
+        self.stale_claim_seconds = stale_claim_seconds
 
-    async def start(self, repository: str, owner: str) -> str:
+    async def start(self, repository: str, owner: str, algorithm: str = DEFAULT_ALGORITHM) -> str:
         """Open a session for `owner` (an account, or a client address), within its
-        limit of open sessions."""
+        limit of open sessions; its chunks are hashed in `algorithm` as they come."""
         upload_id = str(uuid.uuid4())
         await self.store.upload_start(upload_id)
         created = await self.hot.write(
@@ -69,6 +115,7 @@ class UploadService:
                     "id": upload_id,
                     "repository": repository,
                     "owner": owner,
+                    "algorithm": algorithm,
                     "limit": self.max_sessions,
                 },
             )
@@ -93,6 +140,9 @@ class UploadService:
     async def offset(self, repository: str, upload_id: str) -> int:
         """Bytes received so far in a session of this repository."""
         await self._check(repository, upload_id)
+        return await self._size(upload_id)
+
+    async def _size(self, upload_id: str) -> int:
         try:
             return await self.store.upload_size(upload_id)
         except UploadNotFound as exc:
@@ -106,10 +156,9 @@ class UploadService:
         span: Span | None = None,
     ) -> int:
         """Append a chunk; a `span` must start at the current offset and match its body."""
-        offset = await self.offset(repository, upload_id)
-        size = await self._write(upload_id, offset, _fit(chunks, span, offset))
-        await self.hot.write(("touch_upload", {"id": upload_id}))
-        return size
+        async with self._claimed(repository, upload_id) as claim:
+            offset = await self._size(upload_id)
+            return await self._write(claim, offset, _fit(chunks, span, offset))
 
     async def finish(
         self,
@@ -123,33 +172,33 @@ class UploadService:
         A digest mismatch ends the session and stores nothing; a last chunk whose `span`
         disagrees with the session is refused before anything is written, and the session
         stays as it was."""
-        size = await self.offset(repository, upload_id)
-        if chunks is not None:
-            chunks = _fit(chunks, span, size)
-        if size == 0 and chunks is not None:
-            # All the content comes now, with its digest: straight to the blob's place.
-            try:
-                size = await self._write_direct(digest, chunks)
-            except DigestInvalid:
-                await self._discard(upload_id)
-                raise
-            await self.store.upload_cancel(upload_id)
+        async with self._claimed(repository, upload_id) as claim:
+            size = await self._size(upload_id)
+            if chunks is not None:
+                chunks = _fit(chunks, span, size)
+            if size == 0 and chunks is not None:
+                # All the content comes now, with its digest: straight to the blob's place.
+                try:
+                    size = await self._write_direct(digest, chunks)
+                except DigestInvalid:
+                    await self._discard(claim)
+                    raise
+                await self.store.upload_cancel(upload_id)
+            else:
+                if chunks is not None:
+                    size = await self._write(claim, size, chunks)
+                hasher = claim.hasher_at(size, digest.algorithm)
+                if hasher is None:
+                    hasher = await self._hash_stored(upload_id, digest.algorithm)
+                actual = hasher.hexdigest()
+                if actual != digest.hex:
+                    await self._discard(claim)
+                    raise _mismatch(digest, actual)
+                await self.leases.keep(digest)
+                await self.store.upload_commit(upload_id, digest)
+            claim.ended = True  # _link deletes the session's row with the link
             await self._link(repository, upload_id, digest, size)
             return size
-        if chunks is not None:
-            size = await self._write(upload_id, size, chunks)
-        if digest.algorithm == DEFAULT_ALGORITHM:
-            actual = (await self._hasher_at(upload_id, size)).hexdigest()
-        else:
-            actual = (await self._hash_stored(upload_id, digest.algorithm)).hexdigest()
-        if actual != digest.hex:
-            await self._discard(upload_id)
-            raise _mismatch(digest, actual)
-        await self.leases.keep(digest)
-        await self.store.upload_commit(upload_id, digest)
-        self._hashers.pop(upload_id, None)
-        await self._link(repository, upload_id, digest, size)
-        return size
 
     async def _link(
         self, repository: str, upload_id: str | None, digest: Digest, size: int
@@ -190,7 +239,7 @@ class UploadService:
 
     async def cancel(self, repository: str, upload_id: str) -> None:
         await self._check(repository, upload_id)
-        await self._discard(upload_id)
+        await self._end(upload_id)
 
     async def in_progress(self) -> int:
         """Upload sessions open, over every process."""
@@ -204,35 +253,111 @@ class UploadService:
         async with self.db.read() as conn:
             stale = await queries.uploads_idle_since(conn, cutoff)
         for upload_id in stale:
-            await self._discard(upload_id)
+            await self._end(upload_id)
         async with self.db.read() as conn:
             active = await queries.upload_ids(conn)
         await self.store.sweep_uploads(cutoff, keep=active)
         return len(stale)
 
-    async def _write(self, upload_id: str, offset: int, chunks: AsyncIterable[bytes]) -> int:
-        """Stream chunks into the session at `offset`, hashing them on the way when this
-        process holds the hash of what came before. Otherwise (the earlier chunks went to
-        another worker or replica) the bytes are hashed once, when the upload is finished,
-        rather than all again at every chunk."""
-        cached = self._hashers.pop(upload_id, None)
-        hasher = cached[1] if cached is not None and cached[0] == offset else None
-        if offset == 0:
-            hasher = hashlib.new(DEFAULT_ALGORITHM)
+    @contextlib.asynccontextmanager
+    async def _claimed(self, repository: str, upload_id: str) -> AsyncIterator[_Claim]:
+        """The session, held by this request until the block ends (the module's doc);
+        the hash it leaves is saved as it releases the session."""
+        try:
+            check_upload_id(upload_id)
+        except UploadNotFound as exc:
+            raise BlobUploadUnknown({"uuid": upload_id[:100]}) from exc
+        writer = str(uuid.uuid4())
+        stale = now() - timedelta(seconds=self.stale_claim_seconds)
+        rows = await self.hot.write_returning(
+            (
+                "claim_upload",
+                {"id": upload_id, "repository": repository, "writer": writer, "stale": stale},
+            )
+        )
+        if not rows:
+            if await self.hot.upload_repository(upload_id) != repository:
+                raise BlobUploadUnknown({"uuid": upload_id})
+            offset = await self._size(upload_id)
+            raise _out_of_range(
+                offset,
+                f"another request is writing to upload {upload_id}: send a session's chunks "
+                "one at a time, each once the one before has been answered",
+            )
+        algorithm, hashed, state = rows[0]
+        hasher = resumable.restore(algorithm, bytes(state)) if state is not None else None
+        claim = _Claim(
+            upload_id,
+            writer,
+            algorithm,
+            hashed if hasher is not None else None,
+            hasher,
+            time.monotonic(),
+        )
+        try:
+            yield claim
+        finally:
+            if not claim.ended:
+                keep = claim.hasher is not None and claim.hashed is not None
+                await self.hot.write(
+                    (
+                        "release_upload",
+                        {
+                            "id": upload_id,
+                            "writer": writer,
+                            "hashed": claim.hashed if keep else None,
+                            "hash_state": claim.hasher.state() if keep and claim.hasher else None,
+                        },
+                    )
+                )
+
+    async def _write(self, claim: _Claim, offset: int, chunks: AsyncIterable[bytes]) -> int:
+        """Stream chunks into the session at `offset`, hashing them on the way from the
+        saved hash of what came before (or from nothing at offset 0)."""
+        hasher = (
+            resumable.new(claim.algorithm)
+            if offset == 0
+            else claim.hasher_at(offset, claim.algorithm)
+        )
+        # On any failure no hash is kept: the bytes stored may not match it.
+        claim.hashed, claim.hasher = None, None
         observe = hasher.update if hasher is not None else None
         try:
-            size = await self.store.upload_append(upload_id, offset, chunks, observe=observe)
+            size = await self.store.upload_append(
+                claim.upload_id, offset, self._renewing(claim, chunks), observe=observe
+            )
         except OffsetMismatch as exc:
             raise RangeInvalid(
                 {"offset": exc.expected}, message=str(exc), headers=_range_header(exc.expected)
             ) from exc
-        # (On any failure the hash stays forgotten: the bytes stored may not match it.)
         if hasher is not None:
-            self._remember(upload_id, size, hasher)
+            claim.hashed, claim.hasher = size, hasher
         return size
 
-    async def _discard(self, upload_id: str) -> None:
-        self._hashers.pop(upload_id, None)
+    async def _renewing(self, claim: _Claim, chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+        """The chunks, the claim renewed before any that comes CLAIM_RENEW_SECONDS after
+        the last renewal; a claim taken over meanwhile stops the write."""
+        async for chunk in chunks:
+            if time.monotonic() - claim.renewed >= CLAIM_RENEW_SECONDS:
+                renewed = await self.hot.write(
+                    ("renew_upload", {"id": claim.upload_id, "writer": claim.writer})
+                )
+                if not renewed:
+                    claim.ended = True  # not ours to release any more
+                    raise BlobUploadInvalid(
+                        {"uuid": claim.upload_id},
+                        message=f"upload {claim.upload_id} was taken over by another request "
+                        f"while this one sent nothing for over {self.stale_claim_seconds:.0f} s; "
+                        "start the upload again",
+                    )
+                claim.renewed = time.monotonic()
+            yield chunk
+
+    async def _discard(self, claim: _Claim) -> None:
+        await self._end(claim.upload_id)
+        claim.ended = True
+
+    async def _end(self, upload_id: str) -> None:
         await self.hot.write(("delete_upload", {"id": upload_id}))
         await self.store.upload_cancel(upload_id)
 
@@ -244,23 +369,11 @@ class UploadService:
         if await self.hot.upload_repository(upload_id) != repository:
             raise BlobUploadUnknown({"uuid": upload_id})
 
-    async def _hasher_at(self, upload_id: str, offset: int) -> Any:
-        cached = self._hashers.get(upload_id)
-        if cached is not None and cached[0] == offset:
-            return cached[1]
-        return await self._hash_stored(upload_id, DEFAULT_ALGORITHM)
-
     async def _hash_stored(self, upload_id: str, algorithm: str) -> Any:
         hasher = hashlib.new(algorithm)
         async for data in self.store.upload_read(upload_id):
             hasher.update(data)
         return hasher
-
-    def _remember(self, upload_id: str, offset: int, hasher: Any) -> None:
-        self._hashers[upload_id] = (offset, hasher)
-        self._hashers.move_to_end(upload_id)
-        while len(self._hashers) > _HASHER_CACHE:
-            self._hashers.popitem(last=False)
 
 
 def _mismatch(digest: Digest, actual: str) -> DigestInvalid:

@@ -3,10 +3,12 @@ from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
+from sqlalchemy import select
 from starlette.applications import Starlette
 
 from registry.app import create_app
 from registry.config import Settings
+from registry.metadata.models import Upload
 from tests.helpers import assert_error, push_blob, sha256
 
 pytestmark = pytest.mark.anyio
@@ -20,6 +22,19 @@ async def start(client: httpx.AsyncClient, repo: str = "team/app") -> str:
     assert r.headers["Range"] == "0-0"
     assert r.headers["Location"] == f"/v2/{repo}/blobs/uploads/{r.headers['Docker-Upload-UUID']}"
     return r.headers["Location"]
+
+
+async def saved_hash(app: Starlette, upload_id: str) -> tuple[str, int | None, bytes | None]:
+    """The session row's algorithm, and the bytes its saved hash covers, and the hash."""
+    async with app.state.registry.db.read() as conn:
+        row = (
+            await conn.execute(
+                select(Upload.algorithm, Upload.hashed, Upload.hash_state).where(
+                    Upload.id == upload_id
+                )
+            )
+        ).one()
+    return row[0], row[1], row[2]
 
 
 async def test_monolithic_post(client: httpx.AsyncClient) -> None:
@@ -312,7 +327,7 @@ async def test_chunks_on_one_worker_are_hashed_as_they_arrive(
             headers={"Content-Range": f"{offset}-{offset + len(piece) - 1}"},
         )
         assert r.status_code == 202
-        assert uploads._hashers[upload_id][0] == offset + len(piece)
+        assert (await saved_hash(app, upload_id))[1] == offset + len(piece)
 
     async def no_rereading(*_: object) -> None:
         raise AssertionError("the stored upload was hashed again")
