@@ -20,14 +20,15 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("uploads") as batch:
-        batch.add_column(
-            sa.Column("algorithm", sa.String(length=16), nullable=False, server_default="sha256")
-        )
-        batch.add_column(sa.Column("hashed", sa.BigInteger(), nullable=True))
-        batch.add_column(sa.Column("hash_state", sa.LargeBinary(), nullable=True))
-        batch.add_column(sa.Column("writer", sa.String(length=36), nullable=True))
-        batch.add_column(sa.Column("writing_since", sa.DateTime(timezone=True), nullable=True))
+    # Plain ALTERs: a batch would recreate the table on SQLite.
+    op.add_column(
+        "uploads",
+        sa.Column("algorithm", sa.String(length=16), nullable=False, server_default="sha256"),
+    )
+    op.add_column("uploads", sa.Column("hashed", sa.BigInteger(), nullable=True))
+    op.add_column("uploads", sa.Column("hash_state", sa.LargeBinary(), nullable=True))
+    op.add_column("uploads", sa.Column("writer", sa.String(length=36), nullable=True))
+    op.add_column("uploads", sa.Column("writing_since", sa.DateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:
