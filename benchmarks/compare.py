@@ -41,6 +41,7 @@ from benchmarks.http1 import Connection, rate  # noqa: E402
 from benchmarks.memory import PeakRss  # noqa: E402
 from tests.peers.distribution import Distribution  # noqa: E402
 from tests.peers.nginx import RegistryNginx  # noqa: E402
+from tests.peers.postgres import PostgresServer  # noqa: E402
 from tests.peers.registry import RegistryProcess  # noqa: E402
 from tests.peers.tls import self_signed  # noqa: E402
 
@@ -149,16 +150,22 @@ class Target:
 
 
 class Bench:
-    def __init__(self, seconds: int) -> None:
+    def __init__(self, seconds: int, database: str = "sqlite") -> None:
         self.seconds = seconds
         self.root = Path(tempfile.mkdtemp(prefix="bench-"))
         cores = str(os.cpu_count() or 1)
         storage = self.root / "storage"
+        self.postgres: PostgresServer | None = None
+        url = f"sqlite:///{self.root / 'registry.db'}"
+        if database == "postgresql":
+            self.postgres = PostgresServer(private=True, durable=True)
+            self.postgres.execute("CREATE DATABASE registry_bench")
+            url = self.postgres.url_for("registry_bench")
         common = {
             "REGISTRY_STORAGE_ROOT": str(storage),
             "REGISTRY_HTTP_WORKERS": cores,
             "REGISTRY_LOG_LEVEL": "warning",
-            "REGISTRY_DATABASE_URL": f"sqlite:///{self.root / 'registry.db'}",
+            "REGISTRY_DATABASE_URL": url,
         }
         self.ours = RegistryProcess(self.root / "ours", common).start()
         # The same data, answering blob GETs with X-Accel-Redirect, behind nginx.
@@ -182,6 +189,8 @@ class Bench:
     def close(self) -> None:
         for server in (self.nginx, self.ours, self.accel, self.distribution):
             server.stop()
+        if self.postgres is not None:
+            self.postgres.stop()
         shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -224,6 +233,8 @@ def prepare(bench: Bench) -> dict[str, dict[str, str]]:
             big_digest = push_blob(client, base, "bench/app", big)
             medium_digest = push_blob(client, base, "bench/app", medium)
             tagged = push_image(client, base, "bench/tags", "t00000", b"small layer")
+            # The same image, where the tag pushes go: its blobs must be there.
+            assert push_image(client, base, "bench/pushed", "base", b"small layer") == tagged
             for i in range(1, 5000):
                 put_manifest(client, base, "bench/tags", f"t{i:05d}", tagged)
             urls[target.name] = {
@@ -235,6 +246,7 @@ def prepare(bench: Bench) -> dict[str, dict[str, str]]:
                 "medium_blob": f"{base}/v2/bench/app/blobs/{medium_digest}",
                 "tags_all": f"{base}/v2/bench/tags/tags/list?n=5000",
                 "tags_page": f"{base}/v2/bench/tags/tags/list?n=100&last=t02500",
+                "tagged_manifest": tagged.decode(),
             }
     digest = urls["ours"]["big_blob"].rsplit("/", 1)[1]
     medium_digest = urls["ours"]["medium_blob"].rsplit("/", 1)[1]
@@ -245,6 +257,21 @@ def prepare(bench: Bench) -> dict[str, dict[str, str]]:
             "static": f"{bench.nginx.url}/static/sha256/{hex_[:2]}/{hex_}",
         }
     return urls
+
+
+def tag_pushes(base: str, manifest: bytes, count: int = 5000, clients: int = 16) -> float:
+    """Tags per second: `count` PUTs of one manifest under new tags by `clients` at once,
+    each on its own keep-alive connection: every PUT checks the manifest's blobs and adds
+    a tag."""
+    stamp = time.monotonic_ns()
+
+    async def put(conn: Connection, tag: str) -> None:
+        status, _, body = await conn.request(
+            "PUT", f"/v2/bench/pushed/manifests/{tag}", manifest, content_type=DOCKER_MANIFEST
+        )
+        assert status == 201, body
+
+    return rate(base, [f"p{stamp}-{i}" for i in range(count)], clients, put)
 
 
 def small_pushes(base: str, count: int = 200, clients: int = 16) -> float:
@@ -372,6 +399,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="1 repeat of 2 s")
     parser.add_argument(
+        "--database",
+        choices=["sqlite", "postgresql"],
+        default="sqlite",
+        help="our index: SQLite, or a local PostgreSQL cluster started for the run",
+    )
+    parser.add_argument(
         "--only", metavar="TEXT", help="only the workloads whose label contains TEXT"
     )
     args = parser.parse_args()
@@ -380,7 +413,7 @@ def main() -> None:
     tools = ("wrk", "ab", "curl", "nginx", "docker-registry")
     if missing := [tool for tool in tools if not shutil.which(tool)]:
         sys.exit(f"benchmarks need {', '.join(missing)}: see `make bench`")
-    bench = Bench(args.seconds)
+    bench = Bench(args.seconds, args.database)
     try:
         rows = run(bench, args.repeats, args.seconds, args.only)
     finally:
@@ -435,6 +468,12 @@ def run(bench: Bench, repeats: int, seconds: int, only: str | None = None) -> li
             lambda t: wrk_mib(urls[t.name]["medium_blob"], s, 32),
         ),
         ("200 small blobs pushed by 16 clients", "blobs/s", 1.0, lambda t: small_pushes(t.url)),
+        (
+            "5,000 tags pushed by 16 clients",
+            "tags/s",
+            1.5,
+            lambda t: tag_pushes(t.url, urls[t.name]["tagged_manifest"].encode()),
+        ),
         (
             "256 MiB upload, monolithic (curl)",
             "MiB/s",
@@ -494,7 +533,8 @@ def run(bench: Bench, repeats: int, seconds: int, only: str | None = None) -> li
 def table(rows: list[Row], args: argparse.Namespace) -> str:
     lines = [
         f"{time.strftime('%Y-%m-%d')}, {platform.node()}: {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}, median of {args.repeats} x {args.seconds} s",
+        f"Python {platform.python_version()}, median of {args.repeats} x {args.seconds} s, "
+        f"our index on {args.database}",
         "",
         "| workload | ours | reference | ratio | target | met |",
         "|---|---|---|---|---|---|",

@@ -8,12 +8,14 @@ both on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 import time
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from registry.metadata.database import Database
 from registry.metadata.models import now as now_utc
@@ -105,8 +107,67 @@ _WRITES = {
     "WHERE repository_id = (SELECT id FROM repositories WHERE name = :repository) "
     "AND digest = :digest)",
 }
+# A manifest push (services/manifests.py), as one program of statements. A pair is its
+# SQLite and PostgreSQL forms: a list parameter is JSON text for SQLite's json_each, an
+# array for PostgreSQL, which also takes the row locks SQLite's one writer makes moot.
+_PUSH: dict[str, str | tuple[str, str]] = {
+    "repository_id": "SELECT id FROM repositories WHERE name = :repository",
+    # Its id, and whether this statement inserted it (created_at is set only then).
+    "put_manifest": "INSERT INTO manifests (repository_id, digest, media_type, artifact_type, "
+    "size, subject, config_digest, annotations, content, created_at, untagged_at) VALUES "
+    "(:repository_id, :digest, :media_type, :artifact_type, :size, :subject, :config_digest, "
+    ":annotations, :content, :now, :untagged_at) ON CONFLICT (repository_id, digest) DO UPDATE "
+    "SET untagged_at = CASE WHEN manifests.untagged_at IS NULL THEN NULL "
+    "ELSE excluded.untagged_at END RETURNING id, created_at = :now",
+    "tag_targets": (
+        "SELECT t.name, m.digest FROM tags t JOIN manifests m ON m.id = t.manifest_id "
+        "WHERE t.repository_id = :repository_id AND t.name IN (SELECT value FROM "
+        "json_each(:tags)) AND t.manifest_id != :manifest_id ORDER BY m.id",
+        "SELECT t.name, m.digest FROM tags t JOIN manifests m ON m.id = t.manifest_id "
+        "WHERE t.repository_id = :repository_id AND t.name = ANY(:tags) "
+        "AND t.manifest_id != :manifest_id ORDER BY m.id FOR KEY SHARE OF m",
+    ),
+    "linked_blobs": (
+        "SELECT b.digest FROM blobs b JOIN repository_blobs l ON l.digest = b.digest "
+        "WHERE l.repository_id = :repository_id AND b.digest IN (SELECT value FROM "
+        "json_each(:digests)) ORDER BY b.digest",
+        "SELECT b.digest FROM blobs b JOIN repository_blobs l ON l.digest = b.digest "
+        "WHERE l.repository_id = :repository_id AND b.digest = ANY(:digests) "
+        "ORDER BY b.digest FOR SHARE OF b",
+    ),
+    "held_manifests": (
+        "SELECT digest FROM manifests WHERE repository_id = :repository_id "
+        "AND digest IN (SELECT value FROM json_each(:digests)) ORDER BY digest",
+        "SELECT digest FROM manifests WHERE repository_id = :repository_id "
+        "AND digest = ANY(:digests) ORDER BY digest FOR SHARE",
+    ),
+    "link_manifest_bytes": "INSERT INTO repository_blobs (repository_id, digest, created_at) "
+    "VALUES (:repository_id, :digest, :now) ON CONFLICT DO NOTHING",
+    "add_references": (
+        "INSERT INTO manifest_references (manifest_id, digest, kind) SELECT :manifest_id, "
+        "d.value, k.value FROM json_each(:digests) d JOIN json_each(:kinds) k ON k.key = d.key "
+        "WHERE true ON CONFLICT DO NOTHING",
+        "INSERT INTO manifest_references (manifest_id, digest, kind) SELECT :manifest_id, d, k "
+        "FROM unnest(CAST(:digests AS text[]), CAST(:kinds AS text[])) AS r(d, k) "
+        "ON CONFLICT DO NOTHING",
+    ),
+    "policy": "SELECT namespace, immutable_tags, retention, quota_bytes "
+    "FROM namespace_policies WHERE namespace = :namespace",
+    "set_tag": "INSERT INTO tags (repository_id, name, manifest_id, updated_at) VALUES "
+    "(:repository_id, :tag, :manifest_id, :now) ON CONFLICT (repository_id, name) "
+    "DO UPDATE SET manifest_id = excluded.manifest_id, updated_at = excluded.updated_at",
+    # An immutable tag is set only if it points nowhere yet; then where it points.
+    "add_tag": "INSERT INTO tags (repository_id, name, manifest_id, updated_at) VALUES "
+    "(:repository_id, :tag, :manifest_id, :now) ON CONFLICT DO NOTHING",
+    "tag_target": "SELECT manifest_id FROM tags WHERE repository_id = :repository_id "
+    "AND name = :tag",
+    "record_event": "INSERT INTO events (uid, created_at, action, outcome, actor, actor_kind, "
+    "namespace, repository, address, body, dispatched) VALUES (:uid, :created_at, :action, "
+    ":outcome, :actor, :actor_kind, :namespace, :repository, :address, :body, :dispatched)",
+}
 _SQL.update(_WRITES)
 _PARAM = re.compile(r":(\w+)")
+T = TypeVar("T")
 # SQLAlchemy keeps SQLite's timestamps as text in this form; they are compared as text.
 _SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
 
@@ -147,6 +208,32 @@ def _sqlite_transaction(
     return int(cursor.rowcount), returned
 
 
+# A program: a generator that yields statements (a name and its parameters), is sent
+# the rows each returns, and returns its result; run in one transaction by HotQueries.run.
+Step = tuple[str, dict[str, Any]]
+Program = Generator[Step, list[Any], T]
+Compiler = Callable[[Step], tuple[str, list[Any]]]
+
+
+def _sqlite_program(conn: sqlite3.Connection, program: Program[T], compiled: Compiler) -> T:
+    """The whole program in one transaction on the connection's own thread, as
+    _sqlite_transaction."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        try:
+            step = next(program)
+            while True:
+                step = program.send(conn.execute(*compiled(step)).fetchall())
+        except StopIteration as done:
+            result: T = done.value
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return result
+
+
 class HotQueries:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -155,6 +242,40 @@ class HotQueries:
             name: _positional(text.format(collate='COLLATE "C"' if postgres else ""), postgres)
             for name, text in _SQL.items()
         }
+        for name, forms in _PUSH.items():
+            text = forms if isinstance(forms, str) else forms[postgres]
+            self._sql[name] = _positional(text, postgres)
+
+    async def run(self, program: Callable[[], Program[T]], label: str) -> T:
+        """The statements `program()` yields, in one write transaction; its result. On
+        PostgreSQL a program aborted to break a deadlock is made and run again."""
+        if self.db.is_sqlite:
+            compiled = self._compiler(now_utc())
+            async with self.db.writer_turn(), self.db.driver() as driver:
+                with timed(query_duration(label)):
+                    return await driver._execute(_sqlite_program, driver._conn, program(), compiled)
+
+        async def once() -> T:
+            steps, compiled = program(), self._compiler(now_utc())
+            async with self.db.driver() as driver, driver.transaction():
+                try:
+                    step = next(steps)
+                    while True:
+                        step = steps.send(list(await driver.fetch(*_split(compiled(step)))))
+                except StopIteration as done:
+                    return done.value
+
+        with timed(query_duration(label)):
+            return await self.db.retrying(once)
+
+    def _compiler(self, moment: datetime) -> Compiler:
+        def compiled(step: Step) -> tuple[str, list[Any]]:
+            name, params = step
+            text, order = self._sql[name]
+            given = {"now": moment, **params}
+            return text, [self._bind(given[key]) for key in order]
+
+        return compiled
 
     async def _rows(self, name: str, **params: Any) -> list[Any]:
         text, order = self._sql[name]
@@ -211,9 +332,13 @@ class HotQueries:
         return int(status.rsplit(" ", 1)[-1]), []
 
     def _bind(self, value: Any) -> Any:
-        """A timestamp in the form SQLAlchemy stores it: text on SQLite."""
-        if self.db.is_sqlite and isinstance(value, datetime):
-            return value.strftime(_SQLITE_TIME)
+        """A timestamp in the form SQLAlchemy stores it, and a list as JSON: text on
+        SQLite."""
+        if self.db.is_sqlite:
+            if isinstance(value, datetime):
+                return value.strftime(_SQLITE_TIME)
+            if isinstance(value, list):
+                return json.dumps(value)
         return value
 
     async def manifest_by_tag(self, repository: str, tag: str) -> StoredManifest | None:
@@ -258,6 +383,12 @@ class HotQueries:
             "tags_after", repository_id=repository_id, last=last or "", limit=limit
         )
         return [row[0] for row in rows]
+
+
+def _split(compiled: tuple[str, list[Any]]) -> list[Any]:
+    """asyncpg's arguments: the statement, then each value."""
+    text, values = compiled
+    return [text, *values]
 
 
 def _stored_manifest(row: Any) -> StoredManifest:

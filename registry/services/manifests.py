@@ -5,22 +5,25 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 from sqlalchemy import and_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from registry import context
 from registry.config import LimitsSettings
 from registry.digest import Digest, is_digest
 from registry.errors import DigestInvalid, ManifestBlobUnknown, ManifestUnknown, NameUnknown
 from registry.mediatypes import INDEX_TYPES, OCI_INDEX, ParsedManifest, accepts, parse_manifest
 from registry.metadata import events, queries
 from registry.metadata.database import Database
-from registry.metadata.hot import HotQueries
-from registry.metadata.models import Manifest, Repository
+from registry.metadata.hot import HotQueries, Program
+from registry.metadata.models import Manifest, Repository, now
+from registry.metadata.policies import StoredPolicy
 from registry.metadata.queries import StoredManifest
 from registry.names import check_tag, namespace_of
 from registry.services.leases import Leases
-from registry.services.policies import policy_in, refuse_immutable
+from registry.services.policies import from_stored, policy_in, refuse_immutable
 from registry.storage import BlobStore
 
 # The platform served to a client that asked for a tag whose manifest is an index it
@@ -82,24 +85,6 @@ class ManifestService:
         await self._save(repository, digest, body, parsed, tags, pushed=True, check=not self.sparse)
         return PushedManifest(digest, parsed.subject, list(dict.fromkeys(tags)))
 
-    @staticmethod
-    async def _check_references(
-        conn: AsyncConnection, repository: str, repo_id: int, parsed: ParsedManifest
-    ) -> None:
-        """Every blob and child manifest must be in the repository already. Read in the
-        transaction that stores the references, FOR SHARE: garbage collection cannot
-        remove one of them in between (services/leases.py)."""
-        missing = await queries.missing_blobs(conn, repo_id, parsed.blobs)
-        missing += await queries.missing_manifests(
-            conn, repo_id, [c.digest for c in parsed.children]
-        )
-        if missing:
-            raise ManifestBlobUnknown(
-                {"digest": missing[0]},
-                message=f"manifest references {missing[0]}, which is not in repository "
-                f"{repository}: push it first",
-            )
-
     async def cache(
         self, repository: str, digest: Digest, body: bytes, content_type: str, tag: str | None
     ) -> None:
@@ -139,70 +124,96 @@ class ManifestService:
         references = [(d, "blob") for d in dict.fromkeys(parsed.blobs)]
         references += [(d, "manifest") for d in dict.fromkeys(c.digest for c in parsed.children)]
         unique_tags = list(dict.fromkeys(tags))
+        namespace = namespace_of(repository)
+        ctx = context.current()
+        action = "push" if pushed else "mirror"
+        each: list[str | None] = [*unique_tags] or [None]
+        targets = [
+            (
+                tag,
+                events.descriptor(
+                    repository,
+                    "manifests",
+                    str(digest),
+                    parsed.media_type,
+                    len(body),
+                    tag=tag,
+                    artifactType=parsed.artifact_type,
+                ),
+            )
+            for tag in each
+        ]
 
-        async def store(conn: AsyncConnection) -> None:
+        def store() -> Program[None]:
             # Locks in the order every transaction keeps: this manifest's row and those
             # its tags point at now (their untagged triggers write them), then the blobs
-            # (FOR SHARE, in digest order), then the tags.
-            repo_id = await queries.ensure_repository(conn, repository)
-            manifest_id = await queries.put_manifest(conn, repo_id, values, bool(tags))
-            moved = await queries.lock_tag_targets(conn, repo_id, unique_tags, manifest_id)
+            # (FOR SHARE, in digest order), then the tags. One call on SQLite's thread,
+            # a round trip a statement on PostgreSQL (metadata/hot.py).
+            found = yield ("repository_id", {"repository": repository})
+            if not found:
+                yield ("add_repository", {"repository": repository, "namespace": namespace})
+                found = yield ("repository_id", {"repository": repository})
+            repo = {"repository_id": found[0][0]}
+            untagged_at = None if tags else now()
+            row = yield ("put_manifest", {**repo, **values, "untagged_at": untagged_at})
+            manifest_id, inserted = row[0]
+            moved: dict[str, str] = {}
+            if unique_tags:
+                rows = yield (
+                    "tag_targets",
+                    {**repo, "tags": unique_tags, "manifest_id": manifest_id},
+                )
+                moved = dict(rows)
             if check:
-                await self._check_references(conn, repository, repo_id, parsed)
-            await queries.link_blob(conn, repo_id, str(digest), len(body), self.leases.end())
-            await queries.add_references(conn, manifest_id, references)
-            policy = await policy_in(conn, namespace_of(repository)) if pushed else None
+                yield from _check_references(repository, repo, parsed)
+            yield (
+                "add_blob",
+                {"digest": str(digest), "size": len(body), "lease_end": self.leases.end()},
+            )
+            yield ("link_manifest_bytes", {**repo, "digest": str(digest)})
+            # A manifest stored before has its references: they come with its content.
+            if references and inserted:
+                digests, kinds = [d for d, _ in references], [k for _, k in references]
+                yield (
+                    "add_references",
+                    {"manifest_id": manifest_id, "digests": digests, "kinds": kinds},
+                )
+            policy = None
+            if pushed and unique_tags:
+                stored = yield ("policy", {"namespace": namespace})
+                policy = from_stored(namespace, StoredPolicy(*stored[0]) if stored else None)
             for tag in unique_tags:
+                row_of = {**repo, "tag": tag, "manifest_id": manifest_id}
                 if policy is not None and policy.immutable_rule(tag):
-                    current = await queries.set_tag_once(conn, repo_id, tag, manifest_id)
-                    if current != manifest_id:
+                    yield ("add_tag", row_of)
+                    current = yield ("tag_target", row_of)
+                    if current[0][0] != manifest_id:
                         refuse_immutable(policy, [tag], f"moved to {digest}")
                 else:
-                    await queries.set_tag(conn, repo_id, tag, manifest_id)
-            await self._record(
-                conn, repository, digest, parsed, len(body), unique_tags, moved, pushed
-            )
+                    yield ("set_tag", row_of)
+            # A push (or a mirror fetch) for each tag, or one by digest, and a tag event
+            # for each tag that pointed elsewhere before; `by` since, on SQLite, this
+            # runs on another thread, outside the request's context.
+            for named, target in targets:
+                yield (
+                    "record_event",
+                    events.event(action, repository=repository, target=target, by=ctx),
+                )
+                if named is not None and named in moved:
+                    previous = {**target, "previousDigest": moved[named]}
+                    yield (
+                        "record_event",
+                        events.event("tag", repository=repository, target=previous, by=ctx),
+                    )
 
         try:
-            await self.db.transact(store)
+            await self.hot.run(store, "manifest_put")
         except ManifestBlobUnknown:
             # The bytes are stored already: give them a row, so that garbage collection
             # removes them once the lease ends, unless a push of the same manifest uses them.
             async with self.db.write() as conn:
                 await queries.add_blob(conn, str(digest), len(body), self.leases.end())
             raise
-
-    @staticmethod
-    async def _record(
-        conn: AsyncConnection,
-        repository: str,
-        digest: Digest,
-        parsed: ParsedManifest,
-        size: int,
-        tags: list[str],
-        moved: dict[str, str],
-        pushed: bool,
-    ) -> None:
-        """The events of a stored manifest: a push (or a mirror fetch) for each tag, or
-        one by digest, and a tag event for each tag that pointed elsewhere before."""
-        action = "push" if pushed else "mirror"
-        rows = []
-        each: list[str | None] = [*tags] or [None]
-        for tag in each:
-            target = events.descriptor(
-                repository,
-                "manifests",
-                str(digest),
-                parsed.media_type,
-                size,
-                tag=tag,
-                artifactType=parsed.artifact_type,
-            )
-            rows.append(events.event(action, repository=repository, target=target))
-            if tag in moved:
-                target = {**target, "previousDigest": moved[tag]}
-                rows.append(events.event("tag", repository=repository, target=target))
-        await events.record_all(conn, rows)
 
     async def get(self, repository: str, reference: str, accept: list[str]) -> StoredManifest:
         """The manifest by tag or digest, in a media type the client accepts."""
@@ -307,3 +318,27 @@ def default_child(content: bytes) -> str | None:
         if all(platform.get(k) == v for k, v in _DEFAULT_PLATFORM.items()):
             return child.get("digest")
     return None
+
+
+def _check_references(
+    repository: str, repo: dict[str, Any], parsed: ParsedManifest
+) -> Program[None]:
+    """Every blob and child manifest must be in the repository already. Read in the
+    transaction that stores the references, FOR SHARE: garbage collection cannot remove
+    one of them in between (services/leases.py)."""
+    missing: set[str] = set()
+    blobs = sorted(set(parsed.blobs))
+    if blobs:
+        linked = yield ("linked_blobs", {**repo, "digests": blobs})
+        missing.update(set(blobs) - {row[0] for row in linked})
+    children = sorted({c.digest for c in parsed.children})
+    if children:
+        held = yield ("held_manifests", {**repo, "digests": children})
+        missing.update(set(children) - {row[0] for row in held})
+    if missing:
+        first = min(missing)
+        raise ManifestBlobUnknown(
+            {"digest": first},
+            message=f"manifest references {first}, which is not in repository "
+            f"{repository}: push it first",
+        )

@@ -19,8 +19,12 @@ from tests.peers.tools import free_port, unavailable
 
 
 class PostgresServer:
-    def __init__(self, *, private: bool = False) -> None:
-        """`private`: always a cluster of our own, which a test may stop and start."""
+    def __init__(self, *, private: bool = False, durable: bool = False) -> None:
+        """`private`: always a cluster of our own, which a test may stop and start.
+        `durable`: writes reach the disk (fsync on), though a commit does not wait for
+        it (synchronous_commit off, as SQLite's WAL with synchronous=NORMAL), for the
+        benchmarks; tests run with fsync off."""
+        self.durable = durable
         self.admin_url = "" if private else os.environ.get("REGISTRY_TEST_POSTGRES_URL", "")
         self._dir: Path | None = None
         self._bin: Path | None = None
@@ -50,7 +54,8 @@ class PostgresServer:
     def start(self) -> None:
         """Start the private cluster (again), on the same port."""
         assert self._dir is not None
-        options = f"-p {self._port} -k {self._dir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        writes = "-c synchronous_commit=off" if self.durable else "-c fsync=off"
+        options = f"-p {self._port} -k {self._dir} -c listen_addresses=127.0.0.1 {writes}"
         data, log = str(self._dir / "data"), str(self._dir / "log")
         self._pg("pg_ctl", "-D", data, "-l", log, "-w", "-o", options, "start")
 
