@@ -217,6 +217,11 @@ class Database:
                 await asyncio.sleep(random.uniform(0.005, 0.05) * attempt)
         raise AssertionError("unreachable")
 
+    def let_writers_go(self) -> None:
+        """Within writer_turn, from any thread: other processes may write from now."""
+        if self._writers is not None:
+            self._writers.let_go()
+
     @asynccontextmanager
     async def writer_turn(self) -> AsyncIterator[None]:
         """Wait for the turn to write: SQLite takes one writer at a time."""
@@ -288,6 +293,15 @@ class _SqliteWriters:
                 yield
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def let_go(self) -> None:
+        """Give the lock file back to other processes, from any thread: a hot write does
+        so on SQLite's thread right after its COMMIT, rather than once the event loop
+        gets to the end of its turn (busy with other requests, it took 0.4 ms more on
+        average under tag pushes). The task keeps this process's turn until then, and
+        unlocking again there changes nothing."""
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def _lock_file(self) -> int | None:
         if self._fd is None and self._path is not None:

@@ -191,10 +191,11 @@ def _positional(text: str, postgres: bool) -> tuple[str, list[str]]:
 
 
 def _sqlite_transaction(
-    conn: sqlite3.Connection, statements: list[tuple[str, list[Any]]]
+    conn: sqlite3.Connection, statements: list[tuple[str, list[Any]]], done: Callable[[], None]
 ) -> tuple[int, list[Any]]:
     """BEGIN IMMEDIATE, the statements, COMMIT (autocommit connection: database.py), on the
-    connection's own thread; the rows the last statement changed, and those it returned."""
+    connection's own thread, then `done`; the rows the last statement changed, and those
+    it returned."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         for text, values in statements:
@@ -205,6 +206,8 @@ def _sqlite_transaction(
         if conn.in_transaction:  # a failed COMMIT (disk full) leaves it open too
             conn.execute("ROLLBACK")
         raise
+    finally:
+        done()
     return int(cursor.rowcount), returned
 
 
@@ -215,7 +218,9 @@ Program = Generator[Step, list[Any], T]
 Compiler = Callable[[Step], tuple[str, list[Any]]]
 
 
-def _sqlite_program(conn: sqlite3.Connection, program: Program[T], compiled: Compiler) -> T:
+def _sqlite_program(
+    conn: sqlite3.Connection, program: Program[T], compiled: Compiler, done: Callable[[], None]
+) -> T:
     """The whole program in one transaction on the connection's own thread, as
     _sqlite_transaction."""
     conn.execute("BEGIN IMMEDIATE")
@@ -224,13 +229,15 @@ def _sqlite_program(conn: sqlite3.Connection, program: Program[T], compiled: Com
             step = next(program)
             while True:
                 step = program.send(conn.execute(*compiled(step)).fetchall())
-        except StopIteration as done:
-            result: T = done.value
+        except StopIteration as ended:
+            result: T = ended.value
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+    finally:
+        done()
     return result
 
 
@@ -253,7 +260,9 @@ class HotQueries:
             compiled = self._compiler(now_utc())
             async with self.db.writer_turn(), self.db.driver() as driver:
                 with timed(query_duration(label)):
-                    return await driver._execute(_sqlite_program, driver._conn, program(), compiled)
+                    return await driver._execute(
+                        _sqlite_program, driver._conn, program(), compiled, self.db.let_writers_go
+                    )
 
         async def once() -> T:
             steps, compiled = program(), self._compiler(now_utc())
@@ -315,7 +324,9 @@ class HotQueries:
                 # is a hand-off there and back (80 us of CPU on this project's machines,
                 # each), and the writer's turn is held for all of them. aiosqlite has no
                 # public way to run a function there; _execute is how its own methods do.
-                return await driver._execute(_sqlite_transaction, driver._conn, statements)
+                return await driver._execute(
+                    _sqlite_transaction, driver._conn, statements, self.db.let_writers_go
+                )
 
     async def _postgres_write(
         self, statements: list[tuple[str, list[Any]]]
