@@ -15,7 +15,6 @@ import argparse
 import hashlib
 import os
 import platform
-import re
 import shutil
 import subprocess
 import sys
@@ -26,30 +25,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.compare import curl  # noqa: E402
 from benchmarks.lifecycle import worktree  # noqa: E402
 from tests.peers.registry import RegistryProcess  # noqa: E402
 
 MIB = 1024 * 1024
 CHUNK = 64 * MIB
-
-
-def curl(method: str, url: str, *extra: str) -> tuple[str, float]:
-    """The answer's Location (or `url`) and the request's time in seconds."""
-    out = subprocess.run(
-        [
-            *("curl", "-sS", "-H", "Expect:", "-X", method, "-D", "-", "-o", "/dev/null"),
-            *("-w", "\ntime=%{time_total}\n", *extra, url),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    status = int(out.split()[1])
-    assert status in (201, 202), out
-    found = re.search(r"(?im)^location:\s*(\S+)", out)
-    seconds = float(re.findall(r"time=([\d.]+)", out)[-1])
-    base = url.split("/v2/", 1)[0]
-    return (base + found[1] if found else url), seconds
 
 
 def closing_put(servers: list[RegistryProcess], chunk_file: Path, gib: int) -> tuple[float, float]:

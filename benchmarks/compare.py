@@ -290,6 +290,25 @@ def small_pushes(base: str, count: int = 200, clients: int = 16) -> float:
     return rate(base, blobs, clients, push)
 
 
+def curl(method: str, url: str, *extra: str) -> tuple[str, float]:
+    """One request by curl (a Python client is slower than either registry), which must
+    answer 201 or 202: the URL its Location names (or `url`), and the request's seconds."""
+    out = subprocess.run(
+        [
+            *("curl", "-sS", "-H", "Expect:", "-X", method, "-D", "-", "-o", "/dev/null"),
+            *("-w", "\ntime=%{time_total}\n", *extra, url),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    status = int(out.split()[1])
+    assert status in (201, 202), out
+    found = re.search(r"(?im)^location:\s*(\S+)", out)
+    seconds = float(re.findall(r"time=([\d.]+)", out)[-1])
+    return (str(httpx.URL(url).join(found[1])) if found else url), seconds
+
+
 def upload(base: str, folder: Path, chunk: int | None) -> float:
     """MiB/s for one 256 MiB blob uploaded whole (PUT) or in `chunk`-sized PATCHes, sent
     by curl from a file (a Python client is slower than either registry)."""
@@ -302,44 +321,19 @@ def upload(base: str, folder: Path, chunk: int | None) -> float:
         files[-1].write_bytes(piece)
     del data, pieces
 
-    def curl(method: str, url: httpx.URL, *extra: str) -> httpx.URL:
-        out = subprocess.run(
-            [
-                "curl",
-                "-sS",
-                "-H",
-                "Expect:",
-                "-X",
-                method,
-                "-D",
-                "-",
-                "-o",
-                "/dev/null",
-                *extra,
-                str(url),
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        status = int(out.split()[1])
-        assert status in (201, 202), out
-        found = re.search(r"(?im)^location:\s*(\S+)", out)
-        return httpx.URL(base).join(found[1]) if found else url
-
     start = time.perf_counter()
-    url = curl("POST", httpx.URL(f"{base}/v2/bench/upload/blobs/uploads/"))
+    url = httpx.URL(curl("POST", f"{base}/v2/bench/upload/blobs/uploads/")[0])
     if chunk is None:
-        curl("PUT", url.copy_merge_params({"digest": digest}), "-T", str(files[0]))
+        curl("PUT", str(url.copy_merge_params({"digest": digest})), "-T", str(files[0]))
     else:
         offset = 0
         for path in files:
             size = path.stat().st_size
             headers = ["-H", f"Content-Range: {offset}-{offset + size - 1}"]
             headers += ["-H", "Content-Type: application/octet-stream"]
-            url = curl("PATCH", url, *headers, "-T", str(path))
+            url = httpx.URL(curl("PATCH", str(url), *headers, "-T", str(path))[0])
             offset += size
-        curl("PUT", url.copy_merge_params({"digest": digest}))
+        curl("PUT", str(url.copy_merge_params({"digest": digest})))
     elapsed = time.perf_counter() - start
     for path in files:
         path.unlink()
