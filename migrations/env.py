@@ -11,11 +11,17 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from registry.metadata.migrate import known
-from registry.metadata.models import Base
+from registry.metadata.models import POSTGRESQL_ONLY_INDEXES, Base
 
 target_metadata = Base.metadata
 # Any constant shared by every process migrating this database.
 _LOCK_KEY = 0x72656769
+
+
+def _modelled(obj: object, name: str | None, kind: str, reflected: bool, _: object) -> bool:
+    """Whether `alembic check` compares this object with the models: not the indexes only
+    PostgreSQL has (models.POSTGRESQL_ONLY_INDEXES)."""
+    return not (kind == "index" and reflected and name in POSTGRESQL_ONLY_INDEXES)
 
 
 def _run(connection: Connection) -> None:
@@ -24,6 +30,7 @@ def _run(connection: Connection) -> None:
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_object=_modelled,
     )
     with context.begin_transaction():
         if connection.dialect.name == "postgresql":

@@ -49,6 +49,13 @@ class Base(DeclarativeBase):
     )
 
 
+# Indexes in the byte order the spec lists names and tags in (COLLATE "C"), made by
+# migration 0019 on PostgreSQL only: SQLite's own indexes are in that order already.
+POSTGRESQL_ONLY_INDEXES = frozenset(
+    {"ix_repositories_name_bytes", "ix_tags_repository_id_name_bytes"}
+)
+
+
 class Repository(Base):
     __tablename__ = "repositories"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
