@@ -250,7 +250,7 @@ def explain(index: Index, database: str) -> list[str]:
         ),
         "tag page": (
             "SELECT name FROM tags WHERE repository_id = (SELECT id FROM repositories "
-            "WHERE name = :name) AND name > '' ORDER BY name {collate} LIMIT 100"
+            "WHERE name = :name) AND name {collate} > '' ORDER BY name {collate} LIMIT 100"
         ),
         "catalog page": (
             "SELECT name FROM repositories WHERE name {collate} > :name "

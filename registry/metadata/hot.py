@@ -45,8 +45,10 @@ _SQL = {
     "upload_repository": "SELECT repository FROM uploads WHERE id = :id",
     "tags_version": "SELECT id, tags_version FROM repositories WHERE name = :repository",
     # Tags in byte order, as the spec asks (PostgreSQL's default collation would not).
-    "tags_after": "SELECT name FROM tags WHERE repository_id = :repository_id AND name > :last "
-    "ORDER BY name {collate} LIMIT :limit",
+    # Compared in the order it sorts by: in the database's collation, a page after `last`
+    # could skip or repeat tags (and no byte-order index would serve it, migration 0019).
+    "tags_after": "SELECT name FROM tags WHERE repository_id = :repository_id "
+    "AND name {collate} > :last ORDER BY name {collate} LIMIT :limit",
 }
 # A namespace's quota allows a blob of :size more, or it holds the blob already. Its
 # usage is its folded total plus the deltas not folded yet (migration 0011).

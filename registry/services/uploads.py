@@ -10,9 +10,11 @@ the stored bytes are hashed again at the PUT.
 A saved hash must be the hash of exactly the stored bytes it says it covers. Two requests
 writing to one session at once could break that: both find the upload at the same
 offset, and the bytes stored may be the other's than those hashed, so a PUT could
-commit bytes under a digest they do not have. So a request that writes (a PATCH, or the
-closing PUT, which also moves the bytes) first takes the session in its row
-(`claim_upload`): only one at a time. A second one gets 416 while the first goes on.
+commit bytes under a digest they do not have. So a request that writes to the session
+(a PATCH, or a closing PUT, which also moves its bytes) first takes it in its row
+(`claim_upload`): only one at a time. A second one gets 416 while the first goes on. A
+PUT that brings all the content to an empty session writes it to the blob's place
+itself, hashed on the way, and needs no claim.
 The claim is renewed as the chunk streams; a claim not renewed for `stale_claim_seconds`
 (its process died) may be taken over, and the old writer, if it wakes, stops at its next
 renewal. A taken-over claim saves no hash.
@@ -172,30 +174,32 @@ class UploadService:
         A digest mismatch ends the session and stores nothing; a last chunk whose `span`
         disagrees with the session is refused before anything is written, and the session
         stays as it was."""
+        if chunks is not None and await self.offset(repository, upload_id) == 0:
+            # All the content comes now, with its digest: straight to the blob's place,
+            # hashed as it is written. Nothing of the session is used, so this needs no
+            # claim (the small pushes' path): a chunk written to the session meanwhile is
+            # dropped with it.
+            try:
+                size = await self._write_direct(digest, _fit(chunks, span, 0))
+            except DigestInvalid:
+                await self._end(upload_id)
+                raise
+            await self.store.upload_cancel(upload_id)
+            await self._link(repository, upload_id, digest, size)
+            return size
         async with self._claimed(repository, upload_id) as claim:
             size = await self._size(upload_id)
             if chunks is not None:
-                chunks = _fit(chunks, span, size)
-            if size == 0 and chunks is not None:
-                # All the content comes now, with its digest: straight to the blob's place.
-                try:
-                    size = await self._write_direct(digest, chunks)
-                except DigestInvalid:
-                    await self._discard(claim)
-                    raise
-                await self.store.upload_cancel(upload_id)
-            else:
-                if chunks is not None:
-                    size = await self._write(claim, size, chunks)
-                hasher = claim.hasher_at(size, digest.algorithm)
-                if hasher is None:
-                    hasher = await self._hash_stored(upload_id, digest.algorithm)
-                actual = hasher.hexdigest()
-                if actual != digest.hex:
-                    await self._discard(claim)
-                    raise _mismatch(digest, actual)
-                await self.leases.keep(digest)
-                await self.store.upload_commit(upload_id, digest)
+                size = await self._write(claim, size, _fit(chunks, span, size))
+            hasher = claim.hasher_at(size, digest.algorithm)
+            if hasher is None:
+                hasher = await self._hash_stored(upload_id, digest.algorithm)
+            actual = hasher.hexdigest()
+            if actual != digest.hex:
+                await self._discard(claim)
+                raise _mismatch(digest, actual)
+            await self.leases.keep(digest)
+            await self.store.upload_commit(upload_id, digest)
             claim.ended = True  # _link deletes the session's row with the link
             await self._link(repository, upload_id, digest, size)
             return size

@@ -1,11 +1,17 @@
+import asyncio
+import os
+from pathlib import Path
+
 import httpx
 import pytest
 
 from registry.app import create_app
-from registry.config import Settings
+from registry.config import Settings, load_settings
+from registry.metadata.migrate import upgrade
 from registry.services import listing
 from registry.services.tag_cache import TagCache, TagList
 from tests.helpers import assert_error, push_image
+from tests.peers.postgres import PostgresServer
 
 pytestmark = pytest.mark.anyio
 
@@ -132,6 +138,58 @@ async def test_repositories_too_large_to_cache_are_paged_from_the_database(
     r = await client.get("/v2/team/app/tags/list")
     assert r.json()["tags"] == expected
     assert "Link" not in r.headers
+
+
+async def test_pages_are_in_byte_order_in_a_database_that_sorts_otherwise(
+    postgres: PostgresServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A PostgreSQL database whose collation (ICU en-US) puts "a_b" before "V2", and "_"
+    before "-": tag and catalog pages still follow the bytes, as the spec asks, and none
+    is skipped."""
+    monkeypatch.setattr(listing, "LARGEST_CACHED", 3)
+    name = f"registry_icu_{os.getpid()}"
+    # (Its helpers run their own event loop: in a thread, beside this test's.)
+    await asyncio.to_thread(postgres.drop_database, name)
+    await asyncio.to_thread(
+        postgres.execute,
+        f"CREATE DATABASE {name} TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' "
+        "LOCALE 'C'",
+    )
+    url = postgres.url_for(name)
+    await asyncio.to_thread(upgrade, url.replace("postgresql://", "postgresql+asyncpg://", 1))
+    environ = {
+        "REGISTRY_DATA_DIR": str(tmp_path / "data"),
+        "REGISTRY_DATABASE_URL": url,
+        "REGISTRY_AUTH_ENABLED": "false",
+    }
+    app = create_app(load_settings(None, environ))
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://r.test") as client:
+            await tagged(client)
+            # ICU puts "_" before "-"; their bytes the other way round.
+            for repository in ("team/a_x", "team/a-x"):
+                await push_image(client, repository, "v1")
+            expected = sorted(TAGS)
+            paged, last = [], ""
+            while True:
+                r = await client.get("/v2/team/app/tags/list", params={"n": "2", "last": last})
+                paged += r.json()["tags"]
+                if "Link" not in r.headers:
+                    break
+                last = paged[-1]
+            assert paged == expected
+            names, last = [], ""
+            while True:
+                r = await client.get("/v2/_catalog", params={"n": "1", "last": last})
+                names += r.json()["repositories"]
+                if "Link" not in r.headers:
+                    break
+                last = names[-1]
+            assert names == ["team/a-x", "team/a_x", "team/app"]
+    finally:
+        await app.state.registry.close()
+        await asyncio.to_thread(postgres.drop_database, name)
 
 
 def test_the_tag_cache_evicts_the_least_recently_used_lists() -> None:

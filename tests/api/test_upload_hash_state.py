@@ -199,7 +199,7 @@ async def test_a_second_writer_is_refused_while_a_chunk_is_being_written(
     error = assert_error(second, 416, "RANGE_INVALID")
     assert "another request is writing" in error["message"]
     assert second.headers["Location"] == location
-    put = await client.put(location, params={"digest": digest_of(evil, "sha256")}, content=evil)
+    put = await client.put(location, params={"digest": digest_of(good, "sha256")})
     assert_error(put, 416, "RANGE_INVALID")
     gate.go.set()
     first = await streaming
