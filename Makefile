@@ -11,11 +11,14 @@ run: $(VENV)/.installed
 test: lint system-deps
 	$(BIN)/pytest
 
-# Every hot path next to Distribution 2.8 (Debian's docker-registry), with wrk and nginx.
+# Every hot path next to Distribution 2.8 (Debian's docker-registry), with wrk and nginx,
+# our index on SQLite and then on PostgreSQL.
 bench: $(VENV)/.installed
 	@command -v wrk >/dev/null && command -v ab >/dev/null && command -v docker-registry >/dev/null && command -v nginx >/dev/null \
-	  || apt-get install -y -qq --no-install-recommends wrk apache2-utils docker-registry nginx curl
-	$(BIN)/python benchmarks/compare.py
+	  && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+	  || apt-get install -y -qq --no-install-recommends wrk apache2-utils docker-registry nginx curl postgresql
+	$(BIN)/python benchmarks/compare.py --database sqlite
+	$(BIN)/python benchmarks/compare.py --database postgresql
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
