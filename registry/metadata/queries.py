@@ -3,12 +3,12 @@ owns the transaction. Lookups on the hot paths are one indexed round trip."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, case, delete, func, or_, select, update
+from sqlalchemy import Table, and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
@@ -173,80 +173,9 @@ async def unlink_blob(conn: AsyncConnection, repository: str, digest: str) -> bo
     return result.rowcount > 0
 
 
-async def missing_blobs(
-    conn: AsyncConnection, repository_id: int, digests: Iterable[str]
-) -> list[str]:
-    """Which of `digests` the repository does not link. The rows of those it links are
-    read FOR SHARE (on PostgreSQL), so no collection removes them before the transaction
-    ends."""
-    wanted = set(digests)
-    if not wanted:
-        return []
-    query = (
-        select(Blob.digest)
-        .join(RepositoryBlob, RepositoryBlob.digest == Blob.digest)
-        .where(RepositoryBlob.repository_id == repository_id, Blob.digest.in_(wanted))
-        .order_by(Blob.digest)  # locked in digest order, as everything that locks blobs
-        .with_for_update(read=True, of=Blob)
-    )
-    return sorted(wanted - set(await conn.scalars(query)))
-
-
 # Manifests and tags
 
 MANIFEST_COLUMNS = (Manifest.digest, Manifest.media_type, Manifest.content)
-
-
-async def missing_manifests(
-    conn: AsyncConnection, repository_id: int, digests: Iterable[str]
-) -> list[str]:
-    """Which of `digests` the repository has no manifest of; locked as missing_blobs."""
-    wanted = set(digests)
-    if not wanted:
-        return []
-    query = (
-        select(Manifest.digest)
-        .where(Manifest.repository_id == repository_id, Manifest.digest.in_(wanted))
-        .order_by(Manifest.digest)
-        .with_for_update(read=True)
-    )
-    return sorted(wanted - set(await conn.scalars(query)))
-
-
-async def put_manifest(
-    conn: AsyncConnection, repository_id: int, values: dict[str, Any], tagged: bool
-) -> int:
-    """Insert a manifest (content-addressed, so an existing row is already right), or
-    take the row there is; returns its id. The row is locked either way, before the
-    blobs are (queries.missing_blobs): the order every transaction that locks both keeps,
-    and a collection pass skips a manifest a push holds. Pushed without a tag, it counts
-    as untagged from now (gc.untagged_hours)."""
-    stmt = dialect_insert(conn, Manifest).values(
-        repository_id=repository_id,
-        created_at=now(),
-        untagged_at=None if tagged else now(),
-        **values,
-    )
-    keep_tagged = case((Manifest.untagged_at.is_(None), None), else_=stmt.excluded.untagged_at)
-    manifest_id = await conn.scalar(
-        stmt.on_conflict_do_update(
-            index_elements=[Manifest.repository_id, Manifest.digest],
-            set_={"untagged_at": keep_tagged},
-        ).returning(Manifest.id)
-    )
-    assert manifest_id is not None
-    return int(manifest_id)
-
-
-async def add_references(
-    conn: AsyncConnection, manifest_id: int, references: Sequence[tuple[str, str]]
-) -> None:
-    if references:
-        await conn.execute(
-            dialect_insert(conn, ManifestReference)
-            .values([{"manifest_id": manifest_id, "digest": d, "kind": k} for d, k in references])
-            .on_conflict_do_nothing()
-        )
 
 
 async def lock_tag_targets(
@@ -272,40 +201,10 @@ async def lock_tag_targets(
     return {name: digest for name, digest in rows}
 
 
-async def set_tag(conn: AsyncConnection, repository_id: int, tag: str, manifest_id: int) -> None:
-    stmt = dialect_insert(conn, Tag).values(
-        repository_id=repository_id, name=tag, manifest_id=manifest_id, updated_at=now()
-    )
-    await conn.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[Tag.repository_id, Tag.name],
-            set_={"manifest_id": manifest_id, "updated_at": now()},
-        )
-    )
-
-
 @dataclass(frozen=True, slots=True)
 class Deleted:
     tags: int
     manifests: int
-
-
-async def set_tag_once(
-    conn: AsyncConnection, repository_id: int, tag: str, manifest_id: int
-) -> int:
-    """Point a tag at a manifest only if it points nowhere yet (an immutable tag); returns
-    the manifest it points at afterwards. The insert waits for a concurrent one of the same
-    tag, so of two pushes racing to create it, the second sees the first's."""
-    await conn.execute(
-        dialect_insert(conn, Tag)
-        .values(repository_id=repository_id, name=tag, manifest_id=manifest_id, updated_at=now())
-        .on_conflict_do_nothing()
-    )
-    current = await conn.scalar(
-        select(Tag.manifest_id).where(Tag.repository_id == repository_id, Tag.name == tag)
-    )
-    assert current is not None
-    return int(current)
 
 
 async def tags_of(conn: AsyncConnection, which: ColumnElement[bool]) -> list[str]:
