@@ -140,6 +140,17 @@ async def test_repositories_too_large_to_cache_are_paged_from_the_database(
     assert "Link" not in r.headers
 
 
+async def every_page(client: httpx.AsyncClient, path: str, key: str) -> list[str]:
+    """The names of every page of two, each asked for after the last name of the one
+    before, until a page comes without a Link to the next."""
+    names: list[str] = []
+    while True:
+        r = await client.get(path, params={"n": "2", "last": names[-1] if names else ""})
+        names += r.json()[key]
+        if "Link" not in r.headers:
+            return names
+
+
 async def test_pages_are_in_byte_order_in_a_database_that_sorts_otherwise(
     postgres: PostgresServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -170,23 +181,9 @@ async def test_pages_are_in_byte_order_in_a_database_that_sorts_otherwise(
             # ICU puts "_" before "-"; their bytes the other way round.
             for repository in ("team/a_x", "team/a-x"):
                 await push_image(client, repository, "v1")
-            expected = sorted(TAGS)
-            paged, last = [], ""
-            while True:
-                r = await client.get("/v2/team/app/tags/list", params={"n": "2", "last": last})
-                paged += r.json()["tags"]
-                if "Link" not in r.headers:
-                    break
-                last = paged[-1]
-            assert paged == expected
-            names, last = [], ""
-            while True:
-                r = await client.get("/v2/_catalog", params={"n": "1", "last": last})
-                names += r.json()["repositories"]
-                if "Link" not in r.headers:
-                    break
-                last = names[-1]
-            assert names == ["team/a-x", "team/a_x", "team/app"]
+            assert await every_page(client, "/v2/team/app/tags/list", "tags") == sorted(TAGS)
+            catalog = await every_page(client, "/v2/_catalog", "repositories")
+            assert catalog == ["team/a-x", "team/a_x", "team/app"]
     finally:
         await app.state.registry.close()
         await asyncio.to_thread(postgres.drop_database, name)
