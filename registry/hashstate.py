@@ -36,10 +36,6 @@ class Resumable:
         self._f = functions
         self._ctx = context
 
-    @property
-    def name(self) -> str:
-        return self._f.name
-
     def update(self, data: bytes) -> None:
         # A foreign call through ctypes.CDLL releases the GIL, as hashlib does.
         self._f.update(self._ctx, bytes(data) if not isinstance(data, bytes) else data, len(data))
@@ -121,15 +117,18 @@ class Hashes:
 
 
 def _libcrypto() -> ctypes.CDLL | None:
-    # The names hashlib's own libcrypto goes by, before find_library's slower search.
-    for name in ("libcrypto.so.3", "libcrypto.so.1.1", ctypes.util.find_library("crypto")):
-        if name is None:
-            continue
+    # The names hashlib's own libcrypto goes by; find_library (which runs ldconfig) only
+    # if neither loads.
+    for name in ("libcrypto.so.3", "libcrypto.so.1.1"):
         try:
             return ctypes.CDLL(name)
         except OSError:
             continue
-    return None
+    found = ctypes.util.find_library("crypto")
+    try:
+        return ctypes.CDLL(found) if found else None
+    except OSError:
+        return None
 
 
 def _load() -> Hashes:
