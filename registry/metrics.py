@@ -70,6 +70,10 @@ HTTP_RESPONSE_BYTES = Counter(
     "Bytes of response bodies sent by the registry itself (not by nginx or S3), by route.",
     ["route"],
 )
+SENDFILE_BYTES = Counter(
+    "registry_http_sendfile_bytes_total",
+    "Of the response bytes, those the kernel sent straight from a blob's file (sendfile).",
+)
 STORAGE_DURATION = Histogram(
     "registry_storage_operation_duration_seconds",
     "Blob store operations, by driver and operation (reads: to the last byte).",
@@ -340,6 +344,19 @@ def measured_store(driver: str) -> Callable[[type], type]:
 
         return write
 
+    def wrap_open(method: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+        downloaded = tally(STORAGE_DOWNLOADED.labels(driver))
+
+        @wraps(method)
+        async def open_span(self: Any, digest: Any, offset: int, length: int) -> Any:
+            # The kernel reads the span (sendfile); it counts as read once opened.
+            file = await method(self, digest, offset, length)
+            if file is not None:
+                downloaded.inc(length)
+            return file
+
+        return open_span
+
     def wrap_put(method: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
         uploaded = tally(STORAGE_UPLOADED.labels(driver))
 
@@ -355,8 +372,10 @@ def measured_store(driver: str) -> Callable[[type], type]:
         cls.write_blob = wrap_writes(cls.write_blob, 1)  # type: ignore[attr-defined]
         cls.upload_append = wrap_writes(cls.upload_append, 2)  # type: ignore[attr-defined]
         cls.put_bytes = wrap_put(cls.put_bytes)  # type: ignore[attr-defined]
+        cls.open_span = wrap_open(cls.open_span)  # type: ignore[attr-defined]
         for name in (
             "stat",
+            "open_span",
             "read_bytes",
             "put_bytes",
             "write_blob",

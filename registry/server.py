@@ -14,6 +14,9 @@ connection, its memory and a task for as long as it likes. Here each of those en
   was not reading does not count): the connection is closed;
 - a response the client does not read for `http.send_timeout_seconds`: closed.
 
+It also offers the ASGI zerocopysend extension: a blob's file goes from the page cache to
+the socket with sendfile(2) (registry/sendfile.py), Range spans included.
+
 Refusals are written in the registry's error format and logged with the client address.
 """
 
@@ -24,15 +27,20 @@ import contextlib
 import functools
 import json
 import logging
+import os
 import socket
 import struct
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from registry.config import HttpSettings, load_settings
+from registry.metrics import SENDFILE_BYTES, tally
+from registry.sendfile import ZERO_COPY, FileEnded, Stalled, send_span, senders
 
 log = logging.getLogger("registry.http")
+_SENT = tally(SENDFILE_BYTES)
 
 _REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
 _BODY_HEADERS = (b"content-length", b"transfer-encoding")
@@ -58,11 +66,16 @@ class GuardedProtocol(HttpToolsProtocol):
         self._body_bytes = 0
         self._send_timer: asyncio.TimerHandle | None = None
         self._refused = False
+        self._socket: int | None = None  # the descriptor, when the kernel may send files
+        self._sending_file = False
 
     # The request head
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and transport.get_extra_info("sslcontext") is None:
+            self._socket = sock.fileno()
         self._arm_head()
 
     def _arm_head(self) -> None:
@@ -81,6 +94,8 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        if self._socket is not None:
+            self.scope["extensions"] = {ZERO_COPY: {}}
         self._head_bytes = 0
         self._arm_head()
 
@@ -103,7 +118,9 @@ class GuardedProtocol(HttpToolsProtocol):
             raise _HeadTooLarge  # stops the parser; data_received ends in send_400_response
 
     def send_400_response(self, msg: str) -> None:
-        if not self._refused:  # a refusal of ours is already on its way
+        if self._sending_file:  # a write now would land inside the file's bytes
+            self._close(f"a malformed request came behind a response in progress: {msg}")
+        elif not self._refused:  # a refusal of ours is already on its way
             super().send_400_response(msg)
 
     def data_received(self, data: bytes) -> None:
@@ -112,7 +129,12 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._cancel("_head_timer")
+        previous = self.cycle
         super().on_headers_complete()
+        if self.cycle is not previous and self._socket is not None:
+            # This request's send takes a file span too (the scope offers ZERO_COPY).
+            cycle = self.cycle
+            cycle.send = functools.partial(self._send, cycle, cycle.send)  # type: ignore[method-assign]
         if any(name in _BODY_HEADERS for name, _ in self.headers):
             self._body_bytes = 0
             self._body_timer = self.loop.call_later(
@@ -169,6 +191,79 @@ class GuardedProtocol(HttpToolsProtocol):
             "(http.send_timeout_seconds)"
         )
 
+    async def _send(
+        self,
+        cycle: RequestResponseCycle,
+        send: Callable[[Any], Awaitable[None]],
+        message: Any,
+    ) -> None:
+        """uvicorn's send, and a file span (ZERO_COPY) after a start with a Content-Length:
+        the kernel sends the bytes, then uvicorn ends the response as for a body."""
+        if message["type"] != ZERO_COPY:
+            await send(message)
+            return
+        if not cycle.response_started or cycle.response_complete or cycle.chunked_encoding:
+            raise RuntimeError(f"{ZERO_COPY} needs a started response with a Content-Length")
+        file = message["file"]
+        fd = file if isinstance(file, int) else file.fileno()
+        offset = message.get("offset")
+        if offset is None:
+            offset = os.lseek(fd, 0, os.SEEK_CUR)
+        count = message.get("count")
+        if count is None:
+            count = os.fstat(fd).st_size - offset
+        if cycle.scope["method"] == "HEAD":
+            count = 0
+        if count > cycle.expected_content_length:
+            raise RuntimeError("Response content longer than Content-Length")
+        if count and not await self._send_span(cycle, fd, offset, count):
+            return  # the connection is closed
+        cycle.expected_content_length -= count
+        await send({"type": "http.response.body", "more_body": message.get("more_body", False)})
+
+    async def _send_span(
+        self, cycle: RequestResponseCycle, fd: int, offset: int, count: int
+    ) -> bool:
+        """Whether the whole span went; if not, the connection is closed or closing."""
+        # What uvloop still holds (the status line and headers) goes first.
+        waited = 0.0
+        while self.transport.get_write_buffer_size() and not self.transport.is_closing():
+            if waited > self.bounds.send_timeout_seconds:
+                self._send_stalled()
+                return False
+            await asyncio.sleep(0.01)
+            waited += 0.01
+        # Not closing: the transport's descriptor is still open, and still this socket.
+        if cycle.disconnected or self.transport.is_closing() or self._socket is None:
+            return False
+        job = functools.partial(
+            send_span,
+            os.dup(self._socket),
+            os.dup(fd),
+            offset,
+            count,
+            stall_seconds=self.bounds.send_timeout_seconds,
+            gone=lambda: cycle.disconnected,
+        )
+        self._sending_file = True
+        try:
+            sent = await self.loop.run_in_executor(senders(), job)
+            _SENT.inc(sent)
+            return sent == count
+        except Stalled:
+            self._send_stalled()
+        except FileEnded:
+            self._close(
+                "a blob's file ended before the span its size promised; "
+                "`registry check` finds the blob whose file is short"
+            )
+        except OSError:  # the client reset the connection: nothing to tell anyone
+            cycle.disconnected = True
+            self.transport.abort()
+        finally:
+            self._sending_file = False
+        return False
+
     # Ending
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -185,6 +280,9 @@ class GuardedProtocol(HttpToolsProtocol):
     def _refuse(self, status: int, message: str) -> None:
         """Answer in the error format and close; nothing more of the request is read."""
         if self._refused or self.transport.is_closing():
+            return
+        if self._sending_file:  # a write now would land inside the file's bytes
+            self._close(message)
             return
         self._refused = True
         code = "SIZE_INVALID" if status == 431 else "TIMEOUT"

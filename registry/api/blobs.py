@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import BinaryIO
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from registry.api.common import (
     API_VERSION_HEADER,
@@ -16,6 +18,7 @@ from registry.api.common import (
 )
 from registry.api.ranges import parse_range
 from registry.digest import Digest
+from registry.sendfile import ZERO_COPY
 
 
 async def blob(request: Request) -> Response:
@@ -59,11 +62,36 @@ async def blob(request: Request) -> Response:
     headers["Content-Length"] = str(end - start + 1)
     if request.method == "HEAD":
         return Response(status_code=status, headers=headers)
+    if ZERO_COPY in request.scope.get("extensions", {}):
+        file = await blobs.open_span(digest, start, end - start + 1)
+        if file is not None:
+            return _FileSpan(file, start, end - start + 1, status, headers)
     stream = blobs.stream(digest, start, end - start + 1)
     # The first read happens before the status line: a store that fails (S3 down, a file
     # gone) gets a 503 in the spec's format rather than a body cut off after a 200.
     first = await anext(stream, b"")
     return StreamingResponse(_after(first, stream), status_code=status, headers=headers)
+
+
+class _FileSpan(Response):
+    """A span of an open file, handed to the server to send with sendfile (the ASGI
+    zerocopysend extension, registry/server.py); the file is opened before the status
+    line, so a missing one still gets its 503."""
+
+    def __init__(
+        self, file: BinaryIO, offset: int, count: int, status: int, headers: dict[str, str]
+    ) -> None:
+        super().__init__(status_code=status, headers=headers)
+        self.file, self.offset, self.count = file, offset, count
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            start = {"type": "http.response.start", "status": self.status_code}
+            await send({**start, "headers": self.raw_headers})
+            span = {"file": self.file, "offset": self.offset, "count": self.count}
+            await send({"type": ZERO_COPY, **span, "more_body": False})
+        finally:
+            self.file.close()
 
 
 async def _after(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

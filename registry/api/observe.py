@@ -30,6 +30,7 @@ from registry.metrics import (
     tally,
     timings,
 )
+from registry.sendfile import ZERO_COPY
 
 # Methods are labels of the request metrics as they are; any other is "other".
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -103,6 +104,8 @@ class Observe:
                 message["headers"] = [*message.get("headers", []), header]
             elif message["type"] == "http.response.body":
                 sent += len(message.get("body", b""))
+            elif message["type"] == ZERO_COPY:
+                sent += message.get("count") or 0
             await send(message)
 
         start = time.perf_counter()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import BinaryIO
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -54,6 +55,10 @@ class BlobService:
 
     def stream(self, digest: Digest, offset: int, length: int) -> AsyncIterator[bytes]:
         return self.store.read(digest, offset, length)
+
+    async def open_span(self, digest: Digest, offset: int, length: int) -> BinaryIO | None:
+        """The blob's file for the server to send a span of (sendfile), if it is local."""
+        return await self.store.open_span(digest, offset, length)
 
     def redirect_url(self, digest: Digest) -> str | None:
         """Where the client may fetch the bytes itself, if the store serves them directly."""

@@ -15,6 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import BinaryIO
 
 from registry.digest import Digest
 from registry.errors import DigestInvalid
@@ -120,6 +121,12 @@ class BlobStore(ABC):
     def local_path(self, digest: Digest) -> Path | None:
         """Direct-serve hint: a local file that holds the blob, for sendfile or
         X-Accel-Redirect. None when the bytes are not local."""
+        return None
+
+    async def open_span(self, digest: Digest, offset: int, length: int) -> BinaryIO | None:
+        """The blob's local file, open for the kernel to send `length` bytes of from
+        `offset` (sendfile); None when the bytes are not local. BlobNotFound when the
+        file is gone, StorageError when it is shorter than the span."""
         return None
 
     def presigned_url(self, digest: Digest) -> str | None:
