@@ -21,9 +21,9 @@ from typing import Any, TypeVar
 
 from anyio import to_thread
 from sqlalchemy import event, text
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
-from sqlalchemy.util import greenlet_spawn
+from sqlalchemy.util import await_only, greenlet_spawn
 
 from registry.errors import Unavailable
 from registry.metrics import (
@@ -48,7 +48,13 @@ _OUTAGES: tuple[type[BaseException], ...] = (
 with contextlib.suppress(ImportError):
     import asyncpg
 
-    _OUTAGES += (asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
+    # InternalClientError: the driver is still reading the server's goodbye on a
+    # connection it has not yet seen closed (a shutdown, a terminated backend).
+    _OUTAGES += (
+        asyncpg.PostgresConnectionError,
+        asyncpg.InterfaceError,
+        asyncpg.InternalClientError,
+    )
 # PostgreSQL's SQLSTATE classes of the same: connection exception, insufficient resources
 # (too many connections, disk full), operator intervention (shutting down, starting up,
 # a statement cancelled by its timeout).
@@ -76,6 +82,13 @@ def _outage(exc: BaseException) -> bool:
     return isinstance(state, str) and state[:2] in _OUTAGE_STATES
 
 
+def _spoiled(exc: BaseException) -> bool:
+    """Whether a PostgreSQL connection that raised `exc` must not be used again: the
+    database went away, the driver lost track of the protocol, or a statement was
+    cancelled half-way (a request that ended while it waited)."""
+    return _outage(exc) or isinstance(exc, asyncio.CancelledError)
+
+
 @contextmanager
 def _waiting() -> Iterator[None]:
     CONNECTIONS_WAITING.value += 1
@@ -92,6 +105,34 @@ def _before_execute(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
 def _after_execute(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
     started = conn.info["registry_started"].pop()
     query_duration(statement_name(statement)).observe(time.perf_counter() - started)
+
+
+def _alive(timeout_seconds: float) -> Callable[[Any, Any, Any], None]:
+    """A pooled PostgreSQL connection's check before use, in place of pool_pre_ping,
+    which cost a hot read three extra round trips (BEGIN, a ping, ROLLBACK) and most of
+    its time. A connection the server closed (a restart, a terminated backend) is known
+    to the driver without a word on the wire; one that sat idle for a while is pinged
+    once, in case its peer vanished without closing. Raising DisconnectionError makes
+    the pool replace the connection and check out again."""
+
+    def check(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        driver = record.driver_connection
+        if driver.is_closed():
+            raise DisconnectionError("the server closed this pooled connection")
+        returned = record.info.get("registry_returned")
+        if returned is None or time.monotonic() - returned < PING_AFTER_IDLE_SECONDS:
+            return  # new, or in use a moment ago
+        try:
+            await_only(driver.fetchrow(";", timeout=timeout_seconds))
+        except _OUTAGES as exc:
+            raise DisconnectionError(f"a pooled connection did not answer a ping: {exc}") from exc
+
+    return check
+
+
+def _returned(dbapi_connection: Any, record: Any) -> None:
+    if record is not None:
+        record.info["registry_returned"] = time.monotonic()
 
 
 def _checked_out(dbapi_connection: Any, record: Any, proxy: Any) -> None:
@@ -111,6 +152,8 @@ def _checked_in(dbapi_connection: Any, record: Any) -> None:
 # heaviest test (16 clients pushing against two collectors) three in a row happened
 # once in several thousand runs; five, with the growing jitter, make it vanishing.
 DEADLOCK_ATTEMPTS = 5
+# A pooled PostgreSQL connection idle longer than this is pinged before use (_alive).
+PING_AFTER_IDLE_SECONDS = 5.0
 
 
 class Database:
@@ -127,7 +170,7 @@ class Database:
         gives 503 in bounded time instead of holding requests."""
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
-        options: dict[str, Any] = {"echo": echo, "pool_pre_ping": not self.is_sqlite}
+        options: dict[str, Any] = {"echo": echo}
         if self.is_sqlite:
             # A fixed set of connections: past it, requests wait their turn rather than
             # open (and close) a connection, a thread and its PRAGMAs each. Reads run in
@@ -139,9 +182,13 @@ class Database:
                 pool_reset_on_return=None,
             )
         else:
+            # Fixed too: an overflow connection is closed when it comes back, so under a
+            # steady load above the pool each request paid a connect (TLS attempt,
+            # authentication) and a close. Waiting for a pooled one is cheaper, and the
+            # count a worker can open is known (README, "PostgreSQL").
             options.update(
                 pool_size=pool_size,
-                max_overflow=pool_size,
+                max_overflow=0,
                 pool_timeout=timeout_seconds,
                 connect_args={"timeout": timeout_seconds, "command_timeout": 3 * timeout_seconds},
             )
@@ -152,6 +199,10 @@ class Database:
             event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
         event.listen(self.engine.sync_engine, "before_cursor_execute", _before_execute)
         event.listen(self.engine.sync_engine, "after_cursor_execute", _after_execute)
+        if not self.is_sqlite:
+            # Before _checked_out: a connection it refuses is replaced, and counted once.
+            event.listen(self.engine.sync_engine.pool, "checkout", _alive(timeout_seconds))
+            event.listen(self.engine.sync_engine.pool, "checkin", _returned)
         event.listen(self.engine.sync_engine.pool, "checkout", _checked_out)
         event.listen(self.engine.sync_engine.pool, "checkin", _checked_in)
 
@@ -171,15 +222,29 @@ class Database:
         sent to it directly (hot.py): no SQLAlchemy Connection is built around it."""
         with _outages(), _waiting():
             pooled = await self.engine.raw_connection()
+        spoiled = False
         try:
             with _outages():
-                yield pooled.driver_connection
+                try:
+                    yield pooled.driver_connection
+                except BaseException as exc:
+                    if not self.is_sqlite and _spoiled(exc):
+                        # SQLAlchemy does not see these errors, so it would pool the
+                        # connection again, still closing or still reading the rest of a
+                        # failed answer, and the next request on it would fail too.
+                        spoiled = True
+                        pooled.invalidate(exc)  # outside a greenlet: closed, no IO
+                    raise
         finally:
-            if self.is_sqlite:
-                pooled.close()  # nothing to reset (pool_reset_on_return=None): no awaits
-            else:
-                with _outages():
-                    await greenlet_spawn(pooled.close)  # the reset's rollback awaits the driver
+            if not spoiled:
+                await self._give_back(pooled)
+
+    async def _give_back(self, pooled: Any) -> None:
+        if self.is_sqlite:
+            pooled.close()  # nothing to reset (pool_reset_on_return=None): no awaits
+        else:
+            with _outages():
+                await greenlet_spawn(pooled.close)  # the reset's rollback awaits the driver
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
