@@ -185,7 +185,7 @@ class Database:
             # Fixed too: an overflow connection is closed when it comes back, so under a
             # steady load above the pool each request paid a connect (TLS attempt,
             # authentication) and a close. Waiting for a pooled one is cheaper, and the
-            # count a worker can open is known (README, "PostgreSQL").
+            # count a worker can open is known (README, "The compose stack": sizing).
             options.update(
                 pool_size=pool_size,
                 max_overflow=0,
