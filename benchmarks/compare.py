@@ -229,7 +229,7 @@ def prepare(bench: Bench) -> dict[str, dict[str, str]]:
     with httpx.Client(timeout=600) as client:
         for target in bench.targets:
             base = target.url
-            push_image(client, base, "bench/app", "latest", b"small layer")
+            manifest = push_image(client, base, "bench/app", "latest", b"small layer")
             big_digest = push_blob(client, base, "bench/app", big)
             medium_digest = push_blob(client, base, "bench/app", medium)
             tagged = push_image(client, base, "bench/tags", "t00000", b"small layer")
@@ -250,7 +250,9 @@ def prepare(bench: Bench) -> dict[str, dict[str, str]]:
             }
     digest = urls["ours"]["big_blob"].rsplit("/", 1)[1]
     medium_digest = urls["ours"]["medium_blob"].rsplit("/", 1)[1]
-    for name, d in (("big", digest), ("medium", medium_digest)):
+    # The manifest's bytes are stored as a blob too: nginx serves the same bytes.
+    manifest_digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+    for name, d in (("big", digest), ("medium", medium_digest), ("manifest", manifest_digest)):
         hex_ = d.split(":")[1]
         urls[f"nginx_{name}"] = {
             "accel": f"{bench.nginx.url}/v2/bench/app/blobs/{d}",
@@ -508,16 +510,36 @@ def run(bench: Bench, repeats: int, seconds: int, only: str | None = None) -> li
             f"distribution {statistics.median(row.reference):.1f} {unit}",
             file=sys.stderr,
         )
-    for name, label, clients, goal in (
-        ("nginx_big", "blob GET 256 MiB through nginx, 4 clients", 4, 0.95),
-        ("nginx_medium", "32 concurrent pulls of 8 MiB through nginx", 32, 0.95),
-    ):
+    # label, unit, target ratio, ours, nginx serving the same bytes as a static file
+    against_static: list[tuple[str, str, float, Callable[[], float], Callable[[], float]]] = [
+        (
+            "manifest GET by tag, 64 clients, against nginx static",
+            "req/s",
+            0.12,
+            lambda: wrk(urls["ours"]["manifest"], s, 64, accept=DOCKER_MANIFEST),
+            lambda: wrk(urls["nginx_manifest"]["static"], s, 64),
+        ),
+        *(
+            (
+                label,
+                "MiB/s",
+                0.95,
+                lambda name=name, clients=clients: wrk_mib(urls[name]["accel"], s, clients),
+                lambda name=name, clients=clients: wrk_mib(urls[name]["static"], s, clients),
+            )
+            for name, label, clients in (
+                ("nginx_big", "blob GET 256 MiB through nginx, 4 clients", 4),
+                ("nginx_medium", "32 concurrent pulls of 8 MiB through nginx", 32),
+            )
+        ),
+    ]
+    for label, unit, goal, mine, static in against_static:
         if not chosen(label):
             continue
-        row = Row(label, "MiB/s", goal, [], [], against="nginx static")
+        row = Row(label, unit, goal, [], [], against="nginx static")
         for _ in range(repeats):
-            row.ours.append(wrk_mib(urls[name]["accel"], s, clients))
-            row.reference.append(wrk_mib(urls[name]["static"], s, clients))
+            row.ours.append(mine())
+            row.reference.append(static())
         rows.append(row)
     if memory.ours:
         rows.append(memory)

@@ -14,6 +14,7 @@ import logging
 import os
 import random
 import sqlite3
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -194,6 +195,8 @@ class Database:
             )
         self.engine = create_async_engine(url, **options)
         self._writers = _SqliteWriters(self.engine.url.database) if self.is_sqlite else None
+        path = self.engine.url.database
+        self._loop_reads = _LoopReads(path) if self.is_sqlite and path and _on_disk(path) else None
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_connect)
             event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
@@ -327,10 +330,60 @@ class Database:
         with _outages(), _waiting():
             return await conn.start()
 
+    def read_now(self, text: str, values: list[Any]) -> list[Any] | None:
+        """On SQLite, a point lookup's rows read on this thread (_LoopReads); None when it
+        has to go through the pool instead."""
+        return None if self._loop_reads is None else self._loop_reads.rows(text, values)
+
     async def close(self) -> None:
         await self.engine.dispose()
         if self._writers is not None:
             self._writers.close()
+        if self._loop_reads is not None:
+            self._loop_reads.close()
+
+
+class _LoopReads:
+    """SQLite point lookups answered on the calling thread (the event loop's), each on a
+    connection of that thread's own. Through aiosqlite, a lookup of some 20 us cost two
+    hand-offs between threads of about 80 us of CPU each: half of a manifest GET's CPU
+    (benchmarks/README.md). A read in WAL mode waits for no writer, so the loop blocks
+    only for the lookup itself (a few index pages, cached by the OS once read); in the
+    rare cases where SQLite answers busy (a WAL being reset), the caller goes the
+    aiosqlite way, whose busy timeout waits in its own thread."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._mine = threading.local()
+        self._opened: list[sqlite3.Connection] = []
+
+    def rows(self, text: str, values: list[Any]) -> list[Any] | None:
+        """The rows, or None when SQLite cannot answer at once, or at all: the caller
+        asks through aiosqlite, which reports an error as every other statement does."""
+        try:
+            conn = self._connection()
+            return conn.execute(text, values).fetchall()
+        except sqlite3.Error:
+            return None
+
+    def _connection(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._mine, "conn", None)
+        if conn is None:
+            # timeout=0: busy is answered at once rather than slept on, on the loop.
+            # check_same_thread=False only so that close() may run on another thread.
+            conn = sqlite3.connect(
+                self._path, timeout=0, isolation_level=None, check_same_thread=False
+            )
+            conn.execute("PRAGMA query_only=ON")
+            self._mine.conn = conn
+            self._opened.append(conn)
+        return conn
+
+    def close(self) -> None:
+        for conn in self._opened:
+            conn.close()
+        self._opened.clear()
+        self._mine = threading.local()
 
 
 class _SqliteWriters:
@@ -342,8 +395,7 @@ class _SqliteWriters:
 
     def __init__(self, database: str | None) -> None:
         self._tasks = asyncio.Lock()
-        in_memory = not database or database == ":memory:" or database.startswith("file:")
-        self._path = None if in_memory else f"{database}-writer.lock"
+        self._path = f"{database}-writer.lock" if _on_disk(database) else None
         self._fd: int | None = None
 
     @asynccontextmanager
@@ -383,6 +435,11 @@ class _SqliteWriters:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def _on_disk(database: str | None) -> bool:
+    """Whether a SQLite URL's database is a file other connections can open by its path."""
+    return database not in (None, "", ":memory:") and not str(database).startswith("file:")
 
 
 async def _flock(fd: int) -> None:

@@ -109,25 +109,48 @@ _WRITES = {
     "WHERE repository_id = (SELECT id FROM repositories WHERE name = :repository) "
     "AND digest = :digest)",
 }
+# A manifest's row: its columns, their values, and what a second push of it changes.
+_MANIFEST_COLUMNS = (
+    "(repository_id, digest, media_type, artifact_type, size, subject, config_digest, "
+    "annotations, content, created_at, untagged_at)"
+)
+_MANIFEST_VALUES = (
+    ":repository_id, :digest, :media_type, :artifact_type, :size, :subject, :config_digest, "
+    ":annotations, :content, :now, :untagged_at"
+)
+_MANIFEST_AGAIN = (
+    "ON CONFLICT (repository_id, digest) DO UPDATE SET untagged_at = CASE "
+    "WHEN manifests.untagged_at IS NULL THEN NULL ELSE excluded.untagged_at END "
+    "RETURNING id, created_at = :now"
+)
 # A manifest push (services/manifests.py), as one program of statements. A pair is its
 # SQLite and PostgreSQL forms: a list parameter is JSON text for SQLite's json_each, an
 # array for PostgreSQL, which also takes the row locks SQLite's one writer makes moot.
 _PUSH: dict[str, str | tuple[str, str]] = {
     "repository_id": "SELECT id FROM repositories WHERE name = :repository",
-    # Its id, and whether this statement inserted it (created_at is set only then).
-    "put_manifest": "INSERT INTO manifests (repository_id, digest, media_type, artifact_type, "
-    "size, subject, config_digest, annotations, content, created_at, untagged_at) VALUES "
-    "(:repository_id, :digest, :media_type, :artifact_type, :size, :subject, :config_digest, "
-    ":annotations, :content, :now, :untagged_at) ON CONFLICT (repository_id, digest) DO UPDATE "
-    "SET untagged_at = CASE WHEN manifests.untagged_at IS NULL THEN NULL "
-    "ELSE excluded.untagged_at END RETURNING id, created_at = :now",
-    "tag_targets": (
-        "SELECT t.name, m.digest FROM tags t JOIN manifests m ON m.id = t.manifest_id "
-        "WHERE t.repository_id = :repository_id AND t.name IN (SELECT value FROM "
-        "json_each(:tags)) AND t.manifest_id != :manifest_id ORDER BY m.id",
-        "SELECT t.name, m.digest FROM tags t JOIN manifests m ON m.id = t.manifest_id "
-        "WHERE t.repository_id = :repository_id AND t.name = ANY(:tags) "
-        "AND t.manifest_id != :manifest_id ORDER BY m.id FOR KEY SHARE OF m",
+    # Its id, and whether this statement inserted it (created_at is set only then). On
+    # PostgreSQL a manifest that is tagged already, which the upsert would leave as it is,
+    # is only read, FOR KEY SHARE: that keeps a deletion out until COMMIT, but not other
+    # pushes of the same manifest, which the upsert's row lock made take turns for the
+    # whole transaction (benchmarks/README.md, 2026-12-03).
+    "put_manifest": (
+        f"INSERT INTO manifests {_MANIFEST_COLUMNS} VALUES ({_MANIFEST_VALUES}) {_MANIFEST_AGAIN}",
+        "WITH tagged AS (SELECT id FROM manifests WHERE repository_id = :repository_id "
+        "AND digest = :digest AND untagged_at IS NULL FOR KEY SHARE), "
+        f"put AS (INSERT INTO manifests {_MANIFEST_COLUMNS} SELECT {_MANIFEST_VALUES} "
+        f"WHERE NOT EXISTS (SELECT 1 FROM tagged) {_MANIFEST_AGAIN}) "
+        "SELECT id, false FROM tagged UNION ALL SELECT * FROM put",
+    ),
+    # Where a tag points, if elsewhere: one tag a statement, by both columns of its key,
+    # since a plan PostgreSQL keeps for `name = ANY(array)` may scan every tag of the
+    # repository (it did, 1.1 ms at 5,700 tags, once the statistics were stale).
+    "tag_moves": (
+        "SELECT m.digest FROM tags t JOIN manifests m ON m.id = t.manifest_id "
+        "WHERE t.repository_id = :repository_id AND t.name = :tag "
+        "AND t.manifest_id != :manifest_id",
+        "SELECT m.digest FROM tags t JOIN manifests m ON m.id = t.manifest_id "
+        "WHERE t.repository_id = :repository_id AND t.name = :tag "
+        "AND t.manifest_id != :manifest_id FOR KEY SHARE OF m",
     ),
     "linked_blobs": (
         "SELECT b.digest FROM blobs b JOIN repository_blobs l ON l.digest = b.digest "
@@ -143,6 +166,11 @@ _PUSH: dict[str, str | tuple[str, str]] = {
         "SELECT digest FROM manifests WHERE repository_id = :repository_id "
         "AND digest = ANY(:digests) ORDER BY digest FOR SHARE",
     ),
+    # The manifest's own bytes: keep() left a row whole lease, and this transaction links
+    # them, so a row there is not renewed (its lock would make pushes of the manifest
+    # take turns until COMMIT).
+    "add_manifest_blob": "INSERT INTO blobs (digest, size, created_at, leased_until, gc_after) "
+    "VALUES (:digest, :size, :now, :lease_end, :lease_end) ON CONFLICT (digest) DO NOTHING",
     "link_manifest_bytes": "INSERT INTO repository_blobs (repository_id, digest, created_at) "
     "VALUES (:repository_id, :digest, :now) ON CONFLICT DO NOTHING",
     "add_references": (
@@ -168,6 +196,12 @@ _PUSH: dict[str, str | tuple[str, str]] = {
     ":outcome, :actor, :actor_kind, :namespace, :repository, :address, :body, :dispatched)",
 }
 _SQL.update(_WRITES)
+# Reads of one row by key, which SQLite answers on the event loop's thread (Database.
+# read_now); a tag page, of any length, goes to aiosqlite's.
+_POINT_LOOKUPS = frozenset(
+    {"manifest_by_tag", "manifest_by_digest", "blob_size", "cached_blob", "blob_lease"}
+    | {"upload_repository", "tags_version"}
+)
 _PARAM = re.compile(r":(\w+)")
 T = TypeVar("T")
 # SQLAlchemy keeps SQLite's timestamps as text in this form; they are compared as text.
@@ -291,6 +325,12 @@ class HotQueries:
     async def _rows(self, name: str, **params: Any) -> list[Any]:
         text, order = self._sql[name]
         values = [self._bind(params[key]) for key in order]
+        if name in _POINT_LOOKUPS:
+            start = time.perf_counter()
+            found = self.db.read_now(text, values)
+            if found is not None:
+                query_duration(name).observe(time.perf_counter() - start)
+                return found
         async with self.db.driver() as driver:
             start = time.perf_counter()
             if self.db.is_sqlite:

@@ -145,10 +145,13 @@ class ManifestService:
         ]
 
         def store() -> Program[None]:
-            # Locks in the order every transaction keeps: this manifest's row and those
-            # its tags point at now (their untagged triggers write them), then the blobs
-            # (FOR SHARE, in digest order), then the tags. One call on SQLite's thread,
-            # a round trip a statement on PostgreSQL (metadata/hot.py).
+            # PostgreSQL's row locks, in the order every push takes them: this manifest's
+            # row (exclusive only if the push inserts it or tags it again) and those its
+            # tags point at now (their untagged triggers write them), the blobs (FOR SHARE,
+            # in digest order), and last the tags. A tag's trigger takes the repository's
+            # row (tags_version), where all pushes to the repository take turns until
+            # COMMIT: nothing comes after the tags. One call on SQLite's thread, a round
+            # trip a statement on PostgreSQL (metadata/hot.py).
             found = yield ("repository_id", {"repository": repository})
             if not found:
                 yield ("add_repository", {"repository": repository, "namespace": namespace})
@@ -158,16 +161,14 @@ class ManifestService:
             row = yield ("put_manifest", {**repo, **values, "untagged_at": untagged_at})
             manifest_id, inserted = row[0]
             moved: dict[str, str] = {}
-            if unique_tags:
-                rows = yield (
-                    "tag_targets",
-                    {**repo, "tags": unique_tags, "manifest_id": manifest_id},
-                )
-                moved = dict(rows)
+            for tag in unique_tags:
+                rows = yield ("tag_moves", {**repo, "tag": tag, "manifest_id": manifest_id})
+                if rows:
+                    moved[tag] = rows[0][0]
             if check:
                 yield from _check_references(repository, repo, parsed)
             yield (
-                "add_blob",
+                "add_manifest_blob",
                 {"digest": str(digest), "size": len(body), "lease_end": self.leases.end()},
             )
             yield ("link_manifest_bytes", {**repo, "digest": str(digest)})
@@ -182,15 +183,6 @@ class ManifestService:
             if pushed and unique_tags:
                 stored = yield ("policy", {"namespace": namespace})
                 policy = from_stored(namespace, StoredPolicy(*stored[0]) if stored else None)
-            for tag in unique_tags:
-                row_of = {**repo, "tag": tag, "manifest_id": manifest_id}
-                if policy is not None and policy.immutable_rule(tag):
-                    yield ("add_tag", row_of)
-                    current = yield ("tag_target", row_of)
-                    if current[0][0] != manifest_id:
-                        refuse_immutable(policy, [tag], f"moved to {digest}")
-                else:
-                    yield ("set_tag", row_of)
             # A push (or a mirror fetch) for each tag, or one by digest, and a tag event
             # for each tag that pointed elsewhere before; `by` since, on SQLite, this
             # runs on another thread, outside the request's context.
@@ -205,6 +197,15 @@ class ManifestService:
                         "record_event",
                         events.event("tag", repository=repository, target=previous, by=ctx),
                     )
+            for tag in unique_tags:
+                row_of = {**repo, "tag": tag, "manifest_id": manifest_id}
+                if policy is not None and policy.immutable_rule(tag):
+                    yield ("add_tag", row_of)
+                    current = yield ("tag_target", row_of)
+                    if current[0][0] != manifest_id:
+                        refuse_immutable(policy, [tag], f"moved to {digest}")
+                else:
+                    yield ("set_tag", row_of)
 
         try:
             await self.hot.run(store, "manifest_put")

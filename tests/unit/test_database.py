@@ -1,15 +1,20 @@
 """The database handle: SQLite writers take turns across processes through a lock file
-beside the database; PostgreSQL's pooled connections are checked before use cheaply."""
+beside the database, and point lookups are read on the event loop's thread; PostgreSQL's
+pooled connections are checked before use cheaply."""
 
 import os
+import shutil
+import sqlite3
+import time
 from pathlib import Path
 
 import anyio
 import anyio.lowlevel
 import asyncpg
 import pytest
+from sqlalchemy import event
 
-from registry.metadata import database
+from registry.metadata import database, queries
 from registry.metadata.database import Database
 from registry.metadata.hot import HotQueries
 from tests.peers.postgres import PostgresServer
@@ -97,3 +102,53 @@ async def test_a_pooled_postgresql_connection_costs_no_round_trip_before_its_sta
         await db.close()
         await admin.execute(f"DROP DATABASE {name}")
         await admin.close()
+
+
+async def test_sqlite_point_lookups_are_read_on_the_loop_thread_and_see_every_commit(
+    tmp_path: Path, sqlite_template: Path
+) -> None:
+    """Database.read_now: no pooled connection (aiosqlite's thread) for a point lookup,
+    the commit just made through the pool is seen, and a database that answers busy
+    (another process holds it exclusively) sends the lookup through the pool, which
+    waits for it, rather than failing."""
+    path = tmp_path / "registry.db"
+    shutil.copy(sqlite_template, path)
+    db = Database(f"sqlite+aiosqlite:///{path}")
+    hot = HotQueries(db)
+    checkouts: list[object] = []
+    event.listen(db.engine.sync_engine.pool, "checkout", lambda *args: checkouts.append(args))
+    try:
+        assert await hot.tags_version("team/app") is None
+        assert checkouts == []
+        async with db.write() as conn:
+            repository_id = await queries.ensure_repository(conn, "team/app")
+        checkouts.clear()
+        found = await hot.tags_version("team/app")
+        assert found is not None and found[0] == repository_id
+        assert checkouts == []
+
+        # Another process holds the file exclusively, before this handle opens it.
+        await db.close()
+        holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+        holder.execute("BEGIN EXCLUSIVE")
+        holder.execute("UPDATE repositories SET tags_version = 7 WHERE id = ?", (repository_id,))
+        db = Database(f"sqlite+aiosqlite:///{path}")
+        hot = HotQueries(db)
+        event.listen(db.engine.sync_engine.pool, "checkout", lambda *args: checkouts.append(args))
+        checkouts.clear()
+        assert db.read_now("SELECT id FROM repositories", []) is None  # busy: no wait
+
+        def release() -> None:
+            time.sleep(0.3)
+            holder.execute("COMMIT")
+            holder.close()
+
+        started = time.monotonic()
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(anyio.to_thread.run_sync, release)
+            assert await hot.tags_version("team/app") == (repository_id, 7)
+        assert time.monotonic() - started >= 0.3
+        assert len(checkouts) == 1  # the pool's connection waited, in its own thread
+    finally:
+        await db.close()
