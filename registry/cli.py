@@ -441,6 +441,7 @@ def _serve(settings: Settings, config_path: str | None) -> int:
             proxy_headers=False,
             server_header=False,
             timeout_keep_alive=settings.http.keepalive_seconds,
+            timeout_graceful_shutdown=settings.http.drain_seconds,
             http="registry.server:GuardedProtocol",
         )
     return 0

@@ -51,6 +51,11 @@ class HttpSettings:
     body_min_rate: int = 1024
     send_timeout_seconds: int = 60
     keepalive_seconds: int = 30
+    # On SIGTERM a worker stops accepting connections and gives the requests in flight
+    # this long to finish, then ends them: a client that never finishes its request
+    # cannot hold a stop (or a rolling update) for ever. Below the orchestrator's grace
+    # period (Docker's 10 s by default: docker-compose.yml sets 30 s).
+    drain_seconds: int = 20
     # One line per request (method, route, status, bytes, duration, user, request ID).
     access_log: bool = True
 
@@ -449,6 +454,7 @@ def _validate(s: Settings) -> None:
         body_min_rate=0,
         send_timeout_seconds=1,
         keepalive_seconds=1,
+        drain_seconds=0,
     )
     if s.log_level not in _LOG_LEVELS:
         raise ConfigError(

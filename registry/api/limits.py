@@ -1,14 +1,20 @@
-"""Bounds checked before any route runs: the query string's size.
+"""Bounds around every route: the query string's size, checked before it runs, and the
+answer to a request the server ends because a stop's drain time ran out.
 
 (Header sizes and read timeouts belong to the HTTP server.)
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from registry.api.errors import render
-from registry.errors import QueryTooLong
+from registry.errors import QueryTooLong, Unavailable
+
+log = logging.getLogger("registry.http")
 
 
 class RequestLimits:
@@ -25,4 +31,24 @@ class RequestLimits:
             )
             await render(error)(scope, receive, send)
             return
-        await self.app(scope, receive, send)
+        try:
+            await self.app(scope, receive, send)
+        except asyncio.CancelledError:
+            # uvicorn cancels only the requests still running http.drain_seconds after
+            # SIGTERM. Unless an answer has begun, the client gets a 503 it may retry
+            # (on another replica), rather than uvicorn's plain-text 500.
+            if scope["type"] != "http":
+                raise
+            log.warning(
+                "ended %s %s: still running when the stop's http.drain_seconds ran out",
+                scope["method"],
+                scope["path"],
+            )
+            stopping = Unavailable(
+                message="the server is stopping; retry the request",
+                headers={"Retry-After": "1", "Connection": "close"},
+            )
+            try:
+                await render(stopping)(scope, receive, send)
+            except RuntimeError:  # the response had begun: uvicorn closes the connection
+                raise asyncio.CancelledError from None

@@ -243,3 +243,42 @@ def test_refusals_say_what_bound_was_hit(tmp_path: Path) -> None:
                 time.sleep(1.2)  # longer than the head timeout, idle between requests
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_request_that_never_finishes_holds_a_stop_for_drain_seconds_only(
+    tmp_path: Path, workers: str
+) -> None:
+    """On SIGTERM the requests in flight get http.drain_seconds to finish, then are
+    ended with a 503 to retry: a PATCH that promised a body and sends one byte of it
+    (which the body bound would let live for a minute) does not hold the stop, in the
+    supervisor (two workers) or the single process."""
+    env = {"REGISTRY_HTTP_DRAIN_SECONDS": "2", "REGISTRY_HTTP_WORKERS": workers}
+    server = RegistryProcess(tmp_path / "data", env).start()
+    assert server.process is not None
+    try:
+        session = httpx.post(f"{server.url}/v2/team/app/blobs/uploads/")
+        assert session.status_code == 202, session.text
+        path = httpx.URL(server.url).join(session.headers["location"]).raw_path.decode()
+        stuck = socket.create_connection(("127.0.0.1", server.port))
+        stuck.sendall(
+            f"PATCH {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
+            f"Content-Length: {1024 * 1024}\r\n\r\nx".encode()
+        )
+        time.sleep(1)  # the request is in the app, reading its body
+        started = time.monotonic()
+        server.process.terminate()
+        server.process.wait(timeout=60)
+        waited = time.monotonic() - started
+        assert 2 <= waited < 10, waited
+        answer = b""
+        while chunk := stuck.recv(65536):
+            answer += chunk
+        stuck.close()
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 503 "), answer
+        assert b"retry-after: 1" in head.lower()
+        assert json.loads(body)["errors"][0]["code"] == "UNAVAILABLE"
+        assert "http.drain_seconds ran out" in server.log.read_text()
+    finally:
+        server.stop()
