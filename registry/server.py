@@ -59,8 +59,8 @@ class _HeadTooLarge(Exception):
 class _HeldHead:
     """In place of a response's transport from its start to its first body message:
     uvicorn writes the status line and headers, then the body, each with a send(2) of
-    its own; held here, they go out in one, a tenth of a manifest GET's CPU. Everything
-    but write and close is the transport's."""
+    its own; held here, they go out in one (manifest GETs on 2 cores: about 5,000 to
+    6,400 a second). Everything but write and close is the transport's."""
 
     def __init__(self, transport: asyncio.Transport) -> None:
         self.transport = transport

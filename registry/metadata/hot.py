@@ -166,8 +166,8 @@ _PUSH: dict[str, str | tuple[str, str]] = {
         "SELECT digest FROM manifests WHERE repository_id = :repository_id "
         "AND digest = ANY(:digests) ORDER BY digest FOR SHARE",
     ),
-    # The manifest's own bytes: keep() left a row whole lease, and this transaction links
-    # them, so a row there is not renewed (its lock would make pushes of the manifest
+    # The manifest's own bytes: keep() left their row a whole lease, and this transaction
+    # links them, so a row there is not renewed (its lock would make pushes of the manifest
     # take turns until COMMIT).
     "add_manifest_blob": "INSERT INTO blobs (digest, size, created_at, leased_until, gc_after) "
     "VALUES (:digest, :size, :now, :lease_end, :lease_end) ON CONFLICT (digest) DO NOTHING",
@@ -199,8 +199,15 @@ _SQL.update(_WRITES)
 # Reads of one row by key, which SQLite answers on the event loop's thread (Database.
 # read_now); a tag page, of any length, goes to aiosqlite's.
 _POINT_LOOKUPS = frozenset(
-    {"manifest_by_tag", "manifest_by_digest", "blob_size", "cached_blob", "blob_lease"}
-    | {"upload_repository", "tags_version"}
+    {
+        "manifest_by_tag",
+        "manifest_by_digest",
+        "blob_size",
+        "cached_blob",
+        "blob_lease",
+        "upload_repository",
+        "tags_version",
+    }
 )
 _PARAM = re.compile(r":(\w+)")
 T = TypeVar("T")
