@@ -60,6 +60,10 @@ _WITHIN_QUOTA = (
     "+ COALESCE((SELECT SUM(bytes) FROM usage_deltas WHERE namespace = :namespace), 0) "
     "+ :size <= (SELECT quota_bytes FROM namespace_policies WHERE namespace = :namespace)"
 )
+_NEW_BLOB = (
+    "INSERT INTO blobs (digest, size, created_at, leased_until, gc_after) "
+    "VALUES (:digest, :size, :now, :lease_end, :lease_end)"
+)
 # Writes; `:now` is the current time. Timestamps are bound in the form SQLAlchemy
 # stores them.
 _WRITES = {
@@ -83,9 +87,8 @@ _WRITES = {
     "VALUES (:repository, :namespace, :now) ON CONFLICT DO NOTHING",
     # A new blob is leased, and queued for garbage collection when its lease ends (if
     # nothing references it by then); one stored again has its lease renewed.
-    "add_blob": "INSERT INTO blobs (digest, size, created_at, leased_until, gc_after) "
-    "VALUES (:digest, :size, :now, :lease_end, :lease_end) "
-    "ON CONFLICT (digest) DO UPDATE SET leased_until = excluded.leased_until",
+    "add_blob": _NEW_BLOB
+    + " ON CONFLICT (digest) DO UPDATE SET leased_until = excluded.leased_until",
     # A lease renewed for a client that was told the repository has the blob; no row
     # changed means it has not (any more).
     "renew_linked": "UPDATE blobs SET leased_until = :lease_end WHERE digest = :digest "
@@ -123,6 +126,10 @@ _MANIFEST_AGAIN = (
     "WHEN manifests.untagged_at IS NULL THEN NULL ELSE excluded.untagged_at END "
     "RETURNING id, created_at = :now"
 )
+_TAG_MOVES = (
+    "SELECT m.digest FROM tags t JOIN manifests m ON m.id = t.manifest_id "
+    "WHERE t.repository_id = :repository_id AND t.name = :tag AND t.manifest_id != :manifest_id"
+)
 # A manifest push (services/manifests.py), as one program of statements. A pair is its
 # SQLite and PostgreSQL forms: a list parameter is JSON text for SQLite's json_each, an
 # array for PostgreSQL, which also takes the row locks SQLite's one writer makes moot.
@@ -144,14 +151,7 @@ _PUSH: dict[str, str | tuple[str, str]] = {
     # Where a tag points, if elsewhere: one tag a statement, by both columns of its key,
     # since a plan PostgreSQL keeps for `name = ANY(array)` may scan every tag of the
     # repository (it did, 1.1 ms at 5,700 tags, once the statistics were stale).
-    "tag_moves": (
-        "SELECT m.digest FROM tags t JOIN manifests m ON m.id = t.manifest_id "
-        "WHERE t.repository_id = :repository_id AND t.name = :tag "
-        "AND t.manifest_id != :manifest_id",
-        "SELECT m.digest FROM tags t JOIN manifests m ON m.id = t.manifest_id "
-        "WHERE t.repository_id = :repository_id AND t.name = :tag "
-        "AND t.manifest_id != :manifest_id FOR KEY SHARE OF m",
-    ),
+    "tag_moves": (_TAG_MOVES, _TAG_MOVES + " FOR KEY SHARE OF m"),
     "linked_blobs": (
         "SELECT b.digest FROM blobs b JOIN repository_blobs l ON l.digest = b.digest "
         "WHERE l.repository_id = :repository_id AND b.digest IN (SELECT value FROM "
@@ -169,8 +169,7 @@ _PUSH: dict[str, str | tuple[str, str]] = {
     # The manifest's own bytes: keep() left their row a whole lease, and this transaction
     # links them, so a row there is not renewed (its lock would make pushes of the manifest
     # take turns until COMMIT).
-    "add_manifest_blob": "INSERT INTO blobs (digest, size, created_at, leased_until, gc_after) "
-    "VALUES (:digest, :size, :now, :lease_end, :lease_end) ON CONFLICT (digest) DO NOTHING",
+    "add_manifest_blob": _NEW_BLOB + " ON CONFLICT (digest) DO NOTHING",
     "link_manifest_bytes": "INSERT INTO repository_blobs (repository_id, digest, created_at) "
     "VALUES (:repository_id, :digest, :now) ON CONFLICT DO NOTHING",
     "add_references": (
