@@ -8,8 +8,11 @@ BIN := $(VENV)/bin
 run: $(VENV)/.installed
 	$(BIN)/registry serve
 
+# The suite runs on TEST_WORKERS processes (pytest-xdist); README.md's "Tests" says how
+# many paid on 2 cores, and how to run one group of tests alone.
+TEST_WORKERS ?= 4
 test: lint system-deps
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS)
 
 # Every hot path next to Distribution 2.8 (Debian's docker-registry), with wrk and nginx,
 # our index on SQLite and then on PostgreSQL.

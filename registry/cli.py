@@ -399,6 +399,15 @@ def _metrics_folder(workers: int) -> Iterator[None]:
             shutil.rmtree(folder, ignore_errors=True)
 
 
+# How long uvicorn waits for a worker to answer its ping (a thread of the worker's own,
+# started as the worker's interpreter comes up) before it kills the worker as hung. Its
+# default, 5 s, is less than a worker's start on a busy 2-core machine (imports alone
+# take 3.5 s there): uvicorn killed workers that were still starting, and started them
+# again. A worker that dies is noticed at once whatever this is; this bounds only a
+# worker that is alive and does not answer.
+WORKER_HEALTHCHECK_SECONDS = 60
+
+
 def _serve(settings: Settings, config_path: str | None) -> int:
     import uvicorn
 
@@ -443,6 +452,7 @@ def _serve(settings: Settings, config_path: str | None) -> int:
             timeout_keep_alive=settings.http.keepalive_seconds,
             timeout_graceful_shutdown=settings.http.drain_seconds,
             http="registry.server:GuardedProtocol",
+            timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
         )
     return 0
 

@@ -36,6 +36,70 @@ hypothesis.settings.register_profile(
 hypothesis.settings.load_profile("registry")
 
 
+# The one Docker daemon with bridge networks (tests/e2e/conftest.py, stack_docker): two
+# would fight over the docker0 bridge, and it builds the registry's image.
+STACK_GROUP = "docker-bridges"
+
+
+def _module_scoped(item: pytest.Item) -> bool:
+    definitions = getattr(item, "_fixtureinfo", None)
+    return definitions is not None and any(
+        defs[-1].scope == "module" for defs in definitions.name2fixturedefs.values()
+    )
+
+
+# The groups README.md names, each run alone with `-m NAME`, by the folder a test is in.
+_FOLDER_MARKERS = {"unit": "unit", "cli": "unit", "api": "api", "proxy": "api", "e2e": "e2e"}
+
+
+def _markers(item: pytest.Item) -> list[pytest.MarkDecorator]:
+    folder = item.nodeid.split("/")[1] if item.nodeid.startswith("tests/") else ""
+    names = [_FOLDER_MARKERS[folder]] if folder in _FOLDER_MARKERS else []
+    names += ["browser"] if "browser" in item.fixturenames else []
+    names += ["compose"] if "stack_docker" in item.fixturenames else []
+    return [getattr(pytest.mark, name) for name in names]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Put each item in its pytest-xdist group (with --dist loadgroup, a group runs on
+    one worker), before xdist reads the marks: the bridge daemon's tests together; a
+    module whose tests set up a module-scoped server (an upstream registry, nginx, a
+    browser) together, so that it starts once, not on every worker; any other test
+    wherever there is room. Then the groups first, the longest (the bridge daemon's:
+    images built, stacks started) at the head: a long group taken late finishes alone.
+    Every worker sorts the same collection the same way, as xdist requires."""
+    shared = {item.nodeid.split("::", 1)[0] for item in items if _module_scoped(item)}
+    groups: dict[int, str | None] = {}
+    for item in items:
+        for marker in _markers(item):
+            item.add_marker(marker)
+        module = item.nodeid.split("::", 1)[0]
+        group = STACK_GROUP if "stack_docker" in item.fixturenames else None
+        groups[id(item)] = group or (module if module in shared else None)
+        if groups[id(item)] is not None:
+            item.add_marker(pytest.mark.xdist_group(groups[id(item)]))
+
+    def rank(item: pytest.Item) -> int:
+        group = groups[id(item)]
+        return 0 if group == STACK_GROUP else 1 if group is not None else 2
+
+    items.sort(key=rank)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """On an xdist worker, fail rather than run grouped tests apart: xdist marks an item's
+    group by appending it to the node id, which some pytest releases ignore."""
+    if not session.config.getoption("loadgroup", False):
+        return
+    for item in session.items:
+        if item.get_closest_marker("xdist_group") and "@" not in item.nodeid:
+            raise pytest.UsageError(
+                f"pytest-xdist did not group {item.nodeid}: this pytest and pytest-xdist "
+                "do not work together (pyproject.toml's pin says which pytest does)"
+            )
+
+
 @pytest.fixture(autouse=True, scope="session")
 def answers_fit_the_openapi_document() -> Iterator[None]:
     """Every /api/v1/ answer any test gets is checked against the OpenAPI document."""

@@ -16,7 +16,7 @@ from typing import Protocol, TypeVar
 import pytest
 
 from tests.conftest import s3_environment
-from tests.peers.images import PYTHON
+from tests.peers.images import NGINX, POSTGRES, PYTHON, S3
 from tests.peers.registry import RegistryProcess
 from tests.peers.s3 import MotoServer
 from tests.peers.tools import need, run_tool, stop, tail
@@ -24,6 +24,8 @@ from tests.peers.tools import need, run_tool, stop, tail
 ROOT = Path(__file__).resolve().parents[2]
 # The name docker-compose.yml gives the image it builds.
 REGISTRY_IMAGE = "registry:local"
+# The images of Docker Hub's that the image and the compose stack are tested on.
+STAND_INS = (PYTHON, NGINX, POSTGRES, S3)
 
 
 def store_environment(request: pytest.FixtureRequest, store: str) -> dict[str, str]:
@@ -61,8 +63,11 @@ class Docker:
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
                 [
+                    # No --storage-driver: dockerd takes overlay2 where the kernel and the
+                    # data root's file system allow it, as here (ext4), and vfs otherwise.
+                    # vfs copies a whole root file system for every layer and container:
+                    # the compose stack's setup took 475 s on it.
                     "dockerd",
-                    "--storage-driver=vfs",
                     *(
                         ()
                         if bridges
@@ -139,7 +144,10 @@ def docker() -> Iterator[Docker]:
 @pytest.fixture(scope="session")
 def stack_docker() -> Iterator[Docker]:
     """The daemon that runs the registry's image and the compose stack; `docker` is the
-    client outside them."""
+    client outside them. The stand-in images it will run are built meanwhile, side by
+    side (one after the other, they held up its tests for minutes on a fresh machine)."""
+    for image in STAND_INS:
+        image.prepare()
     yield from _session_daemon(partial(Docker, bridges=True), "registry-stack-")
 
 

@@ -5,11 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.e2e.conftest import RegistryProcess
-
-pytestmark = pytest.mark.e2e
 
 
 def test_first_admin_from_the_environment_is_not_printed(tmp_path: Path) -> None:

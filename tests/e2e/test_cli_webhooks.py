@@ -9,13 +9,10 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.e2e.test_faults import wait_healthy
 from tests.peers.receiver import Receiver
 from tests.peers.registry import RegistryProcess
-
-pytestmark = pytest.mark.e2e
 
 
 def test_webhooks_from_the_command_line(tmp_path: Path) -> None:

@@ -33,8 +33,6 @@ from tests.peers.compose import Compose
 from tests.peers.images import NGINX, POSTGRES, S3
 from tests.peers.tools import free_port, host_address
 
-pytestmark = pytest.mark.e2e
-
 CERTS = Path("/etc/docker/certs.d")
 MOTO_OVERRIDE = Path(__file__).with_name("compose.moto.yml")
 LARGE = 64 * 1024 * 1024

@@ -20,8 +20,6 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from tests.e2e.conftest import RegistryProcess
 from tests.peers.tools import need
 
-pytestmark = pytest.mark.e2e
-
 PASSWORD = "console-admin-password"
 EVIL = "<script>window.pwned = 1</script>"
 ARTIFACTS = Path(os.environ.get("REGISTRY_TEST_ARTIFACTS", "test-artifacts")) / "console"

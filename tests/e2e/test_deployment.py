@@ -28,8 +28,6 @@ COMPOSE = ROOT / "docker-compose.yml"
 S3 = ROOT / "docker-compose.s3.yml"
 TEMPLATE = ROOT / "nginx" / "registry.conf.template"
 
-pytestmark = pytest.mark.e2e
-
 
 def setting_variables(cls: type = Settings, prefix: str = "REGISTRY_") -> set[str]:
     """Every REGISTRY_* variable the settings read."""

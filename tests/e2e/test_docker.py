@@ -4,13 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from registry.mediatypes import DOCKER_MANIFEST as DOCKER
 from tests.e2e.conftest import Docker, RegistryProcess
 from tests.e2e.images import CREATED, image_id, load_image
-
-pytestmark = pytest.mark.e2e
 
 
 def test_push_pull_by_tag_and_digest(

@@ -13,8 +13,6 @@ from tests.e2e.conftest import Containerd, Docker, RegistryProcess, store_enviro
 from tests.e2e.images import image_id, layer_tar, load_image, make_image, write_docker_archive
 from tests.peers.tools import logged
 
-pytestmark = pytest.mark.e2e
-
 
 @pytest.fixture(params=["filesystem", "s3-redirect"])
 def secured(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RegistryProcess]:

@@ -18,8 +18,6 @@ from tests.e2e.test_faults import wait_healthy, workers_of
 from tests.peers.receiver import Receiver
 from tests.peers.registry import RegistryProcess
 
-pytestmark = pytest.mark.e2e
-
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:

@@ -22,8 +22,6 @@ from tests.peers.postgres import PostgresServer
 from tests.peers.registry import RegistryProcess
 from tests.peers.tools import wait_for_port
 
-pytestmark = pytest.mark.e2e
-
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 CONFIG = b'{"architecture": "amd64", "os": "linux"}'
 

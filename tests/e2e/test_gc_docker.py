@@ -14,8 +14,6 @@ import pytest
 from tests.e2e.conftest import Docker, RegistryProcess, store_environment
 from tests.e2e.images import image_id, load_image
 
-pytestmark = pytest.mark.e2e
-
 MANIFEST_TYPES = (
     "application/vnd.docker.distribution.manifest.v2+json, "
     "application/vnd.oci.image.manifest.v1+json"

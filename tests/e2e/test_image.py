@@ -18,8 +18,6 @@ from tests.e2e.images import image_id, load_image
 from tests.peers.postgres import PostgresServer
 from tests.peers.tools import free_port
 
-pytestmark = pytest.mark.e2e
-
 # The image's user (Dockerfile), not root.
 REGISTRY_UID = "10001"
 

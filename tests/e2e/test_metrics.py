@@ -10,15 +10,12 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 
 from registry.api.routes import ROUTES
 from registry.metrics import PUBLISH_SECONDS
 from tests.e2e.test_faults import wait_healthy
 from tests.helpers import scraped
 from tests.peers.registry import RegistryProcess
-
-pytestmark = pytest.mark.e2e
 
 MANIFEST_ROUTE = "/v2/{name:path}/manifests/{reference}"
 

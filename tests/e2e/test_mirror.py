@@ -22,8 +22,6 @@ from tests.peers.distribution import Distribution
 from tests.peers.registry import RegistryProcess
 from tests.peers.tools import logged
 
-pytestmark = pytest.mark.e2e
-
 TTL = 2
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 

@@ -29,8 +29,6 @@ from tests.peers.registry import RegistryProcess
 from tests.peers.tls import self_signed
 from tests.peers.tools import host_address
 
-pytestmark = pytest.mark.e2e
-
 ADMIN_PASSWORD = "nginx-admin-password"
 # Where dockerd looks for the CAs it trusts, per registry host:port.
 CERTS = Path("/etc/docker/certs.d")

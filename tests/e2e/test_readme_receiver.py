@@ -11,13 +11,10 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.e2e.test_faults import wait_healthy
 from tests.peers.registry import RegistryProcess
 from tests.peers.tools import free_port, wait_for_port
-
-pytestmark = pytest.mark.e2e
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 SECRET = "a-secret-for-the-readme-receiver"

@@ -6,11 +6,8 @@ import hashlib
 import os
 
 import httpx
-import pytest
 
 from tests.e2e.conftest import RegistryProcess
-
-pytestmark = pytest.mark.e2e
 
 
 def test_chunked_upload_continues_after_restart(registry_process: RegistryProcess) -> None:

@@ -23,8 +23,6 @@ from registry.storage.base import blob_key
 from tests.helpers import scraped
 from tests.peers.registry import RegistryProcess
 
-pytestmark = pytest.mark.e2e
-
 SIZE = 64 * 1024 * 1024
 SENT = "registry_http_sendfile_bytes_total"
 

@@ -14,8 +14,6 @@ from registry.mediatypes import OCI_INDEX
 from tests.e2e.conftest import RegistryProcess, store_environment
 from tests.e2e.images import CREATED, layer_tar, make_image, write_oci_layout
 
-pytestmark = pytest.mark.e2e
-
 Skopeo = Callable[..., CompletedProcess[str]]
 
 

@@ -29,7 +29,7 @@ from tests.peers.postgres import PostgresServer
 from tests.peers.registry import RegistryProcess
 from tests.peers.tools import unavailable
 
-pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
+pytestmark = pytest.mark.anyio
 
 ROOT = Path(__file__).resolve().parents[2]
 RELEASE = "db78a4312437237db2552c172914b4885202c1bd"

@@ -11,11 +11,15 @@ the stand-ins here and on Docker Hub's images for users.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -58,12 +62,20 @@ class StandIn:
         return hashlib.sha256(spec.encode()).hexdigest()[:16]
 
     def tarball(self) -> Path:
-        """The root file system, built once per key."""
+        """The root file system, built once per key: a build under way (in another thread,
+        or another test run) is waited for rather than made twice."""
         need("mmdebstrap")
         path = CACHE / f"{self.name.replace('/', '_').replace(':', '_')}-{self.key()}.tar"
         if path.exists():
             return path
         CACHE.mkdir(parents=True, exist_ok=True)
+        with open(path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not path.exists():
+                self._build(path)
+        return path
+
+    def _build(self, path: Path) -> None:
         hooks = [f"--customize-hook=upload {p} {p}" for p in self.uploads if Path(p).exists()]
         # mmdebstrap reads the format from the name's end.
         with tempfile.NamedTemporaryFile(dir=CACHE, suffix=".part.tar", delete=False) as part:
@@ -94,11 +106,22 @@ class StandIn:
             )
             if made.returncode != 0:
                 raise RuntimeError(f"mmdebstrap for {self.name} failed:\n{made.stderr[-2000:]}")
-            os.replace(part.name, path)  # whole or not at all, for runs side by side
+            os.replace(part.name, path)  # whole or not at all
         finally:
             Path(part.name).unlink(missing_ok=True)
             scripts.cleanup()
-        return path
+
+    def prepare(self) -> None:
+        """Start building the tarball in the background (a few hundred MB of Debian
+        packages unpacked: about a minute each), for `load` to find or wait for."""
+        if shutil.which("mmdebstrap") is None:
+            return  # tarball() says so, in the test that needs it
+        threading.Thread(target=self._prepare, name=f"tarball {self.name}", daemon=True).start()
+
+    def _prepare(self) -> None:
+        # A failure here is met again, and reported, by the test's own tarball() call.
+        with contextlib.suppress(Exception):
+            self.tarball()
 
     def load(self, docker: DockerClient) -> str:
         """The image in `docker`'s store (imported unless it is there); its name."""
