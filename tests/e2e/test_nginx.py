@@ -32,7 +32,10 @@ from tests.peers.tools import host_address
 ADMIN_PASSWORD = "nginx-admin-password"
 # Where dockerd looks for the CAs it trusts, per registry host:port.
 CERTS = Path("/etc/docker/certs.d")
-BIG = 200 * 1024 * 1024
+# Past every limit of nginx's own that the template lifts (a 1 MiB request body; bodies
+# spooled to disk): 16 MiB proves what 200 MiB did, for a twelfth of the CPU that the
+# client's compression and hashing took.
+BIG = 16 * 1024 * 1024
 
 
 @dataclass
@@ -84,7 +87,7 @@ def stack(postgres: PostgresServer, tmp_path_factory: pytest.TempPathFactory) ->
     postgres.drop_database(name)
 
 
-def test_docker_login_push_and_pull_of_a_200_mib_layer_through_nginx(
+def test_docker_login_push_and_pull_of_a_large_layer_through_nginx(
     docker: Docker, stack: Stack, tmp_path: Path, busybox: bytes
 ) -> None:
     config = tmp_path / "docker-config"
