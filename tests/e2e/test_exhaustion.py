@@ -12,6 +12,7 @@ import json
 import socket
 import statistics
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,15 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 PER_KIND = 200
 BOUND = 2  # seconds, for every timeout below
 BIG = 32 * 1024 * 1024
+
+
+@pytest.fixture(autouse=True)
+def _ahead() -> Iterator[None]:
+    """Every test here bounds the server's timings (latencies, when a connection is
+    closed): they are the server's, not those of the tests the parallel suite runs
+    beside it, so this test and the servers it starts go first."""
+    with ahead_of_other_work():
+        yield
 
 
 def digest_of(data: bytes) -> str:
@@ -170,21 +180,19 @@ def test_a_thousand_hostile_connections(tmp_path: Path) -> None:
         )
     }
     env["REGISTRY_HTTP_BODY_MIN_RATE"] = "100"
-    # The latencies below are the server's, not those of the tests beside this one.
-    with ahead_of_other_work():
-        server = RegistryProcess(tmp_path / "data", env).start()
-        try:
-            blob = seed(server.url)
-            assert server.process is not None
-            pid = server.process.pid
+    server = RegistryProcess(tmp_path / "data", env).start()
+    try:
+        blob = seed(server.url)
+        assert server.process is not None
+        pid = server.process.pid
 
-            async def run() -> tuple[list[float], list[Wave]]:
-                before = await well_behaved(server.url, 200)
-                return before, [await wave(server, pid, blob) for _ in range(2)]
+        async def run() -> tuple[list[float], list[Wave]]:
+            before = await well_behaved(server.url, 200)
+            return before, [await wave(server, pid, blob) for _ in range(2)]
 
-            before, waves = asyncio.run(run())
-        finally:
-            server.stop()
+        before, waves = asyncio.run(run())
+    finally:
+        server.stop()
 
     during = [latency for w in waves for latency in w.during]
     report = (
