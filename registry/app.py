@@ -12,7 +12,7 @@ from starlette.middleware import Middleware
 from registry import logs, metrics
 from registry.api.errors import HANDLERS
 from registry.api.forwarded import ForwardedHeaders
-from registry.api.limits import RequestLimits
+from registry.api.limits import InFlight, RequestLimits
 from registry.api.observe import Observe
 from registry.api.routes import ROUTES
 from registry.api.upstream_ns import UpstreamNamespace
@@ -131,6 +131,7 @@ def _auth_service(settings: Settings, db: Database) -> AuthService:
 def create_app(settings: Settings) -> Starlette:
     logs.stamp_request_ids()
     registry = Registry(settings)
+    in_flight = InFlight()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -150,6 +151,8 @@ def create_app(settings: Settings) -> Starlette:
         try:
             yield
         finally:
+            # Requests a stop cancelled send their 503 before the process ends.
+            await in_flight.ended(within=2)
             for worker in workers:
                 worker.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -158,7 +161,7 @@ def create_app(settings: Settings) -> Starlette:
 
     trusted = trusted_networks(settings.http.trusted_proxies)
     middleware = [
-        Middleware(RequestLimits, query_bytes=settings.limits.query_bytes),
+        Middleware(RequestLimits, query_bytes=settings.limits.query_bytes, in_flight=in_flight),
         Middleware(ForwardedHeaders, trusted=trusted),
         Middleware(Observe, access_log=settings.http.access_log),
     ]

@@ -17,12 +17,45 @@ from registry.errors import QueryTooLong, Unavailable
 log = logging.getLogger("registry.http")
 
 
+class InFlight:
+    """The requests this process is serving. When a stop's drain time runs out, uvicorn
+    cancels those still running and goes straight on to the app's shutdown, then ends
+    the process: a request cancelled there may not yet have sent its 503 (seen on a
+    busy machine, the client got the connection closed and nothing). The app's shutdown
+    first waits for them, briefly."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[object]] = set()
+
+    def add(self) -> asyncio.Task[object] | None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        return task
+
+    def discard(self, task: asyncio.Task[object] | None) -> None:
+        self._tasks.discard(task)
+
+    async def ended(self, within: float) -> None:
+        """Until every request being served has ended, or `within` seconds."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=within)
+
+
 class RequestLimits:
-    def __init__(self, app: ASGIApp, *, query_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, query_bytes: int, in_flight: InFlight) -> None:
         self.app = app
         self.query_bytes = query_bytes
+        self.in_flight = in_flight
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        task = self.in_flight.add()
+        try:
+            await self._serve(scope, receive, send)
+        finally:
+            self.in_flight.discard(task)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and len(scope["query_string"]) > self.query_bytes:
             error = QueryTooLong(
                 {"limit": self.query_bytes},
