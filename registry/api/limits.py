@@ -49,6 +49,10 @@ class RequestLimits:
         self.in_flight = in_flight
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            # Not the lifespan's own task, whose shutdown waits for the requests.
+            await self.app(scope, receive, send)
+            return
         task = self.in_flight.add()
         try:
             await self._serve(scope, receive, send)
@@ -56,7 +60,7 @@ class RequestLimits:
             self.in_flight.discard(task)
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and len(scope["query_string"]) > self.query_bytes:
+        if len(scope["query_string"]) > self.query_bytes:
             error = QueryTooLong(
                 {"limit": self.query_bytes},
                 message=f"the query string is longer than {self.query_bytes} bytes "
@@ -70,8 +74,6 @@ class RequestLimits:
             # uvicorn cancels only the requests still running http.drain_seconds after
             # SIGTERM. Unless an answer has begun, the client gets a 503 it may retry
             # (on another replica), rather than uvicorn's plain-text 500.
-            if scope["type"] != "http":
-                raise
             log.warning(
                 "ended %s %s: still running when the stop's http.drain_seconds ran out",
                 scope["method"],

@@ -40,8 +40,7 @@ def ahead_of_other_work() -> Iterator[None]:
     """Run this block, and the processes it starts, ahead of the rest of the machine's
     work (nice -20, a weight 87 times the default; only root may): for a test that
     bounds a server's timings, which are the server's, not those of the other tests the
-    parallel suite runs beside it. (At -10, a connection the server closes in 2 s was
-    seen closed after 8.)"""
+    parallel suite runs beside it."""
     if os.geteuid() != 0:
         yield
         return
