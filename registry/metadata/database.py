@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from anyio import to_thread
 from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from sqlalchemy.util import await_only, greenlet_spawn
 
@@ -457,6 +458,15 @@ def _outages() -> Iterator[None]:
     """An error that says the database is out becomes Unavailable (503), naming it."""
     try:
         yield
+    except PoolTimeout as exc:
+        # Every pooled connection stayed busy for the pool's timeout: the database (or
+        # this process) is overloaded, which a client may retry, not a fault of ours.
+        raise Unavailable(
+            message="metadata database busy: no pooled connection came free in time "
+            f"({exc.args[0].split(',')[0] if exc.args else exc}); if this persists, raise "
+            "database.pool_size or add workers",
+            headers={"Retry-After": "1"},
+        ) from exc
     except Exception as exc:
         if not _outage(exc):
             raise

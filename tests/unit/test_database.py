@@ -14,6 +14,7 @@ import asyncpg
 import pytest
 from sqlalchemy import event
 
+from registry.errors import Unavailable
 from registry.metadata import database, queries
 from registry.metadata.database import Database
 from registry.metadata.hot import HotQueries
@@ -102,6 +103,47 @@ async def test_a_pooled_postgresql_connection_costs_no_round_trip_before_its_sta
         await db.close()
         await admin.execute(f"DROP DATABASE {name}")
         await admin.close()
+
+
+async def _busy_pool_is_a_503(db: Database) -> None:
+    """Every pooled connection held past the pool's timeout: the next request is told
+    the database is busy (503, Retry-After), not a server error (a 500 in a parallel
+    run of test_gc_concurrency: 50 clients on 10 connections of a loaded machine)."""
+    async with db.driver():
+        with pytest.raises(Unavailable) as caught:
+            async with db.read():
+                pass
+    assert caught.value.status == 503
+    assert caught.value.headers == {"Retry-After": "1"}
+    assert "no pooled connection came free" in caught.value.text
+    assert "database.pool_size" in caught.value.text
+    async with db.read():  # free again
+        pass
+
+
+async def test_a_busy_postgresql_pool_is_a_503(postgres: PostgresServer) -> None:
+    name = f"registry_busy_{os.getpid()}"
+    admin = await asyncpg.connect(postgres.admin_url)
+    await admin.execute(f"CREATE DATABASE {name} TEMPLATE {postgres.template}")  # type: ignore[attr-defined]
+    url = postgres.url_for(name).replace("postgresql://", "postgresql+asyncpg://", 1)
+    db = Database(url, pool_size=1, timeout_seconds=0.3)
+    try:
+        await _busy_pool_is_a_503(db)
+    finally:
+        await db.close()
+        await admin.execute(f"DROP DATABASE {name}")
+        await admin.close()
+
+
+async def test_a_busy_sqlite_pool_is_a_503(tmp_path: Path, sqlite_template: Path) -> None:
+    shutil.copy(sqlite_template, tmp_path / "registry.db")
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'registry.db'}", pool_size=1)
+    # SQLite's pool waits SQLAlchemy's default 30 s (its writers queue behind one lock).
+    db.engine.sync_engine.pool._timeout = 0.3  # type: ignore[attr-defined]
+    try:
+        await _busy_pool_is_a_503(db)
+    finally:
+        await db.close()
 
 
 async def test_sqlite_point_lookups_are_read_on_the_loop_thread_and_see_every_commit(
