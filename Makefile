@@ -16,14 +16,14 @@ test: lint system-deps
 
 # Every hot path next to Distribution 2.8 (Debian's docker-registry), with wrk and nginx,
 # our index on SQLite and then on PostgreSQL.
-bench: $(VENV)/.installed
+bench: $(VENV)/.installed-test
 	@command -v wrk >/dev/null && command -v ab >/dev/null && command -v docker-registry >/dev/null && command -v nginx >/dev/null \
 	  && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
 	  || apt-get install -y -qq --no-install-recommends wrk apache2-utils docker-registry nginx curl postgresql
 	$(BIN)/python benchmarks/compare.py --database sqlite
 	$(BIN)/python benchmarks/compare.py --database postgresql
 
-lint: $(VENV)/.installed
+lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy registry
@@ -82,9 +82,16 @@ restore:
 	@# Blobs pushed after the dump have no row: queued for garbage collection.
 	$(COMPOSE) exec -T registry registry check --repair
 
+# What the server needs (`make run`: 182 MB), and the test tools on top of it for `make test`
+# and `make lint` (playwright, moto, schemathesis, mypy, ruff: 530 MB more). The venv's own
+# pip (Debian 12's 23.0) installs a pyproject project editable; upgrading it first cost a
+# download and 4 s for nothing.
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
