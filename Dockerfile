@@ -16,7 +16,7 @@ RUN python3 -m venv /opt/venv \
 FROM ${PYTHON_IMAGE}
 # /data/storage is where compose mounts the blob volume: a new volume takes its owner.
 RUN useradd --system --uid 10001 --home-dir /data --shell /usr/sbin/nologin registry \
- && mkdir -p /data/storage && chown -R registry /data
+ && mkdir -p /data/storage && chown -R registry /data && chmod 700 /data
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build /app /app
 ENV PATH=/opt/venv/bin:$PATH \

@@ -16,16 +16,19 @@ import tempfile
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from registry import __version__, cli_accounts, cli_webhooks, context, logs, metrics
-from registry.app import Registry
+from registry import __version__, cli_accounts, cli_webhooks, context, logs, metrics, preflight
 from registry.auth.accounts import Accounts
 from registry.auth.tokens import authority_from_settings
-from registry.config import ConfigError, Settings, load_settings
-from registry.errors import RegistryError
+from registry.config import ConfigError, Settings, env_name, load_settings, unknown_variables
+from registry.errors import RegistryError, Unavailable
 from registry.metadata.database import Database
 from registry.metadata.models import now
+
+if TYPE_CHECKING:
+    # The app is imported where a command builds one: `serve` does not (its workers do).
+    from registry.app import Registry
 
 T = TypeVar("T")
 
@@ -123,6 +126,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"registry: {exc}", file=sys.stderr)
         return 2
     logs.configure(settings.log_level, settings.log_format)
+    for warning in unknown_variables(os.environ):
+        log.warning(warning)
+    try:
+        return _run(args, settings)
+    except (preflight.Unusable, ConfigError) as exc:
+        print(f"registry: {exc}", file=sys.stderr)
+        return 2
+    except Unavailable as exc:  # the database or the blob store went away mid-command
+        print(f"registry: {args.command}: {exc.text}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    # Every command uses the data folder and the database: each is checked first, and a
+    # failure is one line (preflight.Unusable).
+    preflight.data_dir(settings)
+    preflight.sqlite_folder(settings)
+    preflight.database(settings)
     if args.command == "migrate":
         _migrate(settings)
         return 0
@@ -160,13 +181,20 @@ def main(argv: list[str] | None = None) -> int:
 def _migrate(settings: Settings, quiet: bool = False) -> None:
     from registry.metadata.migrate import upgrade
 
-    os.makedirs(settings.data_dir, exist_ok=True)
-    upgrade(settings.database_url)
+    try:
+        upgrade(settings.database_url)
+    except Exception as exc:
+        raise preflight.Unusable(
+            f"database.url ({env_name('database.url')}): migrating the schema failed: "
+            f"{preflight.cause(exc)}"
+        ) from exc
     log.log(logging.DEBUG if quiet else logging.INFO, "database is at the latest schema")
 
 
 def _with_registry(settings: Settings, work: Callable[[Registry], Awaitable[T]]) -> T:
     """Run `work` on a registry built for one command, and close it after."""
+
+    from registry.app import Registry
 
     async def run() -> T:
         registry = Registry(settings)
@@ -413,14 +441,11 @@ def _serve(settings: Settings, config_path: str | None) -> int:
 
     if settings.auth.enabled:
         # A bad key stops the start here, in one line, rather than in every worker.
-        try:
-            authority_from_settings(settings)
-        except ConfigError as exc:
-            print(f"registry: {exc}", file=sys.stderr)
-            return 2
+        authority_from_settings(settings)
     if settings.storage.driver == "s3" and (problem := _check_s3(settings)):
         print(f"registry: storage.s3: {problem}", file=sys.stderr)
         return 2
+    preflight.port(settings)
     _migrate(settings)
     if settings.auth.enabled:
         _first_admin(settings)

@@ -8,6 +8,7 @@ with one line that names the key and says what is wrong.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import os
 import re
@@ -337,6 +338,47 @@ def load_settings(
     return settings
 
 
+def env_name(key: str) -> str:
+    """The environment variable of a setting: `http.port` is REGISTRY_HTTP_PORT."""
+    return "REGISTRY_" + key.upper().replace(".", "_")
+
+
+def keys(cls: type = Settings, prefix: str = "") -> list[str]:
+    """Every setting's key, `data_dir` to `metrics.token`, in declaration order."""
+    hints = typing.get_type_hints(cls)
+    found: list[str] = []
+    for f in dataclasses.fields(cls):
+        kind = hints[f.name]
+        if isinstance(kind, type) and dataclasses.is_dataclass(kind):
+            found += keys(kind, f"{prefix}{f.name}.")
+        else:
+            found.append(prefix + f.name)
+    return found
+
+
+# REGISTRY_* variables that are not settings but are ours or expected: the config file,
+# the host name `make secrets` and docker-compose.yml read, the test suite's, and those
+# Kubernetes sets in every pod of a namespace with a Service named `registry`.
+_OTHER_VARIABLES = re.compile(
+    r"REGISTRY_(CONFIG|HOSTNAME|TEST_\w+|SERVICE_HOST|SERVICE_PORT\w*|PORT(_\d+_\w+)?)"
+)
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """A warning for each REGISTRY_* variable that names no setting, with the closest
+    one: a misspelt variable is otherwise silently ignored."""
+    known = {env_name(key): key for key in keys()}
+    known.update({f"{name}_FILE": key for name, key in known.items()})
+    warnings = []
+    for name in sorted(environ):
+        if not name.startswith("REGISTRY_") or name in known or _OTHER_VARIABLES.fullmatch(name):
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+        hint = f"; did you mean {close[0]} ({known[close[0]]})?" if close else ""
+        warnings.append(f"{name} names no setting and is ignored{hint}")
+    return warnings
+
+
 def usable_cores() -> int:
     """The CPU cores this process may run on, at least 1."""
     try:
@@ -360,19 +402,19 @@ def _build(cls: type, raw: Any, environ: Mapping[str, str], prefix: str) -> Any:
         if isinstance(kind, type) and dataclasses.is_dataclass(kind):
             values[f.name] = _build(kind, raw.get(f.name, {}), environ, key + ".")
             continue
-        env_name = "REGISTRY_" + key.upper().replace(".", "_")
-        if env_name + "_FILE" in environ and env_name not in environ:
+        variable = env_name(key)
+        if variable + "_FILE" in environ and variable not in environ:
             # Docker and compose secrets arrive as files: REGISTRY_X_FILE=/run/secrets/x.
-            environ = {**environ, env_name: _read_secret(env_name + "_FILE", environ)}
+            environ = {**environ, variable: _read_secret(variable + "_FILE", environ)}
         item = _item_type(kind)
         if item is not None:
-            if env_name in environ:
-                values[f.name] = _build_list(item, _list_from_env(key, environ[env_name]), key)
+            if variable in environ:
+                values[f.name] = _build_list(item, _list_from_env(key, environ[variable]), key)
             elif f.name in raw:
                 values[f.name] = _build_list(item, raw[f.name], key)
             continue
-        if env_name in environ:
-            values[f.name] = _coerce(key, kind, environ[env_name])
+        if variable in environ:
+            values[f.name] = _coerce(key, kind, environ[variable])
         elif f.name in raw:
             values[f.name] = _coerce(key, kind, raw[f.name])
     return cls(**values)

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import os
+import socket
+import stat
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
 
 from registry import __version__
 from tests.conftest import s3_environment
+from tests.peers.postgres import PostgresServer
 from tests.peers.registry import REGISTRY
 from tests.peers.s3 import MotoServer
+from tests.peers.tools import free_port, unavailable
 
 
 def run(
@@ -90,3 +98,161 @@ def test_gc_hold_and_release(tmp_path: Path) -> None:
     assert released.returncode == 0, released.stderr
     assert released.stdout.strip() == "garbage collection deletes again (no hold)"
     assert run("gc", "hold", "--hours", "lots", env=env).returncode == 2
+
+
+def one_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The error of a command that stopped as it should: exit code 2 and one line."""
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("registry: "), result.stderr
+    return lines[0]
+
+
+@pytest.fixture
+def silent_listener() -> Iterator[int]:
+    """A port whose listener accepts connections and never says a word."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        yield listener.getsockname()[1]
+
+
+def test_a_database_that_cannot_be_used_stops_every_command_with_one_line(
+    tmp_path: Path, postgres: PostgresServer, silent_listener: int
+) -> None:
+    base = postgres.url_for("postgres")  # the test account's, with its password
+    parts = urlsplit(base)
+    account, host = parts.netloc.rsplit("@", 1)
+    user = account.split(":")[0]
+    where = f"cannot connect to PostgreSQL at {host} as {user}"
+    cases = {
+        f"postgresql://{user}:wrong@{host}/postgres": (
+            f"{where}: the server refused the password (the URL's, or database.password)"
+        ),
+        f"{base}_no_such_db": (
+            f'{where}: database "postgres_no_such_db" does not exist; create it '
+            "(createdb postgres_no_such_db)"
+        ),
+        f"postgresql://u:p@127.0.0.1:{free_port()}/db": "nothing accepts connections there",
+        "postgresql://u:p@no-such-host.invalid/db": "the host name does not resolve",
+        f"postgresql://u:p@127.0.0.1:{silent_listener}/db": (
+            "no answer within 1 s (database.timeout_seconds)"
+        ),
+    }
+    for url, cause in cases.items():
+        env = {
+            "REGISTRY_DATA_DIR": str(tmp_path / "d"),
+            "REGISTRY_DATABASE_URL": url,
+            "REGISTRY_DATABASE_TIMEOUT_SECONDS": "1",
+            "REGISTRY_HTTP_PORT": str(free_port()),
+        }
+        # Every command checks the same way: all of them on the first case.
+        commands = [["serve"], ["migrate"], ["user", "list"], ["gc", "--dry-run"]]
+        for command in commands if url == next(iter(cases)) else [["serve"]]:
+            line = one_line(run(*command, env=env))
+            assert line.startswith("registry: database.url (REGISTRY_DATABASE_URL): "), line
+            assert cause in line, (command, url, line)
+            assert "wrong" not in line and ":p@" not in line  # no password, ever
+
+
+def test_a_data_folder_or_sqlite_folder_that_cannot_be_used_stops_with_one_line(
+    tmp_path: Path,
+) -> None:
+    missing = tmp_path / "missing" / "registry.db"
+    line = one_line(
+        run("migrate", env={"REGISTRY_DATABASE_URL": f"sqlite:///{missing}"}, cwd=tmp_path)
+    )
+    assert line == (
+        f"registry: database.url (REGISTRY_DATABASE_URL): the SQLite file {missing} is in "
+        f"{missing.parent}, which does not exist: create the folder"
+    )
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    line = one_line(run("migrate", env={"REGISTRY_DATA_DIR": str(afile / "data")}))
+    assert line == (
+        f"registry: data_dir (REGISTRY_DATA_DIR) {afile / 'data'}: cannot create it "
+        "(Not a directory)"
+    )
+    if os.geteuid() != 0:
+        unavailable("a read-only mount needs root (CI runs as root)")
+    frozen = tmp_path / "frozen"
+    frozen.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(frozen)], check=True)
+    try:
+        line = one_line(run("user", "list", env={"REGISTRY_DATA_DIR": str(frozen)}))
+        assert line == (
+            f"registry: data_dir (REGISTRY_DATA_DIR) {frozen}: this user (root) may not write in it"
+        )
+        url = f"sqlite:///{frozen}/registry.db"
+        env = {"REGISTRY_DATA_DIR": str(tmp_path / "d"), "REGISTRY_DATABASE_URL": url}
+        line = one_line(run("migrate", env=env))
+        assert line.endswith(f"is in {frozen}, where this user (root) may not write")
+    finally:
+        subprocess.run(["umount", "-l", str(frozen)], check=False)
+
+
+def test_a_port_in_use_stops_the_start_before_it_claims_to_listen(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        env = {
+            "REGISTRY_DATA_DIR": str(tmp_path / "d"),
+            "REGISTRY_HTTP_HOST": "127.0.0.1",
+            "REGISTRY_HTTP_PORT": str(port),
+        }
+        result = run("serve", env=env)
+    assert one_line(result) == (
+        f"registry: http.port (REGISTRY_HTTP_PORT): cannot listen on 127.0.0.1:{port}: "
+        "another program listens there; stop it, or choose another port"
+    )
+    assert "listening" not in result.stdout + result.stderr
+    env["REGISTRY_HTTP_HOST"] = "192.0.2.1"  # TEST-NET-1: no host has it
+    assert one_line(run("serve", env=env)) == (
+        f"registry: http.host (REGISTRY_HTTP_HOST): cannot listen on 192.0.2.1:{port}: "
+        "192.0.2.1 is not an address of this host"
+    )
+
+
+def test_a_misspelt_variable_is_named_with_the_closest_setting(tmp_path: Path) -> None:
+    env = {
+        "REGISTRY_DATA_DIR": str(tmp_path / "d"),
+        "REGISTRY_HTTP_PROT": "5001",
+        "REGISTRY_MIRROR_ENABLE": "true",
+        "REGISTRY_WHATEVER": "1",
+        # Not settings, and not warned about: Kubernetes' service links for a Service
+        # named `registry`, and the host name `make secrets` reads.
+        "REGISTRY_PORT": "tcp://10.0.0.1:5000",
+        "REGISTRY_PORT_5000_TCP_ADDR": "10.0.0.1",
+        "REGISTRY_SERVICE_HOST": "10.0.0.1",
+        "REGISTRY_HOSTNAME": "registry.example.com",
+    }
+    result = run("migrate", env=env)
+    assert result.returncode == 0, result.stderr
+    warnings = [
+        line.split(" registry: ", 1)[1]
+        for line in result.stderr.splitlines()
+        if " WARNING " in line
+    ]
+    assert warnings == [
+        "REGISTRY_HTTP_PROT names no setting and is ignored; did you mean "
+        "REGISTRY_HTTP_PORT (http.port)?",
+        "REGISTRY_MIRROR_ENABLE names no setting and is ignored; did you mean "
+        "REGISTRY_MIRROR_ENABLED (mirror.enabled)?",
+        "REGISTRY_WHATEVER names no setting and is ignored",
+    ]
+
+
+def test_the_data_folder_is_made_for_its_owner_only(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    result = run("migrate", env={"REGISTRY_DATA_DIR": str(data)})
+    assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    assert "open to other users" not in result.stderr
+    data.chmod(0o755)  # made by an older release, or by hand
+    result = run("migrate", env={"REGISTRY_DATA_DIR": str(data)})
+    assert result.returncode == 0
+    assert (
+        f"data_dir (REGISTRY_DATA_DIR) {data} is open to other users of this host (mode 755)"
+    ) in result.stderr
+    assert f"run `chmod 700 {data}`" in result.stderr

@@ -40,9 +40,17 @@ class PostgresServer:
         self._dir = Path(tempfile.mkdtemp(prefix="registry-pg-"))
         shutil.chown(self._dir, "postgres")
         self._port = free_port()
-        self._pg("initdb", "-D", str(self._dir / "data"), "-A", "trust", "-U", "postgres")
+        # Passwords over TCP, as a production server asks (a refused password is tested);
+        # the socket trusts the postgres account, for pg_ctl.
+        secret = self._dir / "password"
+        secret.write_text("postgres\n")
+        shutil.chown(secret, "postgres")
+        self._pg(
+            "initdb", "-D", str(self._dir / "data"), "-U", "postgres", f"--pwfile={secret}",
+            "--auth-local=trust", "--auth-host=scram-sha-256",
+        )  # fmt: skip
         self.start()
-        self.admin_url = f"postgresql://postgres@127.0.0.1:{self._port}/postgres"
+        self.admin_url = f"postgresql://postgres:postgres@127.0.0.1:{self._port}/postgres"
 
     def _pg(self, program: str, *args: str) -> subprocess.CompletedProcess[bytes]:
         assert self._bin is not None
