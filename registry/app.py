@@ -181,6 +181,26 @@ def create_app(settings: Settings) -> Starlette:
 
 def app_from_environment() -> Starlette:
     """Factory for `uvicorn --factory` and worker processes: settings from REGISTRY_*."""
+    _end_with_parent()
     settings = load_settings()
     logs.configure(settings.log_level, settings.log_format)
     return create_app(settings)
+
+
+def _end_with_parent() -> None:
+    """A worker process is asked to stop (SIGTERM, so it drains) when the `registry
+    serve` process that started it ends, even by kill -9 or the OOM killer: otherwise
+    the orphaned workers keep the port, and the restarted registry cannot listen."""
+    import ctypes
+    import multiprocessing
+    import os
+    import signal
+
+    parent = multiprocessing.parent_process()
+    if parent is None:  # one process serves, or not uvicorn's worker: nothing to follow
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != parent.pid:  # the parent ended before the request was made
+        os.kill(os.getpid(), signal.SIGTERM)

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -65,3 +66,26 @@ def test_one_worker_per_usable_core(tmp_path: Path) -> None:
             assert "died" not in server.log.read_text()
         finally:
             server.stop()
+
+
+def test_workers_end_when_their_parent_is_killed(tmp_path: Path) -> None:
+    """kill -9 of `registry serve` (or the OOM killer) takes its workers with it: orphans
+    would keep the port, and the restarted registry could not listen."""
+    server = RegistryProcess(tmp_path / "data", {"REGISTRY_HTTP_WORKERS": "2"}).start()
+    try:
+        assert server.process is not None
+        wait_healthy(server)
+        deadline = time.monotonic() + 30
+        while len(workers := workers_of(server.process.pid)) < 2:
+            assert time.monotonic() < deadline, "two workers did not start"
+            time.sleep(0.1)
+        server.process.kill()
+        server.process.wait()
+        deadline = time.monotonic() + 10
+        while alive := [pid for pid in workers if Path(f"/proc/{pid}").exists()]:
+            assert time.monotonic() < deadline, f"workers {alive} outlived their parent"
+            time.sleep(0.1)
+        server.start()  # on the same port, free again
+        wait_healthy(server)
+    finally:
+        server.stop()
