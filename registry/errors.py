@@ -17,6 +17,7 @@
      +-- RangeInvalid          RANGE_INVALID           416
      +-- PaginationInvalid     PAGINATION_NUMBER_INVALID 400
      +-- Unsupported           UNSUPPORTED             405 (404 for an unknown route)
+     |    +-- BodyTypeUnsupported UNSUPPORTED          415 (an /api/v1 body not JSON)
      +-- Unavailable           UNAVAILABLE             503
      +-- InsufficientStorage   INSUFFICIENT_STORAGE    507
      +-- Unauthorized          UNAUTHORIZED            401
@@ -133,6 +134,10 @@ class Unsupported(RegistryError):
 
 class RouteUnknown(Unsupported):
     status, message = 404, "no such endpoint"
+
+
+class BodyTypeUnsupported(Unsupported):
+    status, message = 415, "the request body must be application/json"
 
 
 class Unavailable(RegistryError):

@@ -28,7 +28,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from registry.api.common import json_object
-from registry.errors import Invalid
+from registry.errors import BodyTypeUnsupported, Invalid
 
 M = TypeVar("M", bound=BaseModel)
 _MAX_BODY = 64 * 1024
@@ -41,6 +41,7 @@ ERROR_STATUSES = {
     404: "no such thing (NOT_FOUND, NAME_UNKNOWN, MANIFEST_UNKNOWN...)",
     409: "conflicts with what is there (CONFLICT, or DENIED by an immutable-tag rule)",
     413: "the request body is too large (SIZE_INVALID)",
+    415: "the request body is not Content-Type: application/json (UNSUPPORTED)",
     414: "the query string is too long (SIZE_INVALID)",
     429: "too many requests (TOOMANYREQUESTS)",
     503: "the database or storage is unavailable (UNAVAILABLE)",
@@ -139,6 +140,7 @@ class Operation:
         if self.query is not None:
             kwargs["query"] = _validated(self.query, dict(request.query_params), "query")
         if self.body is not None:
+            _require_json(request)
             raw = await json_object(request, _MAX_BODY)
             kwargs["body"] = _validated(self.body, raw, "body")
         result = await self.handler(request, **kwargs)
@@ -159,6 +161,20 @@ class Operation:
 
             return answer
         return JSONResponse(result.model_dump(mode="json"), self.status)
+
+
+def _require_json(request: Request) -> None:
+    """A body in any other type is refused: an HTML form, or a text/plain fetch, can be sent
+    by any web page with the credentials a browser keeps for this host (a cross-site
+    POST of text/plain made an admin account); application/json cannot, unless this
+    host allows it (CORS), and it does not."""
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type != "application/json":
+        raise BodyTypeUnsupported(
+            {"content_type": request.headers.get("content-type")},
+            message="the request body must be sent as Content-Type: application/json, not "
+            + (repr(media_type) if media_type else "without a Content-Type"),
+        )
 
 
 def _validated(model: type[M], raw: dict[str, Any], where: str) -> M:
@@ -208,7 +224,7 @@ class Api:
                     status=status or (200 if response is not None or streams else 204),
                     body=body,
                     query=query,
-                    errors=tuple(sorted({*COMMON_ERRORS, *errors})),
+                    errors=tuple(sorted({*COMMON_ERRORS, *errors, *([415] if body else [])})),
                     access=access,
                     description=(handler.__doc__ or "").strip(),
                     paged=paged,

@@ -66,8 +66,39 @@ async def test_bad_user_requests(
 async def test_bodies_that_are_not_json_objects(anon: httpx.AsyncClient, people: None) -> None:
     deep = b'{"name": ' + b"[" * 1000 + b"]" * 1000 + b"}"
     for content in (b"{not json", b"x" * 70_000, deep, b'{"name": NaN}', b"\xff\xfe"):
-        r = await anon.post("/api/v1/users", content=content, headers=as_("root"))
+        headers = {**as_("root"), "Content-Type": "application/json"}
+        r = await anon.post("/api/v1/users", content=content, headers=headers)
         assert_error(r, 400, "INVALID")
+
+
+async def test_a_body_not_sent_as_json_is_refused_and_changes_nothing(
+    anon: httpx.AsyncClient, people: None
+) -> None:
+    """What a web page can make a browser send to another host with the Basic credentials
+    it keeps (a form, a text/plain fetch) is refused before it is read: a text/plain POST
+    once made an admin."""
+    body = b'{"name": "mallory", "password": "hunter2hunter2", "admin": true}'
+    for content_type in (
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        None,
+    ):
+        headers = as_("root") | ({"Content-Type": content_type} if content_type else {})
+        r = await anon.post("/api/v1/users", content=body, headers=headers)
+        error = assert_error(r, 415, "UNSUPPORTED")
+        assert error["detail"] == {"content_type": content_type}
+        r = await anon.patch("/api/v1/users/alice", content=b'{"admin": true}', headers=headers)
+        assert_error(r, 415, "UNSUPPORTED")
+    users = (await anon.get("/api/v1/users", headers=as_("root"))).json()["users"]
+    assert "mallory" not in {u["name"] for u in users}
+    assert {"name": "alice", "admin": False} in [
+        {"name": u["name"], "admin": u["admin"]} for u in users
+    ]
+    # JSON with a charset is JSON.
+    headers = as_("root") | {"Content-Type": "application/json; charset=utf-8"}
+    r = await anon.post("/api/v1/users", content=body, headers=headers)
+    assert r.status_code == 201, r.text
 
 
 async def test_only_admins_manage_users_and_namespaces(

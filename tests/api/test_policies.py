@@ -73,7 +73,11 @@ async def test_bad_policies_are_refused(client: httpx.AsyncClient, body: dict, f
 async def test_bad_requests_to_the_policy_api(client: httpx.AsyncClient) -> None:
     r = await client.patch("/api/v1/namespaces/team/policy", json={"colour": "blue"})
     assert_error(r, 400, "INVALID")
-    r = await client.patch("/api/v1/namespaces/team/policy", content=b"[1]")
+    r = await client.patch(
+        "/api/v1/namespaces/team/policy",
+        content=b"[1]",
+        headers={"Content-Type": "application/json"},
+    )
     assert_error(r, 400, "INVALID")
     assert_error(await client.get("/api/v1/namespaces/Team/policy"), 400, "NAME_INVALID")
 
