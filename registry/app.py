@@ -35,11 +35,7 @@ from registry.services.manifests import ManifestService
 from registry.services.policies import Policies
 from registry.services.pulls import Pulls
 from registry.services.retention import RetentionService
-from registry.services.uploads import (
-    CLAIM_RENEW_SECONDS,
-    MIN_STALE_CLAIM_SECONDS,
-    UploadService,
-)
+from registry.services.uploads import UploadService
 from registry.services.usage import Quotas, Usage
 from registry.services.webhooks import Webhooks
 from registry.storage import BlobStore, open_store
@@ -71,10 +67,6 @@ class Registry:
             leases,
             quotas,
             max_sessions=settings.limits.upload_sessions,
-            stale_claim_seconds=max(
-                MIN_STALE_CLAIM_SECONDS,
-                2 * max(CLAIM_RENEW_SECONDS, settings.http.body_timeout_seconds),
-            ),
         )
         self.policies = Policies(self.db)
         self.manifests = ManifestService(
@@ -116,6 +108,7 @@ class Registry:
         )
 
     async def close(self) -> None:
+        await self.uploads.close()
         await self.webhooks.close()
         if self.mirror is not None:
             await self.mirror.close()

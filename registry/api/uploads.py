@@ -111,8 +111,9 @@ async def session(request: Request) -> Response:
             return _created(name, digest)
     except RangeInvalid as exc:
         # As the spec asks of an out-of-order chunk: 416 with where the session stands,
-        # read again, since a chunked body may have been stored in part.
-        exc.headers = _upload_headers(name, upload_id, await uploads.offset(name, upload_id))
+        # read again, since a chunked body may have been stored in part (Retry-After
+        # stays: the session is busy with another writer).
+        exc.headers.update(_upload_headers(name, upload_id, await uploads.offset(name, upload_id)))
         raise
     if method == "DELETE":
         await uploads.cancel(name, upload_id)

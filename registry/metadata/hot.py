@@ -42,7 +42,7 @@ _SQL = {
     # `:fresh` (NULL: no row), and whether garbage collection is deleting its bytes.
     "blob_lease": "SELECT (SELECT leased_until >= :fresh FROM blobs WHERE digest = :digest), "
     "EXISTS (SELECT 1 FROM blob_tombstones WHERE digest = :digest)",
-    "upload_repository": "SELECT repository FROM uploads WHERE id = :id",
+    "upload_holder": "SELECT repository, writer FROM uploads WHERE id = :id",
     "tags_version": "SELECT id, tags_version FROM repositories WHERE name = :repository",
     # Tags in byte order, as the spec asks (PostgreSQL's default collation would not).
     # Compared in the order it sorts by: in the database's collation, a page after `last`
@@ -78,7 +78,10 @@ _WRITES = {
     "claim_upload": "UPDATE uploads SET writer = :writer, writing_since = :now, "
     "updated_at = :now WHERE id = :id AND repository = :repository "
     "AND (writer IS NULL OR writing_since < :stale) RETURNING algorithm, hashed, hash_state",
-    "renew_upload": "UPDATE uploads SET writing_since = :now WHERE id = :id AND writer = :writer",
+    # The claim of a holder whose process has ended (services/uploads.py).
+    "take_upload": "UPDATE uploads SET writer = :writer, writing_since = :now, "
+    "updated_at = :now WHERE id = :id AND repository = :repository AND writer = :holder "
+    "RETURNING algorithm, hashed, hash_state",
     "release_upload": "UPDATE uploads SET writer = NULL, writing_since = NULL, "
     "updated_at = :now, hashed = :hashed, hash_state = :hash_state "
     "WHERE id = :id AND writer = :writer",
@@ -204,7 +207,7 @@ _POINT_LOOKUPS = frozenset(
         "blob_size",
         "cached_blob",
         "blob_lease",
-        "upload_repository",
+        "upload_holder",
         "tags_version",
     }
 )
@@ -427,10 +430,10 @@ class HotQueries:
         rows = await self._rows("cached_blob", repository=repository, digest=digest)
         return CachedBlob(int(rows[0][0]), bool(rows[0][1])) if rows else None
 
-    async def upload_repository(self, upload_id: str) -> str | None:
-        """The repository an upload session belongs to."""
-        rows = await self._rows("upload_repository", id=upload_id)
-        return str(rows[0][0]) if rows else None
+    async def upload_holder(self, upload_id: str) -> tuple[str, str | None] | None:
+        """The repository an upload session belongs to, and the writer holding it."""
+        rows = await self._rows("upload_holder", id=upload_id)
+        return (str(rows[0][0]), rows[0][1]) if rows else None
 
     async def tags_version(self, repository: str) -> tuple[int, int] | None:
         """The repository's id and the version of its tag list."""

@@ -184,7 +184,8 @@ class Upload(Base):
     hash_state: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     # The request writing to the session now, and when it last showed it is alive: one
     # at a time (services/uploads.py).
-    writer: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    # The claiming request: its process (registry/process.py) and a random part.
+    writer: Mapped[str | None] = mapped_column(String(255), nullable=True)
     writing_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 

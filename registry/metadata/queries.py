@@ -317,5 +317,18 @@ async def upload_count(conn: AsyncConnection) -> int:
     return int(await conn.scalar(select(func.count()).select_from(Upload)) or 0)
 
 
+async def renew_upload_claims(
+    conn: AsyncConnection, writers: Sequence[str], moment: datetime
+) -> set[str]:
+    """Renew the claims of these writers; those still theirs."""
+    renewed = await conn.scalars(
+        update(Upload)
+        .where(Upload.writer.in_(writers))
+        .values(writing_since=moment)
+        .returning(Upload.writer)
+    )
+    return {str(w) for w in renewed}
+
+
 async def upload_ids(conn: AsyncConnection) -> set[str]:
     return set((await conn.scalars(select(Upload.id))).all())

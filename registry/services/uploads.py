@@ -15,16 +15,21 @@ commit bytes under a digest they do not have. So a request that writes to the se
 (`claim_upload`): only one at a time. A second one gets 416 while the first goes on. A
 PUT that brings all the content to an empty session writes it to the blob's place
 itself, hashed on the way, and needs no claim.
-The claim is renewed as the chunk streams; a claim not renewed for `stale_claim_seconds`
-(its process died) may be taken over, and the old writer, if it wakes, stops at its next
-renewal. A taken-over claim saves no hash.
+The claim names the holding process (registry/process.py). A process renews all the
+claims it holds every HEARTBEAT_SECONDS, however slowly their chunks arrive. A claim is
+taken over by the next writer when its holder is a process of the same host that no
+longer runs (a restart after kill -9 resumes at once), or when it has not been renewed
+for `stale_claim_seconds` (a replica elsewhere that died, or hangs). A holder that was
+only slow learns at its next heartbeat that the claim is gone, and stops its write at
+the next chunk; a taken-over claim saves no hash.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
-import time
+import logging
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
@@ -45,17 +50,18 @@ from registry.metadata.database import Database
 from registry.metadata.hot import HotQueries
 from registry.metadata.models import now
 from registry.names import namespace_of
+from registry.process import gone, identity
 from registry.services.leases import Leases
 from registry.services.usage import OverQuota, Quotas
 from registry.storage import BlobStore
 from registry.storage.base import OffsetMismatch, UploadNotFound, check_upload_id
 
-# A writer renews its claim at most this often, as its chunk arrives. The server ends a
-# body that sends too little for http.body_timeout_seconds, so a live writer renews at
-# least every max(CLAIM_RENEW_SECONDS, that) seconds: a claim is taken to be a dead
-# process's after twice that (app.py), and at least MIN_STALE_CLAIM_SECONDS.
-CLAIM_RENEW_SECONDS = 30.0
-MIN_STALE_CLAIM_SECONDS = 120.0
+log = logging.getLogger("registry.uploads")
+
+# A process renews the claims it holds this often; one not renewed for STALE_CLAIM_SECONDS
+# (four beats missed) is a dead or hung process's, and the next writer takes it over.
+HEARTBEAT_SECONDS = 2.0
+STALE_CLAIM_SECONDS = 8.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +83,8 @@ class _Claim:
     algorithm: str
     hashed: int | None
     hasher: Resumable | None
-    renewed: float
     ended: bool = False  # the session is gone: nothing to release
+    lost: bool = False  # taken over by another writer: this one stops
 
     def hasher_at(self, offset: int, algorithm: str) -> Resumable | None:
         if self.hashed == offset and self.algorithm == algorithm:
@@ -95,7 +101,7 @@ class UploadService:
         quotas: Quotas,
         *,
         max_sessions: int = 1000,
-        stale_claim_seconds: float = MIN_STALE_CLAIM_SECONDS,
+        stale_claim_seconds: float = STALE_CLAIM_SECONDS,
     ) -> None:
         self.db = db
         self.store = store
@@ -104,6 +110,9 @@ class UploadService:
         self.quotas = quotas
         self.max_sessions = max_sessions
         self.stale_claim_seconds = stale_claim_seconds
+        self.heartbeat_seconds = HEARTBEAT_SECONDS
+        self._held: dict[str, _Claim] = {}  # by writer: the claims this process holds
+        self._heartbeat: asyncio.Task[None] | None = None
 
     async def start(self, repository: str, owner: str, algorithm: str = DEFAULT_ALGORITHM) -> str:
         """Open a session for `owner` (an account, or a client address), within its
@@ -271,37 +280,37 @@ class UploadService:
             check_upload_id(upload_id)
         except UploadNotFound as exc:
             raise BlobUploadUnknown({"uuid": upload_id[:100]}) from exc
-        writer = str(uuid.uuid4())
+        writer = f"{identity()}/{uuid.uuid4().hex}"
         stale = now() - timedelta(seconds=self.stale_claim_seconds)
-        rows = await self.hot.write_returning(
-            (
-                "claim_upload",
-                {"id": upload_id, "repository": repository, "writer": writer, "stale": stale},
-            )
-        )
+        keys = {"id": upload_id, "repository": repository, "writer": writer}
+        rows = await self.hot.write_returning(("claim_upload", {**keys, "stale": stale}))
         if not rows:
-            if await self.hot.upload_repository(upload_id) != repository:
+            found = await self.hot.upload_holder(upload_id)
+            if found is None or found[0] != repository:
                 raise BlobUploadUnknown({"uuid": upload_id})
-            offset = await self._size(upload_id)
-            raise _out_of_range(
-                offset,
-                f"another request is writing to upload {upload_id}: send a session's chunks "
-                "one at a time, each once the one before has been answered",
-            )
+            holder = found[1]
+            if holder is not None and gone(holder.rpartition("/")[0]):
+                # Its process ended (a kill -9, a crash) without releasing it: at once.
+                log.info("upload %s: taking over the claim of %s, which ended", upload_id, holder)
+                rows = await self.hot.write_returning(("take_upload", {**keys, "holder": holder}))
+            if not rows:
+                offset = await self._size(upload_id)
+                error = _out_of_range(
+                    offset,
+                    f"another request is writing to upload {upload_id}: send a session's "
+                    "chunks one at a time, each once the one before has been answered",
+                )
+                error.headers["Retry-After"] = "1"
+                raise error
         algorithm, hashed, state = rows[0]
         hasher = resumable.restore(algorithm, bytes(state)) if state is not None else None
-        claim = _Claim(
-            upload_id,
-            writer,
-            algorithm,
-            hashed if hasher is not None else None,
-            hasher,
-            time.monotonic(),
-        )
+        claim = _Claim(upload_id, writer, algorithm, hashed if hasher is not None else None, hasher)
+        self._hold(claim)
         try:
             yield claim
         finally:
-            if not claim.ended:
+            self._held.pop(writer, None)
+            if not claim.ended and not claim.lost:
                 keep = claim.hasher is not None and claim.hashed is not None
                 await self.hot.write(
                     (
@@ -339,23 +348,45 @@ class UploadService:
         return size
 
     async def _renewing(self, claim: _Claim, chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
-        """The chunks, the claim renewed before any that comes CLAIM_RENEW_SECONDS after
-        the last renewal; a claim taken over meanwhile stops the write."""
+        """The chunks, until the claim is found taken over (the heartbeat tells)."""
         async for chunk in chunks:
-            if time.monotonic() - claim.renewed >= CLAIM_RENEW_SECONDS:
-                renewed = await self.hot.write(
-                    ("renew_upload", {"id": claim.upload_id, "writer": claim.writer})
+            if claim.lost:
+                raise BlobUploadInvalid(
+                    {"uuid": claim.upload_id},
+                    message=f"upload {claim.upload_id} was taken over by another request while "
+                    f"this process did not renew its claim for {self.stale_claim_seconds:g} s; "
+                    "start the upload again",
                 )
-                if not renewed:
-                    claim.ended = True  # not ours to release any more
-                    raise BlobUploadInvalid(
-                        {"uuid": claim.upload_id},
-                        message=f"upload {claim.upload_id} was taken over by another request "
-                        f"while this one sent nothing for over {self.stale_claim_seconds:.0f} s; "
-                        "start the upload again",
-                    )
-                claim.renewed = time.monotonic()
             yield chunk
+
+    def _hold(self, claim: _Claim) -> None:
+        self._held[claim.writer] = claim
+        if self._heartbeat is None or self._heartbeat.done():
+            self._heartbeat = asyncio.create_task(self._beat())
+
+    async def _beat(self) -> None:
+        """Renew every claim this process holds, every heartbeat, while it holds any: one
+        statement, whatever their number. A claim not renewed was taken over."""
+        while self._held:
+            await asyncio.sleep(self.heartbeat_seconds)
+            writers = list(self._held)
+            if not writers:
+                return
+            try:
+                async with self.db.write() as conn:
+                    renewed = await queries.renew_upload_claims(conn, writers, now())
+            except Exception:  # the database is away: the next beat tries again
+                log.warning("could not renew %d upload claims", len(writers), exc_info=True)
+                continue
+            for writer in set(writers) - renewed:
+                if (claim := self._held.get(writer)) is not None:
+                    claim.lost = True
+
+    async def close(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
 
     async def _discard(self, claim: _Claim) -> None:
         await self._end(claim.upload_id)
@@ -370,7 +401,8 @@ class UploadService:
             check_upload_id(upload_id)
         except UploadNotFound as exc:
             raise BlobUploadUnknown({"uuid": upload_id[:100]}) from exc
-        if await self.hot.upload_repository(upload_id) != repository:
+        found = await self.hot.upload_holder(upload_id)
+        if found is None or found[0] != repository:
             raise BlobUploadUnknown({"uuid": upload_id})
 
     async def _hash_stored(self, upload_id: str, algorithm: str) -> Any:

@@ -5,7 +5,6 @@ import asyncio
 import hashlib
 import os
 from collections.abc import AsyncIterator, Iterator
-from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -16,7 +15,7 @@ from starlette.applications import Starlette
 from registry import hashstate
 from registry.errors import BlobUploadInvalid
 from registry.hashstate import Hashes, resumable
-from registry.metadata.models import Upload, now
+from registry.metadata.models import Upload
 from registry.services import uploads as uploads_module
 from tests.api.test_uploads import saved_hash
 from tests.helpers import assert_error
@@ -211,27 +210,33 @@ async def test_a_second_writer_is_refused_while_a_chunk_is_being_written(
     assert blob.content == good
 
 
-async def test_a_claim_left_by_a_dead_process_is_taken_over_and_its_writer_stops(
-    monkeypatch: pytest.MonkeyPatch, app: Starlette, client: httpx.AsyncClient
+async def test_a_live_writer_keeps_its_claim_and_a_silent_one_loses_it(
+    app: Starlette, client: httpx.AsyncClient
 ) -> None:
-    monkeypatch.setattr(uploads_module, "CLAIM_RENEW_SECONDS", 0.0)
+    """A writer whose chunk is slow keeps the session while its process beats; once the
+    process falls silent (hung, or a replica gone with its host) the claim goes to the
+    next writer after stale_claim_seconds, and the old writer, waking, stops."""
+    uploads = app.state.registry.uploads
+    uploads.heartbeat_seconds, uploads.stale_claim_seconds = 0.05, 0.5
     data = os.urandom(PIECE)
     r = await client.post("/v2/team/app/blobs/uploads/")
     location, upload_id = r.headers["Location"], r.headers["Docker-Upload-UUID"]
-    uploads = app.state.registry.uploads
     gate = Gate(data[:1000], data[1000:])
     stalled = asyncio.create_task(uploads.append("team/app", upload_id, gate.body()))
     await gate.sent.wait()
-    assert_error(await client.patch(location, content=data), 416, "RANGE_INVALID")
-    # The writer has not shown it is alive for longer than a claim lasts.
-    long_ago = now() - timedelta(seconds=uploads.stale_claim_seconds + 1)
-    async with app.state.registry.db.write() as conn:
-        await conn.execute(
-            update(Upload).where(Upload.id == upload_id).values(writing_since=long_ago)
-        )
+    await asyncio.sleep(1.0)  # twice the claim's life: the beats kept it
+    refused = await client.patch(location, content=data)
+    assert_error(refused, 416, "RANGE_INVALID")
+    assert refused.headers["Retry-After"] == "1"
+    # The process falls silent.
+    uploads._heartbeat.cancel()
+    await asyncio.sleep(0.6)
     taken = await client.put(location, params={"digest": digest_of(b"other", "sha256")})
     # Taken over: the PUT ran, found other bytes, and ended the session.
     assert_error(taken, 400, "DIGEST_INVALID")
+    # It wakes: its next beat finds the claim gone, and the writer stops.
+    uploads._heartbeat = asyncio.create_task(uploads._beat())
+    await asyncio.sleep(0.2)
     gate.go.set()
     with pytest.raises(BlobUploadInvalid, match="taken over"):
         await stalled
