@@ -443,8 +443,7 @@ def _serve(settings: Settings, config_path: str | None) -> int:
         # A bad key stops the start here, in one line, rather than in every worker.
         authority_from_settings(settings)
     if settings.storage.driver == "s3" and (problem := _check_s3(settings)):
-        print(f"registry: storage.s3: {problem}", file=sys.stderr)
-        return 2
+        raise preflight.Unusable(f"storage.s3: {problem}")
     preflight.port(settings)
     _migrate(settings)
     if settings.auth.enabled:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import socket
 from functools import cache
+from pathlib import Path
 
 
 @cache
@@ -25,7 +26,7 @@ def _host() -> str:
 def _started(pid: int) -> str | None:
     """The pid's start time (clock ticks after boot), or None if no such process runs."""
     try:
-        stat = open(f"/proc/{pid}/stat").read()  # noqa: SIM115 - one read, closed at once
+        stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     # Field 22; the command name (field 2) may hold spaces and parentheses.

@@ -182,9 +182,9 @@ class Upload(Base):
     algorithm: Mapped[str] = mapped_column(String(16), server_default="sha256")
     hashed: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     hash_state: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
-    # The request writing to the session now, and when it last showed it is alive: one
-    # at a time (services/uploads.py).
-    # The claiming request: its process (registry/process.py) and a random part.
+    # The request writing to the session now (its process, registry/process.py, and a
+    # random part), and when its process last renewed the claim: one at a time
+    # (services/uploads.py).
     writer: Mapped[str | None] = mapped_column(String(255), nullable=True)
     writing_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
