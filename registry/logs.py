@@ -158,6 +158,12 @@ def access(fields: dict[str, Any], args: tuple[Any, ...]) -> None:
     ACCESS.info(ACCESS_FORMAT, *args, extra=fields)
 
 
+def _unaddressed(record: logging.LogRecord) -> bool:
+    """uvicorn's line for a malformed request, which registry/server.py writes instead
+    with the client's address and a hint, once a minute per address."""
+    return record.msg != "Invalid HTTP request received."
+
+
 def configure(level: str, form: str) -> None:
     """One handler on the root logger (standard error), for us and for uvicorn."""
     # No line names its caller, thread or process: leave out what finding them costs
@@ -180,6 +186,7 @@ def configure(level: str, form: str) -> None:
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").disabled = True
+    logging.getLogger("uvicorn.error").addFilter(_unaddressed)
     # Alembic narrates every plugin it loads, and httpx every upstream request of the
     # mirror and every webhook, at INFO; the operator needs only our summary.
     for chatty in ("alembic", "httpx"):

@@ -18,6 +18,8 @@ It also offers the ASGI zerocopysend extension: a blob's file goes from the page
 the socket with sendfile(2) (registry/sendfile.py), Range spans included.
 
 Refusals are written in the registry's error format and logged with the client address.
+A malformed request (docker and skopeo send a TLS handshake to a plain-HTTP registry
+before each command) is logged once a minute per client address, with what to do.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import logging
 import os
 import socket
 import struct
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -54,6 +57,51 @@ def _settings() -> HttpSettings:
 
 class _HeadTooLarge(Exception):
     pass
+
+
+# The first bytes of a TLS record carrying a handshake (a ClientHello): 0x16, then the
+# protocol's major version, 3 for SSL 3.0 to TLS 1.3.
+_TLS_HANDSHAKE = b"\x16\x03"
+_TLS_HINT = (
+    "it began with a TLS handshake: the client expects HTTPS on this plain-HTTP port. "
+    "Add this registry to the client's insecure registries (Docker: insecure-registries "
+    "in /etc/docker/daemon.json; skopeo and podman: --tls-verify=false) or put nginx "
+    "with TLS in front (nginx/)"
+)
+
+
+class MalformedRequests:
+    """Malformed requests, logged at most once an interval per client address (in each
+    worker): every docker command against a plain-HTTP registry begins with one, and
+    uvicorn's own line (left out by registry/logs.py) names neither the client nor a cause."""
+
+    def __init__(self, interval: float = 60.0, addresses: int = 4096) -> None:
+        self.interval = interval
+        self.addresses = addresses  # how many to remember: a bound on the memory held
+        self.seen: dict[str, tuple[float, int]] = {}  # address: (last logged, unlogged)
+
+    def note(self, address: str, tls: bool) -> None:
+        now = time.monotonic()
+        last, unlogged = self.seen.get(address, (-self.interval, 0))
+        if now - last < self.interval:
+            self.seen[address] = (last, unlogged + 1)
+            return
+        if len(self.seen) >= self.addresses:
+            self.seen = {a: s for a, s in self.seen.items() if now - s[0] < self.interval}
+            if len(self.seen) >= self.addresses:  # a flood from many: more lines, not memory
+                self.seen.clear()
+        self.seen[address] = (now, 0)
+        since = f"; {unlogged} more from it since its last line" if unlogged else ""
+        log.warning(
+            "answered a malformed HTTP request from %s with 400: %s (logged once a minute "
+            "per address%s)",
+            address,
+            _TLS_HINT if tls else "not HTTP/1.1 as the registry reads it",
+            since,
+        )
+
+
+_MALFORMED = MalformedRequests()
 
 
 class _HeldHead:
@@ -94,6 +142,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._refused = False
         self._socket: int | None = None  # the descriptor, when the kernel may send files
         self._sending_file = False
+        self._tls = False  # the connection began with a TLS handshake
 
     # The request head
 
@@ -147,11 +196,15 @@ class GuardedProtocol(HttpToolsProtocol):
         if self._sending_file:  # a write now would land inside the file's bytes
             self._close(f"a malformed request came behind a response in progress: {msg}")
         elif not self._refused:  # a refusal of ours is already on its way
+            _MALFORMED.note(self.client[0] if self.client else "a local socket", self._tls)
             super().send_400_response(msg)
 
     def data_received(self, data: bytes) -> None:
-        if not self._refused:
-            super().data_received(data)
+        if self._refused:
+            return
+        if self.cycle is None and data.startswith(_TLS_HANDSHAKE):
+            self._tls = True
+        super().data_received(data)
 
     def on_headers_complete(self) -> None:
         self._cancel("_head_timer")
