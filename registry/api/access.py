@@ -112,7 +112,7 @@ async def authorize(request: Request, scope: Scope | None) -> None:
         identity = await auth.identity(token.subject)
         if identity.anonymous or await auth.permits(identity, scope):
             raise _challenge(request, auth, scope, "the token does not grant this access")
-        raise Denied(_detail(scope))
+        raise await _refused(auth, identity, scope)
     if scheme == "basic" and auth.settings.basic:
         pair = decode_basic(credentials)
         if pair is None:
@@ -125,7 +125,7 @@ async def authorize(request: Request, scope: Scope | None) -> None:
         request.state.caller = Caller(identity=identity)
         context.current().act_as(identity.kind, identity.name)
         if scope is not None and not within(scope, actions):
-            raise Denied(_detail(scope))
+            raise await _refused(auth, identity, scope)
         return
     raise _challenge(request, auth, scope)
 
@@ -209,6 +209,12 @@ async def may(request: Request, scope: Scope) -> bool:
     if caller.token is not None:
         return caller.token.allows(scope)
     return await auth.permits(caller.identity or ANONYMOUS, scope)
+
+
+async def _refused(auth: AuthService, identity: Identity, scope: Scope) -> Denied:
+    """A 403 that says why, in what the caller may see (Accounts.refusal)."""
+    why = await auth.accounts.refusal(identity, namespace_of(scope.name), scope.actions)
+    return Denied(_detail(scope), message=why)
 
 
 def _challenge(

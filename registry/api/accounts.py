@@ -18,7 +18,7 @@ from starlette.requests import Request
 from registry.api.access import authorize, caller_identity, deny_unless_owner
 from registry.api.common import registry_of
 from registry.api.declare import API, Answer, Body, Page, PageQuery
-from registry.auth.accounts import AccountError, AccountExists, Accounts, AccountUnknown
+from registry.auth.accounts import AccountConflict, AccountError, Accounts, AccountUnknown
 from registry.auth.identity import ROBOT_PREFIX, Identity
 from registry.errors import Conflict, Denied, Invalid, NotFound, RouteUnknown, Unauthorized
 
@@ -131,7 +131,7 @@ def translated(handler: Handler) -> Handler:
     async def run(request: Request, **kwargs: Any) -> Any:
         try:
             return await handler(request, **kwargs)
-        except AccountExists as exc:
+        except AccountConflict as exc:
             raise Conflict(message=str(exc)) from None
         except AccountUnknown as exc:
             raise NotFound(message=str(exc)) from None
@@ -302,11 +302,11 @@ async def list_members(
 @API.operation(
     "PUT",
     MEMBER,
-    summary="Add a member, or change their role (owners)",
+    summary="Add a member, or change their role (owners); 409 if it would leave no owner",
     tag="accounts",
     access=owner,
     body=MemberChange,
-    errors=[404],
+    errors=[404, 409],
 )
 @translated
 async def set_member(
@@ -316,7 +316,12 @@ async def set_member(
 
 
 @API.operation(
-    "DELETE", MEMBER, summary="Remove a member (owners)", tag="accounts", access=owner, errors=[404]
+    "DELETE",
+    MEMBER,
+    summary="Remove a member (owners); 409 if it is the last owner",
+    tag="accounts",
+    access=owner,
+    errors=[404, 409],
 )
 @translated
 async def remove_member(request: Request, caller: Caller, namespace: str, user: str) -> None:

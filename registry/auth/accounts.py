@@ -57,7 +57,15 @@ class AccountError(Exception):
     """A management request that cannot be done; the message says why."""
 
 
-class AccountExists(AccountError):
+class AccountConflict(AccountError):
+    """A change the accounts as they stand refuse (409)."""
+
+
+class AccountExists(AccountConflict):
+    pass
+
+
+class LastOwner(AccountConflict):
     pass
 
 
@@ -180,6 +188,32 @@ class Accounts:
         if access.public:
             actions.add(PULL)
         return frozenset(actions)
+
+    async def refusal(self, identity: Identity, namespace: str, wanted: frozenset[str]) -> str:
+        """Why `identity` may not do `wanted` in `namespace`, saying no more than it may
+        see: to one who cannot pull there, a missing namespace and a private one it is
+        no member of read the same."""
+        user, robot = _names(identity)
+        async with self.db.read() as conn:
+            access = await q.namespace_access(conn, namespace, user, robot)
+        held = self._actions(identity, access)
+        asked = ", ".join(sorted(wanted - held))
+        who = identity.name
+        if not held:
+            return (
+                f"namespace {namespace!r} does not exist, or {who!r} is not a member of it: "
+                "an admin creates namespaces, and its owners add members"
+            )
+        may = f"may {', '.join(sorted(held))} in {namespace!r}, not {asked}"
+        if robot is not None:
+            return f"{who!r} {may}: a robot's grants are set when it is made; make another"
+        if access is None or not access.role:
+            return f"anyone {may}" if access else f"{namespace!r} is mirrored: anyone {may}"
+        needed = next((role for role, can in ROLES.items() if wanted <= can), "owner")
+        return (
+            f"{who!r} is a {access.role} of {namespace!r} and {may}: that needs the role "
+            f"{needed} or above; an owner of {namespace!r} can give it"
+        )
 
     async def readable_namespaces(self, identity: Identity) -> set[str] | None:
         """The namespaces `identity` may pull from; None means all of them."""
@@ -327,18 +361,19 @@ class Accounts:
         if role not in ROLES:
             raise AccountError(f"role must be one of {', '.join(ROLES)}; got {role!r}")
         async with self.db.write() as conn:
-            await q.set_member(
-                conn, await _namespace_id(conn, namespace), await _user_id(conn, user), role
-            )
+            namespace_id = await _namespace_id(conn, namespace, lock=True)
+            if role != "owner":
+                await _keep_an_owner(conn, namespace_id, namespace, user)
+            await q.set_member(conn, namespace_id, await _user_id(conn, user), role)
             await events.record(
                 conn, "member.set", namespace=namespace, detail={"user": user, "role": role}
             )
 
     async def remove_member(self, namespace: str, user: str) -> None:
         async with self.db.write() as conn:
-            removed = await q.remove_member(
-                conn, await _namespace_id(conn, namespace), await _user_id(conn, user)
-            )
+            namespace_id = await _namespace_id(conn, namespace, lock=True)
+            await _keep_an_owner(conn, namespace_id, namespace, user)
+            removed = await q.remove_member(conn, namespace_id, await _user_id(conn, user))
             if removed:
                 await events.record(
                     conn, "member.remove", namespace=namespace, detail={"user": user}
@@ -442,8 +477,24 @@ async def _user_id(conn: AsyncConnection, name: str) -> int:
     return user.id
 
 
-async def _namespace_id(conn: AsyncConnection, name: str) -> int:
-    found = await q.namespace_id(conn, name)
+async def _namespace_id(conn: AsyncConnection, name: str, *, lock: bool = False) -> int:
+    found = await q.namespace_id(conn, name, lock=lock)
     if found is None:
         raise AccountUnknown(f"no namespace named {name!r}")
     return found
+
+
+async def _keep_an_owner(
+    conn: AsyncConnection, namespace_id: int, namespace: str, user: str
+) -> None:
+    """Refuse to take the owner role from `user` (removed, or given another role) when
+    no other member holds it. Safe against two owners demoting each other at once: both
+    hold the namespace's row (`lock`), so the second reads the members after the first
+    commits (SQLite runs one write at a time)."""
+    roles = dict(await q.list_members(conn, namespace_id))
+    others = [name for name, role in roles.items() if role == "owner" and name != user]
+    if roles.get(user) == "owner" and not others:
+        raise LastOwner(
+            f"{user!r} is the last owner of {namespace!r}: make another member an owner "
+            "first (a namespace without an owner is managed by admins alone)"
+        )

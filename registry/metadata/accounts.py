@@ -105,8 +105,11 @@ async def admin_exists(conn: AsyncConnection) -> bool:
 # Namespaces and members
 
 
-async def namespace_id(conn: AsyncConnection, name: str) -> int | None:
-    return await conn.scalar(select(Namespace.id).where(Namespace.name == name))
+async def namespace_id(conn: AsyncConnection, name: str, *, lock: bool = False) -> int | None:
+    """The namespace's id; with `lock`, its row held until the transaction ends
+    (PostgreSQL: SQLite's writes take turns already)."""
+    query = select(Namespace.id).where(Namespace.name == name)
+    return await conn.scalar(query.with_for_update() if lock else query)
 
 
 async def insert_namespace(conn: AsyncConnection, name: str, public: bool) -> int | None:

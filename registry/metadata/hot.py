@@ -86,6 +86,13 @@ _WRITES = {
     "updated_at = :now, hashed = :hashed, hash_state = :hash_state "
     "WHERE id = :id AND writer = :writer",
     "delete_upload": "DELETE FROM uploads WHERE id = :id",
+    # The namespace a push goes into, made by its first push (services/manifests.py):
+    # its id if this made it, nothing if it was there (and no id of the sequence spent).
+    "add_namespace": "INSERT INTO namespaces (name, public, created_at) "
+    "SELECT :namespace, false, :now WHERE NOT EXISTS "
+    "(SELECT 1 FROM namespaces WHERE name = :namespace) ON CONFLICT DO NOTHING RETURNING id",
+    "add_owner": "INSERT INTO members (namespace_id, user_id, role) "
+    "SELECT :namespace_id, id, 'owner' FROM users WHERE name = :user",
     "add_repository": "INSERT INTO repositories (name, namespace, created_at) "
     "VALUES (:repository, :namespace, :now) ON CONFLICT DO NOTHING",
     # A new blob is leased, and queued for garbage collection when its lease ends (if

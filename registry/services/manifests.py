@@ -145,13 +145,16 @@ class ManifestService:
         ]
 
         def store() -> Program[None]:
-            # PostgreSQL's row locks, in the order every push takes them: this manifest's
+            # PostgreSQL's row locks, in the order every push takes them: a namespace
+            # that its first push makes (two first pushes wait on its key), this manifest's
             # row (exclusive only if the push inserts it or tags it again) and those its
             # tags point at now (their untagged triggers write them), the blobs (FOR SHARE,
             # in digest order), and last the tags. A tag's trigger takes the repository's
             # row (tags_version), where all pushes to the repository take turns until
             # COMMIT: nothing comes after the tags. One call on SQLite's thread, a round
             # trip a statement on PostgreSQL (metadata/hot.py).
+            if pushed:
+                yield from _namespace_made(namespace, repository, ctx)
             found = yield ("repository_id", {"repository": repository})
             if not found:
                 yield ("add_repository", {"repository": repository, "namespace": namespace})
@@ -319,6 +322,26 @@ def default_child(content: bytes) -> str | None:
         if all(platform.get(k) == v for k, v in _DEFAULT_PLATFORM.items()):
             return child.get("digest")
     return None
+
+
+def _namespace_made(namespace: str, repository: str, ctx: context.Context) -> Program[None]:
+    """Make the namespace of a push if it has none, so that every repository pushed is in
+    a namespace that lists, policies and usage know: private, owned by the user who
+    pushed (only an admin may push to a namespace that does not exist; on an open
+    registry, anyone, and it has no owner), and audited."""
+    made = yield ("add_namespace", {"namespace": namespace})
+    if not made:
+        return
+    owner = ctx.actor if ctx.actor_kind == "user" and ctx.actor else None
+    if owner is not None:
+        yield ("add_owner", {"namespace_id": made[0][0], "user": owner})
+    created = events.event(
+        "namespace.create",
+        namespace=namespace,
+        detail={"public": False, "owner": owner, "first_push": repository},
+        by=ctx,
+    )
+    yield ("record_event", created)
 
 
 def _check_references(

@@ -24,7 +24,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from registry import context
 from registry.api.access import OPEN, client_address
 from registry.api.common import registry_of, small_body
-from registry.auth.accounts import AccountError, AccountExists
+from registry.auth.accounts import AccountConflict, AccountError
 from registry.auth.scopes import DELETE, PULL
 from registry.errors import Denied, RegistryError, TooManyRequests, Unauthorized
 from registry.names import check_name, namespace_of
@@ -144,8 +144,8 @@ def console(handler: Page) -> Callable[[Request], Awaitable[Response]]:
             return page(
                 "error.html", exc.status, session=session, title="Not done", message=exc.text
             )
-        except AccountError as exc:  # what the accounts refuse: a name taken, a bad role
-            status = 409 if isinstance(exc, AccountExists) else 400
+        except AccountError as exc:  # a name taken, a bad role, the last owner leaving
+            status = 409 if isinstance(exc, AccountConflict) else 400
             return page("error.html", status, session=session, title="Not done", message=str(exc))
         if fresh is not None:
             _cookie(response, request, LOGIN_COOKIE, fresh, 12 * 3600)

@@ -90,7 +90,10 @@ def test_login_roles_anonymous_and_robots(
     docker.run("rmi", f"{host}/team/app:v1")
     bob("pull", f"{host}/team/app:v1")
     assert image_id(docker, f"{host}/team/app:v1") == expected
-    assert "denied" in bob("push", f"{host}/team/bob:v1", check=False)
+    # docker shows why: the role, and what a push needs.
+    refused = bob("push", f"{host}/team/bob:v1", check=False)
+    assert "denied: 'bob' is a guest of 'team'" in refused, refused
+    assert "needs the role developer or above" in refused
 
     # Nobody logged in: public namespaces pull, private ones do not.
     nobody = Client(docker, tmp_path / "nobody", host)
@@ -104,7 +107,14 @@ def test_login_roles_anonymous_and_robots(
     robot = Client(docker, tmp_path / "robot", host)
     assert "Login Succeeded" in robot.login("robot$team+ci", robot_secret)
     assert "v1: digest: sha256:" in robot("push", f"{host}/team/robot:v1")
-    assert "denied" in robot("push", f"{host}/pub/robot:v1", check=False)
+    refused = robot("push", f"{host}/pub/robot:v1", check=False)
+    assert "denied: 'robot$team+ci' may pull in 'pub', not push" in refused, refused
+
+    # An admin's first push into a namespace makes it, owned by the admin.
+    admin("tag", f"{host}/team/robot:v1", f"{host}/tools/app:v1")
+    assert "v1: digest: sha256:" in admin("push", f"{host}/tools/app:v1")
+    assert "tools" in secured.cli("namespace", "list").stdout
+    assert "admin\towner" in secured.cli("member", "list", "tools").stdout
 
     # The wrong password stays wrong for a user that exists.
     assert "unauthorized" in bob.login("bob", "alice-password", check=False).lower()
