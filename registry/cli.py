@@ -18,13 +18,23 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from registry import __version__, cli_accounts, cli_webhooks, context, logs, metrics, preflight
+from registry import (
+    __version__,
+    cli_accounts,
+    cli_config,
+    cli_webhooks,
+    context,
+    logs,
+    metrics,
+    preflight,
+)
 from registry.auth.accounts import Accounts
 from registry.auth.tokens import authority_from_settings
 from registry.config import ConfigError, Settings, env_name, load_settings, unknown_variables
 from registry.errors import RegistryError, Unavailable
 from registry.metadata.database import Database
 from registry.metadata.models import now
+from registry.sizes import human
 
 if TYPE_CHECKING:
     # The app is imported where a command builds one: `serve` does not (its workers do).
@@ -36,16 +46,48 @@ log = logging.getLogger("registry")
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # The reader of the output (head, less) has gone: no traceback for that. Python's
+        # own flush at exit would fail again; it goes to /dev/null instead.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="registry", description=__doc__)
     parser.add_argument("--version", action="version", version=f"registry {__version__}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", help="YAML settings file (default: $REGISTRY_CONFIG)")
+    common.add_argument(
+        "--data-dir", help="the data folder (data_dir, REGISTRY_DATA_DIR; default ./data)"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
-    for name, help_text in (
-        ("serve", "run the registry (applies pending migrations first)"),
-        ("migrate", "apply pending database migrations and exit"),
-    ):
-        commands.add_parser(name, help=help_text, parents=[common])
+    serve = commands.add_parser(
+        "serve",
+        help="run the registry (applies pending migrations first)",
+        description="Run the registry: apply pending migrations, then serve /v2/, /token, "
+        "/api/v1/ and the console. Settings come from their defaults, then --config's file, "
+        "then REGISTRY_* variables, then these flags.",
+        epilog=cli_config.serve_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[common],
+    )
+    serve.add_argument("--host", help="address to listen on (http.host, REGISTRY_HTTP_HOST)")
+    serve.add_argument("--port", type=int, help="port to listen on (http.port, REGISTRY_HTTP_PORT)")
+    commands.add_parser(
+        "migrate", help="apply pending database migrations and exit", parents=[common]
+    )
+    config = commands.add_parser(
+        "config", help="the effective settings", parents=[common]
+    ).add_subparsers(dest="config_command", required=True)
+    config.add_parser(
+        "show",
+        help="print every setting, its value (secrets masked) and where it came from: "
+        "default, file or environment",
+        parents=[common],
+    )
     purge = commands.add_parser(
         "purge-uploads",
         help="end upload sessions idle for long, and remove bytes of interrupted uploads",
@@ -88,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
         parents=[common],
     )
     usage.add_argument("--namespace", help="each repository of this namespace")
+    usage.add_argument(
+        "--bytes", action="store_true", help="sizes in bytes, for scripts (default: KiB, MiB...)"
+    )
     check = commands.add_parser(
         "check",
         help="walk the storage once and compare it with the index: bytes without a row, "
@@ -120,11 +165,14 @@ def main(argv: list[str] | None = None) -> int:
     cli_webhooks.add_commands(commands, common)
     args = parser.parse_args(argv)
 
+    given = cli_config.apply_flags(args, os.environ)
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
         print(f"registry: {exc}", file=sys.stderr)
         return 2
+    if args.command == "config":  # reads the settings only: nothing to check or open
+        return cli_config.show(settings, args.config, os.environ, given)
     logs.configure(settings.log_level, settings.log_format)
     for warning in unknown_variables(os.environ):
         log.warning(warning)
@@ -162,7 +210,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         return _retention(settings, args.dry_run, args.namespace)
     if args.command == "usage":
         _migrate(settings, quiet=True)
-        return _usage(settings, args.namespace)
+        return _usage(settings, args.namespace, human if not args.bytes else str)
     if args.command == "check":
         _migrate(settings, quiet=True)
         return _check(settings, args.repair)
@@ -302,26 +350,28 @@ def _retention(settings: Settings, dry_run: bool, namespace: str | None) -> int:
     return 0
 
 
-def _usage(settings: Settings, namespace: str | None) -> int:
+def _usage(settings: Settings, namespace: str | None, size: Callable[[int], str]) -> int:
+    """Per namespace, or per repository of one; sizes as `size` writes them."""
+    column = "BYTES" if size is str else "SIZE"
     if namespace is None:
         overall = _with_registry(settings, lambda r: r.usage.overall())
-        print("NAMESPACE\tREPOSITORIES\tBYTES")
+        print(f"NAMESPACE\tREPOSITORIES\t{column}")
         for row in overall["namespaces"]:
-            print(f"{row['namespace']}\t{row['repositories']}\t{row['bytes']}")
+            print(f"{row['namespace']}\t{row['repositories']}\t{size(row['bytes'])}")
         print(
-            f"stored {overall['stored_bytes']} bytes; {overall['reclaimable_bytes']} "
+            f"stored {size(overall['stored_bytes'])}; {size(overall['reclaimable_bytes'])} "
             f"reclaimable now; {overall['uploads']} uploads in progress",
             file=sys.stderr,
         )
         return 0
     one = _with_registry(settings, lambda r: r.usage.namespace(namespace))
-    print("REPOSITORY\tBYTES\tSHARED")
+    print(f"REPOSITORY\t{column}\tSHARED")
     for repo in one["repositories"]:
-        print(f"{repo['name']}\t{repo['bytes']}\t{repo['shared_bytes']}")
-    quota = "no quota" if one["quota_bytes"] is None else f"quota {one['quota_bytes']}"
+        print(f"{repo['name']}\t{size(repo['bytes'])}\t{size(repo['shared_bytes'])}")
+    quota = "no quota" if one["quota_bytes"] is None else f"quota {size(one['quota_bytes'])}"
     print(
-        f"{namespace}: {one['bytes']} bytes ({quota}); {one['reclaimable_bytes']} reclaimable "
-        f"now; {one['uploads']} uploads in progress",
+        f"{namespace}: {size(one['bytes'])} ({quota}); {size(one['reclaimable_bytes'])} "
+        f"reclaimable now; {one['uploads']} uploads in progress",
         file=sys.stderr,
     )
     return 0
@@ -386,6 +436,20 @@ def _first_admin(settings: Settings) -> None:
         file=sys.stderr,
         flush=True,
     )
+
+
+def _log_mirror(settings: Settings) -> None:
+    """What the mirror serves from where, once at start: the first thing to check when
+    a pull does not come from the upstream expected."""
+    mirror = settings.mirror
+    for upstream in mirror.upstreams:
+        names = f"{upstream.prefix}/..." if upstream.prefix else "every other name"
+        login = f"as {upstream.username}" if upstream.username else "anonymously"
+        log.info("mirroring %s from %s, %s", names, cli_config.masked_url(upstream.url), login)
+    if mirror.allow_hosts:
+        log.info("mirroring any host that matches %s (mirror.allow_hosts)", mirror.allow_hosts)
+    hosted = "refused (mirror_only)" if mirror.mirror_only else "hosted in namespaces made here"
+    log.info("pushes are %s; cached manifests kept %g days unpulled", hosted, mirror.keep_days)
 
 
 def _raise_open_files_limit() -> None:
@@ -459,6 +523,8 @@ def _serve(settings: Settings, config_path: str | None) -> int:
         settings.http.port,
         os.path.abspath(settings.data_dir),
     )
+    if settings.mirror.enabled:
+        _log_mirror(settings)
     with _metrics_folder(settings.http.workers):
         uvicorn.run(
             "registry.app:app_from_environment",

@@ -315,27 +315,67 @@ def load_settings(
 ) -> Settings:
     """Build validated settings from an optional YAML file and the environment."""
     environ = os.environ if environ is None else environ
-    raw: dict[str, Any] = {}
-    path = path or environ.get("REGISTRY_CONFIG") or None
-    if path is not None:
-        try:
-            loaded = yaml.safe_load(Path(path).read_text()) or {}
-        except OSError as exc:
-            raise ConfigError(f"config file {path}: cannot read it ({exc.strerror})") from exc
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark else ""
-            problem = getattr(exc, "problem", None) or "syntax error"
-            raise ConfigError(f"config file {path}: not valid YAML{where}: {problem}") from exc
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {path}: expected a mapping of keys at the top")
-        raw = loaded
+    raw = _read_file(config_file(path, environ))
     settings = _build(Settings, raw, environ, prefix="")
     if settings.http.workers == 0:
         http = dataclasses.replace(settings.http, workers=usable_cores())
         settings = dataclasses.replace(settings, http=http)
     _validate(settings)
     return settings
+
+
+def config_file(
+    path: str | os.PathLike[str] | None, environ: Mapping[str, str]
+) -> str | os.PathLike[str] | None:
+    """The settings file: the one given, or REGISTRY_CONFIG's, or none."""
+    return path or environ.get("REGISTRY_CONFIG") or None
+
+
+def _read_file(path: str | os.PathLike[str] | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        loaded = yaml.safe_load(Path(path).read_text()) or {}
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: cannot read it ({exc.strerror})") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "syntax error"
+        raise ConfigError(f"config file {path}: not valid YAML{where}: {problem}") from exc
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path}: expected a mapping of keys at the top")
+    return loaded
+
+
+def sources(path: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> dict[str, str]:
+    """Where each setting's value comes from, as load_settings reads them: the
+    environment (a variable, or its _FILE), the file, or the default."""
+    path = config_file(path, environ)
+    raw = _read_file(path)
+    found = {}
+    for key in keys():
+        variable = env_name(key)
+        section: Any = raw
+        for part in key.split(".")[:-1]:
+            section = section.get(part, {}) if isinstance(section, dict) else {}
+        if variable in environ:
+            found[key] = f"environment {variable}"
+        elif variable + "_FILE" in environ:
+            found[key] = f"environment {variable}_FILE"
+        elif isinstance(section, dict) and key.rpartition(".")[2] in section:
+            found[key] = f"file {path}"
+        else:
+            found[key] = "default"
+    return found
+
+
+def value_of(settings: Settings, key: str) -> Any:
+    """A setting's value by its key (`http.port`)."""
+    value: Any = settings
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
 
 
 def env_name(key: str) -> str:

@@ -6,6 +6,7 @@ Alembic is imported where it is used: a serving worker needs it only for its fir
 from __future__ import annotations
 
 import fcntl
+import sys
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,7 +25,9 @@ MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 def alembic_config(url: str) -> Config:
     from alembic.config import Config
 
-    config = Config()
+    # Alembic's default for stdout is the sys.stdout of the moment it was imported (a
+    # default argument), which may be gone since: a test's capture, closed.
+    config = Config(stdout=sys.stdout)
     config.set_main_option("script_location", str(MIGRATIONS))
     # ConfigParser interpolation would read % in passwords as a template.
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))

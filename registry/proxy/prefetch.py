@@ -6,7 +6,8 @@ as pulled so expiry keeps it.
 A reference is written as a node would pull it: `ghcr.io/org/app:v1`, `docker.io/nginx`,
 `nginx@sha256:...`, or under a prefix (`ghcr.io/org/app` with the prefix `ghcr.io`). Its
 registry host is looked up among the upstreams, as containerd's `ns` is, so it lands in
-the cache the nodes will read; a name without a host is the prefix routing's.
+the cache the nodes will read; a name without a host is the prefix routing's, and a
+single one is an official image's, as Docker reads it (`busybox` is `library/busybox`).
 """
 
 from __future__ import annotations
@@ -76,7 +77,8 @@ class Prefetcher:
             path, wanted = (path[:colon], path[colon + 1 :]) if colon > slash else (path, "latest")
             check_tag(wanted)
         first, _, rest = path.partition("/")
-        if rest and ("." in first or ":" in first or first == "localhost"):
+        named_host = bool(rest) and ("." in first or ":" in first or first == "localhost")
+        if named_host:
             prefix = self.hosts.get(first.lower())
             if prefix is None and allowed_host(first, self.mirror.allowed):
                 prefix = first.lower()
@@ -89,8 +91,10 @@ class Prefetcher:
         else:
             prefix = first if rest and first in self.mirror.upstreams and first else ""
             rest = path[len(prefix) + 1 :] if prefix else path
-        if prefix in self.hub_prefixes and "/" not in rest:
-            rest = f"library/{rest}"  # as Docker and containerd ask for official images
+        # Docker writes a name without a host as docker.io/library/NAME, and a daemon
+        # asks its registry mirror (the routing without a prefix) for library/NAME.
+        if "/" not in rest and (prefix in self.hub_prefixes or not (named_host or prefix)):
+            rest = f"library/{rest}"
         name = check_name(f"{prefix}/{rest}" if prefix else rest)
         route = await self.mirror.route(name)
         if route is None:

@@ -28,6 +28,7 @@ from registry.auth.accounts import AccountConflict, AccountError
 from registry.auth.scopes import DELETE, PULL
 from registry.errors import Denied, RegistryError, TooManyRequests, Unauthorized
 from registry.names import check_name, namespace_of
+from registry.sizes import human
 from registry.web.sessions import COOKIE, LOGIN_COOKIE, Session, same
 
 HERE = Path(__file__).parent
@@ -43,15 +44,6 @@ HEADERS = {
 }
 
 
-def _size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024:
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"
-
-
 def _when(moment: datetime | None) -> str:
     return "" if moment is None else moment.strftime("%Y-%m-%d %H:%M UTC")
 
@@ -60,7 +52,7 @@ TEMPLATES = Environment(
     loader=FileSystemLoader(HERE / "templates"),
     autoescape=select_autoescape(default=True),
 )
-TEMPLATES.filters["size"] = _size
+TEMPLATES.filters["size"] = human
 TEMPLATES.filters["when"] = _when
 
 

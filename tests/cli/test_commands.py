@@ -258,13 +258,20 @@ def test_usage_prints_namespaces_and_repositories(
 
     ok(cli, "migrate")
     anyio.run(push)
-    code, out, err = cli("usage")
+    code, out, err = cli("usage", "--bytes")
     assert code == 0, err
     header, row = out.splitlines()
     assert header == "NAMESPACE\tREPOSITORIES\tBYTES"
     name, repositories, size = row.split("\t")
     assert (name, repositories) == ("team", "1") and int(size) > 100
-    assert err.startswith(f"stored {size} bytes; 0 reclaimable now; 0 uploads in progress")
-    code, out, err = cli("usage", "--namespace", "team")
+    assert err.startswith(f"stored {size}; 0 reclaimable now; 0 uploads in progress")
+    code, out, err = cli("usage", "--namespace", "team", "--bytes")
     assert out.splitlines()[1] == f"team/app\t{size}\t0"
-    assert err.startswith(f"team: {size} bytes (no quota)")
+    assert err.startswith(f"team: {size} (no quota)")
+    # As people read sizes, by default.
+    readable = f"{int(size)} B" if int(size) < 1024 else f"{int(size) / 1024:.1f} KiB"
+    code, out, err = cli("usage")
+    assert out.splitlines() == ["NAMESPACE\tREPOSITORIES\tSIZE", f"team\t1\t{readable}"]
+    assert err.startswith(f"stored {readable}; 0 B reclaimable now")
+    code, out, err = cli("usage", "--namespace", "team")
+    assert out.splitlines()[1] == f"team/app\t{readable}\t0 B"

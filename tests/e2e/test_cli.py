@@ -9,6 +9,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
+from urllib.request import urlopen
 
 import pytest
 
@@ -17,7 +18,7 @@ from tests.conftest import s3_environment
 from tests.peers.postgres import PostgresServer
 from tests.peers.registry import REGISTRY
 from tests.peers.s3 import MotoServer
-from tests.peers.tools import free_port, unavailable
+from tests.peers.tools import free_port, launch, stop, unavailable
 
 
 def run(
@@ -256,3 +257,86 @@ def test_the_data_folder_is_made_for_its_owner_only(tmp_path: Path) -> None:
         f"data_dir (REGISTRY_DATA_DIR) {data} is open to other users of this host (mode 755)"
     ) in result.stderr
     assert f"run `chmod 700 {data}`" in result.stderr
+
+
+def test_serve_help_lists_the_main_settings_and_their_variables() -> None:
+    result = run("serve", "--help")
+    assert result.returncode == 0
+    for flag in ("--host HOST", "--port PORT", "--data-dir DATA_DIR", "--config CONFIG"):
+        assert flag in result.stdout
+    lines = result.stdout.splitlines()
+    assert any(line.split() == ["http.port", "REGISTRY_HTTP_PORT", "5000"] for line in lines)
+    assert any(line.split()[:2] == ["database.url", "REGISTRY_DATABASE_URL"] for line in lines)
+    assert "registry config show" in result.stdout
+
+
+def test_serve_takes_the_host_port_and_data_folder_as_flags(tmp_path: Path) -> None:
+    port = free_port()
+    data = tmp_path / "flagged"
+    log = tmp_path / "serve.log"
+    # The flags win over the variables; the workers (two) serve with them too.
+    env = {
+        **os.environ,
+        "REGISTRY_HTTP_PORT": "1",
+        "REGISTRY_DATA_DIR": str(tmp_path / "not-this"),
+        "REGISTRY_HTTP_WORKERS": "2",
+        "REGISTRY_AUTH_ENABLED": "false",
+    }
+    args = [REGISTRY, "serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data)]
+    process = launch(args, port, log, "registry", env)
+    try:
+        with urlopen(f"http://127.0.0.1:{port}/v2/", timeout=10) as answer:
+            assert answer.status == 200
+        assert (data / "registry.db").exists()
+        assert not (tmp_path / "not-this").exists()
+    finally:
+        stop(process)
+    assert f"listening on 127.0.0.1:{port} (data in {data})" in log.read_text()
+
+
+def test_config_show_says_where_each_value_came_from_and_masks_secrets(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "registry.yml"
+    config.write_text(
+        "http:\n  port: 6000\nmirror:\n  upstreams:\n"
+        "    - url: https://bot:url-secret@ghcr.io:8443\n      prefix: ghcr.io\n"
+        "      username: bot\n      password: upstream-secret\n"
+    )
+    (tmp_path / "pw").write_text("file-secret\n")
+    env = {
+        "REGISTRY_DATABASE_URL": "postgresql://registry:url-password@db:5432/registry",
+        "REGISTRY_ADMIN_PASSWORD_FILE": str(tmp_path / "pw"),
+        "REGISTRY_METRICS_TOKEN": "metrics-secret",
+        "REGISTRY_HTTP_WORKERS": "3",
+    }
+    data = tmp_path / "d"
+    result = run("config", "show", "--config", str(config), "--data-dir", str(data), env=env)
+    assert result.returncode == 0, result.stderr
+    shown = {
+        line.split(" = ", 1)[0]: [part.strip() for part in line.split(" = ", 1)[1].split(" # ")]
+        for line in result.stdout.splitlines()
+    }
+    assert shown["data_dir"] == [str(data), "command line --data-dir"]
+    assert shown["http.port"] == ["6000", f"file {config}"]
+    assert shown["http.workers"] == ["3", "environment REGISTRY_HTTP_WORKERS"]
+    assert shown["http.host"] == ["0.0.0.0", "default"]
+    assert shown["admin_password"] == ["********", "environment REGISTRY_ADMIN_PASSWORD_FILE"]
+    assert shown["metrics.token"] == ["********", "environment REGISTRY_METRICS_TOKEN"]
+    assert shown["database.url"][0] == "postgresql://registry:***@db:5432/registry"
+    assert shown["mirror.upstreams"][0] == (
+        "[{url: https://bot:********@ghcr.io:8443, prefix: ghcr.io, username: bot, "
+        "password: ********}]"
+    )
+    for secret in ("url-secret", "upstream-secret", "file-secret", "metrics-secret"):
+        assert secret not in result.stdout
+    assert "url-password" not in result.stdout
+    # It opens nothing: no data folder, no database.
+    assert not data.exists()
+
+
+def test_output_whose_reader_has_gone_is_no_traceback() -> None:
+    # `true` reads nothing and is gone before the command writes its first line.
+    shell = f"{REGISTRY} config show | true; echo ${{PIPESTATUS[0]}} >&2"
+    result = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, timeout=60)
+    assert result.stderr == "1\n"

@@ -62,8 +62,11 @@ async def test_prefetch_through_the_api_fetches_the_platforms_asked_for(
         r = await mirror.get(f"/v2/{repo}/blobs/{sha256(layers['arm64'])}")
         assert r.content == layers["arm64"]
         assert fetched("arm64") == 1
-        r = await mirror.post("/api/v1/mirror/prefetch", json={"references": [f"{repo}:v1"]})
+        # Without a host and the `library/`, as docker pull writes an official image.
+        official = repo.removeprefix("library/")
+        r = await mirror.post("/api/v1/mirror/prefetch", json={"references": [f"{official}:v1"]})
         [image] = r.json()["images"]
+        assert image["repository"] == repo
         assert (image["manifests"], image["blobs"]) == (3, 4)  # every platform
         assert fetched("amd64") == 1
         assert image["cached_bytes"] > len(layers["arm64"])
@@ -109,19 +112,26 @@ def test_registry_mirror_prefetch_prints_its_progress(upstream: Upstream, tmp_pa
     assert lines[1].startswith("  linux/amd64: sha256:")
     assert f"    {sha256(layers['amd64'])}: fetched ({len(layers['amd64'])} bytes)" in lines
     assert "2 manifests, 2 blobs; " in lines[-1]
-    # The server, started on the same cache, serves the image without the upstream.
+    # The server, started on the same cache, serves the image without the upstream,
+    # and says from where it mirrors what.
     mirror.start()
     try:
+        started = mirror.log.read_text()
+        assert f"mirroring every other name from {upstream.url}, anonymously" in started
+        assert "pushes are refused (mirror_only)" in started
         with httpx.Client(base_url=mirror.url, timeout=30) as client:
             r = client.get(f"/v2/{repo}/blobs/{sha256(layers['amd64'])}")
             assert r.content == layers["amd64"]
         assert upstream.requests("GET", f"/v2/{repo}/blobs/{sha256(layers['amd64'])}") == 1
     finally:
         mirror.stop()
-    failed = mirror.cli_result("mirror", "prefetch", f"{repo}:nosuchtag", f"{repo}:amd64")
+    # `busybox:latest` is `library/busybox`, as docker pull reads it.
+    official = repo.removeprefix("library/")
+    failed = mirror.cli_result("mirror", "prefetch", f"{repo}:nosuchtag", f"{official}:amd64")
     assert failed.returncode == 1
     assert f"registry: {repo}:nosuchtag: " in failed.stderr
-    assert f"{repo}:amd64: 1 manifests, 2 blobs" in failed.stdout
+    assert f"{official}:amd64: {repo}@sha256:" in failed.stdout
+    assert f"{official}:amd64: 1 manifests, 2 blobs" in failed.stdout
     plain = RegistryProcess(tmp_path / "plain")
     refused = plain.cli_result("mirror", "prefetch", "nginx")
     assert refused.returncode == 2
