@@ -39,6 +39,7 @@ from registry.sizes import human
 if TYPE_CHECKING:
     # The app is imported where a command builds one: `serve` does not (its workers do).
     from registry.app import Registry
+    from registry.services.gc import Garbage
 
 T = TypeVar("T")
 
@@ -290,14 +291,21 @@ def _prefetch(settings: Settings, references: list[str], platforms: list[str]) -
 
 
 def _gc_dry_run(settings: Settings) -> int:
-    garbage = _with_registry(settings, lambda r: r.gc.find())
+    """The blobs a pass would delete now (digest, bytes), then what waits and why."""
+
+    async def look(registry: Registry) -> tuple[Garbage, list[str]]:
+        return await registry.gc.find(), registry.gc.explain(await registry.gc.waiting())
+
+    garbage, explained = _with_registry(settings, look)
     for digest, size in garbage.blobs:
         print(f"{digest}\t{size}")
     print(
-        f"{len(garbage.blobs)} blobs ({garbage.bytes} bytes) would be deleted now; "
+        f"{len(garbage.blobs)} blobs ({human(garbage.bytes)}) would be deleted now; "
         f"{garbage.queued} queued for a look in all",
         file=sys.stderr,
     )
+    for line in explained:
+        print(line, file=sys.stderr)
     return 0
 
 
@@ -305,7 +313,7 @@ def _gc(settings: Settings) -> int:
     done = _with_registry(settings, lambda r: r.gc.collect())
     print(
         f"deleted {done.manifests_deleted} manifests, {done.blobs_deleted} blobs "
-        f"({done.bytes_freed} bytes); {done.postponed} "
+        f"({human(done.bytes_freed)}); {done.postponed} "
         f"postponed by their lease; ended {done.uploads_ended} abandoned uploads"
     )
     if done.error is not None:

@@ -100,6 +100,31 @@ class GcQueue(Answer):
     tombstones: int = Field(description="blobs whose bytes a pass is deleting")
 
 
+class Held(Answer):
+    blobs: int
+    bytes: int
+
+
+class Leased(Held):
+    until: str | None = Field(description="when the last of their leases ends")
+
+
+class HeldByUntagged(Answer):
+    manifests: int
+    bytes: int = Field(description="what deleting them all would free")
+    since: str | None = Field(description="when the oldest lost its last tag")
+    first_due: str | None = Field(
+        description="when gc.untagged_hours deletes the first (null: it is 0, never)"
+    )
+
+
+class GcWaiting(Answer):
+    held_until: str | None
+    due: Held = Field(description="unreferenced, unleased: the next pass deletes them")
+    leased: Leased = Field(description="unreferenced, kept by a lease from a recent push")
+    untagged: HeldByUntagged = Field(description="referenced only by untagged manifests")
+
+
 class GcRun(Answer):
     started_at: str
     seconds: float
@@ -118,6 +143,7 @@ class GcStatus(Answer):
     )
     settings: GcSettings
     queue: GcQueue
+    waiting: GcWaiting = Field(description="stored bytes nothing needs, by what they wait for")
     totals: dict[str, int] = Field(description="counters over every process")
     runs: list[GcRun] = Field(description="the last runs that did something, newest first")
 

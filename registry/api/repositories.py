@@ -2,7 +2,8 @@
 
 - GET /api/v1/repositories lists those the caller may pull from, with sizes and pulls;
 - GET .../<name>/-/tags lists a repository's tags with sizes, platforms and build times,
-  by name or newest push first; GET .../<name>/-/manifests/<reference> shows one in full;
+  by name or newest push first; GET .../<name>/-/untagged, the manifests no tag points
+  at (what deleting tags left); GET .../<name>/-/manifests/<reference> shows one in full;
 - DELETE on a repository, a tag or a manifest needs what a /v2/ delete needs
   (maintainers and up); garbage collection frees what nothing else references.
 
@@ -30,6 +31,7 @@ M = TypeVar("M", bound=Answer)
 REPOSITORY = "/api/v1/repositories/{name:path}"
 TAGS = REPOSITORY + "/-/tags"
 TAG = REPOSITORY + "/-/tags/{tag}"
+UNTAGGED = REPOSITORY + "/-/untagged"
 MANIFEST = REPOSITORY + "/-/manifests/{reference}"
 
 
@@ -64,7 +66,9 @@ class RepositorySummary(Answer):
     name: str
     namespace: str
     tags: int
-    bytes: int = Field(description="of the blobs it links, each once")
+    bytes: int = Field(
+        description="of what its manifests reference, and of the manifests, each blob once"
+    )
     pushed_at: datetime | None
     pulls: int = Field(description="manifest GETs, counted every few seconds")
     pulled_at: datetime | None
@@ -87,6 +91,19 @@ class TagSummary(Answer):
     created: str | None = Field(description="when the image was built, from its config")
     pushed_at: datetime
     pulled_at: datetime | None
+
+
+class UntaggedSummary(Answer):
+    digest: str
+    media_type: str
+    artifact_type: str | None
+    bytes: int = Field(description="config and layers; for an index, of every platform")
+    platforms: list[PlatformImageModel]
+    created: str | None = Field(description="when the image was built, from its config")
+    pushed_at: datetime
+    pulled_at: datetime | None
+    untagged_at: datetime = Field(description="since when no tag has pointed at it")
+    referrers: int = Field(description="signatures, SBOMs, attestations: they go with it")
 
 
 class TagsQuery(PageQuery):
@@ -183,6 +200,27 @@ async def list_tags(request: Request, name: str, caller: str, query: TagsQuery) 
     )
     items = [_from(TagSummary, view) for view in views[:limit]]
     return Page(items, items[-1].name if len(views) > limit else None, limit)
+
+
+@API.operation(
+    "GET",
+    UNTAGGED,
+    summary="A repository's untagged manifests, newest first: what deleting tags left, "
+    "kept until deleted (DELETE .../-/manifests/<digest>) or gc.untagged_hours",
+    tag="repositories",
+    access=puller,
+    response=UntaggedSummary,
+    query=PageQuery,
+    paged="manifests",
+    errors=[404],
+)
+async def list_untagged(
+    request: Request, name: str, caller: str, query: PageQuery
+) -> Page[UntaggedSummary]:
+    limit = query.n or _PAGE
+    views = await registry_of(request).browse.untagged(caller, query.last, limit + 1)
+    items = [_from(UntaggedSummary, view) for view in views[:limit]]
+    return Page(items, items[-1].digest if len(views) > limit else None, limit)
 
 
 @API.operation(

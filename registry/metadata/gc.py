@@ -17,6 +17,7 @@ from datetime import datetime
 
 from sqlalchemy import ColumnElement, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.orm import aliased
 
 from registry import context
 from registry.metadata import events, queries
@@ -286,6 +287,100 @@ async def recent_runs(conn: AsyncConnection, limit: int) -> list[dict[str, objec
         run["started_at"] = utc(started).isoformat()
         runs.append(run)
     return runs
+
+
+# What storage waits for: `registry gc --dry-run`, GET /api/v1/gc and the status page.
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """Bytes stored that nothing needs, by what they wait for: a pass (due now), a lease
+    (unreferenced, but a push touched them lately), or untagged manifests that hold them
+    (gone only when deleted, or after gc.untagged_hours)."""
+
+    due_blobs: int
+    due_bytes: int
+    leased_blobs: int
+    leased_bytes: int
+    leased_until: datetime | None  # when the last lease ends
+    untagged_manifests: int
+    untagged_bytes: int  # what deleting them all would free
+    untagged_since: datetime | None  # the oldest's untagged_at
+
+
+async def waiting(conn: AsyncConnection, now: datetime) -> Waiting:
+    due_blobs, due_bytes = (
+        await conn.execute(
+            select(func.count(), func.coalesce(func.sum(Blob.size), 0)).where(*collectable_now(now))
+        )
+    ).one()
+    leased = (
+        await conn.execute(
+            select(
+                func.count(), func.coalesce(func.sum(Blob.size), 0), func.max(Blob.leased_until)
+            ).where(
+                Blob.gc_after.is_not(None),  # queued: every blob nothing references is
+                Blob.leased_until > now,
+                ~REFERENCED.exists(),
+                ~STORED.exists(),
+            )
+        )
+    ).one()
+    # The untagged manifests that would go if gc.untagged_hours said so now: those
+    # neither a tagged manifest lists (an index its platforms) nor refer to a tagged
+    # manifest of their repository (signatures). One level: an index of indexes is rare.
+    parent, subject = aliased(Manifest), aliased(Manifest)
+    free = (
+        select(Manifest.id, Manifest.digest, Manifest.untagged_at)
+        .where(
+            Manifest.untagged_at.is_not(None),
+            ~select(ManifestReference.manifest_id)
+            .join(parent, parent.id == ManifestReference.manifest_id)
+            .where(
+                ManifestReference.digest == Manifest.digest,
+                ManifestReference.kind == "manifest",
+                parent.untagged_at.is_(None),
+            )
+            .exists(),
+            ~select(subject.id)
+            .where(
+                subject.repository_id == Manifest.repository_id,
+                subject.digest == Manifest.subject,
+                subject.untagged_at.is_(None),
+            )
+            .exists(),
+        )
+        .cte("free")
+    )
+    manifests, since = (
+        await conn.execute(select(func.count(), func.min(free.c.untagged_at)))
+    ).one()
+    others = ~Manifest.id.in_(select(free.c.id))
+    held = select(func.coalesce(func.sum(Blob.size), 0)).where(
+        or_(
+            Blob.digest.in_(
+                select(ManifestReference.digest).where(
+                    ManifestReference.manifest_id.in_(select(free.c.id))
+                )
+            ),
+            Blob.digest.in_(select(free.c.digest)),
+        ),
+        ~select(ManifestReference.digest)
+        .join(Manifest, Manifest.id == ManifestReference.manifest_id)
+        .where(ManifestReference.digest == Blob.digest, others)
+        .exists(),
+        ~select(Manifest.id).where(Manifest.digest == Blob.digest, others).exists(),
+    )
+    return Waiting(
+        due_blobs=int(due_blobs),
+        due_bytes=int(due_bytes),
+        leased_blobs=int(leased[0]),
+        leased_bytes=int(leased[1]),
+        leased_until=utc(leased[2]) if leased[2] is not None else None,
+        untagged_manifests=int(manifests),
+        untagged_bytes=int(await conn.scalar(held) or 0),
+        untagged_since=utc(since) if since is not None else None,
+    )
 
 
 async def due_count(conn: AsyncConnection, now: datetime) -> int:

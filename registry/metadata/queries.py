@@ -227,6 +227,12 @@ async def tag_exists(conn: AsyncConnection, repository: str, tag: str) -> bool:
     return found is not None
 
 
+async def lock_manifests(conn: AsyncConnection, which: ColumnElement[bool]) -> None:
+    """Hold the rows of the manifests `which` selects (it may name Manifest only), in id
+    order: a tag set on one waits (its trigger writes the row) until the caller commits."""
+    await conn.execute(select(Manifest.id).where(which).order_by(Manifest.id).with_for_update())
+
+
 async def delete_manifests(conn: AsyncConnection, which: ColumnElement[bool]) -> Deleted:
     """Delete the manifests `which` selects, with their tags and references (their
     blobs are queued for garbage collection by the triggers)."""
@@ -237,7 +243,7 @@ async def delete_manifests(conn: AsyncConnection, which: ColumnElement[bool]) ->
     # below write (what they reference, and their own) in digest order, the tags last.
     # Explicit deletes rather than ON DELETE CASCADE, which SQLite only honours with its
     # foreign_keys pragma on.
-    await conn.execute(ids.order_by(Manifest.id).with_for_update())
+    await lock_manifests(conn, which)
     await conn.execute(
         select(Blob.digest)
         .where(

@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import OrderedDict
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from registry.digest import Digest, is_digest
 from registry.errors import DigestInvalid, ManifestUnknown, NameUnknown
@@ -63,6 +65,20 @@ class TagView:
 
 
 @dataclass(frozen=True, slots=True)
+class UntaggedView:
+    digest: str
+    media_type: str
+    artifact_type: str | None
+    bytes: int  # as a tag's
+    platforms: list[PlatformImage]
+    created: str | None
+    pushed_at: datetime
+    pulled_at: datetime | None
+    untagged_at: datetime  # since when no tag has pointed at it
+    referrers: int  # signatures, SBOMs: they go with it
+
+
+@dataclass(frozen=True, slots=True)
 class ReferrerView:
     digest: str
     media_type: str
@@ -109,40 +125,76 @@ class Browse:
         self, repository: str, *, by_push: bool, last: str | None, limit: int
     ) -> list[TagView]:
         async with self.db.read() as conn:
-            repository_id = await q.repository_id(conn, repository)
-            if repository_id is None:
-                raise NameUnknown({"name": repository})
+            repository_id = await self._repository_id(conn, repository)
             rows = await q.tags(conn, repository_id, by_push, last, limit)
-            parsed = {row.digest: contents(row.content) for row in rows}
-            wanted = {c.digest for found in parsed.values() for c in found.children}
-            children = {
-                digest: contents(content)
-                for digest, (_, content) in (await q.manifests(conn, repository_id, wanted)).items()
-            }
+            parsed, children = await _parse(conn, repository_id, rows)
+        images = await self._images(parsed, children)
+        return [
+            TagView(
+                name=row.name,
+                digest=row.digest,
+                media_type=row.media_type,
+                artifact_type=row.artifact_type,
+                pushed_at=row.pushed_at,
+                pulled_at=row.pulled_at,
+                **images[row.digest],
+            )
+            for row in rows
+        ]
+
+    async def untagged(self, repository: str, last: str | None, limit: int) -> list[UntaggedView]:
+        """A page of what deleting tags left in the repository (metadata/browse.py)."""
+        async with self.db.read() as conn:
+            repository_id = await self._repository_id(conn, repository)
+            rows = await q.untagged(conn, repository_id, last, limit)
+            parsed, children = await _parse(conn, repository_id, rows)
+        images = await self._images(parsed, children)
+        return [
+            UntaggedView(
+                digest=row.digest,
+                media_type=row.media_type,
+                artifact_type=row.artifact_type,
+                pushed_at=row.pushed_at,
+                pulled_at=row.pulled_at,
+                untagged_at=row.untagged_at,
+                referrers=row.referrers,
+                **images[row.digest],
+            )
+            for row in rows
+        ]
+
+    async def tag_sharing(self, repository: str, tag: str) -> tuple[str, list[str]]:
+        """The digest a tag points at, and the other tags that point there."""
+        async with self.db.read() as conn:
+            found = await q.tag_sharing(conn, await self._repository_id(conn, repository), tag)
+        if found is None:
+            raise ManifestUnknown({"reference": tag})
+        return found
+
+    @staticmethod
+    async def _repository_id(conn: AsyncConnection, repository: str) -> int:
+        found = await q.repository_id(conn, repository)
+        if found is None:
+            raise NameUnknown({"name": repository})
+        return found
+
+    async def _images(
+        self, parsed: dict[str, Contents], children: dict[str, Contents]
+    ) -> dict[str, dict[str, Any]]:
+        """What a page shows of each manifest's image, by digest: its size (an index's:
+        of every platform), platforms and build time (an index's: its first platform's)."""
         configs = await self._configs_of([c.config for c in (*parsed.values(), *children.values())])
-        views = []
-        for row in rows:
-            found = parsed[row.digest]
+        images = {}
+        for digest, found in parsed.items():
             platforms = _platforms(found, children, configs)
             first = found if not found.children else children.get(found.children[0].digest)
             created = None
             if first is not None and first.config is not None:
                 summary = configs.get(first.config.digest)
                 created = summary.created if summary else None
-            views.append(
-                TagView(
-                    name=row.name,
-                    digest=row.digest,
-                    media_type=row.media_type,
-                    artifact_type=row.artifact_type,
-                    bytes=sum(p.bytes for p in platforms) if found.children else found.image_bytes,
-                    platforms=platforms,
-                    created=created,
-                    pushed_at=row.pushed_at,
-                    pulled_at=row.pulled_at,
-                )
-            )
-        return views
+            size = sum(p.bytes for p in platforms) if found.children else found.image_bytes
+            images[digest] = {"bytes": size, "platforms": platforms, "created": created}
+        return images
 
     async def manifest(self, repository: str, reference: str) -> ManifestView:
         if is_digest(reference):
@@ -208,6 +260,20 @@ class Browse:
         while len(self._configs) > _CACHED_CONFIGS:
             self._configs.popitem(last=False)
         return summary
+
+
+async def _parse(
+    conn: AsyncConnection, repository_id: int, rows: Sequence[q.TagRow | q.UntaggedRow]
+) -> tuple[dict[str, Contents], dict[str, Contents]]:
+    """The contents of a page's manifests, and of the child manifests of its indexes
+    (one query for those), by digest."""
+    parsed = {row.digest: contents(row.content) for row in rows}
+    wanted = {c.digest for found in parsed.values() for c in found.children}
+    children = {
+        digest: contents(content)
+        for digest, (_, content) in (await q.manifests(conn, repository_id, wanted)).items()
+    }
+    return parsed, children
 
 
 def _platforms(

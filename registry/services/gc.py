@@ -22,6 +22,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import anyio
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -36,6 +37,7 @@ from registry.metadata.models import now
 from registry.services.expiry import CacheExpiry
 from registry.services.retention import RetentionService
 from registry.services.uploads import UploadService
+from registry.sizes import human
 from registry.storage import BlobStore
 
 log = logging.getLogger("registry.gc")
@@ -97,6 +99,23 @@ class Pass:
         )
 
 
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat(timespec="seconds") if moment is not None else None
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:g} s"
+    if seconds < 3600:
+        return f"{seconds / 60:g} min"
+    hours = seconds / 3600
+    return f"{hours:g} hour{'' if hours == 1 else 's'}"
+
+
+def _readable(iso: str) -> str:
+    return datetime.fromisoformat(iso).strftime("%Y-%m-%d %H:%M UTC")
+
+
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -126,6 +145,74 @@ class GarbageCollector:
         async with self.db.read() as conn:
             return Garbage(await q.collectable(conn, now(), limit), await q.queued(conn))
 
+    async def waiting(self) -> dict[str, Any]:
+        """What stored bytes nothing needs wait for (metadata/gc.py, Waiting), and when
+        they go: GET /api/v1/gc's `waiting`, the status page, `registry gc --dry-run`."""
+        moment = now()
+        async with self.db.read() as conn:
+            found = await q.waiting(conn, moment)
+            held = await q.held_until(conn, moment, lock=False)
+        hours = self.settings.untagged_hours
+        first_due = None
+        if hours and found.untagged_since is not None:
+            first_due = max(found.untagged_since + timedelta(hours=hours), moment)
+        return {
+            "held_until": _iso(held),
+            "due": {"blobs": found.due_blobs, "bytes": found.due_bytes},
+            "leased": {
+                "blobs": found.leased_blobs,
+                "bytes": found.leased_bytes,
+                "until": _iso(found.leased_until),
+            },
+            "untagged": {
+                "manifests": found.untagged_manifests,
+                "bytes": found.untagged_bytes,
+                "since": _iso(found.untagged_since),
+                "first_due": _iso(first_due),
+            },
+        }
+
+    def explain(self, waiting: dict[str, Any]) -> list[str]:
+        """`waiting` in sentences an operator reads: how much, why it stays, until when."""
+        settings, lines = self.settings, []
+        if waiting["held_until"]:
+            lines.append(
+                f"Deletions are held until {_readable(waiting['held_until'])} "
+                "(`registry gc release` ends the hold)."
+            )
+        due, leased, untagged = waiting["due"], waiting["leased"], waiting["untagged"]
+        every = f"every {settings.interval_seconds:g} s" if settings.interval_seconds else "cron"
+        lines.append(
+            f"{human(due['bytes'])} in {due['blobs']} blobs: due, deleted by the next pass "
+            f"({every}, gc.interval_seconds)."
+        )
+        lease = settings.blob_lease_seconds
+        lines.append(
+            f"{human(leased['bytes'])} in {leased['blobs']} blobs nothing references: kept by "
+            f"their lease, {_duration(lease)} to {_duration(2 * lease)} after the last "
+            "upload, mount or HEAD of each (gc.blob_lease_seconds)"
+            + (f"; the last ends at {_readable(leased['until'])}." if leased["until"] else ".")
+        )
+        held = (
+            f"{human(untagged['bytes'])} held by {untagged['manifests']} untagged manifests "
+            "(no tag points at them)"
+        )
+        if not untagged["manifests"]:
+            lines.append(f"{held}.")
+        elif settings.untagged_hours:
+            lines.append(
+                f"{held}: each is deleted {settings.untagged_hours:g} hours after it lost its "
+                f"last tag (gc.untagged_hours), the first at {_readable(untagged['first_due'])}."
+            )
+        else:
+            lines.append(
+                f"{held}: kept until deleted, since gc.untagged_hours is 0. Delete them in "
+                "the console (a repository's Untagged manifests) or with DELETE "
+                "/api/v1/repositories/NAME/-/manifests/DIGEST; their blobs then go within "
+                "a pass, or once their lease ends."
+            )
+        return lines
+
     async def hold(self, until: datetime | None, holder: str = "") -> datetime | None:
         """Hold deletions until `until` (None: release); returns the hold now in force.
         Passes deciding a batch when the hold is taken finish first (metadata/gc.py)."""
@@ -142,7 +229,7 @@ class GarbageCollector:
             stored = await counters.counters(conn, "gc_")
         return {name: stored.get(name, 0) for name in GC_COUNTERS}
 
-    async def status(self) -> dict[str, object]:
+    async def status(self) -> dict[str, Any]:
         """What GET /api/v1/gc shows: the settings, the queue, totals and recent runs."""
         async with self.db.read() as conn:
             moment = now()
@@ -165,6 +252,7 @@ class GarbageCollector:
                 "retention_interval_seconds": settings.retention_interval_seconds,
             },
             "queue": queue,
+            "waiting": await self.waiting(),
             "totals": await self.totals(),
             "runs": runs,
         }

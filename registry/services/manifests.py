@@ -7,13 +7,19 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from sqlalchemy import and_
+from sqlalchemy import and_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from registry import context
 from registry.config import LimitsSettings
 from registry.digest import Digest, is_digest
-from registry.errors import DigestInvalid, ManifestBlobUnknown, ManifestUnknown, NameUnknown
+from registry.errors import (
+    Conflict,
+    DigestInvalid,
+    ManifestBlobUnknown,
+    ManifestUnknown,
+    NameUnknown,
+)
 from registry.mediatypes import INDEX_TYPES, OCI_INDEX, ParsedManifest, accepts, parse_manifest
 from registry.metadata import events, queries
 from registry.metadata.database import Database
@@ -242,19 +248,32 @@ class ManifestService:
             "does not admit",
         )
 
-    async def delete(self, repository: str, reference: str) -> None:
+    async def delete(self, repository: str, reference: str, *, untagged: bool = False) -> None:
         """Delete by digest (the manifest and its tags) or by tag (the tag only); never
-        an immutable tag."""
+        an immutable tag. With `untagged`, a manifest only while no tag points at it
+        (409 otherwise): the console's delete of what it showed as untagged, where a tag
+        pushed since must not go with it."""
 
         async def remove(conn: AsyncConnection) -> bool:
             policy = await policy_in(conn, namespace_of(repository))
             if is_digest(reference):
                 digest = str(Digest.parse(reference))
-                if policy.immutable_tags:
+                if untagged:  # no tag is set on it from here to the commit
+                    mine = select(Repository.id).where(Repository.name == repository)
+                    await queries.lock_manifests(
+                        conn, and_(Manifest.digest == digest, Manifest.repository_id.in_(mine))
+                    )
+                if policy.immutable_tags or untagged:
                     tags = await queries.tags_of(
                         conn,
                         and_(Manifest.digest == digest, Repository.name == repository),
                     )
+                    if untagged and tags:
+                        raise Conflict(
+                            {"digest": digest},
+                            message=f"{digest} is tagged again ({', '.join(sorted(tags))}) "
+                            "since it was shown untagged: it stays",
+                        )
                     refuse_immutable(policy, tags, f"deleted with manifest {digest}")
                 deleted = await queries.delete_manifest(conn, repository, digest)
                 target: dict[str, str] = {"digest": digest}

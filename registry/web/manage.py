@@ -174,10 +174,12 @@ async def status(request: Request, session: Session) -> Response:
             "stored": await registry.mirror.cache_summary(),
             "counters": await registry.mirror.counters.totals(),
         }
+    gc = await registry.gc.status()
     return page(
         "status.html",
         session=session,
         usage=await registry.usage.overall(),
-        gc=await registry.gc.status(),
+        gc=gc,
+        waiting=registry.gc.explain(gc["waiting"]),
         mirror=mirror,
     )

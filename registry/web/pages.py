@@ -26,6 +26,7 @@ from registry.api.access import OPEN, client_address
 from registry.api.common import registry_of, small_body
 from registry.auth.accounts import AccountConflict, AccountError
 from registry.auth.scopes import DELETE, PULL
+from registry.digest import Digest
 from registry.errors import Denied, RegistryError, TooManyRequests, Unauthorized
 from registry.names import check_name, namespace_of
 from registry.sizes import human
@@ -234,23 +235,31 @@ async def repositories(request: Request, session: Session) -> Response:
 
 @console
 async def tags(request: Request, session: Session) -> Response:
+    """A repository's tags, and the manifests no tag points at (what deleting tags
+    left), each paged on its own."""
     name = await _repository(request, session, PULL)
+    browse = registry_of(request).browse
     sort = "pushed" if request.query_params.get("sort") == "pushed" else "name"
     last = request.query_params.get("last") or None
-    views = await registry_of(request).browse.tags(
-        name, by_push=sort == "pushed", last=last, limit=_PAGE + 1
-    )
-    next_url = None
+    views = await browse.tags(name, by_push=sort == "pushed", last=last, limit=_PAGE + 1)
+    untagged_last = request.query_params.get("untagged_last") or None
+    untagged = await browse.untagged(name, untagged_last, _PAGE + 1)
+    next_url = untagged_next = None
     if len(views) > _PAGE:
         next_url = "?" + urlencode({"sort": sort, "last": views[_PAGE - 1].name})
+    if len(untagged) > _PAGE:
+        untagged_next = "?" + urlencode({"untagged_last": untagged[_PAGE - 1].digest})
     return page(
         "tags.html",
         session=session,
         name=name,
         tags=views[:_PAGE],
+        untagged=untagged[:_PAGE],
         sort=sort,
         host=request.url.netloc,
         next_url=next_url,
+        untagged_next=untagged_next,
+        untagged_hours=registry_of(request).settings.gc.untagged_hours,
     )
 
 
@@ -264,20 +273,50 @@ async def manifest(request: Request, session: Session) -> Response:
 
 @console
 async def delete_tag(request: Request, session: Session) -> Response:
+    """Delete a tag; and its image too, when no other tag points to it and the user
+    leaves that ticked (as Harbor's artifact delete does)."""
     name = await _repository(request, session, DELETE)
     tag = request.path_params["tag"]
     back = f"/ui/r/{name}/-/tags"
+    registry = registry_of(request)
     if request.method == "GET":
+        digest, others = await registry.browse.tag_sharing(name, tag)
+        stays = f"under the tags {', '.join(others)}" if others else "untagged"
         return page(
             "confirm.html",
             session=session,
             what=f"{name}:{tag}",
             back=back,
             action=f"/ui/r/{name}/-/tags/{quote(tag)}/delete",
-            consequence="The tag goes; its image stays under its digest and under "
-            "other tags, until nothing uses it.",
+            consequence=f"The tag goes. Its image {digest} stays {stays} until deleted.",
+            image=None if others else digest,
         )
-    await registry_of(request).manifests.delete(name, tag)
+    image = field(request, "image")
+    await registry.manifests.delete(name, tag)
+    if image:
+        # Only while it is untagged: a tag pushed since the page was shown keeps it.
+        await registry.manifests.delete(name, image, untagged=True)
+    return RedirectResponse(back, status_code=303)
+
+
+@console
+async def delete_manifest(request: Request, session: Session) -> Response:
+    """Delete an untagged manifest, as the repository page lists them."""
+    name = await _repository(request, session, DELETE)
+    digest = str(Digest.parse(request.path_params["reference"]))
+    back = f"/ui/r/{name}/-/tags"
+    if request.method == "GET":
+        return page(
+            "confirm.html",
+            session=session,
+            what=f"{name}@{digest}",
+            back=back,
+            action=f"/ui/r/{name}/-/manifests/{digest}/delete",
+            consequence="The untagged manifest goes; garbage collection then frees the "
+            "blobs nothing else uses. Its referrers (signatures, SBOMs) stay, listed as "
+            "untagged, until deleted too.",
+        )
+    await registry_of(request).manifests.delete(name, digest, untagged=True)
     return RedirectResponse(back, status_code=303)
 
 

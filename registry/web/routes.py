@@ -18,6 +18,11 @@ ROUTES = [
     Route("/ui/r/{name:path}/-/tags/{tag}/delete", pages.delete_tag, methods=["GET", "POST"]),
     Route("/ui/r/{name:path}/-/tags", pages.tags, methods=["GET"]),
     Route("/ui/r/{name:path}/-/delete", pages.delete_repository, methods=["GET", "POST"]),
+    Route(
+        "/ui/r/{name:path}/-/manifests/{reference}/delete",
+        pages.delete_manifest,
+        methods=["GET", "POST"],
+    ),
     Route("/ui/r/{name:path}/-/manifests/{reference}", pages.manifest, methods=["GET"]),
     Route("/ui/namespaces", manage.namespaces, methods=["GET", "POST"]),
     Route(_NAMESPACE, manage.namespace, methods=["GET"]),

@@ -210,3 +210,47 @@ def test_namespace_member_robot_and_status(browser: Browser, server: RegistryPro
     expect(page.get_by_role("heading", name="Garbage collection")).to_be_visible()
     shot(page, "status")
     context.close()
+
+
+def test_untagged_images_are_listed_deleted_and_explained(
+    browser: Browser, server: RegistryProcess
+) -> None:
+    push(server.url, "team/tools", "v1")
+    push(server.url, "team/tools", "v2")
+    context = browser.new_context(base_url=server.url)
+    page = context.new_page()
+    log_in(page)
+    page.goto("/ui/r/team/tools/-/tags")
+    expect(page.get_by_role("heading", name="Untagged manifests")).to_have_count(0)
+
+    # Deleting a tag offers its image, ticked; left unticked, the image stays, untagged.
+    page.get_by_role("row", name="v1").get_by_role("link", name="Delete").click()
+    also = page.get_by_label("Also delete its image")
+    expect(also).to_be_checked()
+    also.uncheck()
+    page.get_by_role("button", name="Delete").click()
+    expect(page.get_by_role("heading", name="Untagged manifests")).to_be_visible()
+    untagged = page.get_by_role("table", name="Untagged manifests of team/tools")
+    expect(untagged.locator("tbody tr")).to_have_count(1)
+    shot(page, "untagged")
+
+    # The status page says what it holds, and that it stays until deleted.
+    page.get_by_role("link", name="Status").click()
+    expect(page.locator("ul.waiting")).to_contain_text("held by 1 untagged manifests")
+    expect(page.locator("ul.waiting")).to_contain_text("kept until deleted")
+
+    page.goto("/ui/r/team/tools/-/tags")
+    untagged.get_by_role("link", name="Delete").click()
+    expect(page.get_by_role("heading", name="Delete team/tools@sha256:")).to_be_visible()
+    page.get_by_role("button", name="Delete").click()
+    expect(page.get_by_role("heading", name="Untagged manifests")).to_have_count(0)
+
+    # The last tag, with its image: the repository is empty, and leaves the list.
+    page.get_by_role("row", name="v2").get_by_role("link", name="Delete").click()
+    page.get_by_role("button", name="Delete").click()
+    expect(page.get_by_text("This repository is empty")).to_be_visible()
+    expect(page.get_by_role("link", name="Delete the repository")).to_be_visible()
+    page.goto("/ui/")
+    expect(page.get_by_role("link", name="team/app")).to_be_visible()
+    expect(page.get_by_role("link", name="team/tools")).to_have_count(0)
+    context.close()
