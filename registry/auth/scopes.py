@@ -13,7 +13,9 @@ from registry.errors import RegistryError
 from registry.names import check_name
 
 PULL, PUSH, DELETE = "pull", "push", "delete"
-REPOSITORY_ACTIONS = frozenset({PULL, PUSH, DELETE})
+# In the order of what they allow, for everything that lists them (forms, grants).
+ACTIONS_IN_ORDER = (PULL, PUSH, DELETE)
+REPOSITORY_ACTIONS = frozenset(ACTIONS_IN_ORDER)
 CATALOG = ("registry", "catalog")
 
 

@@ -14,9 +14,10 @@ from registry.api.access import deny_unless_owner
 from registry.api.common import registry_of
 from registry.auth.accounts import ROLES, Accounts
 from registry.auth.identity import ROBOT_PREFIX
-from registry.auth.scopes import REPOSITORY_ACTIONS
+from registry.auth.scopes import ACTIONS_IN_ORDER
 from registry.errors import Denied, Invalid, RouteUnknown
 from registry.names import check_namespace
+from registry.proxy.counters import COUNTERS
 from registry.web.pages import console, field, fields, page
 from registry.web.sessions import Session
 
@@ -80,7 +81,7 @@ async def _namespace_page(
         members=await accounts.list_members(namespace),
         robots=robots,
         roles=list(ROLES),
-        actions=list(REPOSITORY_ACTIONS),
+        actions=ACTIONS_IN_ORDER,
         usage=await registry.usage.namespace(namespace),
         policy=(await registry.policies.get(namespace)).to_json(),
         secret=secret,
@@ -173,6 +174,7 @@ async def status(request: Request, session: Session) -> Response:
             "upstreams": registry.mirror.settings.upstreams,
             "stored": await registry.mirror.cache_summary(),
             "counters": await registry.mirror.counters.totals(),
+            "labels": COUNTERS,
         }
     gc = await registry.gc.status()
     return page(

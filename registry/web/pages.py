@@ -10,9 +10,10 @@ the console.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode
@@ -45,8 +46,29 @@ HEADERS = {
 }
 
 
-def _when(moment: datetime | None) -> str:
-    return "" if moment is None else moment.strftime("%Y-%m-%d %H:%M UTC")
+# RFC 3339 as image configs write it: up to nanoseconds, which Python's parser does not
+# take; the digits past microseconds are dropped.
+_RFC3339 = re.compile(r"(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d)(\.\d{1,6})?\d*(Z|[+-]\d\d:\d\d)?$")
+
+
+def _when(moment: datetime | str | None) -> str:
+    """A time as people read it, in UTC to the minute; a text that is no time, as is
+    (an image config may say anything)."""
+    if isinstance(moment, str):
+        text = moment
+        found = _RFC3339.match(text.strip())
+        if found is None:
+            return text
+        seconds, fraction, zone = found.groups()
+        try:
+            moment = datetime.fromisoformat(seconds + (fraction or "") + (zone or "Z"))
+        except ValueError:
+            return text
+    if moment is None:
+        return ""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
 
 
 TEMPLATES = Environment(
@@ -134,9 +156,8 @@ def console(handler: Page) -> Callable[[Request], Awaitable[Response]]:
         try:
             response = await handler(request, session)
         except RegistryError as exc:
-            return page(
-                "error.html", exc.status, session=session, title="Not done", message=exc.text
-            )
+            title = "Not found" if exc.status == 404 else "Not done"
+            return page("error.html", exc.status, session=session, title=title, message=exc.text)
         except AccountError as exc:  # a name taken, a bad role, the last owner leaving
             status = 409 if isinstance(exc, AccountConflict) else 400
             return page("error.html", status, session=session, title="Not done", message=str(exc))
@@ -339,3 +360,15 @@ async def delete_repository(request: Request, session: Session) -> Response:
 
 async def home(request: Request) -> Response:
     return RedirectResponse("/ui/", status_code=307)
+
+
+@console
+async def not_found(request: Request, session: Session) -> Response:
+    """Any other path under /ui/."""
+    return page(
+        "error.html",
+        404,
+        session=session,
+        title="Not found",
+        message=f"The console has no page at {request.url.path}.",
+    )

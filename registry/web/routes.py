@@ -34,4 +34,5 @@ ROUTES = [
     Route("/ui/users/{user}/{action:str}", manage.change_user, methods=["POST"]),
     Route("/ui/status", manage.status, methods=["GET"]),
     Mount("/ui/static", StaticFiles(directory=pages.HERE / "static"), name="static"),
+    Route("/ui/{path:path}", pages.not_found, methods=["GET"]),
 ]

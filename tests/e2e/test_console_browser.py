@@ -26,14 +26,20 @@ ARTIFACTS = Path(os.environ.get("REGISTRY_TEST_ARTIFACTS", "test-artifacts")) / 
 
 
 def push(base: str, repo: str, tag: str, label: str = "") -> None:
-    """An image pushed over /v2/ as the admin, with a label in its config."""
+    """An image pushed over /v2/ as the admin, with a label in its config; built at a
+    time written to the nanosecond, with a history step that says nothing, as
+    BuildKit writes them."""
     auth = ("root", PASSWORD)
     config = json.dumps(
         {
-            "created": "2026-11-30T12:00:00Z",
+            "created": "2026-11-30T12:00:00.123456789Z",
             "os": "linux",
             "architecture": "amd64",
             "config": {"Labels": {"title": label}} if label else {},
+            "history": [
+                {"created": "2026-11-30T11:59:00Z", "created_by": "ADD rootfs.tar /"},
+                {"created": "2026-11-30T12:00:00Z", "empty_layer": True},
+            ],
         }
     ).encode()
     with httpx.Client(base_url=base, auth=auth, timeout=30) as client:
@@ -254,3 +260,85 @@ def test_untagged_images_are_listed_deleted_and_explained(
     expect(page.get_by_role("link", name="team/app")).to_be_visible()
     expect(page.get_by_role("link", name="team/tools")).to_have_count(0)
     context.close()
+
+
+def one_line(page: Page, selector: str) -> bool:
+    """Whether each element `selector` finds is laid out on one line (an inline element
+    broken across lines has a box on each)."""
+    counts = page.eval_on_selector_all(selector, "els => els.map(e => e.getClientRects().length)")
+    return bool(counts) and all(count == 1 for count in counts)
+
+
+def test_the_console_reads_well_on_a_phone_and_a_desktop(
+    browser: Browser, server: RegistryProcess
+) -> None:
+    push(server.url, "team/a-rather-long-repository-name", "release-2026.11.30-build.1234")
+    context = browser.new_context(base_url=server.url)
+    page = context.new_page()
+    log_in(page)
+    for width in (1280, 390):
+        page.set_viewport_size({"width": width, "height": 844})
+        page.goto("/ui/r/team/a-rather-long-repository-name/-/tags")
+        row = page.get_by_role("row", name="release-2026.11.30-build.1234")
+        # Times as people read them, never RFC 3339 to the nanosecond.
+        expect(row).to_contain_text("2026-11-30 12:00 UTC")
+        expect(row).not_to_contain_text("T12:00:00")
+        # The pull command and the tag are never broken inside a word.
+        assert one_line(page, "code.pull") and one_line(page, "td.nowrap a")
+        # Nothing is wider than the screen but the table, which scrolls on its own.
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+        table = page.locator("div.scroll").first
+        if width == 390:
+            assert table.evaluate("e => e.scrollWidth > e.clientWidth")
+            shot(page, "tags-phone-long")
+    # History steps that say nothing are left out.
+    page.get_by_role("link", name="release-2026.11.30-build.1234").click()
+    expect(page.locator("ol li")).to_have_count(1)
+    expect(page.locator("ol li")).to_have_text("ADD rootfs.tar /")
+    expect(page.get_by_text("2026-11-30 12:00 UTC")).to_be_visible()
+
+    # A page that does not exist says so.
+    for missing in ("/ui/no-such-page", "/ui/r/team/no-such-repository/-/tags"):
+        response = page.goto(missing)
+        assert response is not None and response.status == 404
+        expect(page.get_by_role("heading", name="Not found")).to_be_visible()
+
+    # The actions of a robot, in one order wherever they are listed.
+    page.goto("/ui/namespaces/team")
+    boxes = page.locator("input[name=actions]")
+    assert [boxes.nth(i).get_attribute("value") for i in range(3)] == ["pull", "push", "delete"]
+    page.get_by_label("Name (the robot is robot$team+name)").fill("ordered")
+    page.get_by_label("delete").check()
+    page.get_by_role("button", name="Add robot").click()
+    expect(page.get_by_role("row", name="robot$team+ordered")).to_contain_text("pull, delete")
+    context.close()
+
+
+def test_the_mirror_status_reads_as_words_and_sizes(
+    browser: Browser, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    root = tmp_path_factory.mktemp("mirror-console")
+    mirror = RegistryProcess(
+        root / "data",
+        {
+            "REGISTRY_AUTH_ENABLED": "true",
+            "REGISTRY_MIRROR_ENABLED": "true",
+            "REGISTRY_MIRROR_UPSTREAMS": "http://127.0.0.1:9",  # nothing is asked of it
+        },
+    ).start()
+    try:
+        mirror.cli("user", "add", "root", "--admin", "--password-stdin", stdin=PASSWORD + "\n")
+        context = browser.new_context(base_url=mirror.url)
+        page = context.new_page()
+        log_in(page)
+        page.goto("/ui/status")
+        counters = page.locator("table.counters")
+        expect(counters).to_contain_text("Blob bytes fetched from the upstream")
+        expect(counters).to_contain_text("Manifests served from the cache")
+        expect(counters).not_to_contain_text("upstream_bytes")
+        row = counters.get_by_role("row", name="Blob bytes fetched from the upstream")
+        expect(row.get_by_role("cell")).to_have_text("0 B")
+        shot(page, "status-mirror")
+        context.close()
+    finally:
+        mirror.stop()
