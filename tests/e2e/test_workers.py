@@ -89,3 +89,18 @@ def test_workers_end_when_their_parent_is_killed(tmp_path: Path) -> None:
         wait_healthy(server)
     finally:
         server.stop()
+
+
+def test_a_stop_with_workers_ends_soon_and_says_so(tmp_path: Path) -> None:
+    """SIGTERM: the workers drain and end, the parent logs its last lines and exits 0,
+    without the second or so its interpreter's teardown took (registry/cli.py)."""
+    server = RegistryProcess(tmp_path / "data", {"REGISTRY_HTTP_WORKERS": "2"}).start()
+    assert server.process is not None
+    wait_healthy(server)
+    started = time.monotonic()
+    server.process.terminate()
+    assert server.process.wait(timeout=10) == 0
+    took = time.monotonic() - started
+    # uvicorn looks at signals twice a second; each worker then closes its pools.
+    assert took < 2.5, took
+    assert "Stopping parent process" in server.log.read_text()
