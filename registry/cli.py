@@ -27,6 +27,7 @@ from registry import (
     logs,
     metrics,
     preflight,
+    readable,
 )
 from registry.auth.accounts import Accounts
 from registry.auth.tokens import authority_from_settings
@@ -34,7 +35,6 @@ from registry.config import ConfigError, Settings, env_name, load_settings, unkn
 from registry.errors import RegistryError, Unavailable
 from registry.metadata.database import Database
 from registry.metadata.models import now
-from registry.sizes import human
 
 if TYPE_CHECKING:
     # The app is imported where a command builds one: `serve` does not (its workers do).
@@ -211,7 +211,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         return _retention(settings, args.dry_run, args.namespace)
     if args.command == "usage":
         _migrate(settings, quiet=True)
-        return _usage(settings, args.namespace, human if not args.bytes else str)
+        return _usage(settings, args.namespace, readable.size if not args.bytes else str)
     if args.command == "check":
         _migrate(settings, quiet=True)
         return _check(settings, args.repair)
@@ -300,7 +300,7 @@ def _gc_dry_run(settings: Settings) -> int:
     for digest, size in garbage.blobs:
         print(f"{digest}\t{size}")
     print(
-        f"{len(garbage.blobs)} blobs ({human(garbage.bytes)}) would be deleted now; "
+        f"{len(garbage.blobs)} blobs ({readable.size(garbage.bytes)}) would be deleted now; "
         f"{garbage.queued} queued for a look in all",
         file=sys.stderr,
     )
@@ -313,7 +313,7 @@ def _gc(settings: Settings) -> int:
     done = _with_registry(settings, lambda r: r.gc.collect())
     print(
         f"deleted {done.manifests_deleted} manifests, {done.blobs_deleted} blobs "
-        f"({human(done.bytes_freed)}); {done.postponed} "
+        f"({readable.size(done.bytes_freed)}); {done.postponed} "
         f"postponed by their lease; ended {done.uploads_ended} abandoned uploads"
     )
     if done.error is not None:

@@ -27,7 +27,7 @@ from typing import Any
 import anyio
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from registry import context
+from registry import context, readable
 from registry.config import GcSettings
 from registry.digest import Digest
 from registry.metadata import counters, events, usage
@@ -37,7 +37,6 @@ from registry.metadata.models import now
 from registry.services.expiry import CacheExpiry
 from registry.services.retention import RetentionService
 from registry.services.uploads import UploadService
-from registry.sizes import human
 from registry.storage import BlobStore
 
 log = logging.getLogger("registry.gc")
@@ -112,10 +111,6 @@ def _duration(seconds: float) -> str:
     return f"{hours:g} hour{'' if hours == 1 else 's'}"
 
 
-def _readable(iso: str) -> str:
-    return datetime.fromisoformat(iso).strftime("%Y-%m-%d %H:%M UTC")
-
-
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -177,32 +172,33 @@ class GarbageCollector:
         settings, lines = self.settings, []
         if waiting["held_until"]:
             lines.append(
-                f"Deletions are held until {_readable(waiting['held_until'])} "
+                f"Deletions are held until {readable.when(waiting['held_until'])} "
                 "(`registry gc release` ends the hold)."
             )
         due, leased, untagged = waiting["due"], waiting["leased"], waiting["untagged"]
         every = f"every {settings.interval_seconds:g} s" if settings.interval_seconds else "cron"
         lines.append(
-            f"{human(due['bytes'])} in {due['blobs']} blobs: due, deleted by the next pass "
+            f"{readable.size(due['bytes'])} in {due['blobs']} blobs: due, deleted by the next pass "
             f"({every}, gc.interval_seconds)."
         )
         lease = settings.blob_lease_seconds
         lines.append(
-            f"{human(leased['bytes'])} in {leased['blobs']} blobs nothing references: kept by "
-            f"their lease, {_duration(lease)} to {_duration(2 * lease)} after the last "
+            f"{readable.size(leased['bytes'])} in {leased['blobs']} blobs nothing references: "
+            f"kept by their lease, {_duration(lease)} to {_duration(2 * lease)} after the last "
             "upload, mount or HEAD of each (gc.blob_lease_seconds)"
-            + (f"; the last ends at {_readable(leased['until'])}." if leased["until"] else ".")
+            + (f"; the last ends at {readable.when(leased['until'])}." if leased["until"] else ".")
         )
         held = (
-            f"{human(untagged['bytes'])} held by {untagged['manifests']} untagged manifests "
-            "(no tag points at them)"
+            f"{readable.size(untagged['bytes'])} held by {untagged['manifests']} untagged "
+            "manifests (no tag points at them)"
         )
         if not untagged["manifests"]:
             lines.append(f"{held}.")
         elif settings.untagged_hours:
             lines.append(
                 f"{held}: each is deleted {settings.untagged_hours:g} hours after it lost its "
-                f"last tag (gc.untagged_hours), the first at {_readable(untagged['first_due'])}."
+                "last tag (gc.untagged_hours), the first at "
+                f"{readable.when(untagged['first_due'])}."
             )
         else:
             lines.append(

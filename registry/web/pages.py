@@ -10,10 +10,8 @@ the console.
 from __future__ import annotations
 
 import json
-import re
 import secrets
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode
@@ -22,7 +20,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from registry import context
+from registry import context, readable
 from registry.api.access import OPEN, client_address
 from registry.api.common import registry_of, small_body
 from registry.auth.accounts import AccountConflict, AccountError
@@ -30,7 +28,6 @@ from registry.auth.scopes import DELETE, PULL
 from registry.digest import Digest
 from registry.errors import Denied, RegistryError, TooManyRequests, Unauthorized
 from registry.names import check_name, namespace_of
-from registry.sizes import human
 from registry.web.sessions import COOKIE, LOGIN_COOKIE, Session, same
 
 HERE = Path(__file__).parent
@@ -46,37 +43,12 @@ HEADERS = {
 }
 
 
-# RFC 3339 as image configs write it: up to nanoseconds, which Python's parser does not
-# take; the digits past microseconds are dropped.
-_RFC3339 = re.compile(r"(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d)(\.\d{1,6})?\d*(Z|[+-]\d\d:\d\d)?$")
-
-
-def _when(moment: datetime | str | None) -> str:
-    """A time as people read it, in UTC to the minute; a text that is no time, as is
-    (an image config may say anything)."""
-    if isinstance(moment, str):
-        text = moment
-        found = _RFC3339.match(text.strip())
-        if found is None:
-            return text
-        seconds, fraction, zone = found.groups()
-        try:
-            moment = datetime.fromisoformat(seconds + (fraction or "") + (zone or "Z"))
-        except ValueError:
-            return text
-    if moment is None:
-        return ""
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC)
-    return moment.strftime("%Y-%m-%d %H:%M UTC")
-
-
 TEMPLATES = Environment(
     loader=FileSystemLoader(HERE / "templates"),
     autoescape=select_autoescape(default=True),
 )
-TEMPLATES.filters["size"] = human
-TEMPLATES.filters["when"] = _when
+TEMPLATES.filters["size"] = readable.size
+TEMPLATES.filters["when"] = readable.when
 
 
 def page(template: str, status: int = 200, **context: Any) -> HTMLResponse:
