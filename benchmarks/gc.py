@@ -23,7 +23,7 @@ from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from registry.app import Registry
+from registry.wiring import Registry
 from registry.config import Settings, load_settings
 from registry.digest import Digest
 from registry.metadata.migrate import upgrade

@@ -38,8 +38,8 @@ from registry.metadata.models import now
 
 if TYPE_CHECKING:
     # The app is imported where a command builds one: `serve` does not (its workers do).
-    from registry.app import Registry
     from registry.services.gc import Garbage
+    from registry.wiring import Registry
 
 T = TypeVar("T")
 
@@ -243,7 +243,7 @@ def _migrate(settings: Settings, quiet: bool = False) -> None:
 def _with_registry(settings: Settings, work: Callable[[Registry], Awaitable[T]]) -> T:
     """Run `work` on a registry built for one command, and close it after."""
 
-    from registry.app import Registry
+    from registry.wiring import Registry
 
     async def run() -> T:
         registry = Registry(settings)

@@ -16,18 +16,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from registry import context
-from registry.api.common import registry_of
-from registry.auth.accounts import Accounts
-from registry.auth.identity import ANONYMOUS, Identity, kind_of
+from registry.auth.accounts import deny_unless_owner
+from registry.auth.identity import ANONYMOUS, OPEN, Identity, kind_of
 from registry.auth.scopes import CATALOG, PULL, Scope, repository_scope
 from registry.auth.service import AuthService, within
 from registry.auth.tokens import AccessToken, TokenInvalid
 from registry.errors import Denied, Unauthorized, Unsupported
 from registry.names import check_name, namespace_of
 from registry.proxy.mirror import MirrorRoute
+from registry.requests import client_address, registry_of
 
 Endpoint = Callable[[Request], Awaitable[Response]]
-OPEN = Identity("", "user", admin=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,13 +180,6 @@ async def owned_by_caller(request: Request, what: str) -> set[str] | None:
     return await auth.accounts.owned_namespaces(identity)
 
 
-async def deny_unless_owner(accounts: Accounts, identity: Identity, namespace: str) -> None:
-    """DENIED unless `identity` is an admin or an owner of `namespace`."""
-    if identity.admin or await accounts.role(identity, namespace) == "owner":
-        return
-    raise Denied(message=f"only an owner of {namespace!r} or an admin may do this")
-
-
 def caller_name(request: Request) -> str:
     """Who is asking, for bounds kept per caller: the account's name, or the client's
     address when it has none (anonymous, or auth off). No query."""
@@ -255,7 +247,3 @@ def decode_basic(credentials: str) -> tuple[str, str] | None:
         return None
     name, sep, password = decoded.partition(":")
     return (name, password) if sep and name else None
-
-
-def client_address(request: Request) -> str:
-    return request.client.host if request.client else "unknown"

@@ -15,12 +15,18 @@ from typing import Any
 from pydantic import Field
 from starlette.requests import Request
 
-from registry.api.access import authorize, caller_identity, deny_unless_owner
-from registry.api.common import registry_of
+from registry.api.access import authorize, caller_identity
 from registry.api.declare import API, Answer, Body, Page, PageQuery
-from registry.auth.accounts import AccountConflict, AccountError, Accounts, AccountUnknown
+from registry.auth.accounts import (
+    AccountConflict,
+    AccountError,
+    Accounts,
+    AccountUnknown,
+    deny_unless_owner,
+)
 from registry.auth.identity import ROBOT_PREFIX, Identity
 from registry.errors import Conflict, Denied, Invalid, NotFound, RouteUnknown, Unauthorized
+from registry.requests import registry_of
 
 # A hundred years: longer is "never", which is no expiry at all.
 _MAX_ROBOT_DAYS = 36_500

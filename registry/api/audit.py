@@ -14,10 +14,10 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
 from registry.api.access import owned_by_caller
-from registry.api.common import registry_of
 from registry.api.declare import API, Answer, Page, PageQuery, id_key
 from registry.errors import Denied, Invalid
-from registry.metadata.events import AuditFilter
+from registry.requests import registry_of
+from registry.services.audit import AuditFilter
 
 EXPORT_BATCH = 1000
 

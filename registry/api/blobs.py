@@ -9,15 +9,10 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from registry.api.common import (
-    API_VERSION_HEADER,
-    digest_param,
-    mirror_route,
-    registry_of,
-    repository,
-)
+from registry.api.common import API_VERSION_HEADER, digest_param, mirror_route, repository
 from registry.api.ranges import parse_range
 from registry.digest import Digest
+from registry.requests import registry_of
 from registry.sendfile import ZERO_COPY
 
 

@@ -11,17 +11,13 @@ from starlette.requests import Request
 from registry.digest import Digest
 from registry.errors import Invalid, PaginationInvalid
 from registry.names import check_name
-from registry.parse import content_length, decimal, json_document
+from registry.parse import decimal, json_document
+from registry.requests import registry_of, small_body
 
 if TYPE_CHECKING:
-    from registry.app import Registry
     from registry.proxy.mirror import MirrorRoute
 
 API_VERSION_HEADER = {"Docker-Distribution-API-Version": "registry/2.0"}
-
-
-def registry_of(request: Request) -> Registry:
-    return request.app.state.registry
 
 
 def mirror_route(request: Request) -> MirrorRoute | None:
@@ -63,20 +59,6 @@ async def json_object(request: Request, limit: int) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise Invalid(message="the request body must be a JSON object")
     return body
-
-
-async def small_body(request: Request, limit: int) -> bytes | None:
-    """The whole body of a request that should be small (a form, a JSON document), or None
-    if it is larger than `limit` bytes; reading stops there."""
-    length = content_length(request.headers)
-    if length is not None and length > limit:
-        return None
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            return None
-    return bytes(body)
 
 
 def page_params(request: Request) -> tuple[int | None, str | None]:

@@ -11,9 +11,9 @@ from pydantic import Field
 from starlette.requests import Request
 
 from registry.api.access import require_admin, require_owner
-from registry.api.common import registry_of
 from registry.api.declare import API, Answer, Body
 from registry.names import check_namespace
+from registry.requests import registry_of
 
 POLICY = "/api/v1/namespaces/{namespace}/policy"
 

@@ -5,15 +5,10 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from registry.api.common import (
-    API_VERSION_HEADER,
-    mirror_route,
-    registry_of,
-    repository,
-    small_body,
-)
+from registry.api.common import API_VERSION_HEADER, mirror_route, repository
 from registry.errors import ManifestTooLarge, ManifestUnknown
 from registry.names import is_reference
+from registry.requests import registry_of, small_body
 
 
 async def manifest(request: Request) -> Response:

@@ -8,8 +8,8 @@ from pydantic import Field
 from starlette.requests import Request
 
 from registry.api.access import authorize, caller_identity
-from registry.api.common import registry_of
 from registry.api.declare import API, Answer
+from registry.requests import registry_of
 
 
 class Me(Answer):

@@ -13,10 +13,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from registry.api.access import require_admin
-from registry.api.common import registry_of
 from registry.errors import Unauthorized
 from registry.metrics import exposition
 from registry.proxy.counters import COUNTERS
+from registry.requests import registry_of
 from registry.services.gc import GC_COUNTERS
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import Field
 from starlette.requests import Request
 
 from registry.api.access import require_admin
-from registry.api.common import registry_of
 from registry.api.declare import API, Answer, Body
 from registry.errors import RegistryError, RouteUnknown
-from registry.metadata import mirror as mq
-from registry.metadata.models import now
-from registry.proxy.mirror import Mirror
+from registry.proxy.mirror import Mirror, UpstreamState
 from registry.proxy.prefetch import Prefetcher, check_platform
+from registry.requests import registry_of
 
 
 async def _admin_mirror(request: Request) -> Mirror:
@@ -97,7 +96,7 @@ async def status(request: Request) -> MirrorStatus:
     )
 
 
-def _rate_limit(state: mq.UpstreamState | None) -> dict[str, Any]:
+def _rate_limit(state: UpstreamState | None) -> dict[str, Any]:
     if state is None:
         return {}
     backoff = state.backoff_until
@@ -105,7 +104,7 @@ def _rate_limit(state: mq.UpstreamState | None) -> dict[str, Any]:
         "ratelimit_limit": state.ratelimit_limit,
         "ratelimit_remaining": state.ratelimit_remaining,
         "ratelimit_seen_at": state.seen_at.isoformat() if state.seen_at else None,
-        "backoff_until": backoff.isoformat() if backoff and backoff > now() else None,
+        "backoff_until": backoff.isoformat() if backoff and backoff > datetime.now(UTC) else None,
     }
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from registry.api.common import API_VERSION_HEADER, digest_param, registry_of, repository
+from registry.api.common import API_VERSION_HEADER, digest_param, repository
 from registry.mediatypes import OCI_INDEX
+from registry.requests import registry_of
 
 
 async def referrers(request: Request) -> JSONResponse:

@@ -21,10 +21,10 @@ from pydantic import Field
 from starlette.requests import Request
 
 from registry.api.access import authorize, caller_identity, require_repository
-from registry.api.common import registry_of
 from registry.api.declare import API, Answer, Page, PageQuery
 from registry.auth.scopes import DELETE, PULL
 from registry.digest import Digest
+from registry.requests import registry_of
 
 _PAGE = 100
 M = TypeVar("M", bound=Answer)

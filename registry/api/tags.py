@@ -6,7 +6,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from registry.api.access import caller_identity
-from registry.api.common import API_VERSION_HEADER, next_link, page_params, registry_of, repository
+from registry.api.common import API_VERSION_HEADER, next_link, page_params, repository
+from registry.requests import registry_of
 from registry.services.listing import Page
 
 

@@ -10,13 +10,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from registry import context
-from registry.api.access import client_address, decode_basic
-from registry.api.common import registry_of, small_body
+from registry.api.access import decode_basic
 from registry.auth.accounts import Account
 from registry.auth.identity import ANONYMOUS, Identity
 from registry.auth.scopes import Scope, parse_scopes
 from registry.auth.service import AuthService
 from registry.errors import RegistryError, RouteUnknown, Unauthorized
+from registry.requests import client_address, registry_of, small_body
 
 # An OAuth2 form is a few short fields; anything longer is not one.
 _MAX_FORM_BYTES = 64 * 1024

@@ -6,19 +6,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from registry.api.access import caller_name, may
-from registry.api.common import (
-    API_VERSION_HEADER,
-    body_chunks,
-    has_body,
-    registry_of,
-    repository,
-)
+from registry.api.common import API_VERSION_HEADER, body_chunks, has_body, repository
 from registry.api.ranges import parse_content_range
 from registry.auth.scopes import PULL, repository_scope
 from registry.digest import ALGORITHMS, DEFAULT_ALGORITHM, Digest
 from registry.errors import DigestInvalid, RangeInvalid
 from registry.names import check_name
 from registry.parse import content_length
+from registry.requests import registry_of
 from registry.services.uploads import Span
 
 

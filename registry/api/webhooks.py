@@ -12,13 +12,11 @@ from starlette.requests import Request
 
 from registry import context
 from registry.api.access import owned_by_caller, require_admin, require_owner
-from registry.api.common import registry_of
 from registry.api.declare import API, Answer, Body, Page, PageQuery, id_key
 from registry.errors import Invalid
-from registry.metadata.events import WEBHOOK_KINDS
-from registry.metadata.models import utc
-from registry.metadata.webhooks import Endpoint
 from registry.names import check_namespace
+from registry.requests import registry_of
+from registry.services.webhooks import WEBHOOK_KINDS, Endpoint
 
 Kind = Literal["push", "blob", "pull", "mount", "delete", "tag", "mirror", "quota", "gc"]
 assert set(Kind.__args__) == set(WEBHOOK_KINDS)  # type: ignore[attr-defined]
@@ -250,9 +248,9 @@ async def deliveries(
             action=row["action"],
             state=row["state"],
             attempts=row["attempts"],
-            created_at=utc(row["created_at"]),
-            next_attempt_at=utc(row["next_attempt_at"]) if row["state"] == "pending" else None,
-            finished_at=utc(row["finished_at"]) if row["finished_at"] else None,
+            created_at=row["created_at"],
+            next_attempt_at=row["next_attempt_at"] if row["state"] == "pending" else None,
+            finished_at=row["finished_at"],
             last_attempt=_attempt(row["last_attempt"]) if row["last_attempt"] else None,
         )
         for row in rows
@@ -261,9 +259,7 @@ async def deliveries(
 
 
 def _attempt(row: dict[str, Any]) -> Attempt:
-    return Attempt(
-        **{**{k: row[k] for k in Attempt.model_fields if k != "at"}, "at": utc(row["at"])}
-    )
+    return Attempt(**{k: row[k] for k in Attempt.model_fields})
 
 
 @API.operation(

@@ -29,6 +29,7 @@ from registry.auth.passwords import (
 )
 from registry.auth.scopes import DELETE, PULL, PUSH, REPOSITORY_ACTIONS
 from registry.config import MirrorSettings
+from registry.errors import Denied
 from registry.metadata import accounts as q
 from registry.metadata import events
 from registry.metadata.database import Database
@@ -498,3 +499,11 @@ async def _keep_an_owner(
             f"{user!r} is the last owner of {namespace!r}: make another member an owner "
             "first (a namespace without an owner is managed by admins alone)"
         )
+
+
+async def deny_unless_owner(accounts: Accounts, identity: Identity, namespace: str) -> None:
+    """DENIED unless `identity` is an admin or an owner of `namespace` (/api/v1/ and the
+    console alike)."""
+    if identity.admin or await accounts.role(identity, namespace) == "owner":
+        return
+    raise Denied(message=f"only an owner of {namespace!r} or an admin may do this")

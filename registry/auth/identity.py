@@ -21,6 +21,8 @@ class Identity:
 
 
 ANONYMOUS = Identity("", "anonymous")
+# Whoever calls an open registry (auth off): allowed everything, as Distribution's default.
+OPEN = Identity("", "user", admin=True)
 
 
 def kind_of(subject: str) -> Literal["user", "robot", "anonymous"]:

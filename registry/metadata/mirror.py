@@ -15,7 +15,6 @@ from registry.metadata.models import (
     Manifest,
     MirrorUpstream,
     Repository,
-    RepositoryBlob,
     Tag,
     now,
     utc,
@@ -63,11 +62,6 @@ async def touch_tag(conn: AsyncConnection, repository: str, tag: str) -> None:
 async def stored_blob_size(conn: AsyncConnection, digest: str) -> int | None:
     """The size of a blob the registry holds, whichever repository links it."""
     return await conn.scalar(select(Blob.size).where(Blob.digest == digest))
-
-
-async def linked_anywhere(conn: AsyncConnection, digest: str) -> bool:
-    found = await conn.scalar(select(RepositoryBlob.digest).where(RepositoryBlob.digest == digest))
-    return found is not None
 
 
 # Blob fetches

@@ -382,7 +382,7 @@ class NamespaceUsage(Base):
 
 
 class ConsoleSession(Base):
-    """A login to the web console (registry/web/sessions.py)."""
+    """A login to the web console (registry.auth.sessions.py)."""
 
     __tablename__ = "console_sessions"
     # SHA-256 (hex) of the cookie's secret.

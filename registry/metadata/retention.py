@@ -48,18 +48,6 @@ async def delete_tags(conn: AsyncConnection, repository_id: int, names: Sequence
         )
 
 
-async def manifests_of(
-    conn: AsyncConnection, repository_id: int, ids: Sequence[int]
-) -> list[tuple[int, str, str | None]]:
-    """(id, digest, subject) of these manifests of the repository."""
-    rows = await conn.execute(
-        select(Manifest.id, Manifest.digest, Manifest.subject).where(
-            Manifest.repository_id == repository_id, Manifest.id.in_(ids)
-        )
-    )
-    return [(int(i), d, s) for i, d, s in rows]
-
-
 async def followers(
     conn: AsyncConnection, repository_id: int, digests: Sequence[str]
 ) -> list[tuple[int, str]]:

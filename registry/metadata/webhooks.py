@@ -11,7 +11,7 @@ same delivery, and an endpoint's next delivery waits while its head is pending.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -289,8 +289,8 @@ async def deliveries(
             .group_by(WebhookAttempt.delivery_id)
         )
         attempts = await conn.execute(select(WebhookAttempt).where(WebhookAttempt.id.in_(newest)))
-        last = {a["delivery_id"]: dict(a) for a in attempts.mappings()}
-    return [{**dict(row), "last_attempt": last.get(row["id"])} for row in rows]
+        last = {a["delivery_id"]: _aware(a) for a in attempts.mappings()}
+    return [{**_aware(row), "last_attempt": last.get(row["id"])} for row in rows]
 
 
 async def attempts(
@@ -304,7 +304,12 @@ async def attempts(
     if before is not None:
         query = query.where(WebhookAttempt.id < before)
     rows = await conn.execute(query.order_by(WebhookAttempt.id.desc()).limit(limit))
-    return [dict(row) for row in rows.mappings()]
+    return [_aware(row) for row in rows.mappings()]
+
+
+def _aware(row: Mapping[Any, Any]) -> dict[str, Any]:
+    """A row with its times in UTC (SQLite gives them back without a zone)."""
+    return {key: utc(v) if isinstance(v, datetime) else v for key, v in row.items()}
 
 
 async def redeliver(

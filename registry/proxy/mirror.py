@@ -34,6 +34,7 @@ from registry.metadata import queries
 from registry.metadata.accounts import namespace_id
 from registry.metadata.database import Database
 from registry.metadata.hot import HotQueries
+from registry.metadata.mirror import UpstreamState
 from registry.metadata.models import now
 from registry.metadata.queries import StoredManifest
 from registry.names import check_tag, namespace_of
@@ -354,7 +355,7 @@ class Mirror:
             repositories, tags, size = await mq.cache_summary(conn)
         return {"repositories": repositories, "tags": tags, "bytes": size}
 
-    async def upstream_states(self) -> dict[str, mq.UpstreamState]:
+    async def upstream_states(self) -> dict[str, UpstreamState]:
         """What each upstream (by prefix) said last of its rate limit, whichever process
         heard it; and its backoff."""
         await self.counters.flush()

@@ -46,7 +46,9 @@ from registry.errors import Invalid, NotFound
 from registry.metadata import events as event_queries
 from registry.metadata import webhooks as q
 from registry.metadata.database import Database
+from registry.metadata.events import WEBHOOK_KINDS
 from registry.metadata.models import now
+from registry.metadata.webhooks import Endpoint
 from registry.metrics import WEBHOOK_ATTEMPTS, WEBHOOK_DURATION
 
 if TYPE_CHECKING:
@@ -99,7 +101,7 @@ def render(event: dict[str, Any], form: str) -> tuple[bytes, str]:
     return json.dumps({"events": [event]}, separators=(",", ":")).encode(), DISTRIBUTION_TYPE
 
 
-def wants(endpoint: q.Endpoint, event: dict[str, Any]) -> bool:
+def wants(endpoint: Endpoint, event: dict[str, Any]) -> bool:
     if event_queries.kind(event) not in endpoint.events:
         return False
     if datetime.fromisoformat(event["timestamp"]) < endpoint.created_at:
@@ -144,11 +146,11 @@ def check_url(url: str) -> str:
 
 
 def check_events(actions: Sequence[str]) -> list[str]:
-    unknown = sorted(set(actions) - set(event_queries.WEBHOOK_KINDS))
+    unknown = sorted(set(actions) - set(WEBHOOK_KINDS))
     if unknown or not actions:
         raise Invalid(
             {"events": list(actions)},
-            message=f"events: expected some of {', '.join(event_queries.WEBHOOK_KINDS)}"
+            message=f"events: expected some of {', '.join(WEBHOOK_KINDS)}"
             + (f"; unknown: {', '.join(unknown)}" if unknown else ""),
         )
     return sorted(set(actions))
@@ -196,7 +198,7 @@ class Webhooks:
         secret: str | None,
         form: str,
         created_by: str,
-    ) -> tuple[q.Endpoint, str]:
+    ) -> tuple[Endpoint, str]:
         """A new endpoint and its secret (generated unless given)."""
         secret = secret or secrets.token_urlsafe(32)
         values = {
@@ -211,7 +213,7 @@ class Webhooks:
             "created_by": created_by,
         }
 
-        async def insert(conn: AsyncConnection) -> q.Endpoint:
+        async def insert(conn: AsyncConnection) -> Endpoint:
             # The endpoint wants events from its creation on. Its time is taken with
             # fanning out held off (SQLite: this write turn; PostgreSQL: the dispatch
             # lock), so every event a fan-out saw without this endpoint is older.
@@ -232,7 +234,7 @@ class Webhooks:
 
         return await self.db.transact(insert), secret
 
-    async def get(self, ident: int) -> q.Endpoint:
+    async def get(self, ident: int) -> Endpoint:
         found = None
         if 0 < ident < 2**31:  # an id past the column's range names nothing
             async with self.db.read() as conn:
@@ -241,11 +243,11 @@ class Webhooks:
             raise NotFound({"webhook": ident}, message=f"no webhook {ident}")
         return found
 
-    async def endpoints(self, namespaces: Sequence[str] | None = None) -> list[q.Endpoint]:
+    async def endpoints(self, namespaces: Sequence[str] | None = None) -> list[Endpoint]:
         async with self.db.read() as conn:
             return await q.endpoints(conn, namespaces=namespaces)
 
-    async def change(self, ident: int, changes: dict[str, Any]) -> q.Endpoint:
+    async def change(self, ident: int, changes: dict[str, Any]) -> Endpoint:
         if "url" in changes:
             check_url(changes["url"])
         if "events" in changes:
@@ -253,7 +255,7 @@ class Webhooks:
         if "format" in changes:
             check_format(changes["format"])
 
-        async def update(conn: AsyncConnection) -> q.Endpoint | None:
+        async def update(conn: AsyncConnection) -> Endpoint | None:
             found = await q.endpoint(conn, ident)
             if found is None:
                 return None
@@ -397,7 +399,7 @@ class Webhooks:
         done: list[q.Settled] = []
         unsent: list[int] = []
 
-        async def one(endpoint: q.Endpoint | None, queue: list[q.Claimed]) -> None:
+        async def one(endpoint: Endpoint | None, queue: list[q.Claimed]) -> None:
             async with limit:
                 started = time.monotonic()
                 for n, delivery in enumerate(queue):
@@ -420,7 +422,7 @@ class Webhooks:
         await self.db.transact(settle)
         return len(done)
 
-    async def _attempt(self, endpoint: q.Endpoint, delivery: q.Claimed) -> q.Settled:
+    async def _attempt(self, endpoint: Endpoint, delivery: q.Claimed) -> q.Settled:
         event = json.loads(delivery.body)
         body, content_type = render(event, endpoint.format)
         sent = await self._send(endpoint, delivery, event, body, content_type)
@@ -457,7 +459,7 @@ class Webhooks:
 
     async def _send(
         self,
-        endpoint: q.Endpoint,
+        endpoint: Endpoint,
         delivery: q.Claimed,
         event: dict[str, Any],
         body: bytes,

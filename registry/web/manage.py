@@ -1,6 +1,6 @@
 """The console's management pages: namespaces with their members and robots (owners),
 users and the registry's state (admins). The same account service and the same checks
-as /api/v1/ (api/access.deny_unless_owner), so a page refuses what the API refuses."""
+as /api/v1/ (auth/accounts.deny_unless_owner), so a page refuses what the API refuses."""
 
 from __future__ import annotations
 
@@ -10,16 +10,15 @@ from urllib.parse import quote
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from registry.api.access import deny_unless_owner
-from registry.api.common import registry_of
-from registry.auth.accounts import ROLES, Accounts
+from registry.auth.accounts import ROLES, Accounts, deny_unless_owner
 from registry.auth.identity import ROBOT_PREFIX
 from registry.auth.scopes import ACTIONS_IN_ORDER
+from registry.auth.sessions import Session
 from registry.errors import Denied, Invalid, RouteUnknown
 from registry.names import check_namespace
 from registry.proxy.counters import COUNTERS
+from registry.requests import registry_of
 from registry.web.pages import console, field, fields, page
-from registry.web.sessions import Session
 
 _MAX_ROBOT_DAYS = 36_500
 

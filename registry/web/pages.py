@@ -3,7 +3,7 @@ annotations are the pusher's text) over the services the admin API uses, with th
 permission checks (auth.accounts.allowed, as on /v2/).
 
 Every answer forbids framing and inline scripts (Content-Security-Policy), every form
-carries a CSRF token (web/sessions.py), and a `next` after login may only lead back into
+carries a CSRF token (auth/sessions.py), and a `next` after login may only lead back into
 the console.
 """
 
@@ -21,14 +21,14 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from registry import context, readable
-from registry.api.access import OPEN, client_address
-from registry.api.common import registry_of, small_body
 from registry.auth.accounts import AccountConflict, AccountError
+from registry.auth.identity import OPEN
 from registry.auth.scopes import DELETE, PULL
+from registry.auth.sessions import COOKIE, LOGIN_COOKIE, Session, same
 from registry.digest import Digest
 from registry.errors import Denied, RegistryError, TooManyRequests, Unauthorized
 from registry.names import check_name, namespace_of
-from registry.web.sessions import COOKIE, LOGIN_COOKIE, Session, same
+from registry.requests import client_address, registry_of, small_body
 
 HERE = Path(__file__).parent
 _PAGE = 50
