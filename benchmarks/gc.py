@@ -23,10 +23,10 @@ from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from registry.wiring import Registry
 from registry.config import Settings, load_settings
 from registry.digest import Digest
 from registry.metadata.migrate import upgrade
+from registry.wiring import Registry
 
 _SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
 

@@ -37,13 +37,12 @@ class Caller:
     identity: Identity | None = None
 
 
-def protect(endpoint: Endpoint, **by_method: str) -> Endpoint:
-    """Guard a repository endpoint: `by_method` maps HTTP methods to the action each needs
-    (HEAD needs what GET needs)."""
+def protect(endpoint: Endpoint, action: str) -> Endpoint:
+    """Guard a repository endpoint (one method, and HEAD with GET): the caller needs
+    `action` in the repository."""
 
     async def guarded(request: Request) -> Response:
-        method = "GET" if request.method == "HEAD" else request.method
-        await require_repository(request, request.path_params["name"], by_method[method])
+        await require_repository(request, request.path_params["name"], action)
         return await endpoint(request)
 
     return guarded

@@ -16,6 +16,7 @@ from starlette.responses import StreamingResponse
 from registry.api.access import owned_by_caller
 from registry.api.declare import API, Answer, Page, PageQuery, id_key
 from registry.errors import Denied, Invalid
+from registry.paging import fetch
 from registry.requests import registry_of
 from registry.services.audit import AuditFilter
 
@@ -84,11 +85,11 @@ async def _filter(request: Request, query: AuditQuery) -> AuditFilter:
 )
 async def audit(request: Request, query: AuditQuery) -> Page[AuditEvent]:
     which = await _filter(request, query)
-    limit = query.n or 100
-    rows = await registry_of(request).audit.search(which, id_key(query.last), limit + 1)
-    found = [AuditEvent.model_validate(body) for _, body in rows[:limit]]
-    more = len(rows) > limit
-    return Page(found, str(rows[limit - 1][0]) if more else None, limit)
+    log = registry_of(request).audit
+    found = await fetch(lambda n: log.search(which, id_key(query.last), n), query.size)
+    items = [AuditEvent.model_validate(body) for _, body in found.items]
+    last = str(found.items[-1][0]) if found.more else None
+    return Page(items, last, query.size)
 
 
 @API.operation(

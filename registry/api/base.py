@@ -8,12 +8,11 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from registry.api.common import API_VERSION_HEADER
 from registry.requests import registry_of
 
 
 async def version_check(request: Request) -> JSONResponse:
-    return JSONResponse({}, headers=API_VERSION_HEADER)
+    return JSONResponse({})
 
 
 async def health(request: Request) -> JSONResponse:

@@ -1,4 +1,4 @@
-"""/v2/<name>/blobs/<digest>: HEAD, GET (with Range) and DELETE."""
+"""/v2/<name>/blobs/<digest>: GET (with Range), HEAD and DELETE."""
 
 from __future__ import annotations
 
@@ -9,20 +9,23 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from registry.api.common import API_VERSION_HEADER, digest_param, mirror_route, repository
+from registry.api.common import digest_param, mirror_route, repository
 from registry.api.ranges import parse_range
 from registry.digest import Digest
 from registry.requests import registry_of
 from registry.sendfile import ZERO_COPY
 
 
-async def blob(request: Request) -> Response:
+async def delete_blob(request: Request) -> Response:
+    name, digest = repository(request), digest_param(request)
+    await registry_of(request).blobs.delete(name, digest)
+    return Response(status_code=202, headers={"Content-Length": "0"})
+
+
+async def get_blob(request: Request) -> Response:
+    """GET (with Range) and HEAD: the size from the index here, or from the mirror."""
     name, digest = repository(request), digest_param(request)
     blobs = registry_of(request).blobs
-    if request.method == "DELETE":
-        await blobs.delete(name, digest)
-        return Response(status_code=202, headers={**API_VERSION_HEADER, "Content-Length": "0"})
-
     route = mirror_route(request)
     mirror = registry_of(request).mirror
     if route is not None and mirror is not None:
@@ -41,7 +44,7 @@ async def blob(request: Request) -> Response:
         url = blobs.redirect_url(digest)
         if url is not None:
             # The client fetches from storage directly; a Range header goes along with it.
-            return RedirectResponse(url, status_code=307, headers=API_VERSION_HEADER)
+            return RedirectResponse(url, status_code=307)
         internal = blobs.accel_path(digest)
         if internal is not None:
             # nginx sends the file itself (sendfile, Range included); no body here.
@@ -97,7 +100,6 @@ async def _after(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[byte
 
 def _headers(digest: Digest) -> dict[str, str]:
     return {
-        **API_VERSION_HEADER,
         "Docker-Content-Digest": str(digest),
         "ETag": f'"{digest}"',
         "Content-Type": "application/octet-stream",

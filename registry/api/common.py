@@ -17,8 +17,6 @@ from registry.requests import registry_of, small_body
 if TYPE_CHECKING:
     from registry.proxy.mirror import MirrorRoute
 
-API_VERSION_HEADER = {"Docker-Distribution-API-Version": "registry/2.0"}
-
 
 def mirror_route(request: Request) -> MirrorRoute | None:
     """The upstream of a mirrored repository, as the gate found it; None when hosted."""

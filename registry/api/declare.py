@@ -29,8 +29,10 @@ from starlette.routing import Route
 
 from registry.api.common import json_object
 from registry.errors import BodyTypeUnsupported, Invalid
+from registry.paging import DEFAULT_SIZE, Window
 
 M = TypeVar("M", bound=BaseModel)
+R = TypeVar("R")  # a row a page is made from
 _MAX_BODY = 64 * 1024
 _PATH_PARAM = re.compile(r"\{(\w+)(?::\w+)?\}")
 # What every error answer looks like (registry/errors.py).
@@ -82,6 +84,10 @@ class PageQuery(Query):
     n: int | None = Field(None, ge=1, le=10_000, description="at most this many items")
     last: str | None = Field(None, description="the last item of the page before")
 
+    @property
+    def size(self) -> int:
+        return self.n or DEFAULT_SIZE
+
 
 def id_key(last: str | None) -> int | None:
     """The `last` of a list keyed by row ids (newest first): the id to go below."""
@@ -100,6 +106,14 @@ class Page(Generic[M]):
     items: list[M]
     last: str | None
     limit: int | None
+
+    @classmethod
+    def window(
+        cls, found: Window[R], answer: Callable[[R], M], key: Callable[[M], str], size: int
+    ) -> Page[M]:
+        """A page of answers made from a page of rows (registry/paging.py)."""
+        items = [answer(row) for row in found.items]
+        return cls(items, key(items[-1]) if found.more and items else None, size)
 
     @classmethod
     def of(cls, items: Sequence[M], key: Callable[[M], str], query: PageQuery) -> Page[M]:

@@ -8,7 +8,6 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from registry.api.common import API_VERSION_HEADER
 from registry.errors import (
     InsufficientStorage,
     RegistryError,
@@ -22,7 +21,7 @@ log = logging.getLogger("registry.api")
 
 
 def render(error: RegistryError) -> JSONResponse:
-    headers = {**API_VERSION_HEADER, **error.headers}
+    headers = dict(error.headers)
     return JSONResponse({"errors": [error.to_dict()]}, status_code=error.status, headers=headers)
 
 

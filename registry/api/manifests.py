@@ -5,52 +5,60 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from registry.api.common import API_VERSION_HEADER, mirror_route, repository
+from registry.api import urls
+from registry.api.common import mirror_route, repository
 from registry.errors import ManifestTooLarge, ManifestUnknown
 from registry.names import is_reference
 from registry.requests import registry_of, small_body
 
 
-async def manifest(request: Request) -> Response:
-    name = repository(request)
+def _existing(request: Request) -> str:
+    """The reference of a manifest to read or delete: neither a tag nor a digest names no
+    manifest, so not found, as Distribution answers (a PUT says TAG_INVALID or
+    DIGEST_INVALID instead)."""
     reference = request.path_params["reference"]
-    registry = registry_of(request)
-    manifests = registry.manifests
-    method = request.method
-    if method != "PUT" and not is_reference(reference):
-        # Neither a tag nor a digest names no manifest: not found, as Distribution answers
-        # (a PUT says TAG_INVALID or DIGEST_INVALID instead).
+    if not is_reference(reference):
         raise ManifestUnknown(
             {"reference": reference[:200]},
             message=f"{reference[:200]!r} is neither a tag nor a digest, so no manifest has it",
         )
+    return reference
 
-    if method in ("GET", "HEAD"):
-        accept = request.headers.getlist("accept")
-        route = mirror_route(request)
-        if route is not None and registry.mirror is not None:
-            found = await registry.mirror.manifest(route, name, reference, accept)
-        else:
-            found = await manifests.get(name, reference, accept)
-        headers = {
-            **API_VERSION_HEADER,
-            "Docker-Content-Digest": found.digest,
-            "ETag": f'"{found.digest}"',
-            "Content-Length": str(len(found.content)),
-        }
-        if method == "HEAD":
-            body = b""
-        else:
-            body = found.content
-            registry.pulls.record(found, name, reference)
-        return Response(body, headers=headers, media_type=found.media_type)
 
-    if method == "DELETE":
-        await manifests.delete(name, reference)
-        return Response(status_code=202, headers={**API_VERSION_HEADER, "Content-Length": "0"})
+async def get_manifest(request: Request) -> Response:
+    """GET and HEAD: from the index here, or from the mirror's upstream."""
+    name, reference = repository(request), _existing(request)
+    registry = registry_of(request)
+    accept = request.headers.getlist("accept")
+    route = mirror_route(request)
+    if route is not None and registry.mirror is not None:
+        found = await registry.mirror.manifest(route, name, reference, accept)
+    else:
+        found = await registry.manifests.get(name, reference, accept)
+    headers = {
+        "Docker-Content-Digest": found.digest,
+        "ETag": f'"{found.digest}"',
+        "Content-Length": str(len(found.content)),
+    }
+    if request.method == "HEAD":
+        body = b""
+    else:
+        body = found.content
+        registry.pulls.record(found, name, reference)
+    return Response(body, headers=headers, media_type=found.media_type)
 
+
+async def delete_manifest(request: Request) -> Response:
+    name, reference = repository(request), _existing(request)
+    await registry_of(request).manifests.delete(name, reference)
+    return Response(status_code=202, headers={"Content-Length": "0"})
+
+
+async def put_manifest(request: Request) -> Response:
+    name, reference = repository(request), request.path_params["reference"]
+    registry = registry_of(request)
     body = await _read_limited(request, registry.settings.manifest_max_bytes)
-    pushed = await manifests.put(
+    pushed = await registry.manifests.put(
         name,
         reference,
         body,
@@ -58,8 +66,7 @@ async def manifest(request: Request) -> Response:
         request.query_params.getlist("tag"),
     )
     headers = {
-        **API_VERSION_HEADER,
-        "Location": f"/v2/{name}/manifests/{pushed.digest}",
+        "Location": urls.manifest(name, str(pushed.digest)),
         "Docker-Content-Digest": str(pushed.digest),
         "Content-Length": "0",
     }

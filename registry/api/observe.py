@@ -1,6 +1,7 @@
 """What every request passes through first: its context (registry.context: a request
-ID, the client's address, then who the caller is), an `X-Request-ID` on the answer, and
-when it ends its metrics (registry.metrics) and one access log line.
+ID, the client's address, then who the caller is), an `X-Request-ID` on the answer (and
+on every /v2/ answer, error or not, the `Docker-Distribution-API-Version` the spec
+names), and when it ends its metrics (registry.metrics) and one access log line.
 
 A request ID comes from the client only through a trusted proxy (api/forwarded.py marks
 those requests), which is how nginx's `$request_id` reaches our logs; otherwise one is
@@ -43,6 +44,7 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _PREFIX = uuid.uuid4().hex[:16]
 _COUNT = itertools.count()
 _WANTED = (b"x-request-id", b"host", b"user-agent")
+_API_VERSION = (b"docker-distribution-api-version", b"registry/2.0")
 
 
 def _headers(scope: Scope) -> dict[bytes, str]:
@@ -89,7 +91,9 @@ class Observe:
         )
         status = 0
         sent = received = 0
-        header = (b"x-request-id", request_id.encode())
+        stamped = [(b"x-request-id", request_id.encode())]
+        if scope["path"].startswith("/v2"):
+            stamped.append(_API_VERSION)
 
         async def counting_receive() -> Message:
             nonlocal received
@@ -101,7 +105,7 @@ class Observe:
             nonlocal status, sent
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), header]
+                message["headers"] = [*message.get("headers", []), *stamped]
             elif message["type"] == "http.response.body":
                 sent += len(message.get("body", b""))
             elif message["type"] == ZERO_COPY:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from registry.api.common import API_VERSION_HEADER, digest_param, repository
+from registry.api.common import digest_param, repository
 from registry.mediatypes import OCI_INDEX
 from registry.requests import registry_of
 
@@ -14,7 +14,7 @@ async def referrers(request: Request) -> JSONResponse:
     name, subject = repository(request), digest_param(request)
     artifact_type = request.query_params.get("artifactType")
     index = await registry_of(request).manifests.referrers(name, subject, artifact_type)
-    headers = dict(API_VERSION_HEADER)
+    headers: dict[str, str] = {}
     if artifact_type is not None:
         headers["OCI-Filters-Applied"] = "artifactType"
     return JSONResponse(index, headers=headers, media_type=OCI_INDEX)

@@ -15,6 +15,7 @@ would match the longer paths too.
 from __future__ import annotations
 
 from datetime import datetime
+from functools import partial
 from typing import Any, Literal, TypeVar
 
 from pydantic import Field
@@ -24,9 +25,9 @@ from registry.api.access import authorize, caller_identity, require_repository
 from registry.api.declare import API, Answer, Page, PageQuery
 from registry.auth.scopes import DELETE, PULL
 from registry.digest import Digest
+from registry.paging import fetch
 from registry.requests import registry_of
 
-_PAGE = 100
 M = TypeVar("M", bound=Answer)
 REPOSITORY = "/api/v1/repositories/{name:path}"
 TAGS = REPOSITORY + "/-/tags"
@@ -55,6 +56,14 @@ class PlatformImageModel(Answer):
     digest: str = Field(description="the platform's image (empty for an image's own)")
     platform: PlatformModel | None
     bytes: int
+
+
+def _name(item: RepositorySummary | TagSummary) -> str:
+    return item.name
+
+
+def _digest(item: UntaggedSummary) -> str:
+    return item.digest
 
 
 def _from(model: type[M], found: object) -> M:
@@ -176,10 +185,11 @@ async def list_repositories(request: Request, query: RepositoriesQuery) -> Page[
     if registry.auth is not None:
         identity = await caller_identity(request)
         readable = await registry.auth.accounts.readable_namespaces(identity)
-    limit = query.n or _PAGE
-    rows = await registry.browse.repositories(readable, query.q, query.last, limit + 1, query.sort)
-    items = [_from(RepositorySummary, row) for row in rows[:limit]]
-    return Page(items, items[-1].name if len(rows) > limit else None, limit)
+    found = await fetch(
+        lambda n: registry.browse.repositories(readable, query.q, query.last, n, query.sort),
+        query.size,
+    )
+    return Page.window(found, partial(_from, RepositorySummary), _name, query.size)
 
 
 @API.operation(
@@ -194,12 +204,12 @@ async def list_repositories(request: Request, query: RepositoriesQuery) -> Page[
     errors=[404],
 )
 async def list_tags(request: Request, name: str, caller: str, query: TagsQuery) -> Page[TagSummary]:
-    limit = query.n or _PAGE
-    views = await registry_of(request).browse.tags(
-        caller, by_push=query.sort == "pushed", last=query.last, limit=limit + 1
+    browse = registry_of(request).browse
+    found = await fetch(
+        lambda n: browse.tags(caller, by_push=query.sort == "pushed", last=query.last, limit=n),
+        query.size,
     )
-    items = [_from(TagSummary, view) for view in views[:limit]]
-    return Page(items, items[-1].name if len(views) > limit else None, limit)
+    return Page.window(found, partial(_from, TagSummary), _name, query.size)
 
 
 @API.operation(
@@ -217,10 +227,9 @@ async def list_tags(request: Request, name: str, caller: str, query: TagsQuery) 
 async def list_untagged(
     request: Request, name: str, caller: str, query: PageQuery
 ) -> Page[UntaggedSummary]:
-    limit = query.n or _PAGE
-    views = await registry_of(request).browse.untagged(caller, query.last, limit + 1)
-    items = [_from(UntaggedSummary, view) for view in views[:limit]]
-    return Page(items, items[-1].digest if len(views) > limit else None, limit)
+    browse = registry_of(request).browse
+    found = await fetch(lambda n: browse.untagged(caller, query.last, n), query.size)
+    return Page.window(found, partial(_from, UntaggedSummary), _digest, query.size)
 
 
 @API.operation(

@@ -19,36 +19,32 @@ from registry.api import (  # the /api/v1/ modules declare their operations on i
     tags,
     token,
     uploads,
+    urls,
     webhooks,  # noqa: F401
 )
 from registry.api.access import CATALOG_SCOPE, protect, require
 from registry.api.declare import API, openapi
 from registry.auth.scopes import DELETE, PULL, PUSH
 
-# Order matters where patterns overlap: the uploads routes precede the blob route.
+# One route per method (HEAD comes with GET), each with the action it needs. Order
+# matters where patterns overlap: the uploads routes precede the blob route.
 ROUTES = [
     Route("/v2/", require(base.version_check, None), methods=["GET"]),
     Route("/v2/_catalog", require(tags.catalog, CATALOG_SCOPE), methods=["GET"]),
-    Route("/v2/{name:path}/tags/list", protect(tags.tags_list, GET=PULL), methods=["GET"]),
-    Route(
-        "/v2/{name:path}/manifests/{reference}",
-        protect(manifests.manifest, GET=PULL, PUT=PUSH, DELETE=DELETE),
-        methods=["GET", "PUT", "DELETE"],
-    ),
-    Route("/v2/{name:path}/blobs/uploads/", protect(uploads.start, POST=PUSH), methods=["POST"]),
-    Route(
-        "/v2/{name:path}/blobs/uploads/{upload_id}",
-        protect(uploads.session, GET=PUSH, PATCH=PUSH, PUT=PUSH, DELETE=PUSH),
-        methods=["GET", "PATCH", "PUT", "DELETE"],
-    ),
-    Route(
-        "/v2/{name:path}/blobs/{digest}",
-        protect(blobs.blob, GET=PULL, DELETE=DELETE),
-        methods=["GET", "DELETE"],
-    ),
+    Route("/v2/{name:path}/tags/list", protect(tags.tags_list, PULL), methods=["GET"]),
+    Route(urls.MANIFEST, protect(manifests.get_manifest, PULL), methods=["GET"]),
+    Route(urls.MANIFEST, protect(manifests.put_manifest, PUSH), methods=["PUT"]),
+    Route(urls.MANIFEST, protect(manifests.delete_manifest, DELETE), methods=["DELETE"]),
+    Route(urls.UPLOADS, protect(uploads.start, PUSH), methods=["POST"]),
+    Route(urls.UPLOAD, protect(uploads.status, PUSH), methods=["GET"]),
+    Route(urls.UPLOAD, protect(uploads.append, PUSH), methods=["PATCH"]),
+    Route(urls.UPLOAD, protect(uploads.finish, PUSH), methods=["PUT"]),
+    Route(urls.UPLOAD, protect(uploads.cancel, PUSH), methods=["DELETE"]),
+    Route(urls.BLOB, protect(blobs.get_blob, PULL), methods=["GET"]),
+    Route(urls.BLOB, protect(blobs.delete_blob, DELETE), methods=["DELETE"]),
     Route(
         "/v2/{name:path}/referrers/{digest}",
-        protect(referrers.referrers, GET=PULL),
+        protect(referrers.referrers, PULL),
         methods=["GET"],
     ),
     Route("/token", token.token, methods=["GET", "POST"]),

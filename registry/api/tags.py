@@ -6,15 +6,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from registry.api.access import caller_identity
-from registry.api.common import API_VERSION_HEADER, next_link, page_params, repository
+from registry.api.common import next_link, page_params, repository
+from registry.paging import Window
 from registry.requests import registry_of
-from registry.services.listing import Page
 
 
 def _paged(
-    request: Request, body: dict[str, object], page: Page, limit: int | None
+    request: Request, body: dict[str, object], page: Window[str], limit: int | None
 ) -> JSONResponse:
-    headers = dict(API_VERSION_HEADER)
+    headers: dict[str, str] = {}
     if page.more:
         headers["Link"] = next_link(request.url.path, limit, page.items[-1])
     return JSONResponse(body, headers=headers)

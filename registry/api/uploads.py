@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
 from starlette.requests import Request
 from starlette.responses import Response
 
+from registry.api import urls
 from registry.api.access import caller_name, may
-from registry.api.common import API_VERSION_HEADER, body_chunks, has_body, repository
+from registry.api.common import body_chunks, has_body, repository
 from registry.api.ranges import parse_content_range
 from registry.auth.scopes import PULL, repository_scope
 from registry.digest import ALGORITHMS, DEFAULT_ALGORITHM, Digest
@@ -19,8 +23,7 @@ from registry.services.uploads import Span
 
 def _upload_headers(name: str, upload_id: str, offset: int) -> dict[str, str]:
     return {
-        **API_VERSION_HEADER,
-        "Location": f"/v2/{name}/blobs/uploads/{upload_id}",
+        "Location": urls.upload(name, upload_id),
         "Range": f"0-{max(offset - 1, 0)}",
         "Docker-Upload-UUID": upload_id,
     }
@@ -30,8 +33,7 @@ def _created(name: str, digest: Digest) -> Response:
     return Response(
         status_code=201,
         headers={
-            **API_VERSION_HEADER,
-            "Location": f"/v2/{name}/blobs/{digest}",
+            "Location": urls.blob(name, digest),
             "Docker-Content-Digest": str(digest),
             "Content-Length": "0",
         },
@@ -85,34 +87,54 @@ def _span(request: Request) -> Span | None:
     return Span(*found, content_length(request.headers))
 
 
-async def session(request: Request) -> Response:
-    name = repository(request)
-    upload_id = request.path_params["upload_id"]
-    uploads = registry_of(request).uploads
-    method = request.method
-    try:
-        if method == "PATCH":
-            offset = await uploads.append(name, upload_id, body_chunks(request), _span(request))
-            return Response(status_code=202, headers=_upload_headers(name, upload_id, offset))
-        if method == "PUT":
-            raw = request.query_params.get("digest")
-            if raw is None:
-                raise DigestInvalid(message="PUT completing an upload needs a ?digest= parameter")
-            digest = Digest.parse(raw)
-            if has_body(request):
-                await uploads.finish(name, upload_id, digest, body_chunks(request), _span(request))
-            else:
-                await uploads.finish(name, upload_id, digest)
-            return _created(name, digest)
-    except RangeInvalid as exc:
-        # As the spec asks of an out-of-order chunk: 416 with where the session stands,
-        # read again, since a chunked body may have been stored in part (Retry-After
-        # stays: the session is busy with another writer).
-        exc.headers.update(_upload_headers(name, upload_id, await uploads.offset(name, upload_id)))
-        raise
-    if method == "DELETE":
-        await uploads.cancel(name, upload_id)
-        return Response(status_code=204, headers=API_VERSION_HEADER)
-    offset = await uploads.offset(name, upload_id)
+async def status(request: Request) -> Response:
+    """GET: where the session stands."""
+    name, upload_id = repository(request), request.path_params["upload_id"]
+    offset = await registry_of(request).uploads.offset(name, upload_id)
     headers = {**_upload_headers(name, upload_id, offset), "Content-Length": "0"}
     return Response(status_code=204, headers=headers)
+
+
+async def append(request: Request) -> Response:
+    """PATCH: a chunk, or the rest of the bytes streamed."""
+    name, upload_id = repository(request), request.path_params["upload_id"]
+    uploads = registry_of(request).uploads
+    async with _positioned(request, name, upload_id):
+        offset = await uploads.append(name, upload_id, body_chunks(request), _span(request))
+    return Response(status_code=202, headers=_upload_headers(name, upload_id, offset))
+
+
+async def finish(request: Request) -> Response:
+    """PUT ?digest=: the last chunk, if any, and the blob checked and stored."""
+    name, upload_id = repository(request), request.path_params["upload_id"]
+    uploads = registry_of(request).uploads
+    raw = request.query_params.get("digest")
+    if raw is None:
+        raise DigestInvalid(message="PUT completing an upload needs a ?digest= parameter")
+    digest = Digest.parse(raw)
+    async with _positioned(request, name, upload_id):
+        if has_body(request):
+            await uploads.finish(name, upload_id, digest, body_chunks(request), _span(request))
+        else:
+            await uploads.finish(name, upload_id, digest)
+    return _created(name, digest)
+
+
+async def cancel(request: Request) -> Response:
+    """DELETE: the session ends, and its bytes go."""
+    name, upload_id = repository(request), request.path_params["upload_id"]
+    await registry_of(request).uploads.cancel(name, upload_id)
+    return Response(status_code=204)
+
+
+@contextlib.asynccontextmanager
+async def _positioned(request: Request, name: str, upload_id: str) -> AsyncIterator[None]:
+    """As the spec asks of an out-of-order chunk: 416 with where the session stands, read
+    again, since a chunked body may have been stored in part (Retry-After stays: the
+    session is busy with another writer)."""
+    try:
+        yield
+    except RangeInvalid as exc:
+        offset = await registry_of(request).uploads.offset(name, upload_id)
+        exc.headers.update(_upload_headers(name, upload_id, offset))
+        raise

@@ -15,6 +15,7 @@ from registry.api.access import owned_by_caller, require_admin, require_owner
 from registry.api.declare import API, Answer, Body, Page, PageQuery, id_key
 from registry.errors import Invalid
 from registry.names import check_namespace
+from registry.paging import fetch
 from registry.requests import registry_of
 from registry.services.webhooks import WEBHOOK_KINDS, Endpoint
 
@@ -104,12 +105,6 @@ class DeliveryQuery(PageQuery):
 def _webhook(endpoint: Endpoint) -> Webhook:
     fields = {k: getattr(endpoint, k) for k in Webhook.model_fields if k != "events"}
     return Webhook(**fields, events=list(endpoint.events))
-
-
-def _page(items: list[Any], limit: int) -> Page[Any]:
-    more = len(items) > limit
-    items = items[:limit]
-    return Page(items, str(items[-1].id) if more else None, limit)
 
 
 async def _manage(request: Request, namespace: str | None) -> None:
@@ -237,25 +232,29 @@ async def remove_webhook(request: Request, ident: int, caller: Endpoint) -> None
 async def deliveries(
     request: Request, ident: int, caller: Endpoint, query: DeliveryQuery
 ) -> Page[Delivery]:
-    limit = query.n or 100
-    rows = await registry_of(request).webhooks.deliveries(
-        ident, query.state, id_key(query.last), limit + 1
+    webhooks = registry_of(request).webhooks
+    found = await fetch(
+        lambda n: webhooks.deliveries(ident, query.state, id_key(query.last), n), query.size
     )
-    found = [
-        Delivery(
-            id=row["id"],
-            event=row["event_uid"],
-            action=row["action"],
-            state=row["state"],
-            attempts=row["attempts"],
-            created_at=row["created_at"],
-            next_attempt_at=row["next_attempt_at"] if row["state"] == "pending" else None,
-            finished_at=row["finished_at"],
-            last_attempt=_attempt(row["last_attempt"]) if row["last_attempt"] else None,
-        )
-        for row in rows
-    ]
-    return _page(found, limit)
+    return Page.window(found, _delivery, _id, query.size)
+
+
+def _delivery(row: dict[str, Any]) -> Delivery:
+    return Delivery(
+        id=row["id"],
+        event=row["event_uid"],
+        action=row["action"],
+        state=row["state"],
+        attempts=row["attempts"],
+        created_at=row["created_at"],
+        next_attempt_at=row["next_attempt_at"] if row["state"] == "pending" else None,
+        finished_at=row["finished_at"],
+        last_attempt=_attempt(row["last_attempt"]) if row["last_attempt"] else None,
+    )
+
+
+def _id(item: Delivery | LoggedAttempt) -> str:
+    return str(item.id)
 
 
 def _attempt(row: dict[str, Any]) -> Attempt:
@@ -276,18 +275,18 @@ def _attempt(row: dict[str, Any]) -> Attempt:
 async def attempts(
     request: Request, ident: int, caller: Endpoint, query: PageQuery
 ) -> Page[LoggedAttempt]:
-    limit = query.n or 100
-    rows = await registry_of(request).webhooks.attempts(ident, id_key(query.last), limit + 1)
-    found = [
-        LoggedAttempt(
-            **_attempt(row).model_dump(),
-            delivery=row["delivery_id"],
-            event=row["event_uid"],
-            action=row["action"],
-        )
-        for row in rows
-    ]
-    return _page(found, limit)
+    webhooks = registry_of(request).webhooks
+    found = await fetch(lambda n: webhooks.attempts(ident, id_key(query.last), n), query.size)
+    return Page.window(found, _logged, _id, query.size)
+
+
+def _logged(row: dict[str, Any]) -> LoggedAttempt:
+    return LoggedAttempt(
+        **_attempt(row).model_dump(),
+        delivery=row["delivery_id"],
+        event=row["event_uid"],
+        action=row["action"],
+    )
 
 
 @API.operation(

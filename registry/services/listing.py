@@ -4,22 +4,16 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Collection
-from dataclasses import dataclass
 
 from registry.errors import NameUnknown
 from registry.metadata import queries
 from registry.metadata.database import Database
 from registry.metadata.hot import HotQueries
+from registry.paging import Window, fetch
 from registry.services.tag_cache import LARGEST_CACHED, TagCache, TagList
 
 # A list without `n` still stops here and offers the rest through a Link header.
 MAX_PAGE = 10_000
-
-
-@dataclass(frozen=True)
-class Page:
-    items: list[str]
-    more: bool
 
 
 class ListingService:
@@ -28,34 +22,34 @@ class ListingService:
         self.hot = HotQueries(db)
         self.tag_cache = TagCache()
 
-    async def tags(self, repository: str, limit: int | None, last: str | None) -> Page:
+    async def tags(self, repository: str, limit: int | None, last: str | None) -> Window[str]:
         limit = MAX_PAGE if limit is None else min(limit, MAX_PAGE)
         found = await self.hot.tags_version(repository)
         if found is None:
             raise NameUnknown({"name": repository})
         repo_id, version = found
         if limit == 0:
-            return Page([], False)
+            return Window([], False)
         cached = self.tag_cache.get(repo_id, version)
         if cached is None:
             names = await self.hot.tags_after(repo_id, None, LARGEST_CACHED + 1)
             cached = TagList(version, names if len(names) <= LARGEST_CACHED else None)
             self.tag_cache.put(repo_id, cached)
         if cached.names is None:
-            items = await self.hot.tags_after(repo_id, last, limit + 1)
-            return Page(items[:limit], len(items) > limit)
+            return await fetch(lambda n: self.hot.tags_after(repo_id, last, n), limit)
         # Python orders str by code point, as SQL orders UTF-8 bytes: `last` need not be a
         # valid tag.
         start = bisect_right(cached.names, last) if last else 0
-        return Page(cached.names[start : start + limit], start + limit < len(cached.names))
+        return Window(cached.names[start : start + limit], start + limit < len(cached.names))
 
     async def catalog(
         self, limit: int | None, last: str | None, namespaces: Collection[str] | None = None
-    ) -> Page:
+    ) -> Window[str]:
         """Repository names in lexical order; only those in `namespaces`, if given."""
         limit = MAX_PAGE if limit is None else min(limit, MAX_PAGE)
         if limit == 0:
-            return Page([], False)
+            return Window([], False)
         async with self.db.read() as conn:
-            items = await queries.list_repositories(conn, last, limit + 1, namespaces)
-        return Page(items[:limit], len(items) > limit)
+            return await fetch(
+                lambda n: queries.list_repositories(conn, last, n, namespaces), limit
+            )

@@ -5,7 +5,6 @@ as /api/v1/ (auth/accounts.deny_unless_owner), so a page refuses what the API re
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -18,6 +17,7 @@ from registry.errors import Denied, Invalid, RouteUnknown
 from registry.names import check_namespace
 from registry.proxy.counters import COUNTERS
 from registry.requests import registry_of
+from registry.web import urls
 from registry.web.pages import console, field, fields, page
 
 _MAX_ROBOT_DAYS = 36_500
@@ -55,7 +55,7 @@ async def namespaces(request: Request, session: Session) -> Response:
         owner = field(request, "owner") or None
         name = field(request, "name")
         await accounts.add_namespace(name, public=field(request, "public") == "on", owner=owner)
-        return _back(f"/ui/namespaces/{quote(name)}")
+        return _back(urls.namespace(name))
     listed = await accounts.list_namespaces()
     if not session.identity.admin:
         readable = await accounts.readable_namespaces(session.identity) or set()
@@ -97,14 +97,14 @@ async def namespace(request: Request, session: Session) -> Response:
 async def set_member(request: Request, session: Session) -> Response:
     name, accounts = await _owned(request, session)
     await accounts.set_member(name, field(request, "user"), field(request, "role"))
-    return _back(f"/ui/namespaces/{name}")
+    return _back(urls.namespace(name))
 
 
 @console
 async def remove_member(request: Request, session: Session) -> Response:
     name, accounts = await _owned(request, session)
     await accounts.remove_member(name, request.path_params["user"])
-    return _back(f"/ui/namespaces/{name}")
+    return _back(urls.namespace(name))
 
 
 @console
@@ -129,7 +129,7 @@ async def remove_robot(request: Request, session: Session) -> Response:
     if not robot.startswith(f"{ROBOT_PREFIX}{name}+"):
         raise Invalid(message=f"{robot!r} is not a robot of {name!r}")
     await accounts.remove_robot(robot)
-    return _back(f"/ui/namespaces/{name}")
+    return _back(urls.namespace(name))
 
 
 @console

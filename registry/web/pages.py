@@ -14,7 +14,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote, urlencode
+from urllib.parse import parse_qs, urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
@@ -28,7 +28,9 @@ from registry.auth.sessions import COOKIE, LOGIN_COOKIE, Session, same
 from registry.digest import Digest
 from registry.errors import Denied, RegistryError, TooManyRequests, Unauthorized
 from registry.names import check_name, namespace_of
+from registry.paging import fetch
 from registry.requests import client_address, registry_of, small_body
+from registry.web import urls
 
 HERE = Path(__file__).parent
 _PAGE = 50
@@ -212,14 +214,16 @@ async def repositories(request: Request, session: Session) -> Response:
     sort = request.query_params.get("sort", "name")
     sort = sort if sort in ("pushed", "pulls") else "name"
     last = request.query_params.get("last") or None
-    rows = await registry.browse.repositories(readable, q or None, last, _PAGE + 1, sort)
+    found = await fetch(
+        lambda n: registry.browse.repositories(readable, q or None, last, n, sort), _PAGE
+    )
     next_url = None
-    if len(rows) > _PAGE:
-        next_url = "/ui/?" + urlencode({"q": q, "sort": sort, "last": rows[_PAGE - 1].name})
+    if found.more:
+        next_url = "/ui/?" + urlencode({"q": q, "sort": sort, "last": found.items[-1].name})
     return page(
         "repositories.html",
         session=session,
-        repositories=rows[:_PAGE],
+        repositories=found.items,
         q=q,
         sort=sort,
         next_url=next_url,
@@ -234,20 +238,22 @@ async def tags(request: Request, session: Session) -> Response:
     browse = registry_of(request).browse
     sort = "pushed" if request.query_params.get("sort") == "pushed" else "name"
     last = request.query_params.get("last") or None
-    views = await browse.tags(name, by_push=sort == "pushed", last=last, limit=_PAGE + 1)
+    views = await fetch(
+        lambda n: browse.tags(name, by_push=sort == "pushed", last=last, limit=n), _PAGE
+    )
     untagged_last = request.query_params.get("untagged_last") or None
-    untagged = await browse.untagged(name, untagged_last, _PAGE + 1)
+    untagged = await fetch(lambda n: browse.untagged(name, untagged_last, n), _PAGE)
     next_url = untagged_next = None
-    if len(views) > _PAGE:
-        next_url = "?" + urlencode({"sort": sort, "last": views[_PAGE - 1].name})
-    if len(untagged) > _PAGE:
-        untagged_next = "?" + urlencode({"untagged_last": untagged[_PAGE - 1].digest})
+    if views.more:
+        next_url = "?" + urlencode({"sort": sort, "last": views.items[-1].name})
+    if untagged.more:
+        untagged_next = "?" + urlencode({"untagged_last": untagged.items[-1].digest})
     return page(
         "tags.html",
         session=session,
         name=name,
-        tags=views[:_PAGE],
-        untagged=untagged[:_PAGE],
+        tags=views.items,
+        untagged=untagged.items,
         sort=sort,
         host=request.url.netloc,
         next_url=next_url,
@@ -270,7 +276,7 @@ async def delete_tag(request: Request, session: Session) -> Response:
     leaves that ticked (as Harbor's artifact delete does)."""
     name = await _repository(request, session, DELETE)
     tag = request.path_params["tag"]
-    back = f"/ui/r/{name}/-/tags"
+    back = urls.tags(name)
     registry = registry_of(request)
     if request.method == "GET":
         digest, others = await registry.browse.tag_sharing(name, tag)
@@ -280,7 +286,7 @@ async def delete_tag(request: Request, session: Session) -> Response:
             session=session,
             what=f"{name}:{tag}",
             back=back,
-            action=f"/ui/r/{name}/-/tags/{quote(tag)}/delete",
+            action=urls.delete_tag(name, tag),
             consequence=f"The tag goes. Its image {digest} stays {stays} until deleted.",
             image=None if others else digest,
         )
@@ -297,14 +303,14 @@ async def delete_manifest(request: Request, session: Session) -> Response:
     """Delete an untagged manifest, as the repository page lists them."""
     name = await _repository(request, session, DELETE)
     digest = str(Digest.parse(request.path_params["reference"]))
-    back = f"/ui/r/{name}/-/tags"
+    back = urls.tags(name)
     if request.method == "GET":
         return page(
             "confirm.html",
             session=session,
             what=f"{name}@{digest}",
             back=back,
-            action=f"/ui/r/{name}/-/manifests/{digest}/delete",
+            action=urls.delete_manifest(name, digest),
             consequence="The untagged manifest goes; garbage collection then frees the "
             "blobs nothing else uses. Its referrers (signatures, SBOMs) stay, listed as "
             "untagged, until deleted too.",
@@ -321,8 +327,8 @@ async def delete_repository(request: Request, session: Session) -> Response:
             "confirm.html",
             session=session,
             what=f"the repository {name}",
-            back=f"/ui/r/{name}/-/tags",
-            action=f"/ui/r/{name}/-/delete",
+            back=urls.tags(name),
+            action=urls.delete_repository(name),
             consequence="Every tag and manifest of it goes; garbage collection then "
             "frees the blobs no other repository uses.",
         )
