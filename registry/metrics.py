@@ -1,7 +1,7 @@
 """Prometheus metrics of this process, with prometheus_client.
 
 With several uvicorn workers, `registry serve` points PROMETHEUS_MULTIPROC_DIR at a fresh
-folder before the workers start (cli.py), so each worker writes its values to files
+folder before the workers start (cli/serve.py), so each worker writes its values to files
 there and a scrape, whichever worker takes it, adds them all up (multiprocess mode).
 Each replica answers for its own processes: Prometheus scrapes every replica. What the
 database knows for the whole registry (garbage collection's and the mirror's totals,

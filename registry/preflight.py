@@ -1,6 +1,6 @@
 """What a command checks before it starts: the data folder, the database, the port. Each
 failure is one line that names the setting, what it points at and the cause, raised as
-Unusable for the command line to print (cli.py exits 2): an operator reads what to
+Unusable for the command line to print (registry/cli exits 2): an operator reads what to
 change, not a traceback."""
 
 from __future__ import annotations

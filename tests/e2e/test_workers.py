@@ -51,7 +51,7 @@ def test_one_worker_per_usable_core(tmp_path: Path) -> None:
             server.start()  # listening: its workers are starting
             # Processes spinning on each core while the workers start, as other tests do
             # under the parallel suite, where a worker's imports took over 5 s and
-            # uvicorn's own ping bound killed it, and started it again (registry/cli.py,
+            # uvicorn's own ping bound killed it, and started it again (registry/cli/serve.py,
             # WORKER_HEALTHCHECK_SECONDS). One core has no workers.
             with busy_machine(2 * len(allowed) if len(allowed) > 1 else 0):
                 wait_healthy(server, timeout=60)
@@ -93,7 +93,7 @@ def test_workers_end_when_their_parent_is_killed(tmp_path: Path) -> None:
 
 def test_a_stop_with_workers_ends_soon_and_says_so(tmp_path: Path) -> None:
     """SIGTERM: the workers drain and end, the parent logs its last lines and exits 0,
-    without the second or so its interpreter's teardown took (registry/cli.py)."""
+    without the second or so its interpreter's teardown took (registry/cli/serve.py)."""
     server = RegistryProcess(tmp_path / "data", {"REGISTRY_HTTP_WORKERS": "2"}).start()
     assert server.process is not None
     wait_healthy(server)

@@ -16,7 +16,7 @@ ROOT = Path(registry.__file__).parent
 # From the top. A module's layer is its first name below `registry` (a package, or a
 # module at the top); what no layer names is the base, below them all.
 LAYERS: list[set[str]] = [
-    {"cli", "cli_accounts", "cli_config", "cli_webhooks"},
+    {"cli"},
     {"app", "server"},
     {"api", "web"},
     {"requests"},

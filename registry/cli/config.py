@@ -41,6 +41,21 @@ MASK = "********"
 FLAGS = {"data_dir": "data_dir", "host": "http.host", "port": "http.port"}
 
 
+def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
+    group = commands.add_parser(
+        "config", help="the effective settings", parents=[common]
+    ).add_subparsers(dest="config_command", required=True)
+    show_command = group.add_parser(
+        "show",
+        help="print every setting, its value (secrets masked) and where it came from: "
+        "default, file or environment",
+        parents=[common],
+    )
+    show_command.set_defaults(
+        run=lambda s, a: show(s, a.config, os.environ, a.given), checked=False
+    )
+
+
 def serve_epilog() -> str:
     defaults = Settings()
     lines = ["main settings: YAML key (in --config's file), environment variable, default"]

@@ -98,6 +98,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
 
 def _group(commands: Any, name: str, help_text: str, common: argparse.ArgumentParser) -> Any:
     parser = commands.add_parser(name, help=help_text)
+    parser.set_defaults(run=run, audited=True)
     return (parser.add_subparsers(dest="action", required=True), common)
 
 

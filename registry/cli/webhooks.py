@@ -1,5 +1,5 @@
 """`registry webhook add|list|rm|deliveries|redeliver`: webhooks straight in the database,
-with the server's settings, as the account commands (cli_accounts.py)."""
+with the server's settings, as the account commands (cli/accounts.py)."""
 
 from __future__ import annotations
 
@@ -20,11 +20,12 @@ Command = Callable[[Webhooks, argparse.Namespace], Awaitable[None]]
 
 def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     parser = commands.add_parser("webhook", help="endpoints that receive events")
+    parser.set_defaults(run=run, audited=True)
     group = parser.add_subparsers(dest="action", required=True)
 
     def command(name: str, handler: Command, help_text: str) -> argparse.ArgumentParser:
         sub: argparse.ArgumentParser = group.add_parser(name, help=help_text, parents=[common])
-        sub.set_defaults(handler=handler, webhooks=True)
+        sub.set_defaults(handler=handler)
         return sub
 
     add = command("add", _add, "add a webhook; prints its secret once")
