@@ -26,13 +26,15 @@ from registry.api.access import CATALOG_SCOPE, protect, require
 from registry.api.declare import API, openapi
 from registry.auth.scopes import DELETE, PULL, PUSH
 
-# One route per method (HEAD comes with GET), each with the action it needs. Order
-# matters where patterns overlap: the uploads routes precede the blob route.
+# One route per method (HEAD comes with GET), each with the action it needs. Routes are
+# tried in order: the pulls come first, since most requests are theirs. No two patterns
+# match one path (a digest or upload id has no slash; the uploads end in one).
 ROUTES = [
+    Route(urls.MANIFEST, protect(manifests.get_manifest, PULL), methods=["GET"]),
+    Route(urls.BLOB, protect(blobs.get_blob, PULL), methods=["GET"]),
     Route("/v2/", require(base.version_check, None), methods=["GET"]),
     Route("/v2/_catalog", require(tags.catalog, CATALOG_SCOPE), methods=["GET"]),
     Route("/v2/{name:path}/tags/list", protect(tags.tags_list, PULL), methods=["GET"]),
-    Route(urls.MANIFEST, protect(manifests.get_manifest, PULL), methods=["GET"]),
     Route(urls.MANIFEST, protect(manifests.put_manifest, PUSH), methods=["PUT"]),
     Route(urls.MANIFEST, protect(manifests.delete_manifest, DELETE), methods=["DELETE"]),
     Route(urls.UPLOADS, protect(uploads.start, PUSH), methods=["POST"]),
@@ -40,7 +42,6 @@ ROUTES = [
     Route(urls.UPLOAD, protect(uploads.append, PUSH), methods=["PATCH"]),
     Route(urls.UPLOAD, protect(uploads.finish, PUSH), methods=["PUT"]),
     Route(urls.UPLOAD, protect(uploads.cancel, PUSH), methods=["DELETE"]),
-    Route(urls.BLOB, protect(blobs.get_blob, PULL), methods=["GET"]),
     Route(urls.BLOB, protect(blobs.delete_blob, DELETE), methods=["DELETE"]),
     Route(
         "/v2/{name:path}/referrers/{digest}",
