@@ -26,6 +26,7 @@ from registry.services.policies import Policies
 from registry.services.pulls import Pulls
 from registry.services.readiness import Readiness
 from registry.services.retention import RetentionService
+from registry.services.sources import Stored
 from registry.services.uploads import UploadService
 from registry.services.usage import Quotas, Usage
 from registry.services.webhooks import Webhooks
@@ -61,6 +62,7 @@ class Registry:
         self.manifests = ManifestService(
             self.db, self.store, leases, sparse=settings.sparse_manifests, limits=settings.limits
         )
+        self.stored = Stored(self.manifests, self.blobs)  # what a pull reads, unless mirrored
         self.listing = ListingService(self.db)
         self.audit = AuditLog(self.db)
         self.webhooks = Webhooks(self.db, settings.webhooks, settings.audit, worker_name())

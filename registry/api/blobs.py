@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from registry.api.common import digest_param, mirror_route, repository
+from registry.api.common import digest_param, repository, source
 from registry.api.ranges import parse_range
 from registry.digest import Digest
 from registry.requests import registry_of
@@ -26,20 +26,12 @@ async def get_blob(request: Request) -> Response:
     """GET (with Range) and HEAD: the size from the index here, or from the mirror."""
     name, digest = repository(request), digest_param(request)
     blobs = registry_of(request).blobs
-    route = mirror_route(request)
-    mirror = registry_of(request).mirror
-    if route is not None and mirror is not None:
-        if request.method == "HEAD":
-            size = await mirror.blob_size(route, name, digest)
-        else:
-            fetched = await mirror.blob(route, name, digest)
-            if fetched.stream is not None:
-                # Not in the cache yet: the bytes as the upstream sends them, whole.
-                headers = {**_headers(digest), "Content-Length": str(fetched.size)}
-                return StreamingResponse(fetched.stream, headers=headers)
-            size = fetched.size
-    else:
-        size = await blobs.size(name, digest, renew=request.method == "HEAD")
+    found = await source(request).blob(name, digest, head=request.method == "HEAD")
+    if found.stream is not None:
+        # A mirror's, not in its cache yet: the bytes as the upstream sends them, whole.
+        headers = {**_headers(digest), "Content-Length": str(found.size)}
+        return StreamingResponse(found.stream, headers=headers)
+    size = found.size
     if request.method == "GET":
         url = blobs.redirect_url(digest)
         if url is not None:

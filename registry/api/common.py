@@ -12,15 +12,21 @@ from registry.digest import Digest
 from registry.errors import Invalid, PaginationInvalid
 from registry.names import check_name
 from registry.parse import decimal, json_document
+from registry.proxy.mirror import Mirrored
 from registry.requests import registry_of, small_body
 
 if TYPE_CHECKING:
-    from registry.proxy.mirror import MirrorRoute
+    from registry.services.sources import Source
 
 
-def mirror_route(request: Request) -> MirrorRoute | None:
-    """The upstream of a mirrored repository, as the gate found it; None when hosted."""
-    return getattr(request.state, "mirror", None)
+def source(request: Request) -> Source:
+    """Where a pull of the repository is answered from, as the gate found it: the mirror's
+    upstream for a mirrored repository, this registry's own otherwise."""
+    registry = registry_of(request)
+    route = getattr(request.state, "mirror", None)
+    if route is None or registry.mirror is None:
+        return registry.stored
+    return Mirrored(registry.mirror, route)
 
 
 def repository(request: Request) -> str:

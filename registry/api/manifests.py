@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from registry.api import urls
-from registry.api.common import mirror_route, repository
+from registry.api.common import repository, source
 from registry.errors import ManifestTooLarge, ManifestUnknown
 from registry.names import is_reference
 from registry.requests import registry_of, small_body
@@ -30,11 +30,7 @@ async def get_manifest(request: Request) -> Response:
     name, reference = repository(request), _existing(request)
     registry = registry_of(request)
     accept = request.headers.getlist("accept")
-    route = mirror_route(request)
-    if route is not None and registry.mirror is not None:
-        found = await registry.mirror.manifest(route, name, reference, accept)
-    else:
-        found = await registry.manifests.get(name, reference, accept)
+    found = await source(request).manifest(name, reference, accept)
     headers = {
         "Docker-Content-Digest": found.digest,
         "ETag": f'"{found.digest}"',

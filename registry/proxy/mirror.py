@@ -11,7 +11,7 @@ arrive, and kept once their digest is verified.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Hashable
+from collections.abc import Hashable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -45,6 +45,7 @@ from registry.proxy.upstream import Upstream, UpstreamError, allowed_host
 from registry.services.blobs import BlobService
 from registry.services.leases import Leases
 from registry.services.manifests import ManifestService, default_child
+from registry.services.sources import BlobFound
 from registry.storage import BlobStore
 
 log = logging.getLogger("registry.mirror")
@@ -57,14 +58,6 @@ class MirrorRoute:
 
     upstream: Upstream
     remote: str
-
-
-@dataclass(frozen=True, slots=True)
-class MirroredBlob:
-    size: int
-    # The bytes as they arrive from the upstream; None when the cache has the blob and
-    # it is served like any stored blob (ranges, redirects).
-    stream: AsyncIterator[bytes] | None
 
 
 class Mirror:
@@ -240,7 +233,7 @@ class Mirror:
             await self._link_stored(name, str(digest))
         return size
 
-    async def blob(self, route: MirrorRoute, name: str, digest: Digest) -> MirroredBlob:
+    async def blob(self, route: MirrorRoute, name: str, digest: Digest) -> BlobFound:
         key = str(digest)
         size = await self._served(name, digest)
         if size is None:
@@ -255,7 +248,7 @@ class Mirror:
         if size is not None:
             self.counters.add("blob_hits")
             self.counters.add("cache_bytes", size)
-            return MirroredBlob(size, None)
+            return BlobFound(size, None)
 
         async def keep(size: int) -> None:
             await self._link(name, key, size)
@@ -274,7 +267,7 @@ class Mirror:
                 raise BlobUnknown({"digest": key}, message=_absent(route, key)) from None
             # The failed fetch counted itself.
             raise self._error(exc, f"blob {key} of {name}", counted=True) from None
-        return MirroredBlob(size, stream)
+        return BlobFound(size, stream)
 
     async def _served(self, name: str, digest: Digest) -> int | None:
         """The size of a blob this repository's cache has, its lease renewed as for a
@@ -380,3 +373,20 @@ def _absent(route: MirrorRoute, what: str) -> str:
 def _age(delta: timedelta) -> str:
     seconds = int(delta.total_seconds())
     return f"{seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"{seconds} s"
+
+
+class Mirrored:
+    """A mirrored repository's source (services/sources.py): the mirror, for the route the
+    access gate found."""
+
+    def __init__(self, mirror: Mirror, route: MirrorRoute) -> None:
+        self.mirror = mirror
+        self.route = route
+
+    async def manifest(self, name: str, reference: str, accept: list[str]) -> StoredManifest:
+        return await self.mirror.manifest(self.route, name, reference, accept)
+
+    async def blob(self, name: str, digest: Digest, *, head: bool) -> BlobFound:
+        if head:
+            return BlobFound(await self.mirror.blob_size(self.route, name, digest))
+        return await self.mirror.blob(self.route, name, digest)
