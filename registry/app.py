@@ -54,10 +54,13 @@ def create_app(settings: Settings) -> Starlette:
             await registry.close()
 
     trusted = trusted_networks(settings.http.trusted_proxies)
+    # Outermost first. Observe wraps the limits, so that their refusals (a query too
+    # long, the 503 of a request a stop ended) carry the request ID and, on /v2, the API
+    # version header, and are counted and logged like any answer.
     middleware = [
-        Middleware(RequestLimits, query_bytes=settings.limits.query_bytes, in_flight=in_flight),
         Middleware(ForwardedHeaders, trusted=trusted),
         Middleware(Observe, access_log=settings.http.access_log),
+        Middleware(RequestLimits, query_bytes=settings.limits.query_bytes, in_flight=in_flight),
     ]
     if settings.mirror.enabled:  # inside Observe: the access line has the name as asked
         hosts = hosts_of(settings.mirror.upstreams)

@@ -108,6 +108,9 @@ async def test_query_string_limit(limited: httpx.AsyncClient) -> None:
     await push_image(limited, "team/app", "v1", layers=[])
     r = await limited.get("/v2/team/app/tags/list", params={"last": "x" * 1100})
     assert "1024" in assert_error(r, 414, "SIZE_INVALID")["message"]
+    # Answered like any /v2/ answer: with the API version and the request's ID.
+    assert r.headers["Docker-Distribution-API-Version"] == "registry/2.0"
+    assert r.headers["X-Request-ID"]
     r = await limited.get("/v2/team/app/tags/list", params={"last": "x" * 900})
     assert r.status_code == 200
 
