@@ -7,7 +7,6 @@ need no login, as whoever can run them can read the database anyway.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
 import sys
 from collections.abc import Awaitable, Callable
@@ -21,8 +20,8 @@ from registry.auth.accounts import (
     check_password,
     check_user_name,
 )
+from registry.cli.common import run_on_database
 from registry.config import Settings
-from registry.metadata.database import Database
 
 Command = Callable[[Accounts, argparse.Namespace], Awaitable[None]]
 
@@ -81,19 +80,7 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
-    async def main() -> None:
-        db = Database(settings.database_url, pool_size=1)
-        try:
-            await args.handler(Accounts(db), args)
-        finally:
-            await db.close()
-
-    try:
-        asyncio.run(main())
-    except AccountError as exc:
-        print(f"registry: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run_on_database(settings, lambda db: args.handler(Accounts(db), args), (AccountError,))
 
 
 def _group(commands: Any, name: str, help_text: str, common: argparse.ArgumentParser) -> Any:

@@ -7,11 +7,13 @@ import asyncio
 import getpass
 import logging
 import os
+import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
 
 from registry import preflight
 from registry.config import Settings, env_name
+from registry.metadata.database import Database
 
 if TYPE_CHECKING:
     # The app's parts are imported where a command builds them: `serve` does not (its
@@ -57,3 +59,26 @@ def operator() -> str:
         return getpass.getuser()
     except (KeyError, OSError):  # a container's uid with no passwd entry
         return str(os.getuid())
+
+
+def run_on_database(
+    settings: Settings,
+    work: Callable[[Database], Awaitable[None]],
+    refused: tuple[type[Exception], ...],
+) -> int:
+    """Run `work` on a database of its own (the account and webhook commands); exit 1
+    with one line when it raises one of `refused`, the errors it means for the operator."""
+
+    async def run() -> None:
+        db = Database(settings.database_url, pool_size=1)
+        try:
+            await work(db)
+        finally:
+            await db.close()
+
+    try:
+        asyncio.run(run())
+    except refused as exc:
+        print(f"registry: {getattr(exc, 'text', exc)}", file=sys.stderr)
+        return 1
+    return 0

@@ -4,11 +4,11 @@ with the server's settings, as the account commands (cli/accounts.py)."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from registry.cli.common import run_on_database
 from registry.config import Settings
 from registry.errors import RegistryError
 from registry.metadata.database import Database
@@ -48,20 +48,10 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
-    async def main() -> None:
-        db = Database(settings.database_url, pool_size=1)
-        webhooks = Webhooks(db, settings.webhooks, settings.audit, "cli")
-        try:
-            await args.handler(webhooks, args)
-        finally:
-            await db.close()
+    def work(db: Database) -> Awaitable[None]:
+        return args.handler(Webhooks(db, settings.webhooks, settings.audit, "cli"), args)
 
-    try:
-        asyncio.run(main())
-    except RegistryError as exc:
-        print(f"registry: {exc.text}", file=sys.stderr)
-        return 1
-    return 0
+    return run_on_database(settings, work, (RegistryError,))
 
 
 async def _add(webhooks: Webhooks, args: argparse.Namespace) -> None:

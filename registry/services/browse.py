@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import OrderedDict
-from collections.abc import Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -39,6 +39,7 @@ from registry.storage import BlobStore
 from registry.storage.base import BlobNotFound
 
 _CACHED_CONFIGS = 4096
+R = TypeVar("R", q.TagRow, q.UntaggedRow)  # a page's rows
 _PARALLEL_READS = 16
 
 
@@ -124,11 +125,9 @@ class Browse:
     async def tags(
         self, repository: str, *, by_push: bool, last: str | None, limit: int
     ) -> list[TagView]:
-        async with self.db.read() as conn:
-            repository_id = await self._repository_id(conn, repository)
-            rows = await q.tags(conn, repository_id, by_push, last, limit)
-            parsed, children = await _parse(conn, repository_id, rows)
-        images = await self._images(parsed, children)
+        found = await self._with_images(
+            repository, lambda conn, rid: q.tags(conn, rid, by_push, last, limit)
+        )
         return [
             TagView(
                 name=row.name,
@@ -137,18 +136,16 @@ class Browse:
                 artifact_type=row.artifact_type,
                 pushed_at=row.pushed_at,
                 pulled_at=row.pulled_at,
-                **images[row.digest],
+                **image,
             )
-            for row in rows
+            for row, image in found
         ]
 
     async def untagged(self, repository: str, last: str | None, limit: int) -> list[UntaggedView]:
         """A page of what deleting tags left in the repository (metadata/browse.py)."""
-        async with self.db.read() as conn:
-            repository_id = await self._repository_id(conn, repository)
-            rows = await q.untagged(conn, repository_id, last, limit)
-            parsed, children = await _parse(conn, repository_id, rows)
-        images = await self._images(parsed, children)
+        found = await self._with_images(
+            repository, lambda conn, rid: q.untagged(conn, rid, last, limit)
+        )
         return [
             UntaggedView(
                 digest=row.digest,
@@ -158,10 +155,22 @@ class Browse:
                 pulled_at=row.pulled_at,
                 untagged_at=row.untagged_at,
                 referrers=row.referrers,
-                **images[row.digest],
+                **image,
             )
-            for row in rows
+            for row, image in found
         ]
+
+    async def _with_images(
+        self, repository: str, read: Callable[[AsyncConnection, int], Awaitable[Sequence[R]]]
+    ) -> list[tuple[R, dict[str, Any]]]:
+        """A page of the repository's manifest rows (`read`), each with what is shown of
+        its image (_images): one query for the rows, one for the indexes' children."""
+        async with self.db.read() as conn:
+            repository_id = await self._repository_id(conn, repository)
+            rows = await read(conn, repository_id)
+            parsed, children = await _parse(conn, repository_id, rows)
+        images = await self._images(parsed, children)
+        return [(row, images[row.digest]) for row in rows]
 
     async def tag_sharing(self, repository: str, tag: str) -> tuple[str, list[str]]:
         """The digest a tag points at, and the other tags that point there."""
@@ -263,7 +272,7 @@ class Browse:
 
 
 async def _parse(
-    conn: AsyncConnection, repository_id: int, rows: Sequence[q.TagRow | q.UntaggedRow]
+    conn: AsyncConnection, repository_id: int, rows: Sequence[R]
 ) -> tuple[dict[str, Contents], dict[str, Contents]]:
     """The contents of a page's manifests, and of the child manifests of its indexes
     (one query for those), by digest."""
