@@ -1,5 +1,5 @@
-"""Queries for users, namespaces, members and robot accounts. As in queries.py, each
-takes an open connection and the caller owns the transaction."""
+"""Users, namespaces, members and robot accounts. Each query takes an open connection
+and the caller owns the transaction."""
 
 from __future__ import annotations
 
@@ -20,7 +20,21 @@ from registry.metadata.models import (
     User,
     now,
 )
-from registry.metadata.queries import dialect_insert
+from registry.metadata.statements import Statement, dialect_insert
+
+# The namespace a push goes into, made by its first push (services/manifests.py): its id
+# if this made it, nothing if it was there (and no id of the sequence spent).
+ADD_NAMESPACE = Statement(
+    "add_namespace",
+    "INSERT INTO namespaces (name, public, created_at) SELECT :namespace, false, :now "
+    "WHERE NOT EXISTS (SELECT 1 FROM namespaces WHERE name = :namespace) "
+    "ON CONFLICT DO NOTHING RETURNING id",
+)
+ADD_OWNER = Statement(
+    "add_owner",
+    "INSERT INTO members (namespace_id, user_id, role) "
+    "SELECT :namespace_id, id, 'owner' FROM users WHERE name = :user",
+)
 
 
 @dataclass(frozen=True, slots=True)

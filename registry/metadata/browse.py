@@ -1,5 +1,5 @@
 """Queries of the browse API (/api/v1/repositories...): a page of repositories or tags
-with what a console shows of each, in one statement per page. As in queries.py, each
+with what a console shows of each, in one statement per page. Each
 takes an open connection and the caller owns the transaction."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from registry.metadata.models import (
     Tag,
     utc,
 )
-from registry.metadata.queries import lexical
+from registry.metadata.statements import lexical
 
 
 def aware(moment: datetime | None) -> datetime | None:

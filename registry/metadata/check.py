@@ -1,5 +1,5 @@
-"""Queries of `registry check`, which compares the blobs table with the storage. As in
-queries.py, each takes an open connection and the caller owns the transaction."""
+"""Queries of `registry check`, which compares the blobs table with the storage. Each
+takes an open connection and the caller owns the transaction."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from registry.metadata.models import Blob, Manifest, ManifestReference, Repository, now
-from registry.metadata.queries import dialect_insert, lexical
+from registry.metadata.statements import dialect_insert, lexical
 
 
 async def blobs_after(conn: AsyncConnection, after: str, limit: int) -> list[tuple[str, int]]:

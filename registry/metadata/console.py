@@ -1,4 +1,4 @@
-"""Queries of console sessions (migration 0013). As in queries.py, each takes an open
+"""Queries of console sessions (migration 0013). Each takes an open
 connection and the caller owns the transaction."""
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from registry.metadata.models import Counter
-from registry.metadata.queries import dialect_insert
+from registry.metadata.statements import dialect_insert
 
 
 async def add_counters(conn: AsyncConnection, increments: Mapping[str, int]) -> None:

@@ -223,7 +223,7 @@ class Database:
     @asynccontextmanager
     async def driver(self) -> AsyncIterator[Any]:
         """The driver's own connection (aiosqlite or asyncpg) from the pool, for statements
-        sent to it directly (hot.py): no SQLAlchemy Connection is built around it."""
+        sent to it directly (statements.py): no SQLAlchemy Connection is built around it."""
         with _outages(), _waiting():
             pooled = await self.engine.raw_connection()
         spoiled = False

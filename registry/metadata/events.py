@@ -1,6 +1,6 @@
 """Events: the audit log and the webhook outbox (migration 0014). A change records its
-event in its own transaction, with who and where from `registry.context`; as in
-queries.py, each function takes an open connection and the caller owns the transaction.
+event in its own transaction, with who and where from `registry.context`; each
+function takes an open connection and the caller owns the transaction.
 
 The body is Distribution's notification event (id, timestamp, action, target, request,
 actor, source), with the outcome and any detail added, so webhooks send it unchanged.
@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from registry import context
 from registry.metadata.models import Event, WebhookDelivery, now
+from registry.metadata.statements import Statement
 from registry.names import namespace_of
 
 # The actions whose events webhooks may get; the others (logins, tokens, account and
@@ -116,6 +117,26 @@ def descriptor(
         found["url"] = f"{ctx.scheme}://{ctx.host}/v2/{repository}/{kind}/{digest}"
     found.update({key: value for key, value in extra.items() if value is not None})
     return found
+
+
+_COLUMNS = (
+    "uid, created_at, action, outcome, actor, actor_kind, namespace, repository, address, "
+    "body, dispatched"
+)
+_VALUES = (
+    ":uid, :created_at, :action, :outcome, :actor, :actor_kind, :namespace, :repository, "
+    ":address, :body, :dispatched"
+)
+# An event (the keys of `event`) in a program's transaction (services/manifests.py).
+RECORD = Statement("record_event", f"INSERT INTO events ({_COLUMNS}) VALUES ({_VALUES})")
+# The event of a blob push, if the repository links the blob now: one row when the push
+# stands, none when the quota refused the link (metadata/blobs.py, LINK).
+RECORD_IF_LINKED = Statement(
+    "record_linked_event",
+    f"INSERT INTO events ({_COLUMNS}) SELECT {_VALUES} WHERE EXISTS (SELECT 1 FROM "
+    "repository_blobs WHERE repository_id = (SELECT id FROM repositories WHERE name = "
+    ":repository) AND digest = :digest)",
+)
 
 
 async def record(conn: AsyncConnection, action: str, **fields: Any) -> None:

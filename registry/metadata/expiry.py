@@ -1,4 +1,4 @@
-"""Queries of the mirror's cache expiry (services/expiry.py). As in queries.py, each takes
+"""Queries of the mirror's cache expiry (services/expiry.py). Each takes
 an open connection and the caller owns the transaction."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Queries of garbage collection. As in queries.py, each takes an open connection and the
+"""Queries of garbage collection. Each takes an open connection and the
 caller owns the transaction.
 
 Locks on PostgreSQL (READ COMMITTED): the collector locks the blob rows it looks at
@@ -20,7 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import aliased
 
 from registry import context
-from registry.metadata import events, queries
+from registry.metadata import events, manifests
+from registry.metadata.blobs import lock_namespace_counts
 from registry.metadata.models import (
     Blob,
     BlobTombstone,
@@ -33,7 +34,6 @@ from registry.metadata.models import (
     Tag,
     utc,
 )
-from registry.metadata.queries import lock_namespace_counts
 
 # Whether anything references a blob (in a query over Blob rows).
 REFERENCED = select(ManifestReference.digest).where(ManifestReference.digest == Blob.digest)
@@ -244,7 +244,7 @@ async def delete_candidates(
         return 0
     names = await repository_names(conn, {m.repository_id for m in doomed})
     which = Manifest.id.in_([m.id for m in doomed])
-    deleted = (await queries.delete_manifests(conn, which)).manifests
+    deleted = (await manifests.delete_manifests(conn, which)).manifests
     rows = [
         events.event(
             "delete",
@@ -352,9 +352,7 @@ async def waiting(conn: AsyncConnection, now: datetime) -> Waiting:
         )
         .cte("free")
     )
-    manifests, since = (
-        await conn.execute(select(func.count(), func.min(free.c.untagged_at)))
-    ).one()
+    untagged, since = (await conn.execute(select(func.count(), func.min(free.c.untagged_at)))).one()
     others = ~Manifest.id.in_(select(free.c.id))
     held = select(func.coalesce(func.sum(Blob.size), 0)).where(
         or_(
@@ -377,7 +375,7 @@ async def waiting(conn: AsyncConnection, now: datetime) -> Waiting:
         leased_blobs=int(leased[0]),
         leased_bytes=int(leased[1]),
         leased_until=utc(leased[2]) if leased[2] is not None else None,
-        untagged_manifests=int(manifests),
+        untagged_manifests=int(untagged),
         untagged_bytes=int(await conn.scalar(held) or 0),
         untagged_since=utc(since) if since is not None else None,
     )

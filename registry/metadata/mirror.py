@@ -9,6 +9,7 @@ from datetime import datetime
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from registry.metadata.manifests import COLUMNS, StoredManifest
 from registry.metadata.models import (
     Blob,
     BlobFetch,
@@ -19,7 +20,7 @@ from registry.metadata.models import (
     now,
     utc,
 )
-from registry.metadata.queries import MANIFEST_COLUMNS, StoredManifest, dialect_insert
+from registry.metadata.statements import dialect_insert
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +41,7 @@ class FetchRow:
 async def cached_tag(conn: AsyncConnection, repository: str, tag: str) -> CachedTag | None:
     row = (
         await conn.execute(
-            select(*MANIFEST_COLUMNS, Tag.updated_at, Manifest.repository_id, Manifest.id)
+            select(*COLUMNS, Tag.updated_at, Manifest.repository_id, Manifest.id)
             .join(Tag, Tag.manifest_id == Manifest.id)
             .join(Repository, Repository.id == Tag.repository_id)
             .where(Repository.name == repository, Tag.name == tag)

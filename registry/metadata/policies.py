@@ -1,5 +1,5 @@
-"""Queries of namespace policies. As in queries.py, each takes an open connection and the
-caller owns the transaction."""
+"""Namespace policies: immutable tags, retention, quota. Each query takes an open
+connection and the caller owns the transaction."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from registry.metadata.models import NamespacePolicy, now
-from registry.metadata.queries import dialect_insert
+from registry.metadata.statements import Statement, dialect_insert
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +25,14 @@ _COLUMNS = (
     NamespacePolicy.immutable_tags,
     NamespacePolicy.retention,
     NamespacePolicy.quota_bytes,
+)
+
+
+# A push's read of its namespace's policy, in its program (services/manifests.py).
+BY_NAMESPACE = Statement(
+    "policy",
+    "SELECT namespace, immutable_tags, retention, quota_bytes FROM namespace_policies "
+    "WHERE namespace = :namespace",
 )
 
 

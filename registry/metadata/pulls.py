@@ -1,4 +1,4 @@
-"""Queries of pull counts (migration 0012). As in queries.py, each takes an open
+"""Queries of pull counts (migration 0012). Each takes an open
 connection and the caller owns the transaction."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from sqlalchemy import func, literal, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from registry.metadata.models import Manifest, ManifestPulls, Repository, RepositoryPulls
-from registry.metadata.queries import dialect_insert
+from registry.metadata.statements import dialect_insert
 
 
 async def add(

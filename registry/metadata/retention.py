@@ -1,4 +1,4 @@
-"""Queries of retention. As in queries.py, each takes an open connection and the caller
+"""Queries of retention. Each takes an open connection and the caller
 owns the transaction."""
 
 from __future__ import annotations

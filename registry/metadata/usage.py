@@ -1,4 +1,4 @@
-"""Queries of storage usage and quotas. As in queries.py, each takes an open connection
+"""Queries of storage usage and quotas. Each takes an open connection
 and the caller owns the transaction. A namespace's usage is kept by triggers as blobs are
 linked and unlinked (migration 0011): its folded total plus its deltas not folded yet."""
 
@@ -21,7 +21,7 @@ from registry.metadata.models import (
     Upload,
     UsageDelta,
 )
-from registry.metadata.queries import dialect_insert
+from registry.metadata.statements import dialect_insert
 
 
 async def used(conn: AsyncConnection, namespace: str) -> int:
@@ -55,7 +55,8 @@ async def in_namespace(conn: AsyncConnection, namespace: str, digest: str) -> bo
 
 
 async def lock_quota(conn: AsyncConnection, namespace: str) -> None:
-    """Take the namespace's policy row if it has a quota, as a blob upload does (hot.py)."""
+    """Take the namespace's policy row if it has a quota, as a blob upload does
+    (blobs.LOCK_QUOTA)."""
     await conn.execute(
         update(NamespacePolicy)
         .where(NamespacePolicy.namespace == namespace, NamespacePolicy.quota_bytes.is_not(None))

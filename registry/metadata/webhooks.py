@@ -1,5 +1,5 @@
 """Queries of webhooks: endpoints, their deliveries and the delivery log (migration
-0014). As in queries.py, each takes an open connection and the caller owns the
+0014). Each takes an open connection and the caller owns the
 transaction.
 
 A delivery is sent only when it is its endpoint's oldest pending one, and only by the

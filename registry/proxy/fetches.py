@@ -29,8 +29,8 @@ import httpx
 
 from registry.digest import Digest
 from registry.errors import RegistryError, Unavailable
+from registry.metadata import blobs
 from registry.metadata import mirror as q
-from registry.metadata import queries
 from registry.metadata.database import Database
 from registry.metadata.models import now
 from registry.parse import content_length
@@ -109,7 +109,7 @@ class BlobFetches:
             async with self.db.write() as conn:
                 # A fetch may have ended since the caller looked: then the blob is here,
                 # and renewing its lease (taking its row) keeps it for `keep` to link.
-                stored = await queries.renew_lease(conn, key, self.leases.end())
+                stored = await blobs.renew_lease(conn, key, self.leases.end())
                 if stored is None:
                     stale = now() - timedelta(seconds=STALE_SECONDS)
                     current = await q.claim_fetch(conn, key, upload_id, stale)

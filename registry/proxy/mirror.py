@@ -29,14 +29,13 @@ from registry.errors import (
     Unavailable,
 )
 from registry.mediatypes import INDEX_TYPES, accepts
+from registry.metadata import blobs, manifests, repositories, tags
 from registry.metadata import mirror as mq
-from registry.metadata import queries
 from registry.metadata.accounts import namespace_id
 from registry.metadata.database import Database
-from registry.metadata.hot import HotQueries
+from registry.metadata.manifests import StoredManifest
 from registry.metadata.mirror import UpstreamState
 from registry.metadata.models import now
-from registry.metadata.queries import StoredManifest
 from registry.names import check_tag, namespace_of
 from registry.proxy.counters import Counters
 from registry.proxy.fetches import BlobFetches
@@ -84,7 +83,6 @@ class Mirror:
         )
         self.upstreams = {u.prefix: _upstream(u, self.client) for u in settings.upstreams}
         self.allowed = host_patterns(settings.allow_hosts)
-        self.hot = HotQueries(db)
         self.counters = Counters(db, self.upstreams)
         self.fetches = BlobFetches(db, store, leases, self._fetch_ended)
         self.ttl = timedelta(seconds=settings.tag_ttl_seconds)
@@ -139,7 +137,7 @@ class Mirror:
         return await self.manifests.get(name, found.digest, accept)
 
     async def _by_digest(self, route: MirrorRoute, name: str, digest: str) -> StoredManifest:
-        found = await self.hot.manifest_by_digest(name, digest)
+        found = await manifests.by_digest(self.db, name, digest)
         if found is not None:
             self.counters.add("manifest_hits")
             return found
@@ -216,7 +214,7 @@ class Mirror:
         """The upstream no longer has the tag: neither does the cache."""
         if cached:
             async with self.db.write() as conn:
-                await queries.delete_tag(conn, name, tag)
+                await tags.delete_tag(conn, name, tag)
             log.info("tag %s:%s is gone upstream; removed from the cache", name, tag)
 
     # Blobs
@@ -227,7 +225,7 @@ class Mirror:
         served = await self._served(name, digest)
         if served is not None:
             return served
-        cached = await self.hot.cached_blob(name, str(digest))
+        cached = await blobs.cached(self.db, name, str(digest))
         size = await self._upstream_blob_size(route, name, digest)
         if cached is not None:
             await self._link_stored(name, str(digest))
@@ -237,7 +235,7 @@ class Mirror:
         key = str(digest)
         size = await self._served(name, digest)
         if size is None:
-            cached = await self.hot.cached_blob(name, key)
+            cached = await blobs.cached(self.db, name, key)
             if cached is not None:
                 # Held for another repository: serve it once the upstream confirms this
                 # repository has it too, so no name reads a blob it could not read
@@ -311,17 +309,17 @@ class Mirror:
     async def _link(self, name: str, digest: str, size: int) -> None:
         """Link a blob just fetched (or whose lease was just renewed)."""
         async with self.db.write() as conn:
-            repo_id = await queries.ensure_repository(conn, name)
-            await queries.link_blob(conn, repo_id, digest, size, self.leases.end())
+            repo_id = await repositories.ensure_repository(conn, name)
+            await blobs.link_blob(conn, repo_id, digest, size, self.leases.end())
 
     async def _link_stored(self, name: str, digest: str) -> bool:
         """Link a blob stored for another repository; False if a collection removed it."""
         async with self.db.write() as conn:
-            size = await queries.renew_lease(conn, digest, self.leases.end())
+            size = await blobs.renew_lease(conn, digest, self.leases.end())
             if size is None:
                 return False
-            repo_id = await queries.ensure_repository(conn, name)
-            await queries.link_blob(conn, repo_id, digest, size, self.leases.end())
+            repo_id = await repositories.ensure_repository(conn, name)
+            await blobs.link_blob(conn, repo_id, digest, size, self.leases.end())
         return True
 
     def _error(self, exc: UpstreamError, what: str, counted: bool = False) -> RegistryError:
@@ -345,8 +343,8 @@ class Mirror:
 
     async def cache_summary(self) -> dict[str, int]:
         async with self.db.read() as conn:
-            repositories, tags, size = await mq.cache_summary(conn)
-        return {"repositories": repositories, "tags": tags, "bytes": size}
+            held, tagged, size = await mq.cache_summary(conn)
+        return {"repositories": held, "tags": tagged, "bytes": size}
 
     async def upstream_states(self) -> dict[str, UpstreamState]:
         """What each upstream (by prefix) said last of its rate limit, whichever process

@@ -9,9 +9,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from registry.digest import Digest
 from registry.errors import BlobUnknown
-from registry.metadata import events, queries
+from registry.metadata import blobs, events, repositories, statements
 from registry.metadata.database import Database
-from registry.metadata.hot import HotQueries
 from registry.names import namespace_of
 from registry.services.leases import Leases
 from registry.services.usage import Quotas
@@ -30,7 +29,6 @@ class BlobService:
         self.db = db
         self.quotas = quotas
         self.store = store
-        self.hot = HotQueries(db)
         self.leases = leases
         # nginx's internal location for blob files; empty when there is no nginx.
         self.accel_redirect = accel_redirect
@@ -39,17 +37,17 @@ class BlobService:
         """The blob's size if the repository may serve it (one indexed query). With
         `renew` (a HEAD: a push checking the blob is there), the answer also promises a
         lease (services/leases.py): renewed, in a write, when less than one is left."""
-        found = await self.hot.blob_size(repository, str(digest), self.leases.fresh())
+        found = await blobs.size(self.db, repository, str(digest), self.leases.fresh())
         if found is None:
             raise BlobUnknown({"digest": str(digest)})
         size, fresh = found
         if renew and not fresh:
-            params = {"repository": repository, "digest": str(digest)}
             # The UPDATE waits for a collection holding the row: none changed means the
             # collection removed it, so the repository has no such blob any more.
-            if not await self.hot.write(
-                ("renew_linked", {**params, "lease_end": self.leases.end()})
-            ):
+            renewal = blobs.RENEW_LINKED(
+                repository=repository, digest=str(digest), lease_end=self.leases.end()
+            )
+            if not await statements.write(self.db, renewal):
                 raise BlobUnknown({"digest": str(digest)})
         return size
 
@@ -74,7 +72,7 @@ class BlobService:
         """Unlink the blob from the repository; the bytes stay until garbage collection
         finds nothing else that links them."""
         async with self.db.write() as conn:
-            if not await queries.unlink_blob(conn, repository, str(digest)):
+            if not await blobs.unlink_blob(conn, repository, str(digest)):
                 raise BlobUnknown({"digest": str(digest)})
             await events.record(
                 conn, "delete", repository=repository, target={"digest": str(digest)}
@@ -86,14 +84,14 @@ class BlobService:
 
         async def link(conn: AsyncConnection) -> bool:
             # The renewal comes first and takes the row, as a HEAD's does.
-            size = await queries.renew_lease(conn, str(digest), self.leases.end(), source)
+            size = await blobs.renew_lease(conn, str(digest), self.leases.end(), source)
             if size is None:
                 return False
             # Over the quota: the client uploads instead, and that upload is refused.
             if not await self.quotas.allows(conn, namespace_of(repository), str(digest), size):
                 return False
-            repo_id = await queries.ensure_repository(conn, repository)
-            await queries.link_blob(conn, repo_id, str(digest), size, self.leases.end())
+            repo_id = await repositories.ensure_repository(conn, repository)
+            await blobs.link_blob(conn, repo_id, str(digest), size, self.leases.end())
             target = events.descriptor(
                 repository, "blobs", str(digest), events.BLOB_TYPE, size, fromRepository=source
             )

@@ -30,10 +30,9 @@ from registry.images import (
     contents,
 )
 from registry.metadata import browse as q
-from registry.metadata import queries
+from registry.metadata import manifests
 from registry.metadata.browse import RepositoryRow
 from registry.metadata.database import Database
-from registry.metadata.hot import HotQueries
 from registry.names import check_tag
 from registry.storage import BlobStore
 from registry.storage.base import BlobNotFound
@@ -107,7 +106,6 @@ class Browse:
     def __init__(self, db: Database, store: BlobStore) -> None:
         self.db = db
         self.store = store
-        self.hot = HotQueries(db)
         self._configs: OrderedDict[str, Config] = OrderedDict()
         self._reads = asyncio.Semaphore(_PARALLEL_READS)
 
@@ -207,9 +205,9 @@ class Browse:
 
     async def manifest(self, repository: str, reference: str) -> ManifestView:
         if is_digest(reference):
-            found = await self.hot.manifest_by_digest(repository, str(Digest.parse(reference)))
+            found = await manifests.by_digest(self.db, repository, str(Digest.parse(reference)))
         else:
-            found = await self.hot.manifest_by_tag(repository, check_tag(reference))
+            found = await manifests.by_tag(self.db, repository, check_tag(reference))
         if found is None:
             raise ManifestUnknown({"reference": reference})
         parsed = contents(found.content)
@@ -221,7 +219,7 @@ class Browse:
                     await q.manifests(conn, found.repository_id, wanted)
                 ).items()
             }
-            referrers = await queries.referrers(conn, repository, found.digest, None)
+            referrers = await manifests.referrers(conn, repository, found.digest, None)
             artifact_type, pushed, pulled = await q.manifest_facts(conn, found.manifest_id)
         configs = await self._configs_of([parsed.config, *(c.config for c in children.values())])
         return ManifestView(

@@ -38,9 +38,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from registry.digest import Digest
 from registry.errors import Unavailable
+from registry.metadata import blobs
 from registry.metadata import gc as q
 from registry.metadata.database import Database
-from registry.metadata.hot import HotQueries
 from registry.metadata.models import now
 
 log = logging.getLogger("registry.gc")
@@ -55,7 +55,6 @@ _POLL_SECONDS = 0.05
 class Leases:
     def __init__(self, db: Database, seconds: float) -> None:
         self.db = db
-        self.hot = HotQueries(db)
         self.seconds = seconds
 
     def end(self) -> datetime:
@@ -74,7 +73,7 @@ class Leases:
         key = str(digest)
         deadline = time.monotonic() + WAIT_SECONDS
         while True:
-            leased, tombstoned = await self.hot.blob_lease(key, self.fresh())
+            leased, tombstoned = await blobs.lease(self.db, key, self.fresh())
             if not tombstoned and leased is not False:
                 return  # no row (nothing to collect), or one leased for long enough
             if not tombstoned:

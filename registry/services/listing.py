@@ -6,9 +6,8 @@ from bisect import bisect_right
 from collections.abc import Collection
 
 from registry.errors import NameUnknown
-from registry.metadata import queries
+from registry.metadata import repositories, tags
 from registry.metadata.database import Database
-from registry.metadata.hot import HotQueries
 from registry.paging import Window, fetch
 from registry.services.tag_cache import LARGEST_CACHED, TagCache, TagList
 
@@ -19,12 +18,11 @@ MAX_PAGE = 10_000
 class ListingService:
     def __init__(self, db: Database) -> None:
         self.db = db
-        self.hot = HotQueries(db)
         self.tag_cache = TagCache()
 
     async def tags(self, repository: str, limit: int | None, last: str | None) -> Window[str]:
         limit = MAX_PAGE if limit is None else min(limit, MAX_PAGE)
-        found = await self.hot.tags_version(repository)
+        found = await tags.version(self.db, repository)
         if found is None:
             raise NameUnknown({"name": repository})
         repo_id, version = found
@@ -32,11 +30,11 @@ class ListingService:
             return Window([], False)
         cached = self.tag_cache.get(repo_id, version)
         if cached is None:
-            names = await self.hot.tags_after(repo_id, None, LARGEST_CACHED + 1)
+            names = await tags.after(self.db, repo_id, None, LARGEST_CACHED + 1)
             cached = TagList(version, names if len(names) <= LARGEST_CACHED else None)
             self.tag_cache.put(repo_id, cached)
         if cached.names is None:
-            return await fetch(lambda n: self.hot.tags_after(repo_id, last, n), limit)
+            return await fetch(lambda n: tags.after(self.db, repo_id, last, n), limit)
         # Python orders str by code point, as SQL orders UTF-8 bytes: `last` need not be a
         # valid tag.
         start = bisect_right(cached.names, last) if last else 0
@@ -51,5 +49,5 @@ class ListingService:
             return Window([], False)
         async with self.db.read() as conn:
             return await fetch(
-                lambda n: queries.list_repositories(conn, last, n, namespaces), limit
+                lambda n: repositories.list_repositories(conn, last, n, namespaces), limit
             )

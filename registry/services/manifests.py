@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
 
 from sqlalchemy import and_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -21,12 +20,13 @@ from registry.errors import (
     NameUnknown,
 )
 from registry.mediatypes import INDEX_TYPES, OCI_INDEX, ParsedManifest, accepts, parse_manifest
-from registry.metadata import events, queries
+from registry.metadata import accounts, blobs, events, manifests, policies, repositories
+from registry.metadata import tags as tag_queries
 from registry.metadata.database import Database
-from registry.metadata.hot import HotQueries, Program
+from registry.metadata.manifests import Deleted, StoredManifest
 from registry.metadata.models import Manifest, Repository, now
 from registry.metadata.policies import StoredPolicy
-from registry.metadata.queries import StoredManifest
+from registry.metadata.statements import Program, program
 from registry.names import check_tag, namespace_of
 from registry.services.leases import Leases
 from registry.services.policies import from_stored, policy_in, refuse_immutable
@@ -56,7 +56,6 @@ class ManifestService:
     ) -> None:
         self.db = db
         self.store = store
-        self.hot = HotQueries(db)
         self.leases = leases
         # Sparse: what a manifest references need not be here (settings.sparse_manifests).
         self.sparse = sparse
@@ -117,16 +116,6 @@ class ManifestService:
         stored only if what the manifest references is in the repository."""
         await self.leases.keep(digest)
         await self.store.put_bytes(digest, body)
-        values = {
-            "digest": str(digest),
-            "media_type": parsed.media_type,
-            "artifact_type": parsed.artifact_type,
-            "size": len(body),
-            "subject": parsed.subject,
-            "config_digest": parsed.config,
-            "annotations": json.dumps(parsed.annotations) if parsed.annotations else None,
-            "content": body,
-        }
         references = [(d, "blob") for d in dict.fromkeys(parsed.blobs)]
         references += [(d, "manifest") for d in dict.fromkeys(c.digest for c in parsed.children)]
         unique_tags = list(dict.fromkeys(tags))
@@ -158,80 +147,77 @@ class ManifestService:
             # in digest order), and last the tags. A tag's trigger takes the repository's
             # row (tags_version), where all pushes to the repository take turns until
             # COMMIT: nothing comes after the tags. One call on SQLite's thread, a round
-            # trip a statement on PostgreSQL (metadata/hot.py).
+            # trip a statement on PostgreSQL (metadata/statements.py).
             if pushed:
                 yield from _namespace_made(namespace, repository, ctx)
-            found = yield ("repository_id", {"repository": repository})
+            found = yield repositories.ID(repository=repository)
             if not found:
-                yield ("add_repository", {"repository": repository, "namespace": namespace})
-                found = yield ("repository_id", {"repository": repository})
-            repo = {"repository_id": found[0][0]}
+                yield repositories.ADD(repository=repository, namespace=namespace)
+                found = yield repositories.ID(repository=repository)
+            repository_id = found[0][0]
             untagged_at = None if tags else now()
-            row = yield ("put_manifest", {**repo, **values, "untagged_at": untagged_at})
-            manifest_id, inserted = row[0]
+            put = yield manifests.put(repository_id, str(digest), body, parsed, untagged_at)
+            manifest_id, inserted = put[0]
             moved: dict[str, str] = {}
             for tag in unique_tags:
-                rows = yield ("tag_moves", {**repo, "tag": tag, "manifest_id": manifest_id})
-                if rows:
-                    moved[tag] = rows[0][0]
+                points = yield tag_queries.MOVES(
+                    repository_id=repository_id, tag=tag, manifest_id=manifest_id
+                )
+                if points:
+                    moved[tag] = points[0][0]
             if check:
-                yield from _check_references(repository, repo, parsed)
-            yield (
-                "add_manifest_blob",
-                {"digest": str(digest), "size": len(body), "lease_end": self.leases.end()},
-            )
-            yield ("link_manifest_bytes", {**repo, "digest": str(digest)})
+                yield from _check_references(repository, repository_id, parsed)
+            yield blobs.ADD_KEPT(digest=str(digest), size=len(body), lease_end=self.leases.end())
+            yield blobs.LINK_BYTES(repository_id=repository_id, digest=str(digest))
             # A manifest stored before has its references: they come with its content.
             if references and inserted:
-                digests, kinds = [d for d, _ in references], [k for _, k in references]
-                yield (
-                    "add_references",
-                    {"manifest_id": manifest_id, "digests": digests, "kinds": kinds},
+                yield manifests.ADD_REFERENCES(
+                    manifest_id=manifest_id,
+                    digests=[d for d, _ in references],
+                    kinds=[k for _, k in references],
                 )
             policy = None
             if pushed and unique_tags:
-                stored = yield ("policy", {"namespace": namespace})
+                stored = yield policies.BY_NAMESPACE(namespace=namespace)
                 policy = from_stored(namespace, StoredPolicy(*stored[0]) if stored else None)
             # A push (or a mirror fetch) for each tag, or one by digest, and a tag event
             # for each tag that pointed elsewhere before; `by` since, on SQLite, this
             # runs on another thread, outside the request's context.
             for named, target in targets:
-                yield (
-                    "record_event",
-                    events.event(action, repository=repository, target=target, by=ctx),
+                yield events.RECORD(
+                    **events.event(action, repository=repository, target=target, by=ctx)
                 )
                 if named is not None and named in moved:
                     previous = {**target, "previousDigest": moved[named]}
-                    yield (
-                        "record_event",
-                        events.event("tag", repository=repository, target=previous, by=ctx),
+                    yield events.RECORD(
+                        **events.event("tag", repository=repository, target=previous, by=ctx)
                     )
             for tag in unique_tags:
-                row_of = {**repo, "tag": tag, "manifest_id": manifest_id}
+                row = {"repository_id": repository_id, "tag": tag, "manifest_id": manifest_id}
                 if policy is not None and policy.immutable_rule(tag):
-                    yield ("add_tag", row_of)
-                    current = yield ("tag_target", row_of)
+                    yield tag_queries.ADD(**row)
+                    current = yield tag_queries.TARGET(repository_id=repository_id, tag=tag)
                     if current[0][0] != manifest_id:
                         refuse_immutable(policy, [tag], f"moved to {digest}")
                 else:
-                    yield ("set_tag", row_of)
+                    yield tag_queries.SET(**row)
 
         try:
-            await self.hot.run(store, "manifest_put")
+            await program(self.db, store, "manifest_put")
         except ManifestBlobUnknown:
             # The bytes are stored already: give them a row, so that garbage collection
             # removes them once the lease ends, unless a push of the same manifest uses them.
             async with self.db.write() as conn:
-                await queries.add_blob(conn, str(digest), len(body), self.leases.end())
+                await blobs.add_blob(conn, str(digest), len(body), self.leases.end())
             raise
 
     async def get(self, repository: str, reference: str, accept: list[str]) -> StoredManifest:
         """The manifest by tag or digest, in a media type the client accepts."""
         by_tag = not is_digest(reference)
         if by_tag:
-            found = await self.hot.manifest_by_tag(repository, check_tag(reference))
+            found = await manifests.by_tag(self.db, repository, check_tag(reference))
         else:
-            found = await self.hot.manifest_by_digest(repository, str(Digest.parse(reference)))
+            found = await manifests.by_digest(self.db, repository, str(Digest.parse(reference)))
         if found is None:
             raise ManifestUnknown({"reference": reference})
         if accepts(accept, found.media_type):
@@ -239,7 +225,7 @@ class ManifestService:
         if by_tag and found.media_type in INDEX_TYPES:
             child = default_child(found.content)
             if child is not None:
-                fallback = await self.hot.manifest_by_digest(repository, child)
+                fallback = await manifests.by_digest(self.db, repository, child)
                 if fallback is not None and accepts(accept, fallback.media_type):
                     return fallback
         raise ManifestUnknown(
@@ -260,11 +246,11 @@ class ManifestService:
                 digest = str(Digest.parse(reference))
                 if untagged:  # no tag is set on it from here to the commit
                     mine = select(Repository.id).where(Repository.name == repository)
-                    await queries.lock_manifests(
+                    await manifests.lock_manifests(
                         conn, and_(Manifest.digest == digest, Manifest.repository_id.in_(mine))
                     )
                 if policy.immutable_tags or untagged:
-                    tags = await queries.tags_of(
+                    tags = await tag_queries.tags_of(
                         conn,
                         and_(Manifest.digest == digest, Repository.name == repository),
                     )
@@ -275,13 +261,13 @@ class ManifestService:
                             "since it was shown untagged: it stays",
                         )
                     refuse_immutable(policy, tags, f"deleted with manifest {digest}")
-                deleted = await queries.delete_manifest(conn, repository, digest)
+                deleted = await manifests.delete_manifest(conn, repository, digest)
                 target: dict[str, str] = {"digest": digest}
             else:
                 tag = check_tag(reference)
-                if policy.immutable_tags and await queries.tag_exists(conn, repository, tag):
+                if policy.immutable_tags and await tag_queries.tag_exists(conn, repository, tag):
                     refuse_immutable(policy, [tag], "deleted")
-                deleted = await queries.delete_tag(conn, repository, tag)
+                deleted = await tag_queries.delete_tag(conn, repository, tag)
                 target = {"tag": tag}
             if deleted:
                 await events.record(conn, "delete", repository=repository, target=target)
@@ -291,15 +277,15 @@ class ManifestService:
         if not deleted:
             raise ManifestUnknown({"reference": reference})
 
-    async def delete_repository(self, repository: str) -> queries.Deleted:
+    async def delete_repository(self, repository: str) -> Deleted:
         """Delete a repository's tags, manifests and links; NAME_UNKNOWN if none."""
 
-        async def remove(conn: AsyncConnection) -> queries.Deleted | None:
+        async def remove(conn: AsyncConnection) -> Deleted | None:
             policy = await policy_in(conn, namespace_of(repository))
             if policy.immutable_tags:
-                tags = await queries.tags_of(conn, Repository.name == repository)
+                tags = await tag_queries.tags_of(conn, Repository.name == repository)
                 refuse_immutable(policy, sorted(tags), "deleted with the repository")
-            deleted = await queries.delete_repository(conn, repository)
+            deleted = await manifests.delete_repository(conn, repository)
             if deleted is not None:
                 await events.record(
                     conn,
@@ -319,9 +305,9 @@ class ManifestService:
     ) -> dict[str, object]:
         """The referrers index of a subject (empty when nothing refers to it)."""
         async with self.db.read() as conn:
-            rows = await queries.referrers(conn, repository, str(subject), artifact_type)
-        manifests = []
-        for row in rows:
+            found = await manifests.referrers(conn, repository, str(subject), artifact_type)
+        listed = []
+        for row in found:
             descriptor: dict[str, object] = {
                 "mediaType": row.media_type,
                 "digest": row.digest,
@@ -331,8 +317,8 @@ class ManifestService:
                 descriptor["artifactType"] = row.artifact_type
             if row.annotations:
                 descriptor["annotations"] = json.loads(row.annotations)
-            manifests.append(descriptor)
-        return {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}
+            listed.append(descriptor)
+        return {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": listed}
 
 
 def default_child(content: bytes) -> str | None:
@@ -348,35 +334,33 @@ def _namespace_made(namespace: str, repository: str, ctx: context.Context) -> Pr
     a namespace that lists, policies and usage know: private, owned by the user who
     pushed (only an admin may push to a namespace that does not exist; on an open
     registry, anyone, and it has no owner), and audited."""
-    made = yield ("add_namespace", {"namespace": namespace})
+    made = yield accounts.ADD_NAMESPACE(namespace=namespace)
     if not made:
         return
     owner = ctx.actor if ctx.actor_kind == "user" and ctx.actor else None
     if owner is not None:
-        yield ("add_owner", {"namespace_id": made[0][0], "user": owner})
+        yield accounts.ADD_OWNER(namespace_id=made[0][0], user=owner)
     created = events.event(
         "namespace.create",
         namespace=namespace,
         detail={"public": False, "owner": owner, "first_push": repository},
         by=ctx,
     )
-    yield ("record_event", created)
+    yield events.RECORD(**created)
 
 
-def _check_references(
-    repository: str, repo: dict[str, Any], parsed: ParsedManifest
-) -> Program[None]:
+def _check_references(repository: str, repository_id: int, parsed: ParsedManifest) -> Program[None]:
     """Every blob and child manifest must be in the repository already. Read in the
     transaction that stores the references, FOR SHARE: garbage collection cannot remove
     one of them in between (services/leases.py)."""
     missing: set[str] = set()
-    blobs = sorted(set(parsed.blobs))
-    if blobs:
-        linked = yield ("linked_blobs", {**repo, "digests": blobs})
-        missing.update(set(blobs) - {row[0] for row in linked})
+    wanted = sorted(set(parsed.blobs))
+    if wanted:
+        linked = yield manifests.LINKED_BLOBS(repository_id=repository_id, digests=wanted)
+        missing.update(set(wanted) - {row[0] for row in linked})
     children = sorted({c.digest for c in parsed.children})
     if children:
-        held = yield ("held_manifests", {**repo, "digests": children})
+        held = yield manifests.HELD(repository_id=repository_id, digests=children)
         missing.update(set(children) - {row[0] for row in held})
     if missing:
         first = min(missing)

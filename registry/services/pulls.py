@@ -25,8 +25,8 @@ from registry.errors import Unavailable
 from registry.metadata import events
 from registry.metadata import pulls as q
 from registry.metadata.database import Database
+from registry.metadata.manifests import StoredManifest
 from registry.metadata.models import ManifestPulls, RepositoryPulls, now
-from registry.metadata.queries import StoredManifest
 from registry.services.webhooks import Webhooks
 
 log = logging.getLogger("registry.pulls")

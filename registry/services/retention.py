@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from registry import context
-from registry.metadata import events, queries
+from registry.metadata import events, manifests
 from registry.metadata import gc as gc_queries
 from registry.metadata import policies as policy_queries
 from registry.metadata import retention as q
@@ -136,7 +136,7 @@ class RetentionService:
         going = [m for m in sorted(candidates) if m not in kept]
         blobs = await q.blobs_of(conn, going)
         if going:
-            await queries.delete_manifests(conn, Manifest.id.in_(going))
+            await manifests.delete_manifests(conn, Manifest.id.in_(going))
         await q.delete_tags(conn, repository_id, sorted(doomed))
         outcome.tags = sorted(doomed)
         outcome.manifests = sorted(digest_of[m] for m in going)

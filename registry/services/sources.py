@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from registry.digest import Digest
-from registry.metadata.queries import StoredManifest
+from registry.metadata.manifests import StoredManifest
 from registry.services.blobs import BlobService
 from registry.services.manifests import ManifestService
 

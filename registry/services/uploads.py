@@ -45,10 +45,10 @@ from registry.errors import (
     TooManyRequests,
 )
 from registry.hashstate import Resumable, resumable
-from registry.metadata import events, queries
+from registry.metadata import blobs, events, repositories, statements, uploads
 from registry.metadata.database import Database
-from registry.metadata.hot import HotQueries
 from registry.metadata.models import now
+from registry.metadata.statements import Step
 from registry.names import namespace_of
 from registry.process import gone, identity
 from registry.services.leases import Leases
@@ -105,7 +105,6 @@ class UploadService:
     ) -> None:
         self.db = db
         self.store = store
-        self.hot = HotQueries(db)
         self.leases = leases
         self.quotas = quotas
         self.max_sessions = max_sessions
@@ -119,17 +118,15 @@ class UploadService:
         limit of open sessions; its chunks are hashed in `algorithm` as they come."""
         upload_id = str(uuid.uuid4())
         await self.store.upload_start(upload_id)
-        created = await self.hot.write(
-            (
-                "create_upload",
-                {
-                    "id": upload_id,
-                    "repository": repository,
-                    "owner": owner,
-                    "algorithm": algorithm,
-                    "limit": self.max_sessions,
-                },
-            )
+        created = await statements.write(
+            self.db,
+            uploads.CREATE(
+                id=upload_id,
+                repository=repository,
+                owner=owner,
+                algorithm=algorithm,
+                limit=self.max_sessions,
+            ),
         )
         if not created:
             await self.store.upload_cancel(upload_id)
@@ -217,19 +214,20 @@ class UploadService:
         self, repository: str, upload_id: str | None, digest: Digest, size: int
     ) -> None:
         namespace = namespace_of(repository)
-        steps: list[tuple[str, dict[str, Any]]] = [
-            ("add_repository", {"repository": repository, "namespace": namespace}),
-            ("add_blob", {"digest": str(digest), "size": size, "lease_end": self.leases.end()}),
-            ("lock_quota", {"namespace": namespace}),
+        steps: list[Step] = [
+            repositories.ADD(repository=repository, namespace=namespace),
+            blobs.ADD(digest=str(digest), size=size, lease_end=self.leases.end()),
+            blobs.LOCK_QUOTA(namespace=namespace),
         ]
         if upload_id is not None:
-            steps.append(("delete_upload", {"id": upload_id}))
-        link = {"repository": repository, "namespace": namespace, "digest": str(digest)}
-        steps.append(("link_blob", {**link, "size": size}))
+            steps.append(uploads.DELETE(id=upload_id))
+        steps.append(
+            blobs.LINK(repository=repository, namespace=namespace, digest=str(digest), size=size)
+        )
         target = events.descriptor(repository, "blobs", str(digest), events.BLOB_TYPE, size)
         pushed = events.event("push", repository=repository, target=target)
-        steps.append(("record_linked_event", {**pushed, "digest": str(digest)}))
-        if not await self.hot.write(*steps):
+        steps.append(events.RECORD_IF_LINKED(**pushed, digest=str(digest)))
+        if not await statements.write(self.db, *steps):
             try:
                 await self.quotas.refuse_unless_linked(repository, digest, size)
             except OverQuota as refused:
@@ -257,18 +255,18 @@ class UploadService:
     async def in_progress(self) -> int:
         """Upload sessions open, over every process."""
         async with self.db.read() as conn:
-            return await queries.upload_count(conn)
+            return await uploads.upload_count(conn)
 
     async def purge(self, idle: timedelta) -> int:
         """End sessions idle for longer than `idle`, and remove upload bytes that belong
         to no session (left by a crash) once they are that old. Returns sessions ended."""
         cutoff = datetime.now(UTC) - idle
         async with self.db.read() as conn:
-            stale = await queries.uploads_idle_since(conn, cutoff)
+            stale = await uploads.uploads_idle_since(conn, cutoff)
         for upload_id in stale:
             await self._end(upload_id)
         async with self.db.read() as conn:
-            active = await queries.upload_ids(conn)
+            active = await uploads.upload_ids(conn)
         await self.store.sweep_uploads(cutoff, keep=active)
         return len(stale)
 
@@ -283,16 +281,18 @@ class UploadService:
         writer = f"{identity()}/{uuid.uuid4().hex}"
         stale = now() - timedelta(seconds=self.stale_claim_seconds)
         keys = {"id": upload_id, "repository": repository, "writer": writer}
-        rows = await self.hot.write_returning(("claim_upload", {**keys, "stale": stale}))
+        rows = await statements.write_returning(self.db, uploads.CLAIM(**keys, stale=stale))
         if not rows:
-            found = await self.hot.upload_holder(upload_id)
+            found = await uploads.holder(self.db, upload_id)
             if found is None or found[0] != repository:
                 raise BlobUploadUnknown({"uuid": upload_id})
             holder = found[1]
             if holder is not None and gone(holder.rpartition("/")[0]):
                 # Its process ended (a kill -9, a crash) without releasing it: at once.
                 log.info("upload %s: taking over the claim of %s, which ended", upload_id, holder)
-                rows = await self.hot.write_returning(("take_upload", {**keys, "holder": holder}))
+                rows = await statements.write_returning(
+                    self.db, uploads.TAKE(**keys, holder=holder)
+                )
             if not rows:
                 offset = await self._size(upload_id)
                 error = _out_of_range(
@@ -312,16 +312,14 @@ class UploadService:
             self._held.pop(writer, None)
             if not claim.ended and not claim.lost:
                 keep = claim.hasher is not None and claim.hashed is not None
-                await self.hot.write(
-                    (
-                        "release_upload",
-                        {
-                            "id": upload_id,
-                            "writer": writer,
-                            "hashed": claim.hashed if keep else None,
-                            "hash_state": claim.hasher.state() if keep and claim.hasher else None,
-                        },
-                    )
+                await statements.write(
+                    self.db,
+                    uploads.RELEASE(
+                        id=upload_id,
+                        writer=writer,
+                        hashed=claim.hashed if keep else None,
+                        hash_state=claim.hasher.state() if keep and claim.hasher else None,
+                    ),
                 )
 
     async def _write(self, claim: _Claim, offset: int, chunks: AsyncIterable[bytes]) -> int:
@@ -374,7 +372,7 @@ class UploadService:
                 return
             try:
                 async with self.db.write() as conn:
-                    renewed = await queries.renew_upload_claims(conn, writers, now())
+                    renewed = await uploads.renew_upload_claims(conn, writers, now())
             except Exception:  # the database is away: the next beat tries again
                 log.warning("could not renew %d upload claims", len(writers), exc_info=True)
                 continue
@@ -393,7 +391,7 @@ class UploadService:
         claim.ended = True
 
     async def _end(self, upload_id: str) -> None:
-        await self.hot.write(("delete_upload", {"id": upload_id}))
+        await statements.write(self.db, uploads.DELETE(id=upload_id))
         await self.store.upload_cancel(upload_id)
 
     async def _check(self, repository: str, upload_id: str) -> None:
@@ -401,7 +399,7 @@ class UploadService:
             check_upload_id(upload_id)
         except UploadNotFound as exc:
             raise BlobUploadUnknown({"uuid": upload_id[:100]}) from exc
-        found = await self.hot.upload_holder(upload_id)
+        found = await uploads.holder(self.db, upload_id)
         if found is None or found[0] != repository:
             raise BlobUploadUnknown({"uuid": upload_id})
 

@@ -5,7 +5,7 @@ is kept exact by triggers as blobs are linked and unlinked (migration 0011), as 
 that no push waits on, folded by garbage collection. A repository's bytes are those of the
 blobs it links, summed when asked. A quota (services/policies.py) limits a namespace's
 usage. A blob upload is linked only if the namespace stays within its quota, decided in
-the upload's own transaction after taking the namespace's policy row (metadata/hot.py),
+the upload's own transaction after taking the namespace's policy row (metadata/blobs.py),
 so parallel pushes into a namespace with a quota take turns and cannot overshoot at all.
 A refused upload counts nothing (its bytes are garbage, collected after their lease).
 Manifests are small and are not refused; bytes still being uploaded count once they are
@@ -18,7 +18,7 @@ from typing import Any
 
 from registry.digest import Digest
 from registry.errors import Denied
-from registry.metadata import events, queries
+from registry.metadata import blobs, events
 from registry.metadata import usage as q
 from registry.metadata.database import Database
 from registry.metadata.models import now
@@ -45,7 +45,7 @@ class Quotas:
         """After a link that changed no row: fine if the repository links the blob
         already, else it was over the quota."""
         async with self.db.read() as conn:
-            if await queries.blob_size(conn, repository, str(digest)) is not None:
+            if await blobs.size_in(conn, repository, str(digest)) is not None:
                 return
             used, quota = await q.quota_state(conn, namespace_of(repository))
         raise self.over(namespace_of(repository), used, quota or 0, size)

@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import select
 from starlette.applications import Starlette
 
-from registry.metadata import queries
+from registry.metadata import repositories
 from registry.metadata.models import Repository
 from tests.helpers import basic, push_image, sha256
 from tests.peers.registry import RegistryProcess
@@ -280,7 +280,7 @@ async def test_each_cache_is_the_repositories_its_upstream_serves(
     }
     async with registry.db.write() as conn:
         for name in names:
-            await queries.ensure_repository(conn, name)
+            await repositories.ensure_repository(conn, name)
     found = {}
     async with registry.db.read() as conn:
         for cache in registry.gc.expiry.caches:

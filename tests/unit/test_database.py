@@ -15,9 +15,8 @@ import pytest
 from sqlalchemy import event
 
 from registry.errors import Unavailable
-from registry.metadata import database, queries
+from registry.metadata import database, manifests, repositories, tags
 from registry.metadata.database import Database
-from registry.metadata.hot import HotQueries
 from tests.peers.postgres import PostgresServer
 
 pytestmark = pytest.mark.anyio
@@ -74,7 +73,6 @@ async def test_a_pooled_postgresql_connection_costs_no_round_trip_before_its_sta
     await admin.execute(f"CREATE DATABASE {name} TEMPLATE {postgres.template}")  # type: ignore[attr-defined]
     url = postgres.url_for(name)
     db = Database(url.replace("postgresql://", "postgresql+asyncpg://", 1), pool_size=1)
-    hot = HotQueries(db)
     sent: list[str] = []
     try:
         async with db.driver() as driver:
@@ -83,20 +81,20 @@ async def test_a_pooled_postgresql_connection_costs_no_round_trip_before_its_sta
         await anyio.lowlevel.checkpoint()  # the driver logs a query soon after, not in order
         sent.clear()
         for _ in range(3):
-            assert await hot.manifest_by_tag("no/such", "tag") is None
+            assert await manifests.by_tag(db, "no/such", "tag") is None
         await anyio.lowlevel.checkpoint()
         assert len(sent) == 3 and ";" not in sent, sent  # the statements, nothing else
 
         monkeypatch.setattr(database, "PING_AFTER_IDLE_SECONDS", 0.0)
         sent.clear()
-        assert await hot.manifest_by_tag("no/such", "tag") is None
+        assert await manifests.by_tag(db, "no/such", "tag") is None
         await anyio.lowlevel.checkpoint()
         assert sent.count(";") == 1 and len(sent) == 2, sent
         monkeypatch.undo()
 
         assert await admin.fetchval(f"SELECT pg_terminate_backend({backend})") is True
         await anyio.sleep(0.2)  # the driver reads the server's goodbye
-        assert await hot.manifest_by_tag("no/such", "tag") is None
+        assert await manifests.by_tag(db, "no/such", "tag") is None
         async with db.driver() as driver:
             assert await driver.fetchval("SELECT pg_backend_pid()") != backend
     finally:
@@ -156,16 +154,15 @@ async def test_sqlite_point_lookups_are_read_on_the_loop_thread_and_see_every_co
     path = tmp_path / "registry.db"
     shutil.copy(sqlite_template, path)
     db = Database(f"sqlite+aiosqlite:///{path}")
-    hot = HotQueries(db)
     checkouts: list[object] = []
     event.listen(db.engine.sync_engine.pool, "checkout", lambda *args: checkouts.append(args))
     try:
-        assert await hot.tags_version("team/app") is None
+        assert await tags.version(db, "team/app") is None
         assert checkouts == []
         async with db.write() as conn:
-            repository_id = await queries.ensure_repository(conn, "team/app")
+            repository_id = await repositories.ensure_repository(conn, "team/app")
         checkouts.clear()
-        found = await hot.tags_version("team/app")
+        found = await tags.version(db, "team/app")
         assert found is not None and found[0] == repository_id
         assert checkouts == []
 
@@ -176,7 +173,6 @@ async def test_sqlite_point_lookups_are_read_on_the_loop_thread_and_see_every_co
         holder.execute("BEGIN EXCLUSIVE")
         holder.execute("UPDATE repositories SET tags_version = 7 WHERE id = ?", (repository_id,))
         db = Database(f"sqlite+aiosqlite:///{path}")
-        hot = HotQueries(db)
         event.listen(db.engine.sync_engine.pool, "checkout", lambda *args: checkouts.append(args))
         checkouts.clear()
         assert db.read_now("SELECT id FROM repositories", []) is None  # busy: no wait
@@ -189,7 +185,7 @@ async def test_sqlite_point_lookups_are_read_on_the_loop_thread_and_see_every_co
         started = time.monotonic()
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(anyio.to_thread.run_sync, release)
-            assert await hot.tags_version("team/app") == (repository_id, 7)
+            assert await tags.version(db, "team/app") == (repository_id, 7)
         assert time.monotonic() - started >= 0.3
         assert len(checkouts) == 1  # the pool's connection waited, in its own thread
     finally:
