@@ -1,7 +1,8 @@
 """What every request passes through first: its context (registry.context: a request
 ID, the client's address, then who the caller is), an `X-Request-ID` on the answer (and
 on every /v2/ answer, error or not, the `Docker-Distribution-API-Version` the spec
-names), and when it ends its metrics (registry.metrics) and one access log line.
+names), an error nothing else answered as a 500 in the spec's format, and when it ends
+its metrics (registry.metrics) and one access log line.
 
 A request ID comes from the client only through a trusted proxy (api/forwarded.py marks
 those requests), which is how nginx's `$request_id` reaches our logs; otherwise one is
@@ -17,9 +18,11 @@ import time
 import uuid
 from typing import Any
 
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from registry import logs
+from registry.api.errors import unexpected_error
 from registry.api.forwarded import TRUSTED_PEER
 from registry.context import Context, using
 from registry.metrics import (
@@ -89,7 +92,7 @@ class Observe:
             method=scope["method"],
             user_agent=headers.get(b"user-agent", "")[:255] or None,
         )
-        status = 0
+        status = 0  # until the answer starts
         sent = received = 0
         stamped = [(b"x-request-id", request_id.encode())]
         if scope["path"].startswith("/v2"):
@@ -117,6 +120,14 @@ class Observe:
         with using(ctx):
             try:
                 await self.app(scope, counting_receive, stamping_send)
+            except Exception:
+                if status:
+                    raise  # too late for an answer of its own
+                # Answered here rather than by Starlette's outermost ServerErrorMiddleware,
+                # so that the 500 has the request ID and the API version, and is logged
+                # and counted with them (once: nothing is raised on to uvicorn).
+                answer = await unexpected_error(Request(scope), Exception())
+                await answer(scope, receive, stamping_send)
             finally:
                 IN_FLIGHT.value -= 1
                 seconds = time.perf_counter() - start

@@ -55,7 +55,7 @@ async def namespaces(request: Request, session: Session) -> Response:
         owner = field(request, "owner") or None
         name = field(request, "name")
         await accounts.add_namespace(name, public=field(request, "public") == "on", owner=owner)
-        return _back(urls.namespace(name))
+        return _back(urls.NAMESPACE(namespace=name))
     listed = await accounts.list_namespaces()
     if not session.identity.admin:
         readable = await accounts.readable_namespaces(session.identity) or set()
@@ -97,14 +97,14 @@ async def namespace(request: Request, session: Session) -> Response:
 async def set_member(request: Request, session: Session) -> Response:
     name, accounts = await _owned(request, session)
     await accounts.set_member(name, field(request, "user"), field(request, "role"))
-    return _back(urls.namespace(name))
+    return _back(urls.NAMESPACE(namespace=name))
 
 
 @console
 async def remove_member(request: Request, session: Session) -> Response:
     name, accounts = await _owned(request, session)
     await accounts.remove_member(name, request.path_params["user"])
-    return _back(urls.namespace(name))
+    return _back(urls.NAMESPACE(namespace=name))
 
 
 @console
@@ -129,7 +129,7 @@ async def remove_robot(request: Request, session: Session) -> Response:
     if not robot.startswith(f"{ROBOT_PREFIX}{name}+"):
         raise Invalid(message=f"{robot!r} is not a robot of {name!r}")
     await accounts.remove_robot(robot)
-    return _back(urls.namespace(name))
+    return _back(urls.NAMESPACE(namespace=name))
 
 
 @console
@@ -142,7 +142,7 @@ async def users(request: Request, session: Session) -> Response:
             field(request, "password"),
             admin=field(request, "admin") == "on",
         )
-        return _back("/ui/users")
+        return _back(urls.USERS())
     return page("users.html", session=session, users=await accounts.list_users())
 
 
@@ -159,7 +159,7 @@ async def change_user(request: Request, session: Session) -> Response:
         await accounts.remove_user(user)
     else:
         await accounts.set_user(user, admin=None, disabled=action == "disable")
-    return _back("/ui/users")
+    return _back(urls.USERS())
 
 
 @console

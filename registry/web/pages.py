@@ -51,6 +51,7 @@ TEMPLATES = Environment(
 )
 TEMPLATES.filters["size"] = readable.size
 TEMPLATES.filters["when"] = readable.when
+TEMPLATES.globals["urls"] = urls
 
 
 def page(template: str, status: int = 200, **context: Any) -> HTMLResponse:
@@ -63,7 +64,7 @@ def _cookie(response: Response, request: Request, key: str, value: str, age: int
         key,
         value,
         max_age=age,
-        path="/ui/",
+        path=urls.HOME(),
         httponly=True,
         samesite="strict",
         secure=request.url.scheme == "https",
@@ -88,9 +89,10 @@ def fields(request: Request, name: str) -> list[str]:
 
 def _safe_next(target: str | None) -> str:
     """Where to go after login: a console path only, never another site."""
-    if target and target.startswith("/ui/") and "//" not in target and "\\" not in target:
+    home = urls.HOME()
+    if target and target.startswith(home) and "//" not in target and "\\" not in target:
         return target
-    return "/ui/"
+    return home
 
 
 Page = Callable[[Request, Session], Awaitable[Response]]
@@ -113,7 +115,7 @@ def console(handler: Page) -> Callable[[Request], Awaitable[Response]]:
             found = await registry.console.find(request.cookies.get(COOKIE))
             if found is None:
                 target = urlencode({"next": _safe_next(request.url.path)})
-                return RedirectResponse(f"/ui/login?{target}", status_code=303)
+                return RedirectResponse(f"{urls.LOGIN()}?{target}", status_code=303)
             session = found
         context.current().act_as(session.identity.kind, session.identity.name)
         if request.method == "POST":
@@ -157,7 +159,7 @@ async def _repository(request: Request, session: Session, action: str) -> str:
 async def login(request: Request) -> Response:
     registry = registry_of(request)
     if registry.console is None:
-        return RedirectResponse("/ui/", status_code=303)
+        return RedirectResponse(urls.HOME(), status_code=303)
     csrf = request.cookies.get(LOGIN_COOKIE)
     if request.method == "GET" or not csrf:
         csrf = secrets.token_urlsafe(32)
@@ -188,7 +190,7 @@ async def login(request: Request) -> Response:
     except (Unauthorized, TooManyRequests) as exc:
         return page("login.html", exc.status, session=None, csrf=csrf, next=target, error=exc.text)
     done = RedirectResponse(target, status_code=303)
-    done.delete_cookie(LOGIN_COOKIE, path="/ui/")
+    done.delete_cookie(LOGIN_COOKIE, path=urls.HOME())
     hours = registry.settings.auth.console_session_hours
     _cookie(done, request, COOKIE, secret, int(hours * 3600))
     return done
@@ -199,8 +201,8 @@ async def logout(request: Request, session: Session) -> Response:
     registry = registry_of(request)
     if registry.console is not None:
         await registry.console.close(request.cookies.get(COOKIE))
-    answer = RedirectResponse("/ui/login", status_code=303)
-    answer.delete_cookie(COOKIE, path="/ui/")
+    answer = RedirectResponse(urls.LOGIN(), status_code=303)
+    answer.delete_cookie(COOKIE, path=urls.HOME())
     return answer
 
 
@@ -219,7 +221,8 @@ async def repositories(request: Request, session: Session) -> Response:
     )
     next_url = None
     if found.more:
-        next_url = "/ui/?" + urlencode({"q": q, "sort": sort, "last": found.items[-1].name})
+        after = {"q": q, "sort": sort, "last": found.items[-1].name}
+        next_url = f"{urls.HOME()}?{urlencode(after)}"
     return page(
         "repositories.html",
         session=session,
@@ -276,7 +279,7 @@ async def delete_tag(request: Request, session: Session) -> Response:
     leaves that ticked (as Harbor's artifact delete does)."""
     name = await _repository(request, session, DELETE)
     tag = request.path_params["tag"]
-    back = urls.tags(name)
+    back = urls.TAGS(name=name)
     registry = registry_of(request)
     if request.method == "GET":
         digest, others = await registry.browse.tag_sharing(name, tag)
@@ -286,7 +289,7 @@ async def delete_tag(request: Request, session: Session) -> Response:
             session=session,
             what=f"{name}:{tag}",
             back=back,
-            action=urls.delete_tag(name, tag),
+            action=urls.DELETE_TAG(name=name, tag=tag),
             consequence=f"The tag goes. Its image {digest} stays {stays} until deleted.",
             image=None if others else digest,
         )
@@ -303,14 +306,14 @@ async def delete_manifest(request: Request, session: Session) -> Response:
     """Delete an untagged manifest, as the repository page lists them."""
     name = await _repository(request, session, DELETE)
     digest = str(Digest.parse(request.path_params["reference"]))
-    back = urls.tags(name)
+    back = urls.TAGS(name=name)
     if request.method == "GET":
         return page(
             "confirm.html",
             session=session,
             what=f"{name}@{digest}",
             back=back,
-            action=urls.delete_manifest(name, digest),
+            action=urls.DELETE_MANIFEST(name=name, reference=digest),
             consequence="The untagged manifest goes; garbage collection then frees the "
             "blobs nothing else uses. Its referrers (signatures, SBOMs) stay, listed as "
             "untagged, until deleted too.",
@@ -327,17 +330,17 @@ async def delete_repository(request: Request, session: Session) -> Response:
             "confirm.html",
             session=session,
             what=f"the repository {name}",
-            back=urls.tags(name),
-            action=urls.delete_repository(name),
+            back=urls.TAGS(name=name),
+            action=urls.DELETE_REPOSITORY(name=name),
             consequence="Every tag and manifest of it goes; garbage collection then "
             "frees the blobs no other repository uses.",
         )
     await registry_of(request).manifests.delete_repository(name)
-    return RedirectResponse("/ui/", status_code=303)
+    return RedirectResponse(urls.HOME(), status_code=303)
 
 
 async def home(request: Request) -> Response:
-    return RedirectResponse("/ui/", status_code=307)
+    return RedirectResponse(urls.HOME(), status_code=307)
 
 
 @console

@@ -1,38 +1,34 @@
-"""The console's route table."""
+"""The console's route table: each path of web/urls.py and what serves it."""
 
 from __future__ import annotations
 
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from registry.web import manage, pages
+from registry.web import manage, pages, urls
 
-_NAMESPACE = "/ui/namespaces/{namespace}"
+_READ, _FORM, _POST = ["GET"], ["GET", "POST"], ["POST"]
 
 ROUTES = [
-    Route("/", pages.home, methods=["GET"]),
-    Route("/ui", pages.home, methods=["GET"]),
-    Route("/ui/", pages.repositories, methods=["GET"]),
-    Route("/ui/login", pages.login, methods=["GET", "POST"]),
-    Route("/ui/logout", pages.logout, methods=["POST"]),
-    Route("/ui/r/{name:path}/-/tags/{tag}/delete", pages.delete_tag, methods=["GET", "POST"]),
-    Route("/ui/r/{name:path}/-/tags", pages.tags, methods=["GET"]),
-    Route("/ui/r/{name:path}/-/delete", pages.delete_repository, methods=["GET", "POST"]),
-    Route(
-        "/ui/r/{name:path}/-/manifests/{reference}/delete",
-        pages.delete_manifest,
-        methods=["GET", "POST"],
-    ),
-    Route("/ui/r/{name:path}/-/manifests/{reference}", pages.manifest, methods=["GET"]),
-    Route("/ui/namespaces", manage.namespaces, methods=["GET", "POST"]),
-    Route(_NAMESPACE, manage.namespace, methods=["GET"]),
-    Route(_NAMESPACE + "/members", manage.set_member, methods=["POST"]),
-    Route(_NAMESPACE + "/members/{user}/remove", manage.remove_member, methods=["POST"]),
-    Route(_NAMESPACE + "/robots", manage.add_robot, methods=["POST"]),
-    Route(_NAMESPACE + "/robots/{robot}/remove", manage.remove_robot, methods=["POST"]),
-    Route("/ui/users", manage.users, methods=["GET", "POST"]),
-    Route("/ui/users/{user}/{action:str}", manage.change_user, methods=["POST"]),
-    Route("/ui/status", manage.status, methods=["GET"]),
-    Mount("/ui/static", StaticFiles(directory=pages.HERE / "static"), name="static"),
-    Route("/ui/{path:path}", pages.not_found, methods=["GET"]),
+    Route(urls.ROOT.template, pages.home, methods=_READ),
+    Route(urls.CONSOLE.template, pages.home, methods=_READ),
+    Route(urls.HOME.template, pages.repositories, methods=_READ),
+    Route(urls.LOGIN.template, pages.login, methods=_FORM),
+    Route(urls.LOGOUT.template, pages.logout, methods=_POST),
+    Route(urls.DELETE_TAG.template, pages.delete_tag, methods=_FORM),
+    Route(urls.TAGS.template, pages.tags, methods=_READ),
+    Route(urls.DELETE_REPOSITORY.template, pages.delete_repository, methods=_FORM),
+    Route(urls.DELETE_MANIFEST.template, pages.delete_manifest, methods=_FORM),
+    Route(urls.MANIFEST.template, pages.manifest, methods=_READ),
+    Route(urls.NAMESPACES.template, manage.namespaces, methods=_FORM),
+    Route(urls.NAMESPACE.template, manage.namespace, methods=_READ),
+    Route(urls.MEMBERS.template, manage.set_member, methods=_POST),
+    Route(urls.REMOVE_MEMBER.template, manage.remove_member, methods=_POST),
+    Route(urls.ROBOTS.template, manage.add_robot, methods=_POST),
+    Route(urls.REMOVE_ROBOT.template, manage.remove_robot, methods=_POST),
+    Route(urls.USERS.template, manage.users, methods=_FORM),
+    Route(urls.CHANGE_USER.template, manage.change_user, methods=_POST),
+    Route(urls.STATUS.template, manage.status, methods=_READ),
+    Mount(urls.STATIC.template, StaticFiles(directory=pages.HERE / "static"), name="static"),
+    Route(urls.OTHER.template, pages.not_found, methods=_READ),
 ]

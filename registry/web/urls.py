@@ -1,26 +1,47 @@
-"""The console's paths, built in one place (its routes are in web/routes.py). Names
-are checked before they get here; a tag is quoted, as a path segment."""
+"""The console's paths, each named once: web/routes.py serves them, and pages and
+templates build them from here (`urls.TAGS(name=name)`, `{{ urls.TAGS(name=repo.name) }}`).
+A value is quoted as a path segment; a repository name keeps its slashes."""
 
 from __future__ import annotations
 
 from urllib.parse import quote
 
-
-def tags(name: str) -> str:
-    return f"/ui/r/{name}/-/tags"
-
-
-def delete_tag(name: str, tag: str) -> str:
-    return f"/ui/r/{name}/-/tags/{quote(tag)}/delete"
+from starlette.convertors import PathConvertor
+from starlette.routing import compile_path
 
 
-def delete_manifest(name: str, digest: str) -> str:
-    return f"/ui/r/{name}/-/manifests/{digest}/delete"
+class Path:
+    __slots__ = ("_format", "_whole", "template")
+
+    def __init__(self, template: str) -> None:
+        self.template = template  # as Starlette's routes take it
+        _, self._format, convertors = compile_path(template)
+        self._whole = {k for k, c in convertors.items() if isinstance(c, PathConvertor)}
+
+    def __call__(self, **params: str) -> str:
+        return self._format.format(
+            **{k: quote(v, safe=":@/" if k in self._whole else ":@") for k, v in params.items()}
+        )
 
 
-def delete_repository(name: str) -> str:
-    return f"/ui/r/{name}/-/delete"
-
-
-def namespace(name: str) -> str:
-    return f"/ui/namespaces/{quote(name)}"
+ROOT = Path("/")
+CONSOLE = Path("/ui")
+HOME = Path("/ui/")  # the repositories
+LOGIN = Path("/ui/login")
+LOGOUT = Path("/ui/logout")
+TAGS = Path("/ui/r/{name:path}/-/tags")
+DELETE_TAG = Path("/ui/r/{name:path}/-/tags/{tag}/delete")
+DELETE_REPOSITORY = Path("/ui/r/{name:path}/-/delete")
+MANIFEST = Path("/ui/r/{name:path}/-/manifests/{reference}")
+DELETE_MANIFEST = Path("/ui/r/{name:path}/-/manifests/{reference}/delete")
+NAMESPACES = Path("/ui/namespaces")
+NAMESPACE = Path("/ui/namespaces/{namespace}")
+MEMBERS = Path("/ui/namespaces/{namespace}/members")
+REMOVE_MEMBER = Path("/ui/namespaces/{namespace}/members/{user}/remove")
+ROBOTS = Path("/ui/namespaces/{namespace}/robots")
+REMOVE_ROBOT = Path("/ui/namespaces/{namespace}/robots/{robot}/remove")
+USERS = Path("/ui/users")
+CHANGE_USER = Path("/ui/users/{user}/{action:str}")
+STATUS = Path("/ui/status")
+STATIC = Path("/ui/static")
+OTHER = Path("/ui/{path:path}")
