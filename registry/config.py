@@ -316,7 +316,7 @@ def load_settings(
     """Build validated settings from an optional YAML file and the environment."""
     environ = os.environ if environ is None else environ
     raw = _read_file(config_file(path, environ))
-    settings = _build(Settings, raw, environ, prefix="")
+    settings: Settings = _build(Settings, raw, environ, prefix="")
     if settings.http.workers == 0:
         http = dataclasses.replace(settings.http, workers=usable_cores())
         settings = dataclasses.replace(settings, http=http)

@@ -82,7 +82,7 @@ class _Functions:
     def _plausible(self, raw: bytes) -> bool:
         """A context as Init left it: md_len is the digest's length, num below a block."""
         num, md_len = struct.unpack_from("=II", raw, self._md_len_at - 4)
-        return md_len == self.digest_size and num < 2 * self.digest_size
+        return bool(md_len == self.digest_size and num < 2 * self.digest_size)
 
     def works(self) -> bool:
         """Whether a hash saved halfway and taken up again gives hashlib's digest."""

@@ -14,7 +14,8 @@ if TYPE_CHECKING:
 
 
 def registry_of(request: Request) -> Registry:
-    return request.app.state.registry
+    registry: Registry = request.app.state.registry
+    return registry
 
 
 def client_address(request: Request) -> str:

@@ -16,7 +16,7 @@ def _existing(request: Request) -> str:
     """The reference of a manifest to read or delete: neither a tag nor a digest names no
     manifest, so not found, as Distribution answers (a PUT says TAG_INVALID or
     DIGEST_INVALID instead)."""
-    reference = request.path_params["reference"]
+    reference: str = request.path_params["reference"]
     if not is_reference(reference):
         raise ManifestUnknown(
             {"reference": reference[:200]},

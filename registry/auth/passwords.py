@@ -25,18 +25,18 @@ def _dummy_hash() -> str:
     """Checked against when an account does not exist, so that an unknown name costs the
     same time as a wrong password and timing does not reveal which accounts exist. Made
     on first use: an argon2 hash is 40 ms of a worker's start otherwise."""
-    return _context.hash(secrets.token_urlsafe(16))
+    return str(_context.hash(secrets.token_urlsafe(16)))
 
 
 def hash_password(password: str) -> str:
-    return _context.hash(password)
+    return str(_context.hash(password))
 
 
 def verify_password(password: str, stored: str | None) -> bool:
     if stored is None:
         _context.verify(password, _dummy_hash())
         return False
-    return _context.verify(password, stored)
+    return bool(_context.verify(password, stored))
 
 
 def new_secret() -> str:

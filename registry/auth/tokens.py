@@ -71,7 +71,7 @@ def load_or_create_key(path: Path, algorithm: str) -> bytes:
         key: Any = rsa.generate_private_key(public_exponent=65537, key_size=3072)
     else:
         key = ec.generate_private_key(ec.SECP256R1())
-    pem = key.private_bytes(
+    pem: bytes = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),

@@ -49,7 +49,8 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
     def work(db: Database) -> Awaitable[None]:
-        return args.handler(Webhooks(db, settings.webhooks, settings.audit, "cli"), args)
+        handler: Command = args.handler
+        return handler(Webhooks(db, settings.webhooks, settings.audit, "cli"), args)
 
     return run_on_database(settings, work, (RegistryError,))
 

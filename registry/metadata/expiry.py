@@ -88,7 +88,7 @@ async def least_recent(
     return [Candidate(int(i), int(r), d) for i, r, d in rows]
 
 
-def _digests_of(cache: ColumnElement[bool]) -> CompoundSelect:
+def _digests_of(cache: ColumnElement[bool]) -> CompoundSelect[tuple[str]]:
     """Every digest the cache's manifests reference or are stored as."""
     cached = select(Manifest.id).join(Repository, Repository.id == Manifest.repository_id)
     return union(

@@ -149,9 +149,10 @@ async def _write(db: Database, steps: tuple[Step, ...]) -> tuple[int, list[Row]]
             # and the writer's turn is held for all of them. aiosqlite has no public way
             # to run a function there; _execute is how its own methods do
             # (tests/unit/test_library_internals.py).
-            return await driver._execute(
+            done: tuple[int, list[Row]] = await driver._execute(
                 _sqlite_transaction, driver._conn, statements, db.let_writers_go
             )
+            return done
 
 
 async def program(db: Database, make: Callable[[], Program[T]], label: str) -> T:
@@ -161,13 +162,14 @@ async def program(db: Database, make: Callable[[], Program[T]], label: str) -> T
         moment = now_utc()
         async with db.writer_turn(), db.driver() as driver:
             with timed(query_duration(label)):
-                return await driver._execute(
+                result: T = await driver._execute(
                     _sqlite_program,
                     driver._conn,
                     make(),
                     lambda step: _compiled(db, step, moment),
                     db.let_writers_go,
                 )
+                return result
 
     async def once() -> T:
         steps, moment = make(), now_utc()
@@ -258,4 +260,7 @@ def dialect_insert(conn: AsyncConnection, model: Any) -> Any:
 def lexical(conn: AsyncConnection, column: Any) -> ColumnElement[Any]:
     # The spec orders tags and names lexically (byte order); PostgreSQL's default
     # collation would order by locale rules instead.
-    return column.collate("C") if conn.dialect.name == "postgresql" else column
+    ordered: ColumnElement[Any] = (
+        column.collate("C") if conn.dialect.name == "postgresql" else column
+    )
+    return ordered

@@ -34,7 +34,7 @@ from registry.metadata import mirror as mq
 from registry.metadata.accounts import namespace_id
 from registry.metadata.database import Database
 from registry.metadata.manifests import StoredManifest
-from registry.metadata.mirror import UpstreamState
+from registry.metadata.mirror import UpstreamState as UpstreamState
 from registry.metadata.models import now
 from registry.names import check_tag, namespace_of
 from registry.proxy.counters import Counters

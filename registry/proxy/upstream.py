@@ -133,7 +133,7 @@ class Upstream:
         if response.status_code == 404:
             return None
         _raise_for(response, f"HEAD manifest {name}:{reference}")
-        digest = response.headers.get("docker-content-digest")
+        digest: str | None = response.headers.get("docker-content-digest")
         if digest is None:
             # Some registries answer HEAD without it; a GET tells.
             manifest = await self.manifest(name, reference)

@@ -6,7 +6,7 @@ from typing import Any
 
 from registry.metadata import events
 from registry.metadata.database import Database
-from registry.metadata.events import AuditFilter
+from registry.metadata.events import AuditFilter as AuditFilter
 
 
 class AuditLog:

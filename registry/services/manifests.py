@@ -325,7 +325,7 @@ def default_child(content: bytes) -> str | None:
     for child in json.loads(content).get("manifests", []):
         platform = child.get("platform") or {}
         if all(platform.get(k) == v for k, v in _DEFAULT_PLATFORM.items()):
-            return child.get("digest")
+            return str(child["digest"]) if "digest" in child else None
     return None
 
 

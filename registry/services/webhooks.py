@@ -46,9 +46,9 @@ from registry.errors import Invalid, NotFound
 from registry.metadata import events as event_queries
 from registry.metadata import webhooks as q
 from registry.metadata.database import Database
-from registry.metadata.events import WEBHOOK_KINDS
+from registry.metadata.events import WEBHOOK_KINDS as WEBHOOK_KINDS
 from registry.metadata.models import now
-from registry.metadata.webhooks import Endpoint
+from registry.metadata.webhooks import Endpoint as Endpoint
 from registry.metrics import WEBHOOK_ATTEMPTS, WEBHOOK_DURATION
 
 if TYPE_CHECKING:
