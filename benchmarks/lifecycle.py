@@ -1,17 +1,20 @@
 """What the storage lifecycle costs pushes and pulls, measured side by side.
 
     .venv/bin/python benchmarks/lifecycle.py [--before e2551ad] [--repeats 3] [--seconds 5]
+        [--database postgresql] [--hot-only]
 
 1. **Before and after**: `registry serve` at --before (a git worktree of that commit, run
    from this virtualenv with its own code first on PYTHONPATH) and at the working tree,
-   each with its defaults (the collector wakes once a minute), on SQLite and the
-   filesystem, two workers each. The hot paths alternate between the two.
+   each with its defaults (the collector wakes once a minute), on SQLite (or, with
+   --database, a database each in one PostgreSQL cluster started for the run) and the
+   filesystem, a worker per core each. The hot paths alternate between the two.
 2. **While garbage collection runs**: the working tree twice, one with the collector off
    (`gc.interval_seconds` 0) and one passing every 0.2 s with leases of 1 s. During every
    measurement of either, a feeder uploads 64 KiB blobs that no manifest uses, at a fixed
    rate, so the collector has a steady stream of garbage to delete while the workload
    runs, and the run without it pays for the same uploads. The blobs the collector
-   deleted are read from /api/v1/gc afterwards, to show it did work.
+   deleted are read from /api/v1/gc afterwards, to show it did work. --hot-only
+   skips this part.
 
 Load generators as in compare.py: wrk for GETs, ab for HEADs, the bare HTTP/1.1 client
 for pushes.
@@ -51,6 +54,7 @@ from benchmarks.compare import (  # noqa: E402
     wrk_mib,
 )
 from benchmarks.http1 import Connection, rate  # noqa: E402
+from tests.peers.postgres import PostgresServer  # noqa: E402
 from tests.peers.registry import RegistryProcess  # noqa: E402
 
 
@@ -66,12 +70,19 @@ class Server:
         return self.process.url
 
 
-def start(name: str, root: Path, env: dict[str, str]) -> Server:
+def start(
+    name: str, root: Path, env: dict[str, str], postgres: PostgresServer | None = None
+) -> Server:
     folder = root / name
+    url = f"sqlite:///{folder / 'registry.db'}"
+    if postgres is not None:
+        database = "bench_" + "".join(c if c.isalnum() else "_" for c in name)
+        postgres.execute(f"CREATE DATABASE {database}")
+        url = postgres.url_for(database)
     common = {
         "REGISTRY_HTTP_WORKERS": str(os.cpu_count() or 1),
         "REGISTRY_LOG_LEVEL": "warning",
-        "REGISTRY_DATABASE_URL": f"sqlite:///{folder / 'registry.db'}",
+        "REGISTRY_DATABASE_URL": url,
         "REGISTRY_STORAGE_ROOT": str(folder / "storage"),
     }
     folder.mkdir(parents=True)
@@ -256,16 +267,19 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--rate", type=float, default=50, help="garbage blobs per second")
     parser.add_argument("--only", metavar="TEXT", help="only workloads whose label has TEXT")
+    parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument("--hot-only", action="store_true", help="the before/after table only")
     args = parser.parse_args()
     if missing := [tool for tool in ("wrk", "ab") if not shutil.which(tool)]:
         sys.exit(f"benchmarks need {', '.join(missing)}: see `make bench`")
     root = Path(tempfile.mkdtemp(prefix="bench-lifecycle-"))
     servers: list[Server] = []
     tree = None
+    postgres = PostgresServer(private=True, durable=True) if args.database != "sqlite" else None
     try:
         tree = worktree(root, args.before)
-        before = start("before", root, {"PYTHONPATH": str(tree)})
-        after = start("after", root, {})
+        before = start("before", root, {"PYTHONPATH": str(tree)}, postgres)
+        after = start("after", root, {}, postgres)
         servers += [before, after]
         for server in servers:
             prepare(server)
@@ -284,37 +298,44 @@ def main() -> None:
         for server in servers:
             server.process.stop()
         servers.clear()
-        without = start("without GC", root, {"REGISTRY_GC_INTERVAL_SECONDS": "0"})
-        during = start(
-            "during GC",
-            root,
-            {"REGISTRY_GC_INTERVAL_SECONDS": "0.2", "REGISTRY_GC_BLOB_LEASE_SECONDS": "1"},
-        )
-        servers += [without, during]
-        for server in servers:
-            prepare(server)
-        pair = (without, during)
-        feeders: list[Feeder] = []
+        if not args.hot_only:
+            without = start("without GC", root, {"REGISTRY_GC_INTERVAL_SECONDS": "0"}, postgres)
+            during = start(
+                "during GC",
+                root,
+                {"REGISTRY_GC_INTERVAL_SECONDS": "0.2", "REGISTRY_GC_BLOB_LEASE_SECONDS": "1"},
+                postgres,
+            )
+            servers += [without, during]
+            for server in servers:
+                prepare(server)
+            pair = (without, during)
+            feeders: list[Feeder] = []
 
-        def feeding(server: Server) -> Feeder:
-            feeders.append(Feeder(server.url, args.rate))
-            return feeders[-1]
+            def feeding(server: Server) -> Feeder:
+                feeders.append(Feeder(server.url, args.rate))
+                return feeders[-1]
 
-        second = alternate(pair, args.repeats, args.seconds, around=feeding, only=args.only)
-        sent = sum(f.sent for f in feeders if f.base == during.url)
-        deleted = gc_deleted(during)
+            second = alternate(pair, args.repeats, args.seconds, around=feeding, only=args.only)
+            sent = sum(f.sent for f in feeders if f.base == during.url)
+            deleted = gc_deleted(during)
     finally:
         for server in servers:
             server.process.stop()
         if tree is not None:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)])
+        if postgres is not None:
+            postgres.stop()
         shutil.rmtree(root, ignore_errors=True)
     head = (
         f"{time.strftime('%Y-%m-%d')}, {platform.node()}: {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}, median of {args.repeats} x {args.seconds} s"
+        f"Python {platform.python_version()}, {args.database}, "
+        f"median of {args.repeats} x {args.seconds} s"
     )
     print(head + "\n")
     print(table(f"Hot paths at {args.before} and at the working tree:", (before, after), first))
+    if args.hot_only:
+        return
     print()
     print(table(f"With {args.rate:g} garbage blobs/s fed in:", (without, during), second))
     print(
