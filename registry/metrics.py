@@ -15,13 +15,14 @@ statements are names or `verb table`, never a repository, tag or digest.
 from __future__ import annotations
 
 import asyncio
+import functools
+import math
 import os
 import re
 import time
 from bisect import bisect_left
 from collections.abc import Awaitable, Callable
 from contextlib import contextmanager
-from functools import lru_cache, wraps
 from pathlib import Path
 from typing import Any
 
@@ -35,84 +36,136 @@ from prometheus_client import (
     multiprocess,
 )
 
-# No `_created` series beside every counter and histogram: twice the series for a
-# timestamp nobody graphs.
-disable_created_metrics()
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-if os.environ.get(MULTIPROC_ENV):
-    # Values live in files there from the first metric made below.
-    os.makedirs(os.environ[MULTIPROC_ENV], exist_ok=True)
+_DECLARED: list[Declared] = []  # the module's own, made by make_all
+
+
+@functools.cache
+def _set_up() -> None:
+    """Once per process, before its first metric is made (not at import: `registry serve`
+    sets MULTIPROC_ENV after importing this module, before its workers make any)."""
+    # No `_created` series beside every counter and histogram: twice the series for a
+    # timestamp nobody graphs.
+    disable_created_metrics()
+    if os.environ.get(MULTIPROC_ENV):
+        # Values live in files there from the first metric made.
+        os.makedirs(os.environ[MULTIPROC_ENV], exist_ok=True)
+
+
+class Declared:
+    """A metric declared at import and made on its first use, in the process that uses
+    it: importing this module registers nothing and writes no file."""
+
+    def __init__(self, kind: type[Counter | Gauge | Histogram], *args: Any, **kwargs: Any):
+        self._kind, self._args, self._kwargs = kind, args, kwargs
+        self.buckets: tuple[float, ...] = kwargs.get("buckets", ())
+        if "registry" not in kwargs:
+            _DECLARED.append(self)
+
+    @functools.cached_property
+    def made(self) -> Any:
+        _set_up()
+        return self._kind(*self._args, **self._kwargs)
+
+    def labels(self, *values: str) -> Any:
+        return self.made.labels(*values)
+
+    def inc(self, amount: float = 1) -> None:
+        self.made.inc(amount)
+
+    def set(self, value: float) -> None:
+        self.made.set(value)
+
+    def observe(self, value: float) -> None:
+        self.made.observe(value)
+
+
 # Request latencies: from a cached manifest (a millisecond) to a layer (minutes).
 _HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5)
 
-HTTP_REQUESTS = Counter(
+HTTP_REQUESTS = Declared(
+    Counter,
     "registry_http_requests_total",
     "HTTP requests answered, by method, route template and status code.",
     ["method", "route", "code"],
 )
-HTTP_DURATION = Histogram(
+HTTP_DURATION = Declared(
+    Histogram,
     "registry_http_request_duration_seconds",
     "Time from a request's arrival to the end of its answer, by method and route.",
     ["method", "route"],
     buckets=_HTTP_BUCKETS,
 )
-HTTP_IN_FLIGHT = Gauge(
+HTTP_IN_FLIGHT = Declared(
+    Gauge,
     "registry_http_in_flight_requests",
     "Requests being served now.",
     multiprocess_mode="livesum",
 )
-HTTP_REQUEST_BYTES = Counter(
-    "registry_http_request_bytes_total", "Bytes of request bodies, by route.", ["route"]
+HTTP_REQUEST_BYTES = Declared(
+    Counter, "registry_http_request_bytes_total", "Bytes of request bodies, by route.", ["route"]
 )
-HTTP_RESPONSE_BYTES = Counter(
+HTTP_RESPONSE_BYTES = Declared(
+    Counter,
     "registry_http_response_bytes_total",
     "Bytes of response bodies sent by the registry itself (not by nginx or S3), by route.",
     ["route"],
 )
-SENDFILE_BYTES = Counter(
+SENDFILE_BYTES = Declared(
+    Counter,
     "registry_http_sendfile_bytes_total",
     "Of the response bytes, those the kernel sent straight from a blob's file (sendfile).",
 )
-STORAGE_DURATION = Histogram(
+STORAGE_DURATION = Declared(
+    Histogram,
     "registry_storage_operation_duration_seconds",
     "Blob store operations, by driver and operation (reads: to the last byte).",
     ["driver", "operation"],
     buckets=_FAST_BUCKETS,
 )
-STORAGE_ERRORS = Counter(
+STORAGE_ERRORS = Declared(
+    Counter,
     "registry_storage_operation_errors_total",
     "Blob store operations that failed, by driver and operation.",
     ["driver", "operation"],
 )
-STORAGE_UPLOADED = Counter(
-    "registry_storage_uploaded_bytes_total", "Bytes written to the blob store.", ["driver"]
+STORAGE_UPLOADED = Declared(
+    Counter, "registry_storage_uploaded_bytes_total", "Bytes written to the blob store.", ["driver"]
 )
-STORAGE_DOWNLOADED = Counter(
-    "registry_storage_downloaded_bytes_total", "Bytes read from the blob store.", ["driver"]
+STORAGE_DOWNLOADED = Declared(
+    Counter,
+    "registry_storage_downloaded_bytes_total",
+    "Bytes read from the blob store.",
+    ["driver"],
 )
-DB_DURATION = Histogram(
+DB_DURATION = Declared(
+    Histogram,
     "registry_db_query_duration_seconds",
     "Database statements, by name (the hot queries) or verb and table.",
     ["statement"],
     buckets=_FAST_BUCKETS,
 )
-DB_IN_USE = Gauge(
+DB_IN_USE = Declared(
+    Gauge,
     "registry_db_connections_in_use",
     "Database connections checked out of the pools.",
     multiprocess_mode="livesum",
 )
-DB_WAITING = Gauge(
+DB_WAITING = Declared(
+    Gauge,
     "registry_db_connections_waiting",
     "Tasks waiting for a database connection (or, on SQLite, the writer's turn).",
     multiprocess_mode="livesum",
 )
-WEBHOOK_ATTEMPTS = Counter(
+WEBHOOK_ATTEMPTS = Declared(
+    Counter,
     "registry_webhook_attempts_total",
     "Webhook delivery attempts, by outcome (delivered, retried, failed, refused).",
     ["outcome"],
 )
-WEBHOOK_DURATION = Histogram(
+WEBHOOK_DURATION = Declared(
+    Histogram,
     "registry_webhook_attempt_duration_seconds",
     "Time of a webhook delivery attempt, to the end of the receiver's answer.",
     buckets=_HTTP_BUCKETS,
@@ -134,7 +187,7 @@ class Level:
 
     __slots__ = ("gauge", "value")
 
-    def __init__(self, gauge: Gauge) -> None:
+    def __init__(self, gauge: Declared) -> None:
         self.gauge = gauge
         self.value = 0
 
@@ -143,12 +196,13 @@ class Level:
 
 
 class Tally:
-    """A counter child's increments since the last publish."""
+    """A counter child's increments since the last publish; the child is looked up then."""
 
-    __slots__ = ("child", "pending")
+    __slots__ = ("_child", "labels", "metric", "pending")
 
-    def __init__(self, child: Any) -> None:
-        self.child = child
+    def __init__(self, metric: Declared, labels: tuple[str, ...]) -> None:
+        self.metric, self.labels = metric, labels
+        self._child: Any = None
         self.pending = 0.0
 
     def inc(self, amount: float = 1) -> None:
@@ -156,8 +210,10 @@ class Tally:
 
     def publish(self) -> None:
         if self.pending:
+            if self._child is None:
+                self._child = self.metric.labels(*self.labels) if self.labels else self.metric.made
             pending, self.pending = self.pending, 0.0
-            self.child.inc(pending)
+            self._child.inc(pending)
 
 
 class Timings:
@@ -165,11 +221,12 @@ class Timings:
     to the child's own bucket and sum values (prometheus_client has no batch observe;
     tests/api/test_metrics.py holds the result to the child's own observe)."""
 
-    __slots__ = ("bounds", "child", "counts", "seen", "total")
+    __slots__ = ("_child", "bounds", "counts", "labels", "metric", "seen", "total")
 
-    def __init__(self, child: Any) -> None:
-        self.child = child
-        self.bounds = list(child._upper_bounds)  # ends with +Inf: every value has one
+    def __init__(self, metric: Declared, labels: tuple[str, ...]) -> None:
+        self.metric, self.labels = metric, labels
+        self._child: Any = None
+        self.bounds = [*metric.buckets, math.inf]  # as the histogram's: every value has one
         self.counts = [0] * len(self.bounds)
         self.total = 0.0
         self.seen = False
@@ -183,11 +240,14 @@ class Timings:
     def publish(self) -> None:
         if not self.seen:
             return
+        if self._child is None:
+            self._child = self.metric.labels(*self.labels)
+            assert list(self._child._upper_bounds) == self.bounds, self.metric
         for i, count in enumerate(self.counts):
             if count:
-                self.child._buckets[i].inc(count)
+                self._child._buckets[i].inc(count)
                 self.counts[i] = 0
-        self.child._sum.inc(self.total)
+        self._child._sum.inc(self.total)
         self.total, self.seen = 0.0, False
 
 
@@ -195,20 +255,27 @@ IN_FLIGHT = Level(HTTP_IN_FLIGHT)
 CONNECTIONS_IN_USE = Level(DB_IN_USE)
 CONNECTIONS_WAITING = Level(DB_WAITING)
 LEVELS = (IN_FLIGHT, CONNECTIONS_IN_USE, CONNECTIONS_WAITING)
-# One buffer per child (prometheus_client keeps the children, so their ids hold).
-_BUFFERS: dict[int, Tally | Timings] = {}
+# One buffer per metric and labels.
+_BUFFERS: dict[tuple[int, tuple[str, ...]], Tally | Timings] = {}
 
 
-def tally(child: Any) -> Tally:
-    found = _BUFFERS.setdefault(id(child), Tally(child))
+def tally(metric: Declared, *labels: str) -> Tally:
+    found = _BUFFERS.setdefault((id(metric), labels), Tally(metric, labels))
     assert isinstance(found, Tally)
     return found
 
 
-def timings(child: Any) -> Timings:
-    found = _BUFFERS.setdefault(id(child), Timings(child))
+def timings(metric: Declared, *labels: str) -> Timings:
+    found = _BUFFERS.setdefault((id(metric), labels), Timings(metric, labels))
     assert isinstance(found, Timings)
     return found
+
+
+def make_all() -> None:
+    """Every metric of this module, so that a scrape shows each family (at 0, if it
+    has no labels) from a process's start, not from its first use."""
+    for declared in _DECLARED:
+        declared.made  # noqa: B018 (made on first access)
 
 
 def publish() -> None:
@@ -220,19 +287,21 @@ def publish() -> None:
 
 async def publish_forever() -> None:
     """A worker of every `registry serve` process (the app's lifespan)."""
+    make_all()
     while True:
         publish()
         await asyncio.sleep(PUBLISH_SECONDS)
 
 
-@lru_cache(maxsize=1024)
+@functools.lru_cache(maxsize=1024)
 def query_duration(statement: str) -> Timings:
     """The timings of one statement (labels() is a lookup under a lock)."""
-    return timings(DB_DURATION.labels(statement))
+    return timings(DB_DURATION, statement)
 
 
 def exposition(extra: CollectorRegistry | None = None) -> bytes:
     """This process's metrics (every worker's, in multiprocess mode), then `extra`."""
+    make_all()
     publish()
     if os.environ.get(MULTIPROC_ENV):
         registry = CollectorRegistry()
@@ -268,7 +337,7 @@ _VERB_TABLE = re.compile(
 )
 
 
-@lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=4096)
 def statement_name(sql: str) -> str:
     """`select blobs`, `insert events`: a bounded label for a SQL statement."""
     found = _VERB_TABLE.match(sql)
@@ -293,10 +362,10 @@ def measured_store(driver: str) -> Callable[[type], type]:
     and count the bytes that go in and out."""
 
     def wrap_call(name: str, method: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
-        duration = timings(STORAGE_DURATION.labels(driver, name))
-        errors = tally(STORAGE_ERRORS.labels(driver, name))
+        duration = timings(STORAGE_DURATION, driver, name)
+        errors = tally(STORAGE_ERRORS, driver, name)
 
-        @wraps(method)
+        @functools.wraps(method)
         async def call(self: Any, *args: Any, **kwargs: Any) -> Any:
             start = time.perf_counter()
             try:
@@ -311,11 +380,11 @@ def measured_store(driver: str) -> Callable[[type], type]:
         return call
 
     def wrap_stream(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
-        duration = timings(STORAGE_DURATION.labels(driver, name))
-        errors = tally(STORAGE_ERRORS.labels(driver, name))
-        downloaded = tally(STORAGE_DOWNLOADED.labels(driver))
+        duration = timings(STORAGE_DURATION, driver, name)
+        errors = tally(STORAGE_ERRORS, driver, name)
+        downloaded = tally(STORAGE_DOWNLOADED, driver)
 
-        @wraps(method)
+        @functools.wraps(method)
         async def stream(self: Any, *args: Any, **kwargs: Any) -> Any:
             start = time.perf_counter()
             try:
@@ -331,9 +400,9 @@ def measured_store(driver: str) -> Callable[[type], type]:
         return stream
 
     def wrap_writes(method: Callable[..., Awaitable[Any]], chunks_at: int) -> Callable[..., Any]:
-        uploaded = tally(STORAGE_UPLOADED.labels(driver))
+        uploaded = tally(STORAGE_UPLOADED, driver)
 
-        @wraps(method)
+        @functools.wraps(method)
         async def write(self: Any, *args: Any, **kwargs: Any) -> Any:
             args = list(args)  # type: ignore[assignment]
             if len(args) > chunks_at:
@@ -345,9 +414,9 @@ def measured_store(driver: str) -> Callable[[type], type]:
         return write
 
     def wrap_open(method: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
-        downloaded = tally(STORAGE_DOWNLOADED.labels(driver))
+        downloaded = tally(STORAGE_DOWNLOADED, driver)
 
-        @wraps(method)
+        @functools.wraps(method)
         async def open_span(self: Any, digest: Any, offset: int, length: int) -> Any:
             # The kernel reads the span (sendfile); it counts as read once opened.
             file = await method(self, digest, offset, length)
@@ -358,9 +427,9 @@ def measured_store(driver: str) -> Callable[[type], type]:
         return open_span
 
     def wrap_put(method: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
-        uploaded = tally(STORAGE_UPLOADED.labels(driver))
+        uploaded = tally(STORAGE_UPLOADED, driver)
 
-        @wraps(method)
+        @functools.wraps(method)
         async def put(self: Any, digest: Any, data: bytes) -> Any:
             await method(self, digest, data)
             uploaded.inc(len(data))

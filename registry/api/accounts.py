@@ -16,7 +16,7 @@ from pydantic import Field
 from starlette.requests import Request
 
 from registry.api.access import authorize, caller_identity
-from registry.api.declare import API, Answer, Body, Page, PageQuery
+from registry.api.declare import Answer, Body, Operations, Page, PageQuery
 from registry.auth.accounts import (
     AccountConflict,
     AccountError,
@@ -27,6 +27,8 @@ from registry.auth.accounts import (
 from registry.auth.identity import ROBOT_PREFIX, Identity
 from registry.errors import Conflict, Denied, Invalid, NotFound, RouteUnknown, Unauthorized
 from registry.requests import registry_of
+
+OPERATIONS = Operations()
 
 # A hundred years: longer is "never", which is no expiry at all.
 _MAX_ROBOT_DAYS = 36_500
@@ -157,7 +159,7 @@ ROBOTS = "/api/v1/namespaces/{namespace}/robots"
 ROBOT = "/api/v1/namespaces/{namespace}/robots/{robot}"
 
 
-@API.operation(
+@OPERATIONS.operation(
     "GET",
     USERS,
     summary="List users (admins)",
@@ -177,7 +179,7 @@ async def list_users(request: Request, caller: Caller, query: PageQuery) -> Page
     return Page.of(listed, lambda u: u.name, query)
 
 
-@API.operation(
+@OPERATIONS.operation(
     "POST",
     USERS,
     summary="Add a user (admins)",
@@ -194,7 +196,7 @@ async def add_user(request: Request, caller: Caller, body: NewUser) -> Created:
     return Created(name=body.name)
 
 
-@API.operation(
+@OPERATIONS.operation(
     "PATCH",
     USER,
     summary="Change a user's password, admin or disabled flag (admins)",
@@ -210,7 +212,7 @@ async def change_user(request: Request, caller: Caller, user: str, body: UserCha
     await caller.accounts.set_user(user, admin=body.admin, disabled=body.disabled)
 
 
-@API.operation(
+@OPERATIONS.operation(
     "DELETE", USER, summary="Remove a user (admins)", tag="accounts", access=admin, errors=[404]
 )
 @translated
@@ -218,7 +220,7 @@ async def remove_user(request: Request, caller: Caller, user: str) -> None:
     await caller.accounts.remove_user(user)
 
 
-@API.operation(
+@OPERATIONS.operation(
     "GET",
     NAMESPACES,
     summary="List namespaces (admins)",
@@ -238,7 +240,7 @@ async def list_namespaces(request: Request, caller: Caller, query: PageQuery) ->
     return Page.of(listed, lambda n: n.name, query)
 
 
-@API.operation(
+@OPERATIONS.operation(
     "POST",
     NAMESPACES,
     summary="Add a namespace (admins)",
@@ -255,7 +257,7 @@ async def add_namespace(request: Request, caller: Caller, body: NewNamespace) ->
     return Created(name=body.name)
 
 
-@API.operation(
+@OPERATIONS.operation(
     "PATCH",
     NAMESPACE,
     summary="Make a namespace public or private (admins)",
@@ -271,7 +273,7 @@ async def change_namespace(
     await caller.accounts.set_public(namespace, body.public)
 
 
-@API.operation(
+@OPERATIONS.operation(
     "DELETE",
     NAMESPACE,
     summary="Remove a namespace (admins)",
@@ -284,7 +286,7 @@ async def remove_namespace(request: Request, caller: Caller, namespace: str) -> 
     await caller.accounts.remove_namespace(namespace)
 
 
-@API.operation(
+@OPERATIONS.operation(
     "GET",
     MEMBERS,
     summary="List a namespace's members (owners)",
@@ -305,7 +307,7 @@ async def list_members(
     return Page.of(listed, lambda m: m.user, query)
 
 
-@API.operation(
+@OPERATIONS.operation(
     "PUT",
     MEMBER,
     summary="Add a member, or change their role (owners); 409 if it would leave no owner",
@@ -321,7 +323,7 @@ async def set_member(
     await caller.accounts.set_member(namespace, user, body.role)
 
 
-@API.operation(
+@OPERATIONS.operation(
     "DELETE",
     MEMBER,
     summary="Remove a member (owners); 409 if it is the last owner",
@@ -334,7 +336,7 @@ async def remove_member(request: Request, caller: Caller, namespace: str, user: 
     await caller.accounts.remove_member(namespace, user)
 
 
-@API.operation(
+@OPERATIONS.operation(
     "GET",
     ROBOTS,
     summary="List a namespace's robots (owners)",
@@ -358,7 +360,7 @@ async def list_robots(
     return Page.of(listed, lambda r: r.name, query)
 
 
-@API.operation(
+@OPERATIONS.operation(
     "POST",
     ROBOTS,
     summary="Add a robot; its secret is in this answer only (owners)",
@@ -380,7 +382,7 @@ async def add_robot(
     return RobotCreated(name=ROBOT_PREFIX + name, secret=secret)
 
 
-@API.operation(
+@OPERATIONS.operation(
     "DELETE", ROBOT, summary="Remove a robot (owners)", tag="accounts", access=owner, errors=[404]
 )
 @translated

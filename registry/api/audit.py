@@ -14,11 +14,13 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
 from registry.api.access import owned_by_caller
-from registry.api.declare import API, Answer, Page, PageQuery, id_key
+from registry.api.declare import Answer, Operations, Page, PageQuery, id_key
 from registry.errors import Denied, Invalid
 from registry.paging import fetch
 from registry.requests import registry_of
 from registry.services.audit import AuditFilter
+
+OPERATIONS = Operations()
 
 EXPORT_BATCH = 1000
 
@@ -74,7 +76,7 @@ async def _filter(request: Request, query: AuditQuery) -> AuditFilter:
     )
 
 
-@API.operation(
+@OPERATIONS.operation(
     "GET",
     "/api/v1/audit",
     summary="The audit log, newest first (admins; owners: ?namespace= theirs)",
@@ -92,7 +94,7 @@ async def audit(request: Request, query: AuditQuery) -> Page[AuditEvent]:
     return Page(items, last, query.size)
 
 
-@API.operation(
+@OPERATIONS.operation(
     "GET",
     "/api/v1/audit/export",
     summary="The audit log as JSON lines, newest first, with the same filters (no paging)",

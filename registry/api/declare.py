@@ -203,11 +203,10 @@ def _validated(model: type[M], raw: dict[str, Any], where: str) -> M:
 
 
 @dataclass
-class Api:
-    """The registry of operations; `API` below is the one the app serves."""
+class Operations:
+    """The operations one module of api/ declares, in order (`OPERATIONS.operation(...)`
+    on each handler); api/routes.py puts the modules' together into the Api it serves."""
 
-    title: str
-    version: str
     operations: list[Operation] = field(default_factory=list)
 
     def operation(
@@ -248,6 +247,20 @@ class Api:
             return handler
 
         return register
+
+
+@dataclass
+class Api:
+    """An API of the operations of some modules, in their order: its routes and its
+    OpenAPI document."""
+
+    title: str
+    version: str
+    parts: Sequence[Operations]
+
+    @property
+    def operations(self) -> list[Operation]:
+        return [op for part in self.parts for op in part.operations]
 
     def routes(self) -> list[Route]:
         """One Starlette route per path, dispatching on the method, in declaration
@@ -374,14 +387,14 @@ def _describe(op: Operation) -> dict[str, Any]:
     return described
 
 
-API = Api(title="Registry admin API", version="1")
+def openapi(api: Api) -> Callable[[Request], Awaitable[Response]]:
+    """The endpoint of the API's document, made on the first request and kept."""
 
+    @functools.cache
+    def body() -> bytes:
+        return bytes(JSONResponse(api.document()).body)
 
-@functools.cache
-def _document_body() -> bytes:
-    return bytes(JSONResponse(API.document()).body)
+    async def document(request: Request) -> Response:
+        return Response(body(), media_type="application/json")
 
-
-async def openapi(request: Request) -> Response:
-    """GET /api/v1/openapi.json: the document, made once per process."""
-    return Response(_document_body(), media_type="application/json")
+    return document

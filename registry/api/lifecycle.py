@@ -11,9 +11,11 @@ from pydantic import Field
 from starlette.requests import Request
 
 from registry.api.access import require_admin, require_owner
-from registry.api.declare import API, Answer, Body
+from registry.api.declare import Answer, Body, Operations
 from registry.names import check_namespace
 from registry.requests import registry_of
+
+OPERATIONS = Operations()
 
 POLICY = "/api/v1/namespaces/{namespace}/policy"
 
@@ -148,7 +150,7 @@ class GcStatus(Answer):
     runs: list[GcRun] = Field(description="the last runs that did something, newest first")
 
 
-@API.operation(
+@OPERATIONS.operation(
     "GET",
     POLICY,
     summary="A namespace's policy (owners)",
@@ -162,7 +164,7 @@ async def get_policy(request: Request, namespace: str, caller: bool) -> Policy:
     return Policy.model_validate(found.to_json())
 
 
-@API.operation(
+@OPERATIONS.operation(
     "PATCH",
     POLICY,
     summary="Change a namespace's policy (owners; the quota and lifting immutable rules: admins)",
@@ -180,7 +182,7 @@ async def change_policy(
     return Policy.model_validate(found.to_json())
 
 
-@API.operation(
+@OPERATIONS.operation(
     "GET",
     "/api/v1/namespaces/{namespace}/usage",
     summary="A namespace's usage (owners)",
@@ -194,7 +196,7 @@ async def namespace_usage(request: Request, namespace: str, caller: bool) -> Nam
     return NamespaceUsage.model_validate(found)
 
 
-@API.operation(
+@OPERATIONS.operation(
     "GET",
     "/api/v1/usage",
     summary="The registry's usage (admins)",
@@ -206,7 +208,7 @@ async def usage(request: Request, caller: None) -> Usage:
     return Usage.model_validate(await registry_of(request).usage.overall())
 
 
-@API.operation(
+@OPERATIONS.operation(
     "GET",
     "/api/v1/gc",
     summary="Garbage collection's state (admins)",

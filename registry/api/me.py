@@ -8,8 +8,10 @@ from pydantic import Field
 from starlette.requests import Request
 
 from registry.api.access import authorize, caller_identity
-from registry.api.declare import API, Answer
+from registry.api.declare import Answer, Operations
 from registry.requests import registry_of
+
+OPERATIONS = Operations()
 
 
 class Me(Answer):
@@ -22,7 +24,7 @@ class Me(Answer):
     )
 
 
-@API.operation("GET", "/api/v1/me", summary="The caller", tag="accounts", response=Me)
+@OPERATIONS.operation("GET", "/api/v1/me", summary="The caller", tag="accounts", response=Me)
 async def me(request: Request) -> Me:
     await authorize(request, None)
     identity = await caller_identity(request)

@@ -10,11 +10,13 @@ from pydantic import Field
 from starlette.requests import Request
 
 from registry.api.access import require_admin
-from registry.api.declare import API, Answer, Body
+from registry.api.declare import Answer, Body, Operations
 from registry.errors import RegistryError, RouteUnknown
 from registry.proxy.mirror import Mirror, UpstreamState
 from registry.proxy.prefetch import Prefetcher, check_platform
 from registry.requests import registry_of
+
+OPERATIONS = Operations()
 
 
 async def _admin_mirror(request: Request) -> Mirror:
@@ -57,7 +59,7 @@ class MirrorStatus(Answer):
     counters: dict[str, int] = Field(description="counters over every process")
 
 
-@API.operation(
+@OPERATIONS.operation(
     "GET",
     "/api/v1/mirror",
     summary="The mirror's upstreams, cache and counters (admins)",
@@ -135,7 +137,7 @@ class PrefetchResult(Answer):
     images: list[PrefetchedImage]
 
 
-@API.operation(
+@OPERATIONS.operation(
     "POST",
     "/api/v1/mirror/prefetch",
     summary="Fetch images into the cache ahead of a rollout (admins)",

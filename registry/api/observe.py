@@ -57,12 +57,12 @@ def _headers(scope: Scope) -> dict[bytes, str]:
 
 @functools.lru_cache(maxsize=4096)
 def _series(method: str, route: str, status: int) -> tuple[Any, Any, Any, Any]:
-    """A request kind's metric children (labels() costs a lookup under a lock each)."""
+    """A request kind's buffers (metrics.tally and timings: a lookup each)."""
     return (
-        tally(HTTP_REQUESTS.labels(method, route, str(status))),
-        timings(HTTP_DURATION.labels(method, route)),
-        tally(HTTP_REQUEST_BYTES.labels(route)),
-        tally(HTTP_RESPONSE_BYTES.labels(route)),
+        tally(HTTP_REQUESTS, method, route, str(status)),
+        timings(HTTP_DURATION, method, route),
+        tally(HTTP_REQUEST_BYTES, route),
+        tally(HTTP_RESPONSE_BYTES, route),
     )
 
 

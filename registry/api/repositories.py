@@ -22,11 +22,13 @@ from pydantic import Field
 from starlette.requests import Request
 
 from registry.api.access import authorize, caller_identity, require_repository
-from registry.api.declare import API, Answer, Page, PageQuery
+from registry.api.declare import Answer, Operations, Page, PageQuery
 from registry.auth.scopes import DELETE, PULL
 from registry.digest import Digest
 from registry.paging import fetch
 from registry.requests import registry_of
+
+OPERATIONS = Operations()
 
 M = TypeVar("M", bound=Answer)
 REPOSITORY = "/api/v1/repositories/{name:path}"
@@ -169,7 +171,7 @@ class DeletedRepository(Answer):
     manifests: int
 
 
-@API.operation(
+@OPERATIONS.operation(
     "GET",
     "/api/v1/repositories",
     summary="Repositories the caller may pull from, by name, newest push or pulls",
@@ -192,7 +194,7 @@ async def list_repositories(request: Request, query: RepositoriesQuery) -> Page[
     return Page.window(found, partial(_from, RepositorySummary), _name, query.size)
 
 
-@API.operation(
+@OPERATIONS.operation(
     "GET",
     TAGS,
     summary="A repository's tags with sizes, platforms and build times",
@@ -212,7 +214,7 @@ async def list_tags(request: Request, name: str, caller: str, query: TagsQuery) 
     return Page.window(found, partial(_from, TagSummary), _name, query.size)
 
 
-@API.operation(
+@OPERATIONS.operation(
     "GET",
     UNTAGGED,
     summary="A repository's untagged manifests, newest first: what deleting tags left, "
@@ -232,7 +234,7 @@ async def list_untagged(
     return Page.window(found, partial(_from, UntaggedSummary), _digest, query.size)
 
 
-@API.operation(
+@OPERATIONS.operation(
     "GET",
     MANIFEST,
     summary="One manifest: its JSON, layers, config, platforms and referrers",
@@ -245,7 +247,7 @@ async def get_manifest(request: Request, name: str, reference: str, caller: str)
     return _from(ManifestDetail, await registry_of(request).browse.manifest(caller, reference))
 
 
-@API.operation(
+@OPERATIONS.operation(
     "DELETE",
     TAG,
     summary="Delete a tag (maintainers); its manifest stays",
@@ -257,7 +259,7 @@ async def delete_tag(request: Request, name: str, tag: str, caller: str) -> None
     await registry_of(request).manifests.delete(caller, tag)
 
 
-@API.operation(
+@OPERATIONS.operation(
     "DELETE",
     MANIFEST,
     summary="Delete a manifest by digest and the tags that point at it (maintainers)",
@@ -269,7 +271,7 @@ async def delete_manifest(request: Request, name: str, reference: str, caller: s
     await registry_of(request).manifests.delete(caller, str(Digest.parse(reference)))
 
 
-@API.operation(
+@OPERATIONS.operation(
     "DELETE",
     REPOSITORY,
     summary="Delete a repository (maintainers); garbage collection frees its blobs",

@@ -1,30 +1,45 @@
-"""The route table: each /v2/ route with the action it needs per method."""
+"""The route table: each /v2/ route with the action it needs per method, and the admin
+API of /api/v1/, put together from the operations its modules declare."""
 
 from __future__ import annotations
 
 from starlette.routing import Route
 
-from registry.api import (  # the /api/v1/ modules declare their operations on import
-    accounts,  # noqa: F401
-    audit,  # noqa: F401
+from registry.api import (
+    accounts,
+    audit,
     base,
     blobs,
-    lifecycle,  # noqa: F401
+    lifecycle,
     manifests,
-    me,  # noqa: F401
+    me,
     metrics,
-    mirror,  # noqa: F401
+    mirror,
     referrers,
-    repositories,  # noqa: F401
+    repositories,
     tags,
     token,
     uploads,
     urls,
-    webhooks,  # noqa: F401
+    webhooks,
 )
 from registry.api.access import CATALOG_SCOPE, protect, require
-from registry.api.declare import API, openapi
+from registry.api.declare import Api, openapi
 from registry.auth.scopes import DELETE, PULL, PUSH
+
+ADMIN_API = Api(
+    title="Registry admin API",
+    version="1",
+    parts=[
+        accounts.OPERATIONS,
+        audit.OPERATIONS,
+        lifecycle.OPERATIONS,
+        me.OPERATIONS,
+        mirror.OPERATIONS,
+        repositories.OPERATIONS,
+        webhooks.OPERATIONS,
+    ],
+)
 
 # One route per method (HEAD comes with GET), each with the action it needs. Routes are
 # tried in order: the pulls come first, since most requests are theirs. No two patterns
@@ -52,6 +67,6 @@ ROUTES = [
     Route("/health", base.health, methods=["GET"]),
     Route("/ready", base.ready, methods=["GET"]),
     Route("/metrics", metrics.metrics, methods=["GET"]),
-    Route("/api/v1/openapi.json", openapi, methods=["GET"]),
-    *API.routes(),
+    Route("/api/v1/openapi.json", openapi(ADMIN_API), methods=["GET"]),
+    *ADMIN_API.routes(),
 ]

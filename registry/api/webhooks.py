@@ -12,12 +12,14 @@ from starlette.requests import Request
 
 from registry import context
 from registry.api.access import owned_by_caller, require_admin, require_owner
-from registry.api.declare import API, Answer, Body, Page, PageQuery, id_key
+from registry.api.declare import Answer, Body, Operations, Page, PageQuery, id_key
 from registry.errors import Invalid
 from registry.names import check_namespace
 from registry.paging import fetch
 from registry.requests import registry_of
 from registry.services.webhooks import WEBHOOK_KINDS, Endpoint
+
+OPERATIONS = Operations()
 
 Kind = Literal["push", "blob", "pull", "mount", "delete", "tag", "mirror", "quota", "gc"]
 assert set(Kind.__args__) == set(WEBHOOK_KINDS)  # type: ignore[attr-defined]
@@ -128,7 +130,7 @@ async def owned(request: Request) -> set[str] | None:
     return await owned_by_caller(request, "see webhooks")
 
 
-@API.operation(
+@OPERATIONS.operation(
     "GET",
     "/api/v1/webhooks",
     summary="Webhooks the caller manages (admins: all)",
@@ -148,7 +150,7 @@ async def list_webhooks(
     return Page.of([_webhook(e) for e in found], lambda w: f"{w.id:012d}", query)
 
 
-@API.operation(
+@OPERATIONS.operation(
     "POST",
     "/api/v1/webhooks",
     summary="Add a webhook (a namespace's: its owners; a global one: admins)",
@@ -173,7 +175,7 @@ async def add_webhook(request: Request, body: NewWebhook) -> CreatedWebhook:
     return CreatedWebhook(**_webhook(endpoint).model_dump(), secret=secret)
 
 
-@API.operation(
+@OPERATIONS.operation(
     "GET",
     HOOK,
     summary="One webhook",
@@ -186,7 +188,7 @@ async def get_webhook(request: Request, ident: int, caller: Endpoint) -> Webhook
     return _webhook(caller)
 
 
-@API.operation(
+@OPERATIONS.operation(
     "PATCH",
     HOOK,
     summary="Change a webhook",
@@ -206,7 +208,7 @@ async def change_webhook(
     return _webhook(await registry_of(request).webhooks.change(ident, changes))
 
 
-@API.operation(
+@OPERATIONS.operation(
     "DELETE",
     HOOK,
     summary="Remove a webhook",
@@ -218,7 +220,7 @@ async def remove_webhook(request: Request, ident: int, caller: Endpoint) -> None
     await registry_of(request).webhooks.remove(ident)
 
 
-@API.operation(
+@OPERATIONS.operation(
     "GET",
     HOOK + "/deliveries",
     summary="A webhook's deliveries, newest first, each with its last attempt",
@@ -261,7 +263,7 @@ def _attempt(row: dict[str, Any]) -> Attempt:
     return Attempt(**{k: row[k] for k in Attempt.model_fields})
 
 
-@API.operation(
+@OPERATIONS.operation(
     "GET",
     HOOK + "/attempts",
     summary="A webhook's delivery log: every attempt, newest first",
@@ -289,7 +291,7 @@ def _logged(row: dict[str, Any]) -> LoggedAttempt:
     )
 
 
-@API.operation(
+@OPERATIONS.operation(
     "POST",
     HOOK + "/deliveries/{delivery:int}/redeliver",
     summary="Send one delivery again (at the end of the webhook's queue)",
@@ -303,7 +305,7 @@ async def redeliver_one(request: Request, ident: int, delivery: int, caller: End
     return Queued(queued=await registry_of(request).webhooks.redeliver(ident, delivery))
 
 
-@API.operation(
+@OPERATIONS.operation(
     "POST",
     HOOK + "/redeliver",
     summary="Send every failed delivery of the webhook again",

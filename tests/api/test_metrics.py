@@ -15,7 +15,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, g
 
 from registry.app import create_app
 from registry.config import ConfigError, Settings, load_settings
-from registry.metrics import publish, tally, timings
+from registry.metrics import Declared, publish, tally, timings
 from registry.proxy.counters import COUNTERS
 from tests.helpers import assert_error, push_blob, push_image, scraped
 from tests.peers.receiver import Receiver
@@ -151,10 +151,10 @@ def test_buffered_observations_publish_what_direct_ones_would() -> None:
     direct, buffered = CollectorRegistry(), CollectorRegistry()
     buckets = (0.001, 0.01, 0.1, 1)
     plain = Histogram("t_seconds", "t", ["k"], buckets=buckets, registry=direct)
-    held = Histogram("t_seconds", "t", ["k"], buckets=buckets, registry=buffered)
+    held = Declared(Histogram, "t_seconds", "t", ["k"], buckets=buckets, registry=buffered)
     plain_count = Counter("c", "c", registry=direct)
-    held_count = Counter("c", "c", registry=buffered)
-    timed, counted = timings(held.labels("a")), tally(held_count)
+    held_count = Declared(Counter, "c", "c", registry=buffered)
+    timed, counted = timings(held, "a"), tally(held_count)
     values = [0.0, 0.001, 0.0010001, 0.01, 0.5, 1.0, 7.0, 0.0005]
     for _ in range(2):  # twice: what a publish moved is not moved again
         for value in values:
