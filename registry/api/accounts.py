@@ -28,7 +28,7 @@ from registry.auth.identity import ROBOT_PREFIX, Identity
 from registry.errors import Conflict, Denied, Invalid, NotFound, RouteUnknown, Unauthorized
 from registry.requests import registry_of
 
-OPERATIONS = Operations()
+OPERATIONS = Operations(tag="accounts")
 
 # A hundred years: longer is "never", which is no expiry at all.
 _MAX_ROBOT_DAYS = 36_500
@@ -163,7 +163,6 @@ ROBOT = "/api/v1/namespaces/{namespace}/robots/{robot}"
     "GET",
     USERS,
     summary="List users (admins)",
-    tag="accounts",
     access=admin,
     response=User,
     query=PageQuery,
@@ -183,7 +182,6 @@ async def list_users(request: Request, caller: Caller, query: PageQuery) -> Page
     "POST",
     USERS,
     summary="Add a user (admins)",
-    tag="accounts",
     access=admin,
     response=Created,
     status=201,
@@ -200,7 +198,6 @@ async def add_user(request: Request, caller: Caller, body: NewUser) -> Created:
     "PATCH",
     USER,
     summary="Change a user's password, admin or disabled flag (admins)",
-    tag="accounts",
     access=admin,
     body=UserChange,
     errors=[404],
@@ -212,9 +209,7 @@ async def change_user(request: Request, caller: Caller, user: str, body: UserCha
     await caller.accounts.set_user(user, admin=body.admin, disabled=body.disabled)
 
 
-@OPERATIONS.operation(
-    "DELETE", USER, summary="Remove a user (admins)", tag="accounts", access=admin, errors=[404]
-)
+@OPERATIONS.operation("DELETE", USER, summary="Remove a user (admins)", access=admin, errors=[404])
 @translated
 async def remove_user(request: Request, caller: Caller, user: str) -> None:
     await caller.accounts.remove_user(user)
@@ -224,7 +219,6 @@ async def remove_user(request: Request, caller: Caller, user: str) -> None:
     "GET",
     NAMESPACES,
     summary="List namespaces (admins)",
-    tag="accounts",
     access=admin,
     response=Namespace,
     query=PageQuery,
@@ -244,7 +238,6 @@ async def list_namespaces(request: Request, caller: Caller, query: PageQuery) ->
     "POST",
     NAMESPACES,
     summary="Add a namespace (admins)",
-    tag="accounts",
     access=admin,
     response=Created,
     status=201,
@@ -261,7 +254,6 @@ async def add_namespace(request: Request, caller: Caller, body: NewNamespace) ->
     "PATCH",
     NAMESPACE,
     summary="Make a namespace public or private (admins)",
-    tag="accounts",
     access=admin,
     body=NamespaceChange,
     errors=[404],
@@ -277,7 +269,6 @@ async def change_namespace(
     "DELETE",
     NAMESPACE,
     summary="Remove a namespace (admins)",
-    tag="accounts",
     access=admin,
     errors=[404],
 )
@@ -290,7 +281,6 @@ async def remove_namespace(request: Request, caller: Caller, namespace: str) -> 
     "GET",
     MEMBERS,
     summary="List a namespace's members (owners)",
-    tag="accounts",
     access=owner,
     response=Member,
     query=PageQuery,
@@ -311,7 +301,6 @@ async def list_members(
     "PUT",
     MEMBER,
     summary="Add a member, or change their role (owners); 409 if it would leave no owner",
-    tag="accounts",
     access=owner,
     body=MemberChange,
     errors=[404, 409],
@@ -327,7 +316,6 @@ async def set_member(
     "DELETE",
     MEMBER,
     summary="Remove a member (owners); 409 if it is the last owner",
-    tag="accounts",
     access=owner,
     errors=[404, 409],
 )
@@ -340,7 +328,6 @@ async def remove_member(request: Request, caller: Caller, namespace: str, user: 
     "GET",
     ROBOTS,
     summary="List a namespace's robots (owners)",
-    tag="accounts",
     access=owner,
     response=Robot,
     query=PageQuery,
@@ -364,7 +351,6 @@ async def list_robots(
     "POST",
     ROBOTS,
     summary="Add a robot; its secret is in this answer only (owners)",
-    tag="accounts",
     access=owner,
     response=RobotCreated,
     status=201,
@@ -383,7 +369,7 @@ async def add_robot(
 
 
 @OPERATIONS.operation(
-    "DELETE", ROBOT, summary="Remove a robot (owners)", tag="accounts", access=owner, errors=[404]
+    "DELETE", ROBOT, summary="Remove a robot (owners)", access=owner, errors=[404]
 )
 @translated
 async def remove_robot(request: Request, caller: Caller, namespace: str, robot: str) -> None:

@@ -20,7 +20,7 @@ from registry.paging import fetch
 from registry.requests import registry_of
 from registry.services.audit import AuditFilter
 
-OPERATIONS = Operations()
+OPERATIONS = Operations(tag="events")
 
 EXPORT_BATCH = 1000
 
@@ -80,7 +80,6 @@ async def _filter(request: Request, query: AuditQuery) -> AuditFilter:
     "GET",
     "/api/v1/audit",
     summary="The audit log, newest first (admins; owners: ?namespace= theirs)",
-    tag="events",
     query=AuditQuery,
     response=AuditEvent,
     paged="events",
@@ -98,7 +97,6 @@ async def audit(request: Request, query: AuditQuery) -> Page[AuditEvent]:
     "GET",
     "/api/v1/audit/export",
     summary="The audit log as JSON lines, newest first, with the same filters (no paging)",
-    tag="events",
     query=AuditQuery,
     streams="application/x-ndjson",
 )

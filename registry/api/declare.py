@@ -207,6 +207,7 @@ class Operations:
     """The operations one module of api/ declares, in order (`OPERATIONS.operation(...)`
     on each handler); api/routes.py puts the modules' together into the Api it serves."""
 
+    tag: str  # the OpenAPI tag of every operation here
     operations: list[Operation] = field(default_factory=list)
 
     def operation(
@@ -215,7 +216,6 @@ class Operations:
         path: str,
         *,
         summary: str,
-        tag: str,
         response: type[BaseModel] | None = None,
         status: int | None = None,
         body: type[BaseModel] | None = None,
@@ -232,7 +232,7 @@ class Operations:
                     path=path,
                     handler=handler,
                     summary=summary,
-                    tag=tag,
+                    tag=self.tag,
                     response=response,
                     status=status or (200 if response is not None or streams else 204),
                     body=body,

@@ -15,7 +15,7 @@ from registry.api.declare import Answer, Body, Operations
 from registry.names import check_namespace
 from registry.requests import registry_of
 
-OPERATIONS = Operations()
+OPERATIONS = Operations(tag="lifecycle")
 
 POLICY = "/api/v1/namespaces/{namespace}/policy"
 
@@ -154,7 +154,6 @@ class GcStatus(Answer):
     "GET",
     POLICY,
     summary="A namespace's policy (owners)",
-    tag="lifecycle",
     access=namespace_owner,
     response=Policy,
     errors=[404],
@@ -168,7 +167,6 @@ async def get_policy(request: Request, namespace: str, caller: bool) -> Policy:
     "PATCH",
     POLICY,
     summary="Change a namespace's policy (owners; the quota and lifting immutable rules: admins)",
-    tag="lifecycle",
     access=namespace_owner,
     response=Policy,
     body=PolicyChange,
@@ -186,7 +184,6 @@ async def change_policy(
     "GET",
     "/api/v1/namespaces/{namespace}/usage",
     summary="A namespace's usage (owners)",
-    tag="lifecycle",
     access=namespace_owner,
     response=NamespaceUsage,
     errors=[404],
@@ -200,7 +197,6 @@ async def namespace_usage(request: Request, namespace: str, caller: bool) -> Nam
     "GET",
     "/api/v1/usage",
     summary="The registry's usage (admins)",
-    tag="lifecycle",
     access=admins("read the registry's usage"),
     response=Usage,
 )
@@ -212,7 +208,6 @@ async def usage(request: Request, caller: None) -> Usage:
     "GET",
     "/api/v1/gc",
     summary="Garbage collection's state (admins)",
-    tag="lifecycle",
     access=admins("read garbage collection's state"),
     response=GcStatus,
 )

@@ -11,7 +11,7 @@ from registry.api.access import authorize, caller_identity
 from registry.api.declare import Answer, Operations
 from registry.requests import registry_of
 
-OPERATIONS = Operations()
+OPERATIONS = Operations(tag="accounts")
 
 
 class Me(Answer):
@@ -24,7 +24,7 @@ class Me(Answer):
     )
 
 
-@OPERATIONS.operation("GET", "/api/v1/me", summary="The caller", tag="accounts", response=Me)
+@OPERATIONS.operation("GET", "/api/v1/me", summary="The caller", response=Me)
 async def me(request: Request) -> Me:
     await authorize(request, None)
     identity = await caller_identity(request)

@@ -16,7 +16,7 @@ from registry.proxy.mirror import Mirror, UpstreamState
 from registry.proxy.prefetch import Prefetcher, check_platform
 from registry.requests import registry_of
 
-OPERATIONS = Operations()
+OPERATIONS = Operations(tag="operations")
 
 
 async def _admin_mirror(request: Request) -> Mirror:
@@ -63,7 +63,6 @@ class MirrorStatus(Answer):
     "GET",
     "/api/v1/mirror",
     summary="The mirror's upstreams, cache and counters (admins)",
-    tag="operations",
     response=MirrorStatus,
     errors=[404],
 )
@@ -141,7 +140,6 @@ class PrefetchResult(Answer):
     "POST",
     "/api/v1/mirror/prefetch",
     summary="Fetch images into the cache ahead of a rollout (admins)",
-    tag="operations",
     response=PrefetchResult,
     body=PrefetchRequest,
     errors=[400, 404],

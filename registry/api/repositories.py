@@ -28,7 +28,7 @@ from registry.digest import Digest
 from registry.paging import fetch
 from registry.requests import registry_of
 
-OPERATIONS = Operations()
+OPERATIONS = Operations(tag="repositories")
 
 M = TypeVar("M", bound=Answer)
 REPOSITORY = "/api/v1/repositories/{name:path}"
@@ -92,27 +92,24 @@ class RepositoriesQuery(PageQuery):
     )
 
 
-class TagSummary(Answer):
+class ImageSummary(Answer):
+    """What a tag's or an untagged manifest's row shows of its image."""
+
+    digest: str
+    media_type: str
+    artifact_type: str | None
+    bytes: int = Field(description="config and layers; for an index, of every platform")
+    platforms: list[PlatformImageModel]
+    created: str | None = Field(description="when the image was built, from its config")
+    pushed_at: datetime
+    pulled_at: datetime | None
+
+
+class TagSummary(ImageSummary):
     name: str
-    digest: str
-    media_type: str
-    artifact_type: str | None
-    bytes: int = Field(description="config and layers; for an index, of every platform")
-    platforms: list[PlatformImageModel]
-    created: str | None = Field(description="when the image was built, from its config")
-    pushed_at: datetime
-    pulled_at: datetime | None
 
 
-class UntaggedSummary(Answer):
-    digest: str
-    media_type: str
-    artifact_type: str | None
-    bytes: int = Field(description="config and layers; for an index, of every platform")
-    platforms: list[PlatformImageModel]
-    created: str | None = Field(description="when the image was built, from its config")
-    pushed_at: datetime
-    pulled_at: datetime | None
+class UntaggedSummary(ImageSummary):
     untagged_at: datetime = Field(description="since when no tag has pointed at it")
     referrers: int = Field(description="signatures, SBOMs, attestations: they go with it")
 
@@ -175,7 +172,6 @@ class DeletedRepository(Answer):
     "GET",
     "/api/v1/repositories",
     summary="Repositories the caller may pull from, by name, newest push or pulls",
-    tag="repositories",
     response=RepositorySummary,
     query=RepositoriesQuery,
     paged="repositories",
@@ -198,7 +194,6 @@ async def list_repositories(request: Request, query: RepositoriesQuery) -> Page[
     "GET",
     TAGS,
     summary="A repository's tags with sizes, platforms and build times",
-    tag="repositories",
     access=puller,
     response=TagSummary,
     query=TagsQuery,
@@ -219,7 +214,6 @@ async def list_tags(request: Request, name: str, caller: str, query: TagsQuery) 
     UNTAGGED,
     summary="A repository's untagged manifests, newest first: what deleting tags left, "
     "kept until deleted (DELETE .../-/manifests/<digest>) or gc.untagged_hours",
-    tag="repositories",
     access=puller,
     response=UntaggedSummary,
     query=PageQuery,
@@ -238,7 +232,6 @@ async def list_untagged(
     "GET",
     MANIFEST,
     summary="One manifest: its JSON, layers, config, platforms and referrers",
-    tag="repositories",
     access=puller,
     response=ManifestDetail,
     errors=[404],
@@ -251,7 +244,6 @@ async def get_manifest(request: Request, name: str, reference: str, caller: str)
     "DELETE",
     TAG,
     summary="Delete a tag (maintainers); its manifest stays",
-    tag="repositories",
     access=deleter,
     errors=[404, 409],
 )
@@ -263,7 +255,6 @@ async def delete_tag(request: Request, name: str, tag: str, caller: str) -> None
     "DELETE",
     MANIFEST,
     summary="Delete a manifest by digest and the tags that point at it (maintainers)",
-    tag="repositories",
     access=deleter,
     errors=[404, 409],
 )
@@ -275,7 +266,6 @@ async def delete_manifest(request: Request, name: str, reference: str, caller: s
     "DELETE",
     REPOSITORY,
     summary="Delete a repository (maintainers); garbage collection frees its blobs",
-    tag="repositories",
     access=deleter,
     response=DeletedRepository,
     status=202,

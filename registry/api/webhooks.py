@@ -19,7 +19,7 @@ from registry.paging import fetch
 from registry.requests import registry_of
 from registry.services.webhooks import WEBHOOK_KINDS, Endpoint
 
-OPERATIONS = Operations()
+OPERATIONS = Operations(tag="events")
 
 Kind = Literal["push", "blob", "pull", "mount", "delete", "tag", "mirror", "quota", "gc"]
 assert set(Kind.__args__) == set(WEBHOOK_KINDS)  # type: ignore[attr-defined]
@@ -134,7 +134,6 @@ async def owned(request: Request) -> set[str] | None:
     "GET",
     "/api/v1/webhooks",
     summary="Webhooks the caller manages (admins: all)",
-    tag="events",
     access=owned,
     query=WebhookQuery,
     response=Webhook,
@@ -154,7 +153,6 @@ async def list_webhooks(
     "POST",
     "/api/v1/webhooks",
     summary="Add a webhook (a namespace's: its owners; a global one: admins)",
-    tag="events",
     body=NewWebhook,
     response=CreatedWebhook,
     status=201,
@@ -179,7 +177,6 @@ async def add_webhook(request: Request, body: NewWebhook) -> CreatedWebhook:
     "GET",
     HOOK,
     summary="One webhook",
-    tag="events",
     access=webhook_access,
     response=Webhook,
     errors=[404],
@@ -192,7 +189,6 @@ async def get_webhook(request: Request, ident: int, caller: Endpoint) -> Webhook
     "PATCH",
     HOOK,
     summary="Change a webhook",
-    tag="events",
     access=webhook_access,
     body=WebhookChange,
     response=Webhook,
@@ -212,7 +208,6 @@ async def change_webhook(
     "DELETE",
     HOOK,
     summary="Remove a webhook",
-    tag="events",
     access=webhook_access,
     errors=[404],
 )
@@ -224,7 +219,6 @@ async def remove_webhook(request: Request, ident: int, caller: Endpoint) -> None
     "GET",
     HOOK + "/deliveries",
     summary="A webhook's deliveries, newest first, each with its last attempt",
-    tag="events",
     access=webhook_access,
     query=DeliveryQuery,
     response=Delivery,
@@ -267,7 +261,6 @@ def _attempt(row: dict[str, Any]) -> Attempt:
     "GET",
     HOOK + "/attempts",
     summary="A webhook's delivery log: every attempt, newest first",
-    tag="events",
     access=webhook_access,
     query=PageQuery,
     response=LoggedAttempt,
@@ -295,7 +288,6 @@ def _logged(row: dict[str, Any]) -> LoggedAttempt:
     "POST",
     HOOK + "/deliveries/{delivery:int}/redeliver",
     summary="Send one delivery again (at the end of the webhook's queue)",
-    tag="events",
     access=webhook_access,
     response=Queued,
     status=202,
@@ -309,7 +301,6 @@ async def redeliver_one(request: Request, ident: int, delivery: int, caller: End
     "POST",
     HOOK + "/redeliver",
     summary="Send every failed delivery of the webhook again",
-    tag="events",
     access=webhook_access,
     response=Queued,
     status=202,

@@ -52,8 +52,9 @@ class PlatformImage:
 
 
 @dataclass(frozen=True, slots=True)
-class TagView:
-    name: str
+class ImageView:
+    """What a page shows of a tag's or an untagged manifest's image."""
+
     digest: str
     media_type: str
     artifact_type: str | None
@@ -65,15 +66,12 @@ class TagView:
 
 
 @dataclass(frozen=True, slots=True)
-class UntaggedView:
-    digest: str
-    media_type: str
-    artifact_type: str | None
-    bytes: int  # as a tag's
-    platforms: list[PlatformImage]
-    created: str | None
-    pushed_at: datetime
-    pulled_at: datetime | None
+class TagView(ImageView):
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class UntaggedView(ImageView):
     untagged_at: datetime  # since when no tag has pointed at it
     referrers: int  # signatures, SBOMs: they go with it
 
@@ -126,18 +124,7 @@ class Browse:
         found = await self._with_images(
             repository, lambda conn, rid: q.tags(conn, rid, by_push, last, limit)
         )
-        return [
-            TagView(
-                name=row.name,
-                digest=row.digest,
-                media_type=row.media_type,
-                artifact_type=row.artifact_type,
-                pushed_at=row.pushed_at,
-                pulled_at=row.pulled_at,
-                **image,
-            )
-            for row, image in found
-        ]
+        return [TagView(name=row.name, **_shown(row), **image) for row, image in found]
 
     async def untagged(self, repository: str, last: str | None, limit: int) -> list[UntaggedView]:
         """A page of what deleting tags left in the repository (metadata/browse.py)."""
@@ -146,14 +133,7 @@ class Browse:
         )
         return [
             UntaggedView(
-                digest=row.digest,
-                media_type=row.media_type,
-                artifact_type=row.artifact_type,
-                pushed_at=row.pushed_at,
-                pulled_at=row.pulled_at,
-                untagged_at=row.untagged_at,
-                referrers=row.referrers,
-                **image,
+                untagged_at=row.untagged_at, referrers=row.referrers, **_shown(row), **image
             )
             for row, image in found
         ]
@@ -299,3 +279,14 @@ def _platforms(
         )
         for child in found.children
     ]
+
+
+def _shown(row: q.TagRow | q.UntaggedRow) -> dict[str, Any]:
+    """An ImageView's fields that come from its row (the rest from its image)."""
+    return {
+        "digest": row.digest,
+        "media_type": row.media_type,
+        "artifact_type": row.artifact_type,
+        "pushed_at": row.pushed_at,
+        "pulled_at": row.pulled_at,
+    }
