@@ -54,7 +54,7 @@ from registry.process import gone, identity
 from registry.services.leases import Leases
 from registry.services.usage import OverQuota, Quotas
 from registry.storage import BlobStore
-from registry.storage.base import OffsetMismatch, UploadNotFound, check_upload_id
+from registry.storage.base import OffsetMismatch, UploadNotFound
 
 log = logging.getLogger("registry.uploads")
 
@@ -273,11 +273,9 @@ class UploadService:
     @contextlib.asynccontextmanager
     async def _claimed(self, repository: str, upload_id: str) -> AsyncIterator[_Claim]:
         """The session, held by this request until the block ends (the module's doc);
-        the hash it leaves is saved as it releases the session."""
-        try:
-            check_upload_id(upload_id)
-        except UploadNotFound as exc:
-            raise BlobUploadUnknown({"uuid": upload_id[:100]}) from exc
+        the hash it leaves is saved as it releases the session. An id no session has
+        (a malformed one too: the store checks its form, once, where it becomes a path)
+        matches no row."""
         writer = f"{identity()}/{uuid.uuid4().hex}"
         stale = now() - timedelta(seconds=self.stale_claim_seconds)
         keys = {"id": upload_id, "repository": repository, "writer": writer}
@@ -285,7 +283,7 @@ class UploadService:
         if not rows:
             found = await uploads.holder(self.db, upload_id)
             if found is None or found[0] != repository:
-                raise BlobUploadUnknown({"uuid": upload_id})
+                raise BlobUploadUnknown({"uuid": upload_id[:100]})
             holder = found[1]
             if holder is not None and gone(holder.rpartition("/")[0]):
                 # Its process ended (a kill -9, a crash) without releasing it: at once.
@@ -395,13 +393,10 @@ class UploadService:
         await self.store.upload_cancel(upload_id)
 
     async def _check(self, repository: str, upload_id: str) -> None:
-        try:
-            check_upload_id(upload_id)
-        except UploadNotFound as exc:
-            raise BlobUploadUnknown({"uuid": upload_id[:100]}) from exc
+        """The session is this repository's (as _claimed, an id of no session has no row)."""
         found = await uploads.holder(self.db, upload_id)
         if found is None or found[0] != repository:
-            raise BlobUploadUnknown({"uuid": upload_id})
+            raise BlobUploadUnknown({"uuid": upload_id[:100]})
 
     async def _hash_stored(self, upload_id: str, algorithm: str) -> Any:
         hasher = hashlib.new(algorithm)
