@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 from sqlalchemy import and_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -29,7 +30,7 @@ from registry.metadata.policies import StoredPolicy
 from registry.metadata.statements import Program, program
 from registry.names import check_tag, namespace_of
 from registry.services.leases import Leases
-from registry.services.policies import from_stored, policy_in, refuse_immutable
+from registry.services.policies import Policy, from_stored, policy_in, refuse_immutable
 from registry.storage import BlobStore
 
 # The platform served to a client that asked for a tag whose manifest is an index it
@@ -120,8 +121,9 @@ class ManifestService:
         references += [(d, "manifest") for d in dict.fromkeys(c.digest for c in parsed.children)]
         unique_tags = list(dict.fromkeys(tags))
         namespace = namespace_of(repository)
+        # Made here: a descriptor reads the request's host, and `by` is the request's
+        # context, since on SQLite the program runs on another thread, outside it.
         ctx = context.current()
-        action = "push" if pushed else "mirror"
         each: list[str | None] = [*unique_tags] or [None]
         targets = [
             (
@@ -138,6 +140,7 @@ class ManifestService:
             )
             for tag in each
         ]
+        action = "push" if pushed else "mirror"
 
         def store() -> Program[None]:
             # PostgreSQL's row locks, in the order every push takes them: a namespace
@@ -150,21 +153,11 @@ class ManifestService:
             # trip a statement on PostgreSQL (metadata/statements.py).
             if pushed:
                 yield from _namespace_made(namespace, repository, ctx)
-            found = yield repositories.ID(repository=repository)
-            if not found:
-                yield repositories.ADD(repository=repository, namespace=namespace)
-                found = yield repositories.ID(repository=repository)
-            repository_id = found[0][0]
+            repository_id = yield from _repository_made(repository, namespace)
             untagged_at = None if tags else now()
             put = yield manifests.put(repository_id, str(digest), body, parsed, untagged_at)
             manifest_id, inserted = put[0]
-            moved: dict[str, str] = {}
-            for tag in unique_tags:
-                points = yield tag_queries.MOVES(
-                    repository_id=repository_id, tag=tag, manifest_id=manifest_id
-                )
-                if points:
-                    moved[tag] = points[0][0]
+            moved = yield from _tags_moved(repository_id, unique_tags, manifest_id)
             if check:
                 yield from _check_references(repository, repository_id, parsed)
             yield blobs.ADD_KEPT(digest=str(digest), size=len(body), lease_end=self.leases.end())
@@ -180,27 +173,8 @@ class ManifestService:
             if pushed and unique_tags:
                 stored = yield policies.BY_NAMESPACE(namespace=namespace)
                 policy = from_stored(namespace, StoredPolicy(*stored[0]) if stored else None)
-            # A push (or a mirror fetch) for each tag, or one by digest, and a tag event
-            # for each tag that pointed elsewhere before; `by` since, on SQLite, this
-            # runs on another thread, outside the request's context.
-            for named, target in targets:
-                yield events.RECORD(
-                    **events.event(action, repository=repository, target=target, by=ctx)
-                )
-                if named is not None and named in moved:
-                    previous = {**target, "previousDigest": moved[named]}
-                    yield events.RECORD(
-                        **events.event("tag", repository=repository, target=previous, by=ctx)
-                    )
-            for tag in unique_tags:
-                row = {"repository_id": repository_id, "tag": tag, "manifest_id": manifest_id}
-                if policy is not None and policy.immutable_rule(tag):
-                    yield tag_queries.ADD(**row)
-                    current = yield tag_queries.TARGET(repository_id=repository_id, tag=tag)
-                    if current[0][0] != manifest_id:
-                        refuse_immutable(policy, [tag], f"moved to {digest}")
-                else:
-                    yield tag_queries.SET(**row)
+            yield from _events(action, repository, targets, moved, ctx)
+            yield from _tags_set(repository_id, unique_tags, manifest_id, policy, digest)
 
         try:
             await program(self.db, store, "manifest_put")
@@ -327,6 +301,64 @@ def default_child(content: bytes) -> str | None:
         if all(platform.get(k) == v for k, v in _DEFAULT_PLATFORM.items()):
             return str(child["digest"]) if "digest" in child else None
     return None
+
+
+def _events(
+    action: str,
+    repository: str,
+    targets: list[tuple[str | None, dict[str, Any]]],
+    moved: dict[str, str],
+    by: context.Context,
+) -> Program[None]:
+    """A push (or a mirror fetch) for each tag, or one by digest, and a tag event for
+    each tag that pointed elsewhere before."""
+    for tag, target in targets:
+        yield events.RECORD(**events.event(action, repository=repository, target=target, by=by))
+        if tag is not None and tag in moved:
+            previous = {**target, "previousDigest": moved[tag]}
+            yield events.RECORD(
+                **events.event("tag", repository=repository, target=previous, by=by)
+            )
+
+
+def _repository_made(repository: str, namespace: str) -> Program[int]:
+    """The repository's id, made by its first push."""
+    found = yield repositories.ID(repository=repository)
+    if not found:
+        yield repositories.ADD(repository=repository, namespace=namespace)
+        found = yield repositories.ID(repository=repository)
+    return int(found[0][0])
+
+
+def _tags_moved(repository_id: int, tags: list[str], manifest_id: int) -> Program[dict[str, str]]:
+    """Tag -> the manifest it points at now, for the tags that point elsewhere."""
+    moved: dict[str, str] = {}
+    for tag in tags:
+        points = yield tag_queries.MOVES(
+            repository_id=repository_id, tag=tag, manifest_id=manifest_id
+        )
+        if points:
+            moved[tag] = points[0][0]
+    return moved
+
+
+def _tags_set(
+    repository_id: int,
+    tags: list[str],
+    manifest_id: int,
+    policy: Policy | None,
+    digest: Digest,
+) -> Program[None]:
+    """Point the tags at the manifest; an immutable one only if it points nowhere yet."""
+    for tag in tags:
+        row = {"repository_id": repository_id, "tag": tag, "manifest_id": manifest_id}
+        if policy is not None and policy.immutable_rule(tag):
+            yield tag_queries.ADD(**row)
+            current = yield tag_queries.TARGET(repository_id=repository_id, tag=tag)
+            if current[0][0] != manifest_id:
+                refuse_immutable(policy, [tag], f"moved to {digest}")
+        else:
+            yield tag_queries.SET(**row)
 
 
 def _namespace_made(namespace: str, repository: str, ctx: context.Context) -> Program[None]:
