@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import Response
 
 from registry.auth.accounts import ROLES, Accounts, deny_unless_owner
 from registry.auth.identity import ROBOT_PREFIX
@@ -18,7 +18,7 @@ from registry.names import check_namespace
 from registry.proxy.counters import COUNTERS
 from registry.requests import registry_of
 from registry.web import urls
-from registry.web.pages import console, field, fields, page
+from registry.web.pages import console, field, fields, page, see
 
 _MAX_ROBOT_DAYS = 36_500
 
@@ -43,10 +43,6 @@ async def _owned(request: Request, session: Session) -> tuple[str, Accounts]:
     return name, accounts
 
 
-def _back(path: str) -> Response:
-    return RedirectResponse(path, status_code=303)
-
-
 @console
 async def namespaces(request: Request, session: Session) -> Response:
     accounts = _accounts(request)
@@ -55,7 +51,7 @@ async def namespaces(request: Request, session: Session) -> Response:
         owner = field(request, "owner") or None
         name = field(request, "name")
         await accounts.add_namespace(name, public=field(request, "public") == "on", owner=owner)
-        return _back(urls.NAMESPACE(namespace=name))
+        return see(urls.NAMESPACE(namespace=name))
     listed = await accounts.list_namespaces()
     if not session.identity.admin:
         readable = await accounts.readable_namespaces(session.identity) or set()
@@ -97,14 +93,14 @@ async def namespace(request: Request, session: Session) -> Response:
 async def set_member(request: Request, session: Session) -> Response:
     name, accounts = await _owned(request, session)
     await accounts.set_member(name, field(request, "user"), field(request, "role"))
-    return _back(urls.NAMESPACE(namespace=name))
+    return see(urls.NAMESPACE(namespace=name))
 
 
 @console
 async def remove_member(request: Request, session: Session) -> Response:
     name, accounts = await _owned(request, session)
     await accounts.remove_member(name, request.path_params["user"])
-    return _back(urls.NAMESPACE(namespace=name))
+    return see(urls.NAMESPACE(namespace=name))
 
 
 @console
@@ -129,7 +125,7 @@ async def remove_robot(request: Request, session: Session) -> Response:
     if not robot.startswith(f"{ROBOT_PREFIX}{name}+"):
         raise Invalid(message=f"{robot!r} is not a robot of {name!r}")
     await accounts.remove_robot(robot)
-    return _back(urls.NAMESPACE(namespace=name))
+    return see(urls.NAMESPACE(namespace=name))
 
 
 @console
@@ -142,7 +138,7 @@ async def users(request: Request, session: Session) -> Response:
             field(request, "password"),
             admin=field(request, "admin") == "on",
         )
-        return _back(urls.USERS())
+        return see(urls.USERS())
     return page("users.html", session=session, users=await accounts.list_users())
 
 
@@ -159,7 +155,7 @@ async def change_user(request: Request, session: Session) -> Response:
         await accounts.remove_user(user)
     else:
         await accounts.set_user(user, admin=None, disabled=action == "disable")
-    return _back(urls.USERS())
+    return see(urls.USERS())
 
 
 @console

@@ -59,6 +59,26 @@ def page(template: str, status: int = 200, **context: Any) -> HTMLResponse:
     return HTMLResponse(html, status_code=status, headers=HEADERS)
 
 
+def see(path: str) -> RedirectResponse:
+    """After a form's POST, the page to show next (303: the browser GETs it)."""
+    return RedirectResponse(path, status_code=303)
+
+
+def confirm(
+    session: Session, what: str, back: str, action: str, consequence: str, **more: Any
+) -> HTMLResponse:
+    """The page that asks before a delete: what goes, what follows, Delete or Cancel."""
+    return page(
+        "confirm.html",
+        session=session,
+        what=what,
+        back=back,
+        action=action,
+        consequence=consequence,
+        **more,
+    )
+
+
 def _cookie(response: Response, request: Request, key: str, value: str, age: int) -> None:
     response.set_cookie(
         key,
@@ -115,7 +135,7 @@ def console(handler: Page) -> Callable[[Request], Awaitable[Response]]:
             found = await registry.console.find(request.cookies.get(COOKIE))
             if found is None:
                 target = urlencode({"next": _safe_next(request.url.path)})
-                return RedirectResponse(f"{urls.LOGIN()}?{target}", status_code=303)
+                return see(f"{urls.LOGIN()}?{target}")
             session = found
         context.current().act_as(session.identity.kind, session.identity.name)
         if request.method == "POST":
@@ -159,7 +179,7 @@ async def _repository(request: Request, session: Session, action: str) -> str:
 async def login(request: Request) -> Response:
     registry = registry_of(request)
     if registry.console is None:
-        return RedirectResponse(urls.HOME(), status_code=303)
+        return see(urls.HOME())
     csrf = request.cookies.get(LOGIN_COOKIE)
     if request.method == "GET" or not csrf:
         csrf = secrets.token_urlsafe(32)
@@ -189,7 +209,7 @@ async def login(request: Request) -> Response:
         )
     except (Unauthorized, TooManyRequests) as exc:
         return page("login.html", exc.status, session=None, csrf=csrf, next=target, error=exc.text)
-    done = RedirectResponse(target, status_code=303)
+    done = see(target)
     done.delete_cookie(LOGIN_COOKIE, path=urls.HOME())
     hours = registry.settings.auth.console_session_hours
     _cookie(done, request, COOKIE, secret, int(hours * 3600))
@@ -201,7 +221,7 @@ async def logout(request: Request, session: Session) -> Response:
     registry = registry_of(request)
     if registry.console is not None:
         await registry.console.close(request.cookies.get(COOKIE))
-    answer = RedirectResponse(urls.LOGIN(), status_code=303)
+    answer = see(urls.LOGIN())
     answer.delete_cookie(COOKIE, path=urls.HOME())
     return answer
 
@@ -284,9 +304,8 @@ async def delete_tag(request: Request, session: Session) -> Response:
     if request.method == "GET":
         digest, others = await registry.browse.tag_sharing(name, tag)
         stays = f"under the tags {', '.join(others)}" if others else "untagged"
-        return page(
-            "confirm.html",
-            session=session,
+        return confirm(
+            session,
             what=f"{name}:{tag}",
             back=back,
             action=urls.DELETE_TAG(name=name, tag=tag),
@@ -298,7 +317,7 @@ async def delete_tag(request: Request, session: Session) -> Response:
     if image:
         # Only while it is untagged: a tag pushed since the page was shown keeps it.
         await registry.manifests.delete(name, image, untagged=True)
-    return RedirectResponse(back, status_code=303)
+    return see(back)
 
 
 @console
@@ -308,9 +327,8 @@ async def delete_manifest(request: Request, session: Session) -> Response:
     digest = str(Digest.parse(request.path_params["reference"]))
     back = urls.TAGS(name=name)
     if request.method == "GET":
-        return page(
-            "confirm.html",
-            session=session,
+        return confirm(
+            session,
             what=f"{name}@{digest}",
             back=back,
             action=urls.DELETE_MANIFEST(name=name, reference=digest),
@@ -319,16 +337,15 @@ async def delete_manifest(request: Request, session: Session) -> Response:
             "untagged, until deleted too.",
         )
     await registry_of(request).manifests.delete(name, digest, untagged=True)
-    return RedirectResponse(back, status_code=303)
+    return see(back)
 
 
 @console
 async def delete_repository(request: Request, session: Session) -> Response:
     name = await _repository(request, session, DELETE)
     if request.method == "GET":
-        return page(
-            "confirm.html",
-            session=session,
+        return confirm(
+            session,
             what=f"the repository {name}",
             back=urls.TAGS(name=name),
             action=urls.DELETE_REPOSITORY(name=name),
@@ -336,7 +353,7 @@ async def delete_repository(request: Request, session: Session) -> Response:
             "frees the blobs no other repository uses.",
         )
     await registry_of(request).manifests.delete_repository(name)
-    return RedirectResponse(urls.HOME(), status_code=303)
+    return see(urls.HOME())
 
 
 async def home(request: Request) -> Response:
