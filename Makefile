@@ -11,8 +11,13 @@ run: $(VENV)/.installed
 # The suite runs on TEST_WORKERS processes (pytest-xdist); README.md's "Tests" says how
 # many paid on 2 cores, and how to run one group of tests alone.
 TEST_WORKERS ?= 4
-test: lint system-deps
+# axe-core from the npm registry, for the console's browser tests (tests/e2e/axe.py).
+AXE := .cache/axe/node_modules/axe-core/axe.min.js
+test: lint system-deps $(AXE)
 	$(BIN)/pytest -n $(TEST_WORKERS)
+
+$(AXE):
+	npm install --no-audit --no-fund --prefix .cache/axe axe-core@4.14.1
 
 # Every hot path next to Distribution 2.8 (Debian's docker-registry), with wrk and nginx,
 # our index on SQLite and then on PostgreSQL.

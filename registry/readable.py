@@ -16,6 +16,16 @@ def size(n: int) -> str:
     return f"{value:.1f} TiB"
 
 
+def duration(seconds: float) -> str:
+    """A setting's span of time, as an operator writes it: 90 s, 5 min, 1 hour."""
+    if seconds < 120:
+        return f"{seconds:g} s"
+    if seconds < 3600:
+        return f"{seconds / 60:g} min"
+    hours = seconds / 3600
+    return f"{hours:g} hour{'' if hours == 1 else 's'}"
+
+
 # RFC 3339 as image configs write it: up to nanoseconds, which Python's parser does not
 # take; the digits past microseconds are dropped.
 _RFC3339 = re.compile(r"(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d)(\.\d{1,6})?\d*(Z|[+-]\d\d:\d\d)?$")

@@ -102,15 +102,6 @@ def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat(timespec="seconds") if moment is not None else None
 
 
-def _duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:g} s"
-    if seconds < 3600:
-        return f"{seconds / 60:g} min"
-    hours = seconds / 3600
-    return f"{hours:g} hour{'' if hours == 1 else 's'}"
-
-
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -184,8 +175,9 @@ class GarbageCollector:
         lease = settings.blob_lease_seconds
         lines.append(
             f"{readable.size(leased['bytes'])} in {leased['blobs']} blobs nothing references: "
-            f"kept by their lease, {_duration(lease)} to {_duration(2 * lease)} after the last "
-            "upload, mount or HEAD of each (gc.blob_lease_seconds)"
+            f"kept by their lease, {readable.duration(lease)} to "
+            f"{readable.duration(2 * lease)} after the last upload, mount or HEAD of each "
+            "(gc.blob_lease_seconds)"
             + (f"; the last ends at {readable.when(leased['until'])}." if leased["until"] else ".")
         )
         held = (

@@ -73,23 +73,32 @@ class RetentionService:
             stored = await policy_queries.policies_with_retention(conn)
         outcomes = []
         for row in stored:
-            if namespace is not None and row.namespace != namespace:
-                continue
-            policy = from_stored(row.namespace, row)
-            async with self.db.read() as conn:
-                repositories = await q.repositories_in(conn, row.namespace)
-            for repository_id, name in repositories:
-                outcome = await self._repository(policy, repository_id, name, dry_run)
-                if outcome.tags:
-                    outcomes.append(outcome)
-                    if not dry_run:
-                        log.info(
-                            "retention in %s: deleted %d tags and %d manifests (%d bytes to free)",
-                            name,
-                            len(outcome.tags),
-                            len(outcome.manifests),
-                            outcome.bytes_freed,
-                        )
+            if namespace is None or row.namespace == namespace:
+                outcomes += await self._namespace(from_stored(row.namespace, row), dry_run)
+        if not dry_run:
+            for outcome in outcomes:
+                log.info(
+                    "retention in %s: deleted %d tags and %d manifests (%d bytes to free)",
+                    outcome.repository,
+                    len(outcome.tags),
+                    len(outcome.manifests),
+                    outcome.bytes_freed,
+                )
+        return outcomes
+
+    async def preview(self, policy: Policy) -> list[Outcome]:
+        """What `policy` (saved or not) would delete in its namespace now: the same
+        transactions as a run, rolled back."""
+        return await self._namespace(policy, dry_run=True) if policy.retention else []
+
+    async def _namespace(self, policy: Policy, dry_run: bool) -> list[Outcome]:
+        async with self.db.read() as conn:
+            repositories = await q.repositories_in(conn, policy.namespace)
+        outcomes = []
+        for repository_id, name in repositories:
+            outcome = await self._repository(policy, repository_id, name, dry_run)
+            if outcome.tags:
+                outcomes.append(outcome)
         return outcomes
 
     async def _repository(

@@ -30,12 +30,12 @@ def _accounts(request: Request) -> Accounts:
     return auth.accounts
 
 
-def _admin(session: Session) -> None:
+def admins_only(session: Session) -> None:
     if not session.identity.admin:
         raise Denied(message="only an admin may do this")
 
 
-async def _owned(request: Request, session: Session) -> tuple[str, Accounts]:
+async def owned_namespace(request: Request, session: Session) -> tuple[str, Accounts]:
     """The namespace of the path, if the caller owns it (or is an admin)."""
     name = check_namespace(request.path_params["namespace"])
     accounts = _accounts(request)
@@ -47,7 +47,7 @@ async def _owned(request: Request, session: Session) -> tuple[str, Accounts]:
 async def namespaces(request: Request, session: Session) -> Response:
     accounts = _accounts(request)
     if request.method == "POST":
-        _admin(session)
+        admins_only(session)
         owner = field(request, "owner") or None
         name = field(request, "name")
         await accounts.add_namespace(name, public=field(request, "public") == "on", owner=owner)
@@ -85,20 +85,20 @@ async def _namespace_page(
 
 @console
 async def namespace(request: Request, session: Session) -> Response:
-    name, _ = await _owned(request, session)
+    name, _ = await owned_namespace(request, session)
     return await _namespace_page(request, session, name)
 
 
 @console
 async def set_member(request: Request, session: Session) -> Response:
-    name, accounts = await _owned(request, session)
+    name, accounts = await owned_namespace(request, session)
     await accounts.set_member(name, field(request, "user"), field(request, "role"))
     return see(urls.NAMESPACE(namespace=name))
 
 
 @console
 async def remove_member(request: Request, session: Session) -> Response:
-    name, accounts = await _owned(request, session)
+    name, accounts = await owned_namespace(request, session)
     await accounts.remove_member(name, request.path_params["user"])
     return see(urls.NAMESPACE(namespace=name))
 
@@ -106,7 +106,7 @@ async def remove_member(request: Request, session: Session) -> Response:
 @console
 async def add_robot(request: Request, session: Session) -> Response:
     """The robot's secret is on the page this answers, and nowhere ever again."""
-    name, accounts = await _owned(request, session)
+    name, accounts = await owned_namespace(request, session)
     days_text = field(request, "expires_days")
     expires = None
     if days_text:
@@ -120,7 +120,7 @@ async def add_robot(request: Request, session: Session) -> Response:
 
 @console
 async def remove_robot(request: Request, session: Session) -> Response:
-    name, accounts = await _owned(request, session)
+    name, accounts = await owned_namespace(request, session)
     robot = request.path_params["robot"]
     if not robot.startswith(f"{ROBOT_PREFIX}{name}+"):
         raise Invalid(message=f"{robot!r} is not a robot of {name!r}")
@@ -130,7 +130,7 @@ async def remove_robot(request: Request, session: Session) -> Response:
 
 @console
 async def users(request: Request, session: Session) -> Response:
-    _admin(session)
+    admins_only(session)
     accounts = _accounts(request)
     if request.method == "POST":
         await accounts.add_user(
@@ -144,7 +144,7 @@ async def users(request: Request, session: Session) -> Response:
 
 @console
 async def change_user(request: Request, session: Session) -> Response:
-    _admin(session)
+    admins_only(session)
     accounts = _accounts(request)
     user, action = request.path_params["user"], request.path_params["action"]
     if action not in ("disable", "enable", "remove"):
@@ -161,7 +161,7 @@ async def change_user(request: Request, session: Session) -> Response:
 @console
 async def status(request: Request, session: Session) -> Response:
     """Storage use, garbage collection and the mirror, for admins."""
-    _admin(session)
+    admins_only(session)
     registry = registry_of(request)
     mirror = None
     if registry.mirror is not None:

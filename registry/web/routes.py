@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from registry.web import manage, pages, urls
+from registry.web import manage, pages, settings, urls
 
 _READ, _FORM, _POST = ["GET"], ["GET", "POST"], ["POST"]
 
@@ -24,6 +24,8 @@ ROUTES = [
     Route(urls.NAMESPACE.template, manage.namespace, methods=_READ),
     Route(urls.MEMBERS.template, manage.set_member, methods=_POST),
     Route(urls.REMOVE_MEMBER.template, manage.remove_member, methods=_POST),
+    Route(urls.SETTINGS.template, settings.settings, methods=_READ),
+    Route(urls.SETTINGS_PART.template, settings.change, methods=_POST),
     Route(urls.ROBOTS.template, manage.add_robot, methods=_POST),
     Route(urls.REMOVE_ROBOT.template, manage.remove_robot, methods=_POST),
     Route(urls.USERS.template, manage.users, methods=_FORM),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Callable
 
 import httpx
@@ -11,8 +12,11 @@ from starlette.applications import Starlette
 from registry.app import create_app
 from registry.auth.accounts import Accounts
 from registry.config import Settings
+from tests.helpers import basic, push_image
 
 PASSWORD = "correct horse battery"
+# Text an attacker may write (a label, an annotation): pages show it as text.
+EVIL = "<script>alert(1)</script>"
 
 
 @pytest.fixture
@@ -40,3 +44,23 @@ async def anon(auth_app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=auth_app, client=("10.0.0.1", 40000))
     async with httpx.AsyncClient(transport=transport, base_url="http://registry.test") as c:
         yield c
+
+
+@pytest.fixture
+async def web(auth_app: Starlette, accounts: Accounts) -> httpx.AsyncClient:
+    """A console client from 10.0.0.9, not logged in: admin root, alice owning team
+    (with team/app:v1 whose labels and annotations are EVIL), eve, and alice/own:v1."""
+    await accounts.add_user("root", PASSWORD, admin=True)
+    await accounts.add_user("alice", PASSWORD)
+    await accounts.add_user("eve", PASSWORD)
+    await accounts.add_namespace("team", public=False, owner="alice")
+    transport = httpx.ASGITransport(app=auth_app, client=("10.0.0.9", 5000))
+    client = httpx.AsyncClient(transport=transport, base_url="http://registry.test")
+    client.headers.update(basic("root", PASSWORD))
+    config = json.dumps(
+        {"os": "linux", "architecture": "amd64", "config": {"Labels": {"title": EVIL}}}
+    ).encode()
+    await push_image(client, "team/app", "v1", config=config, extra={"annotations": {"note": EVIL}})
+    await push_image(client, "alice/own", "v1")
+    del client.headers["authorization"]
+    return client

@@ -4,7 +4,6 @@ real browser: tests/e2e/test_console_browser.py."""
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import timedelta
 from urllib.parse import urlencode
@@ -16,43 +15,10 @@ from starlette.applications import Starlette
 from registry.auth.accounts import Accounts
 from registry.metadata.models import now
 from tests.api.conftest import PASSWORD
+from tests.api.console import EVIL, csrf_of, log_in
 from tests.helpers import basic, push_image
 
 pytestmark = pytest.mark.anyio
-
-EVIL = "<script>alert(1)</script>"
-
-
-@pytest.fixture
-async def web(auth_app: Starlette, accounts: Accounts) -> httpx.AsyncClient:
-    await accounts.add_user("root", PASSWORD, admin=True)
-    await accounts.add_user("alice", PASSWORD)
-    await accounts.add_user("eve", PASSWORD)
-    await accounts.add_namespace("team", public=False, owner="alice")
-    transport = httpx.ASGITransport(app=auth_app, client=("10.0.0.9", 5000))
-    client = httpx.AsyncClient(transport=transport, base_url="http://registry.test")
-    client.headers.update(basic("root", PASSWORD))
-    config = json.dumps(
-        {"os": "linux", "architecture": "amd64", "config": {"Labels": {"title": EVIL}}}
-    ).encode()
-    await push_image(client, "team/app", "v1", config=config, extra={"annotations": {"note": EVIL}})
-    await push_image(client, "alice/own", "v1")
-    del client.headers["authorization"]
-    return client
-
-
-def _csrf(html: str) -> str:
-    found = re.search(r'name="csrf" value="([^"]+)"', html)
-    assert found, html
-    return found[1]
-
-
-async def log_in(web: httpx.AsyncClient, user: str, next_: str = "/ui/") -> httpx.Response:
-    form = await web.get("/ui/login", params={"next": next_})
-    return await web.post(
-        "/ui/login",
-        data={"username": user, "password": PASSWORD, "csrf": _csrf(form.text), "next": next_},
-    )
 
 
 async def test_home_and_login_redirects(web: httpx.AsyncClient) -> None:
@@ -82,21 +48,21 @@ async def test_wrong_password_and_robots_are_refused(
 ) -> None:
     form = await web.get("/ui/login")
     r = await web.post(
-        "/ui/login", data={"username": "alice", "password": "nope", "csrf": _csrf(form.text)}
+        "/ui/login", data={"username": "alice", "password": "nope", "csrf": csrf_of(form.text)}
     )
     assert r.status_code == 401 and "incorrect username or password" in r.text
     assert "registry_session" not in r.headers.get("set-cookie", "")
     secret = await accounts.add_robot("team+ci", {"team": ["pull"]}, None)
     r = await web.post(
         "/ui/login",
-        data={"username": "robot$team+ci", "password": secret, "csrf": _csrf(form.text)},
+        data={"username": "robot$team+ci", "password": secret, "csrf": csrf_of(form.text)},
     )
     assert r.status_code == 401 and "robot" in r.text
 
 
 async def test_login_needs_its_csrf_cookie(web: httpx.AsyncClient) -> None:
     form = await web.get("/ui/login")
-    token = _csrf(form.text)
+    token = csrf_of(form.text)
     web.cookies.clear()  # a form posted from another site carries no cookie of ours
     r = await web.post("/ui/login", data={"username": "alice", "password": PASSWORD, "csrf": token})
     assert r.status_code == 200 and "registry_session" not in r.headers.get("set-cookie", "")
@@ -125,7 +91,7 @@ async def test_forms_without_the_token_are_refused(web: httpx.AsyncClient) -> No
     assert r.status_code == 403
     confirm = await web.get("/ui/r/team/app/-/tags/v1/delete")
     assert "Delete team/app:v1?" in confirm.text
-    r = await web.post("/ui/r/team/app/-/tags/v1/delete", data={"csrf": _csrf(confirm.text)})
+    r = await web.post("/ui/r/team/app/-/tags/v1/delete", data={"csrf": csrf_of(confirm.text)})
     assert r.status_code == 303 and r.headers["location"] == "/ui/r/team/app/-/tags"
     # (Not "v1" anywhere below the table: the page's CSRF token once held those letters.)
     assert "/ui/r/team/app/-/tags/v1/delete" not in (await web.get("/ui/r/team/app/-/tags")).text
@@ -143,7 +109,7 @@ async def test_a_user_cannot_reach_another_namespace_by_url(web: httpx.AsyncClie
     ):
         r = await web.get(path)
         assert r.status_code == 403, path
-    confirm_token = _csrf(listing.text)  # eve's own token: still no right to delete
+    confirm_token = csrf_of(listing.text)  # eve's own token: still no right to delete
     r = await web.post("/ui/r/team/app/-/tags/v1/delete", data={"csrf": confirm_token})
     assert r.status_code == 403
 
@@ -170,7 +136,7 @@ async def test_logout_ends_the_session(web: httpx.AsyncClient) -> None:
     await log_in(web, "alice")
     page = await web.get("/ui/")
     secret = web.cookies.get("registry_session")
-    r = await web.post("/ui/logout", data={"csrf": _csrf(page.text)})
+    r = await web.post("/ui/logout", data={"csrf": csrf_of(page.text)})
     assert r.status_code == 303 and r.headers["location"] == "/ui/login"
     web.cookies.set("registry_session", secret or "", path="/ui/")
     assert (await web.get("/ui/")).status_code == 303
@@ -188,7 +154,7 @@ async def test_an_open_registry_needs_no_login(client: httpx.AsyncClient) -> Non
     page = await client.get("/ui/")
     assert page.status_code == 200 and "team/app" in page.text
     confirm = await client.get("/ui/r/team/app/-/tags/v1/delete")
-    r = await client.post("/ui/r/team/app/-/tags/v1/delete", data={"csrf": _csrf(confirm.text)})
+    r = await client.post("/ui/r/team/app/-/tags/v1/delete", data={"csrf": csrf_of(confirm.text)})
     assert r.status_code == 303
     r = await client.post("/ui/r/team/app/-/tags/v1/delete", data={"csrf": "forged"})
     assert r.status_code == 403
@@ -200,7 +166,7 @@ async def test_an_owner_manages_members_and_robots(
     await log_in(web, "alice")
     page = await web.get("/ui/namespaces/team")
     assert page.status_code == 200 and "Namespace team" in page.text
-    token = _csrf(page.text)
+    token = csrf_of(page.text)
     r = await web.post(
         "/ui/namespaces/team/members", data={"csrf": token, "user": "eve", "role": "developer"}
     )
@@ -239,7 +205,7 @@ async def test_others_cannot_manage_a_namespace(web: httpx.AsyncClient, accounts
     await accounts.set_member("team", "eve", "maintainer")
     await log_in(web, "eve")
     assert (await web.get("/ui/namespaces/team")).status_code == 403
-    token = _csrf((await web.get("/ui/")).text)
+    token = csrf_of((await web.get("/ui/")).text)
     r = await web.post(
         "/ui/namespaces/team/members", data={"csrf": token, "user": "eve", "role": "owner"}
     )
@@ -272,7 +238,7 @@ async def test_an_admin_manages_users_and_namespaces(
     await log_in(web, "root")
     page = await web.get("/ui/users")
     assert page.status_code == 200 and "alice" in page.text
-    token = _csrf(page.text)
+    token = csrf_of(page.text)
     r = await web.post(
         "/ui/users", data={"csrf": token, "name": "carol", "password": "carols password"}
     )
@@ -299,11 +265,11 @@ async def test_delete_a_repository_after_confirming(web: httpx.AsyncClient) -> N
     await log_in(web, "alice")
     confirm = await web.get("/ui/r/team/app/-/delete")
     assert "Delete the repository team/app?" in confirm.text
-    r = await web.post("/ui/r/team/app/-/delete", data={"csrf": _csrf(confirm.text)})
+    r = await web.post("/ui/r/team/app/-/delete", data={"csrf": csrf_of(confirm.text)})
     assert r.status_code == 303 and r.headers["location"] == "/ui/"
     assert "team/app" not in (await web.get("/ui/")).text
     web.cookies.clear()
     await log_in(web, "eve")
-    token = _csrf((await web.get("/ui/")).text)
+    token = csrf_of((await web.get("/ui/")).text)
     r = await web.post("/ui/r/alice/own/-/delete", data={"csrf": token})
     assert r.status_code == 403

@@ -20,7 +20,7 @@ from registry.config import Settings
 from registry.mediatypes import OCI_INDEX, OCI_MANIFEST
 from registry.metadata.models import now
 from tests.api.conftest import PASSWORD
-from tests.api.test_console import _csrf, log_in, web  # noqa: F401 (a fixture)
+from tests.api.console import csrf_of, log_in
 from tests.api.test_referrers import EMPTY_CONFIG, push_artifact
 from tests.helpers import assert_error, basic, index_of, push_image, put_manifest
 
@@ -176,7 +176,7 @@ async def as_root(browser: httpx.AsyncClient, call: Any) -> Any:
 
 
 async def test_the_console_deletes_a_tag_with_its_image_when_no_other_tag_has_it(
-    web: httpx.AsyncClient,  # noqa: F811
+    web: httpx.AsyncClient,
 ) -> None:
     await log_in(web, "root")
     v2, v2_body = await as_root(web, push_image(web, "team/app", "v2", layers=[b"v2"]))
@@ -193,7 +193,7 @@ async def test_the_console_deletes_a_tag_with_its_image_when_no_other_tag_has_it
     assert 'name="image"' not in other.text and "stays under the tags also-v2" in other.text
 
     r = await web.post(
-        "/ui/r/team/app/-/tags/v1/delete", data={"csrf": _csrf(form.text), "image": v1}
+        "/ui/r/team/app/-/tags/v1/delete", data={"csrf": csrf_of(form.text), "image": v1}
     )
     assert r.status_code == 303
     assert (await as_root(web, web.head(f"/v2/team/app/manifests/{v1}"))).status_code == 404
@@ -202,14 +202,14 @@ async def test_the_console_deletes_a_tag_with_its_image_when_no_other_tag_has_it
 
     # Without the tick, the image stays, listed as untagged, and is deleted from there.
     form = await web.get("/ui/r/team/app/-/tags/v2/delete")
-    await web.post("/ui/r/team/app/-/tags/v2/delete", data={"csrf": _csrf(form.text)})
-    await web.post("/ui/r/team/app/-/tags/also-v2/delete", data={"csrf": _csrf(form.text)})
+    await web.post("/ui/r/team/app/-/tags/v2/delete", data={"csrf": csrf_of(form.text)})
+    await web.post("/ui/r/team/app/-/tags/also-v2/delete", data={"csrf": csrf_of(form.text)})
     page = (await web.get("/ui/r/team/app/-/tags")).text
     assert "Untagged manifests" in page and f"/ui/r/team/app/-/manifests/{v2}/delete" in page
     confirm = await web.get(f"/ui/r/team/app/-/manifests/{v2}/delete")
     assert confirm.status_code == 200 and "Its referrers" in confirm.text
     r = await web.post(
-        f"/ui/r/team/app/-/manifests/{v2}/delete", data={"csrf": _csrf(confirm.text)}
+        f"/ui/r/team/app/-/manifests/{v2}/delete", data={"csrf": csrf_of(confirm.text)}
     )
     assert r.status_code == 303
     page = (await web.get("/ui/r/team/app/-/tags")).text
@@ -218,7 +218,7 @@ async def test_the_console_deletes_a_tag_with_its_image_when_no_other_tag_has_it
 
 
 async def test_an_image_tagged_again_since_the_page_was_shown_stays(
-    web: httpx.AsyncClient,  # noqa: F811
+    web: httpx.AsyncClient,
 ) -> None:
     await log_in(web, "root")
     v1, body = await as_root(web, push_image(web, "team/app", "v1", layers=[b"v1"]))
@@ -226,7 +226,7 @@ async def test_an_image_tagged_again_since_the_page_was_shown_stays(
     assert f'name="image" value="{v1}"' in form.text
     await as_root(web, put_manifest(web, "team/app", "pinned", body, OCI_MANIFEST))  # meanwhile
     r = await web.post(
-        "/ui/r/team/app/-/tags/v1/delete", data={"csrf": _csrf(form.text), "image": v1}
+        "/ui/r/team/app/-/tags/v1/delete", data={"csrf": csrf_of(form.text), "image": v1}
     )
     assert r.status_code == 409
     assert f"{v1} is tagged again (pinned) since it was shown untagged: it stays" in r.text

@@ -17,6 +17,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from tests.e2e.axe import assert_accessible
 from tests.e2e.conftest import RegistryProcess
 from tests.peers.tools import need
 
@@ -259,6 +260,90 @@ def test_untagged_images_are_listed_deleted_and_explained(
     page.goto("/ui/")
     expect(page.get_by_role("link", name="team/app")).to_be_visible()
     expect(page.get_by_role("link", name="team/tools")).to_have_count(0)
+    context.close()
+
+
+def test_namespace_settings_preview_retention_before_saving_it(
+    browser: Browser, server: RegistryProcess
+) -> None:
+    server.cli("namespace", "add", "qa", "--owner", "root")
+    for tag in ("a1", "b1", "c1"):
+        push(server.url, "qa/app", tag)
+    context = browser.new_context(base_url=server.url)
+    page = context.new_page()
+    log_in(page)
+    page.goto("/ui/namespaces/qa")
+    page.get_by_role("link", name="Settings: visibility, immutable tags, retention, quota").click()
+    expect(page.get_by_role("heading", name="Settings of qa")).to_be_visible()
+    assert_accessible(page)
+
+    page.get_by_label("Patterns, one a line").fill("a*")
+    page.get_by_role("button", name="Save immutable tags").click()
+    expect(page.get_by_role("status")).to_have_text("Immutable tags saved.")
+
+    # The preview: the last pushed stays, the immutable one too; nothing is saved yet.
+    page.get_by_label("Delete tags by these rules").check()
+    page.get_by_label("Keep the last pushed (tags per repository)").fill("1")
+    page.get_by_role("button", name="Preview").click()
+    preview = page.locator("#retention-preview")
+    expect(preview.get_by_role("row", name="qa/app")).to_contain_text("b1")
+    expect(preview).not_to_contain_text("c1")
+    expect(preview).not_to_contain_text("a1")
+    expect(page.get_by_label("Keep the last pushed (tags per repository)")).to_have_value("1")
+    shot(page, "settings-preview")
+    assert_accessible(page)
+    page.get_by_role("button", name="Save retention").click()
+    expect(page.get_by_role("status")).to_have_text("Retention saved.")
+
+    # A mistake is said beside its form, and what was typed stays.
+    page.get_by_label("Keep the last pushed (tags per repository)").fill("many")
+    page.get_by_role("button", name="Save retention").click()
+    expect(page.get_by_role("alert")).to_contain_text("'many' is not a whole number")
+    expect(page.get_by_label("Keep the last pushed (tags per repository)")).to_have_value("many")
+    assert_accessible(page)
+
+    page.get_by_label("Quota (empty: none)").fill("2")
+    page.get_by_label("Unit").select_option("MiB")
+    page.get_by_role("button", name="Save quota").click()
+    expect(page.get_by_text("of 2.0 MiB")).to_be_visible()
+    expect(page.locator("meter#quota-used")).to_have_attribute("max", str(2 * 1024 * 1024))
+    page.get_by_label("Public: anyone, even without an account, may pull").check()
+    page.get_by_role("button", name="Save visibility").click()
+    expect(page.get_by_text("public: anyone may pull")).to_be_visible()
+    shot(page, "settings")
+    context.close()
+
+
+def test_every_console_page_passes_axe_core(browser: Browser, server: RegistryProcess) -> None:
+    """WCAG 2.1 A and AA and axe's best practices: no serious or critical violation on
+    any page, logged out or in, on a desktop and a phone."""
+    context = browser.new_context(base_url=server.url)
+    page = context.new_page()
+    page.goto("/ui/login")
+    assert_accessible(page)
+    log_in(page)
+    digest = httpx.get(
+        f"{server.url}/v2/team/app/manifests/v2",
+        auth=("root", PASSWORD),
+        headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
+    ).headers["docker-content-digest"]
+    pages = [
+        "/ui/",
+        "/ui/r/team/app/-/tags",
+        f"/ui/r/team/app/-/manifests/{digest}",
+        "/ui/r/team/app/-/tags/v2/delete",
+        "/ui/namespaces",
+        "/ui/namespaces/team",
+        "/ui/namespaces/team/settings",
+        "/ui/users",
+        "/ui/status",
+        "/ui/no-such-page",
+    ]
+    for width in (1280, 390):
+        page.set_viewport_size({"width": width, "height": 844})
+        for path in pages:
+            page.goto(path)
+            assert_accessible(page)
     context.close()
 
 

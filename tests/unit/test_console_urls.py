@@ -16,6 +16,7 @@ SAMPLES = {
     "user": "ann.lee",
     "robot": "ci",
     "action": "disable",
+    "part": "retention",
     "path": "no/such/page",
 }
 
