@@ -4,6 +4,7 @@ global one (no namespace) is for admins."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 from typing import Any, Literal
 
@@ -94,6 +95,14 @@ class LoggedAttempt(Attempt):
 
 class Queued(Answer):
     queued: int
+
+
+class Tested(Answer):
+    ok: bool = Field(description="the receiver answered 2xx")
+    status: int | None = Field(description="the HTTP status, none if no answer came")
+    seconds: float
+    error: str | None
+    response: str | None = Field(description="the first KiB of the answer")
 
 
 class WebhookQuery(PageQuery):
@@ -308,3 +317,16 @@ async def redeliver_one(request: Request, ident: int, delivery: int, caller: End
 )
 async def redeliver_failed(request: Request, ident: int, caller: Endpoint) -> Queued:
     return Queued(queued=await registry_of(request).webhooks.redeliver(ident, None))
+
+
+@OPERATIONS.operation(
+    "POST",
+    HOOK + "/test",
+    summary="Send a ping event to the webhook now, and say how the receiver answered",
+    access=webhook_access,
+    response=Tested,
+    errors=[404],
+)
+async def test_webhook(request: Request, ident: int, caller: Endpoint) -> Tested:
+    sent = await registry_of(request).webhooks.test(ident)
+    return Tested(ok=sent.ok, **dataclasses.asdict(sent))

@@ -317,6 +317,16 @@ class Webhooks:
             )
         return count
 
+    async def test(self, ident: int) -> Sent:
+        """A `ping` event sent to the endpoint now, outside its queue, signed and shaped as
+        every delivery is: whether the URL, the receiver and its check of the signature
+        work. Its answer, once: not retried, not in the delivery log."""
+        endpoint = await self.get(ident)
+        row = event_queries.event("ping", namespace=endpoint.namespace, detail={"webhook": ident})
+        event = json.loads(row["body"])
+        body, content_type = render(event, endpoint.format)
+        return await self._send(endpoint, "test", event, body, content_type)
+
     async def backlog(self) -> dict[str, int]:
         async with self.db.read() as conn:
             return await q.backlog(conn)
@@ -425,7 +435,7 @@ class Webhooks:
     async def _attempt(self, endpoint: Endpoint, delivery: q.Claimed) -> q.Settled:
         event = json.loads(delivery.body)
         body, content_type = render(event, endpoint.format)
-        sent = await self._send(endpoint, delivery, event, body, content_type)
+        sent = await self._send(endpoint, str(delivery.id), event, body, content_type)
         moment = now()
         give_up = delivery.created_at + timedelta(hours=self.settings.retry_hours)
         delay = min(
@@ -460,7 +470,7 @@ class Webhooks:
     async def _send(
         self,
         endpoint: Endpoint,
-        delivery: q.Claimed,
+        delivery: str,
         event: dict[str, Any],
         body: bytes,
         content_type: str,
@@ -486,7 +496,7 @@ class Webhooks:
             "User-Agent": "registry-webhooks/1",
             "X-Registry-Event": event["action"],
             "X-Registry-Event-Id": event["id"],
-            "X-Registry-Delivery": str(delivery.id),
+            "X-Registry-Delivery": delivery,
             "X-Registry-Timestamp": str(int(time.time())),
             "X-Registry-Signature": signature(endpoint.secret, body),
         }

@@ -391,3 +391,30 @@ async def test_webhook_bodies_and_changes(app: Starlette, client: httpx.AsyncCli
         "webhook.create",
     ]
     assert changes[2]["detail"] == {"webhook": ident, "enabled": False, "tags": "v*"}
+
+
+async def test_a_test_delivery_pings_the_receiver_now_and_says_how_it_answered(
+    client: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    hook = await add_hook(client, receiver.url, events=["push"])
+    r = await client.post(f"/api/v1/webhooks/{hook['id']}/test")
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert answer["ok"] is True and answer["status"] == 200 and answer["response"] == "ok"
+    assert answer["error"] is None and answer["seconds"] >= 0
+    [ping] = receiver.received
+    assert ping.event["action"] == "ping" and ping.event["detail"] == {"webhook": hook["id"]}
+    assert ping.headers["x-registry-delivery"] == "test"
+    assert ping.signed_with(hook["secret"])
+    # Not queued, not logged: the deliveries are the events'.
+    r = await client.get(f"/api/v1/webhooks/{hook['id']}/deliveries")
+    assert r.json()["deliveries"] == []
+
+    receiver.answer = lambda n: 503
+    answer = (await client.post(f"/api/v1/webhooks/{hook['id']}/test")).json()
+    assert answer["ok"] is False and answer["status"] == 503
+    r = await client.patch(f"/api/v1/webhooks/{hook['id']}", json={"url": "http://127.0.0.1:9/"})
+    assert r.status_code == 200, r.text  # nothing listens there
+    answer = (await client.post(f"/api/v1/webhooks/{hook['id']}/test")).json()
+    assert answer["ok"] is False and answer["status"] is None and answer["error"]
+    assert_error(await client.post("/api/v1/webhooks/999999/test"), 404, "NOT_FOUND")
