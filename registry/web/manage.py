@@ -23,7 +23,7 @@ from registry.web.pages import console, field, fields, page, see
 _MAX_ROBOT_DAYS = 36_500
 
 
-def _accounts(request: Request) -> Accounts:
+def accounts_of(request: Request) -> Accounts:
     auth = registry_of(request).auth
     if auth is None:
         raise RouteUnknown(message="authentication is off in this registry: it has no accounts")
@@ -38,14 +38,14 @@ def admins_only(session: Session) -> None:
 async def owned_namespace(request: Request, session: Session) -> tuple[str, Accounts]:
     """The namespace of the path, if the caller owns it (or is an admin)."""
     name = check_namespace(request.path_params["namespace"])
-    accounts = _accounts(request)
+    accounts = accounts_of(request)
     await deny_unless_owner(accounts, session.identity, name)
     return name, accounts
 
 
 @console
 async def namespaces(request: Request, session: Session) -> Response:
-    accounts = _accounts(request)
+    accounts = accounts_of(request)
     if request.method == "POST":
         admins_only(session)
         owner = field(request, "owner") or None
@@ -62,7 +62,7 @@ async def namespaces(request: Request, session: Session) -> Response:
 async def _namespace_page(
     request: Request, session: Session, namespace: str, secret: tuple[str, str] | None = None
 ) -> Response:
-    accounts = _accounts(request)
+    accounts = accounts_of(request)
     registry = registry_of(request)
     robots = [
         r
@@ -131,7 +131,7 @@ async def remove_robot(request: Request, session: Session) -> Response:
 @console
 async def users(request: Request, session: Session) -> Response:
     admins_only(session)
-    accounts = _accounts(request)
+    accounts = accounts_of(request)
     if request.method == "POST":
         await accounts.add_user(
             field(request, "name"),
@@ -145,7 +145,7 @@ async def users(request: Request, session: Session) -> Response:
 @console
 async def change_user(request: Request, session: Session) -> Response:
     admins_only(session)
-    accounts = _accounts(request)
+    accounts = accounts_of(request)
     user, action = request.path_params["user"], request.path_params["action"]
     if action not in ("disable", "enable", "remove"):
         raise Invalid(message=f"no such change of a user: {action[:50]!r}")

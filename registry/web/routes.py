@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from registry.web import manage, pages, settings, urls
+from registry.web import manage, pages, settings, urls, webhooks
 
 _READ, _FORM, _POST = ["GET"], ["GET", "POST"], ["POST"]
 
@@ -28,6 +28,12 @@ ROUTES = [
     Route(urls.SETTINGS_PART.template, settings.change, methods=_POST),
     Route(urls.ROBOTS.template, manage.add_robot, methods=_POST),
     Route(urls.REMOVE_ROBOT.template, manage.remove_robot, methods=_POST),
+    Route(urls.WEBHOOKS.template, webhooks.webhooks, methods=_FORM),
+    Route(urls.WEBHOOK.template, webhooks.webhook, methods=_READ),
+    Route(urls.CHANGE_WEBHOOK.template, webhooks.change, methods=_POST),
+    Route(urls.TEST_WEBHOOK.template, webhooks.test, methods=_POST),
+    Route(urls.REDELIVER.template, webhooks.redeliver, methods=_POST),
+    Route(urls.REMOVE_WEBHOOK.template, webhooks.remove, methods=_FORM),
     Route(urls.USERS.template, manage.users, methods=_FORM),
     Route(urls.CHANGE_USER.template, manage.change_user, methods=_POST),
     Route(urls.STATUS.template, manage.status, methods=_READ),

@@ -19,6 +19,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.e2e.axe import assert_accessible
 from tests.e2e.conftest import RegistryProcess
+from tests.peers.receiver import Receiver
 from tests.peers.tools import need
 
 PASSWORD = "console-admin-password"
@@ -314,6 +315,42 @@ def test_namespace_settings_preview_retention_before_saving_it(
     context.close()
 
 
+def test_a_webhook_is_added_tested_and_watched(browser: Browser, server: RegistryProcess) -> None:
+    receiver = Receiver()
+    context = browser.new_context(base_url=server.url)
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=server.url)
+    page = context.new_page()
+    try:
+        log_in(page)
+        page.get_by_role("link", name="Webhooks").click()
+        expect(page.get_by_role("heading", name="Webhooks")).to_be_visible()
+        page.get_by_label("Namespace").select_option(label="every namespace (global)")
+        page.get_by_label("URL the events are POSTed to").fill(receiver.url)
+        page.get_by_label("blob").check()
+        page.get_by_role("button", name="Add webhook").click()
+        secret = page.locator("#webhook-secret").inner_text()
+        assert_accessible(page)  # before the copy button says "Copied" for a moment
+        page.get_by_role("button", name="Copy the webhook's secret").click()
+        assert page.evaluate("navigator.clipboard.readText()") == secret
+        page.get_by_role("link", name=receiver.url).click()
+        page.get_by_role("button", name="Send a test delivery").click()
+        expect(page.locator("#test-result")).to_contain_text("The receiver answered 200")
+        assert receiver.received[0].signed_with(secret)
+        push(server.url, "team/hooked", "v1")  # two blobs and a manifest
+        for _ in range(100):
+            page.reload()
+            if page.get_by_role("cell", name="delivered", exact=True).count() == 3:
+                break
+            page.wait_for_timeout(100)
+        expect(page.get_by_role("cell", name="delivered", exact=True)).to_have_count(3)
+        expect(page.get_by_role("table", name="The last 3 attempts")).to_be_visible()
+        shot(page, "webhook")
+        assert_accessible(page)
+    finally:
+        context.close()
+        receiver.close()
+
+
 def test_every_console_page_passes_axe_core(browser: Browser, server: RegistryProcess) -> None:
     """WCAG 2.1 A and AA and axe's best practices: no serious or critical violation on
     any page, logged out or in, on a desktop and a phone."""
@@ -335,6 +372,7 @@ def test_every_console_page_passes_axe_core(browser: Browser, server: RegistryPr
         "/ui/namespaces",
         "/ui/namespaces/team",
         "/ui/namespaces/team/settings",
+        "/ui/webhooks",
         "/ui/users",
         "/ui/status",
         "/ui/no-such-page",

@@ -17,6 +17,7 @@ SAMPLES = {
     "robot": "ci",
     "action": "disable",
     "part": "retention",
+    "ident": "7",
     "path": "no/such/page",
 }
 
