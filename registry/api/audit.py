@@ -15,10 +15,9 @@ from starlette.responses import StreamingResponse
 
 from registry.api.access import owned_by_caller
 from registry.api.declare import Answer, Operations, Page, PageQuery, id_key
-from registry.errors import Denied, Invalid
 from registry.paging import fetch
 from registry.requests import registry_of
-from registry.services.audit import AuditFilter
+from registry.services.audit import AuditFilter, audit_filter
 
 OPERATIONS = Operations(tag="events")
 
@@ -59,21 +58,7 @@ class AuditEvent(Answer):
 
 async def _filter(request: Request, query: AuditQuery) -> AuditFilter:
     owned = await owned_by_caller(request, "read the audit log")
-    if owned is not None:
-        if query.namespace is None:
-            raise Denied(message="only admins read the whole audit log: ask for ?namespace=")
-        if query.namespace not in owned:
-            raise Denied(message=f"only owners of {query.namespace!r} read its audit log")
-    if query.since and query.until and query.since >= query.until:
-        raise Invalid(message="since must come before until")
-    return AuditFilter(
-        since=query.since,
-        until=query.until,
-        actor=query.actor,
-        action=query.action,
-        outcome=query.outcome,
-        namespace=query.namespace,
-    )
+    return audit_filter(owned, **query.model_dump(exclude={"n", "last"}))
 
 
 @OPERATIONS.operation(

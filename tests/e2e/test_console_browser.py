@@ -373,6 +373,8 @@ def test_every_console_page_passes_axe_core(browser: Browser, server: RegistryPr
         "/ui/namespaces/team",
         "/ui/namespaces/team/settings",
         "/ui/webhooks",
+        "/ui/audit",
+        "/ui/audit?namespace=team&action=push&outcome=success",
         "/ui/users",
         "/ui/status",
         "/ui/no-such-page",
