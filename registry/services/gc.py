@@ -206,7 +206,10 @@ class GarbageCollector:
         Passes deciding a batch when the hold is taken finish first (metadata/gc.py)."""
         async with self.db.write() as conn:
             await q.hold(conn, until, holder)
-            return await q.held_until(conn, now())
+            held = await q.held_until(conn, now())
+            detail = {"until": _iso(held), "holder": holder}
+            await events.record(conn, "gc.hold" if until else "gc.release", detail=detail)
+            return held
 
     async def queued(self) -> int:
         async with self.db.read() as conn:

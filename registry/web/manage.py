@@ -5,6 +5,7 @@ as /api/v1/ (auth/accounts.deny_unless_owner), so a page refuses what the API re
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -21,6 +22,8 @@ from registry.web import urls
 from registry.web.pages import console, field, fields, page, see
 
 _MAX_ROBOT_DAYS = 36_500
+# A hold longer than a week is forgotten, not a backup.
+MAX_HOLD_HOURS = 168
 
 
 def accounts_of(request: Request) -> Accounts:
@@ -162,6 +165,10 @@ async def change_user(request: Request, session: Session) -> Response:
 async def status(request: Request, session: Session) -> Response:
     """Storage use, garbage collection and the mirror, for admins."""
     admins_only(session)
+    return await _status_page(request, session)
+
+
+async def _status_page(request: Request, session: Session, **shown: Any) -> Response:
     registry = registry_of(request)
     mirror = None
     if registry.mirror is not None:
@@ -179,4 +186,35 @@ async def status(request: Request, session: Session) -> Response:
         gc=gc,
         waiting=registry.gc.explain(gc["waiting"]),
         mirror=mirror,
+        max_hold_hours=MAX_HOLD_HOURS,
+        **{"ran": None, "failed": None, **shown},
     )
+
+
+@console
+async def hold(request: Request, session: Session) -> Response:
+    """Hold garbage collection's deletions for some hours (a backup), or release them."""
+    admins_only(session)
+    until = None
+    if field(request, "action") != "release":
+        text = field(request, "hours").strip()
+        try:
+            hours = float(text)
+        except ValueError:
+            hours = -1
+        if not 0 < hours <= MAX_HOLD_HOURS:
+            failed = f"Hold for: a number of hours above 0 and up to {MAX_HOLD_HOURS}"
+            return await _status_page(request, session, failed=failed)
+        until = datetime.now(UTC) + timedelta(hours=hours)
+    holder = f"console:{session.identity.name}"
+    await registry_of(request).gc.hold(until, holder)
+    return see(f"{urls.STATUS()}#collection")
+
+
+@console
+async def collect(request: Request, session: Session) -> Response:
+    """One pass now, in this request (as every replica's worker runs them: they may
+    overlap, each batch's rows locked by one), and what it did."""
+    admins_only(session)
+    done = await registry_of(request).gc.collect(f"console:{session.identity.name}")
+    return await _status_page(request, session, ran=done)

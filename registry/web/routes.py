@@ -39,6 +39,8 @@ ROUTES = [
     Route(urls.USERS.template, manage.users, methods=_FORM),
     Route(urls.CHANGE_USER.template, manage.change_user, methods=_POST),
     Route(urls.STATUS.template, manage.status, methods=_READ),
+    Route(urls.HOLD.template, manage.hold, methods=_POST),
+    Route(urls.COLLECT.template, manage.collect, methods=_POST),
     Mount(urls.STATIC.template, StaticFiles(directory=pages.HERE / "static"), name="static"),
     Route(urls.OTHER.template, pages.not_found, methods=_READ),
 ]
