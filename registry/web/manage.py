@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -142,7 +143,9 @@ async def users(request: Request, session: Session) -> Response:
             admin=field(request, "admin") == "on",
         )
         return see(urls.USERS())
-    return page("users.html", session=session, users=await accounts.list_users())
+    reset = request.query_params.get("reset")
+    listed = await accounts.list_users()
+    return page("users.html", session=session, users=listed, reset=reset)
 
 
 @console
@@ -150,10 +153,14 @@ async def change_user(request: Request, session: Session) -> Response:
     admins_only(session)
     accounts = accounts_of(request)
     user, action = request.path_params["user"], request.path_params["action"]
-    if action not in ("disable", "enable", "remove"):
+    if action not in ("disable", "enable", "remove", "password"):
         raise Invalid(message=f"no such change of a user: {action[:50]!r}")
     if user == session.identity.name:
-        raise Invalid(message="you cannot disable or remove yourself here")
+        raise Invalid(message="you change your own account on its page (Account), not here")
+    if action == "password":
+        # A reset: their sessions end (auth/sessions.py); the admin tells them the password.
+        await accounts.set_password(user, field(request, "password"))
+        return see(f"{urls.USERS()}?reset={quote(user)}")
     if action == "remove":
         await accounts.remove_user(user)
     else:

@@ -189,6 +189,7 @@ async def login(request: Request) -> Response:
             csrf=csrf,
             error=None,
             next=_safe_next(request.query_params.get("next")),
+            changed=request.query_params.get("changed") == "1",
         )
         _cookie(answer, request, LOGIN_COOKIE, csrf, 3600)
         return answer

@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from registry.web import audit, manage, pages, settings, urls, webhooks
+from registry.web import account, audit, manage, pages, settings, urls, webhooks
 
 _READ, _FORM, _POST = ["GET"], ["GET", "POST"], ["POST"]
 
@@ -36,6 +36,7 @@ ROUTES = [
     Route(urls.REMOVE_WEBHOOK.template, webhooks.remove, methods=_FORM),
     Route(urls.AUDIT.template, audit.audit, methods=_READ),
     Route(urls.AUDIT_EXPORT.template, audit.export, methods=_READ),
+    Route(urls.ACCOUNT.template, account.account, methods=_FORM),
     Route(urls.USERS.template, manage.users, methods=_FORM),
     Route(urls.CHANGE_USER.template, manage.change_user, methods=_POST),
     Route(urls.STATUS.template, manage.status, methods=_READ),

@@ -374,6 +374,7 @@ def test_every_console_page_passes_axe_core(browser: Browser, server: RegistryPr
         "/ui/namespaces/team/settings",
         "/ui/webhooks",
         "/ui/audit",
+        "/ui/account",
         "/ui/audit?namespace=team&action=push&outcome=success",
         "/ui/users",
         "/ui/status",
