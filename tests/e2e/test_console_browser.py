@@ -351,11 +351,17 @@ def test_a_webhook_is_added_tested_and_watched(browser: Browser, server: Registr
         receiver.close()
 
 
-def test_every_console_page_passes_axe_core(browser: Browser, server: RegistryProcess) -> None:
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_every_console_page_passes_axe_core(
+    browser: Browser, server: RegistryProcess, scheme: str
+) -> None:
     """WCAG 2.1 A and AA and axe's best practices: no serious or critical violation on
-    any page, logged out or in, on a desktop and a phone."""
-    context = browser.new_context(base_url=server.url)
+    any page, logged out or in, on a desktop and a phone, in the light theme and in the
+    dark one the system's setting selects."""
+    context = browser.new_context(base_url=server.url, color_scheme=scheme)
     page = context.new_page()
+    dark = page.evaluate("matchMedia('(prefers-color-scheme: dark)').matches")
+    assert dark == (scheme == "dark")
     page.goto("/ui/login")
     assert_accessible(page)
     log_in(page)
@@ -385,6 +391,44 @@ def test_every_console_page_passes_axe_core(browser: Browser, server: RegistryPr
         for path in pages:
             page.goto(path)
             assert_accessible(page)
+            # Nothing wider than the screen but the tables' regions, which scroll.
+            assert page.evaluate("document.documentElement.scrollWidth") <= width, path
+    if scheme == "dark":
+        background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+        assert background == "rgb(22, 24, 28)", background
+        shot(page, "dark")
+    context.close()
+
+
+def test_the_console_works_from_the_keyboard(browser: Browser, server: RegistryProcess) -> None:
+    """Logging in, skipping to the content, and reaching a tag's copy button, its link
+    and the next page, with the keys only; the focus is always visible."""
+    context = browser.new_context(base_url=server.url)
+    page = context.new_page()
+    page.goto("/ui/login")
+    page.keyboard.type("root")  # the name field has the focus
+    page.keyboard.press("Tab")
+    page.keyboard.type(PASSWORD)
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", name="Repositories")).to_be_visible()
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+    page.keyboard.press("Enter")
+    assert page.url.endswith("#main")
+    seen = []
+    for _ in range(40):
+        page.keyboard.press("Tab")
+        focused = page.evaluate(
+            "[document.activeElement.tagName, document.activeElement.textContent.trim(),"
+            " getComputedStyle(document.activeElement).outlineStyle]"
+        )
+        seen.append(focused)
+        if focused[:2] == ["A", "team/app"]:
+            break
+    assert seen[-1][:2] == ["A", "team/app"], seen
+    assert all(style != "none" for _, _, style in seen), seen  # the ring shows where
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", name="team/app")).to_be_visible()
     context.close()
 
 
