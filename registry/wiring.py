@@ -17,6 +17,7 @@ from registry.services.audit import AuditLog
 from registry.services.blobs import BlobService
 from registry.services.browse import Browse
 from registry.services.check import StorageCheck
+from registry.services.dashboard import Dashboard
 from registry.services.expiry import CacheExpiry
 from registry.services.gc import GarbageCollector, worker_name
 from registry.services.leases import Leases
@@ -68,6 +69,7 @@ class Registry:
         self.webhooks = Webhooks(self.db, settings.webhooks, settings.audit, worker_name())
         self.pulls = Pulls(self.db, self.webhooks, audit_pulls=settings.audit.pulls)
         self.browse = Browse(self.db, self.store)
+        self.dashboard = Dashboard(self.db, self.uploads)
         self.retention = RetentionService(self.db)
         self.gc = GarbageCollector(
             self.db,

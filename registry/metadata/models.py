@@ -3,11 +3,12 @@ tests/unit/test_migrations.py proves the models and the migrations agree."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -379,6 +380,19 @@ class NamespaceUsage(Base):
     __tablename__ = "namespace_usage"
     namespace: Mapped[str] = mapped_column(NAME, primary_key=True)
     bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+
+class DailyActivity(Base):
+    """Per UTC day and namespace, for the console's dashboard (migration 0021): pulls, added
+    by each flush of the pull counts (services/pulls.py), and the bytes stored, as the
+    collection worker's fold of the usage deltas left them that day (metadata/usage.py).
+    Both write the rows in namespace order."""
+
+    __tablename__ = "daily_activity"
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    namespace: Mapped[str] = mapped_column(NAME, primary_key=True)
+    pulls: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    stored_bytes: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class ConsoleSession(Base):

@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from registry import context, readable
 from registry.config import GcSettings
 from registry.digest import Digest
-from registry.metadata import counters, events, usage
+from registry.metadata import activity, counters, events, usage
 from registry.metadata import gc as q
 from registry.metadata.database import Database
 from registry.metadata.models import now
@@ -285,6 +285,7 @@ class GarbageCollector:
                     break
             async with self.db.write() as conn:
                 await usage.fold(conn)
+                await activity.record_stored(conn, now().date())  # the dashboard's day
             if sweep_uploads:
                 done.uploads_ended = await self.uploads.purge(
                     timedelta(hours=self.settings.upload_ttl_hours)

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from registry.digest import is_digest
 from registry.errors import Unavailable
-from registry.metadata import events
+from registry.metadata import activity, events
 from registry.metadata import pulls as q
 from registry.metadata.database import Database
 from registry.metadata.manifests import StoredManifest
@@ -81,9 +81,12 @@ class Pulls:
         if not manifests and not pulled:
             return 0
 
+        by_repository = {ident: count for ident, (count, _) in repositories.items()}
+
         async def write(conn: AsyncConnection) -> None:
             await q.add(conn, RepositoryPulls, repositories)
             await q.add(conn, ManifestPulls, manifests)
+            await activity.add_pulls(conn, now().date(), by_repository)  # the dashboard's
             await events.record_all(conn, pulled)
 
         for attempt in range(3):

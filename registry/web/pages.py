@@ -108,11 +108,11 @@ def fields(request: Request, name: str) -> list[str]:
 
 
 def _safe_next(target: str | None) -> str:
-    """Where to go after login: a console path only, never another site."""
-    home = urls.HOME()
-    if target and target.startswith(home) and "//" not in target and "\\" not in target:
+    """Where to go after login: a console path only, never another site; by default the
+    dashboard (which sends those who own no namespace on to the repositories)."""
+    if target and target.startswith(urls.HOME()) and "//" not in target and "\\" not in target:
         return target
-    return home
+    return urls.DASHBOARD()
 
 
 Page = Callable[[Request, Session], Awaitable[Response]]

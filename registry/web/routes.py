@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from registry.web import account, audit, manage, pages, settings, urls, webhooks
+from registry.web import account, audit, dashboard, manage, pages, settings, urls, webhooks
 
 _READ, _FORM, _POST = ["GET"], ["GET", "POST"], ["POST"]
 
@@ -13,6 +13,7 @@ ROUTES = [
     Route(urls.ROOT.template, pages.home, methods=_READ),
     Route(urls.CONSOLE.template, pages.home, methods=_READ),
     Route(urls.HOME.template, pages.repositories, methods=_READ),
+    Route(urls.DASHBOARD.template, dashboard.dashboard, methods=_READ),
     Route(urls.LOGIN.template, pages.login, methods=_FORM),
     Route(urls.LOGOUT.template, pages.logout, methods=_POST),
     Route(urls.DELETE_TAG.template, pages.delete_tag, methods=_FORM),

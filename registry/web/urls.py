@@ -27,6 +27,7 @@ class Path:
 ROOT = Path("/")
 CONSOLE = Path("/ui")
 HOME = Path("/ui/")  # the repositories
+DASHBOARD = Path("/ui/dashboard")
 LOGIN = Path("/ui/login")
 LOGOUT = Path("/ui/logout")
 TAGS = Path("/ui/r/{name:path}/-/tags")

@@ -26,9 +26,21 @@ def settings(make_settings: Callable[..., Settings], request: pytest.FixtureRequ
     return make_settings(**getattr(request.module, "SETTINGS", {}))
 
 
+# Webhook retries in milliseconds, given up after a third of a second.
+FAST_WEBHOOKS = {
+    "webhooks_backoff_seconds": "0.01",
+    "webhooks_max_backoff_seconds": "0.05",
+    "webhooks_retry_hours": "0.0001",
+}
+
+
 @pytest.fixture
-async def auth_app(make_settings: Callable[..., Settings]) -> AsyncIterator[Starlette]:
-    application = create_app(make_settings(auth_enabled="true", auth_login_attempts="3"))
+async def auth_app(
+    make_settings: Callable[..., Settings], request: pytest.FixtureRequest
+) -> AsyncIterator[Starlette]:
+    """An app with authentication on, and a test module's AUTH_SETTINGS."""
+    extra = getattr(request.module, "AUTH_SETTINGS", {})
+    application = create_app(make_settings(auth_enabled="true", auth_login_attempts="3", **extra))
     yield application
     await application.state.registry.close()
 

@@ -128,7 +128,7 @@ async def test_attacker_text_is_shown_as_text(web: httpx.AsyncClient) -> None:
 async def test_next_never_leads_off_the_console(web: httpx.AsyncClient) -> None:
     for target in ("https://evil.example/", "//evil.example/", "/ui/..//evil", "/\\evil"):
         r = await log_in(web, "alice", target)
-        assert r.headers["location"] == "/ui/", target
+        assert r.headers["location"] == "/ui/dashboard", target
         web.cookies.clear()
 
 

@@ -5,14 +5,10 @@ hold keeps that pass from deleting. Others cannot."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
-from starlette.applications import Starlette
 
-from registry.app import create_app
-from registry.config import Settings
 from tests.api.conftest import PASSWORD
 from tests.api.console import csrf_of, log_in
 from tests.helpers import basic, push_image
@@ -24,11 +20,7 @@ pytestmark = [
 LEASE = 0.2
 
 
-@pytest.fixture
-async def auth_app(make_settings: Callable[..., Settings]) -> AsyncIterator[Starlette]:
-    application = create_app(make_settings(auth_enabled="true", gc_blob_lease_seconds=str(LEASE)))
-    yield application
-    await application.state.registry.close()
+AUTH_SETTINGS = {"gc_blob_lease_seconds": str(LEASE)}
 
 
 async def post(web: httpx.AsyncClient, path: str, **form: str) -> httpx.Response:

@@ -6,16 +6,14 @@ Each change is audited by the same service as the API's."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
 from starlette.applications import Starlette
 
-from registry.app import create_app
 from registry.auth.accounts import Accounts
-from registry.config import Settings
-from tests.api.conftest import PASSWORD
+from tests.api.conftest import FAST_WEBHOOKS, PASSWORD
 from tests.api.console import csrf_of, log_in
 from tests.api.test_webhooks import deliver_all
 from tests.helpers import basic, push_blob
@@ -27,19 +25,8 @@ pytestmark = [
 ]
 
 
-@pytest.fixture
-async def auth_app(make_settings: Callable[..., Settings]) -> AsyncIterator[Starlette]:
-    application = create_app(
-        make_settings(
-            auth_enabled="true",
-            webhooks_allow_private_targets="true",  # the receiver is on 127.0.0.1
-            webhooks_backoff_seconds="0.01",
-            webhooks_max_backoff_seconds="0.05",
-            webhooks_retry_hours="0.0001",
-        )
-    )
-    yield application
-    await application.state.registry.close()
+# The receiver is on 127.0.0.1, where only an admin's webhook may go otherwise.
+AUTH_SETTINGS = {**FAST_WEBHOOKS, "webhooks_allow_private_targets": "true"}
 
 
 @pytest.fixture

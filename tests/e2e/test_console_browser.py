@@ -107,7 +107,7 @@ def shot(page: Page, name: str) -> None:
 
 
 def log_in(page: Page) -> None:
-    page.goto("/ui/login")
+    page.goto("/ui/login?next=/ui/")
     page.get_by_label("User name").fill("root")
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Log in").click()
@@ -371,6 +371,7 @@ def test_every_console_page_passes_axe_core(
         headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
     ).headers["docker-content-digest"]
     pages = [
+        "/ui/dashboard",
         "/ui/",
         "/ui/r/team/app/-/tags",
         f"/ui/r/team/app/-/manifests/{digest}",
@@ -391,6 +392,9 @@ def test_every_console_page_passes_axe_core(
         for path in pages:
             page.goto(path)
             assert_accessible(page)
+            if path == "/ui/dashboard" and width == 1280:
+                expect(page.locator("figure.chart svg")).to_have_count(3)
+                shot(page, f"dashboard-{scheme}")  # README.md's is the light one
             # Nothing wider than the screen but the tables' regions, which scroll.
             assert page.evaluate("document.documentElement.scrollWidth") <= width, path
     if scheme == "dark":
@@ -405,7 +409,7 @@ def test_the_console_works_from_the_keyboard(browser: Browser, server: RegistryP
     and the next page, with the keys only; the focus is always visible."""
     context = browser.new_context(base_url=server.url)
     page = context.new_page()
-    page.goto("/ui/login")
+    page.goto("/ui/login?next=/ui/")
     page.keyboard.type("root")  # the name field has the focus
     page.keyboard.press("Tab")
     page.keyboard.type(PASSWORD)
