@@ -352,6 +352,62 @@ def test_a_webhook_is_added_tested_and_watched(browser: Browser, server: Registr
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
+def log_in_as(page: Page, user: str, password: str) -> None:
+    page.goto("/ui/login")
+    page.get_by_label("User name").fill(user)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Log in").click()
+
+
+def test_an_owner_a_developer_and_a_guest(browser: Browser, server: RegistryProcess) -> None:
+    """An owner lands on their dashboard and manages their namespace's settings, webhooks
+    and audit log; a developer of it is refused those pages with the reason; a guest is
+    sent to log in."""
+    for user in ("olive", "devon"):
+        server.cli("user", "add", user, "--password-stdin", stdin=f"{user}-password\n")
+    server.cli("namespace", "add", "shop", "--owner", "olive")
+    server.cli("member", "set", "shop", "devon", "developer")
+    push(server.url, "shop/cart", "v1")
+    context = browser.new_context(base_url=server.url)
+    page = context.new_page()
+
+    log_in_as(page, "olive", "olive-password")
+    expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
+    expect(page.get_by_text("Your namespaces: olive, shop")).to_be_visible()
+    page.goto("/ui/namespaces/shop/settings")
+    page.get_by_label("Patterns, one a line").fill("v*")
+    page.get_by_role("button", name="Save immutable tags").click()
+    expect(page.get_by_role("status")).to_have_text("Immutable tags saved.")
+    expect(page.get_by_text("An admin sets it.")).to_be_visible()  # the quota
+    page.get_by_role("link", name="Audit").click()
+    page.get_by_label("Namespace").select_option("shop")
+    page.get_by_role("button", name="Show").click()
+    expect(page.get_by_role("cell", name="policy.update").first).to_be_visible()
+    shot(page, "audit-owner")
+    assert_accessible(page)
+    page.get_by_role("link", name="Webhooks").click()
+    expect(page.get_by_label("Namespace")).to_contain_text("shop")
+    expect(page.get_by_label("Namespace")).not_to_contain_text("every namespace")
+    page.get_by_role("button", name="Log out").click()
+
+    log_in_as(page, "devon", "devon-password")
+    for path in ("/ui/namespaces/shop/settings", "/ui/namespaces/shop"):
+        response = page.goto(path)
+        assert response is not None and response.status == 403, path
+        expect(page.get_by_role("alert")).to_contain_text("only an owner of 'shop' or an admin")
+    response = page.goto("/ui/status")
+    assert response is not None and response.status == 403
+    page.goto("/ui/audit?namespace=shop")
+    expect(page.get_by_role("alert")).to_contain_text("only owners of 'shop' read its audit log")
+    page.get_by_role("button", name="Log out").click()
+
+    for path in ("/ui/dashboard", "/ui/webhooks", "/ui/audit", "/ui/account"):
+        page.goto(path)
+        expect(page.get_by_role("heading", name="Log in")).to_be_visible()
+        assert "/ui/login?next=" in page.url, path
+    context.close()
+
+
 def test_every_console_page_passes_axe_core(
     browser: Browser, server: RegistryProcess, scheme: str
 ) -> None:
