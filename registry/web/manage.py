@@ -194,7 +194,7 @@ async def _status_page(request: Request, session: Session, **shown: Any) -> Resp
         waiting=registry.gc.explain(gc["waiting"]),
         mirror=mirror,
         max_hold_hours=MAX_HOLD_HOURS,
-        **{"ran": None, "failed": None, **shown},
+        **{"ran": None, "failed": None, "checked": None, **shown},
     )
 
 
@@ -225,3 +225,13 @@ async def collect(request: Request, session: Session) -> Response:
     admins_only(session)
     done = await registry_of(request).gc.collect(f"console:{session.identity.name}")
     return await _status_page(request, session, ran=done)
+
+
+@console
+async def check(request: Request, session: Session) -> Response:
+    """`registry check` without --repair: the storage walked once against the blobs
+    table, in this request (a large S3 store takes a while: the CLI's is the same), and
+    what it found. Repairs stay with the CLI, where an operator reads the report first."""
+    admins_only(session)
+    report = await registry_of(request).check.run(repair=False)
+    return await _status_page(request, session, checked=report)

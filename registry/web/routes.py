@@ -43,6 +43,7 @@ ROUTES = [
     Route(urls.STATUS.template, manage.status, methods=_READ),
     Route(urls.HOLD.template, manage.hold, methods=_POST),
     Route(urls.COLLECT.template, manage.collect, methods=_POST),
+    Route(urls.CHECK.template, manage.check, methods=_POST),
     Mount(urls.STATIC.template, StaticFiles(directory=pages.HERE / "static"), name="static"),
     Route(urls.OTHER.template, pages.not_found, methods=_READ),
 ]

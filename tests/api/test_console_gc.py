@@ -8,7 +8,9 @@ import asyncio
 
 import httpx
 import pytest
+from starlette.applications import Starlette
 
+from registry.digest import Digest
 from tests.api.conftest import PASSWORD
 from tests.api.console import csrf_of, log_in
 from tests.helpers import basic, push_image
@@ -63,6 +65,21 @@ async def test_others_cannot_hold_or_run(web: httpx.AsyncClient) -> None:
     await log_in(web, "alice")
     page = await web.get("/ui/namespaces/team")
     token = csrf_of(page.text)
-    for path in ("/ui/status/hold", "/ui/status/collect"):
+    for path in ("/ui/status/hold", "/ui/status/collect", "/ui/status/check"):
         r = await web.post(path, data={"csrf": token, "hours": "1"})
         assert r.status_code == 403 and "only an admin may do this" in r.text
+
+
+async def test_an_admin_checks_the_storage_from_the_status_page(
+    web: httpx.AsyncClient, auth_app: Starlette
+) -> None:
+    await log_in(web, "root")
+    r = await post(web, "/ui/status/check")
+    result = r.text.split('id="check-result"')[1].split("</div>")[0]
+    assert "stored blobs against" in result and "no problem." in result
+    orphan = Digest.of(b"bytes nobody knows")
+    await auth_app.state.registry.store.put_bytes(orphan, b"bytes nobody knows")
+    r = await post(web, "/ui/status/check")
+    result = r.text.split('id="check-result"')[1].split("</div>")[0]
+    assert "1 problems" in result and f"bytes-without-row: <code>{orphan}</code>" in result
+    assert await auth_app.state.registry.store.stat(orphan) is not None  # no repair here
