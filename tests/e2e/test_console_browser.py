@@ -351,7 +351,6 @@ def test_a_webhook_is_added_tested_and_watched(browser: Browser, server: Registr
         receiver.close()
 
 
-@pytest.mark.parametrize("scheme", ["light", "dark"])
 def log_in_as(page: Page, user: str, password: str) -> None:
     page.goto("/ui/login")
     page.get_by_label("User name").fill(user)
@@ -408,6 +407,7 @@ def test_an_owner_a_developer_and_a_guest(browser: Browser, server: RegistryProc
     context.close()
 
 
+@pytest.mark.parametrize("scheme", ["light", "dark"])
 def test_every_console_page_passes_axe_core(
     browser: Browser, server: RegistryProcess, scheme: str
 ) -> None:
