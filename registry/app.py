@@ -33,6 +33,8 @@ def create_app(settings: Settings) -> Starlette:
         # the other workers and replicas through the database.
         # Pull counts are flushed from memory by each process.
         metrics.forget_dead_workers()
+        if registry.auth is not None:
+            await registry.auth.configure()
         workers = [
             asyncio.create_task(registry.pulls.run()),
             asyncio.create_task(metrics.publish_forever()),

@@ -116,6 +116,62 @@ class StorageSettings:
 
 
 @dataclass(frozen=True)
+class LdapSettings:
+    # ldap://host:389 or ldaps://host:636; empty: no LDAP logins.
+    url: str = ""
+    # Upgrade ldap:// with StartTLS before anything is sent.
+    start_tls: bool = False
+    # CA certificates (PEM) that sign the directory's certificate; empty: the system's.
+    ca_file: str = ""
+    verify: bool = True
+    # The service account that searches (REGISTRY_AUTH_LDAP_BIND_PASSWORD_FILE for the
+    # password); empty: an anonymous search.
+    bind_dn: str = ""
+    bind_password: str = ""
+    user_base: str = ""
+    # {username} is replaced by the name given, escaped. Leave disabled accounts out here,
+    # e.g. (&(objectClass=inetOrgPerson)(uid={username})(!(pwdAccountLockedTime=*))).
+    user_filter: str = "(&(objectClass=inetOrgPerson)(uid={username}))"
+    username_attribute: str = "uid"
+    # Groups: the values of this attribute of the user's entry (memberOf), or, when
+    # empty, the entries under group_base that group_filter finds ({dn}: the user's DN).
+    group_attribute: str = ""
+    group_base: str = ""
+    group_filter: str = "(&(objectClass=groupOfNames)(member={dn}))"
+    timeout_seconds: float = 5
+    pool_size: int = 4
+
+
+@dataclass(frozen=True)
+class GroupRoleSettings:
+    # ldap (the group's DN) or oidc (a value of the groups claim).
+    source: str = ""
+    group: str = ""
+    # guest, developer, maintainer or owner of `namespace`; or admin, with no namespace.
+    role: str = ""
+    namespace: str = ""
+
+
+@dataclass(frozen=True)
+class OidcSettings:
+    # The provider's issuer URL (its /.well-known/openid-configuration is read); empty:
+    # no OIDC logins.
+    issuer: str = ""
+    client_id: str = ""
+    client_secret: str = ""
+    # The button on the login page: "Log in with <display_name>".
+    display_name: str = "single sign-on"
+    scopes: str = "openid profile email groups"
+    # The claim that names the account here; its value must be a valid user name.
+    username_claim: str = "preferred_username"
+    groups_claim: str = "groups"
+    # This registry's address as the browser sees it (https://registry.example.com), for
+    # the redirect URI <external_url>/ui/oidc/callback; empty: from the request.
+    external_url: str = ""
+    timeout_seconds: float = 10
+
+
+@dataclass(frozen=True)
 class AuthSettings:
     # Off makes an open registry, as Distribution is by default.
     enabled: bool = True
@@ -137,6 +193,14 @@ class AuthSettings:
     login_window_seconds: int = 300
     # How long a login to the web console lasts.
     console_session_hours: float = 12
+    # Who may log in with a password kept here: all local users, or admins only (when
+    # people log in through LDAP or OIDC, local accounts stay for break-glass).
+    local_login: str = "all"
+    ldap: LdapSettings = field(default_factory=LdapSettings)
+    oidc: OidcSettings = field(default_factory=OidcSettings)
+    # Roles that members of a directory's or provider's groups hold, rewritten into the
+    # database at every start (the API adds more).
+    group_roles: tuple[GroupRoleSettings, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -589,6 +653,7 @@ def _validate(s: Settings) -> None:
         untagged_hours=0,
     )
     _at_least("auth", s.auth, token_ttl_seconds=1, refresh_ttl_seconds=1, login_attempts=1)
+    _validate_sources(s.auth)
     _at_least(
         "webhooks",
         s.webhooks,
@@ -682,6 +747,57 @@ def _validate_mirror(mirror: MirrorSettings) -> None:
         max_bytes=0,
         negative_ttl_seconds=0,
     )
+
+
+GROUP_SOURCES = ("ldap", "oidc")
+NAMESPACE_ROLES = ("guest", "developer", "maintainer", "owner")
+
+
+def _validate_sources(auth: AuthSettings) -> None:
+    if auth.local_login not in {"all", "admins"}:
+        raise ConfigError(
+            f"config: auth.local_login: must be all or admins, got {auth.local_login!r}"
+        )
+    ldap = auth.ldap
+    if ldap.url:
+        parts = urlsplit(ldap.url)
+        if parts.scheme not in {"ldap", "ldaps"} or not parts.hostname:
+            raise ConfigError(
+                f"config: auth.ldap.url: expected ldap://host[:port] or ldaps://host[:port], "
+                f"got {ldap.url!r}"
+            )
+        if ldap.start_tls and parts.scheme == "ldaps":
+            raise ConfigError("config: auth.ldap.start_tls: ldaps:// is TLS already")
+        if "{username}" not in ldap.user_filter:
+            raise ConfigError("config: auth.ldap.user_filter: must contain {username}")
+        if not ldap.group_attribute and ldap.group_base and "{dn}" not in ldap.group_filter:
+            raise ConfigError("config: auth.ldap.group_filter: must contain {dn}")
+        _at_least("auth.ldap", ldap, timeout_seconds=0.1, pool_size=1)
+    oidc = auth.oidc
+    if oidc.issuer:
+        if urlsplit(oidc.issuer).scheme not in {"http", "https"}:
+            raise ConfigError(
+                f"config: auth.oidc.issuer: expected an http(s) URL, got {oidc.issuer!r}"
+            )
+        if not oidc.client_id:
+            raise ConfigError("config: auth.oidc.client_id: required with auth.oidc.issuer")
+        _at_least("auth.oidc", oidc, timeout_seconds=0.1)
+    for i, mapping in enumerate(auth.group_roles):
+        key = f"config: auth.group_roles[{i}]"
+        if mapping.source not in GROUP_SOURCES:
+            raise ConfigError(f"{key}.source: must be ldap or oidc, got {mapping.source!r}")
+        if not mapping.group:
+            raise ConfigError(f"{key}.group: required")
+        if mapping.role == "admin":
+            if mapping.namespace:
+                raise ConfigError(f"{key}.namespace: admin is everywhere; leave it out")
+        elif mapping.role not in NAMESPACE_ROLES:
+            raise ConfigError(
+                f"{key}.role: must be one of {', '.join(NAMESPACE_ROLES)} or admin, "
+                f"got {mapping.role!r}"
+            )
+        elif not NAME_COMPONENT.fullmatch(mapping.namespace):
+            raise ConfigError(f"{key}.namespace: a namespace name is needed for {mapping.role}")
 
 
 def _validate_s3(s3: S3Settings) -> None:

@@ -112,4 +112,12 @@ class Registry:
 
 def _auth_service(settings: Settings, db: Database) -> AuthService:
     mirror = settings.mirror if settings.mirror.enabled else None
-    return AuthService(settings.auth, Accounts(db, mirror), authority_from_settings(settings))
+    directory = None
+    if settings.auth.ldap.url:
+        # ldap3 costs a worker 90 ms to import: only where a directory is set up.
+        from registry.auth.ldap import Directory
+
+        directory = Directory(settings.auth.ldap)
+    return AuthService(
+        settings.auth, Accounts(db, mirror), authority_from_settings(settings), directory
+    )

@@ -107,7 +107,7 @@ async def authorize(request: Request, scope: Scope | None) -> None:
         context.current().act_as(kind_of(token.subject), token.subject, token.jti)
         if scope is None or token.allows(scope):
             return
-        identity = await auth.identity(token.subject)
+        identity = await auth.identity(token.subject, token.token_id)
         if identity.anonymous or await auth.permits(identity, scope):
             raise _challenge(request, auth, scope, "the token does not grant this access")
         raise await _refused(auth, identity, scope)
@@ -135,7 +135,7 @@ async def caller_identity(request: Request) -> Identity:
         return caller.identity
     auth = registry_of(request).auth
     assert auth is not None and caller.token is not None
-    return await auth.identity(caller.token.subject)
+    return await auth.identity(caller.token.subject, caller.token.token_id)
 
 
 async def _logged_in(request: Request, who: str) -> Identity | None:

@@ -95,6 +95,26 @@ class Robot(Answer):
     expires_at: datetime | None
 
 
+class Permission(Body):
+    namespace: str = Field(
+        description="a namespace, or a pattern of them (* any characters, ? one): "
+        "`*` is every namespace, `team-*` those starting team-"
+    )
+    actions: list[str] = Field(description="of pull, push, delete")
+
+
+class NewSystemRobot(Body):
+    name: str = Field(description="the robot is named robot$<name>")
+    permissions: list[Permission] = Field(min_length=1, max_length=1000)
+    expires_days: int | None = Field(None, ge=0, le=_MAX_ROBOT_DAYS)
+
+
+class SystemRobot(Answer):
+    name: str
+    permissions: list[Permission]
+    expires_at: datetime | None
+
+
 class RobotCreated(Answer):
     name: str
     secret: str = Field(description="shown this once; store it now")
@@ -106,7 +126,7 @@ class Caller:
     identity: Identity
 
 
-async def _caller(request: Request) -> Caller:
+async def caller_of(request: Request) -> Caller:
     auth = registry_of(request).auth
     if auth is None:
         raise RouteUnknown(message="authentication is off in this registry; no accounts")
@@ -119,7 +139,7 @@ async def _caller(request: Request) -> Caller:
 
 async def admin(request: Request, **_: str) -> Caller:
     """The access of the operations for admins only."""
-    caller = await _caller(request)
+    caller = await caller_of(request)
     if not caller.identity.admin:
         raise Denied(message="only an admin may do this")
     return caller
@@ -127,7 +147,7 @@ async def admin(request: Request, **_: str) -> Caller:
 
 async def owner(request: Request, namespace: str, **_: str) -> Caller:
     """The access of a namespace's operations: its owners, and admins."""
-    caller = await _caller(request)
+    caller = await caller_of(request)
     await deny_unless_owner(caller.accounts, caller.identity, namespace)
     return caller
 
@@ -155,6 +175,8 @@ NAMESPACES = "/api/v1/namespaces"
 NAMESPACE = "/api/v1/namespaces/{namespace}"
 MEMBERS = "/api/v1/namespaces/{namespace}/members"
 MEMBER = "/api/v1/namespaces/{namespace}/members/{user}"
+SYSTEM_ROBOTS = "/api/v1/robots"
+SYSTEM_ROBOT = "/api/v1/robots/{robot}"
 ROBOTS = "/api/v1/namespaces/{namespace}/robots"
 ROBOT = "/api/v1/namespaces/{namespace}/robots/{robot}"
 
@@ -375,4 +397,65 @@ async def add_robot(
 async def remove_robot(request: Request, caller: Caller, namespace: str, robot: str) -> None:
     if not robot.startswith(f"{ROBOT_PREFIX}{namespace}+"):
         raise NotFound(message=f"no robot named {robot!r} in {namespace!r}")
+    await caller.accounts.remove_robot(robot)
+
+
+@OPERATIONS.operation(
+    "GET",
+    SYSTEM_ROBOTS,
+    summary="List every robot, with its permissions in each namespace (admins)",
+    access=admin,
+    response=SystemRobot,
+    query=PageQuery,
+    paged="robots",
+)
+@translated
+async def list_system_robots(
+    request: Request, caller: Caller, query: PageQuery
+) -> Page[SystemRobot]:
+    listed = [
+        SystemRobot(
+            name=r.name,
+            permissions=[Permission(namespace=ns, actions=a) for ns, a in r.grants.items()],
+            expires_at=r.expires_at,
+        )
+        for r in await caller.accounts.list_robots()
+    ]
+    return Page.of(listed, lambda r: r.name, query)
+
+
+@OPERATIONS.operation(
+    "POST",
+    SYSTEM_ROBOTS,
+    summary="Add a robot that acts in several namespaces; its secret is in this answer "
+    "only (admins)",
+    access=admin,
+    response=RobotCreated,
+    status=201,
+    body=NewSystemRobot,
+    errors=[404, 409],
+)
+@translated
+async def add_system_robot(request: Request, caller: Caller, body: NewSystemRobot) -> RobotCreated:
+    """Permissions name namespaces that exist, or patterns, which also cover namespaces
+    made later. A robot's actions in a namespace are those of every entry that names or
+    matches it."""
+    if "+" in body.name:
+        raise Invalid(message="robot names with + belong to a namespace's robots; choose another")
+    grants: dict[str, list[str]] = {}
+    patterns: dict[str, list[str]] = {}
+    for entry in body.permissions:
+        into = patterns if any(c in entry.namespace for c in "*?") else grants
+        into.setdefault(entry.namespace, []).extend(entry.actions)
+    days = body.expires_days
+    expires = datetime.now(UTC) + timedelta(days=days) if days is not None else None
+    secret = await caller.accounts.add_robot(body.name, grants, expires, patterns)
+    return RobotCreated(name=ROBOT_PREFIX + body.name, secret=secret)
+
+
+@OPERATIONS.operation(
+    "DELETE", SYSTEM_ROBOT, summary="Remove any robot (admins)", access=admin, errors=[404]
+)
+@translated
+async def remove_system_robot(request: Request, caller: Caller, robot: str) -> None:
     await caller.accounts.remove_robot(robot)

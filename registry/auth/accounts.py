@@ -11,6 +11,8 @@ Rules:
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,7 +20,7 @@ from datetime import UTC, datetime
 import anyio
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from registry.auth.identity import ROBOT_PREFIX, Identity
+from registry.auth.identity import ROBOT_PREFIX, Identity, Limits
 from registry.auth.passwords import (
     credential_tag,
     hash_password,
@@ -28,10 +30,11 @@ from registry.auth.passwords import (
     verify_password,
 )
 from registry.auth.scopes import DELETE, PULL, PUSH, REPOSITORY_ACTIONS
-from registry.config import MirrorSettings
+from registry.config import GROUP_SOURCES, MirrorSettings
 from registry.errors import Denied
 from registry.metadata import accounts as q
 from registry.metadata import events
+from registry.metadata.accounts import GroupRoleRow as GroupRoleRow
 from registry.metadata.database import Database
 
 # Each password check holds 19 MiB for ~40 ms; a few at once keep memory bounded under a
@@ -52,6 +55,12 @@ MIRRORED = frozenset({PULL})
 # A user name is also a namespace, so it follows the grammar of one name component.
 _USER_NAME = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*")
 _ROBOT_NAME = re.compile(r"[a-z0-9]+(?:[._+-][a-z0-9]+)*")
+# A namespace pattern: a namespace name with * (any run) and ? (one character).
+_PATTERN = re.compile(r"[a-z0-9._*?-]{1,255}")
+_TOKEN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}")
+# A personal access token reads rpat_<id>_<secret>: the id finds its row, the secret
+# proves it. The prefix lets secret scanners (and this code) tell it from a password.
+TOKEN_PREFIX = "rpat_"
 
 
 class AccountError(Exception):
@@ -76,10 +85,34 @@ class AccountUnknown(AccountError):
 
 @dataclass(frozen=True, slots=True)
 class Account:
-    """An authenticated identity and the fingerprint of the credential it proved."""
+    """An authenticated identity, the fingerprint of the credential it proved, and
+    where that credential was checked (local, ldap, oidc, token, robot)."""
 
     identity: Identity
     credential: str
+    source: str = "local"
+    # The user's id at an external source (a DN), for checking it again there.
+    external_id: str | None = None
+
+
+# authenticate()'s answer for a name that is not a local account: another source decides.
+ELSEWHERE = "elsewhere"
+
+
+@dataclass(frozen=True, slots=True)
+class TokenInfo:
+    """A personal access token as its owner sees it (never its secret)."""
+
+    name: str
+    scopes: list[tuple[str, list[str]]]
+    expires_at: datetime | None
+    created_at: datetime
+    last_used_at: datetime | None
+    last_used_from: str | None
+
+
+class LocalLoginRefused(AccountError):
+    """A local account that may not log in here (auth.local_login is admins)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,40 +157,85 @@ class Accounts:
 
     # Authentication
 
-    async def authenticate(self, name: str, secret: str) -> Account | None:
-        """The account if `secret` is its password (users) or secret (robots)."""
+    async def authenticate(
+        self, name: str, secret: str, *, external: bool = False, admins_only: bool = False
+    ) -> Account | str | None:
+        """The account if `secret` is its password (local users), secret (robots) or
+        one of its personal access tokens. With `external` (another source is set up),
+        a name that has no local account answers ELSEWHERE instead of None. With
+        `admins_only`, a local user who is not an admin is refused (LocalLoginRefused)."""
         if name.startswith(ROBOT_PREFIX):
             async with self.db.read() as conn:
                 robot = await q.robot_by_name(conn, name)
             if not secret_matches(secret, robot.secret_digest if robot else None):
                 return None
             return _robot_account(robot)
+        if secret.startswith(TOKEN_PREFIX):
+            return await self._token_login(name, secret)
         async with self.db.read() as conn:
             user = await q.user_by_name(conn, name)
+        if external and (user is None or user.source != "local"):
+            return ELSEWHERE
+        local = user if user is not None and user.source == "local" else None
         # argon2 takes tens of milliseconds of CPU: keep it off the event loop.
         if not await anyio.to_thread.run_sync(
-            verify_password, secret, user.password_hash if user else None, limiter=self._hashing
+            verify_password, secret, local.password_hash if local else None, limiter=self._hashing
         ):
             return None
-        return _user_account(user)
+        if admins_only and local is not None and not local.is_admin:
+            raise LocalLoginRefused(
+                f"{name!r} is a local account, and local logins are for admins only here "
+                "(auth.local_login): log in through the directory or single sign-on"
+            )
+        return _user_account(local)
 
-    async def account(self, name: str) -> Account | None:
-        """The current state of a named account, or None if it is gone, disabled or expired."""
+    async def _token_login(self, name: str, secret: str) -> Account | None:
+        token_id, _, _ = secret.removeprefix(TOKEN_PREFIX).partition("_")
+        if not token_id.isdigit() or len(token_id) > 18:
+            return None
+        async with self.db.read() as conn:
+            token = await q.token_by_id(conn, int(token_id))
+            user = await q.user_by_name(conn, name) if token and token.user == name else None
+        if not secret_matches(secret, token.secret_digest if token else None):
+            return None
+        if token is None or user is None or user.disabled or not _unexpired(token.expires_at):
+            return None
+        identity = Identity(name, "user", limits=_limits(token.scopes), token_id=token.id)
+        return Account(identity, credential_tag(token.secret_digest), "token")
+
+    async def token_used(self, account: Account, address: str) -> None:
+        """Note when and from where a personal access token was last used."""
+        if account.identity.token_id is not None:
+            async with self.db.write() as conn:
+                await q.token_used(conn, account.identity.token_id, address)
+
+    async def account(self, name: str, token_id: int | None = None) -> Account | None:
+        """The current state of a named account (or of its personal access token), or
+        None if it is gone, disabled or expired."""
         async with self.db.read() as conn:
             if name.startswith(ROBOT_PREFIX):
                 return _robot_account(await q.robot_by_name(conn, name))
-            return _user_account(await q.user_by_name(conn, name))
+            user = await q.user_by_name(conn, name)
+            if token_id is None:
+                return _user_account(user)
+            token = await q.token_by_id(conn, token_id)
+        if user is None or user.disabled or token is None or token.user != name:
+            return None
+        if not _unexpired(token.expires_at):
+            return None
+        identity = Identity(name, "user", limits=_limits(token.scopes), token_id=token.id)
+        return Account(identity, credential_tag(token.secret_digest), "token")
 
     # Authorization
 
     async def allowed(self, identity: Identity, namespace: str) -> frozenset[str]:
         """The repository actions `identity` may take in `namespace`."""
         if identity.admin or (self.mirror is not None and self.mirror.mirror_only):
-            return self._actions(identity, None)
+            return self._actions(identity, namespace, None)
         user, robot = _names(identity)
         async with self.db.read() as conn:
             access = await q.namespace_access(conn, namespace, user, robot)
-        return self._actions(identity, access)
+        return self._actions(identity, namespace, access)
 
     async def recheck(
         self, account: Account, namespace: str | None
@@ -167,28 +245,33 @@ class Accounts:
         credential is no longer the one it proved. Asked on every request that comes
         with a remembered login, so a revocation holds at once on every replica."""
         user, robot = _names(account.identity)
+        token_id = account.identity.token_id
         async with self.db.read() as conn:
-            state = await q.account_state(conn, namespace or "", user, robot)
+            state = await q.account_state(conn, namespace or "", user, robot, token_id)
         if state is None or state.disabled or credential_tag(state.secret) != account.credential:
             return None
-        if robot is not None and not _unexpired(state.expires_at):
+        if not _unexpired(state.expires_at):
             return None
-        identity = Identity(account.identity.name, account.identity.kind, state.admin)
-        return identity, self._actions(identity, state.access) if namespace else NOTHING
+        identity = dataclasses.replace(account.identity, admin=state.admin)
+        if not namespace:
+            return identity, NOTHING
+        return identity, self._actions(identity, namespace, state.access)
 
-    def _actions(self, identity: Identity, access: q.NamespaceAccess | None) -> frozenset[str]:
+    def _actions(
+        self, identity: Identity, namespace: str, access: q.NamespaceAccess | None
+    ) -> frozenset[str]:
         """The actions granted by an account's access to a namespace (None: it has no
-        row here, so it is mirrored, or nobody's)."""
+        row here, so it is mirrored, or nobody's), within its token's scopes."""
         if identity.admin:
             return EVERYTHING
         if access is None or (self.mirror is not None and self.mirror.mirror_only):
-            return self._mirrored(identity)
+            return identity.limit(namespace, self._mirrored(identity))
         actions = set(ROLES.get(access.role or "", NOTHING))
         if access.robot_actions:
             actions.update(access.robot_actions.split(","))
         if access.public:
             actions.add(PULL)
-        return frozenset(actions)
+        return identity.limit(namespace, frozenset(actions))
 
     async def refusal(self, identity: Identity, namespace: str, wanted: frozenset[str]) -> str:
         """Why `identity` may not do `wanted` in `namespace`, saying no more than it may
@@ -197,9 +280,14 @@ class Accounts:
         user, robot = _names(identity)
         async with self.db.read() as conn:
             access = await q.namespace_access(conn, namespace, user, robot)
-        held = self._actions(identity, access)
+        held = self._actions(identity, namespace, access)
         asked = ", ".join(sorted(wanted - held))
         who = identity.name
+        if identity.token_id is not None and not wanted <= identity.limit(namespace, wanted):
+            return (
+                f"the personal access token {who!r} logged in with does not allow {asked} "
+                f"in {namespace!r}: make a token whose scopes include it"
+            )
         if not held:
             return (
                 f"namespace {namespace!r} does not exist, or {who!r} is not a member of it: "
@@ -228,13 +316,13 @@ class Accounts:
             readable = await q.readable_namespaces(conn, user, robot)
             if mirrored:
                 readable |= await q.unowned_namespaces(conn)
-        return readable
+        return {ns for ns in readable if identity.limit(ns, MIRRORED)}
 
     async def owned_namespaces(self, identity: Identity) -> set[str] | None:
         """The namespaces `identity` owns; None (all of them) for an admin."""
         if identity.admin:
             return None
-        if identity.kind != "user":
+        if identity.kind != "user" or identity.token_id is not None:
             return set()
         async with self.db.read() as conn:
             return await q.owned_namespaces(conn, identity.name)
@@ -247,6 +335,10 @@ class Accounts:
         return MIRRORED
 
     async def role(self, identity: Identity, namespace: str) -> str | None:
+        """`identity`'s role in `namespace` (the highest of its own and its groups');
+        None for a robot, or a login with a personal access token, which never manage."""
+        if identity.token_id is not None:
+            return None
         user, _ = _names(identity)
         async with self.db.read() as conn:
             access = await q.namespace_access(conn, namespace, user, None)
@@ -352,6 +444,9 @@ class Accounts:
         async with self.db.write() as conn:
             if not await q.delete_namespace(conn, name):
                 raise AccountUnknown(f"no namespace named {name!r}")
+            # Group roles name their namespace: one made later with this name must not
+            # inherit them.
+            await q.delete_group_roles(conn, namespace=name)
             await events.record(conn, "namespace.delete", namespace=name)
 
     async def list_namespaces(self) -> list[tuple[str, bool, int]]:
@@ -389,17 +484,27 @@ class Accounts:
     # Robots
 
     async def add_robot(
-        self, name: str, grants: dict[str, list[str]], expires_at: datetime | None = None
+        self,
+        name: str,
+        grants: dict[str, list[str]],
+        expires_at: datetime | None = None,
+        patterns: dict[str, list[str]] | None = None,
     ) -> str:
-        """Create `robot$<name>` with actions per namespace; returns its secret, which is
-        not kept and cannot be shown again."""
+        """Create `robot$<name>` with actions per namespace, and (made by an admin) per
+        namespace pattern; returns its secret, which is not kept and cannot be shown
+        again."""
         if not _ROBOT_NAME.fullmatch(name) or len(name) > 100:
             raise AccountError(
                 f"invalid robot name {name[:80]!r}: use lower-case letters, digits and . _ + - "
                 "between them"
             )
-        if not grants:
+        patterns = patterns or {}
+        if not grants and not patterns:
             raise AccountError("a robot needs at least one namespace to act in")
+        by_pattern = {
+            check_pattern(glob): (like_pattern(glob), check_actions(actions))
+            for glob, actions in patterns.items()
+        }
         secret = new_secret()
         async with self.db.write() as conn:
             by_id = {
@@ -408,13 +513,17 @@ class Accounts:
             }
             full_name = ROBOT_PREFIX + name
             digest = secret_digest(secret)
-            if await q.insert_robot(conn, full_name, digest, expires_at, by_id) is None:
+            made = await q.insert_robot(conn, full_name, digest, expires_at, by_id, by_pattern)
+            if made is None:
                 raise AccountExists(f"robot {full_name!r} already exists")
             detail = {
                 "robot": full_name,
                 "grants": {ns: check_actions(a).split(",") for ns, a in grants.items()},
+                "patterns": {glob: actions.split(",") for glob, (_, actions) in by_pattern.items()},
                 "expires_at": expires_at.isoformat() if expires_at else None,
             }
+            if not grants:
+                await events.record(conn, "robot.create", detail=detail)
             for namespace in sorted(grants):
                 await events.record(conn, "robot.create", namespace=namespace, detail=detail)
         return secret
@@ -436,6 +545,228 @@ class Accounts:
             info.grants[ns] = actions.split(",")
         return list(robots.values())
 
+    # Personal access tokens
+
+    async def add_token(
+        self,
+        user: str,
+        name: str,
+        scopes: list[tuple[str, list[str]]],
+        expires_at: datetime | None,
+    ) -> str:
+        """Make a personal access token for `user`; returns it, shown this once. Each
+        scope is a namespace pattern and the actions the token allows there, within
+        what the user may do."""
+        if not _TOKEN_NAME.fullmatch(name):
+            raise AccountError(
+                f"invalid token name {name[:80]!r}: letters, digits, spaces and . _ -, at "
+                "most 64 characters"
+            )
+        if not scopes:
+            raise AccountError("a token needs at least one scope (a namespace pattern and actions)")
+        stored = json.dumps(
+            [[check_pattern(glob), check_actions(actions).split(",")] for glob, actions in scopes]
+        )
+        if expires_at is not None and not _unexpired(expires_at):
+            raise AccountError("a token's expiry must be in the future")
+        secret = new_secret()
+        async with self.db.write() as conn:
+            owner = await q.user_by_name(conn, user)
+            if owner is None:
+                raise AccountUnknown(f"no user named {user!r}")
+            # The id is only known once the row exists; the row keeps the digest of the
+            # whole token, id included, so it is written with a placeholder first.
+            token_id = await q.insert_token(conn, owner.id, name, "", stored, expires_at)
+            if token_id is None:
+                raise AccountExists(f"{user!r} already has a token named {name!r}")
+            token = f"{TOKEN_PREFIX}{token_id}_{secret}"
+            await q.set_token_digest(conn, token_id, secret_digest(token))
+            await events.record(
+                conn,
+                "token.create",
+                detail={
+                    "user": user,
+                    "token": name,
+                    "scopes": json.loads(stored),
+                    "expires_at": expires_at.isoformat() if expires_at else None,
+                },
+            )
+        return token
+
+    async def list_tokens(self, user: str) -> list[TokenInfo]:
+        async with self.db.read() as conn:
+            rows = await q.list_tokens(conn, user)
+        return [
+            TokenInfo(
+                row.name,
+                [(glob, actions) for glob, actions in json.loads(row.scopes)],
+                row.expires_at,
+                row.created_at,
+                row.last_used_at,
+                row.last_used_from,
+            )
+            for row in rows
+        ]
+
+    async def remove_token(self, user: str, name: str) -> None:
+        """Revoke at once: the next request with it, or with a token made from it, is
+        refused (Basic logins are checked against the row on every request)."""
+        async with self.db.write() as conn:
+            if not await q.delete_token(conn, user, name):
+                raise AccountUnknown(f"{user!r} has no token named {name!r}")
+            await events.record(conn, "token.delete", detail={"user": user, "token": name})
+
+    # Users from a directory or an OpenID provider, and their groups
+
+    async def external_login(
+        self, source: str, external_id: str, name: str, groups: frozenset[str]
+    ) -> Account:
+        """The account of a user whom `source` has just vouched for, made on their first
+        login (with a personal namespace, as a local user's); their groups are set to
+        `groups`. A name already held by another account is refused: a directory or
+        provider must never log in as a local account, or as another source's user."""
+        async with self.db.write() as conn:
+            user = await q.user_by_external_id(conn, source, external_id)
+            if user is None:
+                user = await self._make_external(conn, source, external_id, name)
+            if await q.set_user_groups(conn, user.id, set(groups)):
+                await events.record(
+                    conn, "user.groups", detail={"user": user.name, "groups": sorted(groups)}
+                )
+            user = await q.user_by_external_id(conn, source, external_id)
+        account = _user_account(user)
+        if account is None:
+            raise Denied(message=f"account {name!r} is disabled here; ask an admin")
+        return dataclasses.replace(account, source=source, external_id=external_id)
+
+    async def _make_external(
+        self, conn: AsyncConnection, source: str, external_id: str, name: str
+    ) -> q.UserRow:
+        try:
+            check_user_name(name)
+        except AccountError as exc:
+            raise AccountConflict(
+                f"the {source} account {external_id[:200]!r} is named {name[:80]!r}, which "
+                f"cannot name an account here ({exc}); an admin can change the claim or "
+                "attribute that names accounts"
+            ) from None
+        marker = f"!{source}:{new_secret()}"
+        user_id = await q.insert_user(conn, name, marker, False, source, external_id)
+        namespace_id = await q.insert_namespace(conn, name, public=False) if user_id else None
+        if user_id is None or namespace_id is None:
+            raise AccountConflict(
+                f"the {source} account {external_id[:200]!r} would be named {name!r}, but "
+                f"an account or namespace of that name already exists here; an admin must "
+                "rename or remove it (accounts are never merged by name)"
+            )
+        await q.set_member(conn, namespace_id, user_id, "owner")
+        await events.record(
+            conn,
+            "user.create",
+            namespace=name,
+            detail={"user": name, "source": source, "external_id": external_id[:512]},
+        )
+        made = await q.user_by_name(conn, name)
+        assert made is not None
+        return made
+
+    async def external_user(self, name: str) -> q.UserRow | None:
+        """The user named `name` if their identity comes from another source."""
+        async with self.db.read() as conn:
+            user = await q.user_by_name(conn, name)
+        return user if user is not None and user.source != "local" else None
+
+    async def roles_of(self, user: str) -> tuple[list[str], list[tuple[str, str, str | None]]]:
+        """A user's groups, and where each of their roles comes from."""
+        async with self.db.read() as conn:
+            return await q.user_groups(conn, user), await q.roles_of(conn, user)
+
+    async def list_group_roles(self, namespace: str | None = None) -> list[GroupRoleRow]:
+        async with self.db.read() as conn:
+            return await q.list_group_roles(conn, namespace)
+
+    async def set_group_role(
+        self, source: str, group: str, namespace: str, role: str, *, origin: str = "api"
+    ) -> None:
+        """Members of `group` (at `source`) hold `role` in `namespace` ('' and admin:
+        admin everywhere), from their next login or token request."""
+        source, group = check_group(source, group)
+        if role == q.ADMIN_ROLE:
+            if namespace:
+                raise AccountError("admin is held everywhere; give no namespace")
+        elif role not in ROLES:
+            raise AccountError(f"role must be one of {', '.join(ROLES)} or admin; got {role!r}")
+        async with self.db.write() as conn:
+            if namespace:
+                await _namespace_id(conn, namespace)
+            await q.put_group_role(conn, source, group, namespace, role, origin)
+            await events.record(
+                conn,
+                "group_role.set",
+                namespace=namespace or None,
+                detail={"source": source, "group": group, "role": role},
+            )
+
+    async def remove_group_role(self, role_id: int, namespace: str | None = None) -> None:
+        """Remove a group role (one in `namespace`, when given: an owner's). One from the
+        settings cannot be: it would come back at the next start."""
+        async with self.db.write() as conn:
+            found = await q.group_role(conn, role_id)
+            if found is None or (namespace is not None and found.namespace != namespace):
+                where = f" in {namespace!r}" if namespace is not None else ""
+                raise AccountUnknown(f"no group role {role_id}{where}")
+            if found.origin == "config":
+                raise AccountConflict(
+                    f"group role {role_id} comes from the settings (auth.group_roles): "
+                    "change it there"
+                )
+            await q.delete_group_role(conn, role_id)
+            await events.record(
+                conn,
+                "group_role.remove",
+                namespace=found.namespace or None,
+                detail={"source": found.source, "group": found.group, "role": found.role},
+            )
+
+    async def configure_group_roles(self, mappings: list[tuple[str, str, str, str]]) -> None:
+        """Make the settings' group roles (source, group, namespace, role) the ones of
+        origin config: at every start, in one transaction, so replicas starting together
+        with the same settings leave the same rows."""
+        async with self.db.write() as conn:
+            await q.delete_group_roles(conn, origin="config")
+            for source, group, namespace, role in mappings:
+                source, group = check_group(source, group)
+                await q.put_group_role(conn, source, group, namespace, role, "config")
+
+
+def check_pattern(pattern: str) -> str:
+    if not _PATTERN.fullmatch(pattern):
+        raise AccountError(
+            f"invalid namespace pattern {pattern[:80]!r}: a namespace name, with * for any "
+            "characters and ? for one"
+        )
+    return pattern
+
+
+def like_pattern(glob: str) -> str:
+    """A checked glob as a LIKE pattern (escape character backslash)."""
+    escaped = glob.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped.replace("*", "%").replace("?", "_")
+
+
+def check_group(source: str, group: str) -> tuple[str, str]:
+    """A group as group roles name it: an LDAP group by its DN in lower case."""
+    if source not in GROUP_SOURCES:
+        raise AccountError(f"source must be ldap or oidc; got {source[:20]!r}")
+    group = group.strip()
+    if not group or len(group) > 512:
+        raise AccountError("a group name of 1 to 512 characters is needed")
+    return source, group.lower() if source == "ldap" else group
+
+
+def _limits(stored: str) -> Limits:
+    return tuple((glob, frozenset(actions)) for glob, actions in json.loads(stored))
+
 
 def _names(identity: Identity) -> tuple[str | None, str | None]:
     if identity.kind == "user":
@@ -448,14 +779,14 @@ def _names(identity: Identity) -> tuple[str | None, str | None]:
 def _user_account(user: q.UserRow | None) -> Account | None:
     if user is None or user.disabled:
         return None
-    identity = Identity(user.name, "user", user.is_admin)
-    return Account(identity, credential_tag(user.password_hash))
+    identity = Identity(user.name, "user", user.is_admin or user.group_admin)
+    return Account(identity, credential_tag(user.password_hash), user.source, user.external_id)
 
 
 def _robot_account(robot: q.RobotRow | None) -> Account | None:
     if robot is None or not _robot_valid(robot):
         return None
-    return Account(Identity(robot.name, "robot"), credential_tag(robot.secret_digest))
+    return Account(Identity(robot.name, "robot"), credential_tag(robot.secret_digest), "robot")
 
 
 def _robot_valid(robot: q.RobotRow) -> bool:

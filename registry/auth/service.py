@@ -7,18 +7,29 @@ import hashlib
 import hmac
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from registry import context
-from registry.auth.accounts import NOTHING, Account, Accounts
-from registry.auth.identity import ANONYMOUS, Identity, kind_of
+from registry.auth.accounts import (
+    ELSEWHERE,
+    NOTHING,
+    TOKEN_PREFIX,
+    Account,
+    AccountError,
+    Accounts,
+    LocalLoginRefused,
+)
+from registry.auth.identity import ANONYMOUS, ROBOT_PREFIX, Identity, kind_of
 from registry.auth.ratelimit import LoginLimiter
 from registry.auth.scopes import CATALOG, REPOSITORY_ACTIONS, Scope
 from registry.auth.tokens import Issued, TokenAuthority, TokenInvalid
 from registry.config import AuthSettings
-from registry.errors import TooManyRequests, Unauthorized
+from registry.errors import TooManyRequests, Unauthorized, Unavailable
 from registry.metadata import events
 from registry.names import namespace_of
+
+if TYPE_CHECKING:  # ldap3 is imported only where a directory is set up
+    from registry.auth.ldap import Directory
 
 log = logging.getLogger("registry.auth")
 
@@ -30,17 +41,32 @@ _BASIC_CACHE_SIZE = 1_000
 
 
 class AuthService:
-    def __init__(self, settings: AuthSettings, accounts: Accounts, tokens: TokenAuthority) -> None:
+    def __init__(
+        self,
+        settings: AuthSettings,
+        accounts: Accounts,
+        tokens: TokenAuthority,
+        directory: Directory | None = None,
+    ) -> None:
         self.settings = settings
         self.accounts = accounts
         self.tokens = tokens
+        self.directory = directory
         self.limiter = LoginLimiter(
             accounts.db, settings.login_attempts, settings.login_window_seconds
         )
         self._basic: dict[tuple[str, bytes], tuple[Account, float]] = {}
 
+    async def configure(self) -> None:
+        """At start: the settings' group roles into the database."""
+        await self.accounts.configure_group_roles(
+            [(m.source, m.group, m.namespace, m.role) for m in self.settings.group_roles]
+        )
+
     async def login(self, name: str, password: str, client: str) -> Account:
-        """Check a name and password (or robot secret), within the failed-login limit."""
+        """Check a name and password (or robot secret, or personal access token, or a
+        directory's password), within the failed-login limit. Every attempt is audited
+        with the source that decided it."""
         wait, failures = await self.limiter.check(name, client)
         if wait is not None:
             log.warning("login for %r from %s refused: too many failures", name, client)
@@ -48,20 +74,51 @@ class AuthService:
                 message=f"too many failed logins; try again in {wait} seconds",
                 headers={"Retry-After": str(wait)},
             )
-        account = await self.accounts.authenticate(name, password)
-        if account is None:
-            await self.limiter.failed(name, client)
-            log.warning("failed login for %r from %s", name, client)
-            tried = dataclasses.replace(
-                context.current(), actor=name[:255], actor_kind=kind_of(name), token=None
+        source = _source_of(name, password)
+        refusal = "incorrect username or password"
+        try:
+            found = await self.accounts.authenticate(
+                name,
+                password,
+                external=self.directory is not None,
+                admins_only=self.settings.local_login == "admins",
             )
-            await self._audit("login", outcome="failure", by=tried)
-            raise Unauthorized(message="incorrect username or password")
+            if found == ELSEWHERE:
+                source = "ldap"
+                found = await self._directory_login(name, password)
+        except (LocalLoginRefused, AccountError) as exc:
+            found, refusal = None, str(exc)
+        except Unavailable as exc:  # the directory is down
+            await self._failed(name, "ldap", exc.text)
+            raise
+        if not isinstance(found, Account):
+            await self.limiter.failed(name, client)
+            log.warning("failed login for %r from %s (%s): %s", name, client, source, refusal)
+            await self._failed(name, source, refusal)
+            raise Unauthorized(message=refusal)
         if failures:
             await self.limiter.succeeded(name, client)
-        context.current().act_as(account.identity.kind, account.identity.name)
-        await self._audit("login")
-        return account
+        await self.accounts.token_used(found, client)
+        context.current().act_as(found.identity.kind, found.identity.name)
+        await self._audit("login", detail={"source": found.source})
+        return found
+
+    async def _directory_login(self, name: str, password: str) -> Account | None:
+        assert self.directory is not None
+        entry = await self.directory.login(name, password)
+        if entry is None:
+            return None
+        return await self.accounts.external_login(
+            "ldap", entry.dn.lower(), entry.name.lower(), entry.groups
+        )
+
+    async def _failed(self, name: str, source: str, reason: str) -> None:
+        tried = dataclasses.replace(
+            context.current(), actor=name[:255], actor_kind=kind_of(name), token=None
+        )
+        await self._audit(
+            "login", outcome="failure", by=tried, detail={"source": source, "reason": reason}
+        )
 
     async def _audit(self, action: str, **fields: Any) -> None:
         async with self.accounts.db.write() as conn:
@@ -117,7 +174,7 @@ class AuthService:
         self, identity: Identity, requested: list[Scope], granted: list[Scope]
     ) -> Issued:
         """A token; one that may push or delete is audited, as is a refusal of either."""
-        issued = self.tokens.issue(identity.name, granted)
+        issued = self.tokens.issue(identity.name, granted, identity.token_id)
         wanted = _writes(requested)
         if wanted:
             given = _writes(granted)
@@ -129,28 +186,50 @@ class AuthService:
         return issued
 
     def refresh_token(self, account: Account) -> str:
-        return self.tokens.issue_refresh(account.identity.name, account.credential)
+        return self.tokens.issue_refresh(
+            account.identity.name, account.credential, account.identity.token_id
+        )
 
     async def redeem(self, refresh_token: str) -> Account:
-        """The account a refresh token stands for, if the token and account are still good."""
+        """The account a refresh token stands for, if the token and account are still
+        good. A directory's user is looked up there again: gone or filtered out (disabled)
+        means refused, and their groups are read afresh."""
         try:
-            subject, credential = self.tokens.verify_refresh(refresh_token)
+            subject, credential, token_id = self.tokens.verify_refresh(refresh_token)
         except TokenInvalid as exc:
             raise Unauthorized(message=f"invalid refresh token: {exc}") from exc
-        account = await self.accounts.account(subject)
+        account = await self.accounts.account(subject, token_id)
         if account is None or not hmac.compare_digest(account.credential, credential):
             raise Unauthorized(
                 message="refresh token revoked: the account changed its credential, was "
                 "disabled or removed; log in again"
             )
+        if account.source == "ldap" and account.external_id and self.directory is not None:
+            entry = await self.directory.lookup(account.external_id)
+            if entry is None:
+                raise Unauthorized(
+                    message=f"{subject!r} is no longer in the LDAP directory, or is disabled "
+                    "there; ask its administrators"
+                )
+            account = await self.accounts.external_login(
+                "ldap", account.external_id, subject, entry.groups
+            )
         return account
 
-    async def identity(self, subject: str) -> Identity:
-        """The identity behind a token's subject, as it stands now."""
+    async def identity(self, subject: str, token_id: int | None = None) -> Identity:
+        """The identity behind a token's subject (and personal access token), as it
+        stands now."""
         if not subject:
             return ANONYMOUS
-        account = await self.accounts.account(subject)
+        account = await self.accounts.account(subject, token_id)
         return account.identity if account else ANONYMOUS
+
+
+def _source_of(name: str, password: str) -> str:
+    """Which kind of credential a login presents, before it is checked."""
+    if name.startswith(ROBOT_PREFIX):
+        return "robot"
+    return "token" if password.startswith(TOKEN_PREFIX) else "local"
 
 
 def _writes(scopes: list[Scope]) -> list[str]:

@@ -54,6 +54,11 @@ class ConsoleSessions:
         account = await self.auth.login(name, password, client)
         if account.identity.kind != "user":
             raise Unauthorized(message="robot accounts cannot log in to the console")
+        if account.identity.token_id is not None:
+            raise Unauthorized(
+                message="personal access tokens are for docker login and the API; log in "
+                "to the console with your password or single sign-on"
+            )
         secret = secrets.token_urlsafe(32)
         moment = now()
         async with self.db.write() as conn:

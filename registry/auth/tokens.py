@@ -44,6 +44,8 @@ class AccessToken:
     expires_at: float
     # The token's id, which audit events name.
     jti: str = ""
+    # The personal access token it was issued for, if any.
+    token_id: int | None = None
 
     def allows(self, scope: Scope) -> bool:
         for granted in self.access:
@@ -146,21 +148,25 @@ class TokenAuthority:
         self.leeway = leeway_seconds
         self._verified: dict[str, AccessToken] = {}
 
-    def issue(self, subject: str, access: list[Scope]) -> Issued:
+    def issue(self, subject: str, access: list[Scope], token_id: int | None = None) -> Issued:
         now = int(time.time())
         claims = {
             **self._base_claims(subject, now, self.ttl),
             "access": [scope.claim() for scope in access],
         }
+        if token_id is not None:
+            claims["pat"] = token_id
         return Issued(self._sign(claims), now, self.ttl, claims["jti"])
 
-    def issue_refresh(self, subject: str, credential: str) -> str:
+    def issue_refresh(self, subject: str, credential: str, token_id: int | None = None) -> str:
         now = int(time.time())
         claims = {
             **self._base_claims(subject, now, self.refresh_ttl),
             "token_use": "refresh",
             "cred": credential,
         }
+        if token_id is not None:
+            claims["pat"] = token_id
         return self._sign(claims)
 
     def verify(self, token: str) -> AccessToken:
@@ -173,19 +179,24 @@ class TokenAuthority:
         if "token_use" in claims or not isinstance(claims.get("access"), list):
             raise TokenInvalid("not an access token")
         verified = AccessToken(
-            claims["sub"], _access(claims["access"]), float(claims["exp"]), str(claims["jti"])
+            claims["sub"],
+            _access(claims["access"]),
+            float(claims["exp"]),
+            str(claims["jti"]),
+            _token_id(claims),
         )
         if len(self._verified) >= _CACHE_SIZE:
             self._verified.clear()
         self._verified[token] = verified
         return verified
 
-    def verify_refresh(self, token: str) -> tuple[str, str]:
-        """The account and credential fingerprint a refresh token was issued for."""
+    def verify_refresh(self, token: str) -> tuple[str, str, int | None]:
+        """The account, credential fingerprint and personal access token (if any) a
+        refresh token was issued for."""
         claims = self._decode(token)
         if claims.get("token_use") != "refresh" or not isinstance(claims.get("cred"), str):
             raise TokenInvalid("not a refresh token")
-        return claims["sub"], claims["cred"]
+        return claims["sub"], claims["cred"], _token_id(claims)
 
     def _base_claims(self, subject: str, now: int, ttl: int) -> dict[str, Any]:
         return {
@@ -225,6 +236,15 @@ class TokenAuthority:
             if not math.isfinite(value):
                 raise TokenInvalid(f"{claim} must be a finite number")
         return claims
+
+
+def _token_id(claims: dict[str, Any]) -> int | None:
+    value = claims.get("pat")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TokenInvalid("pat must be an integer")
+    return value
 
 
 def _access(raw: list[Any]) -> tuple[Scope, ...]:

@@ -194,13 +194,68 @@ class Upload(Base):
 
 
 class User(Base):
+    """A person. `source` says who proves who they are: this registry (`local`, with an
+    argon2 `password_hash`), a directory (`ldap`, `external_id` their DN) or an OpenID
+    provider (`oidc`, `external_id` the issuer and subject). An external account's
+    `password_hash` holds no password: a random marker, renewed when it is disabled,
+    whose fingerprint its refresh tokens carry."""
+
     __tablename__ = "users"
+    __table_args__ = (UniqueConstraint("source", "external_id"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    source: Mapped[str] = mapped_column(String(16), default="local", server_default="local")
+    external_id: Mapped[str | None] = mapped_column(String(512))
+
+
+class UserGroup(Base):
+    """A group an external user belonged to when their source last said (at a login, a
+    token request, or a refresh): what group roles are looked up by."""
+
+    __tablename__ = "user_groups"
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    group_name: Mapped[str] = mapped_column(String(512), primary_key=True)
+
+
+class GroupRole(Base):
+    """A role that members of a directory's or provider's group hold: in `namespace`, or
+    admin everywhere (`namespace` empty, `role` admin). `origin` is config (rewritten at
+    every start from the settings) or api (made by an admin or the namespace's owner).
+    The namespace is named, not referenced, so that a mapping in the settings may name a
+    namespace made later; deleting a namespace deletes its mappings."""
+
+    __tablename__ = "group_roles"
+    __table_args__ = (UniqueConstraint("source", "group_name", "namespace"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(16))
+    group_name: Mapped[str] = mapped_column(String(512))
+    namespace: Mapped[str] = mapped_column(NAME, index=True)
+    role: Mapped[str] = mapped_column(String(16))
+    origin: Mapped[str] = mapped_column(String(16))
+
+
+class PersonalToken(Base):
+    """A user's personal access token, the password of `docker login` for CI: a random
+    secret stored as its SHA-256, limited to `scopes` (JSON: [[namespace pattern,
+    "pull,push"], ...]) within what its owner may do, until `expires_at`."""
+
+    __tablename__ = "personal_tokens"
+    __table_args__ = (UniqueConstraint("user_id", "name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(64))
+    secret_digest: Mapped[str] = mapped_column(String(64))
+    scopes: Mapped[str] = mapped_column(Text)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_used_from: Mapped[str | None] = mapped_column(String(64))
 
 
 class Namespace(Base):
@@ -247,6 +302,20 @@ class RobotGrant(Base):
     namespace_id: Mapped[int] = mapped_column(
         ForeignKey("namespaces.id", ondelete="CASCADE"), primary_key=True, index=True
     )
+    actions: Mapped[str] = mapped_column(String(64))
+
+
+class RobotPattern(Base):
+    """What a robot made by an admin may do in every namespace whose name matches a glob
+    (`*`, `team-*`): kept as the LIKE pattern the access query matches with, beside the
+    glob it was given."""
+
+    __tablename__ = "robot_patterns"
+    robot_id: Mapped[int] = mapped_column(
+        ForeignKey("robots.id", ondelete="CASCADE"), primary_key=True
+    )
+    pattern: Mapped[str] = mapped_column(NAME, primary_key=True)
+    like: Mapped[str] = mapped_column(String(512))
     actions: Mapped[str] = mapped_column(String(64))
 
 

@@ -68,4 +68,6 @@ async def test_me_on_an_open_registry(client: httpx.AsyncClient) -> None:
         "admin": True,
         "authentication": False,
         "namespaces": None,
+        "groups": [],
+        "roles": [],
     }
