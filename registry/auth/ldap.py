@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import ssl
 from collections.abc import Callable
@@ -66,6 +67,8 @@ class Directory:
             get_info="NO_INFO",
             connect_timeout=settings.timeout_seconds,
         )
+        # ldap3 sets SO_RCVTIMEO from whole seconds.
+        self._receive_timeout = max(1, math.ceil(settings.timeout_seconds))
         self._idle: queue.SimpleQueue[Connection] = queue.SimpleQueue()
         self._threads = anyio.CapacityLimiter(settings.pool_size)
 
@@ -146,7 +149,7 @@ class Directory:
         return DirectoryUser(dn, str(names[0]), frozenset(g.lower() for g in groups))
 
     def _binds(self, dn: str, password: str) -> bool:
-        user = Connection(self._server, dn, password, receive_timeout=self.settings.timeout_seconds)
+        user = Connection(self._server, dn, password, receive_timeout=self._receive_timeout)
         try:
             user.open()
             if self.settings.start_tls:
@@ -185,7 +188,7 @@ class Directory:
             self._server,
             self.settings.bind_dn or None,
             self.settings.bind_password or None,
-            receive_timeout=self.settings.timeout_seconds,
+            receive_timeout=self._receive_timeout,
             raise_exceptions=False,
         )
         conn.open()

@@ -178,12 +178,23 @@ class AuthService:
         wanted = _writes(requested)
         if wanted:
             given = _writes(granted)
+            detail: dict[str, Any] = {"requested": wanted, "granted": given, "jti": issued.jti}
+            if identity.kind == "user":
+                detail["through_groups"] = await self._through_groups(identity, granted)
             await self._audit(
-                "token",
-                outcome="success" if given == wanted else "denied",
-                detail={"requested": wanted, "granted": given, "jti": issued.jti},
+                "token", outcome="success" if given == wanted else "denied", detail=detail
             )
         return issued
+
+    async def _through_groups(self, identity: Identity, granted: list[Scope]) -> list[str]:
+        """The group roles behind a grant (`group: role in namespace`), for its audit."""
+        namespaces = {namespace_of(scope.name) for scope in granted if scope.type == "repository"}
+        _, roles = await self.accounts.roles_of(identity.name)
+        return [
+            f"{group}: {role} in {namespace}" if namespace else f"{group}: admin"
+            for namespace, role, group in roles
+            if group is not None and (namespace in namespaces or not namespace)
+        ]
 
     def refresh_token(self, account: Account) -> str:
         return self.tokens.issue_refresh(
