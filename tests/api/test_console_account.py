@@ -10,6 +10,7 @@ import pytest
 from registry.auth.accounts import Accounts
 from tests.api.conftest import PASSWORD
 from tests.api.console import csrf_of, log_in
+from tests.helpers import basic
 
 pytestmark = [
     pytest.mark.anyio,
@@ -70,3 +71,34 @@ async def test_an_admin_resets_a_password(web: httpx.AsyncClient, accounts: Acco
     page = await web.get("/ui/account")
     r = await web.post("/ui/users/eve/password", data={"csrf": csrf_of(page.text), "password": NEW})
     assert r.status_code == 403
+
+
+async def test_a_user_makes_sees_once_and_revokes_a_token(
+    web: httpx.AsyncClient, accounts: Accounts, anon: httpx.AsyncClient
+) -> None:
+    await log_in(web, "alice")
+    shown = await web.get("/ui/account")
+    assert "You have no tokens." in shown.text
+    assert "<td>team</td><td>owner</td>" in shown.text and "membership" in shown.text
+    form = {"csrf": csrf_of(shown.text), "name": "ci", "days": "7"}
+    r = await web.post("/ui/account/tokens", data={**form, "scopes": "team=pull,push\nal*=pull"})
+    assert r.status_code == 201, r.text
+    token = r.text.split('<code class="secret">')[1].split("</code>")[0]
+    assert token.startswith("rpat_") and "shown this once" in r.text
+    assert (await anon.get("/token", headers=basic("alice", token))).status_code == 200
+    again = await web.get("/ui/account")
+    assert token not in again.text
+    assert "<code>team</code>: pull, push; <code>al*</code>: pull" in again.text
+    assert "from 10.0.0.1" in again.text
+    # Mistakes are said beside the form.
+    for scopes, days, words in (
+        ("team=fly", "7", "actions must be some of"),
+        ("team=pull", "12", "Choose a lifetime"),
+        ("", "7", "at least one scope"),
+    ):
+        r = await web.post("/ui/account/tokens", data={**form, "scopes": scopes, "days": days})
+        assert r.status_code == 400 and words in r.text
+    r = await web.post("/ui/account/tokens/ci/revoke", data={"csrf": csrf_of(again.text)})
+    assert r.status_code == 303
+    assert (await anon.get("/token", headers=basic("alice", token))).status_code == 401
+    assert "You have no tokens." in (await web.get("/ui/account")).text

@@ -351,6 +351,38 @@ def test_a_webhook_is_added_tested_and_watched(browser: Browser, server: Registr
         receiver.close()
 
 
+def test_a_personal_access_token_is_made_shown_once_used_and_revoked(
+    browser: Browser, server: RegistryProcess
+) -> None:
+    context = browser.new_context(base_url=server.url)
+    page = context.new_page()
+    try:
+        log_in(page)
+        page.goto("/ui/account")
+        expect(
+            page.get_by_role("table", name="Each role you hold and where it comes from")
+        ).to_be_visible()
+        page.get_by_label("Token name").fill("browser-ci")
+        page.get_by_label("Scopes, one per line").fill("team=pull")
+        page.get_by_label("Expires after").select_option(label="7 days")
+        page.get_by_role("button", name="Make a token").click()
+        token = page.locator("code.secret").inner_text()
+        assert token.startswith("rpat_")
+        assert_accessible(page)
+        shot(page, "token")
+        login = httpx.get(f"{server.url}/token", auth=("root", token))
+        assert login.status_code == 200, login.text
+        page.goto("/ui/account")
+        expect(page.locator("code.secret")).to_have_count(0)
+        expect(page.get_by_role("table", name="Your tokens")).to_contain_text("browser-ci")
+        assert_accessible(page)
+        page.get_by_role("button", name="Revoke the token browser-ci").click()
+        expect(page.get_by_text("You have no tokens.")).to_be_visible()
+        assert httpx.get(f"{server.url}/token", auth=("root", token)).status_code == 401
+    finally:
+        context.close()
+
+
 def log_in_as(page: Page, user: str, password: str) -> None:
     page.goto("/ui/login")
     page.get_by_label("User name").fill(user)

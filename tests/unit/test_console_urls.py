@@ -18,6 +18,7 @@ SAMPLES = {
     "action": "disable",
     "part": "retention",
     "ident": "7",
+    "token": "ci-build",
     "path": "no/such/page",
 }
 
