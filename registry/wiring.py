@@ -7,6 +7,8 @@ Below the HTTP layers (api/, web/), which reach it through the request
 from __future__ import annotations
 
 from registry.auth.accounts import Accounts
+from registry.auth.oidc import Provider
+from registry.auth.sealed import Sealer
 from registry.auth.service import AuthService
 from registry.auth.sessions import ConsoleSessions
 from registry.auth.tokens import authority_from_settings
@@ -106,6 +108,8 @@ class Registry:
         await self.webhooks.close()
         if self.mirror is not None:
             await self.mirror.close()
+        if self.auth is not None and self.auth.provider is not None:
+            await self.auth.provider.close()
         await self.store.close()
         await self.db.close()
 
@@ -118,6 +122,9 @@ def _auth_service(settings: Settings, db: Database) -> AuthService:
         from registry.auth.ldap import Directory
 
         directory = Directory(settings.auth.ldap)
-    return AuthService(
-        settings.auth, Accounts(db, mirror), authority_from_settings(settings), directory
-    )
+    tokens = authority_from_settings(settings)
+    provider = sealer = None
+    if settings.auth.oidc.issuer:
+        provider = Provider(settings.auth.oidc, tokens.derived_key("oidc login"))
+        sealer = Sealer(tokens.derived_key("sealed secrets"))
+    return AuthService(settings.auth, Accounts(db, mirror), tokens, directory, provider, sealer)

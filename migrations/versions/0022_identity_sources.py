@@ -27,6 +27,7 @@ def upgrade() -> None:
             sa.Column("source", sa.String(16), server_default="local", nullable=False)
         )
         batch.add_column(sa.Column("external_id", sa.String(512), nullable=True))
+        batch.add_column(sa.Column("external_refresh", sa.Text(), nullable=True))
         batch.create_unique_constraint("uq_users_source_external_id", ["source", "external_id"])
     op.create_table(
         "user_groups",
@@ -89,5 +90,6 @@ def downgrade() -> None:
     op.drop_table("user_groups")
     with op.batch_alter_table("users") as batch:
         batch.drop_constraint("uq_users_source_external_id", type_="unique")
+        batch.drop_column("external_refresh")
         batch.drop_column("external_id")
         batch.drop_column("source")

@@ -91,7 +91,9 @@ class Account:
     identity: Identity
     credential: str
     source: str = "local"
-    # The user's id at an external source (a DN), for checking it again there.
+    # Where the user's identity is kept (local, ldap, oidc), and their id there (a DN;
+    # an issuer and subject), for asking again at token requests.
+    home: str = "local"
     external_id: str | None = None
 
 
@@ -200,8 +202,7 @@ class Accounts:
             return None
         if token is None or user is None or user.disabled or not _unexpired(token.expires_at):
             return None
-        identity = Identity(name, "user", limits=_limits(token.scopes), token_id=token.id)
-        return Account(identity, credential_tag(token.secret_digest), "token")
+        return _token_account(user, token)
 
     async def token_used(self, account: Account, address: str) -> None:
         """Note when and from where a personal access token was last used."""
@@ -223,8 +224,7 @@ class Accounts:
             return None
         if not _unexpired(token.expires_at):
             return None
-        identity = Identity(name, "user", limits=_limits(token.scopes), token_id=token.id)
-        return Account(identity, credential_tag(token.secret_digest), "token")
+        return _token_account(user, token)
 
     # Authorization
 
@@ -619,7 +619,12 @@ class Accounts:
     # Users from a directory or an OpenID provider, and their groups
 
     async def external_login(
-        self, source: str, external_id: str, name: str, groups: frozenset[str]
+        self,
+        source: str,
+        external_id: str,
+        name: str,
+        groups: frozenset[str],
+        refresh: str | None = None,
     ) -> Account:
         """The account of a user whom `source` has just vouched for, made on their first
         login (with a personal namespace, as a local user's); their groups are set to
@@ -633,11 +638,13 @@ class Accounts:
                 await events.record(
                     conn, "user.groups", detail={"user": user.name, "groups": sorted(groups)}
                 )
+            if refresh is not None:
+                await q.update_user(conn, user.name, external_refresh=refresh)
             user = await q.user_by_external_id(conn, source, external_id)
         account = _user_account(user)
         if account is None:
             raise Denied(message=f"account {name!r} is disabled here; ask an admin")
-        return dataclasses.replace(account, source=source, external_id=external_id)
+        return account
 
     async def _make_external(
         self, conn: AsyncConnection, source: str, external_id: str, name: str
@@ -669,6 +676,11 @@ class Accounts:
         made = await q.user_by_name(conn, name)
         assert made is not None
         return made
+
+    async def external_refresh(self, name: str) -> str | None:
+        """The sealed refresh token the user's OpenID provider last gave, if any."""
+        async with self.db.read() as conn:
+            return await q.external_refresh(conn, name)
 
     async def external_user(self, name: str) -> q.UserRow | None:
         """The user named `name` if their identity comes from another source."""
@@ -780,7 +792,14 @@ def _user_account(user: q.UserRow | None) -> Account | None:
     if user is None or user.disabled:
         return None
     identity = Identity(user.name, "user", user.is_admin or user.group_admin)
-    return Account(identity, credential_tag(user.password_hash), user.source, user.external_id)
+    tag = credential_tag(user.password_hash)
+    return Account(identity, tag, user.source, user.source, user.external_id)
+
+
+def _token_account(user: q.UserRow, token: q.TokenRow) -> Account:
+    identity = Identity(user.name, "user", limits=_limits(token.scopes), token_id=token.id)
+    tag = credential_tag(token.secret_digest)
+    return Account(identity, tag, "token", user.source, user.external_id)
 
 
 def _robot_account(robot: q.RobotRow | None) -> Account | None:

@@ -30,8 +30,15 @@ from registry.names import namespace_of
 
 if TYPE_CHECKING:  # ldap3 is imported only where a directory is set up
     from registry.auth.ldap import Directory
+    from registry.auth.oidc import Provider, ProviderLogin
+    from registry.auth.sealed import Sealer
 
 log = logging.getLogger("registry.auth")
+
+# A user whose identity is kept by a directory or an OpenID provider is asked about there
+# again at a token request (with a personal access token, or a refresh token) at most
+# this often per process; a Basic login is remembered as long (below).
+SOURCE_RECHECK_SECONDS = 60
 
 # Basic credentials on /v2/ come with every request; a verified pair is remembered this
 # long so that each request does not pay for an argon2 check. Remembered, not trusted:
@@ -47,11 +54,16 @@ class AuthService:
         accounts: Accounts,
         tokens: TokenAuthority,
         directory: Directory | None = None,
+        provider: Provider | None = None,
+        sealer: Sealer | None = None,
     ) -> None:
         self.settings = settings
         self.accounts = accounts
         self.tokens = tokens
         self.directory = directory
+        self.provider = provider
+        self.sealer = sealer
+        self._rechecked: dict[str, float] = {}
         self.limiter = LoginLimiter(
             accounts.db, settings.login_attempts, settings.login_window_seconds
         )
@@ -96,6 +108,8 @@ class AuthService:
             log.warning("failed login for %r from %s (%s): %s", name, client, source, refusal)
             await self._failed(name, source, refusal)
             raise Unauthorized(message=refusal)
+        if found.source == "token":
+            await self._still_known(found)
         if failures:
             await self.limiter.succeeded(name, client)
         await self.accounts.token_used(found, client)
@@ -179,8 +193,9 @@ class AuthService:
         if wanted:
             given = _writes(granted)
             detail: dict[str, Any] = {"requested": wanted, "granted": given, "jti": issued.jti}
-            if identity.kind == "user":
-                detail["through_groups"] = await self._through_groups(identity, granted)
+            via = await self._through_groups(identity, granted) if identity.kind == "user" else []
+            if via:
+                detail["through_groups"] = via
             await self._audit(
                 "token", outcome="success" if given == wanted else "denied", detail=detail
             )
@@ -215,17 +230,57 @@ class AuthService:
                 message="refresh token revoked: the account changed its credential, was "
                 "disabled or removed; log in again"
             )
-        if account.source == "ldap" and account.external_id and self.directory is not None:
+        await self._still_known(account)
+        return account
+
+    async def provider_login(self, login: ProviderLogin) -> Account:
+        """The account of a user an OpenID provider has just vouched for (made at their
+        first login), audited with source oidc."""
+        try:
+            account = await self._provider_account(login)
+        except AccountError as exc:
+            await self._failed(login.username, "oidc", str(exc))
+            raise
+        context.current().act_as("user", account.identity.name)
+        await self._audit("login", detail={"source": "oidc"})
+        return account
+
+    async def _provider_account(self, login: ProviderLogin) -> Account:
+        assert self.sealer is not None
+        refresh = self.sealer.seal(login.refresh_token) if login.refresh_token else None
+        return await self.accounts.external_login(
+            "oidc", login.external_id, login.username, login.groups, refresh
+        )
+
+    async def _still_known(self, account: Account) -> None:
+        """Ask the user's directory or provider whether it still knows them, and take
+        their groups afresh; refuse the login if not. At most once a minute per user
+        and process (SOURCE_RECHECK_SECONDS)."""
+        name = account.identity.name
+        if account.home == "local" or self._rechecked.get(name, 0) > time.monotonic():
+            return
+        if account.home == "ldap" and self.directory is not None and account.external_id:
             entry = await self.directory.lookup(account.external_id)
             if entry is None:
                 raise Unauthorized(
-                    message=f"{subject!r} is no longer in the LDAP directory, or is disabled "
+                    message=f"{name!r} is no longer in the LDAP directory, or is disabled "
                     "there; ask its administrators"
                 )
-            account = await self.accounts.external_login(
-                "ldap", account.external_id, subject, entry.groups
-            )
-        return account
+            await self.accounts.external_login("ldap", account.external_id, name, entry.groups)
+        elif account.home == "oidc" and self.provider is not None and self.sealer is not None:
+            sealed = await self.accounts.external_refresh(name)
+            token = self.sealer.open(sealed) if sealed else None
+            if token is not None:
+                login = await self.provider.refresh(token)
+                if login is None or login.external_id != account.external_id:
+                    raise Unauthorized(
+                        message=f"the identity provider no longer accepts {name!r} (disabled "
+                        "or logged out there): log in to the console again"
+                    )
+                await self._provider_account(login)
+        if len(self._rechecked) >= _BASIC_CACHE_SIZE:
+            self._rechecked.clear()
+        self._rechecked[name] = time.monotonic() + SOURCE_RECHECK_SECONDS
 
     async def identity(self, subject: str, token_id: int | None = None) -> Identity:
         """The identity behind a token's subject (and personal access token), as it

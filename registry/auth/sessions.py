@@ -17,6 +17,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
+from registry.auth.accounts import Account
 from registry.auth.identity import Identity
 from registry.auth.service import AuthService
 from registry.errors import Unauthorized
@@ -51,7 +52,10 @@ class ConsoleSessions:
     async def open(self, name: str, password: str, client: str) -> str:
         """Log in (within the failed-login limit, as /token); returns the cookie's secret.
         Only users log in here: robots are for machines."""
-        account = await self.auth.login(name, password, client)
+        return await self.open_for(await self.auth.login(name, password, client))
+
+    async def open_for(self, account: Account) -> str:
+        """A session for an account already proven (by a password, or a provider)."""
         if account.identity.kind != "user":
             raise Unauthorized(message="robot accounts cannot log in to the console")
         if account.identity.token_id is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 import math
 import os
@@ -141,12 +142,24 @@ class TokenAuthority:
         self._private = key
         self._public = key.public_key()
         self.key_id = _thumbprint(self._public)
+        self._secret = hashlib.sha256(
+            key.private_bytes(
+                serialization.Encoding.DER,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        ).digest()
         self.issuer = issuer
         self.service = service
         self.ttl = ttl_seconds
         self.refresh_ttl = refresh_ttl_seconds
         self.leeway = leeway_seconds
         self._verified: dict[str, AccessToken] = {}
+
+    def derived_key(self, purpose: str) -> bytes:
+        """A 32-byte key for `purpose`, the same in every replica (they share the token
+        key) and useless to anyone without it."""
+        return hmac.new(self._secret, purpose.encode(), hashlib.sha256).digest()
 
     def issue(self, subject: str, access: list[Scope], token_id: int | None = None) -> Issued:
         now = int(time.time())

@@ -185,6 +185,10 @@ async def user_by_name(conn: AsyncConnection, name: str) -> UserRow | None:
     return UserRow(*row) if row else None
 
 
+async def external_refresh(conn: AsyncConnection, name: str) -> str | None:
+    return await conn.scalar(select(User.external_refresh).where(User.name == name))
+
+
 async def user_by_external_id(
     conn: AsyncConnection, source: str, external_id: str
 ) -> UserRow | None:

@@ -210,6 +210,9 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
     source: Mapped[str] = mapped_column(String(16), default="local", server_default="local")
     external_id: Mapped[str | None] = mapped_column(String(512))
+    # An OpenID provider's refresh token, sealed (auth/sealed.py): asked at token
+    # requests whether the provider still knows the user, and their groups.
+    external_refresh: Mapped[str | None] = mapped_column(Text)
 
 
 class UserGroup(Base):

@@ -13,7 +13,7 @@ import json
 import secrets
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qs, urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -79,14 +79,21 @@ def confirm(
     )
 
 
-def _cookie(response: Response, request: Request, key: str, value: str, age: int) -> None:
+def set_cookie(
+    response: Response,
+    request: Request,
+    key: str,
+    value: str,
+    age: int,
+    same_site: Literal["strict", "lax"] = "strict",
+) -> None:
     response.set_cookie(
         key,
         value,
         max_age=age,
         path=urls.HOME(),
         httponly=True,
-        samesite="strict",
+        samesite=same_site,
         secure=request.url.scheme == "https",
     )
 
@@ -107,7 +114,7 @@ def fields(request: Request, name: str) -> list[str]:
     return list(request.state.form.get(name) or [])
 
 
-def _safe_next(target: str | None) -> str:
+def safe_next(target: str | None) -> str:
     """Where to go after login: a console path only, never another site; by default the
     dashboard (which sends those who own no namespace on to the repositories)."""
     if target and target.startswith(urls.HOME()) and "//" not in target and "\\" not in target:
@@ -134,7 +141,7 @@ def console(handler: Page) -> Callable[[Request], Awaitable[Response]]:
         else:
             found = await registry.console.find(request.cookies.get(COOKIE))
             if found is None:
-                target = urlencode({"next": _safe_next(request.url.path)})
+                target = urlencode({"next": safe_next(request.url.path)})
                 return see(f"{urls.LOGIN()}?{target}")
             session = found
         context.current().act_as(session.identity.kind, session.identity.name)
@@ -158,7 +165,7 @@ def console(handler: Page) -> Callable[[Request], Awaitable[Response]]:
             status = 409 if isinstance(exc, AccountConflict) else 400
             return page("error.html", status, session=session, title="Not done", message=str(exc))
         if fresh is not None:
-            _cookie(response, request, LOGIN_COOKIE, fresh, 12 * 3600)
+            set_cookie(response, request, LOGIN_COOKIE, fresh, 12 * 3600)
         return response
 
     return run
@@ -183,38 +190,45 @@ async def login(request: Request) -> Response:
     csrf = request.cookies.get(LOGIN_COOKIE)
     if request.method == "GET" or not csrf:
         csrf = secrets.token_urlsafe(32)
-        answer = page(
-            "login.html",
-            session=None,
+        answer = login_page(
+            request,
             csrf=csrf,
-            error=None,
-            next=_safe_next(request.query_params.get("next")),
+            next=safe_next(request.query_params.get("next")),
             changed=request.query_params.get("changed") == "1",
         )
-        _cookie(answer, request, LOGIN_COOKIE, csrf, 3600)
+        set_cookie(answer, request, LOGIN_COOKIE, csrf, 3600)
         return answer
     request.state.form = await _form(request)
-    target = _safe_next(field(request, "next"))
+    target = safe_next(field(request, "next"))
     if not same(field(request, "csrf"), csrf):
-        return page(
-            "login.html",
-            403,
-            session=None,
-            csrf=csrf,
-            next=target,
-            error="The form is out of date; try again.",
+        return login_page(
+            request, 403, csrf=csrf, next=target, error="The form is out of date; try again."
         )
     try:
         secret = await registry.console.open(
             field(request, "username"), field(request, "password"), client_address(request)
         )
     except (Unauthorized, TooManyRequests) as exc:
-        return page("login.html", exc.status, session=None, csrf=csrf, next=target, error=exc.text)
+        return login_page(request, exc.status, csrf=csrf, next=target, error=exc.text)
     done = see(target)
     done.delete_cookie(LOGIN_COOKIE, path=urls.HOME())
     hours = registry.settings.auth.console_session_hours
-    _cookie(done, request, COOKIE, secret, int(hours * 3600))
+    set_cookie(done, request, COOKIE, secret, int(hours * 3600))
     return done
+
+
+def login_page(request: Request, status: int = 200, **context: Any) -> HTMLResponse:
+    """The login form, with the single sign-on button when a provider is set up."""
+    auth = registry_of(request).auth
+    provider = auth.provider if auth is not None else None
+    return page(
+        "login.html",
+        status,
+        session=None,
+        sso=provider.settings.display_name if provider is not None else None,
+        admins_only=auth is not None and auth.settings.local_login == "admins",
+        **{"error": None, "changed": False, "csrf": "", "next": urls.DASHBOARD(), **context},
+    )
 
 
 @console

@@ -5,7 +5,17 @@ from __future__ import annotations
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from registry.web import account, audit, dashboard, manage, pages, settings, urls, webhooks
+from registry.web import (
+    account,
+    audit,
+    dashboard,
+    manage,
+    pages,
+    settings,
+    sso,
+    urls,
+    webhooks,
+)
 
 _READ, _FORM, _POST = ["GET"], ["GET", "POST"], ["POST"]
 
@@ -16,6 +26,8 @@ ROUTES = [
     Route(urls.DASHBOARD.template, dashboard.dashboard, methods=_READ),
     Route(urls.LOGIN.template, pages.login, methods=_FORM),
     Route(urls.LOGOUT.template, pages.logout, methods=_POST),
+    Route(urls.OIDC_LOGIN.template, sso.oidc_login, methods=_READ),
+    Route(urls.OIDC_CALLBACK.template, sso.oidc_callback, methods=_READ),
     Route(urls.DELETE_TAG.template, pages.delete_tag, methods=_FORM),
     Route(urls.TAGS.template, pages.tags, methods=_READ),
     Route(urls.DELETE_REPOSITORY.template, pages.delete_repository, methods=_FORM),

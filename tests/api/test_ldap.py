@@ -17,6 +17,7 @@ import pytest
 from starlette.applications import Starlette
 
 from registry.app import create_app
+from registry.auth import service
 from registry.auth.accounts import Accounts
 from registry.config import Settings
 from tests.api.conftest import PASSWORD
@@ -189,8 +190,10 @@ async def test_a_directory_never_takes_over_a_local_account_or_a_namespace(
 
 
 async def test_a_user_disabled_in_the_directory_loses_refresh_tokens(
-    anon: httpx.AsyncClient, directory: Slapd
+    anon: httpx.AsyncClient, directory: Slapd, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Asked again at every token request, not once a minute (the cache of a process).
+    monkeypatch.setattr(service, "SOURCE_RECHECK_SECONDS", 0)
     directory.add_user("frank", "frank in ldap", ("developers",))
     params = {"service": "registry", "offline_token": "true", "scope": "repository:team/a:push"}
     r = await anon.get("/token", params=params, headers=basic("frank", "frank in ldap"))
