@@ -1,6 +1,11 @@
 """Who may do what: every role against every action, in a public and a private namespace
 (`members` is adding a member through /api/v1/).
 
+Beyond the roles: `groupdev`, a directory's user who is a developer of both namespaces
+through a group only, logging in with a personal access token for every namespace;
+`token`, the developer's token that allows pulls in pub only; `sysrobot`, an admin's
+robot whose grant is the pattern p* (pub, priv).
+
 The expected answers are written out in full below, not derived from the rules, so a
 change to the rules shows up here as a diff in this table.
 """
@@ -46,6 +51,12 @@ admin       pub        200   202   202     listed   201    204
 admin       priv       200   202   202     listed   201    204
 robot       pub        200   202   403     listed   201    403
 robot       priv       200   202   403     listed   201    403
+groupdev    pub        200   202   403     listed   201    403
+groupdev    priv       200   202   403     listed   201    403
+token       pub        200   403   403     listed   403    403
+token       priv       403   403   403     hidden   403    403
+sysrobot    pub        200   202   202     listed   201    403
+sysrobot    priv       200   202   202     listed   201    403
 """
 ROWS = [line.split() for line in EXPECTED.strip().splitlines()]
 ACTIONS = ROWS[0][2:]
@@ -54,12 +65,22 @@ ROLES = sorted({role for role, _ in TABLE})
 
 LAYER = b"a layer in every namespace"
 # Where each caller may push, as the target of a mount.
-MOUNT_TARGET = {"anonymous": "pub", "robot": "ci", "admin": "root"}
+MOUNT_TARGET = {
+    "anonymous": "pub",
+    "robot": "ci",
+    "admin": "root",
+    "token": "pub",
+    "sysrobot": "pub",
+}
+GROUP = "cn=developers,ou=groups,dc=example,dc=org"
 
 
-async def _setup(app: Starlette, accounts: Accounts, role: str) -> tuple[dict[str, str], str]:
+async def _setup(
+    app: Starlette, accounts: Accounts, role: str
+) -> tuple[dict[str, str], dict[str, str]]:
     """Namespaces `pub` and `priv`, each with `<ns>/app:v1` and a manifest for `role` to
-    delete; users in every role. Returns the deletable digests and the robot's secret."""
+    delete; users in every role. Returns the deletable digests and the credentials of
+    the roles that log in with a secret."""
     await accounts.add_user("root", PASSWORD, admin=True)
     await accounts.add_namespace("pub", public=True)
     await accounts.add_namespace("priv", public=False)
@@ -72,6 +93,18 @@ async def _setup(app: Starlette, accounts: Accounts, role: str) -> tuple[dict[st
     secret = await accounts.add_robot(
         "ci", {"pub": ["pull", "push"], "priv": ["pull", "push"], "ci": ["pull", "push"]}
     )
+    await accounts.external_login(
+        "ldap", "uid=groupdev,ou=people,dc=example,dc=org", "groupdev", frozenset({GROUP})
+    )
+    for namespace in ("pub", "priv"):
+        await accounts.set_group_role("ldap", GROUP, namespace, "developer")
+    everything = ["pull", "push", "delete"]
+    secrets = {
+        "robot": secret,
+        "groupdev": await accounts.add_token("groupdev", "all", [("*", everything)], None),
+        "token": await accounts.add_token("developer", "narrow", [("pub", ["pull"])], None),
+        "sysrobot": await accounts.add_robot("sys", {}, None, {"p*": everything}),
+    }
     transport = httpx.ASGITransport(app=app)
     digests = {}
     # Basic credentials: checked once and remembered, where tokens would cost a login each.
@@ -83,23 +116,24 @@ async def _setup(app: Starlette, accounts: Accounts, role: str) -> tuple[dict[st
             await push_image(admin, repo, "v1", layers=[LAYER])
             body = await config_only_manifest(admin, repo, annotations={"for": role})
             digests[namespace] = await put_manifest(admin, repo, "doomed", body, OCI_MANIFEST)
-    return digests, secret
+    return digests, secrets
 
 
-def _credentials(role: str, robot_secret: str) -> dict[str, str]:
+LOGINS = {"admin": "root", "robot": "robot$ci", "token": "developer", "sysrobot": "robot$sys"}
+
+
+def _credentials(role: str, secrets: dict[str, str]) -> dict[str, str]:
     if role == "anonymous":
         return {}
-    if role == "robot":
-        return {"user": "robot$ci", "password": robot_secret}
-    return {"user": "root" if role == "admin" else role, "password": PASSWORD}
+    return {"user": LOGINS.get(role, role), "password": secrets.get(role, PASSWORD)}
 
 
 @pytest.mark.parametrize("role", ROLES)
 async def test_access_matrix(
     auth_app: Starlette, accounts: Accounts, anon: httpx.AsyncClient, role: str
 ) -> None:
-    digests, robot_secret = await _setup(auth_app, accounts, role)
-    creds = _credentials(role, robot_secret)
+    digests, secrets = await _setup(auth_app, accounts, role)
+    creds = _credentials(role, secrets)
     layer = "sha256:" + hashlib.sha256(LAYER).hexdigest()
     target = MOUNT_TARGET.get(role, role)
     actual: dict[tuple[str, str], dict[str, str]] = {}
@@ -174,7 +208,7 @@ async def _audited(
         assert len(members) == (got["members"] == "204")
         for event in deleted + members:
             assert event["actor"]["name"] == name
-            assert event["actor"]["kind"] == ("robot" if role == "robot" else "user")
+            assert event["actor"]["kind"] == ("robot" if "robot" in role else "user")
             assert event["actor"]["token"], event  # which token: its jti
         # The token asked for push: granted or refused, it is audited.
         asked = f"repository:{namespace}/app:push"

@@ -139,6 +139,15 @@ async def test_a_group_change_takes_effect_at_the_next_token_request(
     # erin leaves the group in the directory: the next request has no push.
     directory.leave("erin", "ops-team")
     assert await granted(anon, "erin", "erin in ldap", scope) == {}
+    # A group role of owner manages the namespace as a member owner does.
+    body = {"source": "ldap", "group": group_dn("ops-team"), "role": "owner"}
+    assert (
+        await anon.put("/api/v1/group-roles", json={**body, "namespace": "team"}, headers=root)
+    ).status_code == 204
+    bob = basic("bob", "bob in ldap")
+    assert (await anon.get("/token", headers=bob)).status_code == 200  # groups read afresh
+    r = await anon.put("/api/v1/namespaces/team/members/carol", json={"role": "guest"}, headers=bob)
+    assert r.status_code == 204, r.text
     listed = (await anon.get("/api/v1/namespaces/team/group-roles", headers=root)).json()
     origins = {(g["group"], g["origin"]) for g in listed["group_roles"]}
     assert origins == {(group_dn("developers"), "config"), (group_dn("ops-team"), "api")}
