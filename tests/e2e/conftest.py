@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 import pytest
+from playwright.sync_api import Browser, sync_playwright
 
 from tests.conftest import s3_environment
 from tests.peers.images import NGINX, POSTGRES, PYTHON, S3
@@ -218,3 +219,24 @@ def busybox() -> bytes:
     if not path.exists():
         need("busybox")  # skips, or fails in strict mode
     return path.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's headless Chromium, driven by Playwright."""
+    chromium = need("chromium")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=chromium,
+            args=[
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        yield launched
+        launched.close()

@@ -15,12 +15,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from tests.e2e.axe import assert_accessible
 from tests.e2e.conftest import RegistryProcess
 from tests.peers.receiver import Receiver
-from tests.peers.tools import need
 
 PASSWORD = "console-admin-password"
 EVIL = "<script>window.pwned = 1</script>"
@@ -79,26 +78,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProcess
         yield process
     finally:
         process.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    chromium = need("chromium")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=chromium,
-            args=[
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
-        yield launched
-        launched.close()
 
 
 def shot(page: Page, name: str) -> None:
