@@ -84,6 +84,10 @@ async def _namespace_page(
         usage=await registry.usage.namespace(namespace),
         policy=(await registry.policies.get(namespace)).to_json(),
         secret=secret,
+        group_roles=await accounts.list_group_roles(namespace),
+        group_role_remover=lambda ident: urls.REMOVE_NAMESPACE_GROUP_ROLE(
+            namespace=namespace, ident=str(ident)
+        ),
     )
 
 
@@ -145,7 +149,46 @@ async def users(request: Request, session: Session) -> Response:
         return see(urls.USERS())
     reset = request.query_params.get("reset")
     listed = await accounts.list_users()
-    return page("users.html", session=session, users=listed, reset=reset)
+    return page(
+        "users.html",
+        session=session,
+        users=listed,
+        reset=reset,
+        group_roles=await accounts.list_group_roles(),
+        roles=list(ROLES),
+        group_role_remover=lambda ident: urls.REMOVE_GROUP_ROLE(ident=str(ident)),
+    )
+
+
+@console
+async def add_group_role(request: Request, session: Session) -> Response:
+    """A group's role: in the namespace of the path (its owners), or anywhere (admins)."""
+    if "namespace" in request.path_params:
+        name, accounts = await owned_namespace(request, session)
+        if field(request, "role") == "admin":
+            raise Denied(message="only an admin may give a group the admin role")
+        done = urls.NAMESPACE(namespace=name)
+    else:
+        admins_only(session)
+        accounts, name, done = accounts_of(request), field(request, "namespace"), urls.USERS()
+    await accounts.set_group_role(
+        field(request, "source"), field(request, "group"), name, field(request, "role")
+    )
+    return see(done + "#group-roles")
+
+
+@console
+async def remove_group_role(request: Request, session: Session) -> Response:
+    ident = request.path_params["ident"]
+    if not ident.isdigit() or len(ident) > 12:
+        raise Invalid(message=f"no group role {ident[:20]!r}")
+    if "namespace" in request.path_params:
+        name, accounts = await owned_namespace(request, session)
+        await accounts.remove_group_role(int(ident), name)
+        return see(urls.NAMESPACE(namespace=name) + "#group-roles")
+    admins_only(session)
+    await accounts_of(request).remove_group_role(int(ident))
+    return see(urls.USERS() + "#group-roles")
 
 
 @console

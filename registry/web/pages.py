@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from registry import context, readable
-from registry.auth.accounts import AccountConflict, AccountError
+from registry.auth.accounts import AccountConflict, AccountError, AccountUnknown
 from registry.auth.identity import OPEN
 from registry.auth.scopes import DELETE, PULL
 from registry.auth.sessions import COOKIE, LOGIN_COOKIE, Session, same
@@ -162,7 +162,13 @@ def console(handler: Page) -> Callable[[Request], Awaitable[Response]]:
             title = "Not found" if exc.status == 404 else "Not done"
             return page("error.html", exc.status, session=session, title=title, message=exc.text)
         except AccountError as exc:  # a name taken, a bad role, the last owner leaving
-            status = 409 if isinstance(exc, AccountConflict) else 400
+            status = (
+                409
+                if isinstance(exc, AccountConflict)
+                else 404
+                if isinstance(exc, AccountUnknown)
+                else 400
+            )
             return page("error.html", status, session=session, title="Not done", message=str(exc))
         if fresh is not None:
             set_cookie(response, request, LOGIN_COOKIE, fresh, 12 * 3600)
