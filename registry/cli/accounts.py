@@ -72,7 +72,8 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
         action="append",
         required=True,
         metavar="NAMESPACE=ACTIONS",
-        help="e.g. team=pull,push; repeat for more namespaces",
+        help="e.g. team=pull,push; a pattern covers namespaces made later too: "
+        "'team-*=pull'; repeat for more namespaces",
     )
     add.add_argument("--expires-days", type=int, help="expire after this many days")
     _command(robot, "rm", _robot_rm, "remove a robot").add_argument("name")
@@ -170,15 +171,17 @@ async def _member_list(accounts: Accounts, args: argparse.Namespace) -> None:
 
 async def _robot_add(accounts: Accounts, args: argparse.Namespace) -> None:
     grants: dict[str, list[str]] = {}
+    patterns: dict[str, list[str]] = {}
     for grant in args.grant:
         namespace, sep, actions = grant.partition("=")
         if not sep:
             raise AccountError(f"--grant takes NAMESPACE=ACTIONS, got {grant!r}")
-        grants[namespace] = actions.split(",")
+        into = patterns if any(c in namespace for c in "*?") else grants
+        into[namespace] = actions.split(",")
     expires = None
     if args.expires_days is not None:
         expires = datetime.now(UTC) + timedelta(days=args.expires_days)
-    secret = await accounts.add_robot(args.name, grants, expires)
+    secret = await accounts.add_robot(args.name, grants, expires, patterns)
     print("created robot$" + args.name, file=sys.stderr)
     print(
         "its secret, shown only this once (docker login -u 'robot$NAME' --password-stdin):",

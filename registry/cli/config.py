@@ -33,7 +33,14 @@ MAIN_SETTINGS = (
     "log_format",
 )
 # The last component of the keys whose values are secrets: never printed.
-_SECRETS = {"password", "admin_password", "secret_key", "token"}
+_SECRETS = {
+    "password",
+    "admin_password",
+    "secret_key",
+    "token",
+    "bind_password",
+    "client_secret",
+}
 MASK = "********"
 
 # Flags that stand for a setting, on the command line of every command (--data-dir) or

@@ -101,6 +101,11 @@ def test_account_commands(cli: Run, tmp_path: Path) -> None:
     ok(cli, "robot", "rm", "robot$team+ci")
     assert ok(cli, "robot", "list") == ""
     assert token_status(data, "robot$team+ci", secret) == 401
+    # A robot across namespaces: by name, and by a pattern that covers later ones.
+    ok(cli, "robot", "add", "release", "--grant", "team=pull,push", "--grant", "t*=pull")
+    listed = ok(cli, "robot", "list").splitlines()
+    assert listed == ["robot$release\tt*=pull team=pull,push\texpires never"]
+    ok(cli, "robot", "rm", "robot$release")
     ok(cli, "user", "rm", "bob")
     ok(cli, "namespace", "rm", "pub")
     assert "pub\t" not in ok(cli, "namespace", "list")

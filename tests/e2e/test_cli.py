@@ -309,6 +309,8 @@ def test_config_show_says_where_each_value_came_from_and_masks_secrets(
         "REGISTRY_ADMIN_PASSWORD_FILE": str(tmp_path / "pw"),
         "REGISTRY_METRICS_TOKEN": "metrics-secret",
         "REGISTRY_HTTP_WORKERS": "3",
+        "REGISTRY_AUTH_LDAP_BIND_PASSWORD": "bind-secret",
+        "REGISTRY_AUTH_OIDC_CLIENT_SECRET": "client-secret",
     }
     data = tmp_path / "d"
     result = run("config", "show", "--config", str(config), "--data-dir", str(data), env=env)
@@ -328,7 +330,16 @@ def test_config_show_says_where_each_value_came_from_and_masks_secrets(
         "[{url: https://bot:********@ghcr.io:8443, prefix: ghcr.io, username: bot, "
         "password: ********}]"
     )
-    for secret in ("url-secret", "upstream-secret", "file-secret", "metrics-secret"):
+    assert shown["auth.ldap.bind_password"][0] == "********"
+    assert shown["auth.oidc.client_secret"][0] == "********"
+    for secret in (
+        "url-secret",
+        "upstream-secret",
+        "file-secret",
+        "metrics-secret",
+        "bind-secret",
+        "client-secret",
+    ):
         assert secret not in result.stdout
     assert "url-password" not in result.stdout
     # It opens nothing: no data folder, no database.
