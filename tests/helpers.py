@@ -7,12 +7,16 @@ import base64
 import hashlib
 import json
 import re
-from collections.abc import Generator
+from collections.abc import AsyncIterator, Generator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
+from starlette.applications import Starlette
 
+from registry.app import create_app
+from registry.config import Settings
 from registry.mediatypes import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
 
 EMPTY_CONFIG = b"{}"
@@ -214,3 +218,16 @@ def scraped(text: str) -> dict[str, float]:
             labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
             found[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
     return found
+
+
+@asynccontextmanager
+async def started(settings: Settings) -> AsyncIterator[tuple[Starlette, httpx.AsyncClient]]:
+    """An app started as `registry serve` starts one (its lifespan runs: the settings'
+    group roles are written, the background workers run), and a client of it."""
+    application = create_app(settings)
+    transport = httpx.ASGITransport(app=application)
+    async with (
+        application.router.lifespan_context(application),
+        httpx.AsyncClient(transport=transport, base_url="http://registry.test") as client,
+    ):
+        yield application, client

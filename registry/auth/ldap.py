@@ -84,10 +84,6 @@ class Directory:
         is gone or filtered out. Asked when a refresh token is redeemed."""
         return await self._run(lambda: self._lookup(dn))
 
-    async def check(self) -> None:
-        """Bind as the service account once; raises DirectoryUnavailable if it cannot."""
-        await self._run(lambda: self._with_service(lambda conn: None))
-
     async def _run(self, work: Callable[[], T]) -> T:
         return await anyio.to_thread.run_sync(work, limiter=self._threads)
 

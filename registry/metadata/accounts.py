@@ -164,6 +164,14 @@ def _pattern_actions(conn: AsyncConnection, namespace: str, robot: str | None = 
     return query.scalar_subquery()
 
 
+async def _insert_new(conn: AsyncConnection, table: Any, **values: object) -> int | None:
+    """The new row's id, or None when a unique key already holds such a row (nothing is
+    written then)."""
+    statement = dialect_insert(conn, table).values(**values).on_conflict_do_nothing()
+    result = await conn.execute(statement.returning(table.id))
+    return result.scalar()
+
+
 # Users
 
 
@@ -211,21 +219,17 @@ async def insert_user(
     external_id: str | None = None,
 ) -> int | None:
     """The new user's id, or None if the name (or the external id) is taken."""
-    result = await conn.execute(
-        dialect_insert(conn, User)
-        .values(
-            name=name,
-            password_hash=password_hash,
-            is_admin=admin,
-            disabled=False,
-            created_at=now(),
-            source=source,
-            external_id=external_id,
-        )
-        .on_conflict_do_nothing()
-        .returning(User.id)
+    return await _insert_new(
+        conn,
+        User,
+        name=name,
+        password_hash=password_hash,
+        is_admin=admin,
+        disabled=False,
+        created_at=now(),
+        source=source,
+        external_id=external_id,
     )
-    return result.scalar()
 
 
 async def update_user(conn: AsyncConnection, name: str, **values: object) -> bool:
@@ -259,13 +263,7 @@ async def namespace_id(conn: AsyncConnection, name: str, *, lock: bool = False) 
 
 async def insert_namespace(conn: AsyncConnection, name: str, public: bool) -> int | None:
     """The new namespace's id, or None if the name is taken."""
-    result = await conn.execute(
-        dialect_insert(conn, Namespace)
-        .values(name=name, public=public, created_at=now())
-        .on_conflict_do_nothing()
-        .returning(Namespace.id)
-    )
-    return result.scalar()
+    return await _insert_new(conn, Namespace, name=name, public=public, created_at=now())
 
 
 async def set_namespace_public(conn: AsyncConnection, name: str, public: bool) -> bool:
@@ -517,19 +515,15 @@ async def insert_robot(
 ) -> int | None:
     """The new robot's id, or None if the name is taken. `grants`: actions by namespace
     id; `patterns`: (LIKE pattern, actions) by glob."""
-    result = await conn.execute(
-        dialect_insert(conn, Robot)
-        .values(
-            name=name,
-            secret_digest=secret_digest,
-            disabled=False,
-            expires_at=expires_at,
-            created_at=now(),
-        )
-        .on_conflict_do_nothing()
-        .returning(Robot.id)
+    robot_id = await _insert_new(
+        conn,
+        Robot,
+        name=name,
+        secret_digest=secret_digest,
+        disabled=False,
+        expires_at=expires_at,
+        created_at=now(),
     )
-    robot_id = result.scalar()
     if robot_id is not None and grants:
         await conn.execute(
             dialect_insert(conn, RobotGrant),
@@ -613,20 +607,16 @@ async def insert_token(
     expires_at: datetime | None,
 ) -> int | None:
     """The new token's id, or None if the user has one of that name."""
-    result = await conn.execute(
-        dialect_insert(conn, PersonalToken)
-        .values(
-            user_id=user_id,
-            name=name,
-            secret_digest=digest,
-            scopes=scopes,
-            expires_at=expires_at,
-            created_at=now(),
-        )
-        .on_conflict_do_nothing()
-        .returning(PersonalToken.id)
+    return await _insert_new(
+        conn,
+        PersonalToken,
+        user_id=user_id,
+        name=name,
+        secret_digest=digest,
+        scopes=scopes,
+        expires_at=expires_at,
+        created_at=now(),
     )
-    return result.scalar()
 
 
 async def set_token_digest(conn: AsyncConnection, token_id: int, digest: str) -> None:

@@ -21,7 +21,7 @@ from registry.auth import service
 from registry.auth.accounts import Accounts
 from registry.config import Settings
 from tests.api.conftest import PASSWORD
-from tests.helpers import assert_error, basic, push_image
+from tests.helpers import assert_error, basic, push_image, started
 from tests.peers.ldap import GROUPS, PEOPLE, SERVICE_DN, SERVICE_PASSWORD, Slapd, group_dn
 from tests.peers.tools import free_port
 
@@ -239,12 +239,7 @@ async def test_a_directory_that_refuses_connections_or_the_service_account(
         ({"auth_ldap_url": f"ldap://127.0.0.1:{free_port()}"}, "cannot be reached"),
         ({"auth_ldap_bind_password": "not the password"}, "refused the service account"),
     ):
-        application = create_app(make_settings(**ldap_env(directory, **env)))
-        transport = httpx.ASGITransport(app=application)
-        async with (
-            application.router.lifespan_context(application),
-            httpx.AsyncClient(transport=transport, base_url="http://registry.test") as client,
-        ):
+        async with started(make_settings(**ldap_env(directory, **env))) as (_, client):
             r = await client.get("/token", headers=basic("bob", "bob in ldap"))
             assert words in assert_error(r, 503, "UNAVAILABLE")["message"]
             assert "not the password" not in r.text
@@ -261,12 +256,7 @@ async def test_starttls_and_ldaps_with_the_directorys_ca(
     )
     for ca, status in ((str(directory.cert), 200), ("/etc/ssl/certs/ca-certificates.crt", 503)):
         env = ldap_env(directory, auth_ldap_ca_file=ca, **secure)
-        application = create_app(make_settings(**env))
-        transport = httpx.ASGITransport(app=application)
-        async with (
-            application.router.lifespan_context(application),
-            httpx.AsyncClient(transport=transport, base_url="http://registry.test") as client,
-        ):
+        async with started(make_settings(**env)) as (_, client):
             r = await client.get("/token", headers=basic("bob", "bob in ldap"))
             assert r.status_code == status, r.text
 
@@ -274,11 +264,9 @@ async def test_starttls_and_ldaps_with_the_directorys_ca(
 async def test_local_logins_for_admins_only(
     make_settings: Callable[..., Settings], directory: Slapd, tmp_path: Path
 ) -> None:
-    application = create_app(make_settings(**ldap_env(directory, auth_local_login="admins")))
-    transport = httpx.ASGITransport(app=application)
-    async with (
-        application.router.lifespan_context(application),
-        httpx.AsyncClient(transport=transport, base_url="http://registry.test") as client,
+    async with started(make_settings(**ldap_env(directory, auth_local_login="admins"))) as (
+        application,
+        client,
     ):
         accounts: Accounts = application.state.registry.auth.accounts
         await accounts.add_user("root", PASSWORD, admin=True)
@@ -287,3 +275,21 @@ async def test_local_logins_for_admins_only(
         assert "local logins are for admins only" in assert_error(r, 401, "UNAUTHORIZED")["message"]
         assert (await client.get("/token", headers=basic("root", PASSWORD))).status_code == 200
         assert (await client.get("/token", headers=basic("bob", "bob in ldap"))).status_code == 200
+
+
+async def test_groups_from_the_users_memberof_attribute(
+    make_settings: Callable[..., Settings], directory: Slapd
+) -> None:
+    """group_attribute: memberOf reads the groups from the user's own entry (the memberof
+    overlay fills it), with no group search."""
+    env = ldap_env(directory, auth_ldap_group_attribute="memberOf", auth_ldap_group_base="")
+    async with started(make_settings(**env)) as (application, client):
+        accounts: Accounts = application.state.registry.auth.accounts
+        await accounts.add_namespace("team", public=False)
+        scope = {"service": "registry", "scope": "repository:team/app:pull,push"}
+        r = await client.get("/token", params=scope, headers=basic("bob", "bob in ldap"))
+        assert r.status_code == 200
+        groups, _ = await accounts.roles_of("bob")
+        assert groups == [group_dn("developers"), group_dn("ops-team")]
+        claims = jwt.decode(r.json()["token"], options={"verify_signature": False})
+        assert claims["access"][0]["actions"] == ["pull", "push"]

@@ -21,7 +21,7 @@ from registry.auth import service
 from registry.auth.accounts import Accounts
 from registry.config import Settings
 from tests.api.conftest import EVIL, PASSWORD
-from tests.helpers import assert_error, basic
+from tests.helpers import assert_error, basic, started
 from tests.peers.oidc import add_client, add_user, browse, leave
 from tests.peers.tools import free_port
 
@@ -213,12 +213,7 @@ async def test_a_provider_that_is_down_or_elsewhere(
         (iam_server.url + "elsewhere", "openid-configuration answered 404"),
     ):
         env = oidc_env(iam_server, client_of_provider, auth_oidc_issuer=issuer)
-        application = create_app(make_settings(**env))
-        transport = httpx.ASGITransport(app=application)
-        async with (
-            application.router.lifespan_context(application),
-            httpx.AsyncClient(transport=transport, base_url="http://registry.test") as client,
-        ):
+        async with started(make_settings(**env)) as (_, client):
             r = await client.get("/ui/oidc/login")
             assert r.status_code == 503 and words in r.text, r.text
             assert client_of_provider[1] not in r.text
@@ -228,12 +223,7 @@ async def test_local_logins_for_admins_only_with_single_sign_on(
     make_settings: Callable[..., Settings], iam_server: Any, client_of_provider: tuple[str, str]
 ) -> None:
     env = oidc_env(iam_server, client_of_provider, auth_local_login="admins")
-    application = create_app(make_settings(**env))
-    transport = httpx.ASGITransport(app=application)
-    async with (
-        application.router.lifespan_context(application),
-        httpx.AsyncClient(transport=transport, base_url="http://registry.test") as client,
-    ):
+    async with started(make_settings(**env)) as (application, client):
         accounts: Accounts = application.state.registry.auth.accounts
         await accounts.add_user("root", PASSWORD, admin=True)
         await accounts.add_user("lee", PASSWORD)
