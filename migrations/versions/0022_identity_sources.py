@@ -23,9 +23,7 @@ depends_on = None
 
 def upgrade() -> None:
     with op.batch_alter_table("users") as batch:
-        batch.add_column(
-            sa.Column("source", sa.String(16), server_default="local", nullable=False)
-        )
+        batch.add_column(sa.Column("source", sa.String(16), server_default="local", nullable=False))
         batch.add_column(sa.Column("external_id", sa.String(512), nullable=True))
         batch.add_column(sa.Column("external_refresh", sa.Text(), nullable=True))
         batch.create_unique_constraint("uq_users_source_external_id", ["source", "external_id"])
@@ -76,7 +74,10 @@ def upgrade() -> None:
         sa.Column("like", sa.String(512), nullable=False),
         sa.Column("actions", sa.String(64), nullable=False),
         sa.ForeignKeyConstraint(
-            ["robot_id"], ["robots.id"], name="fk_robot_patterns_robot_id_robots", ondelete="CASCADE"
+            ["robot_id"],
+            ["robots.id"],
+            name="fk_robot_patterns_robot_id_robots",
+            ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("robot_id", "pattern", name="pk_robot_patterns"),
     )

@@ -245,4 +245,5 @@ def decode_basic(credentials: str) -> tuple[str, str] | None:
         # 0x7f arrive as latin-1 characters).
         return None
     name, sep, password = decoded.partition(":")
-    return (name, password) if sep and name else None
+    # A control character names no account, and PostgreSQL refuses a NUL in text.
+    return (name, password) if sep and name and name.isprintable() else None

@@ -1,5 +1,6 @@
-"""Bounds around every route: the query string's size, checked before it runs, and the
-answer to a request the server ends because a stop's drain time ran out.
+"""Bounds around every route: the query string's size and a path without control
+characters, checked before it runs, and the answer to a request the server ends because
+a stop's drain time ran out.
 
 (Header sizes and read timeouts belong to the HTTP server.)
 """
@@ -12,7 +13,7 @@ import logging
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from registry.api.errors import render
-from registry.errors import QueryTooLong, Unavailable
+from registry.errors import Invalid, NameInvalid, QueryTooLong, Unavailable
 
 log = logging.getLogger("registry.http")
 
@@ -67,6 +68,13 @@ class RequestLimits:
                 "(limits.query_bytes)",
             )
             await render(error)(scope, receive, send)
+            return
+        path: str = scope["path"]
+        if not path.isprintable():
+            # %00 and the like decode into the path: no name, tag or account holds one,
+            # and PostgreSQL refuses a NUL in text, so they stop here as a 400.
+            kind = NameInvalid if path.startswith("/v2/") else Invalid
+            await render(kind(message="the path holds a control character"))(scope, receive, send)
             return
         try:
             await self.app(scope, receive, send)

@@ -630,6 +630,7 @@ class Accounts:
         login (with a personal namespace, as a local user's); their groups are set to
         `groups`. A name already held by another account is refused: a directory or
         provider must never log in as a local account, or as another source's user."""
+        groups = frozenset(g for g in groups if _usable_group(g))
         async with self.db.write() as conn:
             user = await q.user_by_external_id(conn, source, external_id)
             if user is None:
@@ -771,9 +772,15 @@ def check_group(source: str, group: str) -> tuple[str, str]:
     if source not in GROUP_SOURCES:
         raise AccountError(f"source must be ldap or oidc; got {source[:20]!r}")
     group = group.strip()
-    if not group or len(group) > 512:
-        raise AccountError("a group name of 1 to 512 characters is needed")
+    if not _usable_group(group):
+        raise AccountError("a group name of 1 to 512 printable characters is needed")
     return source, group.lower() if source == "ldap" else group
+
+
+def _usable_group(group: str) -> bool:
+    """A group a source may give and a mapping may name: others (empty, too long, with
+    control characters) are left out of a user's groups, as no mapping can match them."""
+    return 0 < len(group) <= 512 and group.isprintable()
 
 
 def _limits(stored: str) -> Limits:

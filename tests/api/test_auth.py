@@ -288,6 +288,13 @@ async def test_bad_token_requests_are_400(
 async def test_malformed_basic_credentials_are_401(anon: httpx.AsyncClient) -> None:
     r = await anon.get("/token", headers={"Authorization": "Basic !!!"})
     assert_error(r, 401, "UNAUTHORIZED")
+    # A NUL or another control character in the name: no account, and no 500 from
+    # PostgreSQL, which refuses a NUL in text.
+    for name in (b"a\x00b", b"a\nb"):
+        header = "Basic " + base64.b64encode(name + b":password").decode()
+        for path in ("/token", "/v2/", "/api/v1/me"):
+            r = await anon.get(path, headers={"Authorization": header})
+            assert "malformed Basic credentials" in assert_error(r, 401, "UNAUTHORIZED")["message"]
 
 
 async def test_token_endpoint_is_absent_with_auth_off(client: httpx.AsyncClient) -> None:

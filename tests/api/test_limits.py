@@ -115,6 +115,24 @@ async def test_query_string_limit(limited: httpx.AsyncClient) -> None:
     assert r.status_code == 200
 
 
+@pytest.mark.parametrize(
+    ("path", "code"),
+    [
+        ("/v2/a%00b/manifests/v1", "NAME_INVALID"),
+        ("/v2/team/app/manifests/v%0A1", "NAME_INVALID"),
+        ("/api/v1/users/a%00b/tokens", "INVALID"),
+        ("/api/v1/namespaces/a%1Bb/members", "INVALID"),
+        ("/ui/namespaces/a%00b", "INVALID"),
+    ],
+)
+async def test_a_control_character_in_the_path_is_a_400(
+    client: httpx.AsyncClient, path: str, code: str
+) -> None:
+    """%00 and its kind decode into the path; PostgreSQL refuses a NUL in text, so they
+    never reach a query (a 500 there before)."""
+    assert "control character" in assert_error(await client.get(path), 400, code)["message"]
+
+
 @pytest.mark.parametrize("n", ["²", ARABIC_ONE, HUGE, "1e3", " 5", "0x10", "+1"])
 @pytest.mark.parametrize("path", ["/v2/_catalog", "/v2/team/app/tags/list"])
 async def test_page_sizes_that_are_not_plain_numbers(
