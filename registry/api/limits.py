@@ -1,5 +1,5 @@
-"""Bounds around every route: the query string's size and a path without control
-characters, checked before it runs, and the answer to a request the server ends because
+"""Bounds around every route: the query string's size and (outside /v2/) a path without
+control characters, checked before it runs, and the answer to a request the server ends because
 a stop's drain time ran out.
 
 (Header sizes and read timeouts belong to the HTTP server.)
@@ -13,7 +13,7 @@ import logging
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from registry.api.errors import render
-from registry.errors import Invalid, NameInvalid, QueryTooLong, Unavailable
+from registry.errors import QueryTooLong, RouteUnknown, Unavailable
 
 log = logging.getLogger("registry.http")
 
@@ -70,11 +70,12 @@ class RequestLimits:
             await render(error)(scope, receive, send)
             return
         path: str = scope["path"]
-        if not path.isprintable():
-            # %00 and the like decode into the path: no name, tag or account holds one,
-            # and PostgreSQL refuses a NUL in text, so they stop here as a 400.
-            kind = NameInvalid if path.startswith("/v2/") else Invalid
-            await render(kind(message="the path holds a control character"))(scope, receive, send)
+        if not path.isprintable() and not path.startswith("/v2/"):
+            # %00 and the like decode into the path: no account, namespace or token is
+            # named with one, and PostgreSQL refuses a NUL in text, so such a path names
+            # nothing here. (/v2/ checks its names, tags and digests before any query.)
+            error = RouteUnknown(message="no such endpoint: the path holds a control character")
+            await render(error)(scope, receive, send)
             return
         try:
             await self.app(scope, receive, send)

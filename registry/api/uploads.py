@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import AsyncIterator
 
 from starlette.requests import Request
@@ -14,11 +15,15 @@ from registry.api.common import body_chunks, has_body, repository
 from registry.api.ranges import parse_content_range
 from registry.auth.scopes import PULL, repository_scope
 from registry.digest import ALGORITHMS, DEFAULT_ALGORITHM, Digest
-from registry.errors import DigestInvalid, RangeInvalid
+from registry.errors import BlobUploadUnknown, DigestInvalid, RangeInvalid
 from registry.names import check_name
 from registry.parse import content_length
 from registry.requests import registry_of
 from registry.services.uploads import Span
+
+# The ids this registry makes are UUIDs; the pattern is wider, so that no session an
+# older version made is turned away.
+_UPLOAD_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 
 def _upload_headers(name: str, upload_id: str, offset: int) -> dict[str, str]:
@@ -87,9 +92,18 @@ def _span(request: Request) -> Span | None:
     return Span(*found, content_length(request.headers))
 
 
+def _session(request: Request) -> tuple[str, str]:
+    """The repository and upload id of the path; an id outside the pattern names no
+    session, and never reaches a query (PostgreSQL refuses a NUL in text)."""
+    upload_id = request.path_params["upload_id"]
+    if not _UPLOAD_ID.fullmatch(upload_id):
+        raise BlobUploadUnknown({"uuid": upload_id[:100]})
+    return repository(request), upload_id
+
+
 async def status(request: Request) -> Response:
     """GET: where the session stands."""
-    name, upload_id = repository(request), request.path_params["upload_id"]
+    name, upload_id = _session(request)
     offset = await registry_of(request).uploads.offset(name, upload_id)
     headers = {**_upload_headers(name, upload_id, offset), "Content-Length": "0"}
     return Response(status_code=204, headers=headers)
@@ -97,7 +111,7 @@ async def status(request: Request) -> Response:
 
 async def append(request: Request) -> Response:
     """PATCH: a chunk, or the rest of the bytes streamed."""
-    name, upload_id = repository(request), request.path_params["upload_id"]
+    name, upload_id = _session(request)
     uploads = registry_of(request).uploads
     async with _positioned(request, name, upload_id):
         offset = await uploads.append(name, upload_id, body_chunks(request), _span(request))
@@ -106,7 +120,7 @@ async def append(request: Request) -> Response:
 
 async def finish(request: Request) -> Response:
     """PUT ?digest=: the last chunk, if any, and the blob checked and stored."""
-    name, upload_id = repository(request), request.path_params["upload_id"]
+    name, upload_id = _session(request)
     uploads = registry_of(request).uploads
     raw = request.query_params.get("digest")
     if raw is None:
@@ -122,7 +136,7 @@ async def finish(request: Request) -> Response:
 
 async def cancel(request: Request) -> Response:
     """DELETE: the session ends, and its bytes go."""
-    name, upload_id = repository(request), request.path_params["upload_id"]
+    name, upload_id = _session(request)
     await registry_of(request).uploads.cancel(name, upload_id)
     return Response(status_code=204)
 

@@ -18,7 +18,7 @@ from registry.errors import Denied, RouteUnknown, TooManyRequests, Unauthorized
 from registry.requests import client_address, registry_of
 from registry.web import urls
 from registry.web.manage import accounts_of
-from registry.web.pages import console, field, page, see
+from registry.web.pages import console, field, grants, page, see
 
 # The choices of a token's lifetime, in days; 0 is never.
 TOKEN_DAYS = (7, 30, 90, 365, 0)
@@ -75,11 +75,7 @@ async def add_token(request: Request, session: Session) -> Response:
     """A new token, shown on the page this once (not after a redirect, which would need
     it kept somewhere)."""
     _named(session)
-    scopes = []
-    for line in field(request, "scopes").splitlines():
-        if line.strip():
-            glob, _, actions = line.strip().partition("=")
-            scopes.append((glob.strip(), [a.strip() for a in actions.split(",") if a.strip()]))
+    scopes = grants(request, "scopes")
     try:
         days = int(field(request, "days") or "30")
         if days not in TOKEN_DAYS:

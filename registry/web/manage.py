@@ -11,7 +11,7 @@ from urllib.parse import quote
 from starlette.requests import Request
 from starlette.responses import Response
 
-from registry.auth.accounts import ROLES, Accounts, deny_unless_owner
+from registry.auth.accounts import ROLES, AccountError, Accounts, deny_unless_owner
 from registry.auth.identity import ROBOT_PREFIX
 from registry.auth.scopes import ACTIONS_IN_ORDER
 from registry.auth.sessions import Session
@@ -20,7 +20,7 @@ from registry.names import check_namespace
 from registry.proxy.counters import COUNTERS
 from registry.requests import registry_of
 from registry.web import urls
-from registry.web.pages import console, field, fields, page, see
+from registry.web.pages import console, field, fields, grants, page, see
 
 _MAX_ROBOT_DAYS = 36_500
 # A hold longer than a week is forgotten, not a backup.
@@ -147,17 +147,56 @@ async def users(request: Request, session: Session) -> Response:
             admin=field(request, "admin") == "on",
         )
         return see(urls.USERS())
-    reset = request.query_params.get("reset")
-    listed = await accounts.list_users()
+    return await _users_page(request, session, reset=request.query_params.get("reset"))
+
+
+async def _users_page(request: Request, session: Session, **shown: Any) -> Response:
+    accounts = accounts_of(request)
     return page(
         "users.html",
         session=session,
-        users=listed,
-        reset=reset,
+        users=await accounts.list_users(),
         group_roles=await accounts.list_group_roles(),
         roles=list(ROLES),
         group_role_remover=lambda ident: urls.REMOVE_GROUP_ROLE(ident=str(ident)),
+        # Robots across namespaces: an admin's, named without a namespace's +.
+        robots=[r for r in await accounts.list_robots() if "+" not in r.name],
+        actions=ACTIONS_IN_ORDER,
+        **{"reset": None, "secret": None, "robot_failed": None, **shown},
     )
+
+
+@console
+async def add_system_robot(request: Request, session: Session) -> Response:
+    """A robot acting in several namespaces; its secret is on the page this answers."""
+    admins_only(session)
+    name = field(request, "name")
+    if "+" in name:
+        return await _users_page(
+            request, session, robot_failed="Names with + belong to a namespace's robots."
+        )
+    by_name: dict[str, list[str]] = {}
+    by_pattern: dict[str, list[str]] = {}
+    for target, actions in grants(request, "permissions"):
+        (by_pattern if any(c in target for c in "*?") else by_name)[target] = actions
+    days = field(request, "expires_days")
+    if days and (not days.isdigit() or int(days) > _MAX_ROBOT_DAYS):
+        return await _users_page(
+            request, session, robot_failed=f"Expiry: a number of days up to {_MAX_ROBOT_DAYS}."
+        )
+    expires = datetime.now(UTC) + timedelta(days=int(days)) if days else None
+    try:
+        secret = await accounts_of(request).add_robot(name, by_name, expires, by_pattern)
+    except AccountError as exc:
+        return await _users_page(request, session, robot_failed=str(exc))
+    return await _users_page(request, session, secret=(ROBOT_PREFIX + name, secret))
+
+
+@console
+async def remove_system_robot(request: Request, session: Session) -> Response:
+    admins_only(session)
+    await accounts_of(request).remove_robot(request.path_params["robot"])
+    return see(urls.USERS() + "#robots")
 
 
 @console

@@ -109,6 +109,17 @@ def field(request: Request, name: str) -> str:
     return values[0]
 
 
+def grants(request: Request, name: str) -> list[tuple[str, list[str]]]:
+    """A textarea of grants, one per line: a namespace or a pattern, =, the actions
+    (`team=pull,push`); blank lines are skipped, and the accounts check the rest."""
+    found = []
+    for line in field(request, name).splitlines():
+        if line.strip():
+            target, _, actions = line.strip().partition("=")
+            found.append((target.strip(), [a.strip() for a in actions.split(",") if a.strip()]))
+    return found
+
+
 def fields(request: Request, name: str) -> list[str]:
     """Every value of a field (checkboxes)."""
     return list(request.state.form.get(name) or [])

@@ -1,7 +1,8 @@
-"""Group roles in the console: a namespace's owners map groups to roles there (not to
-admin), admins map them anywhere and to admin on the users page, which also says how
-each user logs in; mappings from the settings are shown and not removable; a group's
-name is shown as text."""
+"""Group roles and robots across namespaces in the console: a namespace's owners map
+groups to roles there (not to admin), admins map them anywhere and to admin on the users
+page, which also says how each user logs in and lists the robots that act in several
+namespaces; mappings from the settings are shown and not removable; a group's name is
+shown as text."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from starlette.applications import Starlette
 
 from registry.auth.accounts import Accounts
 from tests.api.console import EVIL, csrf_of, log_in
+from tests.helpers import basic
 
 pytestmark = [
     pytest.mark.anyio,
@@ -68,3 +70,35 @@ async def test_admins_map_groups_anywhere_and_see_how_users_log_in(
     assert "<code>cn=ops</code>" in shown.text and "every namespace" in shown.text
     r = await web.post("/ui/group-roles", data={**form, "role": "owner", "namespace": "nowhere"})
     assert r.status_code == 404 and "nowhere" in r.text
+
+
+async def test_admins_make_and_remove_robots_across_namespaces(
+    web: httpx.AsyncClient, accounts: Accounts, anon: httpx.AsyncClient
+) -> None:
+    await log_in(web, "root")
+    shown = await web.get("/ui/users")
+    assert "No robots across namespaces." in shown.text
+    form = {"csrf": csrf_of(shown.text), "name": "release", "expires_days": "30"}
+    r = await web.post("/ui/robots", data={**form, "permissions": "team=pull,push\nt*=pull"})
+    assert r.status_code == 200, r.text
+    secret = r.text.split('<code id="robot-secret">')[1].split("</code>")[0]
+    assert "<code>t*</code>: pull" in r.text and "<code>team</code>: pull, push" in r.text
+    token = await anon.get("/token", headers=basic("robot$release", secret))
+    assert token.status_code == 200
+    for permissions, name, words in (
+        ("team=fly", "x", "actions must be some of"),
+        ("", "x", "at least one namespace"),
+        ("team=pull", "team+x", "belong to a namespace"),
+    ):
+        r = await web.post("/ui/robots", data={**form, "name": name, "permissions": permissions})
+        assert words in r.text
+    r = await web.post("/ui/robots/robot$release/remove", data={"csrf": form["csrf"]})
+    assert r.status_code == 303 and r.headers["location"] == "/ui/users#robots"
+    assert (await anon.get("/token", headers=basic("robot$release", secret))).status_code == 401
+    # Only admins.
+    await log_in(web, "alice")
+    alice = await web.get("/ui/account")
+    r = await web.post(
+        "/ui/robots", data={**form, "csrf": csrf_of(alice.text), "permissions": "*=pull"}
+    )
+    assert r.status_code == 403

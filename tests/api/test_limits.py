@@ -116,21 +116,24 @@ async def test_query_string_limit(limited: httpx.AsyncClient) -> None:
 
 
 @pytest.mark.parametrize(
-    ("path", "code"),
+    ("path", "status", "code"),
     [
-        ("/v2/a%00b/manifests/v1", "NAME_INVALID"),
-        ("/v2/team/app/manifests/v%0A1", "NAME_INVALID"),
-        ("/api/v1/users/a%00b/tokens", "INVALID"),
-        ("/api/v1/namespaces/a%1Bb/members", "INVALID"),
-        ("/ui/namespaces/a%00b", "INVALID"),
+        ("/v2/a%00b/manifests/v1", 400, "NAME_INVALID"),
+        ("/v2/team/app/manifests/v%0A1", 404, "MANIFEST_UNKNOWN"),
+        ("/v2/team/app/manifests/v%001", 404, "MANIFEST_UNKNOWN"),
+        ("/v2/team/app/blobs/sha256:%00", 400, "DIGEST_INVALID"),
+        ("/v2/team/app/blobs/uploads/%00", 404, "BLOB_UPLOAD_UNKNOWN"),
+        ("/api/v1/users/a%00b/tokens", 404, "UNSUPPORTED"),
+        ("/api/v1/namespaces/a%1Bb/members", 404, "UNSUPPORTED"),
+        ("/ui/namespaces/a%00b", 404, "UNSUPPORTED"),
     ],
 )
-async def test_a_control_character_in_the_path_is_a_400(
-    client: httpx.AsyncClient, path: str, code: str
+async def test_a_control_character_in_the_path_names_nothing(
+    client: httpx.AsyncClient, path: str, status: int, code: str
 ) -> None:
     """%00 and its kind decode into the path; PostgreSQL refuses a NUL in text, so they
-    never reach a query (a 500 there before)."""
-    assert "control character" in assert_error(await client.get(path), 400, code)["message"]
+    never reach a query (a 500 there before, outside /v2/, which checks its names)."""
+    assert_error(await client.get(path), status, code)
 
 
 @pytest.mark.parametrize("n", ["²", ARABIC_ONE, HUGE, "1e3", " 5", "0x10", "+1"])
