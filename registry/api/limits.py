@@ -74,8 +74,8 @@ class RequestLimits:
             # %00 and the like decode into the path: no account, namespace or token is
             # named with one, and PostgreSQL refuses a NUL in text, so such a path names
             # nothing here. (/v2/ checks its names, tags and digests before any query.)
-            error = RouteUnknown(message="no such endpoint: the path holds a control character")
-            await render(error)(scope, receive, send)
+            unknown = RouteUnknown(message="no such endpoint: the path holds a control character")
+            await render(unknown)(scope, receive, send)
             return
         try:
             await self.app(scope, receive, send)
