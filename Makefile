@@ -43,6 +43,7 @@ secrets:
 	  [ -s secrets/$$name ] || openssl rand -hex 24 > secrets/$$name; done
 	@[ -s secrets/token_key ] || openssl genpkey -algorithm EC \
 	  -pkeyopt ec_paramgen_curve:P-256 -out secrets/token_key 2>/dev/null
+	@[ -s secrets/sealing_key ] || openssl rand -base64 32 > secrets/sealing_key
 	@# The name clients use: a DNS name, or an address (IP: in the certificate).
 	@host=$${REGISTRY_HOSTNAME:-localhost}; case $$host in *[!0-9.]*) kind=DNS;; *) kind=IP;; esac; \
 	  case $$host in *:*) kind=IP;; esac; \

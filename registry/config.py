@@ -330,6 +330,10 @@ class Settings:
     sparse_manifests: bool = False
     # The first admin's password (REGISTRY_ADMIN_PASSWORD); empty means generate one.
     admin_password: str = ""
+    # The key that seals secrets kept in the database (replication remotes' passwords,
+    # identity providers' refresh tokens); empty means `<data_dir>/sealing.key`, made on
+    # the first start. Replicas must share it, as they share the token key.
+    sealing_key_file: str = ""
     http: HttpSettings = field(default_factory=HttpSettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
@@ -364,6 +368,10 @@ class Settings:
     @property
     def token_key_path(self) -> Path:
         return Path(self.auth.key_file or Path(self.data_dir) / "token.key").resolve()
+
+    @property
+    def sealing_key_path(self) -> Path:
+        return Path(self.sealing_key_file or Path(self.data_dir) / "sealing.key").resolve()
 
     @property
     def storage_root(self) -> Path:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from registry.auth.accounts import Accounts
 from registry.auth.oidc import Provider
-from registry.auth.sealed import Sealer
+from registry.auth.sealed import Sealer, sealer_from_file
 from registry.auth.service import AuthService
 from registry.auth.sessions import ConsoleSessions
 from registry.auth.tokens import authority_from_settings
@@ -83,7 +83,8 @@ class Registry:
         )
         self.check = StorageCheck(self.db, self.store, leases)
         self.readiness = Readiness(self.db, self.store, settings.storage.driver)
-        self.auth = _auth_service(settings, self.db) if settings.auth.enabled else None
+        self.sealer = sealer_from_file(settings.sealing_key_path)
+        self.auth = _auth_service(settings, self.db, self.sealer) if settings.auth.enabled else None
         self.console = (
             ConsoleSessions(self.db, self.auth, settings.auth.console_session_hours)
             if self.auth is not None
@@ -114,7 +115,7 @@ class Registry:
         await self.db.close()
 
 
-def _auth_service(settings: Settings, db: Database) -> AuthService:
+def _auth_service(settings: Settings, db: Database, sealer: Sealer) -> AuthService:
     mirror = settings.mirror if settings.mirror.enabled else None
     directory = None
     if settings.auth.ldap.url:
@@ -123,8 +124,7 @@ def _auth_service(settings: Settings, db: Database) -> AuthService:
 
         directory = Directory(settings.auth.ldap)
     tokens = authority_from_settings(settings)
-    provider = sealer = None
+    provider = None
     if settings.auth.oidc.issuer:
         provider = Provider(settings.auth.oidc, tokens.derived_key("oidc login"))
-        sealer = Sealer(tokens.derived_key("sealed secrets"))
     return AuthService(settings.auth, Accounts(db, mirror), tokens, directory, provider, sealer)

@@ -13,9 +13,7 @@ import hashlib
 import hmac
 import json
 import math
-import os
 import secrets
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from registry.auth.keyfiles import read_or_create
 from registry.auth.scopes import Scope
 from registry.config import ConfigError, Settings
 
@@ -64,35 +63,21 @@ class Issued:
 
 
 def load_or_create_key(path: Path, algorithm: str) -> bytes:
-    """Read the PEM private key at `path`, or create it there (mode 0600) if absent.
-    Creation is atomic, so workers starting together end up with one key."""
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        pass
-    if algorithm == "RS256":
-        key: Any = rsa.generate_private_key(public_exponent=65537, key_size=3072)
-    else:
-        key = ec.generate_private_key(ec.SECP256R1())
-    pem: bytes = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".token-key-")
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, pem)
-        os.fsync(fd)
-        os.close(fd)
-        try:
-            os.link(temp, path)
-        except FileExistsError:
-            return path.read_bytes()
-    finally:
-        os.unlink(temp)
-    return pem
+    """Read the PEM private key at `path`, or create it there (mode 0600) if absent."""
+
+    def make() -> bytes:
+        if algorithm == "RS256":
+            key: Any = rsa.generate_private_key(public_exponent=65537, key_size=3072)
+        else:
+            key = ec.generate_private_key(ec.SECP256R1())
+        pem: bytes = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        return pem
+
+    return read_or_create(path, make)
 
 
 def authority_from_settings(settings: Settings) -> TokenAuthority:

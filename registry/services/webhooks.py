@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import ipaddress
 import json
 import logging
 import random
@@ -41,6 +40,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from registry.addresses import resolves_private
 from registry.config import AuditSettings, WebhookSettings
 from registry.errors import Invalid, NotFound
 from registry.metadata import events as event_queries
@@ -115,25 +115,6 @@ def wants(endpoint: Endpoint, event: dict[str, Any]) -> bool:
         return False
     tag = target.get("tag")
     return endpoint.tags is None or (tag is not None and fnmatchcase(tag, endpoint.tags))
-
-
-def private_address(host: str) -> bool:
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return not address.is_global
-
-
-async def _resolves_private(host: str, port: int) -> str | None:
-    """The first address of `host` that is not public, if any."""
-    if private_address(host):
-        return host
-    try:
-        found = await asyncio.get_running_loop().getaddrinfo(host, port)
-    except OSError:
-        return None  # the attempt itself reports it
-    return next((str(a[4][0]) for a in found if private_address(str(a[4][0]))), None)
 
 
 def check_url(url: str) -> str:
@@ -481,7 +462,7 @@ class Webhooks:
         parts = urlsplit(endpoint.url)
         if endpoint.namespace is not None and not self.settings.allow_private_targets:
             port = parts.port or (443 if parts.scheme == "https" else 80)
-            private = await _resolves_private(parts.hostname or "", port)
+            private = await resolves_private(parts.hostname or "", port)
             if private is not None:
                 return Sent(
                     None,
