@@ -302,6 +302,15 @@ class WebhookSettings:
 
 
 @dataclass(frozen=True)
+class ReplicationSettings:
+    # Namespace owners' remotes may not be loopback, private or link-local addresses
+    # (the registry's own network) unless this is on; admins' remotes may be anywhere.
+    allow_private_targets: bool = False
+    # One request to a remote: connecting, and each wait for its next bytes.
+    timeout_seconds: float = 30
+
+
+@dataclass(frozen=True)
 class MetricsSettings:
     # Who may read /metrics: admin (an admin's credentials, as the API), token (a
     # Bearer token equal to `token`, for Prometheus's `authorization`), or open (anyone:
@@ -344,6 +353,7 @@ class Settings:
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    replication: ReplicationSettings = field(default_factory=ReplicationSettings)
 
     @property
     def database_url(self) -> str:
@@ -672,6 +682,7 @@ def _validate(s: Settings) -> None:
         timeout_seconds=0.1,
     )
     _at_least("audit", s.audit, retention_days=0)
+    _at_least("replication", s.replication, timeout_seconds=0.1)
     if s.metrics.access not in {"admin", "token", "open"}:
         raise ConfigError(
             f"config: metrics.access: must be admin, token or open, got {s.metrics.access!r}"

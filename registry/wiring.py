@@ -15,6 +15,7 @@ from registry.auth.tokens import authority_from_settings
 from registry.config import Settings
 from registry.metadata.database import Database
 from registry.proxy.mirror import Mirror
+from registry.replication.remotes import Remotes
 from registry.services.audit import AuditLog
 from registry.services.blobs import BlobService
 from registry.services.browse import Browse
@@ -84,6 +85,7 @@ class Registry:
         self.check = StorageCheck(self.db, self.store, leases)
         self.readiness = Readiness(self.db, self.store, settings.storage.driver)
         self.sealer = sealer_from_file(settings.sealing_key_path)
+        self.remotes = Remotes(self.db, self.sealer, settings.replication)
         self.auth = _auth_service(settings, self.db, self.sealer) if settings.auth.enabled else None
         self.console = (
             ConsoleSessions(self.db, self.auth, settings.auth.console_session_hours)

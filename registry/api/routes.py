@@ -17,6 +17,7 @@ from registry.api import (
     metrics,
     mirror,
     referrers,
+    remotes,
     repositories,
     tags,
     token,
@@ -41,6 +42,7 @@ ADMIN_API = Api(
         me.OPERATIONS,
         mirror.OPERATIONS,
         repositories.OPERATIONS,
+        remotes.OPERATIONS,
         webhooks.OPERATIONS,
     ],
 )

@@ -39,7 +39,7 @@ from registry.metadata.models import (
     UserGroup,
     now,
 )
-from registry.metadata.statements import Statement, dialect_insert
+from registry.metadata.statements import Statement, dialect_insert, insert_new
 
 # The namespace a push goes into, made by its first push (services/manifests.py): its id
 # if this made it, nothing if it was there (and no id of the sequence spent).
@@ -164,14 +164,6 @@ def _pattern_actions(conn: AsyncConnection, namespace: str, robot: str | None = 
     return query.scalar_subquery()
 
 
-async def _insert_new(conn: AsyncConnection, table: Any, **values: object) -> int | None:
-    """The new row's id, or None when a unique key already holds such a row (nothing is
-    written then)."""
-    statement = dialect_insert(conn, table).values(**values).on_conflict_do_nothing()
-    result = await conn.execute(statement.returning(table.id))
-    return result.scalar()
-
-
 # Users
 
 
@@ -219,7 +211,7 @@ async def insert_user(
     external_id: str | None = None,
 ) -> int | None:
     """The new user's id, or None if the name (or the external id) is taken."""
-    return await _insert_new(
+    return await insert_new(
         conn,
         User,
         name=name,
@@ -263,7 +255,7 @@ async def namespace_id(conn: AsyncConnection, name: str, *, lock: bool = False) 
 
 async def insert_namespace(conn: AsyncConnection, name: str, public: bool) -> int | None:
     """The new namespace's id, or None if the name is taken."""
-    return await _insert_new(conn, Namespace, name=name, public=public, created_at=now())
+    return await insert_new(conn, Namespace, name=name, public=public, created_at=now())
 
 
 async def set_namespace_public(conn: AsyncConnection, name: str, public: bool) -> bool:
@@ -515,7 +507,7 @@ async def insert_robot(
 ) -> int | None:
     """The new robot's id, or None if the name is taken. `grants`: actions by namespace
     id; `patterns`: (LIKE pattern, actions) by glob."""
-    robot_id = await _insert_new(
+    robot_id = await insert_new(
         conn,
         Robot,
         name=name,
@@ -607,7 +599,7 @@ async def insert_token(
     expires_at: datetime | None,
 ) -> int | None:
     """The new token's id, or None if the user has one of that name."""
-    return await _insert_new(
+    return await insert_new(
         conn,
         PersonalToken,
         user_id=user_id,

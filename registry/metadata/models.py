@@ -590,3 +590,21 @@ class WebhookAttempt(Base):
     response: Mapped[str | None] = mapped_column(Text)
     worker: Mapped[str] = mapped_column(String(128))
     __table_args__ = (Index("ix_webhook_attempts_webhook_id_id", "webhook_id", "id"),)
+
+
+class Remote(Base):
+    """Another registry that replication copies to or from: a namespace owner's (in
+    `namespace`) or an admin's (`namespace` empty). `secret` is the password sealed with
+    the sealing key (auth/sealed.py), never shown again."""
+
+    __tablename__ = "remotes"
+    __table_args__ = (UniqueConstraint("namespace", "name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    namespace: Mapped[str] = mapped_column(NAME)
+    name: Mapped[str] = mapped_column(String(64))
+    url: Mapped[str] = mapped_column(String(2048))
+    username: Mapped[str | None] = mapped_column(String(255))
+    secret: Mapped[str | None] = mapped_column(Text)
+    verify_tls: Mapped[bool] = mapped_column(Boolean, default=True)
+    ca_pem: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)

@@ -264,3 +264,11 @@ def lexical(conn: AsyncConnection, column: Any) -> ColumnElement[Any]:
         column.collate("C") if conn.dialect.name == "postgresql" else column
     )
     return ordered
+
+
+async def insert_new(conn: AsyncConnection, table: Any, **values: object) -> int | None:
+    """The new row's id, or None when a unique key already holds such a row (nothing is
+    written then)."""
+    statement = dialect_insert(conn, table).values(**values).on_conflict_do_nothing()
+    result = await conn.execute(statement.returning(table.id))
+    return result.scalar()

@@ -189,6 +189,26 @@ class Upstream:
         finally:
             await response.aclose()
 
+    async def ping(self) -> None:
+        """GET /v2/: a registry answers there, and lets these credentials (or anyone, if
+        none) in; UpstreamError says otherwise, with the status (0: unreachable)."""
+        for attempt in range(2):
+            authorization = self._authorization("")
+            headers = {"Authorization": authorization} if authorization else {}
+            try:
+                response = await self.client.get(f"{self.url}/v2/", headers=headers)
+            except httpx.HTTPError as exc:
+                raise UpstreamError(0, f"{self.url} cannot be reached: {exc}") from exc
+            if response.status_code == 200:
+                return
+            if response.status_code != 401 or attempt:
+                raise UpstreamError(
+                    response.status_code,
+                    f"{self.url} answered {response.status_code} to GET /v2/",
+                )
+            await self._authenticate(response.headers.get("www-authenticate", ""), "")
+        raise AssertionError("unreachable")
+
     async def _send(
         self, method: str, name: str, path: str, stream: bool = False
     ) -> httpx.Response:
@@ -252,6 +272,8 @@ class Upstream:
         if scheme.lower() != "bearer" or "realm" not in params:
             raise UpstreamError(401, f"upstream {self.url} asks for {scheme or 'no'} auth")
         query = {"scope": params.get("scope", scope)}
+        if not query["scope"]:  # GET /v2/ names no repository
+            del query["scope"]
         if "service" in params:
             query["service"] = params["service"]
         try:

@@ -21,7 +21,7 @@ LAYERS: list[set[str]] = [
     {"api", "web"},
     {"requests"},
     {"wiring"},
-    {"proxy"},
+    {"proxy", "replication"},
     {"services", "auth"},
     {"metadata", "storage"},
 ]

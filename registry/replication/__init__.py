@@ -1,0 +1,1 @@
+"""Replication: copies between this registry and others (issue 34)."""
