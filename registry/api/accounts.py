@@ -23,6 +23,7 @@ from registry.auth.accounts import (
     Accounts,
     AccountUnknown,
     deny_unless_owner,
+    split_permissions,
 )
 from registry.auth.identity import ROBOT_PREFIX, Identity
 from registry.errors import Conflict, Denied, Invalid, NotFound, RouteUnknown, Unauthorized
@@ -442,11 +443,7 @@ async def add_system_robot(request: Request, caller: Caller, body: NewSystemRobo
     matches it."""
     if "+" in body.name:
         raise Invalid(message="robot names with + belong to a namespace's robots; choose another")
-    grants: dict[str, list[str]] = {}
-    patterns: dict[str, list[str]] = {}
-    for entry in body.permissions:
-        into = patterns if any(c in entry.namespace for c in "*?") else grants
-        into.setdefault(entry.namespace, []).extend(entry.actions)
+    grants, patterns = split_permissions((p.namespace, p.actions) for p in body.permissions)
     days = body.expires_days
     expires = datetime.now(UTC) + timedelta(days=days) if days is not None else None
     secret = await caller.accounts.add_robot(body.name, grants, expires, patterns)

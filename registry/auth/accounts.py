@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -760,6 +761,19 @@ def check_pattern(pattern: str) -> str:
             "characters and ? for one"
         )
     return pattern
+
+
+def split_permissions(
+    entries: Iterable[tuple[str, list[str]]],
+) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """A robot's permissions (target, actions) as add_robot takes them: by namespace
+    name, and by pattern (a target with * or ?); a target named twice gets both's."""
+    grants: dict[str, list[str]] = {}
+    patterns: dict[str, list[str]] = {}
+    for target, actions in entries:
+        into = patterns if any(c in target for c in "*?") else grants
+        into.setdefault(target, []).extend(actions)
+    return grants, patterns
 
 
 def like_pattern(glob: str) -> str:

@@ -17,7 +17,6 @@ from registry.auth.accounts import (
     Account,
     AccountError,
     Accounts,
-    LocalLoginRefused,
 )
 from registry.auth.identity import ANONYMOUS, ROBOT_PREFIX, Identity, kind_of
 from registry.auth.ratelimit import LoginLimiter
@@ -98,7 +97,7 @@ class AuthService:
             if found == ELSEWHERE:
                 source = "ldap"
                 found = await self._directory_login(name, password)
-        except (LocalLoginRefused, AccountError) as exc:
+        except AccountError as exc:  # LocalLoginRefused among them
             found, refusal = None, str(exc)
         except Unavailable as exc:  # the directory is down
             await self._failed(name, "ldap", exc.text)

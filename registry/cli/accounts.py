@@ -19,6 +19,7 @@ from registry.auth.accounts import (
     Accounts,
     check_password,
     check_user_name,
+    split_permissions,
 )
 from registry.cli.common import run_on_database
 from registry.config import Settings
@@ -170,14 +171,13 @@ async def _member_list(accounts: Accounts, args: argparse.Namespace) -> None:
 
 
 async def _robot_add(accounts: Accounts, args: argparse.Namespace) -> None:
-    grants: dict[str, list[str]] = {}
-    patterns: dict[str, list[str]] = {}
+    entries = []
     for grant in args.grant:
         namespace, sep, actions = grant.partition("=")
         if not sep:
             raise AccountError(f"--grant takes NAMESPACE=ACTIONS, got {grant!r}")
-        into = patterns if any(c in namespace for c in "*?") else grants
-        into[namespace] = actions.split(",")
+        entries.append((namespace, actions.split(",")))
+    grants, patterns = split_permissions(entries)
     expires = None
     if args.expires_days is not None:
         expires = datetime.now(UTC) + timedelta(days=args.expires_days)

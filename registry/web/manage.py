@@ -11,7 +11,13 @@ from urllib.parse import quote
 from starlette.requests import Request
 from starlette.responses import Response
 
-from registry.auth.accounts import ROLES, AccountError, Accounts, deny_unless_owner
+from registry.auth.accounts import (
+    ROLES,
+    AccountError,
+    Accounts,
+    deny_unless_owner,
+    split_permissions,
+)
 from registry.auth.identity import ROBOT_PREFIX
 from registry.auth.scopes import ACTIONS_IN_ORDER
 from registry.auth.sessions import Session
@@ -175,10 +181,7 @@ async def add_system_robot(request: Request, session: Session) -> Response:
         return await _users_page(
             request, session, robot_failed="Names with + belong to a namespace's robots."
         )
-    by_name: dict[str, list[str]] = {}
-    by_pattern: dict[str, list[str]] = {}
-    for target, actions in grants(request, "permissions"):
-        (by_pattern if any(c in target for c in "*?") else by_name)[target] = actions
+    by_name, by_pattern = split_permissions(grants(request, "permissions"))
     days = field(request, "expires_days")
     if days and (not days.isdigit() or int(days) > _MAX_ROBOT_DAYS):
         return await _users_page(
