@@ -44,6 +44,9 @@ def create_app(settings: Settings) -> Starlette:
         # Events of every process go out through the outbox (services/webhooks.py).
         if settings.webhooks.poll_seconds:
             workers.append(asyncio.create_task(registry.webhooks.run()))
+        # Replication's queue is shared the same way (replication/worker.py).
+        if settings.replication.poll_seconds:
+            workers.append(asyncio.create_task(registry.replicator.run()))
         try:
             yield
         finally:

@@ -308,6 +308,23 @@ class ReplicationSettings:
     allow_private_targets: bool = False
     # One request to a remote: connecting, and each wait for its next bytes.
     timeout_seconds: float = 30
+    # How often each `registry serve` process looks for replication work (due schedules,
+    # queued items); 0: never (this process copies nothing). Pushes wake the worker of
+    # the process that took them at once.
+    poll_seconds: float = 1.0
+    # Items (an image with its tag, or a deletion) one process copies at once.
+    concurrency: int = 4
+    # A blob goes to a remote in PATCH requests of this size; an interrupted copy resumes
+    # from the last offset the remote acknowledged, so at most this much is sent again.
+    chunk_bytes: int = 16 * 1024 * 1024
+    # An item that fails is tried again after backoff_seconds, doubling up to
+    # max_backoff_seconds, this many times in all; then it is failed, with its reason.
+    attempts: int = 5
+    backoff_seconds: float = 2.0
+    max_backoff_seconds: float = 300
+    # A claimed item is this process's for this long, renewed while it copies; a process
+    # that dies leaves it to another once this has passed.
+    lease_seconds: float = 60
 
 
 @dataclass(frozen=True)
@@ -672,6 +689,18 @@ def _validate(s: Settings) -> None:
     )
     _at_least("auth", s.auth, token_ttl_seconds=1, refresh_ttl_seconds=1, login_attempts=1)
     _validate_sources(s.auth)
+    _at_least(
+        "replication",
+        s.replication,
+        timeout_seconds=0.1,
+        poll_seconds=0,
+        concurrency=1,
+        chunk_bytes=1024,
+        attempts=1,
+        backoff_seconds=0.01,
+        max_backoff_seconds=0.01,
+        lease_seconds=1,
+    )
     _at_least(
         "webhooks",
         s.webhooks,

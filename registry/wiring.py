@@ -16,6 +16,9 @@ from registry.config import Settings
 from registry.metadata.database import Database
 from registry.proxy.mirror import Mirror
 from registry.replication.remotes import Remotes
+from registry.replication.rules import Rules
+from registry.replication.sides import Local
+from registry.replication.worker import Replicator
 from registry.services.audit import AuditLog
 from registry.services.blobs import BlobService
 from registry.services.browse import Browse
@@ -86,6 +89,16 @@ class Registry:
         self.readiness = Readiness(self.db, self.store, settings.storage.driver)
         self.sealer = sealer_from_file(settings.sealing_key_path)
         self.remotes = Remotes(self.db, self.sealer, settings.replication)
+        self.replication = Rules(self.db)
+        self.webhooks.subscribers.append(self.replication)  # event-triggered rules
+        self.replicator = Replicator(
+            self.db,
+            self.replication,
+            self.remotes,
+            Local(self.manifests, self.blobs, self.uploads, self.listing),
+            settings.replication,
+            worker_name(),
+        )
         self.auth = _auth_service(settings, self.db, self.sealer) if settings.auth.enabled else None
         self.console = (
             ConsoleSessions(self.db, self.auth, settings.auth.console_session_hours)
@@ -109,6 +122,7 @@ class Registry:
     async def close(self) -> None:
         await self.uploads.close()
         await self.webhooks.close()
+        await self.replicator.close()
         if self.mirror is not None:
             await self.mirror.close()
         if self.auth is not None and self.auth.provider is not None:

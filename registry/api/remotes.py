@@ -117,7 +117,9 @@ async def test_remote(request: Request, caller: Caller, remote: str) -> None:
     await _test(request, "", remote)
 
 
-@OPERATIONS.operation("DELETE", ONE, summary="Remove a remote (admins)", access=admin, errors=[404])
+@OPERATIONS.operation(
+    "DELETE", ONE, summary="Remove a remote (admins)", access=admin, errors=[404, 409]
+)
 async def remove_remote(request: Request, caller: Caller, remote: str) -> None:
     await registry_of(request).remotes.remove("", remote)
 
@@ -174,7 +176,7 @@ async def test_namespace_remote(
     ONE_IN_NAMESPACE,
     summary="Remove a namespace's remote (owners)",
     access=owner,
-    errors=[404],
+    errors=[404, 409],
 )
 async def remove_namespace_remote(
     request: Request, caller: Caller, namespace: str, remote: str

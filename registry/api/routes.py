@@ -18,6 +18,7 @@ from registry.api import (
     mirror,
     referrers,
     remotes,
+    replication,
     repositories,
     tags,
     token,
@@ -43,6 +44,7 @@ ADMIN_API = Api(
         mirror.OPERATIONS,
         repositories.OPERATIONS,
         remotes.OPERATIONS,
+        replication.OPERATIONS,
         webhooks.OPERATIONS,
     ],
 )

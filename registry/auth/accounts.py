@@ -34,7 +34,7 @@ from registry.auth.scopes import DELETE, PULL, PUSH, REPOSITORY_ACTIONS
 from registry.config import GROUP_SOURCES, MirrorSettings
 from registry.errors import Denied
 from registry.metadata import accounts as q
-from registry.metadata import events, remotes
+from registry.metadata import events, remotes, replication
 from registry.metadata.accounts import GroupRoleRow as GroupRoleRow
 from registry.metadata.database import Database
 
@@ -448,6 +448,7 @@ class Accounts:
             # Group roles and remotes name their namespace: one made later with this name
             # must not inherit them.
             await q.delete_group_roles(conn, namespace=name)
+            await replication.remove_namespace_rules(conn, name)  # before the remotes they use
             await remotes.remove_all(conn, name)
             await events.record(conn, "namespace.delete", namespace=name)
 

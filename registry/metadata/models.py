@@ -608,3 +608,113 @@ class Remote(Base):
     verify_tls: Mapped[bool] = mapped_column(Boolean, default=True)
     ca_pem: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+
+class ReplicationRule(Base):
+    """What to copy between here and a remote: a namespace owner's (`namespace`) or an
+    admin's (`namespace` empty). Filters are JSON lists of globs, `!` excluding."""
+
+    __tablename__ = "replication_rules"
+    __table_args__ = (UniqueConstraint("namespace", "name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    namespace: Mapped[str] = mapped_column(NAME)
+    name: Mapped[str] = mapped_column(String(64))
+    # push (here to the remote) or pull (the remote to here)
+    direction: Mapped[str] = mapped_column(String(8))
+    remote_id: Mapped[int] = mapped_column(ForeignKey("remotes.id"))
+    repositories: Mapped[str] = mapped_column(Text)
+    tags: Mapped[str] = mapped_column(Text)
+    # JSON: of image, index, artifact
+    kinds: Mapped[str] = mapped_column(Text)
+    # Where copies go: a namespace or path prefixed to each name, after `strip` of its
+    # leading components are dropped; empty: the same names.
+    destination: Mapped[str] = mapped_column(NAME)
+    strip: Mapped[int] = mapped_column(Integer, default=0)
+    overwrite: Mapped[bool] = mapped_column(Boolean, default=True)
+    deletions: Mapped[bool] = mapped_column(Boolean, default=False)
+    # manual, schedule (cron in `schedule`) or event
+    trigger: Mapped[str] = mapped_column(String(16))
+    schedule: Mapped[str | None] = mapped_column(String(120))
+    next_run_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Bytes per second a run sends or fetches, over all its blobs; 0: no limit.
+    bandwidth: Mapped[int] = mapped_column(BigInteger, default=0)
+    blobs_at_once: Mapped[int] = mapped_column(Integer, default=4)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    created_by: Mapped[str] = mapped_column(NAME)
+
+
+class ReplicationRun(Base):
+    """One pass of a rule: `planning` (its items are being listed, under a lease),
+    `running`, then `succeeded` or `failed` (some item failed after its retries)."""
+
+    __tablename__ = "replication_runs"
+    id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
+    rule_id: Mapped[int] = mapped_column(
+        ForeignKey("replication_rules.id", ondelete="CASCADE"), index=True
+    )
+    # manual, schedule, event or retry
+    trigger: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    created_by: Mapped[str] = mapped_column(NAME)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    worker: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class ReplicationItem(Base):
+    """One thing a run copies (a tag or digest of a repository, with what it references
+    and its referrers) or deletes, claimed under a lease by one process at a time."""
+
+    __tablename__ = "replication_items"
+    __table_args__ = (
+        Index("ix_replication_items_run_id", "run_id", "state"),
+        Index("ix_replication_items_due", "state", "next_attempt_at"),
+        Index(
+            "ix_replication_items_pending",
+            "rule_id",
+            "repository",
+            "reference",
+            "action",
+            unique=True,
+            sqlite_where=text("state = 'pending'"),
+            postgresql_where=text("state = 'pending'"),
+        ),
+    )
+    id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("replication_runs.id", ondelete="CASCADE"))
+    rule_id: Mapped[int] = mapped_column(Integer)
+    # copy or delete
+    action: Mapped[str] = mapped_column(String(8))
+    repository: Mapped[str] = mapped_column(NAME)  # at the source
+    reference: Mapped[str] = mapped_column(String(160))  # a tag or a digest
+    destination: Mapped[str] = mapped_column(NAME)  # the repository it goes to
+    # pending, running, copied, skipped or failed
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    worker: Mapped[str | None] = mapped_column(String(64))
+    digest: Mapped[str | None] = mapped_column(DIGEST)  # what the reference named
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0)  # sent or fetched
+    error: Mapped[str | None] = mapped_column(Text)  # why it failed, or was skipped
+    # When the change an event-triggered item copies happened (for the lag).
+    event_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ReplicationUpload(Base):
+    """Where a blob's upload to a remote stands: its session's URL there, so that a copy
+    interrupted (a fault, a restart, another process) asks it for its offset and goes
+    on from there."""
+
+    __tablename__ = "replication_uploads"
+    item_id: Mapped[int] = mapped_column(
+        ForeignKey("replication_items.id", ondelete="CASCADE"), primary_key=True
+    )
+    digest: Mapped[str] = mapped_column(DIGEST, primary_key=True)
+    location: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -210,12 +210,25 @@ class Upstream:
         raise AssertionError("unreachable")
 
     async def _send(
-        self, method: str, name: str, path: str, stream: bool = False
+        self,
+        method: str,
+        name: str,
+        path: str,
+        stream: bool = False,
+        *,
+        push: bool = False,
+        url: str | None = None,
+        headers: dict[str, str] | None = None,
+        content: bytes | AsyncIterator[bytes] | None = None,
     ) -> httpx.Response:
+        """A request about repository `name` (at `path` under it, or at `url`, an upload's
+        location), with the token its scope needs (`push`: to write too). A body that
+        streams is sent once: a 401 for it is answered by the caller's next attempt."""
         remote = self.remote_name(name)
-        url = f"{self.url}/v2/{remote}/{path}"
-        scope = f"repository:{remote}:pull"
-        headers = {"Accept": ACCEPT}
+        url = url or f"{self.url}/v2/{remote}/{path}"
+        actions = "pull,push" if push else "pull"
+        scope = f"repository:{remote}:{actions}" if name else "registry:catalog:*"
+        headers = {"Accept": ACCEPT, **(headers or {})}
         wait = self.backoff_until - time.time()
         if wait > 0:
             seconds = math.ceil(wait)
@@ -230,7 +243,7 @@ class Upstream:
             if authorization:
                 headers["Authorization"] = authorization
             try:
-                request = self.client.build_request(method, url, headers=headers)
+                request = self.client.build_request(method, url, headers=headers, content=content)
                 response = await self.client.send(request, stream=stream, follow_redirects=True)
             except httpx.HTTPError as exc:
                 raise UpstreamError(0, f"upstream {self.url} unreachable: {exc}") from exc
@@ -240,6 +253,8 @@ class Upstream:
             challenge = response.headers.get("www-authenticate", "")
             await response.aclose()
             await self._authenticate(challenge, scope)
+            if content is not None and not isinstance(content, bytes):
+                return response  # its body is spent: the caller sends it again
         raise AssertionError("unreachable")
 
     def _observe(self, response: httpx.Response) -> None:

@@ -31,6 +31,7 @@ from registry.metadata import events
 from registry.metadata import remotes as q
 from registry.metadata.accounts import namespace_id
 from registry.metadata.database import Database
+from registry.metadata.replication import rules_using
 from registry.proxy.upstream import Upstream, UpstreamError
 
 _NAME = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*")
@@ -119,8 +120,17 @@ class Remotes:
 
     async def remove(self, namespace: str, name: str) -> None:
         async with self.db.write() as conn:
-            if not await q.remove(conn, namespace, name):
+            row = await q.find(conn, namespace, name)
+            if row is None:
                 raise _unknown(namespace, name)
+            using = await rules_using(conn, row.id)
+            if using:
+                raise Conflict(
+                    {"rules": using},
+                    message=f"remote {name!r} is used by the replication rules "
+                    f"{', '.join(using)}: remove them or point them elsewhere first",
+                )
+            await q.remove(conn, namespace, name)
             await events.record(
                 conn, "remote.delete", namespace=namespace or None, detail={"remote": name}
             )

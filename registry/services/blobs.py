@@ -78,8 +78,9 @@ class BlobService:
                 conn, "delete", repository=repository, target={"digest": str(digest)}
             )
 
-    async def mount(self, repository: str, digest: Digest, source: str) -> bool:
-        """Link a blob of `source` into `repository` and renew its lease; False when
+    async def mount(self, repository: str, digest: Digest, source: str | None) -> bool:
+        """Link a blob of `source` (None: any stored blob, for replication, which knows
+        the bytes by their digest) into `repository` and renew its lease; False when
         `source` lacks it (the client then uploads it)."""
 
         async def link(conn: AsyncConnection) -> bool:

@@ -136,6 +136,7 @@ class ManifestService:
                     len(body),
                     tag=tag,
                     artifactType=parsed.artifact_type,
+                    subject=parsed.subject,
                 ),
             )
             for tag in each

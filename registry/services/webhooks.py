@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 from sqlalchemy import text
@@ -143,6 +143,18 @@ def check_format(form: str) -> str:
     return form
 
 
+class Subscriber(Protocol):
+    """Another consumer of the outbox (replication's event-triggered rules): fed each
+    batch of events in the fan-out's transaction, so what it queues commits with the
+    events marked dispatched, and told once that transaction has committed."""
+
+    async def wants_events(self, conn: AsyncConnection) -> bool: ...
+    async def consume(
+        self, conn: AsyncConnection, found: Sequence[tuple[int, dict[str, Any]]]
+    ) -> int: ...
+    def committed(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class Sent:
     status: int | None
@@ -165,6 +177,7 @@ class Webhooks:
         self.worker = worker
         self._client: aiohttp.ClientSession | None = None
         self._last_prune = float("-inf")
+        self.subscribers: list[Subscriber] = []
 
     # Endpoints
 
@@ -322,7 +335,13 @@ class Webhooks:
         """Fan undispatched events out to the endpoints that want them; returns how many
         events were dispatched."""
         events, _ = await self.db.transact(self._fan_out)
+        self._tell_subscribers(events)
         return events
+
+    def _tell_subscribers(self, events: int) -> None:
+        if events:
+            for subscriber in self.subscribers:
+                subscriber.committed()
 
     async def _fan_out(self, conn: AsyncConnection) -> tuple[int, int]:
         """(events dispatched, deliveries queued)."""
@@ -333,7 +352,8 @@ class Webhooks:
             if not taken:
                 return 0, 0  # another process is at it
         endpoints = await q.endpoints(conn, enabled=True)
-        if not endpoints:
+        subscribers = [s for s in self.subscribers if await s.wants_events(conn)]
+        if not endpoints and not subscribers:
             # Nothing wants them, and an endpoint added after this read wants only
             # events newer than any seen here (see add): mark them dispatched without
             # reading their bodies.
@@ -358,6 +378,8 @@ class Webhooks:
             if wants(endpoint, event)
         ]
         await q.enqueue(conn, rows)
+        for subscriber in subscribers:
+            await subscriber.consume(conn, found)
         await event_queries.mark_dispatched(conn, [ident for ident, _ in found])
         return len(found), len(rows)
 
@@ -372,14 +394,18 @@ class Webhooks:
         # last send of a batch ends within two; the lease covers that.
         lease = timedelta(seconds=2 * self.settings.timeout_seconds + 30)
 
+        fanned = 0
+
         async def take(conn: AsyncConnection) -> list[q.Claimed]:
+            nonlocal fanned
             if fan_out:
-                _, queued = await self._fan_out(conn)
+                fanned, queued = await self._fan_out(conn)
                 if not queued and not due:
                     return []
             return await q.claim(conn, now(), moment + lease, self.worker, BATCH, EACH)
 
         claimed = await self.db.transact(take)
+        self._tell_subscribers(fanned)
         if not claimed:
             return 0
         endpoints = {e.id: e for e in await self.endpoints()}
