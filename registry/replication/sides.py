@@ -220,7 +220,8 @@ class Remote:
         return await self.client.has_blob(repository, digest)
 
     async def mount(self, repository: str, digest: str, source: str) -> bool:
-        return await self.client.mount(repository, digest, source)
+        # Only from where this process saw the blob there: a remote lends nothing else.
+        return bool(source) and await self.client.mount(repository, digest, source)
 
     async def put_blob(
         self,

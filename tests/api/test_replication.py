@@ -6,9 +6,11 @@ destination has is skipped; history says what happened to each item."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import random
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import httpx
@@ -16,6 +18,7 @@ import pytest
 from starlette.applications import Starlette
 
 from registry.auth.accounts import Accounts
+from registry.config import Settings
 from registry.mediatypes import OCI_INDEX, OCI_MANIFEST
 from registry.wiring import Registry
 from tests.api.conftest import PASSWORD
@@ -28,6 +31,7 @@ from tests.helpers import (
     push_image,
     put_manifest,
     sha256,
+    started,
 )
 from tests.peers.distribution import Distribution
 from tests.peers.registry import RegistryProcess
@@ -37,6 +41,7 @@ pytestmark = [
     pytest.mark.parametrize("storage_env", ["filesystem"], indirect=True),
 ]
 OTHER_ADMIN_PASSWORD = "the other registry's admin"
+MIB = 1024 * 1024
 AUTH_SETTINGS = {"replication_attempts": "2", "replication_backoff_seconds": "0.01"}
 
 
@@ -331,6 +336,62 @@ async def test_an_event_rule_copies_each_push_and_deletion(
     assert r.status_code == 404
     runs = (await root.get("/api/v1/replication/runs")).json()["runs"]
     assert runs[0]["state"] == "succeeded" and runs[0]["items"]["copied"] == 1
+
+
+async def test_a_blob_interrupted_by_the_remote_resumes_from_its_offset(
+    make_settings: Callable[..., Settings], distribution: Distribution, dist: httpx.AsyncClient
+) -> None:
+    """Distribution stopped in the middle of a blob sent in chunks, then started again:
+    the copy goes on in the same upload, from the offset Distribution reports."""
+    size, chunk = 6 * MIB, 256 * 1024
+    layer = random.randbytes(size)
+    settings = make_settings(
+        auth_enabled="true",
+        replication_chunk_bytes=str(chunk),
+        replication_backoff_seconds="0.5",
+        replication_poll_seconds="0.05",
+    )
+    async with started(settings) as (application, client):
+        registry: Registry = application.state.registry
+        await registry.auth.accounts.add_user("root", PASSWORD, admin=True)
+        client.headers.update(basic("root", PASSWORD))
+        digest, _ = await push_image(client, "team/big", "v1", layers=[layer])
+        await _remote(client, "dist", distribution.url)
+        # 2 MiB/s: three seconds to send it, time enough to stop Distribution midway.
+        await _rule(
+            client,
+            name="big",
+            direction="push",
+            remote="dist",
+            repositories=["team/big"],
+            bandwidth=2 * MIB,
+        )
+        run = (await client.post("/api/v1/replication/rules/big/run")).json()["run"]
+        path = "/v2/team/big/blobs/uploads/"
+        for _ in range(200):
+            if distribution.requests_under("PATCH", path) >= 4:  # 1 MiB is there
+                break
+            await asyncio.sleep(0.05)
+        distribution.stop()
+        await asyncio.sleep(1)  # the attempt fails; its retry waits for the remote
+        distribution.start()
+        for _ in range(300):
+            found = await _run_by_id(client, run)
+            if found["state"] != "running":
+                break
+            await asyncio.sleep(0.1)
+        assert found["state"] == "succeeded", found
+        # One upload session for the layer (and one for the config): it went on.
+        assert distribution.requests_under("POST", path) == 2
+        (item,) = await _items(client, run)
+        assert item["attempts"] >= 2 and item["state"] == "copied"
+        # What was sent again is at most the chunk in flight when it stopped.
+        config = len(json.dumps({"ref": "v1"}).encode())
+        assert size + config <= item["bytes"] <= size + config + chunk
+    r = await dist.head(f"/v2/team/big/blobs/{sha256(layer)}")
+    assert r.status_code == 200 and int(r.headers["content-length"]) == size
+    r = await dist.head("/v2/team/big/manifests/v1", headers={"Accept": OCI_MANIFEST})
+    assert r.headers["docker-content-digest"] == digest
 
 
 async def test_failures_are_retried_then_said_and_can_be_retried(

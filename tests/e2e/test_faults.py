@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from tests.peers.postgres import PostgresServer
-from tests.peers.registry import RegistryProcess
+from tests.peers.registry import RegistryProcess, workers_of
 from tests.peers.tools import wait_for_port
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -108,20 +108,6 @@ def pusher(url: str, name: str, stop: threading.Event, seen: Acknowledged) -> No
                 time.sleep(0.05)
 
 
-def workers_of(pid: int) -> list[int]:
-    """The uvicorn worker processes of a `registry serve` (its spawned children)."""
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    found = []
-    for child in map(int, children):
-        try:
-            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
-        except FileNotFoundError:
-            continue
-        if b"spawn_main" in cmdline:
-            found.append(child)
-    return found
-
-
 def wait_healthy(server: RegistryProcess, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -181,11 +167,7 @@ def test_kill_9_of_a_worker_or_the_server_loses_no_acknowledged_write(
             victim = random.choice(workers_of(server.process.pid))
             os.kill(victim, signal.SIGKILL)
         else:
-            # The whole server at once: the supervisor and every worker.
-            for pid in [*workers_of(server.process.pid), server.process.pid]:
-                os.kill(pid, signal.SIGKILL)
-            server.process.wait()
-            server.process = None
+            server.kill()
         time.sleep(0.5)
         stop.set()
         for thread in threads:

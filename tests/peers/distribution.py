@@ -24,6 +24,10 @@ class Distribution:
             f"storage:\n  filesystem:\n    rootdirectory: {self.storage}\n"
             "  delete:\n    enabled: true\n"
             f"http:\n  addr: 127.0.0.1:{self.port}\n"
+            # Upload URLs stay valid across a restart (their state is signed with it).
+            "  secret: a-test-secret\n"
+            # A stop lets requests in flight end, as an operator's restart does.
+            "  draintimeout: 10s\n"
         )
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -45,6 +49,11 @@ class Distribution:
         """How many `method path` requests it has answered."""
         line = f'"{method} {path} HTTP/1.1"'
         return sum(line in entry for entry in self.log.read_text().splitlines())
+
+    def requests_under(self, method: str, prefix: str) -> int:
+        """How many `method` requests to paths under `prefix` it has answered."""
+        start = f'"{method} {prefix}'
+        return sum(start in entry for entry in self.log.read_text().splitlines())
 
     def blob_file(self, digest: str) -> Path:
         algorithm, hex_ = digest.split(":")

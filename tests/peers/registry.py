@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -63,6 +64,14 @@ class RegistryProcess:
             stop(self.process)
             self.process = None
 
+    def kill(self) -> None:
+        """SIGKILL the whole server at once: the supervisor and every worker."""
+        assert self.process is not None
+        for pid in [*workers_of(self.process.pid), self.process.pid]:
+            os.kill(pid, signal.SIGKILL)
+        self.process.wait()
+        self.process = None
+
     def restart(self) -> None:
         self.stop()
         self.start()
@@ -92,3 +101,17 @@ class RegistryProcess:
 
     def get(self, path: str, **kwargs: object) -> httpx.Response:
         return httpx.get(self.url + path, timeout=30, **kwargs)  # type: ignore[arg-type]
+
+
+def workers_of(pid: int) -> list[int]:
+    """The uvicorn worker processes of a `registry serve` (its spawned children)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    found = []
+    for child in map(int, children):
+        try:
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+        except FileNotFoundError:
+            continue
+        if b"spawn_main" in cmdline:
+            found.append(child)
+    return found
