@@ -171,6 +171,26 @@ WEBHOOK_DURATION = Declared(
     buckets=_HTTP_BUCKETS,
 )
 
+REPLICATION_ITEMS = Declared(
+    Counter,
+    "registry_replication_items_total",
+    "Replication items settled, by direction (push, pull) and outcome (copied, skipped, "
+    "failed: after their retries; retried: an attempt that failed and waits to go again).",
+    ["direction", "outcome"],
+)
+REPLICATION_BYTES = Declared(
+    Counter,
+    "registry_replication_bytes_total",
+    "Blob bytes replication sent to remotes (push) or fetched from them (pull).",
+    ["direction"],
+)
+REPLICATION_LAG = Declared(
+    Histogram,
+    "registry_replication_lag_seconds",
+    "From a push to its copy by an event-triggered rule being at the remote.",
+    buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
+)
+
 
 # What changes on every request is counted in plain numbers first, and moved into
 # prometheus_client's values by `publish`, every PUBLISH_SECONDS and before each scrape:

@@ -26,7 +26,17 @@ from registry.names import namespace_of
 
 # The actions whose events webhooks may get; the others (logins, tokens, account and
 # setting changes) are for the audit log only.
-WEBHOOK_ACTIONS = ("push", "pull", "mount", "delete", "tag", "mirror", "quota", "gc")
+WEBHOOK_ACTIONS = (
+    "push",
+    "pull",
+    "mount",
+    "delete",
+    "tag",
+    "mirror",
+    "quota",
+    "gc",
+    "replication",
+)
 # What a webhook subscribes to: those actions, with a blob's push apart from a
 # manifest's (`push` is an image, index or artifact arriving, as Harbor and Quay
 # notify; `blob` is each layer and config, as Distribution sends them too).

@@ -363,6 +363,32 @@ class Rules:
         return queued
 
 
+async def finish(conn: AsyncConnection, run_ids: Sequence[int]) -> None:
+    """End the runs whose items are all done, each with a `replication` event (audit,
+    and webhooks that want it) saying how it went."""
+    for run_id in await q.finish_runs(conn, run_ids):
+        run = await q.run(conn, run_id)
+        rule = await q.rule_by_id(conn, run.rule_id) if run else None
+        if run is None or rule is None:
+            continue
+        await events.record(
+            conn,
+            "replication",
+            namespace=rule.namespace or None,
+            outcome="success" if run.state == "succeeded" else "failure",
+            detail={
+                "rule": rule.name,
+                "direction": rule.direction,
+                "remote": rule.remote,
+                "run": run.id,
+                "trigger": run.trigger,
+                "state": run.state,
+                "items": run.counts,
+                "bytes": run.bytes,
+            },
+        )
+
+
 def _items_for(rule: q.RuleRow, event: dict[str, Any]) -> list[q.NewItem]:
     """What one event asks of a push rule: a copy of the tag (or referrer) pushed, or
     the deletion of what was deleted."""

@@ -38,12 +38,13 @@ from registry.errors import RegistryError
 from registry.metadata import replication as q
 from registry.metadata.database import Database
 from registry.metadata.models import now
+from registry.metrics import REPLICATION_BYTES, REPLICATION_ITEMS, REPLICATION_LAG
 from registry.proxy.upstream import UpstreamError
 from registry.replication.client import RemoteRegistry
 from registry.replication.copy import Copy, CopyFailed, Mounts, Outcome, Throttle
 from registry.replication.filters import Filter, destination_name
 from registry.replication.remotes import Remotes
-from registry.replication.rules import Rules, plan
+from registry.replication.rules import Rules, finish, plan
 from registry.replication.sides import Local, Remote, Sink, Source
 from registry.storage.base import StorageError
 
@@ -167,7 +168,7 @@ class Replicator:
         async def queue(conn: AsyncConnection) -> None:
             if await q.planned(conn, run_id, self.worker, error) and error is None:
                 await q.enqueue(conn, run_id, rule_id, items)
-                await q.finish_runs(conn, [run_id])  # nothing selected: it is done
+                await finish(conn, [run_id])  # nothing selected: it is done
 
         await self.db.transact(queue)
         return 1
@@ -211,6 +212,7 @@ class Replicator:
         async with self.db.read() as conn:
             rule = await q.rule_by_id(conn, item.rule_id)
         copy = None
+        direction = rule.direction if rule else "push"
         try:
             if rule is None:
                 raise CopyFailed("its rule was removed")
@@ -231,15 +233,21 @@ class Replicator:
                 else:
                     outcome = await copy.item(item.repository, item.reference, item.destination)
         except FAILURES as exc:
-            await self._failed(item, _words(exc), copy.bytes if copy else 0)
+            await self._failed(item, _words(exc), copy.bytes if copy else 0, direction)
             return
         except Exception as exc:
             log.exception("replication item %d: unexpected failure", item.id)
-            await self._failed(item, f"an error in the registry: {type(exc).__name__}", 0)
+            error = f"an error in the registry: {type(exc).__name__}"
+            await self._failed(item, error, 0, direction)
             return
-        await self._settle(item, outcome, copy.bytes)
+        await self._settle(item, outcome, copy.bytes, direction)
 
-    async def _settle(self, item: q.ItemRow, outcome: Outcome, size: int) -> None:
+    async def _settle(self, item: q.ItemRow, outcome: Outcome, size: int, rule: str) -> None:
+        REPLICATION_ITEMS.labels(rule, outcome.state).inc()
+        REPLICATION_BYTES.labels(rule).inc(size)
+        if item.event_at is not None and outcome.state == "copied":
+            REPLICATION_LAG.observe((now() - item.event_at).total_seconds())
+
         async def settle(conn: AsyncConnection) -> None:
             if await q.settle_item(
                 conn,
@@ -250,13 +258,15 @@ class Replicator:
                 size=size,
                 error=outcome.reason,
             ):
-                await q.finish_runs(conn, [item.run_id])
+                await finish(conn, [item.run_id])
 
         await self.db.transact(settle)
 
-    async def _failed(self, item: q.ItemRow, error: str, size: int) -> None:
+    async def _failed(self, item: q.ItemRow, error: str, size: int, rule: str) -> None:
         attempts = item.attempts + 1
         final = attempts >= self.settings.attempts
+        REPLICATION_ITEMS.labels(rule, "failed" if final else "retried").inc()
+        REPLICATION_BYTES.labels(rule).inc(size)
         delay = min(
             self.settings.max_backoff_seconds,
             self.settings.backoff_seconds * 2 ** min(item.attempts, 30),
@@ -284,7 +294,7 @@ class Replicator:
                 error=error,
                 retry_at=None if final else now() + timedelta(seconds=delay),
             ):
-                await q.finish_runs(conn, [item.run_id])
+                await finish(conn, [item.run_id])
 
         await self.db.transact(settle)
 

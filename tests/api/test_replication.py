@@ -30,6 +30,7 @@ from tests.helpers import (
     index_of,
     push_image,
     put_manifest,
+    scraped,
     sha256,
     started,
 )
@@ -155,6 +156,7 @@ async def test_a_push_rule_copies_selected_tags_to_distribution_and_skips_what_i
         strip=1,
     )
     assert rule["kinds"] == ["image", "index", "artifact"] and rule["trigger"] == "manual"
+    before = scraped((await root.get("/metrics")).text)
     run = await _run(root, registry, "promote")
     assert run["state"] == "succeeded", run
     assert run["items"]["copied"] == 1 and run["trigger"] == "manual"
@@ -166,6 +168,25 @@ async def test_a_push_rule_copies_selected_tags_to_distribution_and_skips_what_i
         "prod/app",
     )
     assert item["state"] == "copied" and item["digest"] == v1
+    after = scraped((await root.get("/metrics")).text)
+    for name, grown in (
+        ('registry_replication_items_total{direction="push",outcome="copied"}', 1),
+        ('registry_replication_bytes_total{direction="push"}', run["bytes"]),
+    ):
+        assert after[name] - before.get(name, 0) == grown, name
+    # The run's end is an event: in the audit log, and for webhooks that want it.
+    (event,) = (await root.get("/api/v1/audit", params={"action": "replication"})).json()["events"]
+    assert event["outcome"] == "success"
+    assert event["detail"] == {
+        "rule": "promote",
+        "direction": "push",
+        "remote": "dist",
+        "run": run["id"],
+        "trigger": "manual",
+        "state": "succeeded",
+        "items": {"copied": 1},
+        "bytes": run["bytes"],
+    }
     r = await dist.head("/v2/prod/app/manifests/v1", headers={"Accept": OCI_MANIFEST})
     assert r.status_code == 200 and r.headers["docker-content-digest"] == v1
     assert (await dist.get("/v2/prod/app/tags/list")).json()["tags"] == ["v1"]
