@@ -286,6 +286,20 @@ class Rules:
             await self._run_of(conn, namespace, run_id)
             return await q.items(conn, run_id, state, before, limit)
 
+    async def recent(self, rule_ids: Sequence[int], limit: int) -> list[q.RunRow]:
+        """The newest runs of these rules (the console's, across namespaces)."""
+        async with self.db.read() as conn:
+            return await q.runs(conn, rule_ids, None, limit)
+
+    async def run_anywhere(self, run_id: int) -> tuple[q.RunRow, q.RuleRow]:
+        """A run and its rule, whatever the namespace (the caller checks who may)."""
+        async with self.db.read() as conn:
+            found = await q.run(conn, run_id) if 0 < run_id < 2**63 else None
+            rule = await q.rule_by_id(conn, found.rule_id) if found else None
+        if found is None or rule is None:
+            raise NotFound({"run": run_id}, message=f"no replication run {run_id}")
+        return found, rule
+
     async def rule_names(self, namespace: str) -> dict[int, str]:
         async with self.db.read() as conn:
             return {r.id: r.name for r in await q.rules(conn, namespace)}

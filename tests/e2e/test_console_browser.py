@@ -437,9 +437,25 @@ def test_every_console_page_passes_axe_core(
         auth=("root", PASSWORD),
         headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
     ).headers["docker-content-digest"]
+    # A replication rule and a run whose items are listed: team/app's tags, skipped
+    # (it copies artifacts only), so the other tests' repositories stay as they are.
+    # Made by the first scheme's test; the second finds them (409).
+    admin = httpx.Client(base_url=server.url, auth=("root", PASSWORD))
+    remote = {"name": "self", "url": server.url, "username": "root", "password": PASSWORD}
+    admin.post("/api/v1/remotes", json=remote)
+    rule = {"name": "copy", "direction": "push", "remote": "self", "destination": "copy"}
+    admin.post(
+        "/api/v1/replication/rules",
+        json={**rule, "repositories": ["team/app"], "kinds": ["artifact"]},
+    )
+    runs = admin.get("/api/v1/replication/runs").json()["runs"]
+    run = runs[0]["id"] if runs else admin.post("/api/v1/replication/rules/copy/run").json()["run"]
+    admin.close()
     pages = [
         "/ui/dashboard",
         "/ui/",
+        "/ui/replication",
+        f"/ui/replication/runs/{run}",
         "/ui/r/team/app/-/tags",
         f"/ui/r/team/app/-/manifests/{digest}",
         "/ui/r/team/app/-/tags/v2/delete",
