@@ -297,6 +297,9 @@ class Upstream:
             )
         except httpx.HTTPError as exc:
             raise UpstreamError(0, f"upstream token service unreachable: {exc}") from exc
+        if response.status_code in (401, 403):
+            who = f"the credentials of {self.credentials[0]!r}" if self.credentials else "anonymous"
+            raise UpstreamError(401, f"{self.url} refused {who} (HTTP {response.status_code})")
         _raise_for(response, "upstream token request")
         try:
             body = json_document(response.content)

@@ -11,13 +11,16 @@ from tests.peers.tools import free_port, launch, need, stop
 
 
 class Distribution:
-    def __init__(self, root: Path) -> None:
+    """Plain HTTP, or HTTPS with `tls` (a certificate and its key, PEM files)."""
+
+    def __init__(self, root: Path, tls: tuple[Path, Path] | None = None) -> None:
         self.binary = need("docker-registry")
         self.root = root
         self.port = free_port()
         self.storage = root / "storage"
         self.log = root / "distribution.log"
         self.config = root / "config.yml"
+        self.tls = tls
         self.config.write_text(
             "version: 0.1\n"
             "log:\n  level: info\n"
@@ -28,12 +31,17 @@ class Distribution:
             "  secret: a-test-secret\n"
             # A stop lets requests in flight end, as an operator's restart does.
             "  draintimeout: 10s\n"
+            + (f"  tls:\n    certificate: {tls[0]}\n    key: {tls[1]}\n" if tls else "")
         )
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}"
 
     def start(self) -> Distribution:
         args = [self.binary, "serve", str(self.config)]
