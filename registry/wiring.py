@@ -89,7 +89,8 @@ class Registry:
         self.readiness = Readiness(self.db, self.store, settings.storage.driver)
         self.sealer = sealer_from_file(settings.sealing_key_path)
         self.remotes = Remotes(self.db, self.sealer, settings.replication)
-        self.replication = Rules(self.db)
+        mirror = settings.mirror
+        self.replication = Rules(self.db, not (mirror.enabled and mirror.mirror_only))
         self.webhooks.subscribers.append(self.replication)  # event-triggered rules
         self.replicator = Replicator(
             self.db,

@@ -81,8 +81,11 @@ def next_time(schedule: str, after: datetime) -> datetime:
 
 
 class Rules:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, hosting: bool = True) -> None:
         self.db = db
+        # False on a mirror only (mirror.mirror_only): nothing is hosted there, so
+        # nothing may be pulled in to stay.
+        self.hosting = hosting
         # Set when items were queued by this process: its worker looks at once.
         self.wake = asyncio.Event()
 
@@ -176,6 +179,11 @@ class Rules:
             raise Invalid(message="direction: push (here to the remote) or pull (to here)")
         if spec.trigger not in TRIGGERS:
             raise Invalid(message=f"trigger: one of {', '.join(TRIGGERS)}")
+        if spec.direction == "pull" and not self.hosting:
+            raise Invalid(
+                message="direction: this registry is a mirror only (mirror.mirror_only), "
+                "which hosts nothing; a pull rule's copies are hosted content"
+            )
         if spec.trigger == "event" and spec.direction == "pull":
             raise Invalid(
                 message="trigger: a pull rule hears no events from its remote; use "

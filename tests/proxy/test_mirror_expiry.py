@@ -287,3 +287,60 @@ async def test_each_cache_is_the_repositories_its_upstream_serves(
             rows = await conn.scalars(select(Repository.name).where(cache.repositories))
             found.update({name: cache.prefix for name in rows if name in names})
     assert found == names
+
+
+async def test_a_pull_rule_from_the_mirrors_upstream_keeps_hosted_copies_that_never_expire(
+    upstream: Upstream, make_mirror: MirrorFactory
+) -> None:
+    """The same image pulled through the mirror (cache: it expires) and copied by a pull
+    rule from the same upstream into a hosted namespace (it stays)."""
+    repo = unique("vendor")
+    layer = layer_of(repo, 50_000)
+    await push_upstream(upstream, repo, "v1", [layer])
+    app = make_mirror(
+        mirror_keep_days=str(KEEP / 86_400),
+        gc_blob_lease_seconds=LEASE,
+        mirror_mirror_only="false",
+        auth_enabled="true",
+        admin_password=MIRROR_ADMIN_PASSWORD,
+        replication_allow_private_targets="true",
+    )
+    registry = app.state.registry
+    await registry.auth.accounts.ensure_admin(MIRROR_ADMIN_PASSWORD)
+    async with client_of(app, headers=basic("admin", MIRROR_ADMIN_PASSWORD)) as mirror:
+        await pulled(app, mirror, repo)
+        r = await mirror.post("/api/v1/remotes", json={"name": "hub", "url": upstream.url})
+        assert r.status_code == 201, r.text
+        rule = {
+            "name": "vendor",
+            "direction": "pull",
+            "remote": "hub",
+            "repositories": [repo],
+            "destination": "thirdparty",
+        }
+        assert (await mirror.post("/api/v1/replication/rules", json=rule)).status_code == 201
+        assert (await mirror.post("/api/v1/replication/rules/vendor/run")).status_code == 202
+        await registry.replicator.drain()
+        # Hosted: its namespace was made by the copy.
+        namespaces = (await mirror.get("/api/v1/namespaces")).json()["namespaces"]
+        assert "thirdparty" in [n["name"] for n in namespaces]
+        await asyncio.sleep(KEEP + 0.2)
+        done = await collect(app)
+        assert done.manifests_deleted == 1  # the cached one
+        assert (await mirror.get(f"/v2/{repo}/tags/list")).json()["tags"] == []
+        copied = f"thirdparty/{repo}"
+        assert (await mirror.get(f"/v2/{copied}/tags/list")).json()["tags"] == ["v1"]
+        assert (await mirror.get(f"/v2/{copied}/blobs/{sha256(layer)}")).content == layer
+
+
+async def test_a_mirror_only_registry_takes_no_pull_rule(
+    upstream: Upstream, make_mirror: MirrorFactory
+) -> None:
+    app = make_mirror(auth_enabled="true", admin_password=MIRROR_ADMIN_PASSWORD)
+    await app.state.registry.auth.accounts.ensure_admin(MIRROR_ADMIN_PASSWORD)
+    async with client_of(app, headers=basic("admin", MIRROR_ADMIN_PASSWORD)) as mirror:
+        r = await mirror.post("/api/v1/remotes", json={"name": "hub", "url": upstream.url})
+        assert r.status_code == 201, r.text
+        rule = {"name": "in", "direction": "pull", "remote": "hub", "destination": "x"}
+        r = await mirror.post("/api/v1/replication/rules", json=rule)
+        assert r.status_code == 400 and "mirror only" in r.json()["errors"][0]["message"]
