@@ -634,17 +634,27 @@ class Accounts:
         `groups`. A name already held by another account is refused: a directory or
         provider must never log in as a local account, or as another source's user."""
         groups = frozenset(g for g in groups if _usable_group(g))
-        async with self.db.write() as conn:
+        # Read first: most logins find the account and its groups as they were, and
+        # then take no write turn (SQLite has one writer for every push).
+        async with self.db.read() as conn:
             user = await q.user_by_external_id(conn, source, external_id)
-            if user is None:
-                user = await self._make_external(conn, source, external_id, name)
-            if await q.set_user_groups(conn, user.id, set(groups)):
-                await events.record(
-                    conn, "user.groups", detail={"user": user.name, "groups": sorted(groups)}
-                )
-            if refresh is not None:
-                await q.update_user(conn, user.name, external_refresh=refresh)
-            user = await q.user_by_external_id(conn, source, external_id)
+            held = frozenset(await q.user_groups(conn, user.name)) if user is not None else None
+        if user is None or held != groups or refresh is not None:
+            async with self.db.write() as conn:
+                user = await q.user_by_external_id(conn, source, external_id)
+                if user is None:
+                    user = await self._make_external(conn, source, external_id, name)
+                changed = await q.set_user_groups(conn, user.id, set(groups))
+                if changed:
+                    await events.record(
+                        conn, "user.groups", detail={"user": user.name, "groups": sorted(groups)}
+                    )
+                    # A group may make the user an admin, or stop making them one.
+                    user = await q.user_by_external_id(conn, source, external_id)
+                    assert user is not None
+                if refresh is not None:
+                    await q.update_user(conn, user.name, external_refresh=refresh)
+        assert user is not None
         account = _user_account(user)
         if account is None:
             raise Denied(message=f"account {name!r} is disabled here; ask an admin")
