@@ -10,7 +10,6 @@ remote, for small images (where the transfer costs nothing) and for 10 MiB ones.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -26,47 +25,12 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.e2e.images import push_layers  # noqa: E402
 from tests.peers.distribution import Distribution  # noqa: E402
 from tests.peers.registry import RegistryProcess  # noqa: E402
 
 PASSWORD = "benchmark admin"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-
-
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def push(client: httpx.Client, repo: str, tag: str, layers: list[bytes]) -> int:
-    """An image pushed to our registry; its bytes."""
-    config = json.dumps({"architecture": "amd64", "os": "linux", "repo": repo}).encode()
-    for blob in (config, *layers):
-        r = client.post(f"/v2/{repo}/blobs/uploads/", params={"digest": sha256(blob)}, content=blob)
-        r.raise_for_status()
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {
-            "mediaType": "application/vnd.oci.image.config.v1+json",
-            "digest": sha256(config),
-            "size": len(config),
-        },
-        "layers": [
-            {
-                "mediaType": "application/vnd.oci.image.layer.v1.tar",
-                "digest": sha256(layer),
-                "size": len(layer),
-            }
-            for layer in layers
-        ],
-    }
-    r = client.put(
-        f"/v2/{repo}/manifests/{tag}",
-        content=json.dumps(manifest).encode(),
-        headers={"Content-Type": OCI_MANIFEST},
-    )
-    r.raise_for_status()
-    return len(config) + sum(map(len, layers))
 
 
 def fresh_distribution(root: Path, name: str) -> Distribution:
@@ -136,7 +100,7 @@ def lag(client: httpx.Client, target: Distribution, label: str, layer_bytes: int
     with httpx.Client(base_url=target.url) as remote_client:
         for n in range(10):
             layers = [os.urandom(layer_bytes) for _ in range(4)]
-            push(client, f"lag{label}/app{n}", "v1", layers)
+            push_layers(client, f"lag{label}/app{n}", "v1", layers)
             acknowledged = time.perf_counter()
             while True:
                 r = remote_client.head(
@@ -171,7 +135,8 @@ def main() -> None:
         layer = int(args.layer_mib * 2**20)
         repos = [f"bench/app{n}" for n in range(args.images)]
         total = sum(
-            push(client, repo, "v1", [os.urandom(layer) for _ in range(4)]) for repo in repos
+            push_layers(client, repo, "v1", [os.urandom(layer) for _ in range(4)])[1]
+            for repo in repos
         )
         print(
             f"{args.images} images of 4 layers of {args.layer_mib:g} MiB: "

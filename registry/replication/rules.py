@@ -19,7 +19,7 @@ import asyncio
 import logging
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime
 from typing import Any
 
@@ -467,43 +467,11 @@ def plan(
 
 
 def _values(spec: RuleSpec) -> dict[str, Any]:
-    return {
-        "name": spec.name,
-        "direction": spec.direction,
-        "remote": spec.remote,
-        "repositories": spec.repositories,
-        "tags": spec.tags,
-        "kinds": spec.kinds,
-        "destination": spec.destination,
-        "strip": spec.strip,
-        "overwrite": spec.overwrite,
-        "deletions": spec.deletions,
-        "trigger": spec.trigger,
-        "schedule": spec.schedule,
-        "bandwidth": spec.bandwidth,
-        "blobs_at_once": spec.blobs_at_once,
-        "enabled": spec.enabled,
-    }
+    return asdict(spec)
 
 
 def _spec(row: q.RuleRow) -> RuleSpec:
-    return RuleSpec(
-        name=row.name,
-        direction=row.direction,
-        remote=row.remote,
-        repositories=row.repositories,
-        tags=row.tags,
-        kinds=row.kinds,
-        destination=row.destination,
-        strip=row.strip,
-        overwrite=row.overwrite,
-        deletions=row.deletions,
-        trigger=row.trigger,
-        schedule=row.schedule,
-        bandwidth=row.bandwidth,
-        blobs_at_once=row.blobs_at_once,
-        enabled=row.enabled,
-    )
+    return RuleSpec(**{f.name: getattr(row, f.name) for f in fields(RuleSpec)})
 
 
 def _detail(spec: RuleSpec) -> dict[str, Any]:

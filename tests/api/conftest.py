@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import httpx
 import pytest
@@ -13,6 +13,7 @@ from registry.app import create_app
 from registry.auth.accounts import Accounts
 from registry.config import Settings
 from tests.helpers import basic, push_image
+from tests.peers.registry import RegistryProcess
 
 PASSWORD = "correct horse battery"
 # Text an attacker may write (a label, an annotation): pages show it as text.
@@ -76,3 +77,16 @@ async def web(auth_app: Starlette, accounts: Accounts) -> httpx.AsyncClient:
     await push_image(client, "alice/own", "v1")
     del client.headers["authorization"]
     return client
+
+
+OTHER_ADMIN_PASSWORD = "the other registry's admin"
+
+
+@pytest.fixture(scope="module")
+def other(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProcess]:
+    """Another instance of this registry, with token auth (a remote for replication),
+    one per test module."""
+    env = {"REGISTRY_AUTH_ENABLED": "true", "REGISTRY_ADMIN_PASSWORD": OTHER_ADMIN_PASSWORD}
+    server = RegistryProcess(tmp_path_factory.mktemp("other") / "data", env).start()
+    yield server
+    server.stop()

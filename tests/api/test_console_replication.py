@@ -59,41 +59,23 @@ async def test_an_admin_adds_a_remote_and_a_rule_runs_it_and_retries_what_failed
     r = await submit(web, "/ui/replication", "/ui/replication/remotes/-/dist/test")
     assert "Remote dist answers." in r.text
     # A refusal is said beside its form, with what was typed escaped.
-    r = await submit(
-        web,
-        "/ui/replication",
-        "/ui/replication/rules",
-        namespace="",
-        name="promote",
-        direction="push",
-        remote="dist",
-        repositories="team/app",
-        tags="v1 <b>x</b>",
-        kinds=["image", "index"],
-        trigger="schedule",
-        schedule="whenever",
-        strip="0",
-        blobs_at_once="4",
-        overwrite="on",
-    )
+    form = {
+        "namespace": "",
+        "name": "promote",
+        "direction": "push",
+        "remote": "dist",
+        "repositories": "team/app",
+        "tags": "v1 <b>x</b>",
+        "kinds": ["image", "index"],
+        "strip": "0",
+        "blobs_at_once": "4",
+        "overwrite": "on",
+    }
+    page, rules = "/ui/replication", "/ui/replication/rules"
+    r = await submit(web, page, rules, **form, trigger="schedule", schedule="whenever")
     assert r.status_code == 400 and "schedule: a cron expression" in r.text
     assert "<b>x</b>" not in r.text and "v1 &lt;b&gt;x&lt;/b&gt;" in r.text
-    r = await submit(
-        web,
-        "/ui/replication",
-        "/ui/replication/rules",
-        namespace="",
-        name="promote",
-        direction="push",
-        remote="dist",
-        repositories="team/app",
-        tags="v1 <b>x</b>",
-        kinds=["image", "index"],
-        trigger="manual",
-        strip="0",
-        blobs_at_once="4",
-        overwrite="on",
-    )
+    r = await submit(web, page, rules, **form, trigger="manual")
     assert r.status_code == 303, r.text
     shown = (await web.get("/ui/replication")).text
     assert "tags v1 &lt;b&gt;x&lt;/b&gt;" in shown and "<b>x</b>" not in shown

@@ -16,7 +16,7 @@ from starlette.applications import Starlette
 
 from registry.auth.accounts import Accounts
 from registry.config import Settings
-from tests.api.conftest import PASSWORD
+from tests.api.conftest import OTHER_ADMIN_PASSWORD, PASSWORD
 from tests.helpers import assert_error, basic, started
 from tests.peers.distribution import Distribution
 from tests.peers.registry import RegistryProcess
@@ -26,21 +26,11 @@ pytestmark = [
     pytest.mark.anyio,
     pytest.mark.parametrize("storage_env", ["filesystem"], indirect=True),
 ]
-OTHER_ADMIN_PASSWORD = "the other registry's admin"
 
 
 @pytest.fixture(scope="module")
 def distribution(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Distribution]:
     server = Distribution(tmp_path_factory.mktemp("distribution")).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def other(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProcess]:
-    """Another instance of this registry, with token auth."""
-    env = {"REGISTRY_AUTH_ENABLED": "true", "REGISTRY_ADMIN_PASSWORD": OTHER_ADMIN_PASSWORD}
-    server = RegistryProcess(tmp_path_factory.mktemp("other") / "data", env).start()
     yield server
     server.stop()
 

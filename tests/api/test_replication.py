@@ -21,7 +21,7 @@ from registry.auth.accounts import Accounts
 from registry.config import Settings
 from registry.mediatypes import OCI_INDEX, OCI_MANIFEST
 from registry.wiring import Registry
-from tests.api.conftest import PASSWORD
+from tests.api.conftest import OTHER_ADMIN_PASSWORD, PASSWORD
 from tests.helpers import (
     assert_error,
     basic,
@@ -41,7 +41,6 @@ pytestmark = [
     pytest.mark.anyio,
     pytest.mark.parametrize("storage_env", ["filesystem"], indirect=True),
 ]
-OTHER_ADMIN_PASSWORD = "the other registry's admin"
 MIB = 1024 * 1024
 AUTH_SETTINGS = {"replication_attempts": "2", "replication_backoff_seconds": "0.01"}
 
@@ -50,15 +49,6 @@ AUTH_SETTINGS = {"replication_attempts": "2", "replication_backoff_seconds": "0.
 def distribution(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Distribution]:
     """A Distribution of the test's own: each starts empty."""
     server = Distribution(tmp_path_factory.mktemp("distribution")).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def other(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProcess]:
-    """Another instance of this registry, with token auth."""
-    env = {"REGISTRY_AUTH_ENABLED": "true", "REGISTRY_ADMIN_PASSWORD": OTHER_ADMIN_PASSWORD}
-    server = RegistryProcess(tmp_path_factory.mktemp("other") / "data", env).start()
     yield server
     server.stop()
 

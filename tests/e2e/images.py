@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import httpx
+
 if TYPE_CHECKING:
     from tests.e2e.conftest import Docker
 
@@ -164,3 +166,26 @@ def load_image(
 
 def image_id(docker: Docker, ref: str) -> str:
     return docker.run("image", "inspect", "--format", "{{.Id}}", ref).stdout.strip()
+
+
+def push_layers(client: httpx.Client, repo: str, tag: str, layers: list[bytes]) -> tuple[str, int]:
+    """An OCI image of these layers pushed to this registry (monolithic blob POSTs);
+    its manifest's digest and the bytes of its blobs."""
+    config = json.dumps({"architecture": "amd64", "os": "linux", "repo": repo, "tag": tag})
+    blobs = [config.encode(), *layers]
+    for blob in blobs:
+        r = client.post(f"/v2/{repo}/blobs/uploads/", params={"digest": sha256(blob)}, content=blob)
+        assert r.status_code == 201, r.text
+    kinds = ["application/vnd.oci.image.config.v1+json"]
+    kinds += ["application/vnd.oci.image.layer.v1.tar"] * len(layers)
+    described = [
+        {"mediaType": kind, "digest": sha256(blob), "size": len(blob)}
+        for kind, blob in zip(kinds, blobs, strict=True)
+    ]
+    oci = "application/vnd.oci.image.manifest.v1+json"
+    body = json.dumps(
+        {"schemaVersion": 2, "mediaType": oci, "config": described[0], "layers": described[1:]}
+    ).encode()
+    r = client.put(f"/v2/{repo}/manifests/{tag}", content=body, headers={"Content-Type": oci})
+    assert r.status_code == 201, r.text
+    return sha256(body), sum(map(len, blobs))

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.images import layer_tar, make_image, write_oci_layout
+from tests.e2e.images import layer_tar, make_image, push_layers, write_oci_layout
 from tests.peers.distribution import Distribution
 from tests.peers.postgres import PostgresServer
 from tests.peers.registry import RegistryProcess
@@ -41,33 +41,7 @@ def sha256(data: bytes) -> str:
 
 
 def push(client: httpx.Client, repo: str, tag: str, layer: bytes) -> str:
-    config = json.dumps({"tag": tag}).encode()
-    for blob in (config, layer):
-        r = client.post(f"/v2/{repo}/blobs/uploads/", params={"digest": sha256(blob)}, content=blob)
-        assert r.status_code == 201, r.text
-    body = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": {
-                "mediaType": "application/vnd.oci.image.config.v1+json",
-                "digest": sha256(config),
-                "size": len(config),
-            },
-            "layers": [
-                {
-                    "mediaType": "application/vnd.oci.image.layer.v1.tar",
-                    "digest": sha256(layer),
-                    "size": len(layer),
-                }
-            ],
-        }
-    ).encode()
-    r = client.put(
-        f"/v2/{repo}/manifests/{tag}", content=body, headers={"Content-Type": OCI_MANIFEST}
-    )
-    assert r.status_code == 201, r.text
-    return sha256(body)
+    return push_layers(client, repo, tag, [layer])[0]
 
 
 def until(check: Callable[[], Any], seconds: float = 60) -> Any:
