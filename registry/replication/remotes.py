@@ -136,11 +136,15 @@ class Remotes:
             )
 
     async def endpoint(self, namespace: str, name: str) -> Endpoint:
-        """The remote's address and credentials, its password unsealed."""
+        """The remote's address and credentials, its password unsealed. A namespace's
+        remote is checked again for the registry's own network (each process checks
+        when it connects): its name may resolve elsewhere now than when it was made."""
         async with self.db.read() as conn:
             row = await q.find(conn, namespace, name)
         if row is None:
             raise _unknown(namespace, name)
+        if namespace:
+            await self._refuse_private(row.url)
         password = self.sealer.open(row.secret) if row.secret else None
         if row.secret and password is None:
             raise Invalid(

@@ -330,14 +330,27 @@ async def test_an_event_rule_copies_each_push_and_deletion(
         deletions=True,
         destination="dr",
     )
+    lag = "registry_replication_lag_seconds_count"
+    before = scraped((await root.get("/metrics")).text).get(lag, 0)
     digest, _ = await push_image(root, "team/live", "v1")
+    await push_image(root, "team/live", "v2")
     await registry.webhooks.step()  # the outbox's fan-out queues the copy
     await registry.replicator.drain()
     r = await dist.head("/v2/dr/team/live/manifests/v1", headers={"Accept": OCI_MANIFEST})
     assert r.status_code == 200 and r.headers["docker-content-digest"] == digest
     (run,) = (await root.get("/api/v1/replication/runs")).json()["runs"]
     assert run["trigger"] == "event" and run["state"] == "succeeded"
-    assert run["items"]["copied"] == 1
+    assert run["items"]["copied"] == 2
+    assert scraped((await root.get("/metrics")).text)[lag] - before == 2
+    # A tag deleted here, its manifest kept: Distribution deletes no tag alone, and
+    # deleting the manifest there would take what is still here: the item says so.
+    assert (await root.delete("/v2/team/live/manifests/v2")).status_code == 202
+    await registry.webhooks.step()
+    await registry.replicator.drain()
+    runs = (await root.get("/api/v1/replication/runs")).json()["runs"]
+    (item,) = await _items(root, runs[0]["id"])
+    assert item["action"] == "delete" and item["state"] == "skipped"
+    assert "stays, as its manifest is still at the source" in item["error"]
     # Deleted here: deleted there. Distribution deletes no tag alone; the manifest goes,
     # since nothing here has it any more.
     assert (await root.delete(f"/v2/team/live/manifests/{digest}")).status_code == 202
@@ -347,6 +360,34 @@ async def test_an_event_rule_copies_each_push_and_deletion(
     assert r.status_code == 404
     runs = (await root.get("/api/v1/replication/runs")).json()["runs"]
     assert runs[0]["state"] == "succeeded" and runs[0]["items"]["copied"] == 1
+
+
+async def test_a_pull_rule_with_deletions_removes_what_the_remote_no_longer_has(
+    root: httpx.AsyncClient, registry: Registry, distribution: Distribution, dist: httpx.AsyncClient
+) -> None:
+    kept = await _push_to_distribution(dist, "vendor/tool", "1.0", [b"tool 1.0"])
+    gone = await _push_to_distribution(dist, "vendor/tool", "1.1", [b"tool 1.1"])
+    await _remote(root, "dist", distribution.url)
+    await _rule(
+        root,
+        name="vendor",
+        direction="pull",
+        remote="dist",
+        repositories=["vendor/*"],
+        destination="team",
+        deletions=True,
+    )
+    run = await _run(root, registry, "vendor")
+    assert run["items"]["copied"] == 2, run
+    assert (await dist.delete(f"/v2/vendor/tool/manifests/{gone}")).status_code == 202
+    run = await _run(root, registry, "vendor")
+    assert run["state"] == "succeeded", run
+    items = {(i["action"], i["reference"]): i for i in await _items(root, run["id"])}
+    assert items[("copy", "1.0")]["state"] == "skipped"
+    assert items[("delete", "1.1")]["state"] == "copied"
+    assert (await root.get("/v2/team/vendor/tool/tags/list")).json()["tags"] == ["1.0"]
+    r = await root.head("/v2/team/vendor/tool/manifests/1.0", headers={"Accept": OCI_MANIFEST})
+    assert r.headers["docker-content-digest"] == kept
 
 
 async def test_a_blob_interrupted_by_the_remote_resumes_from_its_offset(

@@ -20,6 +20,9 @@ SAMPLES = {
     "ident": "7",
     "token": "ci-build",
     "path": "no/such/page",
+    "remote": "dr-site",
+    "rule": "to-dr",
+    "run": "12",
 }
 
 
