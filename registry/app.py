@@ -44,6 +44,8 @@ def create_app(settings: Settings) -> Starlette:
         # Events of every process go out through the outbox (services/webhooks.py).
         if settings.webhooks.poll_seconds:
             workers.append(asyncio.create_task(registry.webhooks.run()))
+        # Keys added anywhere are checked against the stored signatures (services/trust.py).
+        workers.append(asyncio.create_task(registry.trust.run()))
         # Replication's queue is shared the same way (replication/worker.py).
         if settings.replication.poll_seconds:
             workers.append(asyncio.create_task(registry.replicator.run()))

@@ -34,6 +34,7 @@ from registry.services.pulls import Pulls
 from registry.services.readiness import Readiness
 from registry.services.retention import RetentionService
 from registry.services.sources import Stored
+from registry.services.trust import Trust
 from registry.services.uploads import UploadService
 from registry.services.usage import Quotas, Usage
 from registry.services.webhooks import Webhooks
@@ -90,13 +91,14 @@ class Registry:
         self.sealer = sealer_from_file(settings.sealing_key_path)
         self.remotes = Remotes(self.db, self.sealer, settings.replication)
         mirror = settings.mirror
+        self.trust = Trust(self.db, self.store)
         self.replication = Rules(self.db, not (mirror.enabled and mirror.mirror_only))
         self.webhooks.subscribers.append(self.replication)  # event-triggered rules
         self.replicator = Replicator(
             self.db,
             self.replication,
             self.remotes,
-            Local(self.manifests, self.blobs, self.uploads, self.listing),
+            Local(self.manifests, self.blobs, self.uploads, self.listing, self.trust),
             settings.replication,
             worker_name(),
         )

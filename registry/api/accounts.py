@@ -456,3 +456,48 @@ async def add_system_robot(request: Request, caller: Caller, body: NewSystemRobo
 @translated
 async def remove_system_robot(request: Request, caller: Caller, robot: str) -> None:
     await caller.accounts.remove_robot(robot)
+
+
+def registry_and_namespace(
+    operations: Operations,
+    part: str,
+    method: str,
+    tail: str,
+    *,
+    summary: str,
+    errors: tuple[int, ...] = (),
+    **declared: Any,
+) -> Callable[[Handler], Handler]:
+    """Declare a handler of `namespace` twice: at /api/v1/<part><tail> for the registry's
+    own (admins; namespace "") and at /api/v1/namespaces/<ns>/<part><tail> for a
+    namespace's (its owners), each with its own operation id."""
+
+    def register(handler: Handler) -> Handler:
+        async def registry_wide(request: Request, **kwargs: Any) -> Any:
+            return await handler(request, namespace="", **kwargs)
+
+        async def in_namespace(request: Request, **kwargs: Any) -> Any:
+            return await handler(request, **kwargs)
+
+        for made, name in ((registry_wide, handler.__name__), (in_namespace, "")):
+            made.__name__ = name or f"{handler.__name__}_in_namespace"
+            made.__doc__ = handler.__doc__
+        operations.operation(
+            method,
+            f"/api/v1/{part}{tail}",
+            summary=f"{summary} (admins)",
+            access=admin,
+            errors=errors,
+            **declared,
+        )(registry_wide)
+        operations.operation(
+            method,
+            f"/api/v1/namespaces/{{namespace}}/{part}{tail}",
+            summary=f"{summary}, of a namespace (owners)",
+            access=owner,
+            errors=tuple({404, *errors}),
+            **declared,
+        )(in_namespace)
+        return handler
+
+    return register

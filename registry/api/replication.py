@@ -6,14 +6,14 @@ Every operation is declared once and served at both places."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from datetime import datetime
+from functools import partial
 from typing import Any, Literal
 
 from pydantic import Field
 from starlette.requests import Request
 
-from registry.api.accounts import admin, owner
+from registry.api.accounts import registry_and_namespace
 from registry.api.declare import Answer, Body, Operations, Page, PageQuery, id_key
 from registry.errors import Invalid
 from registry.paging import fetch
@@ -22,7 +22,7 @@ from registry.replication.rules import ItemRow, RuleRow, RuleSpec, RunRow
 from registry.requests import registry_of
 
 OPERATIONS = Operations(tag="replication")
-Handler = Callable[..., Awaitable[Any]]
+_both = partial(registry_and_namespace, OPERATIONS, "replication")
 
 Direction = Literal["push", "pull"]
 Trigger = Literal["manual", "schedule", "event"]
@@ -161,43 +161,6 @@ def _run(row: RunRow, names: dict[int, str]) -> Run:
 
 def _item(row: ItemRow) -> Item:
     return Item(**{k: getattr(row, k) for k in Item.model_fields})
-
-
-def _both(
-    method: str, tail: str, *, summary: str, errors: tuple[int, ...] = (), **declared: Any
-) -> Callable[[Handler], Handler]:
-    """Declare a handler at the registry's path (admins; namespace "") and at a
-    namespace's (owners), each with its own operation id."""
-
-    def register(handler: Handler) -> Handler:
-        async def registry_wide(request: Request, **kwargs: Any) -> Any:
-            return await handler(request, namespace="", **kwargs)
-
-        async def in_namespace(request: Request, **kwargs: Any) -> Any:
-            return await handler(request, **kwargs)
-
-        for made, name in ((registry_wide, handler.__name__), (in_namespace, "")):
-            made.__name__ = name or f"{handler.__name__}_in_namespace"
-            made.__doc__ = handler.__doc__
-        OPERATIONS.operation(
-            method,
-            "/api/v1/replication" + tail,
-            summary=f"{summary} (admins)",
-            access=admin,
-            errors=errors,
-            **declared,
-        )(registry_wide)
-        OPERATIONS.operation(
-            method,
-            "/api/v1/namespaces/{namespace}/replication" + tail,
-            summary=f"{summary}, of a namespace (owners)",
-            access=owner,
-            errors=tuple({404, *errors}),
-            **declared,
-        )(in_namespace)
-        return handler
-
-    return register
 
 
 @_both(

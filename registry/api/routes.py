@@ -23,6 +23,7 @@ from registry.api import (
     tags,
     token,
     tokens,
+    trust,
     uploads,
     urls,
     webhooks,
@@ -45,6 +46,7 @@ ADMIN_API = Api(
         repositories.OPERATIONS,
         remotes.OPERATIONS,
         replication.OPERATIONS,
+        trust.OPERATIONS,
         webhooks.OPERATIONS,
     ],
 )

@@ -34,7 +34,7 @@ from registry.auth.scopes import DELETE, PULL, PUSH, REPOSITORY_ACTIONS
 from registry.config import GROUP_SOURCES, MirrorSettings
 from registry.errors import Denied
 from registry.metadata import accounts as q
-from registry.metadata import events, remotes, replication
+from registry.metadata import events, remotes, replication, trust
 from registry.metadata.accounts import GroupRoleRow as GroupRoleRow
 from registry.metadata.database import Database
 
@@ -445,11 +445,12 @@ class Accounts:
         async with self.db.write() as conn:
             if not await q.delete_namespace(conn, name):
                 raise AccountUnknown(f"no namespace named {name!r}")
-            # Group roles and remotes name their namespace: one made later with this name
+            # Group roles, remotes and keys name their namespace: one made later with this name
             # must not inherit them.
             await q.delete_group_roles(conn, namespace=name)
             await replication.remove_namespace_rules(conn, name)  # before the remotes they use
             await remotes.remove_all(conn, name)
+            await trust.remove_all(conn, name)
             await events.record(conn, "namespace.delete", namespace=name)
 
     async def list_namespaces(self) -> list[tuple[str, bool, int]]:

@@ -422,6 +422,8 @@ class NamespacePolicy(Base):
     # JSON: the retention policy (services/policies.py Retention), or NULL for none.
     retention: Mapped[str | None] = mapped_column(Text)
     quota_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    # off, audit (unsigned pulls served and recorded) or enforce (refused)
+    signature_policy: Mapped[str] = mapped_column(String(8), default="off", server_default="off")
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
 
 
@@ -718,3 +720,41 @@ class ReplicationUpload(Base):
     digest: Mapped[str] = mapped_column(DIGEST, primary_key=True)
     location: Mapped[str] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class TrustedKey(Base):
+    """A public key whose signatures a namespace's (or, with `namespace` empty, every
+    namespace's) signature policy trusts. `scanned_at` is empty until a worker has
+    checked the signatures already stored against it."""
+
+    __tablename__ = "trusted_keys"
+    __table_args__ = (
+        UniqueConstraint("namespace", "name"),
+        UniqueConstraint("namespace", "fingerprint"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    namespace: Mapped[str] = mapped_column(NAME)
+    name: Mapped[str] = mapped_column(String(64))
+    algorithm: Mapped[str] = mapped_column(String(32))
+    # sha256 of the key's SubjectPublicKeyInfo DER
+    fingerprint: Mapped[str] = mapped_column(String(80))
+    pem: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    created_by: Mapped[str] = mapped_column(NAME)
+    scanned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    scan_lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class SignatureVerdict(Base):
+    """A trusted key signed this manifest (of its repository), by the signature manifest
+    `signature`; gone with the key or the manifest."""
+
+    __tablename__ = "signature_verdicts"
+    manifest_id: Mapped[int] = mapped_column(
+        ForeignKey("manifests.id", ondelete="CASCADE"), primary_key=True
+    )
+    key_id: Mapped[int] = mapped_column(
+        ForeignKey("trusted_keys.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    signature: Mapped[str] = mapped_column(DIGEST)
+    verified_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -20,6 +20,7 @@ from registry.replication.client import RemoteRegistry
 from registry.services.blobs import BlobService
 from registry.services.listing import ListingService
 from registry.services.manifests import ManifestService
+from registry.services.trust import Trust
 from registry.services.uploads import UploadService
 
 ACCEPT = sorted(MANIFEST_TYPES)
@@ -78,7 +79,9 @@ class Local:
         blobs: BlobService,
         uploads: UploadService,
         listing: ListingService,
+        trust: Trust,
     ) -> None:
+        self.trust = trust
         self.manifests = manifests
         self.blobs = blobs
         self.uploads = uploads
@@ -164,7 +167,11 @@ class Local:
             await self.uploads.put_whole(repository, Digest.parse(digest), counted())
 
     async def put_manifest(self, repository: str, reference: str, manifest: Manifest) -> bool:
-        await self.manifests.put(repository, reference, manifest.content, manifest.media_type)
+        pushed = await self.manifests.put(
+            repository, reference, manifest.content, manifest.media_type
+        )
+        # A signature copied in is checked against the keys trusted here, as a push's.
+        await self.trust.arrived(repository, str(pushed.digest), manifest.content, pushed.tags)
         return True
 
     async def delete(self, repository: str, reference: str) -> str | None:

@@ -1,0 +1,199 @@
+"""Trusted keys and their verdicts (what each signed), and the signature manifests a key
+added later is checked against. Each query takes an open connection; the caller owns
+the transaction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import delete, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from registry.metadata.models import (
+    Manifest,
+    Repository,
+    SignatureVerdict,
+    Tag,
+    TrustedKey,
+    now,
+    utc,
+)
+from registry.metadata.statements import dialect_insert, insert_new
+
+# cosign's artifact type of a signature in the referrers form (cosign 2, OCI 1.1 mode).
+COSIGN_ARTIFACT = "application/vnd.dev.cosign.artifact.sig.v1+json"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRow:
+    id: int
+    namespace: str
+    name: str
+    algorithm: str
+    fingerprint: str
+    pem: str
+    created_at: datetime
+    created_by: str
+    scanned_at: datetime | None
+
+
+_KEY = (
+    TrustedKey.id,
+    TrustedKey.namespace,
+    TrustedKey.name,
+    TrustedKey.algorithm,
+    TrustedKey.fingerprint,
+    TrustedKey.pem,
+    TrustedKey.created_at,
+    TrustedKey.created_by,
+    TrustedKey.scanned_at,
+)
+
+
+def _key(row: tuple[object, ...]) -> KeyRow:
+    values = list(row)
+    values[6] = utc(values[6])  # type: ignore[arg-type]
+    values[8] = utc(values[8]) if values[8] is not None else None  # type: ignore[arg-type]
+    return KeyRow(*values)  # type: ignore[arg-type]
+
+
+async def insert_key(conn: AsyncConnection, **values: object) -> int | None:
+    """The new key's id; None if the namespace has a key of that name or fingerprint."""
+    return await insert_new(conn, TrustedKey, **values, created_at=now())
+
+
+async def keys(conn: AsyncConnection, namespace: str | None) -> list[KeyRow]:
+    """A namespace's keys ('' for the registry's), or every key (None)."""
+    query = select(*_KEY).order_by(TrustedKey.namespace, TrustedKey.name)
+    if namespace is not None:
+        query = query.where(TrustedKey.namespace == namespace)
+    return [_key(tuple(row)) for row in await conn.execute(query)]
+
+
+async def keys_for(conn: AsyncConnection, namespace: str) -> list[KeyRow]:
+    """The keys a namespace trusts: its own and the registry's."""
+    query = select(*_KEY).where(TrustedKey.namespace.in_([namespace, ""]))
+    return [_key(tuple(row)) for row in await conn.execute(query.order_by(TrustedKey.id))]
+
+
+async def remove_key(conn: AsyncConnection, namespace: str, name: str) -> bool:
+    """Remove a key; its verdicts go with it (a cascade): what only it signed is unsigned
+    from this commit on, for every replica."""
+    result = await conn.execute(
+        delete(TrustedKey).where(TrustedKey.namespace == namespace, TrustedKey.name == name)
+    )
+    return bool(result.rowcount)
+
+
+async def remove_all(conn: AsyncConnection, namespace: str) -> None:
+    await conn.execute(delete(TrustedKey).where(TrustedKey.namespace == namespace))
+
+
+async def add_verdicts(
+    conn: AsyncConnection, manifest_id: int, key_ids: list[int], signature: str
+) -> None:
+    if key_ids:
+        rows = [
+            {"manifest_id": manifest_id, "key_id": k, "signature": signature, "verified_at": now()}
+            for k in key_ids
+        ]
+        await conn.execute(dialect_insert(conn, SignatureVerdict).on_conflict_do_nothing(), rows)
+
+
+async def signers(conn: AsyncConnection, manifest_ids: list[int]) -> dict[int, list[str]]:
+    """The names of the keys that signed each of these manifests."""
+    found: dict[int, list[str]] = {}
+    if manifest_ids:
+        rows = await conn.execute(
+            select(SignatureVerdict.manifest_id, TrustedKey.name)
+            .join(TrustedKey, TrustedKey.id == SignatureVerdict.key_id)
+            .where(SignatureVerdict.manifest_id.in_(manifest_ids))
+            .order_by(TrustedKey.name)
+        )
+        for manifest_id, name in rows:
+            found.setdefault(int(manifest_id), []).append(name)
+    return found
+
+
+async def claim_scan(conn: AsyncConnection, until: datetime) -> KeyRow | None:
+    """Lease a key whose stored signatures no one has checked yet."""
+    moment = now()
+    free = or_(TrustedKey.scan_lease_until.is_(None), TrustedKey.scan_lease_until <= moment)
+    picked = await conn.scalar(
+        select(TrustedKey.id)
+        .where(TrustedKey.scanned_at.is_(None), free)
+        .order_by(TrustedKey.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    )
+    if picked is None:
+        return None
+    row = (
+        await conn.execute(
+            update(TrustedKey)
+            .where(TrustedKey.id == picked, TrustedKey.scanned_at.is_(None), free)
+            .values(scan_lease_until=until)
+            .returning(*_KEY)
+        )
+    ).first()
+    return _key(tuple(row)) if row else None
+
+
+async def scanned(conn: AsyncConnection, key_id: int) -> None:
+    await conn.execute(
+        update(TrustedKey)
+        .where(TrustedKey.id == key_id)
+        .values(scanned_at=now(), scan_lease_until=None)
+    )
+
+
+async def unscanned(conn: AsyncConnection) -> bool:
+    found = await conn.scalar(select(TrustedKey.id).where(TrustedKey.scanned_at.is_(None)).limit(1))
+    return found is not None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSignature:
+    repository: str
+    tag: str | None
+    content: bytes
+    digest: str
+
+
+async def stored_signatures(conn: AsyncConnection, namespace: str) -> list[StoredSignature]:
+    """Signature manifests in a namespace's repositories ('' : every one): cosign's
+    `sha256-<hex>.sig` tags, and referrers of cosign's artifact type."""
+    tagged = (
+        select(Repository.name, Tag.name, Manifest.content, Manifest.digest)
+        .join(Manifest, Manifest.id == Tag.manifest_id)
+        .join(Repository, Repository.id == Tag.repository_id)
+        .where(Tag.name.like("sha256-%.sig"))
+    )
+    referring = (
+        select(Repository.name, Manifest.content, Manifest.digest)
+        .join(Repository, Repository.id == Manifest.repository_id)
+        .where(Manifest.subject.is_not(None), Manifest.artifact_type == COSIGN_ARTIFACT)
+    )
+    if namespace:
+        tagged = tagged.where(Repository.namespace == namespace)
+        referring = referring.where(Repository.namespace == namespace)
+    found = [StoredSignature(r, t, bytes(c), d) for r, t, c, d in await conn.execute(tagged)]
+    found += [StoredSignature(r, None, bytes(c), d) for r, c, d in await conn.execute(referring)]
+    return found
+
+
+async def manifest_id(conn: AsyncConnection, repository: str, digest: str) -> int | None:
+    return await conn.scalar(
+        select(Manifest.id)
+        .join(Repository, Repository.id == Manifest.repository_id)
+        .where(Repository.name == repository, Manifest.digest == digest)
+    )
+
+
+async def subject_of(conn: AsyncConnection, repository: str, digest: str) -> str | None:
+    return await conn.scalar(
+        select(Manifest.subject)
+        .join(Repository, Repository.id == Manifest.repository_id)
+        .where(Repository.name == repository, Manifest.digest == digest)
+    )

@@ -1,0 +1,289 @@
+"""Trust: public keys a namespace (or the whole registry) trusts, and the record of what
+each of them signed, decided when a signature arrives, never while a client waits for
+a pull.
+
+- A key is added to a namespace by its owners, or to the registry by admins (then every
+  namespace trusts it); removing it removes its verdicts in the same statement (a
+  cascade), so what only it signed counts as unsigned from that commit on, on every
+  replica.
+- When a cosign signature is pushed (its `sha256-<hex>.sig` tag, or a referrer of
+  cosign's artifact type), each of its payloads is read from the store and checked
+  against the keys the namespace trusts (registry/signatures.py); a key whose signature
+  verifies over a payload that names the subject in this repository gets a verdict on
+  the subject. A signature whose subject is not in the repository yet is checked again
+  when a key is added (below), not when the subject arrives: cosign signs what is there.
+- A key added is checked against the signatures already stored by a worker in any
+  process (its row is leased while it does; `scanned_at` marks it done), so a namespace
+  with many signatures does not hold the request that added the key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from registry import context
+from registry.digest import Digest
+from registry.errors import Conflict, Invalid, NotFound
+from registry.metadata import events
+from registry.metadata import trust as q
+from registry.metadata.accounts import namespace_id
+from registry.metadata.database import Database
+from registry.metadata.models import now
+from registry.names import namespace_of
+from registry.signatures import (
+    SIGNATURE_TAG,
+    SIMPLE_SIGNING,
+    KeyInvalid,
+    TrustedKey,
+    load_key,
+    payload_names,
+    signed_layers,
+    verifies,
+)
+from registry.storage import BlobStore
+from registry.storage.base import StorageError
+
+log = logging.getLogger("registry.trust")
+
+_NAME = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*")
+_MARKER = SIMPLE_SIGNING.encode()
+SCAN_LEASE_SECONDS = 300
+_MAX_PAYLOAD = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    namespace: str
+    name: str
+    algorithm: str
+    fingerprint: str
+    pem: str
+    created_at: datetime
+    created_by: str
+    scanned: bool
+
+
+class Trust:
+    def __init__(self, db: Database, store: BlobStore, poll_seconds: float = 1.0) -> None:
+        self.db = db
+        self.store = store
+        self.poll_seconds = poll_seconds
+        self.wake = asyncio.Event()
+
+    # Keys
+
+    async def add_key(self, namespace: str, name: str, pem: str) -> KeyInfo:
+        if len(name) > 64 or not _NAME.fullmatch(name):
+            raise Invalid(
+                {"name": name[:80]},
+                message="name: lower-case letters and digits, with . _ - between them, at "
+                "most 64 characters",
+            )
+        try:
+            key = load_key(pem)
+        except KeyInvalid as exc:
+            raise Invalid(message=f"pem: {exc}") from None
+
+        async def insert(conn: AsyncConnection) -> KeyInfo:
+            if namespace and await namespace_id(conn, namespace) is None:
+                raise NotFound(message=f"no namespace named {namespace!r}")
+            made = await q.insert_key(
+                conn,
+                namespace=namespace,
+                name=name,
+                algorithm=key.algorithm,
+                fingerprint=key.fingerprint,
+                pem=key.pem,
+                created_by=context.current().actor[:255],
+            )
+            if made is None:
+                raise Conflict(
+                    message=f"{_where(namespace)} trusts a key named {name!r} or this very "
+                    f"key ({key.fingerprint}) already"
+                )
+            await events.record(
+                conn,
+                "trust.key.create",
+                namespace=namespace or None,
+                detail={"key": name, "fingerprint": key.fingerprint},
+            )
+            return next(_info(k) for k in await q.keys(conn, namespace) if k.id == made)
+
+        added = await self.db.transact(insert)
+        self.wake.set()  # this process's scanner checks what is stored at once
+        return added
+
+    async def keys(self, namespace: str | None) -> list[KeyInfo]:
+        async with self.db.read() as conn:
+            return [_info(k) for k in await q.keys(conn, namespace)]
+
+    async def remove_key(self, namespace: str, name: str) -> None:
+        async def delete(conn: AsyncConnection) -> None:
+            if not await q.remove_key(conn, namespace, name):
+                raise NotFound(message=f"{_where(namespace)} has no trusted key named {name!r}")
+            await events.record(
+                conn, "trust.key.delete", namespace=namespace or None, detail={"key": name}
+            )
+
+        await self.db.transact(delete)
+
+    # Signatures
+
+    async def arrived(self, repository: str, digest: str, content: bytes, tags: list[str]) -> int:
+        """A manifest was pushed: if it is a cosign signature, record which trusted keys
+        signed its subject; how many verdicts. Any other manifest costs one scan of its
+        bytes for the simple-signing media type."""
+        if _MARKER not in content:
+            return 0
+        subject = await self._subject(repository, digest, tags)
+        if subject is None:
+            return 0
+        async with self.db.read() as conn:
+            keys = await q.keys_for(conn, namespace_of(repository))
+        return await self._check(repository, subject, digest, content, keys)
+
+    async def _subject(self, repository: str, digest: str, tags: list[str]) -> str | None:
+        for tag in tags:
+            found = SIGNATURE_TAG.fullmatch(tag)
+            if found:
+                return f"sha256:{found[1]}"
+        async with self.db.read() as conn:
+            return await q.subject_of(conn, repository, digest)
+
+    async def _check(
+        self,
+        repository: str,
+        subject: str,
+        signature: str,
+        content: bytes,
+        keys: list[q.KeyRow],
+    ) -> int:
+        if not keys:
+            return 0
+        loaded = [(row.id, _load(row)) for row in keys]
+        signers: set[int] = set()
+        for layer in signed_layers(content):
+            payload = await self._payload(layer.payload_digest)
+            if payload is None:
+                continue
+            why = payload_names(payload, subject, repository)
+            if why is not None:
+                log.info("signature %s in %s: not counted (%s)", signature, repository, why)
+                continue
+            signers |= {
+                ident
+                for ident, key in loaded
+                if key is not None and verifies(key.key, layer.signature, payload)
+            }
+        if not signers:
+            return 0
+
+        async def record(conn: AsyncConnection) -> int:
+            subject_id = await q.manifest_id(conn, repository, subject)
+            if subject_id is None:
+                return 0  # the subject is not here (yet): a key added later looks again
+            await q.add_verdicts(conn, subject_id, sorted(signers), signature)
+            return len(signers)
+
+        return await self.db.transact(record)
+
+    async def _payload(self, digest: str) -> bytes | None:
+        try:
+            parsed = Digest.parse(digest)
+            size = await self.store.stat(parsed)
+            if size is None or size > _MAX_PAYLOAD:
+                return None
+            payload = await self.store.read_bytes(parsed)
+        except (StorageError, ValueError):
+            return None
+        return payload if Digest.of(payload, parsed.algorithm) == parsed else None
+
+    # Keys added: the signatures already stored
+
+    async def scan_step(self) -> int:
+        """Check the stored signatures against one key not checked yet; how many verdicts
+        it got."""
+        until = now() + timedelta(seconds=SCAN_LEASE_SECONDS)
+
+        async def claim(conn: AsyncConnection) -> q.KeyRow | None:
+            return await q.claim_scan(conn, until)
+
+        key = await self.db.transact(claim)
+        if key is None:
+            return 0
+        async with self.db.read() as conn:
+            stored = await q.stored_signatures(conn, key.namespace)
+        found = 0
+        for signature in stored:
+            subject = await self._subject(
+                signature.repository, signature.digest, [signature.tag] if signature.tag else []
+            )
+            if subject is not None:
+                found += await self._check(
+                    signature.repository, subject, signature.digest, signature.content, [key]
+                )
+
+        async def done(conn: AsyncConnection) -> None:
+            await q.scanned(conn, key.id)
+
+        await self.db.transact(done)
+        log.info(
+            "trusted key %r of %s: %d stored signatures checked, %d verdicts",
+            key.name,
+            _where(key.namespace),
+            len(stored),
+            found,
+        )
+        return found
+
+    async def run(self) -> None:
+        """The scanner of `registry serve`: a key added anywhere is checked here too."""
+        while True:
+            try:
+                async with self.db.read() as conn:
+                    waiting = await q.unscanned(conn)
+                if waiting:
+                    await self.scan_step()
+                    continue
+            except Exception as exc:
+                log.error(
+                    "trusted keys: a scan failed (%s: %s); trying again", type(exc).__name__, exc
+                )
+            self.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), self.poll_seconds)
+
+    async def signers(self, manifest_ids: list[int]) -> dict[int, list[str]]:
+        async with self.db.read() as conn:
+            return await q.signers(conn, manifest_ids)
+
+
+def _load(row: q.KeyRow) -> TrustedKey | None:
+    try:
+        return load_key(row.pem)
+    except KeyInvalid:
+        return None
+
+
+def _info(row: q.KeyRow) -> KeyInfo:
+    return KeyInfo(
+        row.namespace,
+        row.name,
+        row.algorithm,
+        row.fingerprint,
+        row.pem,
+        row.created_at,
+        row.created_by,
+        row.scanned_at is not None,
+    )
+
+
+def _where(namespace: str) -> str:
+    return f"namespace {namespace!r}" if namespace else "the registry"

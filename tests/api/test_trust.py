@@ -1,0 +1,211 @@
+"""Trusted keys and what they signed (issue 35, items 1 and 2), with signatures made here
+in cosign's format (the e2e tests sign with cosign and skopeo themselves): a signature
+counts for a key when it verifies over a payload that names the image in its
+repository, whether it arrives as cosign's `.sig` tag or as a referrer; a key added
+later is checked against what is stored, a key removed stops counting at once."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from sqlalchemy import text
+from starlette.applications import Starlette
+
+from registry.auth.accounts import Accounts
+from registry.mediatypes import OCI_MANIFEST
+from registry.signatures import SIGNATURE_ANNOTATION, SIMPLE_SIGNING
+from registry.wiring import Registry
+from tests.api.conftest import PASSWORD
+from tests.helpers import (
+    assert_error,
+    basic,
+    descriptor,
+    push_blob,
+    push_image,
+    put_manifest,
+    sha256,
+)
+
+pytestmark = [
+    pytest.mark.anyio,
+    pytest.mark.parametrize("storage_env", ["filesystem"], indirect=True),
+]
+COSIGN_ARTIFACT = "application/vnd.dev.cosign.artifact.sig.v1+json"
+
+
+class Signer:
+    def __init__(self) -> None:
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        self.pem = (
+            self.key.public_key()
+            .public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+            .decode()
+        )
+
+    def sign(self, payload: bytes) -> str:
+        return base64.b64encode(self.key.sign(payload, ec.ECDSA(hashes.SHA256()))).decode()
+
+
+def cosign_payload(digest: str, reference: str) -> bytes:
+    critical = {
+        "identity": {"docker-reference": reference},
+        "image": {"docker-manifest-digest": digest},
+        "type": "cosign container image signature",
+    }
+    return json.dumps({"critical": critical, "optional": None}).encode()
+
+
+async def sign(
+    client: httpx.AsyncClient,
+    repo: str,
+    digest: str,
+    signer: Signer,
+    *,
+    names: str | None = None,
+    reference: str | None = None,
+    tamper: bool = False,
+    referrer: bool = False,
+) -> str:
+    """Push a cosign signature of `digest` (its payload naming `names`, default the
+    image itself) as cosign's tag or as a referrer; the signature manifest's digest."""
+    payload = cosign_payload(names or digest, reference or f"registry.test/{repo}:v1")
+    signature = signer.sign(payload)
+    if tamper:
+        payload = payload.replace(b"registry.test", b"registry.evil")
+    await push_blob(client, repo, payload)
+    config = b"{}"
+    await push_blob(client, repo, config)
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": descriptor(config, "application/vnd.oci.image.config.v1+json"),
+        "layers": [
+            descriptor(payload, SIMPLE_SIGNING, annotations={SIGNATURE_ANNOTATION: signature})
+        ],
+    }
+    if referrer:
+        manifest["artifactType"] = COSIGN_ARTIFACT
+        manifest["subject"] = {"mediaType": OCI_MANIFEST, "digest": digest, "size": 1}
+    body = json.dumps(manifest).encode()
+    tag = "sha256-" + digest.split(":")[1] + ".sig"
+    return await put_manifest(client, repo, sha256(body) if referrer else tag, body, OCI_MANIFEST)
+
+
+@pytest.fixture
+async def root(auth_app: Starlette, accounts: Accounts) -> AsyncIterator[httpx.AsyncClient]:
+    await accounts.add_user("root", PASSWORD, admin=True)
+    await accounts.add_user("olga", PASSWORD)
+    await accounts.add_namespace("team", public=False, owner="olga")
+    transport = httpx.ASGITransport(app=auth_app)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://registry.test", headers=basic("root", PASSWORD)
+    ) as client:
+        yield client
+
+
+@pytest.fixture
+def registry(auth_app: Starlette) -> Registry:
+    found: Registry = auth_app.state.registry
+    return found
+
+
+async def signed_by(registry: Registry, repo: str, digest: str) -> list[str]:
+    async with registry.db.read() as conn:
+        rows = await conn.execute(
+            text(
+                "SELECT k.name FROM signature_verdicts v JOIN trusted_keys k ON k.id = v.key_id "
+                "JOIN manifests m ON m.id = v.manifest_id JOIN repositories r ON "
+                "r.id = m.repository_id WHERE r.name = :repo AND m.digest = :digest ORDER BY 1"
+            ),
+            {"repo": repo, "digest": digest},
+        )
+        return [row[0] for row in rows]
+
+
+async def test_keys_are_kept_per_namespace_and_for_the_registry(root: httpx.AsyncClient) -> None:
+    ours = Signer()
+    r = await root.post("/api/v1/trust/keys", json={"name": "release", "pem": ours.pem})
+    assert r.status_code == 201, r.text
+    key = r.json()
+    assert key["namespace"] == "" and key["algorithm"] == "ecdsa-secp256r1"
+    assert key["fingerprint"].startswith("sha256:")
+    again = await root.post("/api/v1/trust/keys", json={"name": "other", "pem": ours.pem})
+    assert "this very key" in assert_error(again, 409, "CONFLICT")["message"]
+    r = await root.post("/api/v1/trust/keys", json={"name": "bad", "pem": "nope"})
+    assert "not a PEM public key" in assert_error(r, 400, "INVALID")["message"]
+    olga = basic("olga", PASSWORD)
+    r = await root.post(
+        "/api/v1/namespaces/team/trust/keys",
+        json={"name": "team-ci", "pem": Signer().pem},
+        headers=olga,
+    )
+    assert r.status_code == 201, r.text
+    listed = (await root.get("/api/v1/namespaces/team/trust/keys", headers=olga)).json()
+    assert [k["name"] for k in listed["keys"]] == ["team-ci"]
+    assert_error(await root.get("/api/v1/trust/keys", headers=olga), 403, "DENIED")
+    r = await root.delete("/api/v1/namespaces/team/trust/keys/team-ci", headers=olga)
+    assert r.status_code == 204
+    r = await root.delete("/api/v1/namespaces/team/trust/keys/team-ci", headers=olga)
+    assert_error(r, 404, "NOT_FOUND")
+    events = (await root.get("/api/v1/audit", params={"action": "trust."})).json()["events"]
+    assert [e["action"] for e in events] == [
+        "trust.key.delete",
+        "trust.key.create",
+        "trust.key.create",
+    ]
+
+
+async def test_a_signature_counts_for_the_key_that_made_it_over_this_image_only(
+    root: httpx.AsyncClient, registry: Registry
+) -> None:
+    ours, theirs = Signer(), Signer()
+    r = await root.post(
+        "/api/v1/namespaces/team/trust/keys", json={"name": "ours", "pem": ours.pem}
+    )
+    assert r.status_code == 201
+    good, _ = await push_image(root, "team/app", "v1", layers=[b"good"])
+    await sign(root, "team/app", good, ours)
+    assert await signed_by(registry, "team/app", good) == ["ours"]
+    # Refused, each: another key; a payload naming another digest; another repository;
+    # a tampered payload; a referrer made by another key.
+    cases = {
+        "theirs": {"signer": theirs},
+        "other digest": {"names": "sha256:" + "0" * 64},
+        "other repository": {"reference": "registry.test/team/other:v1"},
+        "tampered": {"tamper": True},
+    }
+    for n, (label, case) in enumerate(cases.items()):
+        digest, _ = await push_image(root, "team/app", f"bad{n}", layers=[label.encode()])
+        await sign(root, "team/app", digest, **{"signer": ours, **case})  # type: ignore[arg-type]
+        assert await signed_by(registry, "team/app", digest) == [], label
+    # The referrers form counts the same way.
+    referred, _ = await push_image(root, "team/app", "ref", layers=[b"referred"])
+    await sign(root, "team/app", referred, ours, referrer=True)
+    assert await signed_by(registry, "team/app", referred) == ["ours"]
+    await sign(root, "team/app", referred, theirs, referrer=True)
+    assert await signed_by(registry, "team/app", referred) == ["ours"]
+
+
+async def test_a_key_added_later_counts_for_what_it_signed_before_and_a_removed_one_stops(
+    root: httpx.AsyncClient, registry: Registry
+) -> None:
+    late = Signer()
+    digest, _ = await push_image(root, "team/app", "v1")
+    await sign(root, "team/app", digest, late)
+    assert await signed_by(registry, "team/app", digest) == []
+    r = await root.post("/api/v1/trust/keys", json={"name": "late", "pem": late.pem})
+    assert r.status_code == 201 and r.json()["scanned"] is False
+    assert await registry.trust.scan_step() == 1
+    assert await signed_by(registry, "team/app", digest) == ["late"]
+    assert (await root.get("/api/v1/trust/keys")).json()["keys"][0]["scanned"] is True
+    assert await registry.trust.scan_step() == 0  # done once
+    assert (await root.delete("/api/v1/trust/keys/late")).status_code == 204
+    assert await signed_by(registry, "team/app", digest) == []
