@@ -171,6 +171,13 @@ WEBHOOK_DURATION = Declared(
     buckets=_HTTP_BUCKETS,
 )
 
+UNSIGNED_PULLS = Declared(
+    Counter,
+    "registry_unsigned_pulls_total",
+    "Pulls of images no trusted key signed, in namespaces with a signature policy: "
+    "served (audit) or refused (enforce).",
+    ["outcome"],
+)
 REPLICATION_ITEMS = Declared(
     Counter,
     "registry_replication_items_total",

@@ -6,6 +6,7 @@ only admins set quotas or lift immutable rules."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Literal
 
 from pydantic import Field
 from starlette.requests import Request
@@ -43,6 +44,9 @@ class Policy(Answer):
     immutable_tags: list[str] = Field(description="tag patterns no push may move")
     retention: Retention | None
     quota_bytes: int | None
+    signature_policy: str = Field(
+        description="off, audit (unsigned pulls served and recorded) or enforce (refused)"
+    )
 
 
 class RetentionChange(Body):
@@ -57,6 +61,9 @@ class PolicyChange(Body):
     immutable_tags: list[str] | None = Field(None, description="lifting one takes an admin")
     retention: RetentionChange | None = None
     quota_bytes: int | None = Field(None, ge=0, description="only admins set it")
+    signature_policy: Literal["off", "audit", "enforce"] | None = Field(
+        None, description="pulls of images no trusted key signed: served, recorded, refused"
+    )
 
 
 class RepositoryUsage(Answer):

@@ -7,8 +7,8 @@ from starlette.responses import Response
 
 from registry.api import urls
 from registry.api.common import repository, source
-from registry.errors import ManifestTooLarge, ManifestUnknown
-from registry.names import is_reference
+from registry.errors import Denied, ManifestTooLarge, ManifestUnknown
+from registry.names import is_reference, namespace_of
 from registry.requests import registry_of, small_body
 
 
@@ -31,6 +31,17 @@ async def get_manifest(request: Request) -> Response:
     registry = registry_of(request)
     accept = request.headers.getlist("accept")
     found = await source(request).manifest(name, reference, accept)
+    if found.unsigned is not None:
+        registry.pulls.unsigned(found, name, reference)
+        if found.unsigned == "enforce":
+            namespace = namespace_of(name)
+            raise Denied(
+                {"reference": reference[:200], "digest": found.digest},
+                message=f"{name}@{found.digest} is signed by no key that namespace "
+                f"{namespace!r} trusts, and its signature policy is enforce: sign it "
+                "(cosign sign --key <key> <image>@<digest>) with a key its owners or the "
+                "registry's admins added (/api/v1/trust/keys)",
+            )
     headers = {
         "Docker-Content-Digest": found.digest,
         "ETag": f'"{found.digest}"',

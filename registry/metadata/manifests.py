@@ -34,6 +34,9 @@ class StoredManifest:
     # Where it is stored (0: not stored here, as a mirror's answer straight from upstream).
     repository_id: int = 0
     manifest_id: int = 0
+    # Its namespace's signature policy, when no trusted key signed it and it is not
+    # itself a signature or other referrer (audit or enforce); None otherwise.
+    unsigned: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,17 +48,37 @@ class Referrer:
     annotations: str | None
 
 
-_SELECT = "SELECT m.digest, m.media_type, m.content, m.repository_id, m.id FROM manifests m "
+def _select(exempt: str) -> str:
+    """The columns of a manifest GET, with what its namespace's signature policy says
+    of it, in the same query: nothing to check (no policy, or a referrer, or `exempt`),
+    signed (a trusted key signed it, or an index in its repository that lists it), or
+    the policy (audit or enforce). The verdicts are only looked at under a policy."""
+    return (
+        "SELECT m.digest, m.media_type, m.content, m.repository_id, m.id, "
+        "CASE WHEN p.signature_policy IS NULL OR p.signature_policy = 'off' "
+        f"OR m.subject IS NOT NULL{exempt} THEN NULL "
+        "WHEN EXISTS (SELECT 1 FROM signature_verdicts v WHERE v.manifest_id = m.id) "
+        "OR EXISTS (SELECT 1 FROM manifest_references c JOIN manifests i ON i.id = c.manifest_id "
+        "JOIN signature_verdicts v ON v.manifest_id = i.id WHERE c.digest = m.digest "
+        "AND c.kind = 'manifest' AND i.repository_id = m.repository_id) THEN NULL "
+        "ELSE p.signature_policy END FROM manifests m "
+    )
+
+
+_POLICY = "LEFT JOIN namespace_policies p ON p.namespace = r.namespace "
 BY_TAG = Statement(
     "manifest_by_tag",
-    _SELECT + "JOIN tags t ON t.manifest_id = m.id "
-    "JOIN repositories r ON r.id = t.repository_id WHERE r.name = :repository AND t.name = :tag",
+    # cosign's signatures, attestations and SBOMs, and the referrers tag schema's index,
+    # are tagged sha256-<hex>...: clients fetch them to verify, whatever the policy.
+    _select(" OR t.name LIKE 'sha256-%'") + "JOIN tags t ON t.manifest_id = m.id "
+    "JOIN repositories r ON r.id = t.repository_id " + _POLICY + "WHERE r.name = :repository "
+    "AND t.name = :tag",
     point=True,
 )
 BY_DIGEST = Statement(
     "manifest_by_digest",
-    _SELECT + "JOIN repositories r ON r.id = m.repository_id "
-    "WHERE r.name = :repository AND m.digest = :digest",
+    _select("") + "JOIN repositories r ON r.id = m.repository_id " + _POLICY + "WHERE "
+    "r.name = :repository AND m.digest = :digest",
     point=True,
 )
 # A manifest's row: its columns, their values, and what a second push of it changes.
@@ -144,8 +167,10 @@ def put(
 def _stored(found: list[Row]) -> StoredManifest | None:
     if not found:
         return None
-    digest, media_type, content, repository_id, manifest_id = found[0]
-    return StoredManifest(digest, media_type, bytes(content), int(repository_id), int(manifest_id))
+    digest, media_type, content, repository_id, manifest_id, unsigned = found[0]
+    return StoredManifest(
+        digest, media_type, bytes(content), int(repository_id), int(manifest_id), unsigned
+    )
 
 
 async def by_tag(db: Database, repository: str, tag: str) -> StoredManifest | None:

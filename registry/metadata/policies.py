@@ -1,4 +1,4 @@
-"""Namespace policies: immutable tags, retention, quota. Each query takes an open
+"""Namespace policies: immutable tags, retention, quota, signatures. Each query takes an open
 connection and the caller owns the transaction."""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ class StoredPolicy:
     immutable_tags: str  # JSON
     retention: str | None  # JSON
     quota_bytes: int | None
+    signature_policy: str = "off"
 
 
 _COLUMNS = (
@@ -25,13 +26,15 @@ _COLUMNS = (
     NamespacePolicy.immutable_tags,
     NamespacePolicy.retention,
     NamespacePolicy.quota_bytes,
+    NamespacePolicy.signature_policy,
 )
 
 
 # A push's read of its namespace's policy, in its program (services/manifests.py).
 BY_NAMESPACE = Statement(
     "policy",
-    "SELECT namespace, immutable_tags, retention, quota_bytes FROM namespace_policies "
+    "SELECT namespace, immutable_tags, retention, quota_bytes, signature_policy "
+    "FROM namespace_policies "
     "WHERE namespace = :namespace",
 )
 
@@ -53,6 +56,7 @@ async def save_policy(conn: AsyncConnection, stored: StoredPolicy) -> None:
         "immutable_tags": stored.immutable_tags,
         "retention": stored.retention,
         "quota_bytes": stored.quota_bytes,
+        "signature_policy": stored.signature_policy,
         "updated_at": now(),
     }
     stmt = dialect_insert(conn, NamespacePolicy).values(namespace=stored.namespace, **values)

@@ -43,12 +43,17 @@ class Retention:
         return any(fnmatchcase(tag, pattern) for pattern in self.keep_tags)
 
 
+SIGNATURE_POLICIES = ("off", "audit", "enforce")
+
+
 @dataclass(frozen=True)
 class Policy:
     namespace: str
     immutable_tags: tuple[str, ...] = ()
     retention: Retention | None = None
     quota_bytes: int | None = None
+    # off, audit (unsigned pulls served and recorded) or enforce (refused)
+    signature_policy: str = "off"
 
     def immutable_rule(self, tag: str) -> str | None:
         """The first immutable-tag pattern that covers `tag`, if any."""
@@ -63,6 +68,7 @@ class Policy:
             "immutable_tags": list(self.immutable_tags),
             "retention": retention,
             "quota_bytes": self.quota_bytes,
+            "signature_policy": self.signature_policy,
         }
 
 
@@ -82,6 +88,7 @@ def from_stored(namespace: str, stored: StoredPolicy | None) -> Policy:
         immutable_tags=tuple(json.loads(stored.immutable_tags)),
         retention=retention,
         quota_bytes=stored.quota_bytes,
+        signature_policy=stored.signature_policy,
     )
 
 
@@ -166,11 +173,11 @@ class Policies:
         """Apply the fields of `changes` (immutable_tags, retention, quota_bytes); an
         owner may not set the quota nor remove an immutable rule."""
         check_namespace(namespace)
-        unknown = set(changes) - {"immutable_tags", "retention", "quota_bytes"}
+        unknown = set(changes) - {"immutable_tags", "retention", "quota_bytes", "signature_policy"}
         if unknown:
             raise Invalid(
                 message=f"unknown fields {sorted(unknown)}: use immutable_tags, retention, "
-                "quota_bytes",
+                "quota_bytes, signature_policy",
             )
         async with self.db.write() as conn:
             current = from_stored(namespace, await q.policy(conn, namespace))
@@ -191,6 +198,15 @@ class Policies:
                     raise Denied(message="only an admin may set a namespace's quota")
                 quota = _number(changes["quota_bytes"], "quota_bytes", integer=True, low=0)
                 updated = replace(updated, quota_bytes=quota)
+            if "signature_policy" in changes:
+                chosen = changes["signature_policy"]
+                if chosen not in SIGNATURE_POLICIES:
+                    raise Invalid(
+                        {"field": "signature_policy"},
+                        message="signature_policy: off, audit (unsigned pulls served and "
+                        "recorded) or enforce (refused)",
+                    )
+                updated = replace(updated, signature_policy=chosen)
             document = updated.to_json()
             await q.save_policy(
                 conn,
@@ -199,6 +215,7 @@ class Policies:
                     json.dumps(document["immutable_tags"]),
                     None if updated.retention is None else json.dumps(document["retention"]),
                     updated.quota_bytes,
+                    updated.signature_policy,
                 ),
             )
             await events.record(

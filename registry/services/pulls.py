@@ -27,6 +27,7 @@ from registry.metadata import pulls as q
 from registry.metadata.database import Database
 from registry.metadata.manifests import StoredManifest
 from registry.metadata.models import ManifestPulls, RepositoryPulls, now
+from registry.metrics import UNSIGNED_PULLS
 from registry.services.webhooks import Webhooks
 
 log = logging.getLogger("registry.pulls")
@@ -72,6 +73,24 @@ class Pulls:
             self.events.append(
                 events.event("pull", repository=repository, target=target, moment=moment)
             )
+
+    def unsigned(self, found: StoredManifest, repository: str, reference: str) -> None:
+        """A pull of an image no trusted key signed, under an audit or enforce policy:
+        counted, and an audit event kept for the flush (refused, under enforce)."""
+        refused = found.unsigned == "enforce"
+        UNSIGNED_PULLS.labels("refused" if refused else "served").inc()
+        target = {"digest": found.digest, "mediaType": found.media_type}
+        if not is_digest(reference):
+            target["tag"] = reference
+        self.events.append(
+            events.event(
+                "pull.unsigned",
+                repository=repository,
+                target=target,
+                outcome="denied" if refused else "success",
+                detail={"policy": found.unsigned},
+            )
+        )
 
     async def flush(self) -> int:
         """Write what was counted since the last flush; returns how many pulls."""

@@ -36,6 +36,7 @@ async def test_a_policy_is_empty_until_set_and_reads_back(client: httpx.AsyncCli
         "immutable_tags": [],
         "retention": None,
         "quota_bytes": None,
+        "signature_policy": "off",
     }
     retention = {"keep_last": 3, "keep_tags": ["latest"], "older_than_days": 30}
     doc = await set_policy(client, "team", immutable_tags=["v*", "v*"], retention=retention)

@@ -18,7 +18,7 @@ from sqlalchemy import text
 from starlette.applications import Starlette
 
 from registry.auth.accounts import Accounts
-from registry.mediatypes import OCI_MANIFEST
+from registry.mediatypes import OCI_INDEX, OCI_MANIFEST
 from registry.signatures import SIGNATURE_ANNOTATION, SIMPLE_SIGNING
 from registry.wiring import Registry
 from tests.api.conftest import PASSWORD
@@ -26,6 +26,7 @@ from tests.helpers import (
     assert_error,
     basic,
     descriptor,
+    index_of,
     push_blob,
     push_image,
     put_manifest,
@@ -209,3 +210,78 @@ async def test_a_key_added_later_counts_for_what_it_signed_before_and_a_removed_
     assert await registry.trust.scan_step() == 0  # done once
     assert (await root.delete("/api/v1/trust/keys/late")).status_code == 204
     assert await signed_by(registry, "team/app", digest) == []
+
+
+async def set_policy(client: httpx.AsyncClient, policy: str) -> None:
+    r = await client.patch("/api/v1/namespaces/team/policy", json={"signature_policy": policy})
+    assert r.status_code == 200 and r.json()["signature_policy"] == policy, r.text
+
+
+async def test_enforce_refuses_what_no_trusted_key_signed_and_serves_the_rest(
+    root: httpx.AsyncClient, registry: Registry
+) -> None:
+    ours, theirs = Signer(), Signer()
+    await root.post("/api/v1/namespaces/team/trust/keys", json={"name": "ours", "pem": ours.pem})
+    signed, _ = await push_image(root, "team/app", "signed", layers=[b"signed"])
+    await sign(root, "team/app", signed, ours)
+    other, _ = await push_image(root, "team/app", "other", layers=[b"other key"])
+    await sign(root, "team/app", other, theirs)
+    await push_image(root, "team/app", "unsigned", layers=[b"unsigned"])
+    accept = {"Accept": OCI_MANIFEST}
+    for tag in ("signed", "other", "unsigned"):  # off: everything, as before
+        assert (await root.get(f"/v2/team/app/manifests/{tag}", headers=accept)).status_code == 200
+    await set_policy(root, "enforce")
+    assert (await root.get("/v2/team/app/manifests/signed", headers=accept)).status_code == 200
+    assert (await root.head(f"/v2/team/app/manifests/{signed}", headers=accept)).status_code == 200
+    for tag in ("other", "unsigned"):
+        r = await root.get(f"/v2/team/app/manifests/{tag}", headers=accept)
+        message = assert_error(r, 403, "DENIED")["message"]
+        assert (
+            "signed by no key that namespace 'team' trusts" in message and "cosign sign" in message
+        )
+        r = await root.head(f"/v2/team/app/manifests/{tag}", headers=accept)
+        assert r.status_code == 403
+    # Signatures stay pullable, so that clients can verify.
+    sig = "sha256-" + signed.split(":")[1] + ".sig"
+    assert (await root.get(f"/v2/team/app/manifests/{sig}", headers=accept)).status_code == 200
+    # A key removed: what only it signed is refused from the next request on.
+    assert (await root.delete("/api/v1/namespaces/team/trust/keys/ours")).status_code == 204
+    r = await root.get("/v2/team/app/manifests/signed", headers=accept)
+    assert_error(r, 403, "DENIED")
+    # Refusals are audited (with the pulls' batch) and counted.
+    await registry.pulls.flush()
+    events = (await root.get("/api/v1/audit", params={"action": "pull.unsigned"})).json()
+    assert events["events"] and {e["outcome"] for e in events["events"]} == {"denied"}
+
+
+async def test_audit_serves_unsigned_pulls_and_records_them(
+    root: httpx.AsyncClient, registry: Registry
+) -> None:
+    await push_image(root, "team/app", "unsigned", layers=[b"unsigned"])
+    await set_policy(root, "audit")
+    r = await root.get("/v2/team/app/manifests/unsigned", headers={"Accept": OCI_MANIFEST})
+    assert r.status_code == 200
+    await registry.pulls.flush()
+    (event,) = (await root.get("/api/v1/audit", params={"action": "pull.unsigned"})).json()[
+        "events"
+    ]
+    assert event["outcome"] == "success" and event["detail"] == {"policy": "audit"}
+    assert event["target"]["tag"] == "unsigned"
+
+
+async def test_a_signed_index_vouches_for_its_platforms_pulled_by_digest(
+    root: httpx.AsyncClient,
+) -> None:
+    ours = Signer()
+    await root.post("/api/v1/trust/keys", json={"name": "ours", "pem": ours.pem})
+    amd, amd_body = await push_image(root, "team/multi", "amd64", layers=[b"amd"])
+    loose, _ = await push_image(root, "team/multi", "loose", layers=[b"loose"])
+    index = index_of([(OCI_MANIFEST, amd_body, {"os": "linux", "architecture": "amd64"})])
+    top = await put_manifest(root, "team/multi", "latest", index, OCI_INDEX)
+    await sign(root, "team/multi", top, ours)
+    await set_policy(root, "enforce")
+    accept = {"Accept": f"{OCI_INDEX}, {OCI_MANIFEST}"}
+    assert (await root.get("/v2/team/multi/manifests/latest", headers=accept)).status_code == 200
+    assert (await root.get(f"/v2/team/multi/manifests/{amd}", headers=accept)).status_code == 200
+    r = await root.get(f"/v2/team/multi/manifests/{loose}", headers=accept)
+    assert_error(r, 403, "DENIED")
