@@ -101,18 +101,22 @@ async def add_verdicts(
         await conn.execute(dialect_insert(conn, SignatureVerdict).on_conflict_do_nothing(), rows)
 
 
-async def signers(conn: AsyncConnection, manifest_ids: list[int]) -> dict[int, list[str]]:
-    """The names of the keys that signed each of these manifests."""
-    found: dict[int, list[str]] = {}
-    if manifest_ids:
+async def signed_in(
+    conn: AsyncConnection, repository: str, digests: list[str]
+) -> dict[str, list[str]]:
+    """The names of the keys that signed each of these manifests of a repository."""
+    found: dict[str, list[str]] = {}
+    if digests:
         rows = await conn.execute(
-            select(SignatureVerdict.manifest_id, TrustedKey.name)
+            select(Manifest.digest, TrustedKey.name)
+            .join(SignatureVerdict, SignatureVerdict.manifest_id == Manifest.id)
             .join(TrustedKey, TrustedKey.id == SignatureVerdict.key_id)
-            .where(SignatureVerdict.manifest_id.in_(manifest_ids))
+            .join(Repository, Repository.id == Manifest.repository_id)
+            .where(Repository.name == repository, Manifest.digest.in_(digests))
             .order_by(TrustedKey.name)
         )
-        for manifest_id, name in rows:
-            found.setdefault(int(manifest_id), []).append(name)
+        for digest, name in rows:
+            found.setdefault(digest, []).append(name)
     return found
 
 

@@ -260,9 +260,10 @@ class Trust:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), self.poll_seconds)
 
-    async def signers(self, manifest_ids: list[int]) -> dict[int, list[str]]:
+    async def signed_in(self, repository: str, digests: list[str]) -> dict[str, list[str]]:
+        """Which trusted keys signed each of these manifests (the console's tags)."""
         async with self.db.read() as conn:
-            return await q.signers(conn, manifest_ids)
+            return await q.signed_in(conn, repository, digests)
 
 
 def _load(row: q.KeyRow) -> TrustedKey | None:

@@ -314,6 +314,7 @@ async def tags(request: Request, session: Session) -> Response:
         next_url=next_url,
         untagged_next=untagged_next,
         untagged_hours=registry_of(request).settings.gc.untagged_hours,
+        signed=await registry_of(request).trust.signed_in(name, [t.digest for t in views.items]),
     )
 
 

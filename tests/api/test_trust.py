@@ -22,6 +22,7 @@ from registry.mediatypes import OCI_INDEX, OCI_MANIFEST
 from registry.signatures import SIGNATURE_ANNOTATION, SIMPLE_SIGNING
 from registry.wiring import Registry
 from tests.api.conftest import PASSWORD
+from tests.api.console import log_in
 from tests.helpers import (
     assert_error,
     basic,
@@ -285,3 +286,21 @@ async def test_a_signed_index_vouches_for_its_platforms_pulled_by_digest(
     assert (await root.get(f"/v2/team/multi/manifests/{amd}", headers=accept)).status_code == 200
     r = await root.get(f"/v2/team/multi/manifests/{loose}", headers=accept)
     assert_error(r, 403, "DENIED")
+
+
+async def test_the_console_shows_which_key_signed_each_tag(
+    web: httpx.AsyncClient, auth_app: Starlette
+) -> None:
+    ours = Signer()
+    admin = httpx.AsyncClient(transport=web._transport, base_url="http://registry.test")
+    admin.headers.update(basic("root", PASSWORD))
+    await admin.post("/api/v1/trust/keys", json={"name": "release-2026", "pem": ours.pem})
+    signed, _ = await push_image(admin, "team/app", "signed", layers=[b"signed"])
+    await sign(admin, "team/app", signed, ours)
+    await admin.aclose()
+    await log_in(web, "root")
+    shown = (await web.get("/ui/r/team/app/-/tags")).text
+    row = shown[shown.index(">signed</a>") :]
+    assert "<td>release-2026</td>" in row[: row.index("</tr>")]
+    v1 = shown[shown.index(">v1</a>") :]
+    assert "<td>no trusted key</td>" in v1[: v1.index("</tr>")]
