@@ -15,7 +15,6 @@ verification and a CA.
 
 from __future__ import annotations
 
-import re
 import ssl
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,14 +26,13 @@ from registry.addresses import resolves_private
 from registry.auth.sealed import Sealer
 from registry.config import ReplicationSettings
 from registry.errors import Conflict, Invalid, NotFound
+from registry.kept import check_kept_name, keeper
 from registry.metadata import events
 from registry.metadata import remotes as q
 from registry.metadata.accounts import namespace_id
 from registry.metadata.database import Database
 from registry.metadata.replication import rules_using
 from registry.proxy.upstream import Upstream, UpstreamError
-
-_NAME = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,12 +77,7 @@ class Remotes:
         ca_pem: str | None = None,
     ) -> RemoteInfo:
         """Make a remote of `namespace` ('' for an admin's), once it answers."""
-        if len(name) > 64 or not _NAME.fullmatch(name):
-            raise Invalid(
-                {"name": name[:80]},
-                message="name: lower-case letters and digits, with . _ - between them, "
-                "at most 64 characters",
-            )
+        check_kept_name(name)
         if password and not username:
             raise Invalid(message="password: given without a username")
         endpoint = Endpoint(
@@ -102,8 +95,7 @@ class Remotes:
                 conn, namespace, name, endpoint.url, endpoint.username, sealed, verify_tls, ca_pem
             )
             if made is None:
-                where = f"namespace {namespace!r}" if namespace else "the registry"
-                raise Conflict(message=f"{where} has a remote named {name!r} already")
+                raise Conflict(message=f"{keeper(namespace)} has a remote named {name!r} already")
             await events.record(
                 conn,
                 "remote.create",
@@ -221,8 +213,7 @@ def _reason(exc: UpstreamError, endpoint: Endpoint) -> str:
 
 
 def _unknown(namespace: str, name: str) -> NotFound:
-    where = f"namespace {namespace!r}" if namespace else "the registry"
-    return NotFound(message=f"{where} has no remote named {name!r}")
+    return NotFound(message=f"{keeper(namespace)} has no remote named {name!r}")
 
 
 def _info(row: q.RemoteRow) -> RemoteInfo:

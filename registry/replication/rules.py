@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime
@@ -28,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from registry import context
 from registry.errors import Conflict, Invalid, NotFound, RegistryError
+from registry.kept import check_kept_name, keeper
 from registry.metadata import events
 from registry.metadata import remotes as remote_queries
 from registry.metadata import replication as q
@@ -47,7 +47,6 @@ from registry.replication.filters import (
 
 log = logging.getLogger("registry.replication")
 
-_NAME = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*")
 DIRECTIONS = ("push", "pull")
 TRIGGERS = ("manual", "schedule", "event")
 _MAX_BANDWIDTH = 10**12
@@ -109,7 +108,7 @@ class Rules:
                 **values,
             )
             if made is None:
-                raise Conflict(message=f"{_where(namespace)} has a rule named {spec.name!r}")
+                raise Conflict(message=f"{keeper(namespace)} has a rule named {spec.name!r}")
             await events.record(
                 conn, "replication.rule.create", namespace=namespace or None, detail=_detail(spec)
             )
@@ -169,12 +168,7 @@ class Rules:
         await self.db.transact(delete)
 
     def _checked(self, namespace: str, spec: RuleSpec) -> RuleSpec:
-        if len(spec.name) > 64 or not _NAME.fullmatch(spec.name):
-            raise Invalid(
-                {"name": spec.name[:80]},
-                message="name: lower-case letters and digits, with . _ - between them, at "
-                "most 64 characters",
-            )
+        check_kept_name(spec.name)
         if spec.direction not in DIRECTIONS:
             raise Invalid(message="direction: push (here to the remote) or pull (to here)")
         if spec.trigger not in TRIGGERS:
@@ -318,7 +312,7 @@ class Rules:
             rule = await q.rule_by_id(conn, found.rule_id)
             if rule is not None and rule.namespace == namespace:
                 return found
-        raise NotFound({"run": run_id}, message=f"{_where(namespace)} has no run {run_id}")
+        raise NotFound({"run": run_id}, message=f"{keeper(namespace)} has no run {run_id}")
 
     # Schedules
 
@@ -482,16 +476,12 @@ def _actor() -> str:
     return context.current().actor[:255]
 
 
-def _where(namespace: str) -> str:
-    return f"namespace {namespace!r}" if namespace else "the registry"
-
-
 def _no_rule(namespace: str, name: str) -> NotFound:
-    return NotFound(message=f"{_where(namespace)} has no replication rule named {name!r}")
+    return NotFound(message=f"{keeper(namespace)} has no replication rule named {name!r}")
 
 
 def _no_remote(namespace: str, name: str) -> Invalid:
     return Invalid(
         {"remote": name[:80]},
-        message=f"remote: {_where(namespace)} has no remote named {name!r} (add it first)",
+        message=f"remote: {keeper(namespace)} has no remote named {name!r} (add it first)",
     )

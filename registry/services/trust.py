@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -31,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from registry import context
 from registry.digest import Digest
 from registry.errors import Conflict, Invalid, NotFound
+from registry.kept import check_kept_name, keeper
 from registry.metadata import events
 from registry.metadata import trust as q
 from registry.metadata.accounts import namespace_id
@@ -52,7 +52,6 @@ from registry.storage.base import StorageError
 
 log = logging.getLogger("registry.trust")
 
-_NAME = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*")
 _MARKER = SIMPLE_SIGNING.encode()
 SCAN_LEASE_SECONDS = 300
 _MAX_PAYLOAD = 64 * 1024
@@ -80,12 +79,7 @@ class Trust:
     # Keys
 
     async def add_key(self, namespace: str, name: str, pem: str) -> KeyInfo:
-        if len(name) > 64 or not _NAME.fullmatch(name):
-            raise Invalid(
-                {"name": name[:80]},
-                message="name: lower-case letters and digits, with . _ - between them, at "
-                "most 64 characters",
-            )
+        check_kept_name(name)
         try:
             key = load_key(pem)
         except KeyInvalid as exc:
@@ -105,7 +99,7 @@ class Trust:
             )
             if made is None:
                 raise Conflict(
-                    message=f"{_where(namespace)} trusts a key named {name!r} or this very "
+                    message=f"{keeper(namespace)} trusts a key named {name!r} or this very "
                     f"key ({key.fingerprint}) already"
                 )
             await events.record(
@@ -127,7 +121,7 @@ class Trust:
     async def remove_key(self, namespace: str, name: str) -> None:
         async def delete(conn: AsyncConnection) -> None:
             if not await q.remove_key(conn, namespace, name):
-                raise NotFound(message=f"{_where(namespace)} has no trusted key named {name!r}")
+                raise NotFound(message=f"{keeper(namespace)} has no trusted key named {name!r}")
             await events.record(
                 conn, "trust.key.delete", namespace=namespace or None, detail={"key": name}
             )
@@ -237,7 +231,7 @@ class Trust:
         log.info(
             "trusted key %r of %s: %d stored signatures checked, %d verdicts",
             key.name,
-            _where(key.namespace),
+            keeper(key.namespace),
             len(stored),
             found,
         )
@@ -284,7 +278,3 @@ def _info(row: q.KeyRow) -> KeyInfo:
         row.created_by,
         row.scanned_at is not None,
     )
-
-
-def _where(namespace: str) -> str:
-    return f"namespace {namespace!r}" if namespace else "the registry"
