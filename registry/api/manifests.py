@@ -78,7 +78,7 @@ async def put_manifest(request: Request) -> Response:
         "Content-Length": "0",
     }
     # A cosign signature: which trusted keys signed its subject (services/trust.py).
-    await registry.trust.arrived(name, str(pushed.digest), body, pushed.tags)
+    await registry.trust.arrived(name, str(pushed.digest), body, pushed.tags, pushed.subject)
     if pushed.subject:
         headers["OCI-Subject"] = pushed.subject
     response = Response(status_code=201, headers=headers)

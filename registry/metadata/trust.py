@@ -163,41 +163,36 @@ class StoredSignature:
     tag: str | None
     content: bytes
     digest: str
+    subject: str | None
 
 
 async def stored_signatures(conn: AsyncConnection, namespace: str) -> list[StoredSignature]:
     """Signature manifests in a namespace's repositories ('' : every one): cosign's
     `sha256-<hex>.sig` tags, and referrers of cosign's artifact type."""
     tagged = (
-        select(Repository.name, Tag.name, Manifest.content, Manifest.digest)
+        select(Repository.name, Tag.name, Manifest.content, Manifest.digest, Manifest.subject)
         .join(Manifest, Manifest.id == Tag.manifest_id)
         .join(Repository, Repository.id == Tag.repository_id)
         .where(Tag.name.like("sha256-%.sig"))
     )
     referring = (
-        select(Repository.name, Manifest.content, Manifest.digest)
+        select(Repository.name, Manifest.content, Manifest.digest, Manifest.subject)
         .join(Repository, Repository.id == Manifest.repository_id)
         .where(Manifest.subject.is_not(None), Manifest.artifact_type == COSIGN_ARTIFACT)
     )
     if namespace:
         tagged = tagged.where(Repository.namespace == namespace)
         referring = referring.where(Repository.namespace == namespace)
-    found = [StoredSignature(r, t, bytes(c), d) for r, t, c, d in await conn.execute(tagged)]
-    found += [StoredSignature(r, None, bytes(c), d) for r, c, d in await conn.execute(referring)]
+    found = [StoredSignature(r, t, bytes(c), d, s) for r, t, c, d, s in await conn.execute(tagged)]
+    found += [
+        StoredSignature(r, None, bytes(c), d, s) for r, c, d, s in await conn.execute(referring)
+    ]
     return found
 
 
 async def manifest_id(conn: AsyncConnection, repository: str, digest: str) -> int | None:
     return await conn.scalar(
         select(Manifest.id)
-        .join(Repository, Repository.id == Manifest.repository_id)
-        .where(Repository.name == repository, Manifest.digest == digest)
-    )
-
-
-async def subject_of(conn: AsyncConnection, repository: str, digest: str) -> str | None:
-    return await conn.scalar(
-        select(Manifest.subject)
         .join(Repository, Repository.id == Manifest.repository_id)
         .where(Repository.name == repository, Manifest.digest == digest)
     )

@@ -32,7 +32,7 @@ from typing import Any
 
 from registry.errors import RegistryError
 from registry.mediatypes import INDEX_TYPES, OCI_INDEX, ParsedManifest, parse_manifest
-from registry.replication.sides import Manifest, Progress, Sink, Source
+from registry.replication.sides import NO_TAG_DELETE, Manifest, Progress, Sink, Source
 
 # Image configs: a manifest with one of these (and no artifactType) is an image.
 IMAGE_CONFIGS = frozenset(
@@ -174,7 +174,7 @@ class Copy:
         why = await self.sink.delete(destination, reference)
         if why is None:
             return Outcome("copied", None)
-        if why.startswith("the remote does not delete by tag"):
+        if why == NO_TAG_DELETE:
             digest = await self.sink.digest_of(destination, reference)
             gone = digest is not None and await self.source.manifest(repository, digest) is None
             if gone and digest is not None and await self.sink.delete(destination, digest) is None:

@@ -296,23 +296,20 @@ class Rules:
     async def run_anywhere(self, run_id: int) -> tuple[q.RunRow, q.RuleRow]:
         """A run and its rule, whatever the namespace (the caller checks who may)."""
         async with self.db.read() as conn:
-            found = await q.run(conn, run_id) if 0 < run_id < 2**63 else None
-            rule = await q.rule_by_id(conn, found.rule_id) if found else None
-        if found is None or rule is None:
+            found = await _run_and_rule(conn, run_id)
+        if found is None:
             raise NotFound({"run": run_id}, message=f"no replication run {run_id}")
-        return found, rule
+        return found
 
     async def rule_names(self, namespace: str) -> dict[int, str]:
         async with self.db.read() as conn:
             return {r.id: r.name for r in await q.rules(conn, namespace)}
 
     async def _run_of(self, conn: AsyncConnection, namespace: str, run_id: int) -> q.RunRow:
-        found = await q.run(conn, run_id) if 0 < run_id < 2**63 else None
-        if found is not None:
-            rule = await q.rule_by_id(conn, found.rule_id)
-            if rule is not None and rule.namespace == namespace:
-                return found
-        raise NotFound({"run": run_id}, message=f"{keeper(namespace)} has no run {run_id}")
+        found = await _run_and_rule(conn, run_id)
+        if found is None or found[1].namespace != namespace:
+            raise NotFound({"run": run_id}, message=f"{keeper(namespace)} has no run {run_id}")
+        return found[0]
 
     # Schedules
 
@@ -377,6 +374,12 @@ class Rules:
                 run = await q.insert_run(conn, rule.id, "event", "running", "events")
             queued += await q.enqueue(conn, run, rule.id, items)
         return queued
+
+
+async def _run_and_rule(conn: AsyncConnection, run_id: int) -> tuple[q.RunRow, q.RuleRow] | None:
+    found = await q.run(conn, run_id) if 0 < run_id < 2**63 else None
+    rule = await q.rule_by_id(conn, found.rule_id) if found else None
+    return (found, rule) if found is not None and rule is not None else None
 
 
 async def finish(conn: AsyncConnection, run_ids: Sequence[int]) -> None:

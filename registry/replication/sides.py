@@ -24,6 +24,8 @@ from registry.services.trust import Trust
 from registry.services.uploads import UploadService
 
 ACCEPT = sorted(MANIFEST_TYPES)
+# What Sink.delete says when the destination deletes no tag alone (Distribution 2.8).
+NO_TAG_DELETE = "the remote does not delete by tag"
 # A blob is read from its source from an offset: an async iterator of its bytes, in a
 # context that closes the source's stream.
 Reader = Callable[[int], AbstractAsyncContextManager[AsyncIterator[bytes]]]
@@ -171,7 +173,9 @@ class Local:
             repository, reference, manifest.content, manifest.media_type
         )
         # A signature copied in is checked against the keys trusted here, as a push's.
-        await self.trust.arrived(repository, str(pushed.digest), manifest.content, pushed.tags)
+        await self.trust.arrived(
+            repository, str(pushed.digest), manifest.content, pushed.tags, pushed.subject
+        )
         return True
 
     async def delete(self, repository: str, reference: str) -> str | None:
@@ -274,7 +278,7 @@ class Remote:
             return None
         if status == 404:
             return "not there"
-        return f"the remote does not delete by {'digest' if ':' in reference else 'tag'}"
+        return "the remote does not delete by digest" if ":" in reference else NO_TAG_DELETE
 
 
 def _descriptors(content: bytes) -> list[dict[str, Any]]:

@@ -130,26 +130,20 @@ class Trust:
 
     # Signatures
 
-    async def arrived(self, repository: str, digest: str, content: bytes, tags: list[str]) -> int:
-        """A manifest was pushed: if it is a cosign signature, record which trusted keys
-        signed its subject; how many verdicts. Any other manifest costs one scan of its
-        bytes for the simple-signing media type."""
+    async def arrived(
+        self, repository: str, digest: str, content: bytes, tags: list[str], subject: str | None
+    ) -> int:
+        """A manifest was pushed (with its tags and its `subject`): if it is a cosign
+        signature, record which trusted keys signed what it signs; how many verdicts. Any
+        other manifest costs one scan of its bytes for the simple-signing media type."""
         if _MARKER not in content:
             return 0
-        subject = await self._subject(repository, digest, tags)
-        if subject is None:
+        signs = _signs(tags, subject)
+        if signs is None:
             return 0
         async with self.db.read() as conn:
             keys = await q.keys_for(conn, namespace_of(repository))
-        return await self._check(repository, subject, digest, content, keys)
-
-    async def _subject(self, repository: str, digest: str, tags: list[str]) -> str | None:
-        for tag in tags:
-            found = SIGNATURE_TAG.fullmatch(tag)
-            if found:
-                return f"sha256:{found[1]}"
-        async with self.db.read() as conn:
-            return await q.subject_of(conn, repository, digest)
+        return await self._check(repository, signs, digest, content, keys)
 
     async def _check(
         self,
@@ -216,9 +210,8 @@ class Trust:
             stored = await q.stored_signatures(conn, key.namespace)
         found = 0
         for signature in stored:
-            subject = await self._subject(
-                signature.repository, signature.digest, [signature.tag] if signature.tag else []
-            )
+            tags = [signature.tag] if signature.tag else []
+            subject = _signs(tags, signature.subject)
             if subject is not None:
                 found += await self._check(
                     signature.repository, subject, signature.digest, signature.content, [key]
@@ -258,6 +251,15 @@ class Trust:
         """Which trusted keys signed each of these manifests (the console's tags)."""
         async with self.db.read() as conn:
             return await q.signed_in(conn, repository, digests)
+
+
+def _signs(tags: list[str], subject: str | None) -> str | None:
+    """What a signature signs: the digest its cosign tag names, or its subject."""
+    for tag in tags:
+        found = SIGNATURE_TAG.fullmatch(tag)
+        if found:
+            return f"sha256:{found[1]}"
+    return subject
 
 
 def _load(row: q.KeyRow) -> TrustedKey | None:
