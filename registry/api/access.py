@@ -18,7 +18,7 @@ from starlette.responses import Response
 from registry import context
 from registry.auth.accounts import deny_unless_owner
 from registry.auth.identity import ANONYMOUS, OPEN, Identity, kind_of
-from registry.auth.scopes import CATALOG, PULL, Scope, repository_scope
+from registry.auth.scopes import CATALOG, PULL, PUSH, Scope, repository_scope
 from registry.auth.service import AuthService, within
 from registry.auth.tokens import AccessToken, TokenInvalid
 from registry.errors import Denied, Unauthorized, Unsupported
@@ -126,6 +126,20 @@ async def authorize(request: Request, scope: Scope | None) -> None:
             raise await _refused(auth, identity, scope)
         return
     raise _challenge(request, auth, scope)
+
+
+async def may_push(request: Request, name: str) -> bool:
+    """Whether the caller (through the gate already) may push in this repository: what
+    its token grants, or else what its account may do now (a pull's token grants pull
+    only; cosign reads what it signs with one)."""
+    auth = registry_of(request).auth
+    if auth is None:
+        return True  # an open registry: anyone may push
+    scope = repository_scope(name, PUSH)
+    caller: Caller = request.state.caller
+    if caller.token is not None and caller.token.allows(scope):
+        return True
+    return await auth.permits(await caller_identity(request), scope)
 
 
 async def caller_identity(request: Request) -> Identity:

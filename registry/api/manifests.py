@@ -6,6 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from registry.api import urls
+from registry.api.access import may_push
 from registry.api.common import repository, source
 from registry.errors import Denied, ManifestTooLarge, ManifestUnknown
 from registry.names import is_reference, namespace_of
@@ -32,8 +33,12 @@ async def get_manifest(request: Request) -> Response:
     accept = request.headers.getlist("accept")
     found = await source(request).manifest(name, reference, accept)
     if found.unsigned is not None:
-        registry.pulls.unsigned(found, name, reference)
-        if found.unsigned == "enforce":
+        # Enforce protects those who pull. Who may push here may read it too: they
+        # control its content already, and must read an image to sign it (cosign GETs
+        # it with a pull-only token first).
+        refused = found.unsigned == "enforce" and not await may_push(request, name)
+        registry.pulls.unsigned(found, name, reference, refused)
+        if refused:
             namespace = namespace_of(name)
             raise Denied(
                 {"reference": reference[:200], "digest": found.digest},

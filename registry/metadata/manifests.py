@@ -24,6 +24,7 @@ from registry.metadata.models import (
     Tag,
 )
 from registry.metadata.statements import Row, Statement, Step, rows
+from registry.metadata.trust import children_of, refresh_signed
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,34 +51,29 @@ class Referrer:
 
 def _select(exempt: str) -> str:
     """The columns of a manifest GET, with what its namespace's signature policy says
-    of it, in the same query: nothing to check (no policy, or a referrer, or `exempt`),
-    signed (a trusted key signed it, or an index in its repository that lists it), or
-    the policy (audit or enforce). The verdicts are only looked at under a policy."""
+    of it, from the rows it reads anyway (the repository's copy of the policy, the
+    manifest's `signed`): nothing to say (no policy, signed, a referrer or `exempt`) or
+    the policy (audit or enforce)."""
     return (
         "SELECT m.digest, m.media_type, m.content, m.repository_id, m.id, "
-        "CASE WHEN p.signature_policy IS NULL OR p.signature_policy = 'off' "
-        f"OR m.subject IS NOT NULL{exempt} THEN NULL "
-        "WHEN EXISTS (SELECT 1 FROM signature_verdicts v WHERE v.manifest_id = m.id) "
-        "OR EXISTS (SELECT 1 FROM manifest_references c JOIN manifests i ON i.id = c.manifest_id "
-        "JOIN signature_verdicts v ON v.manifest_id = i.id WHERE c.digest = m.digest "
-        "AND c.kind = 'manifest' AND i.repository_id = m.repository_id) THEN NULL "
-        "ELSE p.signature_policy END FROM manifests m "
+        "CASE WHEN r.signature_policy = 'off' OR m.signed "
+        f"OR m.subject IS NOT NULL{exempt} THEN NULL ELSE r.signature_policy END "
+        "FROM manifests m "
     )
 
 
-_POLICY = "LEFT JOIN namespace_policies p ON p.namespace = r.namespace "
 BY_TAG = Statement(
     "manifest_by_tag",
     # cosign's signatures, attestations and SBOMs, and the referrers tag schema's index,
     # are tagged sha256-<hex>...: clients fetch them to verify, whatever the policy.
     _select(" OR t.name LIKE 'sha256-%'") + "JOIN tags t ON t.manifest_id = m.id "
-    "JOIN repositories r ON r.id = t.repository_id " + _POLICY + "WHERE r.name = :repository "
+    "JOIN repositories r ON r.id = t.repository_id WHERE r.name = :repository "
     "AND t.name = :tag",
     point=True,
 )
 BY_DIGEST = Statement(
     "manifest_by_digest",
-    _select("") + "JOIN repositories r ON r.id = m.repository_id " + _POLICY + "WHERE "
+    _select("") + "JOIN repositories r ON r.id = m.repository_id WHERE "
     "r.name = :repository AND m.digest = :digest",
     point=True,
 )
@@ -217,9 +213,12 @@ async def delete_manifests(conn: AsyncConnection, which: ColumnElement[bool]) ->
         .order_by(Blob.digest)
         .with_for_update(key_share=True)
     )
+    # What a signed index listed may be signed through it alone: decided again below.
+    listed = list(await conn.scalars(children_of(ids.where(Manifest.signed))))
     await conn.execute(delete(ManifestReference).where(ManifestReference.manifest_id.in_(ids)))
     tags = await conn.execute(delete(Tag).where(Tag.manifest_id.in_(ids)))
     manifests = await conn.execute(delete(Manifest).where(which))
+    await refresh_signed(conn, listed)
     return Deleted(tags.rowcount, manifests.rowcount)
 
 

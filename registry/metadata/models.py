@@ -19,6 +19,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -66,6 +67,10 @@ class Repository(Base):
     # Set to a new random value by triggers whenever a tag of the repository is added,
     # renamed or removed (migration 0005); cached tag lists are checked against it.
     tags_version: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # Its namespace's signature policy (namespace_policies), copied here for the manifest
+    # GET, which reads this row anyway: set when the policy is, and when the repository
+    # is made (metadata/repositories.py says how the two cannot miss each other).
+    signature_policy: Mapped[str] = mapped_column(String(8), default="off", server_default="off")
 
 
 class Blob(Base):
@@ -118,6 +123,9 @@ class Manifest(Base):
     # Since when no tag points at it (NULL: tagged); kept by triggers on tags (migration
     # 0009), for the untagged-manifest policy.
     untagged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    # A trusted key signed it, or an index of its repository that a trusted key signed
+    # lists it: kept with the verdicts (metadata/trust.py), read by a manifest GET.
+    signed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class ManifestReference(Base):

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from registry.metadata.models import NamespacePolicy, now
+from registry.metadata.models import NamespacePolicy, Repository, now
 from registry.metadata.statements import Statement, dialect_insert
 
 
@@ -62,4 +62,14 @@ async def save_policy(conn: AsyncConnection, stored: StoredPolicy) -> None:
     stmt = dialect_insert(conn, NamespacePolicy).values(namespace=stored.namespace, **values)
     await conn.execute(
         stmt.on_conflict_do_update(index_elements=[NamespacePolicy.namespace], set_=values)
+    )
+    # The manifest GET reads it from the repositories' rows. One made meanwhile waited
+    # for the row above (repositories.ADD), so this statement's snapshot has it.
+    await conn.execute(
+        update(Repository)
+        .where(
+            Repository.namespace == stored.namespace,
+            Repository.signature_policy != stored.signature_policy,
+        )
+        .values(signature_policy=stored.signature_policy)
     )

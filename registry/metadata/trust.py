@@ -6,12 +6,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import delete, exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.orm import aliased
+from sqlalchemy.sql import Select
+from sqlalchemy.sql.elements import ColumnElement
 
 from registry.metadata.models import (
     Manifest,
+    ManifestReference,
     Repository,
     SignatureVerdict,
     Tag,
@@ -80,14 +85,96 @@ async def keys_for(conn: AsyncConnection, namespace: str) -> list[KeyRow]:
 async def remove_key(conn: AsyncConnection, namespace: str, name: str) -> bool:
     """Remove a key; its verdicts go with it (a cascade): what only it signed is unsigned
     from this commit on, for every replica."""
-    result = await conn.execute(
-        delete(TrustedKey).where(TrustedKey.namespace == namespace, TrustedKey.name == name)
+    # The key's row first (FOR UPDATE): a verdict of it being written meanwhile has
+    # either committed, and is among the manifests below, or waits for this commit and
+    # then fails on its foreign key.
+    key_id = await conn.scalar(
+        select(TrustedKey.id)
+        .where(TrustedKey.namespace == namespace, TrustedKey.name == name)
+        .with_for_update()
     )
-    return bool(result.rowcount)
+    if key_id is None:
+        return False
+    signed = select(SignatureVerdict.manifest_id).where(SignatureVerdict.key_id == key_id)
+    touched = [*await conn.scalars(signed), *await conn.scalars(children_of(signed))]
+    await conn.execute(delete(TrustedKey).where(TrustedKey.id == key_id))
+    await refresh_signed(conn, touched)
+    return True
+
+
+def children_of(indexes: Select[Any] | list[int]) -> Select[Any]:
+    """The ids of the manifests these indexes list in their own repositories."""
+    child, index = aliased(Manifest), aliased(Manifest)
+    return (
+        select(child.id)
+        .join(ManifestReference, ManifestReference.digest == child.digest)
+        .join(index, index.id == ManifestReference.manifest_id)
+        .where(
+            ManifestReference.kind == "manifest",
+            index.repository_id == child.repository_id,
+            index.id.in_(indexes),
+        )
+    )
+
+
+def _signed_now() -> ColumnElement[bool]:
+    """`manifests.signed` from the verdicts: a trusted key signed the manifest, or an index
+    of its repository that lists it (correlated to the manifests row being updated)."""
+    index, verdict = aliased(Manifest), aliased(SignatureVerdict)
+    own = exists().where(SignatureVerdict.manifest_id == Manifest.id)
+    listed = (
+        select(ManifestReference.digest)
+        .join(index, index.id == ManifestReference.manifest_id)
+        .join(verdict, verdict.manifest_id == index.id)
+        .where(
+            ManifestReference.digest == Manifest.digest,
+            ManifestReference.kind == "manifest",
+            index.repository_id == Manifest.repository_id,
+        )
+        .exists()
+    )
+    return or_(own, listed)
+
+
+async def _lock(conn: AsyncConnection, ids: list[int]) -> list[int]:
+    """Hold these manifests' rows against other writers of `signed`, in id order (FOR NO
+    KEY UPDATE: a verdict's foreign key, FOR KEY SHARE, does not wait for it)."""
+    query = select(Manifest.id).where(Manifest.id.in_(ids)).order_by(Manifest.id)
+    return list(await conn.scalars(query.with_for_update(key_share=True)))
+
+
+async def refresh_signed(conn: AsyncConnection, ids: list[int]) -> None:
+    """Decide `signed` again for these manifests, after verdicts went (a key removed, an
+    index deleted). The rows are locked by one statement and decided by the next: on
+    PostgreSQL the second reads a snapshot taken after the locks, so a verdict another
+    transaction added (it holds the row until it commits) counts."""
+    held = await _lock(conn, sorted(set(ids)))
+    if held:
+        await conn.execute(
+            update(Manifest).where(Manifest.id.in_(held)).values(signed=_signed_now())
+        )
+
+
+async def mark_signed(conn: AsyncConnection, manifest_id: int) -> None:
+    """A verdict came for this manifest: it is signed, and so is each manifest it lists in
+    its repository (a multi-platform image is signed through its index)."""
+    ids = [manifest_id, *await conn.scalars(children_of([manifest_id]))]
+    held = await _lock(conn, ids)
+    await conn.execute(
+        update(Manifest)
+        .where(Manifest.id.in_(held), Manifest.signed.is_(False))
+        .values(signed=True)
+    )
 
 
 async def remove_all(conn: AsyncConnection, namespace: str) -> None:
-    await conn.execute(delete(TrustedKey).where(TrustedKey.namespace == namespace))
+    """A namespace's keys, removed one by one: its repositories stay, and what the keys
+    signed becomes unsigned."""
+    names = await conn.scalars(
+        select(TrustedKey.name).where(TrustedKey.namespace == namespace).order_by(TrustedKey.id)
+    )
+    for name in list(names):
+        await remove_key(conn, namespace, name)
 
 
 async def add_verdicts(
@@ -99,6 +186,7 @@ async def add_verdicts(
             for k in key_ids
         ]
         await conn.execute(dialect_insert(conn, SignatureVerdict).on_conflict_do_nothing(), rows)
+        await mark_signed(conn, manifest_id)
 
 
 async def signed_in(

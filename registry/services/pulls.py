@@ -74,10 +74,12 @@ class Pulls:
                 events.event("pull", repository=repository, target=target, moment=moment)
             )
 
-    def unsigned(self, found: StoredManifest, repository: str, reference: str) -> None:
+    def unsigned(
+        self, found: StoredManifest, repository: str, reference: str, refused: bool
+    ) -> None:
         """A pull of an image no trusted key signed, under an audit or enforce policy:
-        counted, and an audit event kept for the flush (refused, under enforce)."""
-        refused = found.unsigned == "enforce"
+        counted, and an audit event kept for the flush (refused, or served: audit, or a
+        signer's read under enforce)."""
         UNSIGNED_PULLS.labels("refused" if refused else "served").inc()
         target = {"digest": found.digest, "mediaType": found.media_type}
         if not is_digest(reference):
@@ -88,7 +90,8 @@ class Pulls:
                 repository=repository,
                 target=target,
                 outcome="denied" if refused else "success",
-                detail={"policy": found.unsigned},
+                detail={"policy": found.unsigned}
+                | ({"read_by": "pusher"} if found.unsigned == "enforce" and not refused else {}),
             )
         )
 

@@ -6,19 +6,25 @@ later is checked against what is stored, a key removed stops counting at once.""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.applications import Starlette
 
 from registry.auth.accounts import Accounts
 from registry.mediatypes import OCI_INDEX, OCI_MANIFEST
+from registry.metadata import repositories
+from registry.metadata import trust as trust_rows
+from registry.metadata.policies import StoredPolicy, save_policy
 from registry.signatures import SIGNATURE_ANNOTATION, SIMPLE_SIGNING
 from registry.wiring import Registry
 from tests.api.conftest import PASSWORD
@@ -26,6 +32,7 @@ from tests.api.console import log_in
 from tests.helpers import (
     assert_error,
     basic,
+    bearer,
     descriptor,
     index_of,
     push_blob,
@@ -109,6 +116,17 @@ async def root(auth_app: Starlette, accounts: Accounts) -> AsyncIterator[httpx.A
     transport = httpx.ASGITransport(app=auth_app)
     async with httpx.AsyncClient(
         transport=transport, base_url="http://registry.test", headers=basic("root", PASSWORD)
+    ) as client:
+        yield client
+
+
+@pytest.fixture
+async def reader(root: httpx.AsyncClient, accounts: Accounts) -> AsyncIterator[httpx.AsyncClient]:
+    """A member of team who may pull only: the one a signature policy protects."""
+    await accounts.add_user("rita", PASSWORD)
+    await accounts.set_member("team", "rita", "guest")
+    async with httpx.AsyncClient(
+        transport=root._transport, base_url="http://registry.test", headers=basic("rita", PASSWORD)
     ) as client:
         yield client
 
@@ -219,7 +237,7 @@ async def set_policy(client: httpx.AsyncClient, policy: str) -> None:
 
 
 async def test_enforce_refuses_what_no_trusted_key_signed_and_serves_the_rest(
-    root: httpx.AsyncClient, registry: Registry
+    root: httpx.AsyncClient, reader: httpx.AsyncClient, registry: Registry
 ) -> None:
     ours, theirs = Signer(), Signer()
     await root.post("/api/v1/namespaces/team/trust/keys", json={"name": "ours", "pem": ours.pem})
@@ -230,29 +248,63 @@ async def test_enforce_refuses_what_no_trusted_key_signed_and_serves_the_rest(
     await push_image(root, "team/app", "unsigned", layers=[b"unsigned"])
     accept = {"Accept": OCI_MANIFEST}
     for tag in ("signed", "other", "unsigned"):  # off: everything, as before
-        assert (await root.get(f"/v2/team/app/manifests/{tag}", headers=accept)).status_code == 200
+        assert (
+            await reader.get(f"/v2/team/app/manifests/{tag}", headers=accept)
+        ).status_code == 200
     await set_policy(root, "enforce")
-    assert (await root.get("/v2/team/app/manifests/signed", headers=accept)).status_code == 200
-    assert (await root.head(f"/v2/team/app/manifests/{signed}", headers=accept)).status_code == 200
+    assert (await reader.get("/v2/team/app/manifests/signed", headers=accept)).status_code == 200
+    assert (
+        await reader.head(f"/v2/team/app/manifests/{signed}", headers=accept)
+    ).status_code == 200
     for tag in ("other", "unsigned"):
-        r = await root.get(f"/v2/team/app/manifests/{tag}", headers=accept)
+        r = await reader.get(f"/v2/team/app/manifests/{tag}", headers=accept)
         message = assert_error(r, 403, "DENIED")["message"]
         assert (
             "signed by no key that namespace 'team' trusts" in message and "cosign sign" in message
         )
-        r = await root.head(f"/v2/team/app/manifests/{tag}", headers=accept)
+        r = await reader.head(f"/v2/team/app/manifests/{tag}", headers=accept)
         assert r.status_code == 403
     # Signatures stay pullable, so that clients can verify.
     sig = "sha256-" + signed.split(":")[1] + ".sig"
-    assert (await root.get(f"/v2/team/app/manifests/{sig}", headers=accept)).status_code == 200
+    assert (await reader.get(f"/v2/team/app/manifests/{sig}", headers=accept)).status_code == 200
     # A key removed: what only it signed is refused from the next request on.
     assert (await root.delete("/api/v1/namespaces/team/trust/keys/ours")).status_code == 204
-    r = await root.get("/v2/team/app/manifests/signed", headers=accept)
+    r = await reader.get("/v2/team/app/manifests/signed", headers=accept)
     assert_error(r, 403, "DENIED")
     # Refusals are audited (with the pulls' batch) and counted.
     await registry.pulls.flush()
     events = (await root.get("/api/v1/audit", params={"action": "pull.unsigned"})).json()
     assert events["events"] and {e["outcome"] for e in events["events"]} == {"denied"}
+
+
+async def test_under_enforce_who_may_push_reads_what_they_sign_and_a_puller_does_not(
+    root: httpx.AsyncClient, reader: httpx.AsyncClient, registry: Registry
+) -> None:
+    """cosign GETs the image it signs, with a pull-only token: who may push to the
+    repository reads an unsigned image (and is audited); who may only pull is refused,
+    with a token or with Basic credentials."""
+    await push_image(root, "team/app", "unsigned", layers=[b"unsigned"])
+    await set_policy(root, "enforce")
+    accept = {"Accept": OCI_MANIFEST}
+
+    async def token(client: httpx.AsyncClient) -> dict[str, str]:
+        r = await client.get(
+            "/token", params={"service": "registry", "scope": "repository:team/app:pull"}
+        )
+        return {**bearer(r.json()["token"]), **accept}
+
+    r = await root.get("/v2/team/app/manifests/unsigned", headers=await token(root))
+    assert r.status_code == 200
+    r = await reader.get("/v2/team/app/manifests/unsigned", headers=await token(reader))
+    assert_error(r, 403, "DENIED")
+    assert_error(await reader.get("/v2/team/app/manifests/unsigned", headers=accept), 403, "DENIED")
+    await registry.pulls.flush()
+    events = (await root.get("/api/v1/audit", params={"action": "pull.unsigned"})).json()
+    assert sorted((e["outcome"], e["detail"].get("read_by")) for e in events["events"]) == [
+        ("denied", None),
+        ("denied", None),
+        ("success", "pusher"),
+    ]
 
 
 async def test_audit_serves_unsigned_pulls_and_records_them(
@@ -272,6 +324,7 @@ async def test_audit_serves_unsigned_pulls_and_records_them(
 
 async def test_a_signed_index_vouches_for_its_platforms_pulled_by_digest(
     root: httpx.AsyncClient,
+    reader: httpx.AsyncClient,
 ) -> None:
     ours = Signer()
     await root.post("/api/v1/trust/keys", json={"name": "ours", "pem": ours.pem})
@@ -282,10 +335,56 @@ async def test_a_signed_index_vouches_for_its_platforms_pulled_by_digest(
     await sign(root, "team/multi", top, ours)
     await set_policy(root, "enforce")
     accept = {"Accept": f"{OCI_INDEX}, {OCI_MANIFEST}"}
-    assert (await root.get("/v2/team/multi/manifests/latest", headers=accept)).status_code == 200
-    assert (await root.get(f"/v2/team/multi/manifests/{amd}", headers=accept)).status_code == 200
-    r = await root.get(f"/v2/team/multi/manifests/{loose}", headers=accept)
+    assert (await reader.get("/v2/team/multi/manifests/latest", headers=accept)).status_code == 200
+    assert (await reader.get(f"/v2/team/multi/manifests/{amd}", headers=accept)).status_code == 200
+    r = await reader.get(f"/v2/team/multi/manifests/{loose}", headers=accept)
     assert_error(r, 403, "DENIED")
+
+    async def pulled(reference: str) -> int:
+        return (
+            await reader.get(f"/v2/team/multi/manifests/{reference}", headers=accept)
+        ).status_code
+
+    # Two keys sign the index; one removed, the other still vouches for the platform.
+    second = Signer()
+    await root.post("/api/v1/trust/keys", json={"name": "second", "pem": second.pem})
+    await sign(root, "team/multi", top, second, referrer=True)
+    assert (await root.delete("/api/v1/trust/keys/ours")).status_code == 204
+    assert (await pulled(top), await pulled(amd)) == (200, 200)
+    # The index deleted: its platform, signed through it alone, is refused from then on.
+    assert (await root.delete(f"/v2/team/multi/manifests/{top}")).status_code == 202
+    assert await pulled(amd) == 403
+    # Signed again through the index pushed again; its last key removed: both refused.
+    top = await put_manifest(root, "team/multi", "latest", index, OCI_INDEX)
+    await sign(root, "team/multi", top, second)
+    assert (await pulled(top), await pulled(amd)) == (200, 200)
+    assert (await root.delete("/api/v1/trust/keys/second")).status_code == 204
+    assert (await pulled(top), await pulled(amd)) == (403, 403)
+
+
+async def test_keys_removed_with_their_namespace_stop_counting(
+    root: httpx.AsyncClient, registry: Registry
+) -> None:
+    ours = Signer()
+    await root.post("/api/v1/namespaces/team/trust/keys", json={"name": "ours", "pem": ours.pem})
+    digest, _ = await push_image(root, "team/app", "v1")
+    await sign(root, "team/app", digest, ours)
+    assert await manifest_signed(registry, "team/app", digest) is True
+    assert (await root.delete("/api/v1/namespaces/team")).status_code == 204
+    assert await manifest_signed(registry, "team/app", digest) is False
+
+
+async def manifest_signed(registry: Registry, repo: str, digest: str) -> bool:
+    async with registry.db.read() as conn:
+        return bool(
+            await conn.scalar(
+                text(
+                    "SELECT m.signed FROM manifests m JOIN repositories r ON "
+                    "r.id = m.repository_id WHERE r.name = :repo AND m.digest = :digest"
+                ),
+                {"repo": repo, "digest": digest},
+            )
+        )
 
 
 async def test_the_console_shows_which_key_signed_each_tag(
@@ -304,3 +403,86 @@ async def test_the_console_shows_which_key_signed_each_tag(
     assert "<td>release-2026</td>" in row[: row.index("</tr>")]
     v1 = shown[shown.index(">v1</a>") :]
     assert "<td>no trusted key</td>" in v1[: v1.index("</tr>")]
+
+
+@contextlib.asynccontextmanager
+async def held_open(
+    registry: Registry, work: Callable[[AsyncConnection], Awaitable[object]]
+) -> AsyncIterator[None]:
+    """`work` done in a write transaction that stays open until the block ends."""
+    done, release = asyncio.Event(), asyncio.Event()
+
+    async def hold(conn: AsyncConnection) -> None:
+        await work(conn)
+        done.set()
+        await release.wait()
+
+    task = asyncio.create_task(registry.db.transact(hold))
+    held = asyncio.create_task(done.wait())
+    await asyncio.wait({task, held}, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        held.cancel()
+        task.result()  # the work's own error
+    try:
+        yield
+    finally:
+        release.set()
+        await task
+
+
+async def waits(task: asyncio.Future[object]) -> bool:
+    await asyncio.sleep(0.3)
+    return not task.done()
+
+
+async def repository_policy(registry: Registry, repo: str) -> str | None:
+    async with registry.db.read() as conn:
+        found = await conn.scalar(
+            text("SELECT signature_policy FROM repositories WHERE name = :repo"), {"repo": repo}
+        )
+        return None if found is None else str(found)
+
+
+async def test_a_repository_made_while_its_policy_is_set_takes_the_new_policy(
+    root: httpx.AsyncClient, reader: httpx.AsyncClient, registry: Registry
+) -> None:
+    """The manifest GET reads the policy from the repository's row: one made in a
+    transaction still open while the policy is set must not keep the old one (on
+    PostgreSQL the setter's update cannot see it), nor one made while the policy is
+    being set."""
+    async with held_open(registry, lambda conn: repositories.ensure_repository(conn, "team/early")):
+        setting = asyncio.ensure_future(set_policy(root, "enforce"))
+        assert await waits(setting)  # for the namespace's policy row the repository holds
+    await setting
+    assert await repository_policy(registry, "team/early") == "enforce"
+    # The other way round: a push into a new repository while the policy is being set.
+    enforce = StoredPolicy("team", "[]", None, None, "enforce")
+    async with held_open(registry, lambda conn: save_policy(conn, enforce)):
+        pushing = asyncio.ensure_future(push_image(root, "team/late", "v1"))
+        assert await waits(pushing)
+    await pushing
+    assert await repository_policy(registry, "team/late") == "enforce"
+    r = await reader.get("/v2/team/late/manifests/v1", headers={"Accept": OCI_MANIFEST})
+    assert_error(r, 403, "DENIED")
+
+
+async def test_a_signature_arriving_while_another_key_is_removed_still_counts(
+    root: httpx.AsyncClient, reader: httpx.AsyncClient, registry: Registry
+) -> None:
+    """Removing a key decides `signed` again for what it signed; a verdict of another key
+    for the same image, written meanwhile, must survive that (the two lock the
+    manifest's row, and the decision reads a snapshot taken after the lock)."""
+    first, second = Signer(), Signer()
+    for name, signer in (("first", first), ("second", second)):
+        await root.post("/api/v1/trust/keys", json={"name": name, "pem": signer.pem})
+    digest, _ = await push_image(root, "team/app", "v1")
+    await sign(root, "team/app", digest, first)
+    await set_policy(root, "enforce")
+    async with held_open(registry, lambda conn: trust_rows.remove_key(conn, "", "first")):
+        signing = asyncio.ensure_future(sign(root, "team/app", digest, second, referrer=True))
+        await asyncio.sleep(0.3)
+    await signing
+    assert await signed_by(registry, "team/app", digest) == ["second"]
+    assert await manifest_signed(registry, "team/app", digest) is True
+    r = await reader.get("/v2/team/app/manifests/v1", headers={"Accept": OCI_MANIFEST})
+    assert r.status_code == 200
