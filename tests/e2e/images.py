@@ -168,11 +168,17 @@ def image_id(docker: Docker, ref: str) -> str:
     return docker.run("image", "inspect", "--format", "{{.Id}}", ref).stdout.strip()
 
 
-def push_layers(client: httpx.Client, repo: str, tag: str, layers: list[bytes]) -> tuple[str, int]:
+def push_layers(
+    client: httpx.Client, repo: str, tag: str, layers: list[bytes], config: bytes | None = None
+) -> tuple[str, int]:
     """An OCI image of these layers pushed to this registry (monolithic blob POSTs);
-    its manifest's digest and the bytes of its blobs."""
-    config = json.dumps({"architecture": "amd64", "os": "linux", "repo": repo, "tag": tag})
-    blobs = [config.encode(), *layers]
+    its manifest's digest and the bytes of its blobs. Without `config`, a minimal one
+    (which a Docker daemon would not pull: it names no layers)."""
+    if config is None:
+        config = json.dumps(
+            {"architecture": "amd64", "os": "linux", "repo": repo, "tag": tag}
+        ).encode()
+    blobs = [config, *layers]
     for blob in blobs:
         r = client.post(f"/v2/{repo}/blobs/uploads/", params={"digest": sha256(blob)}, content=blob)
         assert r.status_code == 201, r.text

@@ -52,14 +52,16 @@ class StandIn:
     # Shell commands run last, with the root file system in $1 (mmdebstrap's
     # customize hooks), e.g. `chroot "$1" pip install ...`.
     hooks: tuple[str, ...] = ()
+    # Debian's release the packages come from.
+    suite: str = "bookworm"
 
     def key(self) -> str:
         present = [p for p in self.uploads if Path(p).exists()]
         contents = [hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in present]
-        spec = json.dumps(
-            [self.packages, present, contents, self.changes, self.scripts, self.hooks]
-        )
-        return hashlib.sha256(spec.encode()).hexdigest()[:16]
+        spec = [self.packages, present, contents, self.changes, self.scripts, self.hooks]
+        if self.suite != "bookworm":  # the keys of the images cached already stay
+            spec.append(self.suite)
+        return hashlib.sha256(json.dumps(spec).encode()).hexdigest()[:16]
 
     def tarball(self) -> Path:
         """The root file system, built once per key: a build under way (in another thread,
@@ -97,7 +99,7 @@ class StandIn:
                     "--variant=minbase",
                     f"--include={','.join(self.packages)}",
                     *hooks,
-                    "bookworm",
+                    self.suite,
                     part.name,
                 ],
                 capture_output=True,
@@ -110,6 +112,26 @@ class StandIn:
         finally:
             Path(part.name).unlink(missing_ok=True)
             scripts.cleanup()
+
+    def directory(self) -> Path:
+        """The root file system unpacked (once, beside its tarball), for a chroot."""
+        tarball = self.tarball()
+        target = tarball.with_suffix("")
+        if (target / "etc" / "debian_version").exists():
+            return target
+        with open(tarball.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (target / "etc" / "debian_version").exists():
+                part = Path(tempfile.mkdtemp(dir=CACHE, suffix=".part"))
+                try:
+                    subprocess.run(
+                        ["tar", "-xf", str(tarball), "-C", str(part)], check=True, timeout=600
+                    )
+                    shutil.rmtree(target, ignore_errors=True)
+                    os.replace(part, target)  # whole or not at all
+                finally:
+                    shutil.rmtree(part, ignore_errors=True)
+        return target
 
     def prepare(self) -> None:
         """Start building the tarball in the background (a few hundred MB of Debian
