@@ -487,7 +487,8 @@ def registry_and_namespace(
             f"/api/v1/{part}{tail}",
             summary=f"{summary} (admins)",
             access=admin,
-            errors=errors,
+            # 404 too: a registry without accounts (auth off) has no admins.
+            errors=tuple({404, *errors}),
             **declared,
         )(registry_wide)
         operations.operation(

@@ -1,5 +1,5 @@
-"""The `registry` command: serve, migrate, the storage, the mirror, settings, accounts
-and webhooks.
+"""The `registry` command: serve, migrate, the storage, the mirror, settings, accounts,
+webhooks and trusted keys.
 
 Each command module registers its commands (`add_commands`) with the function that runs
 one (`run`, given the settings and the parsed arguments) and what it needs first:
@@ -16,7 +16,7 @@ import os
 import sys
 
 from registry import __version__, context, logs, preflight
-from registry.cli import accounts, config, mirror, serve, storage, webhooks
+from registry.cli import accounts, config, mirror, serve, storage, trust, webhooks
 from registry.cli.common import migrate, operator
 from registry.config import ConfigError, Settings, load_settings, unknown_variables
 from registry.errors import Unavailable
@@ -44,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
         "--data-dir", help="the data folder (data_dir, REGISTRY_DATA_DIR; default ./data)"
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    for module in (serve, config, storage, mirror, accounts, webhooks):
+    for module in (serve, config, storage, mirror, accounts, webhooks, trust):
         module.add_commands(commands, common)
     return parser
 

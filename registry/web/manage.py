@@ -45,6 +45,24 @@ def admins_only(session: Session) -> None:
         raise Denied(message="only an admin may do this")
 
 
+# The registry's own remotes, rules and keys have no namespace; "-" stands for it in
+# paths (no namespace can be named so).
+REGISTRY_WIDE = "-"
+
+
+async def may_manage(request: Request, session: Session, namespace: str) -> None:
+    if not namespace:
+        admins_only(session)
+    else:
+        await deny_unless_owner(accounts_of(request), session.identity, namespace)
+
+
+def namespace_in_path(request: Request) -> str:
+    """The {namespace} of a path: "-" (REGISTRY_WIDE) is the registry's own."""
+    found: str = request.path_params["namespace"]
+    return "" if found == REGISTRY_WIDE else found
+
+
 async def owned_namespace(request: Request, session: Session) -> tuple[str, Accounts]:
     """The namespace of the path, if the caller owns it (or is an admin)."""
     name = check_namespace(request.path_params["namespace"])

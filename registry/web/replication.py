@@ -9,34 +9,18 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from registry.auth.accounts import deny_unless_owner
 from registry.auth.sessions import Session
 from registry.errors import Invalid, RegistryError
 from registry.replication.filters import KINDS
 from registry.replication.rules import DIRECTIONS, TRIGGERS, RuleSpec
 from registry.requests import registry_of
 from registry.web import urls
-from registry.web.manage import accounts_of, admins_only
+from registry.web.manage import REGISTRY_WIDE, accounts_of, may_manage, namespace_in_path
 from registry.web.pages import confirm, console, field, fields, page, see
 
-# The registry's own remotes and rules have no namespace; "-" stands for it in paths
-# (no namespace can be named so).
-REGISTRY_WIDE = "-"
 ITEM_STATES = ("pending", "running", "copied", "skipped", "failed")
 RUNS_SHOWN = 30
 ITEMS_SHOWN = 200
-
-
-async def _may_manage(request: Request, session: Session, namespace: str) -> None:
-    if not namespace:
-        admins_only(session)
-    else:
-        await deny_unless_owner(accounts_of(request), session.identity, namespace)
-
-
-def _namespace(request: Request) -> str:
-    found: str = request.path_params["namespace"]
-    return "" if found == REGISTRY_WIDE else found
 
 
 def _globs(request: Request, name: str) -> list[str]:
@@ -83,7 +67,7 @@ async def _overview(
 async def add_remote(request: Request, session: Session) -> Response:
     namespace = field(request, "namespace")
     try:
-        await _may_manage(request, session, namespace)
+        await may_manage(request, session, namespace)
         await registry_of(request).remotes.add(
             namespace,
             field(request, "name").strip(),
@@ -100,8 +84,8 @@ async def add_remote(request: Request, session: Session) -> Response:
 
 @console
 async def test_remote(request: Request, session: Session) -> Response:
-    namespace, name = _namespace(request), request.path_params["remote"]
-    await _may_manage(request, session, namespace)
+    namespace, name = namespace_in_path(request), request.path_params["remote"]
+    await may_manage(request, session, namespace)
     remotes = registry_of(request).remotes
     try:
         await remotes.check(await remotes.endpoint(namespace, name))
@@ -112,8 +96,8 @@ async def test_remote(request: Request, session: Session) -> Response:
 
 @console
 async def remove_remote(request: Request, session: Session) -> Response:
-    namespace, name = _namespace(request), request.path_params["remote"]
-    await _may_manage(request, session, namespace)
+    namespace, name = namespace_in_path(request), request.path_params["remote"]
+    await may_manage(request, session, namespace)
     here = urls.REMOVE_REMOTE(namespace=namespace or REGISTRY_WIDE, remote=name)
     if request.method == "GET":
         return confirm(
@@ -148,7 +132,7 @@ async def add_rule(request: Request, session: Session) -> Response:
         enabled=True,
     )
     try:
-        await _may_manage(request, session, namespace)
+        await may_manage(request, session, namespace)
         await registry_of(request).replication.add(namespace, spec)
     except RegistryError as exc:
         return await _overview(request, session, exc.status, failed=exc.text, failed_part="rule")
@@ -157,16 +141,16 @@ async def add_rule(request: Request, session: Session) -> Response:
 
 @console
 async def run_rule(request: Request, session: Session) -> Response:
-    namespace, name = _namespace(request), request.path_params["rule"]
-    await _may_manage(request, session, namespace)
+    namespace, name = namespace_in_path(request), request.path_params["rule"]
+    await may_manage(request, session, namespace)
     run = await registry_of(request).replication.run_now(namespace, name)
     return see(urls.RUN(run=str(run)))
 
 
 @console
 async def remove_rule(request: Request, session: Session) -> Response:
-    namespace, name = _namespace(request), request.path_params["rule"]
-    await _may_manage(request, session, namespace)
+    namespace, name = namespace_in_path(request), request.path_params["rule"]
+    await may_manage(request, session, namespace)
     here = urls.REMOVE_RULE(namespace=namespace or REGISTRY_WIDE, rule=name)
     if request.method == "GET":
         return confirm(
@@ -187,7 +171,7 @@ async def run(request: Request, session: Session) -> Response:
     rules = registry_of(request).replication
     ident = request.path_params["run"]
     found, rule = await rules.run_anywhere(int(ident) if ident.isdigit() else 0)
-    await _may_manage(request, session, rule.namespace)
+    await may_manage(request, session, rule.namespace)
     state = request.query_params.get("state")
     state = state if state in ITEM_STATES else None
     items = await rules.items(rule.namespace, found.id, state, None, ITEMS_SHOWN)
@@ -209,7 +193,7 @@ async def retry(request: Request, session: Session) -> Response:
     rules = registry_of(request).replication
     ident = request.path_params["run"]
     found, rule = await rules.run_anywhere(int(ident) if ident.isdigit() else 0)
-    await _may_manage(request, session, rule.namespace)
+    await may_manage(request, session, rule.namespace)
     again = await rules.retry(rule.namespace, found.id)
     return see(f"{urls.RUN(run=str(again))}?retried={found.id}")
 

@@ -14,6 +14,7 @@ from registry.web import (
     replication,
     settings,
     sso,
+    trust,
     urls,
     webhooks,
 )
@@ -61,6 +62,10 @@ ROUTES = [
     Route(urls.REMOVE_RULE.template, replication.remove_rule, methods=_FORM),
     Route(urls.RUN.template, replication.run, methods=_READ),
     Route(urls.RETRY_RUN.template, replication.retry, methods=_POST),
+    Route(urls.TRUST.template, trust.trust, methods=_READ),
+    Route(urls.TRUSTED_KEYS.template, trust.add_key, methods=_POST),
+    Route(urls.REMOVE_KEY.template, trust.remove_key, methods=_FORM),
+    Route(urls.SIGNATURE_POLICY.template, trust.set_policy, methods=_POST),
     Route(urls.AUDIT.template, audit.audit, methods=_READ),
     Route(urls.AUDIT_EXPORT.template, audit.export, methods=_READ),
     Route(urls.ACCOUNT.template, account.account, methods=_FORM),

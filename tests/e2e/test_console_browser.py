@@ -15,6 +15,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from playwright.sync_api import Browser, Page, expect
 
 from tests.e2e.axe import assert_accessible
@@ -450,12 +452,20 @@ def test_every_console_page_passes_axe_core(
     )
     runs = admin.get("/api/v1/replication/runs").json()["runs"]
     run = runs[0]["id"] if runs else admin.post("/api/v1/replication/rules/copy/run").json()["run"]
+    # A trusted key, for the signatures page's table.
+    key = ec.generate_private_key(ec.SECP256R1()).public_key()
+    pem = key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    admin.post("/api/v1/trust/keys", json={"name": "release", "pem": pem.decode()})
     admin.close()
     pages = [
         "/ui/dashboard",
         "/ui/",
         "/ui/replication",
         f"/ui/replication/runs/{run}",
+        "/ui/trust",
+        "/ui/trust/keys/-/release/remove",
         "/ui/r/team/app/-/tags",
         f"/ui/r/team/app/-/manifests/{digest}",
         "/ui/r/team/app/-/tags/v2/delete",

@@ -23,6 +23,7 @@ SAMPLES = {
     "remote": "dr-site",
     "rule": "to-dr",
     "run": "12",
+    "key": "release-2026",
 }
 
 
