@@ -14,6 +14,7 @@ would match the longer paths too.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from functools import partial
 from typing import Any, Literal, TypeVar
@@ -73,6 +74,18 @@ def _from(model: type[M], found: object) -> M:
     return model.model_validate(found, from_attributes=True)
 
 
+async def _signed(
+    request: Request, repository: str, model: type[M], found: Sequence[Any]
+) -> Callable[[Any], M]:
+    """`_from` for images, with the trusted keys that signed each (one query for all)."""
+    signers = await registry_of(request).trust.signed_in(repository, [f.digest for f in found])
+
+    def answer(item: Any) -> M:
+        return _from(model, item).model_copy(update={"signed_by": signers.get(item.digest, [])})
+
+    return answer
+
+
 class RepositorySummary(Answer):
     name: str
     namespace: str
@@ -103,6 +116,9 @@ class ImageSummary(Answer):
     created: str | None = Field(description="when the image was built, from its config")
     pushed_at: datetime
     pulled_at: datetime | None
+    signed_by: list[str] = Field(
+        default_factory=list, description="the trusted keys whose signatures of it verified"
+    )
 
 
 class TagSummary(ImageSummary):
@@ -160,6 +176,9 @@ class ManifestDetail(Answer):
     referrers: list[ReferrerModel] = Field(description="signatures, SBOMs, attestations")
     pushed_at: datetime | None
     pulled_at: datetime | None
+    signed_by: list[str] = Field(
+        default_factory=list, description="the trusted keys whose signatures of it verified"
+    )
 
 
 class DeletedRepository(Answer):
@@ -206,7 +225,9 @@ async def list_tags(request: Request, name: str, caller: str, query: TagsQuery) 
         lambda n: browse.tags(caller, by_push=query.sort == "pushed", last=query.last, limit=n),
         query.size,
     )
-    return Page.window(found, partial(_from, TagSummary), _name, query.size)
+    return Page.window(
+        found, await _signed(request, caller, TagSummary, found.items), _name, query.size
+    )
 
 
 @OPERATIONS.operation(
@@ -225,7 +246,8 @@ async def list_untagged(
 ) -> Page[UntaggedSummary]:
     browse = registry_of(request).browse
     found = await fetch(lambda n: browse.untagged(caller, query.last, n), query.size)
-    return Page.window(found, partial(_from, UntaggedSummary), _digest, query.size)
+    summary = await _signed(request, caller, UntaggedSummary, found.items)
+    return Page.window(found, summary, _digest, query.size)
 
 
 @OPERATIONS.operation(
@@ -237,7 +259,8 @@ async def list_untagged(
     errors=[404],
 )
 async def get_manifest(request: Request, name: str, reference: str, caller: str) -> ManifestDetail:
-    return _from(ManifestDetail, await registry_of(request).browse.manifest(caller, reference))
+    found = await registry_of(request).browse.manifest(caller, reference)
+    return (await _signed(request, caller, ManifestDetail, [found]))(found)
 
 
 @OPERATIONS.operation(

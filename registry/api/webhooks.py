@@ -23,8 +23,9 @@ from registry.services.webhooks import WEBHOOK_KINDS, Endpoint
 OPERATIONS = Operations(tag="events")
 
 Kind = Literal[
-    "push", "blob", "pull", "mount", "delete", "tag", "mirror", "quota", "gc", "replication"
-]
+    "push", "blob", "pull", "mount", "delete", "tag", "mirror", "quota", "gc", "replication",
+    "signature",
+]  # fmt: skip
 assert set(Kind.__args__) == set(WEBHOOK_KINDS)  # type: ignore[attr-defined]
 Format = Literal["distribution", "cloudevents"]
 State = Literal["pending", "delivered", "failed"]

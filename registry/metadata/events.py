@@ -36,6 +36,7 @@ WEBHOOK_ACTIONS = (
     "quota",
     "gc",
     "replication",
+    "signature",
 )
 # What a webhook subscribes to: those actions, with a blob's push apart from a
 # manifest's (`push` is an image, index or artifact arriving, as Harbor and Quay

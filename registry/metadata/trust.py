@@ -179,14 +179,20 @@ async def remove_all(conn: AsyncConnection, namespace: str) -> None:
 
 async def add_verdicts(
     conn: AsyncConnection, manifest_id: int, key_ids: list[int], signature: str
-) -> None:
-    if key_ids:
-        rows = [
-            {"manifest_id": manifest_id, "key_id": k, "signature": signature, "verified_at": now()}
-            for k in key_ids
-        ]
-        await conn.execute(dialect_insert(conn, SignatureVerdict).on_conflict_do_nothing(), rows)
+) -> set[int]:
+    """Record that these keys signed the manifest; the keys that had not yet (the rows
+    this statement inserted: a signature that arrives twice at once counts once)."""
+    if not key_ids:
+        return set()
+    rows = [
+        {"manifest_id": manifest_id, "key_id": k, "signature": signature, "verified_at": now()}
+        for k in key_ids
+    ]
+    insert = dialect_insert(conn, SignatureVerdict).values(rows).on_conflict_do_nothing()
+    added = set(await conn.scalars(insert.returning(SignatureVerdict.key_id)))
+    if added:
         await mark_signed(conn, manifest_id)
+    return added
 
 
 async def signed_in(

@@ -177,7 +177,16 @@ class Trust:
             subject_id = await q.manifest_id(conn, repository, subject)
             if subject_id is None:
                 return 0  # the subject is not here (yet): a key added later looks again
-            await q.add_verdicts(conn, subject_id, sorted(signers), signature)
+            added = await q.add_verdicts(conn, subject_id, sorted(signers), signature)
+            if added:
+                # What CI and deployments wait for: this image is signed, by these keys.
+                await events.record(
+                    conn,
+                    "signature",
+                    repository=repository,
+                    target={"digest": subject, "signature": signature},
+                    detail={"keys": sorted(k.name for k in keys if k.id in added)},
+                )
             return len(signers)
 
         return await self.db.transact(record)

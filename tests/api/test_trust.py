@@ -214,6 +214,29 @@ async def test_a_signature_counts_for_the_key_that_made_it_over_this_image_only(
     assert await signed_by(registry, "team/app", referred) == ["ours"]
 
 
+async def test_the_browse_api_and_a_signature_event_say_which_keys_signed(
+    root: httpx.AsyncClient,
+) -> None:
+    ours, theirs = Signer(), Signer()
+    for name, signer in (("ours", ours), ("theirs", theirs)):
+        await root.post("/api/v1/trust/keys", json={"name": name, "pem": signer.pem})
+    digest, _ = await push_image(root, "team/app", "v1")
+    await push_image(root, "team/app", "v2", layers=[b"unsigned"])
+    await sign(root, "team/app", digest, ours)
+    await sign(root, "team/app", digest, theirs, referrer=True)
+    await sign(root, "team/app", digest, ours)  # the same again: no second event
+    tags = (await root.get("/api/v1/repositories/team/app/-/tags")).json()["tags"]
+    assert {t["name"]: t["signed_by"] for t in tags if not t["name"].endswith(".sig")} == {
+        "v1": ["ours", "theirs"],
+        "v2": [],
+    }
+    detail = (await root.get(f"/api/v1/repositories/team/app/-/manifests/{digest}")).json()
+    assert detail["signed_by"] == ["ours", "theirs"]
+    events = (await root.get("/api/v1/audit", params={"action": "signature"})).json()["events"]
+    assert sorted(e["detail"]["keys"][0] for e in events) == ["ours", "theirs"]
+    assert {e["target"]["digest"] for e in events} == {digest}
+
+
 async def test_a_key_added_later_counts_for_what_it_signed_before_and_a_removed_one_stops(
     root: httpx.AsyncClient, registry: Registry
 ) -> None:
