@@ -35,7 +35,10 @@ SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
 COSIGN_TYPE = "cosign container image signature"
 SIGNATURE_TAG = re.compile(r"sha256-([0-9a-f]{64})\.sig")
-_MAX_PAYLOAD = 64 * 1024
+# cosign's artifact type of a signature in the referrers form (cosign 2, OCI 1.1 mode).
+COSIGN_ARTIFACT = "application/vnd.dev.cosign.artifact.sig.v1+json"
+# A payload is a few hundred bytes; more is not a signature's.
+MAX_PAYLOAD = 64 * 1024
 _MAX_KEY = 16 * 1024
 
 PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey
@@ -93,6 +96,11 @@ class SignedLayer:
     signature: bytes
 
 
+def signature_tag(digest: str) -> str:
+    """cosign's tag of the signatures of `digest`: sha256-<hex>.sig."""
+    return digest.replace(":", "-", 1) + ".sig"
+
+
 def signed_layers(manifest: bytes) -> list[SignedLayer]:
     """The simple-signing layers of a signature manifest (none if it is no such thing)."""
     try:
@@ -136,7 +144,7 @@ def verifies(key: PublicKey, signature: bytes, payload: bytes) -> bool:
 def payload_names(payload: bytes, digest: str, repository: str) -> str | None:
     """None when a payload is cosign's and names this image in this repository; else
     why not, in words."""
-    if len(payload) > _MAX_PAYLOAD:
+    if len(payload) > MAX_PAYLOAD:
         return "the payload is too large to be a signature's"
     try:
         critical = json.loads(payload)["critical"]

@@ -51,6 +51,11 @@ class NewRule(Body):
     bandwidth: int = Field(0, description="bytes per second over the rule's copies; 0: any")
     blobs_at_once: int = Field(4, description="blobs of one image copied at once")
     enabled: bool = True
+    signed_only: bool = Field(
+        False,
+        description="copy only images that a key trusted here signed (cosign): the source "
+        "namespace's keys for a push rule, the destination's for a pull rule",
+    )
 
 
 class RuleChange(Body):
@@ -68,6 +73,7 @@ class RuleChange(Body):
     bandwidth: int | None = None
     blobs_at_once: int | None = None
     enabled: bool | None = None
+    signed_only: bool | None = None
 
 
 class Rule(Answer):
@@ -88,6 +94,7 @@ class Rule(Answer):
     bandwidth: int
     blobs_at_once: int
     enabled: bool
+    signed_only: bool
     created_at: datetime
     created_by: str
 

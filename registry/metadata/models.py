@@ -652,6 +652,8 @@ class ReplicationRule(Base):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
     created_by: Mapped[str] = mapped_column(NAME)
+    # Copy only images a key that this side's namespace trusts has signed.
+    signed_only: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class ReplicationRun(Base):

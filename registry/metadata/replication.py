@@ -57,6 +57,7 @@ class RuleRow:
     enabled: bool
     created_at: datetime
     created_by: str
+    signed_only: bool
 
 
 _RULE = (
@@ -81,6 +82,7 @@ _RULE = (
     ReplicationRule.enabled,
     ReplicationRule.created_at,
     ReplicationRule.created_by,
+    ReplicationRule.signed_only,
 )
 _JSON_FIELDS = ("repositories", "tags", "kinds")
 

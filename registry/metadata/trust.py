@@ -25,9 +25,7 @@ from registry.metadata.models import (
     utc,
 )
 from registry.metadata.statements import dialect_insert, insert_new
-
-# cosign's artifact type of a signature in the referrers form (cosign 2, OCI 1.1 mode).
-COSIGN_ARTIFACT = "application/vnd.dev.cosign.artifact.sig.v1+json"
+from registry.signatures import COSIGN_ARTIFACT
 
 
 @dataclass(frozen=True, slots=True)

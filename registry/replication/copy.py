@@ -30,9 +30,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from registry.digest import Digest
 from registry.errors import RegistryError
 from registry.mediatypes import INDEX_TYPES, OCI_INDEX, ParsedManifest, parse_manifest
 from registry.replication.sides import NO_TAG_DELETE, Manifest, Progress, Sink, Source
+from registry.signatures import (
+    COSIGN_ARTIFACT,
+    MAX_PAYLOAD,
+    TrustedKey,
+    payload_names,
+    signature_tag,
+    signed_layers,
+    verifies,
+)
 
 # Image configs: a manifest with one of these (and no artifactType) is an image.
 IMAGE_CONFIGS = frozenset(
@@ -101,6 +111,15 @@ class Mounts:
             self._seen.popitem(last=False)
 
 
+@dataclass(frozen=True, slots=True)
+class Trusted:
+    """The keys a rule that copies signed images only trusts, and whose they are (in
+    words: a namespace, or the registry)."""
+
+    keys: list[TrustedKey]
+    keeper: str
+
+
 class Copy:
     """The copy of one item; `bytes` counts what it moved."""
 
@@ -116,6 +135,7 @@ class Copy:
         throttle: Throttle,
         mounts: Mounts,
         parse: Callable[[bytes, str], ParsedManifest] = parse_manifest,
+        signed_by: Trusted | None = None,
     ) -> None:
         self.source = source
         self.sink = sink
@@ -126,6 +146,8 @@ class Copy:
         self.throttle = throttle
         self.mounts = mounts
         self.parse = parse
+        # A rule that copies signed images only: the keys, and whose they are.
+        self.signed_by = signed_by
         self.bytes = 0
 
     async def item(self, repository: str, reference: str, destination: str) -> Outcome:
@@ -149,6 +171,13 @@ class Copy:
                 "skipped",
                 found.digest,
                 f"it is an {kind_of(parsed)}; the rule copies {', '.join(self.kinds)}",
+            )
+        elif self.signed_by is not None and not await self._signed(repository, found.digest):
+            return Outcome(
+                "skipped",
+                found.digest,
+                f"no key that {self.signed_by.keeper} trusts signed it at the source, and the "
+                "rule copies signed images only",
             )
         there = await self.sink.digest_of(destination, tag) if tag else None
         if there is not None and there != found.digest and not self.overwrite:
@@ -181,6 +210,36 @@ class Copy:
                 return Outcome("copied", digest)
             why += f"; {destination}:{reference} stays, as its manifest is still at the source"
         return Outcome("skipped", None, why)
+
+    async def _signed(self, repository: str, digest: str) -> bool:
+        """Whether one of the rule's keys signed the image, as its cosign signatures at
+        the source say (the `.sig` tag, or referrers of cosign's artifact type): the
+        checks a signature pushed here gets (services/trust.py)."""
+        assert self.signed_by is not None
+        signatures = [await self.source.manifest(repository, signature_tag(digest))]
+        for referrer in await self.source.referrers(repository, digest):
+            if referrer.get("artifactType") == COSIGN_ARTIFACT:
+                signatures.append(await self.source.manifest(repository, referrer["digest"]))
+        for signature in signatures:
+            for layer in signed_layers(signature.content) if signature else []:
+                payload = await self._payload(repository, layer.payload_digest)
+                if payload is None or payload_names(payload, digest, repository) is not None:
+                    continue
+                if any(verifies(k.key, layer.signature, payload) for k in self.signed_by.keys):
+                    return True
+        return False
+
+    async def _payload(self, repository: str, digest: str) -> bytes | None:
+        """A signature's payload from the source; None if it is not one (too large, or
+        not what its digest says)."""
+        data = b""
+        async with self.source.blob(repository, digest)(0) as chunks:
+            async for chunk in chunks:
+                data += chunk
+                if len(data) > MAX_PAYLOAD:
+                    return None
+        parsed = Digest.parse(digest)
+        return data if Digest.of(data, parsed.algorithm) == parsed else None
 
     def _parsed(self, manifest: Manifest, repository: str) -> ParsedManifest:
         try:

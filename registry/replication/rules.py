@@ -71,6 +71,7 @@ class RuleSpec:
     bandwidth: int
     blobs_at_once: int
     enabled: bool
+    signed_only: bool = False
 
 
 def next_time(schedule: str, after: datetime) -> datetime:

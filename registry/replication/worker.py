@@ -35,17 +35,21 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from registry import context
 from registry.config import ReplicationSettings
 from registry.errors import RegistryError
+from registry.kept import keeper
 from registry.metadata import replication as q
+from registry.metadata import trust as trust_queries
 from registry.metadata.database import Database
 from registry.metadata.models import now
 from registry.metrics import REPLICATION_BYTES, REPLICATION_ITEMS, REPLICATION_LAG
+from registry.names import namespace_of
 from registry.proxy.upstream import UpstreamError
 from registry.replication.client import RemoteRegistry
-from registry.replication.copy import Copy, CopyFailed, Mounts, Outcome, Throttle
+from registry.replication.copy import Copy, CopyFailed, Mounts, Outcome, Throttle, Trusted
 from registry.replication.filters import Filter, destination_name
 from registry.replication.remotes import Remotes
 from registry.replication.rules import Rules, finish, plan
 from registry.replication.sides import Local, Remote, Sink, Source
+from registry.signatures import KeyInvalid, load_key
 from registry.storage.base import StorageError
 
 log = logging.getLogger("registry.replication")
@@ -226,6 +230,7 @@ class Replicator:
                 progress=lambda digest: _Progress(self.db, item.id, digest),
                 throttle=self._throttle(rule),
                 mounts=self._mounts(rule),
+                signed_by=await self._trusted(rule, item) if rule.signed_only else None,
             )
             with context.using(context.system(f"replication/{rule.name}")):
                 if item.action == "delete":
@@ -241,6 +246,20 @@ class Replicator:
             await self._failed(item, error, 0, direction)
             return
         await self._settle(item, outcome, copy.bytes, direction)
+
+    async def _trusted(self, rule: q.RuleRow, item: q.ItemRow) -> Trusted:
+        """The keys a signed-only rule's item is checked with: those the namespace on
+        this registry's side trusts (the source's of a push, the destination's of a pull),
+        read as each item starts, so that a key added or removed counts at once."""
+        local = item.repository if rule.direction == "push" else item.destination
+        namespace = namespace_of(local)
+        async with self.db.read() as conn:
+            rows = await trust_queries.keys_for(conn, namespace)
+        loaded = []
+        for row in rows:
+            with contextlib.suppress(KeyInvalid):  # stored keys were checked when added
+                loaded.append(load_key(row.pem))
+        return Trusted(loaded, keeper(namespace))
 
     async def _settle(self, item: q.ItemRow, outcome: Outcome, size: int, rule: str) -> None:
         REPLICATION_ITEMS.labels(rule, outcome.state).inc()

@@ -38,6 +38,7 @@ from registry.metadata.database import Database
 from registry.metadata.models import now
 from registry.names import namespace_of
 from registry.signatures import (
+    MAX_PAYLOAD,
     SIGNATURE_TAG,
     SIMPLE_SIGNING,
     KeyInvalid,
@@ -54,7 +55,6 @@ log = logging.getLogger("registry.trust")
 
 _MARKER = SIMPLE_SIGNING.encode()
 SCAN_LEASE_SECONDS = 300
-_MAX_PAYLOAD = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +195,7 @@ class Trust:
         try:
             parsed = Digest.parse(digest)
             size = await self.store.stat(parsed)
-            if size is None or size > _MAX_PAYLOAD:
+            if size is None or size > MAX_PAYLOAD:
                 return None
             payload = await self.store.read_bytes(parsed)
         except (StorageError, ValueError):

@@ -130,6 +130,7 @@ async def add_rule(request: Request, session: Session) -> Response:
         bandwidth=_number(field(request, "bandwidth")),
         blobs_at_once=_number(field(request, "blobs_at_once"), 4),
         enabled=True,
+        signed_only=field(request, "signed_only") == "on",
     )
     try:
         await may_manage(request, session, namespace)

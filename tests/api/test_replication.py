@@ -20,8 +20,10 @@ from starlette.applications import Starlette
 from registry.auth.accounts import Accounts
 from registry.config import Settings
 from registry.mediatypes import OCI_INDEX, OCI_MANIFEST
+from registry.signatures import signature_tag
 from registry.wiring import Registry
 from tests.api.conftest import OTHER_ADMIN_PASSWORD, PASSWORD
+from tests.api.test_trust import Signer, sign
 from tests.helpers import (
     assert_error,
     basic,
@@ -535,3 +537,48 @@ async def test_rules_are_managed_and_one_run_at_a_time(
         "replication.rule.delete",
         "replication.run",
     }
+
+
+async def test_a_signed_only_rule_copies_what_a_trusted_key_signed_both_ways(
+    root: httpx.AsyncClient, registry: Registry, distribution: Distribution, dist: httpx.AsyncClient
+) -> None:
+    """Push: the source namespace's keys decide; pull: the destination's, from the
+    cosign signatures at the remote (Distribution: the `.sig` tags)."""
+    ours, theirs = Signer(), Signer()
+    r = await root.post(
+        "/api/v1/namespaces/team/trust/keys", json={"name": "ours", "pem": ours.pem}
+    )
+    assert r.status_code == 201, r.text
+    signed, _ = await push_image(root, "team/app", "signed", layers=[b"signed"])
+    await sign(root, "team/app", signed, ours)
+    other, _ = await push_image(root, "team/app", "other", layers=[b"other key"])
+    await sign(root, "team/app", other, theirs)
+    await push_image(root, "team/app", "unsigned", layers=[b"unsigned"])
+    await _remote(root, "dist", distribution.url)
+    await _rule(
+        root, name="out", direction="push", remote="dist", repositories=["team/app"],
+        signed_only=True,
+    )  # fmt: skip
+    run = await _run(root, registry, "out")
+    assert run["state"] == "succeeded" and run["items"]["copied"] == 1, run
+    reasons = {i["reference"]: i["error"] for i in await _items(root, run["id"])}
+    refused = "no key that namespace 'team' trusts signed it at the source"
+    assert refused in reasons["other"] and refused in reasons["unsigned"]
+    tags = (await dist.get("/v2/team/app/tags/list")).json()["tags"]
+    assert sorted(tags) == sorted(["signed", signature_tag(signed)])
+
+    # Back from Distribution into team, with an unsigned image pushed there directly.
+    await _push_to_distribution(dist, "team/app", "extra", [b"pushed to the remote"])
+    await _rule(
+        root, name="back", direction="pull", remote="dist", repositories=["team/app"],
+        destination="team/back", signed_only=True,
+    )  # fmt: skip
+    run = await _run(root, registry, "back")
+    items = {i["reference"]: i for i in await _items(root, run["id"])}
+    assert items["signed"]["state"] == "copied" and items["extra"]["state"] == "skipped"
+    assert refused in items["extra"]["error"]
+    back = (await root.get("/v2/team/back/team/app/tags/list")).json()["tags"]
+    assert sorted(back) == sorted(["signed", signature_tag(signed)])
+    # The rule says so in the API.
+    rule = (await root.get("/api/v1/replication/rules/back")).json()
+    assert rule["signed_only"] is True
