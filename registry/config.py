@@ -18,13 +18,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import yaml
 from sqlalchemy.engine import make_url
 
 from registry.names import NAME_COMPONENT
+
+if TYPE_CHECKING:
+    from registry.signatures import TrustedKey
 
 
 class ConfigError(Exception):
@@ -216,6 +219,9 @@ class UpstreamSettings:
     # This upstream's own expiry and size limit; unset: mirror.keep_days and max_bytes.
     keep_days: float | None = None
     max_bytes: int | None = None
+    # Public keys (PEM files, comma-separated): serve and cache from this upstream only
+    # images one of them signed (cosign), and the signatures and referrers themselves.
+    signed_by: str = ""
 
 
 @dataclass(frozen=True)
@@ -780,6 +786,7 @@ def _validate_mirror(mirror: MirrorSettings) -> None:
         for name in ("keep_days", "max_bytes"):
             if (getattr(upstream, name) or 0) < 0:
                 raise ConfigError(f"{key}.{name}: must be at least 0")
+        upstream_keys(upstream, key)
     for pattern in host_patterns(mirror.allow_hosts):
         if not HOST_PATTERN.fullmatch(pattern):
             raise ConfigError(
@@ -795,6 +802,21 @@ def _validate_mirror(mirror: MirrorSettings) -> None:
         max_bytes=0,
         negative_ttl_seconds=0,
     )
+
+
+def upstream_keys(upstream: UpstreamSettings, key: str = "mirror.upstreams[]") -> list[TrustedKey]:
+    """The public keys of an upstream's `signed_by`, loaded."""
+    from registry.signatures import KeyInvalid, load_key  # cryptography: only if asked
+
+    loaded = []
+    for path in (p.strip() for p in upstream.signed_by.split(",") if p.strip()):
+        try:
+            loaded.append(load_key(Path(path).read_text(errors="replace")))
+        except OSError as exc:
+            raise ConfigError(f"{key}.signed_by: cannot read {path} ({exc.strerror})") from exc
+        except KeyInvalid as exc:
+            raise ConfigError(f"{key}.signed_by: {path}: {exc}") from exc
+    return loaded
 
 
 GROUP_SOURCES = ("ldap", "oidc")

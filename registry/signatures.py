@@ -25,6 +25,7 @@ import base64
 import hashlib
 import json
 import re
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
@@ -173,3 +174,23 @@ def _repository_of(reference: str) -> str:
     if rest and ("." in first or ":" in first or first == "localhost"):
         return rest
     return name
+
+
+async def signed_by_any(
+    digest: str,
+    repository: str,
+    keys: Sequence[TrustedKey],
+    signatures: Iterable[bytes],
+    payload: Callable[[str], Awaitable[bytes | None]],
+) -> bool:
+    """Whether one of `keys` signed `digest` in `repository`, by one of these signature
+    manifests, whose payloads `payload` reads (None: not a payload). For content read
+    from elsewhere: a remote that replication copies from, a mirror's upstream."""
+    for signature in signatures:
+        for layer in signed_layers(signature):
+            found = await payload(layer.payload_digest)
+            if found is None or payload_names(found, digest, repository) is not None:
+                continue
+            if any(verifies(key.key, layer.signature, found) for key in keys):
+                return True
+    return False

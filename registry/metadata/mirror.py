@@ -14,6 +14,7 @@ from registry.metadata.models import (
     Blob,
     BlobFetch,
     Manifest,
+    ManifestReference,
     MirrorUpstream,
     Repository,
     Tag,
@@ -169,3 +170,19 @@ async def upstream_states(conn: AsyncConnection) -> dict[str, UpstreamState]:
         )
         for prefix, limit, remaining, seen, until in rows
     }
+
+
+async def listed_by_index(conn: AsyncConnection, repository: str, digest: str) -> bool:
+    """Whether an index the repository holds lists this manifest (a platform of it)."""
+    found = await conn.scalar(
+        select(ManifestReference.manifest_id)
+        .join(Manifest, Manifest.id == ManifestReference.manifest_id)
+        .join(Repository, Repository.id == Manifest.repository_id)
+        .where(
+            Repository.name == repository,
+            ManifestReference.digest == digest,
+            ManifestReference.kind == "manifest",
+        )
+        .limit(1)
+    )
+    return found is not None

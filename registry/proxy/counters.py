@@ -36,6 +36,7 @@ COUNTERS = {
     "cache_bytes": "blob bytes served from the cache",
     "negative_hits": "requests answered from the memory of an upstream's recent 404",
     "backoff_refusals": "requests not sent to an upstream backing off after a 429",
+    "unsigned_refused": "manifests refused: signed by no key of their upstream's signed_by",
     **EXPIRY_COUNTERS,
 }
 

@@ -10,6 +10,7 @@ arrive, and kept once their digest is verified.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Hashable
 from contextlib import AbstractAsyncContextManager
@@ -18,10 +19,11 @@ from datetime import timedelta
 
 import httpx
 
-from registry.config import MirrorSettings, UpstreamSettings, host_patterns
+from registry.config import MirrorSettings, UpstreamSettings, host_patterns, upstream_keys
 from registry.digest import Digest, is_digest
 from registry.errors import (
     BlobUnknown,
+    Denied,
     ManifestInvalid,
     ManifestUnknown,
     RegistryError,
@@ -40,11 +42,12 @@ from registry.names import check_tag, namespace_of
 from registry.proxy.counters import Counters
 from registry.proxy.fetches import BlobFetches
 from registry.proxy.flights import Flights
-from registry.proxy.upstream import Upstream, UpstreamError, allowed_host
+from registry.proxy.upstream import RemoteManifest, Upstream, UpstreamError, allowed_host
 from registry.services.blobs import BlobService
 from registry.services.leases import Leases
 from registry.services.manifests import ManifestService, default_child
 from registry.services.sources import BlobFound
+from registry.signatures import MAX_PAYLOAD, signature_tag, signed_by_any
 from registry.storage import BlobStore
 
 log = logging.getLogger("registry.mirror")
@@ -189,6 +192,8 @@ class Mirror:
             remote = await route.upstream.manifest(route.remote, digest, self.manifest_limit)
             if remote is None:
                 return None
+            if route.upstream.signed_by:
+                await self._require_signed(route, name, remote, tag)
             try:
                 await self.manifests.cache(
                     name, Digest.parse(remote.digest), remote.content, remote.media_type, tag
@@ -209,6 +214,44 @@ class Mirror:
         if found is None:
             raise ManifestUnknown({"reference": digest}, message=_absent(route, digest))
         return found
+
+    async def _require_signed(
+        self, route: MirrorRoute, name: str, remote: RemoteManifest, tag: str | None
+    ) -> None:
+        """An upstream with `signed_by`: what none of its keys signed is refused, before
+        it is cached. Signatures, SBOMs and other referrers pass (clients verify with
+        them), as does a platform of an index served here (so signed)."""
+        if (tag or "").startswith("sha256-") or _refers(remote.content):
+            return
+        repository = route.upstream.remote_name(route.remote)
+        signature = await route.upstream.manifest(
+            route.remote, signature_tag(remote.digest), self.manifest_limit
+        )
+
+        async def payload(digest: str) -> bytes | None:
+            data = b""
+            async with route.upstream.blob(route.remote, digest) as response:
+                async for chunk in response.aiter_bytes():
+                    data += chunk
+                    if len(data) > MAX_PAYLOAD:
+                        return None
+            return data if str(Digest.of(data)) == digest else None
+
+        signatures = [signature.content] if signature else []
+        keys = route.upstream.signed_by
+        if await signed_by_any(remote.digest, repository, keys, signatures, payload):
+            return
+        async with self.db.read() as conn:
+            if await mq.listed_by_index(conn, name, remote.digest):
+                return
+        self.counters.add("unsigned_refused")
+        raise Denied(
+            {"digest": remote.digest},
+            message=f"{route.upstream.url} is mirrored for images signed by "
+            f"{len(keys)} key{'s' if len(keys) > 1 else ''} (mirror.upstreams[].signed_by), "
+            f"and no cosign signature there by one of them signs {repository}@"
+            f"{remote.digest}; it is neither served nor cached",
+        )
 
     async def _forget_tag(self, name: str, tag: str, cached: bool) -> None:
         """The upstream no longer has the tag: neither does the cache."""
@@ -361,7 +404,18 @@ class Mirror:
 
 
 def _upstream(settings: UpstreamSettings, client: httpx.AsyncClient) -> Upstream:
-    return Upstream(settings.url, client, settings.username or None, settings.password or None)
+    upstream = Upstream(settings.url, client, settings.username or None, settings.password or None)
+    upstream.signed_by = upstream_keys(settings)
+    return upstream
+
+
+def _refers(content: bytes) -> bool:
+    """Whether a manifest is a referrer (it has a subject)."""
+    try:
+        document = json.loads(content)
+    except ValueError:
+        return False
+    return isinstance(document, dict) and isinstance(document.get("subject"), dict)
 
 
 def _absent(route: MirrorRoute, what: str) -> str:

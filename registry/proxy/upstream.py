@@ -28,6 +28,7 @@ from registry.digest import Digest
 from registry.mediatypes import MANIFEST_TYPES
 from registry.names import NAME_COMPONENT
 from registry.parse import content_length, json_document
+from registry.signatures import TrustedKey
 
 # The names Docker Hub goes by: clients send any of them as its `ns`.
 DOCKER_HUB_HOSTS = ("docker.io", "index.docker.io", "registry-1.docker.io")
@@ -120,6 +121,9 @@ class Upstream:
         self.backoff_until = 0.0
         # Called when either of those changes (proxy/counters.py writes them down).
         self.changed: Callable[[], None] = lambda: None
+        # The keys one of which must have signed what is served from it
+        # (mirror.upstreams[].signed_by); empty: anything.
+        self.signed_by: list[TrustedKey] = []
 
     def remote_name(self, name: str) -> str:
         """Docker Hub keeps official images under `library/`: `busybox` is

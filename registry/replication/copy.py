@@ -38,10 +38,8 @@ from registry.signatures import (
     COSIGN_ARTIFACT,
     MAX_PAYLOAD,
     TrustedKey,
-    payload_names,
     signature_tag,
-    signed_layers,
-    verifies,
+    signed_by_any,
 )
 
 # Image configs: a manifest with one of these (and no artifactType) is an image.
@@ -216,18 +214,18 @@ class Copy:
         the source say (the `.sig` tag, or referrers of cosign's artifact type): the
         checks a signature pushed here gets (services/trust.py)."""
         assert self.signed_by is not None
-        signatures = [await self.source.manifest(repository, signature_tag(digest))]
+        found = [await self.source.manifest(repository, signature_tag(digest))]
         for referrer in await self.source.referrers(repository, digest):
             if referrer.get("artifactType") == COSIGN_ARTIFACT:
-                signatures.append(await self.source.manifest(repository, referrer["digest"]))
-        for signature in signatures:
-            for layer in signed_layers(signature.content) if signature else []:
-                payload = await self._payload(repository, layer.payload_digest)
-                if payload is None or payload_names(payload, digest, repository) is not None:
-                    continue
-                if any(verifies(k.key, layer.signature, payload) for k in self.signed_by.keys):
-                    return True
-        return False
+                found.append(await self.source.manifest(repository, referrer["digest"]))
+        signatures = [s.content for s in found if s is not None]
+        return await signed_by_any(
+            digest,
+            repository,
+            self.signed_by.keys,
+            signatures,
+            lambda payload: self._payload(repository, payload),
+        )
 
     async def _payload(self, repository: str, digest: str) -> bytes | None:
         """A signature's payload from the source; None if it is not one (too large, or
