@@ -4,6 +4,7 @@ as /api/v1/ (auth/accounts.deny_unless_owner), so a page refuses what the API re
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
@@ -26,7 +27,7 @@ from registry.names import check_namespace
 from registry.proxy.counters import COUNTERS
 from registry.requests import registry_of
 from registry.web import urls
-from registry.web.pages import console, field, fields, grants, page, see
+from registry.web.pages import confirm, console, field, fields, grants, page, see
 
 _MAX_ROBOT_DAYS = 36_500
 # A hold longer than a week is forgotten, not a backup.
@@ -61,6 +62,30 @@ def namespace_in_path(request: Request) -> str:
     """The {namespace} of a path: "-" (REGISTRY_WIDE) is the registry's own."""
     found: str = request.path_params["namespace"]
     return "" if found == REGISTRY_WIDE else found
+
+
+async def confirmed_removal(
+    request: Request,
+    session: Session,
+    *,
+    kind: str,
+    path: urls.Path,
+    what: str,
+    back: str,
+    consequence: str,
+    remove: Callable[[str, str], Awaitable[None]],
+) -> Response:
+    """Remove what a namespace (or, '-', the registry) keeps, named by the path's `kind`
+    parameter, by its keepers: asked on GET (what goes, what follows), done on POST."""
+    namespace, name = namespace_in_path(request), request.path_params[kind]
+    await may_manage(request, session, namespace)
+    if request.method == "GET":
+        action = path(namespace=namespace or REGISTRY_WIDE, **{kind: name})
+        return confirm(
+            session, what=f"{what} {name}", back=back, action=action, consequence=consequence
+        )
+    await remove(namespace, name)
+    return see(back)
 
 
 async def owned_namespace(request: Request, session: Session) -> tuple[str, Accounts]:

@@ -15,8 +15,14 @@ from registry.replication.filters import KINDS
 from registry.replication.rules import DIRECTIONS, TRIGGERS, RuleSpec
 from registry.requests import registry_of
 from registry.web import urls
-from registry.web.manage import REGISTRY_WIDE, accounts_of, may_manage, namespace_in_path
-from registry.web.pages import confirm, console, field, fields, page, see
+from registry.web.manage import (
+    REGISTRY_WIDE,
+    accounts_of,
+    confirmed_removal,
+    may_manage,
+    namespace_in_path,
+)
+from registry.web.pages import console, field, fields, page, see
 
 ITEM_STATES = ("pending", "running", "copied", "skipped", "failed")
 RUNS_SHOWN = 30
@@ -96,19 +102,16 @@ async def test_remote(request: Request, session: Session) -> Response:
 
 @console
 async def remove_remote(request: Request, session: Session) -> Response:
-    namespace, name = namespace_in_path(request), request.path_params["remote"]
-    await may_manage(request, session, namespace)
-    here = urls.REMOVE_REMOTE(namespace=namespace or REGISTRY_WIDE, remote=name)
-    if request.method == "GET":
-        return confirm(
-            session,
-            what=f"the remote {name}",
-            back=urls.REPLICATION(),
-            action=here,
-            consequence="Its password goes with it. Rules that use it must go first.",
-        )
-    await registry_of(request).remotes.remove(namespace, name)
-    return see(urls.REPLICATION())
+    return await confirmed_removal(
+        request,
+        session,
+        kind="remote",
+        path=urls.REMOVE_REMOTE,
+        what="the remote",
+        back=urls.REPLICATION(),
+        consequence="Its password goes with it. Rules that use it must go first.",
+        remove=registry_of(request).remotes.remove,
+    )
 
 
 @console
@@ -150,20 +153,17 @@ async def run_rule(request: Request, session: Session) -> Response:
 
 @console
 async def remove_rule(request: Request, session: Session) -> Response:
-    namespace, name = namespace_in_path(request), request.path_params["rule"]
-    await may_manage(request, session, namespace)
-    here = urls.REMOVE_RULE(namespace=namespace or REGISTRY_WIDE, rule=name)
-    if request.method == "GET":
-        return confirm(
-            session,
-            what=f"the replication rule {name}",
-            back=urls.REPLICATION(),
-            action=here,
-            consequence="It copies nothing from now on; its runs and their items go with it. "
-            "What it copied stays where it is.",
-        )
-    await registry_of(request).replication.remove(namespace, name)
-    return see(urls.REPLICATION())
+    return await confirmed_removal(
+        request,
+        session,
+        kind="rule",
+        path=urls.REMOVE_RULE,
+        what="the replication rule",
+        back=urls.REPLICATION(),
+        consequence="It copies nothing from now on; its runs and their items go with it. "
+        "What it copied stays where it is.",
+        remove=registry_of(request).replication.remove,
+    )
 
 
 @console

@@ -13,8 +13,8 @@ from registry.errors import RegistryError
 from registry.requests import registry_of
 from registry.services.policies import SIGNATURE_POLICIES
 from registry.web import urls
-from registry.web.manage import REGISTRY_WIDE, accounts_of, may_manage, namespace_in_path
-from registry.web.pages import confirm, console, field, page, see
+from registry.web.manage import REGISTRY_WIDE, accounts_of, confirmed_removal, may_manage
+from registry.web.pages import console, field, page
 
 # A PEM public key is well under this; more is not a key.
 _PEM_MAX = 16 * 1024
@@ -72,20 +72,17 @@ async def add_key(request: Request, session: Session) -> Response:
 
 @console
 async def remove_key(request: Request, session: Session) -> Response:
-    namespace, name = namespace_in_path(request), request.path_params["key"]
-    await may_manage(request, session, namespace)
-    here = urls.REMOVE_KEY(namespace=namespace or REGISTRY_WIDE, key=name)
-    if request.method == "GET":
-        return confirm(
-            session,
-            what=f"the trusted key {name}",
-            back=urls.TRUST(),
-            action=here,
-            consequence="What only this key signed counts as unsigned at once: under an "
-            "enforce policy, it can no longer be pulled.",
-        )
-    await registry_of(request).trust.remove_key(namespace, name)
-    return see(urls.TRUST())
+    return await confirmed_removal(
+        request,
+        session,
+        kind="key",
+        path=urls.REMOVE_KEY,
+        what="the trusted key",
+        back=urls.TRUST(),
+        consequence="What only this key signed counts as unsigned at once: under an "
+        "enforce policy, it can no longer be pulled.",
+        remove=registry_of(request).trust.remove_key,
+    )
 
 
 @console

@@ -8,7 +8,6 @@ import hashlib
 import json
 import random
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from tests.peers.distribution import Distribution
 from tests.peers.postgres import PostgresServer
 from tests.peers.registry import RegistryProcess
 from tests.peers.tls import self_signed
+from tests.peers.tools import until
 
 PASSWORD = "replication admin"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -42,16 +42,6 @@ def sha256(data: bytes) -> str:
 
 def push(client: httpx.Client, repo: str, tag: str, layer: bytes) -> str:
     return push_layers(client, repo, tag, [layer])[0]
-
-
-def until(check: Callable[[], Any], seconds: float = 60) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"not so after {seconds} s")
 
 
 @pytest.fixture

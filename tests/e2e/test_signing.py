@@ -10,10 +10,8 @@ from __future__ import annotations
 import base64
 import json
 import random
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -22,6 +20,7 @@ from tests.e2e.conftest import Docker
 from tests.e2e.images import layer_tar, make_image, push_layers
 from tests.peers.postgres import PostgresServer
 from tests.peers.registry import RegistryProcess
+from tests.peers.tools import until
 from tests.peers.trixie import PASSWORD as KEY_PASSWORD
 from tests.peers.trixie import Trixie
 
@@ -72,16 +71,6 @@ def set_policy(client: httpx.Client, namespace: str, policy: str) -> None:
 def trust(client: httpx.Client, namespace: str, name: str, pem: str) -> None:
     r = client.post(f"/api/v1/namespaces/{namespace}/trust/keys", json={"name": name, "pem": pem})
     assert r.status_code == 201, r.text
-
-
-def until(check: Callable[[], Any], seconds: float = 30) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"not so after {seconds} s")
 
 
 @pytest.fixture

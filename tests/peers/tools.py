@@ -35,6 +35,18 @@ def logged(count: Callable[..., int], *args: object, least: int = 1, timeout: fl
     return found
 
 
+def until(check: Callable[[], Any], seconds: float = 60) -> Any:
+    """What `check()` returns once it is true (polled every 0.1 s), or an AssertionError
+    after `seconds`: for what another process does in the background."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"not so after {seconds} s")
+
+
 @contextmanager
 def ahead_of_other_work() -> Iterator[None]:
     """Run this block, and the processes it starts, ahead of the rest of the machine's
