@@ -47,7 +47,7 @@ from registry.services.blobs import BlobService
 from registry.services.leases import Leases
 from registry.services.manifests import ManifestService, default_child
 from registry.services.sources import BlobFound
-from registry.signatures import MAX_PAYLOAD, signature_tag, signed_by_any
+from registry.signatures import COSIGN_ARTIFACT, MAX_PAYLOAD, signature_tag, signed_by_any
 from registry.storage import BlobStore
 
 log = logging.getLogger("registry.mirror")
@@ -224,9 +224,21 @@ class Mirror:
         if (tag or "").startswith("sha256-") or _refers(remote.content):
             return
         repository = route.upstream.remote_name(route.remote)
-        signature = await route.upstream.manifest(
-            route.remote, signature_tag(remote.digest), self.manifest_limit
-        )
+        # cosign's tag, and its referrers where the upstream has the referrers API.
+        found = [
+            await route.upstream.manifest(
+                route.remote, signature_tag(remote.digest), self.manifest_limit
+            )
+        ]
+        for referrer in await route.upstream.referrers(route.remote, remote.digest) or []:
+            if referrer.get("artifactType") == COSIGN_ARTIFACT and is_digest(
+                str(referrer.get("digest"))
+            ):
+                found.append(
+                    await route.upstream.manifest(
+                        route.remote, referrer["digest"], self.manifest_limit
+                    )
+                )
 
         async def payload(digest: str) -> bytes | None:
             data = b""
@@ -237,7 +249,7 @@ class Mirror:
                         return None
             return data if str(Digest.of(data)) == digest else None
 
-        signatures = [signature.content] if signature else []
+        signatures = [s.content for s in found if s is not None]
         keys = route.upstream.signed_by
         if await signed_by_any(remote.digest, repository, keys, signatures, payload):
             return

@@ -19,6 +19,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -171,6 +172,21 @@ class Upstream:
             )
         media_type = response.headers.get("content-type", "").split(";")[0].strip()
         return RemoteManifest(str(actual), media_type, content)
+
+    async def referrers(self, name: str, digest: str) -> list[dict[str, Any]] | None:
+        """What refers to a manifest, by the referrers API; None where the remote has no
+        such API (then its referrers are found by the tag schema's `sha256-<hex>`)."""
+        response = await self._send("GET", name, f"referrers/{digest}")
+        if response.status_code in (404, 405) and "json" not in response.headers.get(
+            "content-type", ""
+        ):
+            return None
+        if response.status_code == 404:
+            return None
+        _raise_for(response, f"list the referrers of {name}@{digest}")
+        body = json_document(response.content)
+        manifests = body.get("manifests") if isinstance(body, dict) else None
+        return [m for m in manifests or [] if isinstance(m, dict)]
 
     async def blob_size(self, name: str, digest: str) -> int | None:
         """The blob's size by HEAD, or None if the upstream does not have it."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlencode, urljoin
 
 import httpx
@@ -81,21 +80,6 @@ class RemoteRegistry(Upstream):
             found += _listed(response, "tags")
             url = self._next(response)
         return found
-
-    async def referrers(self, name: str, digest: str) -> list[dict[str, Any]] | None:
-        """What refers to a manifest, by the referrers API; None where the remote has no
-        such API (then its referrers are found by the tag schema's `sha256-<hex>`)."""
-        response = await self._send("GET", name, f"referrers/{digest}")
-        if response.status_code in (404, 405) and "json" not in response.headers.get(
-            "content-type", ""
-        ):
-            return None
-        if response.status_code == 404:
-            return None
-        _raise_for(response, f"list the referrers of {name}@{digest}")
-        body = json_document(response.content)
-        manifests = body.get("manifests") if isinstance(body, dict) else None
-        return [m for m in manifests or [] if isinstance(m, dict)]
 
     @asynccontextmanager
     async def blob_from(self, name: str, digest: str, offset: int) -> AsyncIterator[httpx.Response]:

@@ -39,7 +39,9 @@ def test_trusted_keys_from_the_command_line(tmp_path: Path) -> None:
         ]
         assert len(server.cli("trust", "list", "--namespace", "team").stdout.splitlines()) == 1
         api = server.get("/api/v1/trust/keys", auth=admin).json()["keys"]
-        assert [(k["namespace"], k["name"]) for k in api] == [("", "release"), ("team", "edge")]
+        assert [(k["namespace"], k["name"]) for k in api] == [("", "release")]
+        api = server.get("/api/v1/namespaces/team/trust/keys", auth=admin).json()["keys"]
+        assert [(k["namespace"], k["name"]) for k in api] == [("team", "edge")]
 
         again = server.cli_result("trust", "add", "other-name", str(ecdsa))
         assert again.returncode == 1 and "already" in again.stderr
@@ -53,7 +55,7 @@ def test_trusted_keys_from_the_command_line(tmp_path: Path) -> None:
         assert "no longer trusts key 'release'" in server.cli("trust", "rm", "release").stdout
         gone = server.cli_result("trust", "rm", "release")
         assert gone.returncode == 1 and "no trusted key named 'release'" in gone.stderr
-        audit = server.get("/api/v1/audit", params={"action": "trust.key"}, auth=admin)
+        audit = server.get("/api/v1/audit", params={"action": "trust.key."}, auth=admin)
         audit = audit.json()["events"]
         assert [e["action"] for e in audit] == [
             "trust.key.delete",

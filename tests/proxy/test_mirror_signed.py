@@ -1,8 +1,8 @@
 """A mirror's upstream that must sign what it serves (issue 35, item 5):
 `mirror.upstreams[].signed_by` names public keys, and the mirror serves and caches from
-that upstream only images one of them signed (cosign's `.sig` tag there); the signatures
-themselves pass, and the platforms of an index it served. What it refuses is a 403
-DENIED that names the setting, and nothing of it is cached."""
+that upstream only images one of them signed (cosign's `.sig` tag there, or its
+referrers); the signatures themselves pass, and the platforms of an index it served.
+What it refuses is a 403 DENIED that names the setting, and nothing of it is cached."""
 
 from __future__ import annotations
 
@@ -33,6 +33,8 @@ async def test_only_what_a_listed_key_signed_is_served_and_cached(
     async with upstream.client() as there:
         signed, _ = await push_image(there, repo, "signed", layers=[b"signed"])
         await sign(there, repo, signed, ours)
+        referred, _ = await push_image(there, repo, "referred", layers=[b"referrers form"])
+        await sign(there, repo, referred, ours, referrer=True)
         other, _ = await push_image(there, repo, "other", layers=[b"other key"])
         await sign(there, repo, other, theirs)
         await push_image(there, repo, "unsigned", layers=[b"unsigned"])
@@ -46,6 +48,9 @@ async def test_only_what_a_listed_key_signed_is_served_and_cached(
     async with client_of(app) as mirror:
         r = await mirror.get(f"/v2/{repo}/manifests/signed", headers=ACCEPT)
         assert r.status_code == 200 and r.headers["docker-content-digest"] == signed
+        # Signed as a referrer (the upstream has the referrers API).
+        r = await mirror.get(f"/v2/{repo}/manifests/referred", headers=ACCEPT)
+        assert r.status_code == 200 and r.headers["docker-content-digest"] == referred
         for tag in ("other", "unsigned"):
             r = await mirror.get(f"/v2/{repo}/manifests/{tag}", headers=ACCEPT)
             message = assert_error(r, 403, "DENIED")["message"]
@@ -62,7 +67,7 @@ async def test_only_what_a_listed_key_signed_is_served_and_cached(
         assert_error(r, 403, "DENIED")
         # Nothing refused was cached; the refusals are counted.
         tags = (await mirror.get(f"/v2/{repo}/tags/list")).json()["tags"]
-        assert sorted(tags) == sorted(["signed", "multi", signature_tag(signed)])
+        assert sorted(tags) == sorted(["signed", "referred", "multi", signature_tag(signed)])
         await app.state.registry.mirror.counters.flush()
         metrics = scraped((await mirror.get("/metrics")).text)
         assert metrics["registry_mirror_unsigned_refused_total"] == 3
