@@ -25,12 +25,14 @@ import base64
 import hashlib
 import json
 import re
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+
+from registry.digest import Digest
 
 SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
@@ -176,21 +178,54 @@ def _repository_of(reference: str) -> str:
     return name
 
 
-async def signed_by_any(
+async def signers(
     digest: str,
     repository: str,
-    keys: Sequence[TrustedKey],
+    keys: Sequence[TrustedKey | None],
     signatures: Iterable[bytes],
     payload: Callable[[str], Awaitable[bytes | None]],
-) -> bool:
-    """Whether one of `keys` signed `digest` in `repository`, by one of these signature
-    manifests, whose payloads `payload` reads (None: not a payload). For content read
-    from elsewhere: a remote that replication copies from, a mirror's upstream."""
+    *,
+    first: bool = False,
+    not_counted: Callable[[str], None] = lambda why: None,
+) -> set[int]:
+    """The positions in `keys` of those that signed `digest` in `repository` by one of
+    these signature manifests, whose payloads `payload` reads (None: not a payload);
+    with `first`, at most the first found. `not_counted` hears why a payload is not."""
+    found: set[int] = set()
     for signature in signatures:
         for layer in signed_layers(signature):
-            found = await payload(layer.payload_digest)
-            if found is None or payload_names(found, digest, repository) is not None:
+            read = await payload(layer.payload_digest)
+            if read is None:
                 continue
-            if any(verifies(key.key, layer.signature, found) for key in keys):
-                return True
-    return False
+            why = payload_names(read, digest, repository)
+            if why is not None:
+                not_counted(why)
+                continue
+            for n, key in enumerate(keys):
+                if key is not None and n not in found and verifies(key.key, layer.signature, read):
+                    found.add(n)
+                    if first:
+                        return found
+    return found
+
+
+def checked_payload(data: bytes, digest: str) -> bytes | None:
+    """`data` if it is what `digest` names and no larger than a payload can be."""
+    try:
+        parsed = Digest.parse(digest)
+    except ValueError:
+        return None
+    if len(data) > MAX_PAYLOAD or Digest.of(data, parsed.algorithm) != parsed:
+        return None
+    return data
+
+
+async def read_payload(chunks: AsyncIterable[bytes], digest: str) -> bytes | None:
+    """A payload read from elsewhere (a remote, an upstream), no further than a payload
+    can be long; None if it is not what `digest` names."""
+    data = b""
+    async for chunk in chunks:
+        data += chunk
+        if len(data) > MAX_PAYLOAD:
+            return None
+    return checked_payload(data, digest)

@@ -40,6 +40,11 @@ class KeyRow:
     created_by: str
     scanned_at: datetime | None
 
+    @property
+    def scanned(self) -> bool:
+        """The signatures stored before the key was added have been checked against it."""
+        return self.scanned_at is not None
+
 
 _KEY = (
     TrustedKey.id,

@@ -47,7 +47,7 @@ from registry.services.blobs import BlobService
 from registry.services.leases import Leases
 from registry.services.manifests import ManifestService, default_child
 from registry.services.sources import BlobFound
-from registry.signatures import COSIGN_ARTIFACT, MAX_PAYLOAD, signature_tag, signed_by_any
+from registry.signatures import COSIGN_ARTIFACT, read_payload, signature_tag, signers
 from registry.storage import BlobStore
 
 log = logging.getLogger("registry.mirror")
@@ -241,17 +241,12 @@ class Mirror:
                 )
 
         async def payload(digest: str) -> bytes | None:
-            data = b""
             async with route.upstream.blob(route.remote, digest) as response:
-                async for chunk in response.aiter_bytes():
-                    data += chunk
-                    if len(data) > MAX_PAYLOAD:
-                        return None
-            return data if str(Digest.of(data)) == digest else None
+                return await read_payload(response.aiter_bytes(), digest)
 
         signatures = [s.content for s in found if s is not None]
         keys = route.upstream.signed_by
-        if await signed_by_any(remote.digest, repository, keys, signatures, payload):
+        if await signers(remote.digest, repository, keys, signatures, payload, first=True):
             return
         async with self.db.read() as conn:
             if await mq.listed_by_index(conn, name, remote.digest):

@@ -30,16 +30,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from registry.digest import Digest
 from registry.errors import RegistryError
 from registry.mediatypes import INDEX_TYPES, OCI_INDEX, ParsedManifest, parse_manifest
 from registry.replication.sides import NO_TAG_DELETE, Manifest, Progress, Sink, Source
 from registry.signatures import (
     COSIGN_ARTIFACT,
-    MAX_PAYLOAD,
     TrustedKey,
+    read_payload,
     signature_tag,
-    signed_by_any,
+    signers,
 )
 
 # Image configs: a manifest with one of these (and no artifactType) is an image.
@@ -219,25 +218,13 @@ class Copy:
             if referrer.get("artifactType") == COSIGN_ARTIFACT:
                 found.append(await self.source.manifest(repository, referrer["digest"]))
         signatures = [s.content for s in found if s is not None]
-        return await signed_by_any(
-            digest,
-            repository,
-            self.signed_by.keys,
-            signatures,
-            lambda payload: self._payload(repository, payload),
-        )
 
-    async def _payload(self, repository: str, digest: str) -> bytes | None:
-        """A signature's payload from the source; None if it is not one (too large, or
-        not what its digest says)."""
-        data = b""
-        async with self.source.blob(repository, digest)(0) as chunks:
-            async for chunk in chunks:
-                data += chunk
-                if len(data) > MAX_PAYLOAD:
-                    return None
-        parsed = Digest.parse(digest)
-        return data if Digest.of(data, parsed.algorithm) == parsed else None
+        async def payload(digest: str) -> bytes | None:
+            async with self.source.blob(repository, digest)(0) as chunks:
+                return await read_payload(chunks, digest)
+
+        keys = self.signed_by.keys
+        return bool(await signers(digest, repository, keys, signatures, payload, first=True))
 
     def _parsed(self, manifest: Manifest, repository: str) -> ParsedManifest:
         try:

@@ -22,8 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -43,10 +42,9 @@ from registry.signatures import (
     SIMPLE_SIGNING,
     KeyInvalid,
     TrustedKey,
+    checked_payload,
     load_key,
-    payload_names,
-    signed_layers,
-    verifies,
+    signers,
 )
 from registry.storage import BlobStore
 from registry.storage.base import StorageError
@@ -57,16 +55,8 @@ _MARKER = SIMPLE_SIGNING.encode()
 SCAN_LEASE_SECONDS = 300
 
 
-@dataclass(frozen=True, slots=True)
-class KeyInfo:
-    namespace: str
-    name: str
-    algorithm: str
-    fingerprint: str
-    pem: str
-    created_at: datetime
-    created_by: str
-    scanned: bool
+# A trusted key as the API, the CLI and the console show it.
+KeyInfo = q.KeyRow
 
 
 class Trust:
@@ -108,7 +98,7 @@ class Trust:
                 namespace=namespace or None,
                 detail={"key": name, "fingerprint": key.fingerprint},
             )
-            return next(_info(k) for k in await q.keys(conn, namespace) if k.id == made)
+            return next(k for k in await q.keys(conn, namespace) if k.id == made)
 
         added = await self.db.transact(insert)
         self.wake.set()  # this process's scanner checks what is stored at once
@@ -116,7 +106,7 @@ class Trust:
 
     async def keys(self, namespace: str | None) -> list[KeyInfo]:
         async with self.db.read() as conn:
-            return [_info(k) for k in await q.keys(conn, namespace)]
+            return await q.keys(conn, namespace)
 
     async def remove_key(self, namespace: str, name: str) -> None:
         async def delete(conn: AsyncConnection) -> None:
@@ -155,29 +145,25 @@ class Trust:
     ) -> int:
         if not keys:
             return 0
-        loaded = [(row.id, _load(row)) for row in keys]
-        signers: set[int] = set()
-        for layer in signed_layers(content):
-            payload = await self._payload(layer.payload_digest)
-            if payload is None:
-                continue
-            why = payload_names(payload, subject, repository)
-            if why is not None:
-                log.info("signature %s in %s: not counted (%s)", signature, repository, why)
-                continue
-            signers |= {
-                ident
-                for ident, key in loaded
-                if key is not None and verifies(key.key, layer.signature, payload)
-            }
-        if not signers:
+        found = await signers(
+            subject,
+            repository,
+            [_load(row) for row in keys],
+            [content],
+            self._payload,
+            not_counted=lambda why: log.info(
+                "signature %s in %s: not counted (%s)", signature, repository, why
+            ),
+        )
+        if not found:
             return 0
+        ids = sorted(keys[n].id for n in found)
 
         async def record(conn: AsyncConnection) -> int:
             subject_id = await q.manifest_id(conn, repository, subject)
             if subject_id is None:
                 return 0  # the subject is not here (yet): a key added later looks again
-            added = await q.add_verdicts(conn, subject_id, sorted(signers), signature)
+            added = await q.add_verdicts(conn, subject_id, ids, signature)
             if added:
                 # What CI and deployments wait for: this image is signed, by these keys.
                 await events.record(
@@ -187,7 +173,7 @@ class Trust:
                     target={"digest": subject, "signature": signature},
                     detail={"keys": sorted(k.name for k in keys if k.id in added)},
                 )
-            return len(signers)
+            return len(ids)
 
         return await self.db.transact(record)
 
@@ -197,10 +183,9 @@ class Trust:
             size = await self.store.stat(parsed)
             if size is None or size > MAX_PAYLOAD:
                 return None
-            payload = await self.store.read_bytes(parsed)
+            return checked_payload(await self.store.read_bytes(parsed), digest)
         except (StorageError, ValueError):
             return None
-        return payload if Digest.of(payload, parsed.algorithm) == parsed else None
 
     # Keys added: the signatures already stored
 
@@ -276,16 +261,3 @@ def _load(row: q.KeyRow) -> TrustedKey | None:
         return load_key(row.pem)
     except KeyInvalid:
         return None
-
-
-def _info(row: q.KeyRow) -> KeyInfo:
-    return KeyInfo(
-        row.namespace,
-        row.name,
-        row.algorithm,
-        row.fingerprint,
-        row.pem,
-        row.created_at,
-        row.created_by,
-        row.scanned_at is not None,
-    )
