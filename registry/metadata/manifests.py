@@ -91,50 +91,30 @@ _AGAIN = (
     "WHEN manifests.untagged_at IS NULL THEN NULL ELSE excluded.untagged_at END "
     "RETURNING id, created_at = :now"
 )
-# The statements of a push below come in their SQLite and PostgreSQL forms where they
-# differ: a list parameter is JSON text for SQLite's json_each, an array for PostgreSQL,
-# which also takes the row locks SQLite's one writer makes moot.
+# The statements of a push, the program services/manifests.py runs on SQLite (a list
+# parameter is JSON text for json_each); on PostgreSQL the function migration 0028
+# installs runs their like, with the row locks SQLite's one writer makes moot.
 #
-# Its id, and whether this statement inserted it (created_at is set only then). On
-# PostgreSQL a manifest that is tagged already, which the upsert would leave as it is, is
-# only read, FOR KEY SHARE: that keeps a deletion out until COMMIT, but not other pushes
-# of the same manifest, which the upsert's row lock made take turns for the whole
-# transaction (benchmarks/README.md, 2026-12-03).
-PUT = Statement(
-    "put_manifest",
-    f"INSERT INTO manifests {_COLUMNS} VALUES ({_VALUES}) {_AGAIN}",
-    "WITH tagged AS (SELECT id FROM manifests WHERE repository_id = :repository_id "
-    "AND digest = :digest AND untagged_at IS NULL FOR KEY SHARE), "
-    f"put AS (INSERT INTO manifests {_COLUMNS} SELECT {_VALUES} "
-    f"WHERE NOT EXISTS (SELECT 1 FROM tagged) {_AGAIN}) "
-    "SELECT id, false FROM tagged UNION ALL SELECT * FROM put",
-)
-# Which of a manifest's blobs the repository links, FOR SHARE (garbage collection cannot
-# remove one until COMMIT), and which of an index's manifests it holds.
+# Its id, and whether this statement inserted it (created_at is set only then).
+PUT = Statement("put_manifest", f"INSERT INTO manifests {_COLUMNS} VALUES ({_VALUES}) {_AGAIN}")
+# Which of a manifest's blobs the repository links, and which of an index's manifests
+# it holds.
 LINKED_BLOBS = Statement(
     "linked_blobs",
     "SELECT b.digest FROM blobs b JOIN repository_blobs l ON l.digest = b.digest "
     "WHERE l.repository_id = :repository_id AND b.digest IN (SELECT value FROM "
     "json_each(:digests)) ORDER BY b.digest",
-    "SELECT b.digest FROM blobs b JOIN repository_blobs l ON l.digest = b.digest "
-    "WHERE l.repository_id = :repository_id AND b.digest = ANY(:digests) "
-    "ORDER BY b.digest FOR SHARE OF b",
 )
 HELD = Statement(
     "held_manifests",
     "SELECT digest FROM manifests WHERE repository_id = :repository_id "
     "AND digest IN (SELECT value FROM json_each(:digests)) ORDER BY digest",
-    "SELECT digest FROM manifests WHERE repository_id = :repository_id "
-    "AND digest = ANY(:digests) ORDER BY digest FOR SHARE",
 )
 ADD_REFERENCES = Statement(
     "add_references",
     "INSERT INTO manifest_references (manifest_id, digest, kind) SELECT :manifest_id, "
     "d.value, k.value FROM json_each(:digests) d JOIN json_each(:kinds) k ON k.key = d.key "
     "WHERE true ON CONFLICT DO NOTHING",
-    "INSERT INTO manifest_references (manifest_id, digest, kind) SELECT :manifest_id, d, k "
-    "FROM unnest(CAST(:digests AS text[]), CAST(:kinds AS text[])) AS r(d, k) "
-    "ON CONFLICT DO NOTHING",
 )
 
 

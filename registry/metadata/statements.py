@@ -155,6 +155,21 @@ async def _write(db: Database, steps: tuple[Step, ...]) -> tuple[int, list[Row]]
             return done
 
 
+async def single(db: Database, step: Step) -> list[Row]:
+    """A write that is one statement on PostgreSQL (a function's call), sent as it is:
+    the server runs it in a transaction of its own, which BEGIN and COMMIT would only
+    wrap in two more round trips. Its rows; run again if aborted to break a deadlock."""
+    assert not db.is_sqlite, "SQLite's writes take the writer's turn: write() or program()"
+    text, values = _compiled(db, step, now_utc())
+
+    async def once() -> list[Row]:
+        async with db.driver() as driver:
+            return list(await driver.fetch(text, *values))
+
+    with timed(query_duration(step[0].name)):
+        return await db.retrying(once)
+
+
 async def program(db: Database, make: Callable[[], Program[T]], label: str) -> T:
     """The statements `make()` yields, in one write transaction; its result. On
     PostgreSQL a program aborted to break a deadlock is made and run again."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -19,9 +20,10 @@ from registry.errors import (
     ManifestBlobUnknown,
     ManifestUnknown,
     NameUnknown,
+    Unavailable,
 )
 from registry.mediatypes import INDEX_TYPES, OCI_INDEX, ParsedManifest, accepts, parse_manifest
-from registry.metadata import accounts, blobs, events, manifests, policies, repositories
+from registry.metadata import accounts, blobs, events, manifests, policies, push, repositories
 from registry.metadata import tags as tag_queries
 from registry.metadata.database import Database
 from registry.metadata.manifests import Deleted, StoredManifest
@@ -36,6 +38,10 @@ from registry.storage import BlobStore
 # The platform served to a client that asked for a tag whose manifest is an index it
 # cannot read (Distribution does the same for old clients).
 _DEFAULT_PLATFORM = {"os": "linux", "architecture": "amd64"}
+# Namespaces whose immutable-tag rules a process remembers for its pushes on PostgreSQL
+# (ManifestService._push), and how often a push is made again when they changed.
+_RULES_KEPT = 10_000
+_RULES_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,8 @@ class ManifestService:
         self.db = db
         self.store = store
         self.leases = leases
+        # Namespace -> its immutable-tag rules (JSON as stored), as the last push saw them.
+        self._rules: dict[str, str] = {}
         # Sparse: what a manifest references need not be here (settings.sparse_manifests).
         self.sparse = sparse
         limits = limits or LimitsSettings()
@@ -142,16 +150,40 @@ class ManifestService:
             for tag in each
         ]
         action = "push" if pushed else "mirror"
+        if not self.db.is_sqlite:
+            previous = f"previous-{uuid.uuid4().hex}"
+            await self._push(
+                push.Push(
+                    namespace=namespace,
+                    repository=repository,
+                    digest=str(digest),
+                    body=body,
+                    parsed=parsed,
+                    untagged_at=None if tags else now(),
+                    lease_end=self.leases.end(),
+                    tags=unique_tags,
+                    references=references,
+                    events=[_pushed(action, repository, target, ctx) for _, target in targets],
+                    tag_events=[
+                        _moved(repository, target, previous, ctx)
+                        for tag, target in targets
+                        if tag is not None
+                    ],
+                    previous=previous,
+                    pushed=pushed,
+                    check=check,
+                    owner=_owner(ctx),
+                    namespace_event=(
+                        _namespace_event(namespace, repository, ctx) if pushed else None
+                    ),
+                )
+            )
+            return
 
         def store() -> Program[None]:
-            # PostgreSQL's row locks, in the order every push takes them: a namespace
-            # that its first push makes (two first pushes wait on its key), this manifest's
-            # row (exclusive only if the push inserts it or tags it again) and those its
-            # tags point at now (their untagged triggers write them), the blobs (FOR SHARE,
-            # in digest order), and last the tags. A tag's trigger takes the repository's
-            # row (tags_version), where all pushes to the repository take turns until
-            # COMMIT: nothing comes after the tags. One call on SQLite's thread, a round
-            # trip a statement on PostgreSQL (metadata/statements.py).
+            # SQLite's push: one call on its thread, under its one writer. PostgreSQL's
+            # (migration 0028's function) runs the same statements in the order of its
+            # row locks.
             if pushed:
                 yield from _namespace_made(namespace, repository, ctx)
             repository_id = yield from _repository_made(repository, namespace)
@@ -180,11 +212,45 @@ class ManifestService:
         try:
             await program(self.db, store, "manifest_put")
         except ManifestBlobUnknown:
-            # The bytes are stored already: give them a row, so that garbage collection
-            # removes them once the lease ends, unless a push of the same manifest uses them.
-            async with self.db.write() as conn:
-                await blobs.add_blob(conn, str(digest), len(body), self.leases.end())
+            await self._bytes_kept(digest, len(body))
             raise
+
+    async def _push(self, p: push.Push) -> None:
+        """PostgreSQL's push: one call, matched against the namespace's immutable-tag
+        rules as this process last saw them (none, at first); the call says if they
+        are not those any more, and is made again with them."""
+        rules = self._rules.get(p.namespace, "[]")
+        for _ in range(_RULES_ATTEMPTS):
+            policy = from_stored(p.namespace, StoredPolicy(p.namespace, rules, None, None))
+            immutable = [policy.immutable_rule(tag) is not None for tag in p.tags]
+            try:
+                changed = await push.push(
+                    self.db, p, rules if p.pushed and p.tags else None, immutable
+                )
+            except push.ReferenceMissing as missing:
+                await self._bytes_kept(Digest.parse(p.digest), len(p.body))
+                raise _blob_unknown(p.repository, missing.digest) from None
+            except push.ImmutableTagMoved as moved:
+                refuse_immutable(policy, [moved.tag], f"moved to {p.digest}")
+                raise
+            if changed is None:
+                return
+            if len(self._rules) >= _RULES_KEPT:
+                self._rules.clear()
+            self._rules[p.namespace] = rules = changed
+        raise Unavailable(
+            {"namespace": p.namespace},
+            message=f"the immutable-tag rules of namespace {p.namespace!r} changed "
+            f"{_RULES_ATTEMPTS} times during the push; retry it",
+            headers={"Retry-After": "1"},
+        )
+
+    async def _bytes_kept(self, digest: Digest, size: int) -> None:
+        """A refused push's bytes are stored already: give them a row, so that garbage
+        collection removes them once the lease ends, unless a push of the same manifest
+        uses them."""
+        async with self.db.write() as conn:
+            await blobs.add_blob(conn, str(digest), size, self.leases.end())
 
     async def get(self, repository: str, reference: str, accept: list[str]) -> StoredManifest:
         """The manifest by tag or digest, in a media type the client accepts."""
@@ -304,6 +370,21 @@ def default_child(content: bytes) -> str | None:
     return None
 
 
+def _pushed(
+    action: str, repository: str, target: dict[str, Any], by: context.Context
+) -> dict[str, Any]:
+    """The events row of a push (or a mirror's fetch) of the manifest, by a tag or not."""
+    return events.event(action, repository=repository, target=target, by=by)
+
+
+def _moved(
+    repository: str, target: dict[str, Any], previous: str, by: context.Context
+) -> dict[str, Any]:
+    """The events row of a tag pushed that pointed at `previous` before."""
+    moved = {**target, "previousDigest": previous}
+    return events.event("tag", repository=repository, target=moved, by=by)
+
+
 def _events(
     action: str,
     repository: str,
@@ -314,12 +395,9 @@ def _events(
     """A push (or a mirror fetch) for each tag, or one by digest, and a tag event for
     each tag that pointed elsewhere before."""
     for tag, target in targets:
-        yield events.RECORD(**events.event(action, repository=repository, target=target, by=by))
+        yield events.RECORD(**_pushed(action, repository, target, by))
         if tag is not None and tag in moved:
-            previous = {**target, "previousDigest": moved[tag]}
-            yield events.RECORD(
-                **events.event("tag", repository=repository, target=previous, by=by)
-            )
+            yield events.RECORD(**_moved(repository, target, moved[tag], by))
 
 
 def _repository_made(repository: str, namespace: str) -> Program[int]:
@@ -370,16 +448,20 @@ def _namespace_made(namespace: str, repository: str, ctx: context.Context) -> Pr
     made = yield accounts.ADD_NAMESPACE(namespace=namespace)
     if not made:
         return
-    owner = ctx.actor if ctx.actor_kind == "user" and ctx.actor else None
+    owner = _owner(ctx)
     if owner is not None:
         yield accounts.ADD_OWNER(namespace_id=made[0][0], user=owner)
-    created = events.event(
-        "namespace.create",
-        namespace=namespace,
-        detail={"public": False, "owner": owner, "first_push": repository},
-        by=ctx,
-    )
-    yield events.RECORD(**created)
+    yield events.RECORD(**_namespace_event(namespace, repository, ctx))
+
+
+def _owner(ctx: context.Context) -> str | None:
+    """Who owns a namespace a push makes: the user who pushed, if one did."""
+    return ctx.actor if ctx.actor_kind == "user" and ctx.actor else None
+
+
+def _namespace_event(namespace: str, repository: str, ctx: context.Context) -> dict[str, Any]:
+    detail = {"public": False, "owner": _owner(ctx), "first_push": repository}
+    return events.event("namespace.create", namespace=namespace, detail=detail, by=ctx)
 
 
 def _check_references(repository: str, repository_id: int, parsed: ParsedManifest) -> Program[None]:
@@ -396,9 +478,12 @@ def _check_references(repository: str, repository_id: int, parsed: ParsedManifes
         held = yield manifests.HELD(repository_id=repository_id, digests=children)
         missing.update(set(children) - {row[0] for row in held})
     if missing:
-        first = min(missing)
-        raise ManifestBlobUnknown(
-            {"digest": first},
-            message=f"manifest references {first}, which is not in repository "
-            f"{repository}: push it first",
-        )
+        raise _blob_unknown(repository, min(missing))
+
+
+def _blob_unknown(repository: str, digest: str) -> ManifestBlobUnknown:
+    return ManifestBlobUnknown(
+        {"digest": digest},
+        message=f"manifest references {digest}, which is not in repository "
+        f"{repository}: push it first",
+    )
