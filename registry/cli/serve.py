@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
-from registry import __version__, metrics, preflight
+from registry import __version__, listeners, metrics, preflight
 from registry.auth.accounts import Accounts
 from registry.auth.tokens import authority_from_settings
 from registry.cli import config
@@ -150,6 +150,8 @@ WORKER_HEALTHCHECK_SECONDS = 60
 
 def _serve(settings: Settings, config_path: str | None) -> NoReturn:
     import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
+    from uvicorn.supervisors import Multiprocess
 
     if settings.auth.enabled:
         # A bad key stops the start here, in one line, rather than in every worker.
@@ -173,25 +175,35 @@ def _serve(settings: Settings, config_path: str | None) -> NoReturn:
     )
     if settings.mirror.enabled:
         _log_mirror(settings)
+    config = uvicorn.Config(
+        "registry.app:app_from_environment",
+        factory=True,
+        host=settings.http.host,
+        port=settings.http.port,
+        workers=settings.http.workers,
+        log_level=settings.log_level,
+        # Logging is ours (registry/logs.py), in this process and in each worker; so is
+        # the access line (api/observe.py).
+        log_config=None,
+        access_log=False,
+        proxy_headers=False,
+        server_header=False,
+        timeout_keep_alive=settings.http.keepalive_seconds,
+        timeout_graceful_shutdown=settings.http.drain_seconds,
+        http="registry.server:GuardedProtocol",
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
+    )
     with _metrics_folder(settings.http.workers):
-        uvicorn.run(
-            "registry.app:app_from_environment",
-            factory=True,
-            host=settings.http.host,
-            port=settings.http.port,
-            workers=settings.http.workers,
-            log_level=settings.log_level,
-            # Logging is ours (registry/logs.py), in this process and in each worker; so
-            # is the access line (api/observe.py).
-            log_config=None,
-            access_log=False,
-            proxy_headers=False,
-            server_header=False,
-            timeout_keep_alive=settings.http.keepalive_seconds,
-            timeout_graceful_shutdown=settings.http.drain_seconds,
-            http="registry.server:GuardedProtocol",
-            timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
-        )
+        if config.workers > 1:
+            # As uvicorn.run, but each worker listens on a socket of its own
+            # (registry/listeners.py).
+            reserved = listeners.reserve(settings.http.host, settings.http.port)
+            Multiprocess(config, sockets=[reserved]).run()
+        else:
+            server = uvicorn.Server(config)
+            server.run()
+            if not server.started:
+                sys.exit(STARTUP_FAILURE)
     # Served and stopped, workers joined, the metrics folder gone: only logs and
     # standard streams are left to write. The interpreter's own teardown of everything
     # the start loaded took up to 1 s of CPU after this point, which a restart (or a

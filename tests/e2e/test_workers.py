@@ -4,7 +4,10 @@ workers start slowly, and are not killed for it."""
 
 from __future__ import annotations
 
+import errno
 import os
+import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -12,6 +15,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import pytest
 
 from tests.e2e.test_faults import wait_healthy, workers_of
 from tests.peers.registry import RegistryProcess
@@ -104,3 +109,57 @@ def test_a_stop_with_workers_ends_soon_and_says_so(tmp_path: Path) -> None:
     # uvicorn looks at signals twice a second; each worker then closes its pools.
     assert took < 2.5, took
     assert "Stopping parent process" in server.log.read_text()
+
+
+def test_connections_that_come_one_at_a_time_spread_over_the_workers(tmp_path: Path) -> None:
+    """Each worker listens on a socket of its own (registry/listeners.py): connections
+    opened one after another, as a client's pool fills up, went 52-58 of 64 to one
+    worker when they shared uvicorn's; the kernel now spreads them by a hash. A worker
+    killed is replaced by one that listens too, and the port stays the registry's."""
+    server = RegistryProcess(tmp_path / "data", {"REGISTRY_HTTP_WORKERS": "2"}).start()
+    try:
+        assert server.process is not None
+        wait_healthy(server)
+        deadline = time.monotonic() + 30
+        while len(workers := workers_of(server.process.pid)) < 2:
+            assert time.monotonic() < deadline, "two workers did not start"
+            time.sleep(0.1)
+        # Below 16 of 64 by chance: about 1 in 30,000.
+        assert min(_taken(server, workers, 64)) >= 16
+
+        with socket.socket() as other, pytest.raises(OSError) as refused:
+            other.bind(("127.0.0.1", server.port))
+        assert refused.value.errno == errno.EADDRINUSE
+
+        os.kill(workers[0], signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while len(replaced := workers_of(server.process.pid)) < 2 or workers[0] in replaced:
+            assert time.monotonic() < deadline, "the worker killed was not replaced"
+            time.sleep(0.1)
+        wait_healthy(server)
+        assert all(count > 0 for count in _taken(server, replaced, 64))
+    finally:
+        server.stop()
+
+
+def _taken(server: RegistryProcess, workers: list[int], count: int) -> list[int]:
+    """Open `count` connections one at a time, each asking once; how many each worker
+    holds."""
+    opened = []
+    try:
+        for _ in range(count):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            opened.append(sock)
+            sock.sendall(b"GET /v2/ HTTP/1.1\r\nHost: registry\r\n\r\n")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+            time.sleep(0.02)
+        listed = subprocess.run(
+            ["ss", "-tnpH", "state", "established", f"( sport = :{server.port} )"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        return [listed.count(f"pid={pid},") for pid in workers]
+    finally:
+        for sock in opened:
+            sock.close()
