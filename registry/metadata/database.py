@@ -25,9 +25,11 @@ from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
-from sqlalchemy.util import await_only, greenlet_spawn
+from sqlalchemy.util import await_only
 
 from registry.errors import Unavailable
+from registry.metadata import pgpool
+from registry.metadata.pgpool import PoolBusy, StatementPool
 from registry.metrics import (
     CONNECTIONS_IN_USE,
     CONNECTIONS_WAITING,
@@ -122,7 +124,8 @@ def _alive(timeout_seconds: float) -> Callable[[Any, Any, Any], None]:
         if driver.is_closed():
             raise DisconnectionError("the server closed this pooled connection")
         returned = record.info.get("registry_returned")
-        if returned is None or time.monotonic() - returned < PING_AFTER_IDLE_SECONDS:
+        # The same bound as the statements' pool.
+        if returned is None or time.monotonic() - returned < pgpool.PING_AFTER_IDLE_SECONDS:
             return  # new, or in use a moment ago
         try:
             await_only(driver.fetchrow(";", timeout=timeout_seconds))
@@ -154,8 +157,6 @@ def _checked_in(dbapi_connection: Any, record: Any) -> None:
 # heaviest test (16 clients pushing against two collectors) three in a row happened
 # once in several thousand runs; five, with the growing jitter, make it vanishing.
 DEADLOCK_ATTEMPTS = 5
-# A pooled PostgreSQL connection idle longer than this is pinged before use (_alive).
-PING_AFTER_IDLE_SECONDS = 5.0
 
 
 class Database:
@@ -188,13 +189,19 @@ class Database:
             # steady load above the pool each request paid a connect (TLS attempt,
             # authentication) and a close. Waiting for a pooled one is cheaper, and the
             # count a worker can open is known (README, "The compose stack": sizing).
+            # The statements of the hot paths have `pool_size` connections of their
+            # own (pgpool.py); the rest, half as many.
             options.update(
-                pool_size=pool_size,
+                pool_size=max(2, pool_size // 2),
                 max_overflow=0,
                 pool_timeout=timeout_seconds,
                 connect_args={"timeout": timeout_seconds, "command_timeout": 3 * timeout_seconds},
             )
         self.engine = create_async_engine(url, **options)
+        self._statements: StatementPool | None = None
+        if not self.is_sqlite:
+            dsn = self.engine.url.set(drivername="postgresql").render_as_string(False)
+            self._statements = StatementPool(dsn, pool_size, timeout_seconds)
         self._writers = _SqliteWriters(self.engine.url.database) if self.is_sqlite else None
         path = self.engine.url.database
         self._loop_reads = _LoopReads(path) if self.is_sqlite and path and _on_disk(path) else None
@@ -222,33 +229,29 @@ class Database:
 
     @asynccontextmanager
     async def driver(self) -> AsyncIterator[Any]:
-        """The driver's own connection (aiosqlite or asyncpg) from the pool, for statements
-        sent to it directly (statements.py): no SQLAlchemy Connection is built around it."""
+        """The driver's own connection (aiosqlite or asyncpg), for statements sent to it
+        directly (statements.py): from SQLAlchemy's pool on SQLite, with no SQLAlchemy
+        Connection built around it; from asyncpg's own pool on PostgreSQL (pgpool.py)."""
+        if self._statements is not None:
+            with _outages():
+                async with self._statements.connection() as conn:
+                    try:
+                        yield conn
+                    except BaseException as exc:
+                        if _spoiled(exc):
+                            # Not pooled again: it may still be closing, or reading the
+                            # rest of a failed answer, and the next request on it would
+                            # fail too. asyncpg opens another in its place.
+                            conn.terminate()
+                        raise
+            return
         with _outages(), _waiting():
             pooled = await self.engine.raw_connection()
-        spoiled = False
         try:
             with _outages():
-                try:
-                    yield pooled.driver_connection
-                except BaseException as exc:
-                    if not self.is_sqlite and _spoiled(exc):
-                        # SQLAlchemy does not see these errors, so it would pool the
-                        # connection again, still closing or still reading the rest of a
-                        # failed answer, and the next request on it would fail too.
-                        spoiled = True
-                        pooled.invalidate(exc)  # outside a greenlet: closed, no IO
-                    raise
+                yield pooled.driver_connection
         finally:
-            if not spoiled:
-                await self._give_back(pooled)
-
-    async def _give_back(self, pooled: Any) -> None:
-        if self.is_sqlite:
             pooled.close()  # nothing to reset (pool_reset_on_return=None): no awaits
-        else:
-            with _outages():
-                await greenlet_spawn(pooled.close)  # the reset's rollback awaits the driver
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
@@ -337,6 +340,8 @@ class Database:
         return None if self._loop_reads is None else self._loop_reads.rows(text, values)
 
     async def close(self) -> None:
+        if self._statements is not None:
+            await self._statements.close()
         await self.engine.dispose()
         if self._writers is not None:
             self._writers.close()
@@ -458,7 +463,7 @@ def _outages() -> Iterator[None]:
     """An error that says the database is out becomes Unavailable (503), naming it."""
     try:
         yield
-    except PoolTimeout as exc:
+    except (PoolTimeout, PoolBusy) as exc:
         # Every pooled connection stayed busy for the pool's timeout: the database (or
         # this process) is overloaded, which a client may retry, not a fault of ours.
         raise Unavailable(

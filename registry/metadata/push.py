@@ -16,7 +16,7 @@ from typing import Any
 
 from registry.mediatypes import ParsedManifest
 from registry.metadata.database import Database
-from registry.metadata.statements import Statement, single
+from registry.metadata.statements import Statement, write_returning
 
 _PARAMETERS = (
     "namespace",
@@ -136,7 +136,7 @@ async def push(db: Database, p: Push, rules: str | None, immutable: list[bool]) 
         previous=p.previous,
     )
     try:
-        found = await single(db, step)
+        found = await write_returning(db, step)
     except Exception as exc:
         state = getattr(exc, "sqlstate", None)
         if state == _MISSING:

@@ -16,6 +16,7 @@ those its text names. `:now` is the transaction's moment, given by the runner.""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sqlite3
@@ -131,7 +132,7 @@ async def write(db: Database, *steps: Step) -> int:
 
 
 async def write_returning(db: Database, *steps: Step) -> list[Row]:
-    """As `write`; the rows the last statement's RETURNING gave."""
+    """As `write`; the rows the last statement returned (RETURNING, or a function's call)."""
     return (await _write(db, steps))[1]
 
 
@@ -153,21 +154,6 @@ async def _write(db: Database, steps: tuple[Step, ...]) -> tuple[int, list[Row]]
                 _sqlite_transaction, driver._conn, statements, db.let_writers_go
             )
             return done
-
-
-async def single(db: Database, step: Step) -> list[Row]:
-    """A write that is one statement on PostgreSQL (a function's call), sent as it is:
-    the server runs it in a transaction of its own, which BEGIN and COMMIT would only
-    wrap in two more round trips. Its rows; run again if aborted to break a deadlock."""
-    assert not db.is_sqlite, "SQLite's writes take the writer's turn: write() or program()"
-    text, values = _compiled(db, step, now_utc())
-
-    async def once() -> list[Row]:
-        async with db.driver() as driver:
-            return list(await driver.fetch(text, *values))
-
-    with timed(query_duration(step[0].name)):
-        return await db.retrying(once)
 
 
 async def program(db: Database, make: Callable[[], Program[T]], label: str) -> T:
@@ -206,10 +192,12 @@ async def _postgres_write(
     db: Database, statements: list[tuple[str, list[Any]]]
 ) -> tuple[int, list[Row]]:
     *before, (last, last_values) = statements
-    async with db.driver() as driver, driver.transaction():
+    # One statement is a transaction of its own: BEGIN and COMMIT would be two more
+    # round trips.
+    async with db.driver() as driver, driver.transaction() if before else contextlib.nullcontext():
         for text, values in before:
             await driver.execute(text, *values)
-        if " RETURNING " in last:
+        if " RETURNING " in last or last.startswith("SELECT "):  # a function's call
             returned = list(await driver.fetch(last, *last_values))
             return len(returned), returned
         status = await driver.execute(last, *last_values)

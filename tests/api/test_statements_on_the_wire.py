@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import asyncpg
 import httpx
 import pytest
 from sqlalchemy import event
@@ -71,12 +72,23 @@ def wire(monkeypatch: pytest.MonkeyPatch) -> Iterator[Wire]:
 
 
 async def test_the_hot_paths_send_the_recorded_statements(
-    make_settings: Callable[..., Settings], database_url: str, wire: Wire
+    make_settings: Callable[..., Settings],
+    database_url: str,
+    wire: Wire,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # PostgreSQL: every connection of the statements' pool (made on first use) and of
+    # SQLAlchemy's is heard.
+    pool = asyncpg.create_pool
+
+    async def heard_from(conn: asyncpg.Connection) -> None:
+        conn.add_query_logger(lambda r: wire.heard(r.query))
+
+    monkeypatch.setattr(asyncpg, "create_pool", lambda *a, **kw: pool(*a, init=heard_from, **kw))
     app = create_app(make_settings())
     db = app.state.registry.db
     if not db.is_sqlite:
-        await db.engine.dispose()  # every connection from now on is heard
+        await db.engine.dispose()
 
         def hear(dbapi_connection: Any, _record: Any) -> None:
             dbapi_connection.driver_connection.add_query_logger(lambda r: wire.heard(r.query))
