@@ -20,13 +20,12 @@ $(AXE):
 	npm install --no-audit --no-fund --prefix .cache/axe axe-core@4.14.1
 
 # Every hot path next to Distribution 2.8 (Debian's docker-registry), with wrk and nginx,
-# our index on SQLite and then on PostgreSQL.
+# our index on SQLite and then on PostgreSQL; then issue 36's goals from both.
 bench: $(VENV)/.installed-test
 	@command -v wrk >/dev/null && command -v ab >/dev/null && command -v docker-registry >/dev/null && command -v nginx >/dev/null \
-	  && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
-	  || apt-get install -y -qq --no-install-recommends wrk apache2-utils docker-registry nginx curl postgresql
-	$(BIN)/python benchmarks/compare.py --database sqlite
-	$(BIN)/python benchmarks/compare.py --database postgresql
+	  && command -v ss >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+	  || apt-get install -y -qq --no-install-recommends wrk apache2-utils docker-registry nginx curl postgresql iproute2
+	$(BIN)/python benchmarks/compare.py --database both
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .

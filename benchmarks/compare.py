@@ -2,9 +2,11 @@
 this machine: `make bench`.
 
     .venv/bin/python benchmarks/compare.py [--repeats 3] [--seconds 5] [--quick]
+        [--database sqlite|postgresql|both] [--only TEXT]
 
 Both registries get the filesystem store in a fresh folder and no auth; ours runs
-`registry serve` with one uvicorn worker per core on SQLite. Each workload runs against
+`registry serve` with one uvicorn worker per core on SQLite (or PostgreSQL; `both`: one
+after the other, then issue 36's goals from the two). Each workload runs against
 each registry in turn, `--repeats` times, and the table shows medians and the ratio
 ours / Distribution (for the nginx rows: ours behind nginx with X-Accel-Redirect / nginx
 serving the same file statically). Request rates and transfers come from wrk (Debian's;
@@ -42,7 +44,7 @@ from benchmarks.memory import PeakRss  # noqa: E402
 from tests.peers.distribution import Distribution  # noqa: E402
 from tests.peers.nginx import RegistryNginx  # noqa: E402
 from tests.peers.postgres import PostgresServer  # noqa: E402
-from tests.peers.registry import RegistryProcess  # noqa: E402
+from tests.peers.registry import RegistryProcess, workers_of  # noqa: E402
 from tests.peers.tls import self_signed  # noqa: E402
 
 MIB = 2**20
@@ -126,8 +128,13 @@ def wrk_mib(url: str, seconds: int, connections: int) -> float:
     return _wrk(url, seconds, connections, "")[1]
 
 
-def _wrk(url: str, seconds: int, connections: int, accept: str) -> tuple[float, float]:
-    args = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s"]
+def wrk_p99(url: str, seconds: int, connections: int, accept: str = "") -> float:
+    """The 99th percentile of response times in ms, as wrk measures it."""
+    return _wrk(url, seconds, connections, accept)[2]
+
+
+def _wrk(url: str, seconds: int, connections: int, accept: str) -> tuple[float, float, float]:
+    args = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency"]
     if accept:
         args += ["-H", f"Accept: {accept}"]
     out = subprocess.run([*args, url], capture_output=True, text=True, check=True).stdout
@@ -136,7 +143,8 @@ def _wrk(url: str, seconds: int, connections: int, accept: str) -> tuple[float, 
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
     amount, unit = re.search(r"Transfer/sec:\s+([\d.]+)(\w+)", out).groups()  # type: ignore[union-attr]
     scale = {"B": 1 / MIB, "KB": 1 / 1024, "MB": 1, "GB": 1024}[unit]
-    return rate, float(amount) * scale
+    p99, p99_unit = re.search(r"\b99%\s+([\d.]+)(us|ms|s)\b", out).groups()  # type: ignore[union-attr]
+    return rate, float(amount) * scale, float(p99) * {"us": 0.001, "ms": 1, "s": 1000}[p99_unit]
 
 
 # The servers
@@ -152,6 +160,7 @@ class Target:
 class Bench:
     def __init__(self, seconds: int, database: str = "sqlite") -> None:
         self.seconds = seconds
+        self.database = database
         self.root = Path(tempfile.mkdtemp(prefix="bench-"))
         cores = str(os.cpu_count() or 1)
         storage = self.root / "storage"
@@ -211,6 +220,8 @@ class Row:
 
     @property
     def ratio(self) -> float:
+        if not self.reference:  # ours alone: the value is the measure
+            return statistics.median(self.ours)
         ours, ref = statistics.median(self.ours), statistics.median(self.reference)
         return ref / ours if self.lower else ours / ref
 
@@ -396,9 +407,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="1 repeat of 2 s")
     parser.add_argument(
         "--database",
-        choices=["sqlite", "postgresql"],
+        choices=["sqlite", "postgresql", "both"],
         default="sqlite",
-        help="our index: SQLite, or a local PostgreSQL cluster started for the run",
+        help="our index: SQLite, or a local PostgreSQL cluster started for the run; both: "
+        "one after the other, then issue 36's goals from the two",
     )
     parser.add_argument(
         "--only", metavar="TEXT", help="only the workloads whose label contains TEXT"
@@ -406,15 +418,19 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.repeats, args.seconds = 1, 2
-    tools = ("wrk", "ab", "curl", "nginx", "docker-registry")
+    tools = ("wrk", "ab", "curl", "nginx", "docker-registry", "ss")
     if missing := [tool for tool in tools if not shutil.which(tool)]:
         sys.exit(f"benchmarks need {', '.join(missing)}: see `make bench`")
-    bench = Bench(args.seconds, args.database)
-    try:
-        rows = run(bench, args.repeats, args.seconds, args.only)
-    finally:
-        bench.close()
-    print(table(rows, args))
+    results = {}
+    for database in ("sqlite", "postgresql") if args.database == "both" else (args.database,):
+        bench = Bench(args.seconds, database)
+        try:
+            results[database] = run(bench, args.repeats, args.seconds, args.only)
+        finally:
+            bench.close()
+        print(table(results[database], args, database) + "\n", flush=True)
+    if len(results) == 2:
+        print(goals(results))
 
 
 def run(bench: Bench, repeats: int, seconds: int, only: str | None = None) -> list[Row]:
@@ -542,30 +558,176 @@ def run(bench: Bench, repeats: int, seconds: int, only: str | None = None) -> li
             row.ours.append(mine())
             row.reference.append(static())
         rows.append(row)
+    # Lower is better: the slowest of the fast answers, and how evenly the workers share
+    # 64 connections that arrive one at a time (benchmarks/workers.py).
+    latency = Row(
+        "manifest GET p99 latency, 64 clients",
+        "ms",
+        20.0 if bench.database == "sqlite" else 50.0,
+        [],
+        [],
+        lower=True,
+    )
+    if chosen(latency.label):
+        for _ in range(repeats):
+            for target, values in ((ours, latency.ours), (ref, latency.reference)):
+                values.append(wrk_p99(urls[target.name]["manifest"], s, 64, DOCKER_MANIFEST))
+        rows.append(latency)
+    balance = Row(
+        "CPU of the busiest worker / the least busy, 64 connections one at a time",
+        ": 1",
+        1.5,
+        [],
+        [],
+        against="",
+        lower=True,
+    )
+    if chosen(balance.label):
+        from benchmarks.workers import gradual
+
+        assert bench.ours.process is not None
+        pids = workers_of(bench.ours.process.pid)
+        for _ in range(repeats):
+            shares = gradual(urls["ours"]["manifest"], pids, s, 64)[2]
+            balance.ours.append(max(shares) / min(shares))
+        rows.append(balance)
     if memory.ours:
         rows.append(memory)
     return rows
 
 
-def table(rows: list[Row], args: argparse.Namespace) -> str:
+def _commit() -> str:
+    found = subprocess.run(
+        ["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True, text=True
+    )
+    return found.stdout.strip() or "unknown"
+
+
+def _heading(args: argparse.Namespace) -> str:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.machine(),
+    )
+    return (
+        f"{time.strftime('%Y-%m-%d %H:%M')}, {platform.node()}: {os.cpu_count()} cores "
+        f"({cpu}), Python {platform.python_version()}, commit {_commit()}, median of "
+        f"{args.repeats} x {args.seconds} s"
+    )
+
+
+def table(rows: list[Row], args: argparse.Namespace, database: str) -> str:
     lines = [
-        f"{time.strftime('%Y-%m-%d')}, {platform.node()}: {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}, median of {args.repeats} x {args.seconds} s, "
-        f"our index on {args.database}",
+        f"{_heading(args)}, our index on {database}",
         "",
         "| workload | ours | reference | ratio | target | met |",
         "|---|---|---|---|---|---|",
     ]
     for row in rows:
-        ours, ref = statistics.median(row.ours), statistics.median(row.reference)
+        ours = statistics.median(row.ours)
         target = f"< {row.target:g} {row.unit}" if row.lower else f">= {row.target:g}"
-        reference = f"{ref:,.1f} {row.unit}" + (
-            " (nginx static)" if row.against != "distribution" else ""
-        )
+        reference, ratio = "-", "-"
+        if row.reference:
+            reference = f"{statistics.median(row.reference):,.1f} {row.unit}" + (
+                " (nginx static)" if row.against == "nginx static" else ""
+            )
+            ratio = f"{row.ratio:.2f}"
         lines.append(
-            f"| {row.label} | {ours:,.1f} {row.unit} | {reference} | {row.ratio:.2f} | "
+            f"| {row.label} | {ours:,.2f} {row.unit} | {reference} | {ratio} | "
             f"{target} | {'yes' if row.met else '**no**'} |"
         )
+    return "\n".join(lines)
+
+
+def goals(results: dict[str, list[Row]]) -> str:
+    """Issue 36's table: each path on PostgreSQL and on SQLite, as ratios to Distribution
+    (or nginx), and whether its goal is met."""
+
+    def row(database: str, label: str) -> Row | None:
+        return next((r for r in results[database] if r.label.startswith(label)), None)
+
+    def shown(found: Row | None, suffix: str = "x") -> str:
+        return "-" if found is None else f"{found.ratio:.2f}{suffix}"
+
+    def median(found: Row | None) -> float:
+        return statistics.median(found.ours) if found else float("nan")
+
+    lines = [
+        "| path | PostgreSQL | SQLite | goal | met |",
+        "|---|---|---|---|---|",
+    ]
+
+    def add(path: str, postgres: str, sqlite: str, goal: str, met: bool) -> None:
+        lines.append(f"| {path} | {postgres} | {sqlite} | {goal} | {'yes' if met else '**no**'} |")
+
+    for label, path, goal in (
+        ("5,000 tags", "tag pushes (5,000 by 16 clients)", 1.5),
+        ("200 small blobs", "small pushes (200 x 1 KiB, 16 clients)", 1.2),
+    ):
+        pg, lite = row("postgresql", label), row("sqlite", label)
+        add(
+            path,
+            shown(pg),
+            shown(lite),
+            f">= {goal}x on both",
+            all(r is not None and r.ratio >= goal for r in (pg, lite)),
+        )
+    for label in ("manifest GET by tag, 64 clients", "manifest HEAD", "blob HEAD"):
+        pg, lite = row("postgresql", label), row("sqlite", label)
+        of_sqlite = median(pg) / median(lite)
+        add(
+            label.removesuffix(", 64 clients") + " (64 connections)",
+            f"{shown(pg)}, {of_sqlite:.2f} of SQLite",
+            shown(lite),
+            ">= 3x, and >= 0.5 of SQLite",
+            pg is not None and pg.ratio >= 3 and of_sqlite >= 0.5,
+        )
+    pg, lite = row("postgresql", "tags list page"), row("sqlite", "tags list page")
+    add(
+        "tag pages (n=100)",
+        shown(pg),
+        shown(lite),
+        "keep (>= 2x)",
+        all(r is not None and r.ratio >= 2 for r in (pg, lite)),
+    )
+    pg, lite = row("postgresql", "CPU of the busiest"), row("sqlite", "CPU of the busiest")
+    add(
+        "CPU of the busiest worker / the least busy, 64 connections one at a time",
+        shown(pg, " : 1"),
+        shown(lite, " : 1"),
+        "within 1.5 : 1",
+        all(r is not None and r.ratio <= 1.5 for r in (pg, lite)),
+    )
+    lite = row("sqlite", "manifest GET by tag, 64 clients, against nginx")
+    add(
+        "manifest GET against nginx static (SQLite)",
+        "-",
+        shown(lite),
+        ">= 0.2",
+        bool(lite and lite.ratio >= 0.2),
+    )
+    pg, lite = row("postgresql", "manifest GET p99"), row("sqlite", "manifest GET p99")
+    add(
+        "manifest GET p99 latency, 64 connections",
+        f"{median(pg):.1f} ms",
+        f"{median(lite):.1f} ms",
+        "<= 20 ms on SQLite, <= 50 ms on PostgreSQL",
+        median(lite) <= 20 and median(pg) <= 50,
+    )
+    pg, lite = (
+        row("postgresql", "32 concurrent pulls of 8 MiB through"),
+        row("sqlite", "32 concurrent pulls of 8 MiB through"),
+    )
+    add(
+        "32 x 8 MiB pulls through nginx, of nginx static",
+        shown(pg, ""),
+        shown(lite, ""),
+        ">= 0.95",
+        all(r is not None and r.ratio >= 0.95 for r in (pg, lite)),
+    )
     return "\n".join(lines)
 
 

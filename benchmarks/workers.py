@@ -15,9 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,10 +26,14 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.compare import DOCKER_MANIFEST, push_image  # noqa: E402
+from benchmarks.compare import DOCKER_MANIFEST, push_image, wrk  # noqa: E402
 from benchmarks.http1 import Connection  # noqa: E402
 from tests.peers.postgres import PostgresServer  # noqa: E402
-from tests.peers.registry import RegistryProcess, workers_of  # noqa: E402
+from tests.peers.registry import (  # noqa: E402
+    RegistryProcess,
+    connections_by_worker,
+    workers_of,
+)
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 _ACCEPT = {"Accept": DOCKER_MANIFEST}
@@ -41,18 +43,6 @@ def cpu_seconds(pid: int) -> float:
     """User and system time the process has used."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / _TICKS
-
-
-def taken(port: int, pids: list[int]) -> list[int]:
-    """Established connections to `port`, by worker."""
-    out = subprocess.run(
-        ["ss", "-tnpH", "state", "established", f"( sport = :{port} )"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    owners = re.findall(r"pid=(\d+)", out)
-    return [owners.count(str(pid)) for pid in pids]
 
 
 def gradual(
@@ -75,7 +65,7 @@ def gradual(
 
     async def run() -> tuple[float, list[int], list[float]]:
         opened = [Connection(*await asyncio.open_connection(sock=sock)) for sock in socks]
-        spread = taken(target.port or 80, pids)
+        spread = connections_by_worker(target.port or 80, pids)
         before = [cpu_seconds(pid) for pid in pids]
         started = time.monotonic()
         done = 0
@@ -100,25 +90,9 @@ def burst(url: str, pids: list[int], seconds: int, connections: int) -> tuple[fl
     """Requests a second, and each worker's share of a core, over one wrk run."""
     before = [cpu_seconds(pid) for pid in pids]
     started = time.monotonic()
-    out = subprocess.run(
-        [
-            "wrk",
-            "-t2",
-            f"-c{connections}",
-            f"-d{seconds}s",
-            "-H",
-            f"Accept: {DOCKER_MANIFEST}",
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    rate = wrk(url, seconds, connections, accept=DOCKER_MANIFEST)
     elapsed = time.monotonic() - started
-    shares = [(cpu_seconds(pid) - b) / elapsed for pid, b in zip(pids, before, strict=True)]
-    found = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    assert found, out
-    return float(found.group(1)), shares
+    return rate, [(cpu_seconds(pid) - b) / elapsed for pid, b in zip(pids, before, strict=True)]
 
 
 def _spread(shares: list[float]) -> str:

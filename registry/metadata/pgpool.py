@@ -69,13 +69,14 @@ class StatementPool:
         (it may still be reading the rest of a failed answer); asyncpg replaces it."""
         pool = self._pool or await self._opened()
         conn = await self._checked_out(pool)
+        backend = conn.get_server_pid()  # not to be asked once terminated
         CONNECTIONS_IN_USE.value += 1
         try:
             yield conn
         finally:
             CONNECTIONS_IN_USE.value -= 1
-            self._returned[conn.get_server_pid()] = time.monotonic()
-            await pool.release(conn)
+            self._returned[backend] = time.monotonic()
+            await pool.release(conn)  # nothing to do for one terminated
 
     async def _checked_out(self, pool: asyncpg.Pool) -> Any:
         """A connection that answered lately, or answers a ping now: one that does not

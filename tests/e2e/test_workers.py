@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.test_faults import wait_healthy, workers_of
-from tests.peers.registry import RegistryProcess
+from tests.peers.registry import RegistryProcess, connections_by_worker
 from tests.peers.tools import stop
 
 # Long enough for uvicorn's own ping bound (5 s) to have killed a worker still starting.
@@ -79,11 +79,7 @@ def test_workers_end_when_their_parent_is_killed(tmp_path: Path) -> None:
     server = RegistryProcess(tmp_path / "data", {"REGISTRY_HTTP_WORKERS": "2"}).start()
     try:
         assert server.process is not None
-        wait_healthy(server)
-        deadline = time.monotonic() + 30
-        while len(workers := workers_of(server.process.pid)) < 2:
-            assert time.monotonic() < deadline, "two workers did not start"
-            time.sleep(0.1)
+        workers = _two_workers(server)
         server.process.kill()
         server.process.wait()
         deadline = time.monotonic() + 10
@@ -119,11 +115,7 @@ def test_connections_that_come_one_at_a_time_spread_over_the_workers(tmp_path: P
     server = RegistryProcess(tmp_path / "data", {"REGISTRY_HTTP_WORKERS": "2"}).start()
     try:
         assert server.process is not None
-        wait_healthy(server)
-        deadline = time.monotonic() + 30
-        while len(workers := workers_of(server.process.pid)) < 2:
-            assert time.monotonic() < deadline, "two workers did not start"
-            time.sleep(0.1)
+        workers = _two_workers(server)
         # Below 16 of 64 by chance: about 1 in 30,000.
         assert min(_taken(server, workers, 64)) >= 16
 
@@ -142,6 +134,16 @@ def test_connections_that_come_one_at_a_time_spread_over_the_workers(tmp_path: P
         server.stop()
 
 
+def _two_workers(server: RegistryProcess) -> list[int]:
+    assert server.process is not None
+    wait_healthy(server)
+    deadline = time.monotonic() + 30
+    while len(workers := workers_of(server.process.pid)) < 2:
+        assert time.monotonic() < deadline, "two workers did not start"
+        time.sleep(0.1)
+    return workers
+
+
 def _taken(server: RegistryProcess, workers: list[int], count: int) -> list[int]:
     """Open `count` connections one at a time, each asking once; how many each worker
     holds."""
@@ -153,13 +155,7 @@ def _taken(server: RegistryProcess, workers: list[int], count: int) -> list[int]
             sock.sendall(b"GET /v2/ HTTP/1.1\r\nHost: registry\r\n\r\n")
             assert sock.recv(65536).startswith(b"HTTP/1.1 200")
             time.sleep(0.02)
-        listed = subprocess.run(
-            ["ss", "-tnpH", "state", "established", f"( sport = :{server.port} )"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        return [listed.count(f"pid={pid},") for pid in workers]
+        return connections_by_worker(server.port, workers)
     finally:
         for sock in opened:
             sock.close()

@@ -115,3 +115,14 @@ def workers_of(pid: int) -> list[int]:
         if b"spawn_main" in cmdline:
             found.append(child)
     return found
+
+
+def connections_by_worker(port: int, workers: list[int]) -> list[int]:
+    """Established connections to `port` that each of `workers` holds (ss)."""
+    listed = subprocess.run(
+        ["ss", "-tnpH", "state", "established", f"( sport = :{port} )"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [listed.count(f"pid={pid},") for pid in workers]

@@ -147,6 +147,29 @@ async def test_a_busy_postgresql_pool_is_a_503(postgres: PostgresServer) -> None
         await admin.close()
 
 
+async def test_a_statement_cut_short_leaves_no_connection_behind(
+    postgres: PostgresServer,
+) -> None:
+    """A request that ends while its statement runs (a client gone, a timeout): the
+    connection may still be reading the answer, so it is closed, not pooled again; the
+    next statement gets a new one and answers at once."""
+    db = Database(
+        postgres.url_for("postgres").replace("postgresql://", "postgresql+asyncpg://"), pool_size=1
+    )
+    try:
+        async with db.driver() as driver:
+            backend = await driver.fetchval("SELECT pg_backend_pid()")
+        with anyio.move_on_after(0.2) as scope:
+            async with db.driver() as driver:
+                await driver.fetch("SELECT pg_sleep(5)")
+        assert scope.cancelled_caught
+        with anyio.fail_after(2):
+            async with db.driver() as driver:
+                assert await driver.fetchval("SELECT pg_backend_pid()") != backend
+    finally:
+        await db.close()
+
+
 async def test_a_busy_sqlite_pool_is_a_503(tmp_path: Path, sqlite_template: Path) -> None:
     shutil.copy(sqlite_template, tmp_path / "registry.db")
     db = Database(f"sqlite+aiosqlite:///{tmp_path / 'registry.db'}", pool_size=1)
