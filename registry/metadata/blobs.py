@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from registry.metadata import repositories
 from registry.metadata.database import Database
-from registry.metadata.models import Blob, NamespaceBlob, Repository, RepositoryBlob, now
+from registry.metadata.models import Blob, NamespaceBlob, Repository, RepositoryBlob, now, utc
 from registry.metadata.statements import Statement, dialect_insert, rows
 
 # A blob the repository may serve, with whether its lease lasts past `:fresh`: a HEAD
@@ -35,11 +35,12 @@ CACHED = Statement(
     "WHERE r.name = :repository AND l.digest = b.digest) FROM blobs b WHERE b.digest = :digest",
     point=True,
 )
-# Before bytes are placed at a digest's path: whether its row's lease lasts past
-# `:fresh` (NULL: no row), and whether garbage collection is deleting its bytes.
+# Before bytes are placed at a digest's path: when its row's lease ends (NULL: no row; a
+# row without a lease has ended long ago), and whether garbage collection is deleting
+# its bytes.
 LEASE = Statement(
     "blob_lease",
-    "SELECT (SELECT leased_until >= :fresh FROM blobs WHERE digest = :digest), "
+    "SELECT (SELECT COALESCE(leased_until, '1970-01-01') FROM blobs WHERE digest = :digest), "
     "EXISTS (SELECT 1 FROM blob_tombstones WHERE digest = :digest)",
     point=True,
 )
@@ -112,11 +113,12 @@ async def size(
     return (int(found[0][0]), bool(found[0][1])) if found else None
 
 
-async def lease(db: Database, digest: str, fresh: datetime) -> tuple[bool | None, bool]:
-    """Whether the blob's lease lasts past `fresh` (None: no such blob), and whether it
-    has a tombstone."""
-    [(leased, tombstoned)] = await rows(db, LEASE(digest=digest, fresh=fresh))
-    return (None if leased is None else bool(leased)), bool(tombstoned)
+async def lease(db: Database, digest: str) -> tuple[datetime | None, bool]:
+    """When the blob's lease ends (None: no such blob), and whether it has a tombstone."""
+    [(leased_until, tombstoned)] = await rows(db, LEASE(digest=digest))
+    if isinstance(leased_until, str):  # SQLite's text, in UTC
+        leased_until = datetime.fromisoformat(leased_until)
+    return (None if leased_until is None else utc(leased_until)), bool(tombstoned)
 
 
 async def cached(db: Database, repository: str, digest: str) -> Cached | None:

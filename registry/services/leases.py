@@ -25,6 +25,11 @@ row and leaves a tombstone in one transaction, deletes the bytes, then the tombs
 `keep()` waits while there is a tombstone, and otherwise renews the lease of a row that
 exists, so no collection will delete the bytes being placed for as long as the lease
 lasts. With no row and no tombstone there is nothing any collection could delete.
+`keep()` remembers when a lease it read (or made) ends, and answers without asking
+while a whole lease of it is left, as asking would, for a minute at most: that bounds
+how long a lease cut short elsewhere (a replica with a shorter `gc.blob_lease_seconds`)
+goes unseen. A tag pushed again and again read its manifest's lease each time: on
+PostgreSQL, one of a push's two round trips.
 """
 
 from __future__ import annotations
@@ -52,10 +57,17 @@ WAIT_SECONDS = 30.0
 _POLL_SECONDS = 0.05
 
 
+# How long keep() answers from a lease it read or made, at most (the docstring above).
+KEPT_SECONDS = 60.0
+_KEPT_DIGESTS = 10_000
+
+
 class Leases:
     def __init__(self, db: Database, seconds: float) -> None:
         self.db = db
         self.seconds = seconds
+        # Digest -> until when (monotonic) keep() need not ask.
+        self._kept: dict[str, float] = {}
 
     def end(self) -> datetime:
         """When a lease taken or renewed now ends: twice the lease, so that a renewal is
@@ -71,20 +83,27 @@ class Leases:
         them, waiting for one that is deleting that path now. The bytes must be placed
         within a lease (a rename, or one S3 copy, takes far less)."""
         key = str(digest)
+        if self._kept.get(key, 0.0) > time.monotonic():
+            return
         deadline = time.monotonic() + WAIT_SECONDS
         while True:
-            leased, tombstoned = await blobs.lease(self.db, key, self.fresh())
-            if not tombstoned and leased is not False:
-                return  # no row (nothing to collect), or one leased for long enough
+            leased_until, tombstoned = await blobs.lease(self.db, key)
+            if leased_until is None and not tombstoned:
+                return  # no row: nothing to collect
+            if not tombstoned and leased_until is not None and leased_until >= self.fresh():
+                self._good_until(key, leased_until)
+                return
             if not tombstoned:
+                until = self.end()
 
-                async def renew(conn: AsyncConnection) -> bool:
-                    await q.renew_lease(conn, key, self.end())
+                async def renew(conn: AsyncConnection, until: datetime = until) -> bool:
+                    await q.renew_lease(conn, key, until)
                     # After the renewal, which waited for any pass holding the row: a
                     # tombstone means that pass removed it.
                     return await q.tombstoned(conn, key)
 
                 if not await self.db.transact(renew):
+                    self._good_until(key, until)
                     return
             if time.monotonic() > deadline:
                 raise Unavailable(
@@ -95,3 +114,11 @@ class Leases:
                 )
             log.debug("waiting for garbage collection to finish deleting %s", key)
             await asyncio.sleep(_POLL_SECONDS)
+
+    def _good_until(self, key: str, leased_until: datetime) -> None:
+        """`key`'s lease ends at `leased_until` or later: until a whole lease before
+        that (at most KEPT_SECONDS), keep() may answer as it would after asking."""
+        seconds = (leased_until - self.fresh()).total_seconds()
+        if len(self._kept) >= _KEPT_DIGESTS:
+            self._kept.clear()
+        self._kept[key] = time.monotonic() + min(KEPT_SECONDS, seconds)

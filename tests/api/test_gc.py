@@ -475,6 +475,41 @@ async def test_an_upload_gives_up_on_a_tombstone_that_stays(
     assert r.headers["Retry-After"] == "10"
 
 
+async def test_keep_takes_a_lease_it_saw_as_good_for_a_while(
+    app: Starlette, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Leases.keep() asks once while a lease it saw lasts: a tag pushed 5,000 times read
+    its manifest's lease each time. After KEPT_SECONDS it asks again, and renews a lease
+    cut short meanwhile (as a replica with a shorter lease would leave it)."""
+    digest = await push_blob(client, "team/app", b"kept")
+    kept = leases.Leases(registry_of(app).db, 3600)
+    asked: list[str] = []
+    lease = leases.blobs.lease
+
+    async def counted(*args: Any) -> Any:
+        asked.append(args[1])
+        return await lease(*args)
+
+    monkeypatch.setattr(leases.blobs, "lease", counted)
+    monkeypatch.setattr(leases, "KEPT_SECONDS", 0.2)
+    for _ in range(3):
+        await kept.keep(Digest.parse(digest))  # renewed to an hour (LEASE is 0.5 s), once
+    assert asked == [digest]
+    async with registry_of(app).db.write() as conn:
+        await conn.execute(
+            Blob.__table__.update()
+            .where(Blob.digest == digest)
+            .values(leased_until=now() - timedelta(seconds=1))
+        )
+    await kept.keep(Digest.parse(digest))
+    assert asked == [digest]  # within KEPT_SECONDS: not seen
+    await asyncio.sleep(0.3)
+    await kept.keep(Digest.parse(digest))
+    assert asked == [digest, digest]  # asked again, and renewed
+    leased_until, _ = await row(app, digest) or (None, None)
+    assert leased_until is not None and leased_until > now() + timedelta(seconds=3000)
+
+
 # The worker, uploads, accounting
 
 

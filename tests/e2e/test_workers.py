@@ -128,7 +128,10 @@ def test_connections_that_come_one_at_a_time_spread_over_the_workers(tmp_path: P
         while len(replaced := workers_of(server.process.pid)) < 2 or workers[0] in replaced:
             assert time.monotonic() < deadline, "the worker killed was not replaced"
             time.sleep(0.1)
-        wait_healthy(server)
+        deadline = time.monotonic() + 60
+        while not all(_listening(server, pid) for pid in replaced):
+            assert time.monotonic() < deadline, "the new worker does not listen"
+            time.sleep(0.1)
         assert all(count > 0 for count in _taken(server, replaced, 64))
     finally:
         server.stop()
@@ -142,6 +145,13 @@ def _two_workers(server: RegistryProcess) -> list[int]:
         assert time.monotonic() < deadline, "two workers did not start"
         time.sleep(0.1)
     return workers
+
+
+def _listening(server: RegistryProcess, pid: int) -> bool:
+    listed = subprocess.run(
+        ["ss", "-tlnpH", f"( sport = :{server.port} )"], capture_output=True, text=True
+    ).stdout
+    return f"pid={pid}," in listed
 
 
 def _taken(server: RegistryProcess, workers: list[int], count: int) -> list[int]:
