@@ -233,17 +233,20 @@ class Database:
         directly (statements.py): from SQLAlchemy's pool on SQLite, with no SQLAlchemy
         Connection built around it; from asyncpg's own pool on PostgreSQL (pgpool.py)."""
         if self._statements is not None:
+            pool = self._statements
             with _outages():
-                async with self._statements.connection() as conn:
-                    try:
-                        yield conn
-                    except BaseException as exc:
-                        if _spoiled(exc):
-                            # Not pooled again: it may still be closing, or reading the
-                            # rest of a failed answer, and the next request on it would
-                            # fail too. asyncpg opens another in its place.
-                            conn.terminate()
-                        raise
+                conn = await pool.acquire()
+                try:
+                    yield conn
+                except BaseException as exc:
+                    if _spoiled(exc):
+                        # Not pooled again: it may still be closing, or reading the rest
+                        # of a failed answer, and the next request on it would fail too.
+                        # The pool opens another in its place.
+                        conn.terminate()
+                    raise
+                finally:
+                    pool.release(conn)
             return
         with _outages(), _waiting():
             pooled = await self.engine.raw_connection()

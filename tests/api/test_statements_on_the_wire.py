@@ -17,7 +17,6 @@ import anyio
 import asyncpg
 import httpx
 import pytest
-from sqlalchemy import event
 
 from registry.app import create_app
 from registry.config import Settings
@@ -77,23 +76,20 @@ async def test_the_hot_paths_send_the_recorded_statements(
     wire: Wire,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # PostgreSQL: every connection of the statements' pool (made on first use) and of
-    # SQLAlchemy's is heard.
-    pool = asyncpg.create_pool
+    # PostgreSQL: every connection of the statements' pool and of SQLAlchemy's (both
+    # open theirs with asyncpg.connect, made on first use) is heard.
+    connect = asyncpg.connect
 
-    async def heard_from(conn: asyncpg.Connection) -> None:
+    async def heard_from(*args: Any, **kw: Any) -> asyncpg.Connection:
+        conn = await connect(*args, **kw)
         conn.add_query_logger(lambda r: wire.heard(r.query))
+        return conn
 
-    monkeypatch.setattr(asyncpg, "create_pool", lambda *a, **kw: pool(*a, init=heard_from, **kw))
+    monkeypatch.setattr(asyncpg, "connect", heard_from)
     app = create_app(make_settings())
     db = app.state.registry.db
     if not db.is_sqlite:
         await db.engine.dispose()
-
-        def hear(dbapi_connection: Any, _record: Any) -> None:
-            dbapi_connection.driver_connection.add_query_logger(lambda r: wire.heard(r.query))
-
-        event.listen(db.engine.sync_engine, "connect", hear)
     transport = httpx.ASGITransport(app=app)
     client = httpx.AsyncClient(transport=transport, base_url="http://registry.test")
     heard: list[str] = []
