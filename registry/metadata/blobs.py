@@ -11,10 +11,18 @@ from typing import Any
 from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from registry.metadata import repositories
+from registry.metadata import events, repositories, uploads
 from registry.metadata.database import Database
 from registry.metadata.models import Blob, NamespaceBlob, Repository, RepositoryBlob, now, utc
-from registry.metadata.statements import Statement, dialect_insert, rows
+from registry.metadata.statements import (
+    Statement,
+    Step,
+    dialect_insert,
+    rows,
+    write,
+    write_returning,
+)
+from registry.names import namespace_of
 
 # A blob the repository may serve, with whether its lease lasts past `:fresh`: a HEAD
 # renews it if not.
@@ -90,6 +98,13 @@ LINK = Statement(
     "SELECT (SELECT id FROM repositories WHERE name = :repository), :digest, :now "
     f"WHERE {_WITHIN_QUOTA} ON CONFLICT DO NOTHING",
 )
+# A pushed blob linked on PostgreSQL: the statements of link_pushed()'s SQLite program
+# in one call, which PostgreSQL commits as one statement (migration 0029).
+LINK_PUSHED = Statement(
+    "link_pushed_blob",
+    "SELECT registry_link_blob(:namespace, :repository, :digest, :size, :now, :lease_end, "
+    ":upload, :event)",
+)
 # A manifest's own bytes, linked by its push (services/manifests.py).
 LINK_BYTES = Statement(
     "link_manifest_bytes",
@@ -111,6 +126,44 @@ async def size(
     `fresh` (one indexed lookup: blob HEAD)."""
     found = await rows(db, SIZE(repository=repository, digest=digest, fresh=fresh))
     return (int(found[0][0]), bool(found[0][1])) if found else None
+
+
+async def link_pushed(
+    db: Database,
+    repository: str,
+    digest: str,
+    size: int,
+    lease_end: datetime,
+    upload_id: str | None,
+    event: dict[str, Any],
+) -> bool:
+    """Link a blob whose bytes were just placed after `Leases.keep()` into the
+    repository (made if need be), leased until `lease_end`, ending its upload session if
+    any, and record the push's `event` row; whether the repository links it (False: the
+    namespace's quota refused it, and nothing but the blob's row and lease is kept)."""
+    namespace = namespace_of(repository)
+    if not db.is_sqlite:
+        call = LINK_PUSHED(
+            namespace=namespace,
+            repository=repository,
+            digest=digest,
+            size=size,
+            lease_end=lease_end,
+            upload=upload_id,
+            event=events.as_json(event),
+        )
+        [(linked,)] = await write_returning(db, call)
+        return bool(linked)
+    steps: list[Step] = [
+        repositories.ADD(repository=repository, namespace=namespace),
+        ADD(digest=digest, size=size, lease_end=lease_end),
+        LOCK_QUOTA(namespace=namespace),
+    ]
+    if upload_id is not None:
+        steps.append(uploads.DELETE(id=upload_id))
+    steps.append(LINK(repository=repository, namespace=namespace, digest=digest, size=size))
+    steps.append(events.RECORD_IF_LINKED(**event, digest=digest))
+    return bool(await write(db, *steps))
 
 
 async def lease(db: Database, digest: str) -> tuple[datetime | None, bool]:

@@ -150,6 +150,17 @@ RECORD_IF_LINKED = Statement(
 )
 
 
+def as_json(rows: Sequence[Mapping[str, Any]] | Mapping[str, Any] | None) -> str | None:
+    """Events rows (or one) as JSON, as PostgreSQL's functions take them
+    (jsonb_populate_record: migrations 0028 and 0029)."""
+
+    def default(value: object) -> str:
+        assert isinstance(value, datetime)
+        return value.isoformat()
+
+    return None if rows is None else json.dumps(rows, default=default)
+
+
 async def record(conn: AsyncConnection, action: str, **fields: Any) -> None:
     """Record one event (the arguments of `event`) in the caller's transaction."""
     await conn.execute(insert(Event).values(**event(action, **fields)))

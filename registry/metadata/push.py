@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from registry.mediatypes import ParsedManifest
+from registry.metadata import events
 from registry.metadata.database import Database
 from registry.metadata.statements import Statement, write_returning
 
@@ -93,14 +94,6 @@ class Push:
     namespace_event: dict[str, Any] | None = None
 
 
-def _rows(rows: list[dict[str, Any]] | dict[str, Any] | None) -> str | None:
-    def default(value: object) -> str:
-        assert isinstance(value, datetime)
-        return value.isoformat()
-
-    return None if rows is None else json.dumps(rows, default=default)
-
-
 async def push(db: Database, p: Push, rules: str | None, immutable: list[bool]) -> str | None:
     """Store the manifest, its references, tags and events; None. `rules`: the
     namespace's immutable-tag rules (JSON as stored) that `immutable` was matched
@@ -112,7 +105,7 @@ async def push(db: Database, p: Push, rules: str | None, immutable: list[bool]) 
         repository=p.repository,
         pushed=p.pushed,
         owner=p.owner,
-        namespace_event=_rows(p.namespace_event),
+        namespace_event=events.as_json(p.namespace_event),
         digest=p.digest,
         media_type=parsed.media_type,
         artifact_type=parsed.artifact_type,
@@ -131,8 +124,8 @@ async def push(db: Database, p: Push, rules: str | None, immutable: list[bool]) 
         tags=p.tags,
         immutable=immutable,
         rules=rules,
-        events=_rows(p.events),
-        tag_events=_rows(p.tag_events),
+        events=events.as_json(p.events),
+        tag_events=events.as_json(p.tag_events),
         previous=p.previous,
     )
     try:

@@ -45,11 +45,9 @@ from registry.errors import (
     TooManyRequests,
 )
 from registry.hashstate import Resumable, resumable
-from registry.metadata import blobs, events, repositories, statements, uploads
+from registry.metadata import blobs, events, statements, uploads
 from registry.metadata.database import Database
 from registry.metadata.models import now
-from registry.metadata.statements import Step
-from registry.names import namespace_of
 from registry.process import gone, identity
 from registry.services.leases import Leases
 from registry.services.usage import OverQuota, Quotas
@@ -213,21 +211,12 @@ class UploadService:
     async def _link(
         self, repository: str, upload_id: str | None, digest: Digest, size: int
     ) -> None:
-        namespace = namespace_of(repository)
-        steps: list[Step] = [
-            repositories.ADD(repository=repository, namespace=namespace),
-            blobs.ADD(digest=str(digest), size=size, lease_end=self.leases.end()),
-            blobs.LOCK_QUOTA(namespace=namespace),
-        ]
-        if upload_id is not None:
-            steps.append(uploads.DELETE(id=upload_id))
-        steps.append(
-            blobs.LINK(repository=repository, namespace=namespace, digest=str(digest), size=size)
-        )
         target = events.descriptor(repository, "blobs", str(digest), events.BLOB_TYPE, size)
         pushed = events.event("push", repository=repository, target=target)
-        steps.append(events.RECORD_IF_LINKED(**pushed, digest=str(digest)))
-        if not await statements.write(self.db, *steps):
+        lease_end = self.leases.end()
+        if not await blobs.link_pushed(
+            self.db, repository, str(digest), size, lease_end, upload_id, pushed
+        ):
             try:
                 await self.quotas.refuse_unless_linked(repository, digest, size)
             except OverQuota as refused:
