@@ -663,17 +663,19 @@ def goals(results: dict[str, list[Row]]) -> str:
     def add(path: str, postgres: str, sqlite: str, goal: str, met: bool) -> None:
         lines.append(f"| {path} | {postgres} | {sqlite} | {goal} | {'yes' if met else '**no**'} |")
 
-    for label, path, goal in (
-        ("5,000 tags", "tag pushes (5,000 by 16 clients)", 1.5),
-        ("200 small blobs", "small pushes (200 x 1 KiB, 16 clients)", 1.2),
+    # Issue 36 sets the tag pushes' goal on both databases, the small pushes' on
+    # PostgreSQL (SQLite's is shown beside it).
+    for label, path, goal, on in (
+        ("5,000 tags", "tag pushes (5,000 by 16 clients)", 1.5, ("postgresql", "sqlite")),
+        ("200 small blobs", "small pushes (200 x 1 KiB, 16 clients)", 1.2, ("postgresql",)),
     ):
         pg, lite = row("postgresql", label), row("sqlite", label)
         add(
             path,
             shown(pg),
             shown(lite),
-            f">= {goal}x on both",
-            all(r is not None and r.ratio >= goal for r in (pg, lite)),
+            f">= {goal}x on " + ("both" if len(on) == 2 else "PostgreSQL"),
+            all(r is not None and r.ratio >= goal for r in (row(db, label) for db in on)),
         )
     for label in ("manifest GET by tag, 64 clients", "manifest HEAD", "blob HEAD"):
         pg, lite = row("postgresql", label), row("sqlite", label)
