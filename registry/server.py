@@ -130,6 +130,26 @@ class _HeldHead:
         return getattr(self.transport, name)
 
 
+def _kept_alive_for_http10(cycle: RequestResponseCycle, start: Any) -> Any:
+    """An HTTP/1.0 response start on a connection its client asked to keep: with
+    "Connection: keep-alive", which HTTP/1.0 needs to keep it, when the response says
+    where it ends (a Content-Length, or no body); otherwise the connection closes after
+    it, as its only end."""
+    headers = list(start.get("headers", ()))
+    names = {bytes(name).lower() for name, _ in headers}
+    if b"connection" in names:
+        return start  # the app's own say
+    ends = (
+        b"content-length" in names
+        or cycle.scope["method"] == "HEAD"
+        or start["status"] in (204, 304)
+    )
+    if not ends:
+        cycle.keep_alive = False
+        return start
+    return {**start, "headers": [*headers, (b"connection", b"keep-alive")]}
+
+
 class GuardedProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -215,6 +235,12 @@ class GuardedProtocol(HttpToolsProtocol):
             # a file span too where the scope offers ZERO_COPY.
             cycle = self.cycle
             cycle.send = functools.partial(self._send, cycle, cycle.send)  # type: ignore[method-assign]
+            if cycle.scope["http_version"] == "1.0" and self.parser.should_keep_alive():
+                # An HTTP/1.0 client that asks to keep the connection (ab, old proxies):
+                # uvicorn never does, and each request paid a connection's setup. Kept
+                # if the response says where it ends (_send); here, so that a shutdown
+                # from now on can still end it as uvicorn ends any other.
+                cycle.keep_alive = True
         if any(name in _BODY_HEADERS for name, _ in self.headers):
             self._body_bytes = 0
             self._body_timer = self.loop.call_later(
@@ -281,6 +307,8 @@ class GuardedProtocol(HttpToolsProtocol):
         and a file span (ZERO_COPY) after a start with a Content-Length: the kernel sends
         the bytes, then uvicorn ends the response as for a body."""
         if message["type"] == "http.response.start":
+            if cycle.keep_alive and cycle.scope["http_version"] == "1.0":
+                message = _kept_alive_for_http10(cycle, message)
             cycle.transport = _HeldHead(self.transport)  # type: ignore[assignment]
             await send(message)
             return

@@ -117,3 +117,26 @@ async def test_an_app_failing_after_the_start_still_sends_the_head_then_closes()
     # uvicorn closes a connection whose response broke off; the head it had is sent first.
     assert received.startswith(b"HTTP/1.1 200 OK\r\n")
     assert received.endswith(b"\r\n\r\n")
+
+
+async def test_an_http10_client_that_asks_keeps_its_connection_when_a_response_says_its_end() -> (
+    None
+):
+    """ab and old proxies speak HTTP/1.0 with "Connection: keep-alive"; uvicorn closed
+    the connection after each response, so each request paid a connection's setup."""
+    asked = b"HEAD /small HTTP/1.0\r\nconnection: keep-alive\r\n\r\nGET /small HTTP/1.0\r\n"
+    received, _ = await exchange(asked + b"connection: keep-alive\r\n\r\n")
+    first, second = received.split(b"HTTP/1.1 200 OK\r\n")[1:]
+    assert b"connection: keep-alive" in first and b"hello" not in first
+    assert b"connection: keep-alive" in second and second.endswith(b"\r\n\r\nhello")
+
+
+async def test_an_http10_connection_closes_when_not_asked_or_when_only_its_end_ends_a_body() -> (
+    None
+):
+    received, _ = await exchange(b"GET /small HTTP/1.0\r\n\r\nGET /small HTTP/1.0\r\n\r\n")
+    assert received.count(b"HTTP/1.1 200 OK") == 1 and b"connection: close" in received
+    # A streamed body (no Content-Length) ends where the connection does.
+    asked = b"GET /stream HTTP/1.0\r\nconnection: keep-alive\r\n\r\n"
+    received, _ = await exchange(asked + b"GET /small HTTP/1.0\r\n\r\n")
+    assert received.count(b"HTTP/1.1 200 OK") == 1 and b"connection: close" in received

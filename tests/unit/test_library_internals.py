@@ -37,7 +37,7 @@ PROTOCOL_METHODS = (
     "pause_writing",
     "resume_writing",
 )
-PROTOCOL_STATE = ("cycle", "flow", "loop", "client", "headers", "transport", "scope")
+PROTOCOL_STATE = ("cycle", "flow", "loop", "client", "headers", "transport", "scope", "parser")
 CYCLE_STATE = (
     "send",
     "transport",
@@ -50,6 +50,7 @@ CYCLE_STATE = (
     "disconnected",
     "waiting_for_100_continue",
     "scope",
+    "keep_alive",
 )
 
 
