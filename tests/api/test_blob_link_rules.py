@@ -17,30 +17,16 @@ from sqlalchemy import select
 from starlette.applications import Starlette
 
 from registry.metadata.events import BLOB_TYPE
-from registry.metadata.models import Blob, Event, Repository, RepositoryBlob, Upload, utc
+from registry.metadata.models import Blob, Event, Repository, Upload, utc
+from tests.api.stored import linked, rows
 from tests.helpers import assert_error, push_blob, sha256
 
 pytestmark = pytest.mark.anyio
 
 
-async def rows(app: Starlette, query: Any) -> list[tuple[Any, ...]]:
-    async with app.state.registry.db.read() as conn:
-        return [tuple(row) for row in (await conn.execute(query)).all()]
-
-
 async def lease_of(app: Starlette, digest: str) -> datetime | None:
     found = await rows(app, select(Blob.leased_until).where(Blob.digest == digest))
     return utc(found[0][0]) if found else None
-
-
-async def linked(app: Starlette, repository: str, digest: str) -> bool:
-    found = await rows(
-        app,
-        select(RepositoryBlob.digest)
-        .join(Repository, Repository.id == RepositoryBlob.repository_id)
-        .where(Repository.name == repository, RepositoryBlob.digest == digest),
-    )
-    return bool(found)
 
 
 async def blob_pushes(app: Starlette) -> list[dict[str, Any]]:

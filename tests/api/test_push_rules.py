@@ -26,11 +26,11 @@ from registry.metadata.models import (
     Member,
     Namespace,
     Repository,
-    RepositoryBlob,
     Tag,
     User,
 )
 from tests.api.conftest import PASSWORD
+from tests.api.stored import linked, rows
 from tests.helpers import (
     assert_error,
     basic,
@@ -42,11 +42,6 @@ from tests.helpers import (
 )
 
 pytestmark = pytest.mark.anyio
-
-
-async def rows(app: Starlette, query: Any) -> list[tuple[Any, ...]]:
-    async with app.state.registry.db.read() as conn:
-        return [tuple(row) for row in (await conn.execute(query)).all()]
 
 
 async def tags(app: Starlette, repository: str) -> dict[str, str]:
@@ -87,16 +82,6 @@ async def events(app: Starlette, *actions: str) -> list[dict[str, Any]]:
     found = await rows(app, select(Event.body).where(Event.action.in_(actions)).order_by(Event.id))
     bodies = [json.loads(body) for (body,) in found]
     return [e for e in bodies if e.get("target", {}).get("mediaType") != BLOB_TYPE]
-
-
-async def linked(app: Starlette, repository: str, digest: str) -> bool:
-    found = await rows(
-        app,
-        select(RepositoryBlob.digest)
-        .join(Repository, Repository.id == RepositoryBlob.repository_id)
-        .where(Repository.name == repository, RepositoryBlob.digest == digest),
-    )
-    return bool(found)
 
 
 async def put(
