@@ -7,6 +7,7 @@ import pytest
 
 from registry.app import create_app
 from registry.config import Settings, load_settings
+from registry.mediatypes import OCI_MANIFEST
 from registry.metadata.migrate import upgrade
 from registry.services import listing
 from registry.services.tag_cache import TagCache, TagList
@@ -100,7 +101,9 @@ async def test_a_replica_sees_tags_changed_by_another(
     client: httpx.AsyncClient, settings: Settings
 ) -> None:
     """Tag lists are cached per worker; a change made through another app on the same
-    database (a replica) is seen on the next request, whatever changed the tags."""
+    database (a replica) is seen on the next request, whatever changed the tags, and a
+    tag moved there is what the next manifest GET here serves (issue 36: no read of a
+    hot path may serve a tag older than an acknowledged push)."""
     await tagged(client)
     other_app = create_app(settings)
     async with httpx.AsyncClient(
@@ -116,9 +119,12 @@ async def test_a_replica_sees_tags_changed_by_another(
         assert (await other.delete("/v2/team/app/manifests/v1")).status_code == 202
         assert await listed() == sorted([*TAGS[1:], "added"])
         # Moving a tag to another manifest leaves the list as it was.
-        _, moved = await push_image(other, "team/app", "added", layers=[b"other layer"])
+        digest, moved = await push_image(other, "team/app", "added", layers=[b"other layer"])
         assert moved != body
         assert await listed() == sorted([*TAGS[1:], "added"])
+        # A manifest GET by tag is not cached anywhere: the moved tag is served at once.
+        r = await client.get("/v2/team/app/manifests/added", headers={"Accept": OCI_MANIFEST})
+        assert r.headers["Docker-Content-Digest"] == digest and r.content == moved
         # Deleting a manifest takes its tags with it.
         first = (await client.get("/v2/team/app/manifests/latest")).headers["docker-content-digest"]
         assert (await other.delete(f"/v2/team/app/manifests/{first}")).status_code == 202
