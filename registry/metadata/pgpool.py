@@ -188,14 +188,14 @@ class StatementPool:
         try:
             await conn.fetchrow(";", timeout=self.timeout)
             return True
-        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        except BaseException as exc:
             conn.terminate()
             self._open -= 1
-            return False
-        except BaseException:  # cancelled mid-ping: the answer may still come
-            conn.terminate()
-            self._open -= 1
-            self._hand_over_place()
+            if isinstance(
+                exc, (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+            ):
+                return False  # the caller tries the next, or opens one in its place
+            self._hand_over_place()  # cancelled mid-ping: the place goes to a waiter
             raise
 
     def _sweep(self) -> None:

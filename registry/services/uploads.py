@@ -213,9 +213,8 @@ class UploadService:
     ) -> None:
         target = events.descriptor(repository, "blobs", str(digest), events.BLOB_TYPE, size)
         pushed = events.event("push", repository=repository, target=target)
-        lease_end = self.leases.end()
         if not await blobs.link_pushed(
-            self.db, repository, str(digest), size, lease_end, upload_id, pushed
+            self.db, repository, str(digest), size, self.leases.end(), upload_id, pushed
         ):
             try:
                 await self.quotas.refuse_unless_linked(repository, digest, size)
